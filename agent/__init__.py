@@ -1,0 +1,1 @@
+"""Everything that runs inside an agent container: wrappers, policies, learners, entry points."""
