@@ -40,6 +40,7 @@ class StochasticFrameSkip(gym.Wrapper):
         self.stickprob = stickprob
         self.rng = np.random.default_rng(seed)
         self.curac: object | None = None
+        self.frames_emulated = 0  # emulator frames run since construction
         retro = env.unwrapped
         self._retro = retro if isinstance(retro, stable_retro.RetroEnv) else None
         self._masks: dict[bytes, list[np.ndarray]] = {}
@@ -87,6 +88,7 @@ class StochasticFrameSkip(gym.Wrapper):
             else:
                 ob, rew, terminated, truncated, info = self.env.step(self.curac)
             total += rew
+            self.frames_emulated += 1
             if terminated or truncated:
                 break
         if ob is None:  # the episode ended on a frame whose picture was skipped

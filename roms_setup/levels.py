@@ -49,7 +49,9 @@ def level_set_names() -> list[str]:
 def _parse_csv(text: str, source: str) -> list[Level]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or [f.strip() for f in reader.fieldnames] != ["game", "state"]:
-        raise UserError(f"{source} is not a level set: its first line must be the header game,state")
+        raise UserError(
+            f"{source} is not a level set: its first line must be the header game,state"
+        )
     levels = [Level(row["game"].strip(), row["state"].strip()) for row in reader]
     if not levels:
         raise UserError(f"{source} lists no levels: add rows game,state below the header")
