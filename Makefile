@@ -1,0 +1,33 @@
+# The README's two commands: `make run` (set up + the main job) and `make test` (set up + tests).
+.PHONY: setup run test lint bench docker-up
+
+PY := .venv/bin/python
+# The main job's scale; `make run BUDGET=...` changes it.
+BUDGET ?= 20000
+OUT ?= runs/quickstart
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(PY) -m evaluation run --agent random --level Airstriker-Genesis-v0:Level1 \
+		--budget $(BUDGET) --seed 0 --results-dir $(OUT)
+
+docker-up: setup
+	$(PY) -m evaluation docker up
+
+# Docker tests need a daemon: `docker up` starts a private one (root) or says why it can't;
+# REQUIRE_DOCKER=1 turns "no daemon" from skipped tests into a failure (CI sets it).
+test: setup
+	@$(PY) -m evaluation docker up || { \
+		if [ "$${REQUIRE_DOCKER:-0}" = 1 ]; then exit 1; fi; \
+		echo "note: no Docker daemon: the Docker tests will be skipped"; }
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/remote_overhead.py
