@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import TransformReward
-
-# A single thread is faster for an 84x84 resize and keeps parallel workers off each other's cores.
-cv2.setNumThreads(1)
 
 GENESIS_BUTTONS: tuple[str, ...] = (
     "B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z",
@@ -99,8 +95,25 @@ class AllowBacktracking(gym.Wrapper):
         return obs, rew, terminated, truncated, info
 
 
+_cv2 = None
+
+
+def _opencv():
+    """cv2, imported on first use: agents that never look at the screen (JERK, random) run in
+    images without OpenCV."""
+    global _cv2
+    if _cv2 is None:
+        import cv2
+
+        # One thread is faster for an 84x84 resize and keeps parallel workers off each other.
+        cv2.setNumThreads(1)
+        _cv2 = cv2
+    return _cv2
+
+
 def to_gray84(frame: np.ndarray, size: int = 84) -> np.ndarray:
     """RGB frame → size×size grayscale uint8 (cv2, INTER_AREA), as the baselines' WarpFrame."""
+    cv2 = _opencv()
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
 

@@ -1,0 +1,451 @@
+"""The report of a suite: `report.md`, `summary.csv` and learning curves from the runs' records.
+
+Reads `DIR/runs/<agent>/<level slug>/seed<k>/{results.json,monitor.csv}` (and `DIR/suite.json`
+when there is one, for the order of agents and levels and the expected seeds) and writes, each
+file atomically:
+
+- `DIR/summary.csv`: one row per run;
+- `DIR/curves/<level slug>.png` and `DIR/curves/overall.png`: episode return against cumulative
+  timesteps, per agent the mean over seeds and the min-max spread;
+- `DIR/report.md`: the per-level and overall tables, the paper's reference scores when the
+  suite ran the `sonic-validation` set, and the curves.
+
+Scoring follows the contest: a run's score is the mean return of its finished episodes (the
+final episode cut off by the budget, `cut=1` in monitor.csv, does not count; `records.score`,
+the runner's own rule, falls back to the cut-off episode's return when none finished); an
+agent's score is the mean over levels of the per-level mean over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from evaluation import records
+from evaluation.records import EpisodeRow as Episode
+from evaluation.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
+from roms_setup.levels import Level, load_level_set
+
+SUMMARY_FIELDS = ("agent", "level", "seed", "score", "episodes", "timesteps", "wallclock_s",
+                  "status", "error")
+CURVE_POINTS = 200
+SMOOTH_EPISODES = 10  # curves show the mean return of the last (up to) 10 finished episodes
+FLAG = "†"
+
+
+# ---------------------------------------------------------------- atomic files
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old content or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- reading runs
+
+@dataclass
+class Run:
+    agent: str
+    level: str
+    seed: int
+    status: str
+    timesteps: int
+    wallclock_s: float
+    error: str | None
+    episodes: list[Episode]  # monitor.csv's rows, the cut-off one included
+    recorded_score: float | None  # the score results.json states
+    path: Path | None = None
+
+    @property
+    def finished(self) -> list[Episode]:
+        return [e for e in self.episodes if not e.cut]
+
+    @property
+    def score(self) -> float:
+        """The runner's rule (`records.score`): the mean return of the finished episodes, else
+        the cut-off episode's return; NaN when not a step was played."""
+        value = records.score(self.episodes)
+        return math.nan if value is None else float(value)
+
+    @property
+    def by_budget(self) -> bool:
+        return self.status == "budget"
+
+
+def read_run(run_dir: Path) -> Run | None:
+    """The run recorded in `run_dir`, or None when it has no results.json yet."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        return None
+    res = json.loads(results_path.read_text())
+    monitor = run_dir / "monitor.csv"
+    episodes = records.read_monitor(monitor)[1] if monitor.is_file() else []
+    score = res.get("score")
+    return Run(
+        agent=str(res["agent"]),
+        level=str(res["level"]),
+        seed=int(res["seed"]),
+        status=str(res.get("status", "unknown")),
+        timesteps=int(res.get("timesteps") or 0),
+        wallclock_s=float(res.get("wallclock_s") or 0.0),
+        error=res.get("error") or None,
+        episodes=episodes,
+        recorded_score=None if score is None else float(score),
+        path=run_dir,
+    )
+
+
+def load_runs(out_dir: Path) -> list[Run]:
+    runs = []
+    for results in sorted(out_dir.glob("runs/*/*/seed*/results.json")):
+        run = read_run(results.parent)
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+def read_suite_json(out_dir: Path) -> dict:
+    path = out_dir / "suite.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------- aggregates
+
+def sample_std(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof=1); NaN for fewer than two values."""
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
+
+
+@dataclass
+class Cell:
+    """One agent on one level: its runs over seeds."""
+
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.runs if not math.isnan(r.score)]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else math.nan
+
+    @property
+    def std(self) -> float:
+        return sample_std(self.scores)
+
+    @property
+    def flagged(self) -> list[Run]:
+        return [r for r in self.runs if not r.by_budget or not r.finished]
+
+
+@dataclass
+class Overall:
+    agent: str
+    score: float  # mean over levels of the per-level mean; NaN unless every level has a score
+    std: float  # sample std over seeds of the per-seed mean over levels
+    levels_scored: int
+    levels: int
+    seeds_complete: int  # seeds with a score on every level
+    episodes: int
+    timesteps: int
+    runs: int
+    runs_not_by_budget: int
+
+
+class Table:
+    """Runs indexed by agent and level, in the suite's order."""
+
+    def __init__(self, runs: Iterable[Run], agents: Sequence[str] | None = None,
+                 levels: Sequence[str] | None = None) -> None:
+        self.runs = list(runs)
+        self.agents = list(agents or dict.fromkeys(r.agent for r in self.runs))
+        self.levels = list(levels or dict.fromkeys(r.level for r in self.runs))
+        self.cells: dict[tuple[str, str], Cell] = {
+            (a, lv): Cell() for a in self.agents for lv in self.levels
+        }
+        for run in sorted(self.runs, key=lambda r: r.seed):
+            self.cells.setdefault((run.agent, run.level), Cell()).runs.append(run)
+
+    def cell(self, agent: str, level: str) -> Cell:
+        return self.cells[(agent, level)]
+
+    def overall(self, agent: str) -> Overall:
+        cells = [self.cell(agent, lv) for lv in self.levels]
+        means = [c.mean for c in cells]
+        scored = [m for m in means if not math.isnan(m)]
+        score = float(np.mean(means)) if scored and len(scored) == len(means) else math.nan
+        per_seed: dict[int, dict[str, float]] = {}
+        for lv, c in zip(self.levels, cells, strict=True):
+            for r in c.runs:
+                if not math.isnan(r.score):
+                    per_seed.setdefault(r.seed, {})[lv] = r.score
+        seed_means = [float(np.mean(list(s.values()))) for s in per_seed.values()
+                      if len(s) == len(self.levels)]
+        runs = [r for c in cells for r in c.runs]
+        return Overall(
+            agent=agent, score=score, std=sample_std(seed_means), levels_scored=len(scored),
+            levels=len(self.levels), seeds_complete=len(seed_means),
+            episodes=sum(len(r.finished) for r in runs), timesteps=sum(r.timesteps for r in runs),
+            runs=len(runs), runs_not_by_budget=sum(not r.by_budget for r in runs),
+        )
+
+
+# ---------------------------------------------------------------- summary.csv
+
+def _num(x: float, digits: int = 3) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def summary_csv(runs: Sequence[Run]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_FIELDS)
+    for r in sorted(runs, key=lambda r: (r.agent, r.level, r.seed)):
+        w.writerow([r.agent, r.level, r.seed, _num(r.score), len(r.finished), r.timesteps,
+                    _num(r.wallclock_s, 1), r.status, (r.error or "").replace("\n", " ")])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- learning curves
+
+def run_curve(run: Run, grid: np.ndarray, smooth: int = SMOOTH_EPISODES) -> np.ndarray:
+    """The run's smoothed episode return at each grid timestep; NaN where it has no data.
+
+    x is the cumulative timestep count at the end of each finished episode; y the mean return
+    of the last `smooth` finished episodes. Between episodes the curve is linear; after the
+    last finished episode it holds its value up to the run's last timestep.
+    """
+    xs = np.cumsum([e.l for e in run.episodes])
+    keep = [i for i, e in enumerate(run.episodes) if not e.cut]
+    out = np.full(grid.shape, np.nan)
+    if not keep:
+        return out
+    x = xs[keep].astype(float)
+    r = np.array([run.episodes[i].r for i in keep], dtype=float)
+    csum = np.concatenate([[0.0], np.cumsum(r)])
+    idx = np.arange(len(r))
+    lo = np.maximum(0, idx + 1 - smooth)
+    y = (csum[idx + 1] - csum[lo]) / (idx + 1 - lo)
+    end = max(float(run.timesteps), float(x[-1]))
+    inside = (grid >= x[0]) & (grid <= end)
+    out[inside] = np.interp(grid[inside], x, y)
+    return out
+
+
+def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: str,
+          path: Path) -> None:
+    """One line per agent (mean over seeds) with the min-max spread shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    drawn = 0
+    for agent, seeds in curves.items():
+        if seeds.size == 0 or np.all(np.isnan(seeds)):
+            continue
+        seeds = seeds[~np.all(np.isnan(seeds), axis=1)]  # seeds with a finished episode
+        n = len(seeds)
+        # where every seed has data: a seed's late first episode must not make the mean jump
+        mean, lo, hi = seeds.mean(axis=0), seeds.min(axis=0), seeds.max(axis=0)
+        (line,) = ax.plot(grid, mean, label=f"{agent} ({n} seed{'s' * (n != 1)})", lw=1.8)
+        if n > 1:
+            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no finished episode yet", transform=ax.transAxes, ha="center",
+                va="center", color="gray")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("timesteps")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def curve_grid(runs: Sequence[Run]) -> np.ndarray:
+    top = max([r.timesteps for r in runs] + [int(sum(e.l for e in r.episodes)) for r in runs]
+              + [1])
+    return np.linspace(0, top, CURVE_POINTS)
+
+
+def write_curves(table: Table, curves_dir: Path) -> dict[str, Path]:
+    """Per-level PNGs and overall.png; returns {level id or 'overall': path}."""
+    grid = curve_grid(table.runs)
+    ylabel = f"episode return (mean of last {SMOOTH_EPISODES})"
+    written: dict[str, Path] = {}
+    per_level: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    for lv in table.levels:
+        curves: dict[str, np.ndarray] = {}
+        for agent in table.agents:
+            by_seed = {r.seed: run_curve(r, grid) for r in table.cell(agent, lv).runs}
+            per_level.setdefault(agent, {})[lv] = by_seed
+            curves[agent] = np.array(list(by_seed.values())).reshape(-1, grid.size)
+        path = curves_dir / f"{Level.parse(lv).slug}.png"
+        _plot(curves, grid, lv, ylabel, path)
+        written[lv] = path
+    overall: dict[str, np.ndarray] = {}
+    for agent in table.agents:
+        seeds = set.intersection(*(set(per_level[agent][lv]) for lv in table.levels)) \
+            if table.levels else set()
+        rows = [np.mean([per_level[agent][lv][s] for lv in table.levels], axis=0)
+                for s in sorted(seeds)]
+        overall[agent] = np.array(rows).reshape(-1, grid.size)
+    path = curves_dir / "overall.png"
+    _plot(overall, grid, f"mean over {len(table.levels)} levels", ylabel, path)
+    written["overall"] = path
+    return written
+
+
+# ---------------------------------------------------------------- report.md
+
+def _pm(mean: float, std: float) -> str:
+    """`mean ± std`: one decimal, two for small numbers (Atari returns); no ± for one seed."""
+    if math.isnan(mean):
+        return "—"
+    d = 1 if abs(mean) >= 10 or (not math.isnan(std) and std >= 10) else 2
+    return f"{mean:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def _is_validation_set(levels: Sequence[str], suite: dict) -> bool:
+    if suite.get("levels_spec") == REFERENCE_LEVEL_SET:
+        return True
+    try:
+        return sorted(levels) == sorted(lv.id for lv in load_level_set(REFERENCE_LEVEL_SET))
+    except Exception:
+        return False
+
+
+def render_markdown(table: Table, suite: dict, curves: dict[str, Path], out_dir: Path) -> str:
+    seeds = suite.get("seeds")
+    lines = ["# Evaluation report", ""]
+    lines.append(f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from "
+                 f"{len(table.runs)} run(s) in `{out_dir}`.")
+    if suite:
+        lines.append(
+            f"Suite: agents {', '.join(table.agents)}; levels `{suite.get('levels_spec')}` "
+            f"({len(table.levels)}); seeds 0..{int(seeds) - 1 if seeds else '?'}; budget "
+            f"{suite.get('budget')} timesteps; wall clock {suite.get('wallclock_s')} s; "
+            f"runtime {suite.get('runtime')}.")
+    lines += ["", "A run's score is the mean return of its finished episodes: the episode cut off "
+              "by the budget does not count (a run without any finished episode is scored by "
+              "its cut-off episode's return, and flagged). An agent's score is the mean over "
+              "levels of the per-level mean over seeds; ± is the sample standard deviation "
+              "over seeds of the per-seed mean over levels (per level: over the seeds' "
+              "scores).", ""]
+
+    lines += ["## Overall", ""]
+    ov = [table.overall(a) for a in table.agents]
+    lines += _md_table(
+        ["agent", "score", "levels scored", "seeds on all levels", "episodes", "timesteps",
+         "runs", "not ended by budget"],
+        [[o.agent, _pm(o.score, o.std), f"{o.levels_scored}/{o.levels}", o.seeds_complete,
+          o.episodes, o.timesteps, o.runs, o.runs_not_by_budget] for o in ov])
+    if _is_validation_set(table.levels, suite):
+        lines += ["", f"### Reference scores ({SOURCE})", ""]
+        rows = [[o.agent + " (ours)", _pm(o.score, o.std)] for o in ov]
+        rows += [[ref.agent, ref.text()] for ref in SONIC_VALIDATION]
+        lines += _md_table(["agent", "score"], rows)
+        lines += ["", "Ours use this suite's budget; the paper's use 1M timesteps per level."]
+    if "overall" in curves:
+        rel = curves["overall"].relative_to(out_dir).as_posix()
+        lines += ["", f"![mean learning curve over levels]({rel})"]
+
+    lines += ["", "## Per level", "",
+              f"Cells: mean ± std of the score over seeds (number of seeds with a score). "
+              f"{FLAG}: a run that did not end by using its budget, or has no finished episode "
+              "(listed below). —: no score.", ""]
+    rows = []
+    for lv in table.levels:
+        row = [f"`{lv}`"]
+        for a in table.agents:
+            c = table.cell(a, lv)
+            row.append(f"{_pm(c.mean, c.std)} ({len(c.scores)})" + (f" {FLAG}" if c.flagged
+                                                                    else ""))
+        rows.append(row)
+    lines += _md_table(["level", *table.agents], rows)
+
+    flagged = [r for c in table.cells.values() for r in c.flagged]
+    missing = _missing_runs(table, seeds)
+    if flagged or missing:
+        lines += ["", "### Runs to look at", ""]
+        for r in sorted(flagged, key=lambda r: (r.agent, r.level, r.seed)):
+            why = ", ".join(([] if r.by_budget else [r.status]) + _no_episode_note(r))
+            err = f": {r.error}" if r.error else ""
+            lines.append(f"- {r.agent} · `{r.level}` · seed {r.seed}: {why}{err}")
+        for agent, lv, seed in missing:
+            lines.append(f"- {agent} · `{lv}` · seed {seed}: not run yet")
+
+    lines += ["", "## Learning curves", "",
+              f"Episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
+              "cumulative timesteps; line: mean over seeds (from where every seed has finished an "
+              "episode), shaded: min–max over seeds.", ""]
+    for lv in table.levels:
+        if lv in curves:
+            rel = curves[lv].relative_to(out_dir).as_posix()
+            lines += [f"### `{lv}`", "", f"![{lv}]({rel})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _no_episode_note(run: Run) -> list[str]:
+    if run.finished:
+        return []
+    if run.episodes:
+        return ["no finished episode (scored by the cut-off episode's return)"]
+    return ["not a single step played (no score)"]
+
+
+def _missing_runs(table: Table, seeds: object) -> list[tuple[str, str, int]]:
+    if not isinstance(seeds, int):
+        return []
+    have = {(r.agent, r.level, r.seed) for r in table.runs}
+    return [(a, lv, s) for a in table.agents for lv in table.levels for s in range(seeds)
+            if (a, lv, s) not in have]
+
+
+# ---------------------------------------------------------------- entry point
+
+def write_report(out_dir: Path) -> Path:
+    """Write summary.csv, curves/*.png and report.md for the suite in `out_dir`."""
+    out_dir = Path(out_dir)
+    suite = read_suite_json(out_dir)
+    runs = load_runs(out_dir)
+    table = Table(runs, suite.get("agents"), suite.get("levels"))
+    write_atomic(out_dir / "summary.csv", summary_csv(runs))
+    curves = write_curves(table, out_dir / "curves")
+    report = out_dir / "report.md"
+    write_atomic(report, render_markdown(table, suite, curves, out_dir))
+    return report

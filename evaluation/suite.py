@@ -1,0 +1,411 @@
+"""A suite: every (agent, level, seed) run, W at a time, resumable, then the report.
+
+Layout of a suite directory DIR:
+
+- `DIR/suite.json`: the suite's arguments (agents, levels, seeds, budget, ...), written when the
+  suite is made; rerunning it (same arguments, or `--resume DIR`) continues where it stopped;
+- `DIR/runs/<agent>/<level slug>/seed<k>/`: one run's results directory (results.json,
+  monitor.csv, progress.csv, ...), as `evaluation.runner.run_one` leaves it;
+- `DIR/report.md`, `DIR/summary.csv`, `DIR/curves/`: see `evaluation.report`.
+
+Seeds are 0..K-1. A run is done, and skipped on resume, when its results.json exists with a
+final status other than `interrupted`; failed runs (FAILED) are kept unless `retry_failed`,
+which runs them again. Each `run_one` starts its own server and agent processes, so a thread
+pool of W threads runs W runs at once. Ctrl-C sends SIGTERM to the running runs' processes (the
+server then records `interrupted`), waits for them, and keeps every finished run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation import records
+from evaluation.report import write_atomic
+from roms_setup.errors import UserError
+from roms_setup.levels import Level
+
+SUITE_JSON = "suite.json"
+SUITE_VERSION = 1
+# statuses after which a run is redone with retry_failed (budget, wallclock and agent_exited are
+# legitimate ends of a contest run and always kept)
+FAILED = frozenset({"agent_crashed", "protocol_error", "oom", "env_error", "idle_timeout"})
+REDO = frozenset({"interrupted", "running"})  # always run again ("running": the suite died)
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class SuiteConfig:
+    agents: list[str]
+    levels: list[str]  # level ids, Game:State
+    levels_spec: str  # what the user wrote: a set name, a CSV path or a list
+    seeds: int
+    budget: int
+    wallclock_s: float
+    runtime: str = "local"
+    agent_args: dict[str, list[str]] = field(default_factory=dict)
+    record: bool = False
+    # NAME=ENTRY in --agents: NAME runs agent ENTRY (python -m agent.ENTRY, or its image)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for a in self.agents:
+            if not AGENT_NAME.match(a):
+                raise UserError(f"agent name {a!r}: use letters, digits, '_', '.', '-'")
+        if len(set(self.agents)) != len(self.agents):
+            raise UserError(f"--agents {','.join(self.agents)} names an agent twice")
+        unknown = sorted(set(self.agent_args) - set(self.agents))
+        if unknown:
+            raise UserError(f"--agent-args for {', '.join(unknown)}, which is not in --agents")
+        if self.seeds < 1 or self.budget < 1 or self.wallclock_s <= 0:
+            raise UserError("--seeds and --budget must be at least 1, --wallclock above 0")
+        if self.runtime not in ("local", "docker"):
+            raise UserError(f"--runtime {self.runtime!r}: choose local or docker")
+        for name, entry in self.aliases.items():
+            if name not in self.agents or not AGENT_NAME.match(entry):
+                raise UserError(f"agent alias {name}={entry}: write NAME=ENTRY in --agents")
+
+    def entry(self, agent: str) -> str:
+        """The agent program NAME runs (itself unless NAME=ENTRY was given)."""
+        return self.aliases.get(agent, agent)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SUITE_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SuiteConfig:
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def combos(self) -> Iterator[Combo]:
+        """All runs, seed-major so that a partial suite covers every agent and level early."""
+        for seed in range(self.seeds):
+            for level in self.levels:
+                for agent in self.agents:
+                    yield Combo(agent, level, seed)
+
+
+@dataclass(frozen=True)
+class Combo:
+    agent: str
+    level: str
+    seed: int
+
+    def dir(self, out: Path) -> Path:
+        return out / "runs" / self.agent / Level.parse(self.level).slug / f"seed{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.level} seed{self.seed}"
+
+
+# ---------------------------------------------------------------- suite.json
+
+IDENTITY = ("agents", "levels", "seeds", "budget", "wallclock_s", "runtime", "agent_args",
+            "record", "aliases")
+
+
+def conflicts(saved: SuiteConfig, given: dict[str, Any]) -> list[str]:
+    """The arguments in `given` (only those the user gave) that differ from the saved suite."""
+    out = []
+    for key in IDENTITY:
+        if key in given and given[key] != getattr(saved, key):
+            out.append(f"{key} {given[key]!r} (the suite has {getattr(saved, key)!r})")
+    return out
+
+
+def open_suite(out: Path, given: dict[str, Any],
+               check: Callable[[SuiteConfig], None] | None = None) -> SuiteConfig:
+    """The suite in `out`: the saved one (checking `given` against it) or a new one from `given`.
+
+    `given` holds the SuiteConfig fields the user gave; a new suite needs them all. `check`
+    (e.g. `preflight`) runs before a new suite.json is written, so a typo leaves nothing behind.
+    """
+    path = out / SUITE_JSON
+    if path.is_file():
+        try:
+            saved = SuiteConfig.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path} is not a suite file ({e}): choose another --out") from None
+        bad = conflicts(saved, given)
+        if bad:
+            raise UserError(f"{out} holds a suite made with other arguments: {'; '.join(bad)}. "
+                            f"Continue it with `suite --resume {out}`, or choose another --out")
+        if check is not None:
+            check(saved)
+        return saved
+    missing = [k for k in ("agents", "levels") if k not in given]
+    if missing:
+        raise UserError(f"{path} does not exist: a new suite needs "
+                        f"{' and '.join('--' + m for m in missing)}")
+    config = SuiteConfig(**given)
+    config.validate()
+    if check is not None:
+        check(config)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(config.to_json(), indent=2) + "\n")
+    return config
+
+
+@contextmanager
+def suite_lock(out: Path) -> Iterator[None]:
+    """Hold `out/.suite.lock` while a suite runs there: two suites on one directory would
+    redo each other's runs."""
+    path = out / ".suite.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise UserError(f"another suite (pid {pid}) is running in {out}: wait for it or "
+                            "stop it (Ctrl-C) first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- which runs to do
+
+def run_state(run_dir: Path) -> str | None:
+    """The status of the run recorded in `run_dir`; None when there is none."""
+    res = records.read_results(run_dir)
+    return None if res is None else str(res.get("status"))
+
+
+def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[Combo], list[Combo]]:
+    """(runs to do, runs already done) of the suite."""
+    do, done = [], []
+    for c in config.combos():
+        status = run_state(c.dir(out))
+        if status is None or status in REDO or (retry_failed and status in FAILED):
+            do.append(c)
+        else:
+            done.append(c)
+    return do, done
+
+
+# ---------------------------------------------------------------- running
+
+def last_timesteps(run_dir: Path) -> int:
+    """The timesteps of the last line of the run's progress.csv, read from its end; 0 if none."""
+    path = run_dir / records.PROGRESS
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 512))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return 0
+    for line in reversed(tail.splitlines()):
+        head = line.split(",", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return 0
+
+
+def server_pids() -> list[int]:
+    """Ids of this process' children that are environment servers (`-m evaluation serve`).
+
+    Only servers: a server stopped by SIGTERM records `interrupted` and tells its agent, while
+    an agent stopped first would make the run look like the agent's failure.
+    """
+    me, kids = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rfind(")") + 2:].split()
+            if len(fields) < 2 or int(fields[1]) != me:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"evaluation" in argv and b"serve" in argv:
+            kids.append(int(entry.name))
+    return kids
+
+
+def preflight(config: SuiteConfig) -> None:
+    """Fail before any run for what would fail every run: a level not playable, no agent."""
+    from evaluation.runner import agent_module_exists
+    from roms_setup.installed import require_playable
+
+    for lv in config.levels:
+        require_playable(Level.parse(lv))
+    if config.runtime == "local":
+        for a in config.agents:
+            if not agent_module_exists(config.entry(a)):
+                raise UserError(f"unknown agent {config.entry(a)!r}: there is no module "
+                                f"agent.{config.entry(a)}")
+
+
+def failure_results(combo: Combo, config: SuiteConfig, error: str) -> dict[str, Any]:
+    """results.json for a run whose run_one raised instead of returning."""
+    return {"level": combo.level, "agent": combo.agent, "seed": combo.seed, "score": None,
+            "episodes": 0, "timesteps": 0, "wallclock_s": 0.0, "status": "env_error",
+            "budget": config.budget, "runtime": config.runtime, "error": error}
+
+
+RunOne = Callable[[Any], dict[str, Any]]
+
+
+@dataclass
+class Outcome:
+    done: list[tuple[Combo, dict[str, Any]]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class SuiteRunner:
+    """Runs a list of combos on a thread pool; reports progress through `on_*` callbacks."""
+
+    def __init__(self, config: SuiteConfig, out: Path, workers: int,
+                 run_one: RunOne | None = None, make_spec: Callable[..., Any] | None = None):
+        self.config = config
+        self.out = out
+        self.workers = max(1, workers)
+        self._run_one = run_one
+        self._make_spec = make_spec
+        self.stop = threading.Event()
+        self.running: dict[Combo, Path] = {}
+        self._lock = threading.Lock()
+
+    def spec(self, combo: Combo) -> Any:
+        if self._make_spec is not None:
+            return self._make_spec(self.config, combo, combo.dir(self.out))
+        import sys
+
+        from evaluation.runner import IMAGE_PREFIX, RunSpec
+
+        entry = self.config.entry(combo.agent)
+        aliased = entry != combo.agent
+        return RunSpec(agent=combo.agent, level=Level.parse(combo.level), seed=combo.seed,
+                       budget=self.config.budget, results_dir=combo.dir(self.out),
+                       runtime=self.config.runtime, wallclock_s=self.config.wallclock_s,
+                       record=self.config.record,
+                       agent_args=list(self.config.agent_args.get(combo.agent, [])),
+                       agent_cmd=[sys.executable, "-m", f"agent.{entry}"] if aliased else None,
+                       image=f"{IMAGE_PREFIX}{entry}:latest" if aliased else None)
+
+    def _one(self, combo: Combo) -> dict[str, Any] | None:
+        if self.stop.is_set():
+            return None
+        run_dir = combo.dir(self.out)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an interrupted or failed attempt: start afresh
+        run_dir.mkdir(parents=True)
+        with self._lock:
+            self.running[combo] = run_dir
+        try:
+            run_one = self._run_one
+            if run_one is None:
+                from evaluation.runner import run_one
+            try:
+                res = run_one(self.spec(combo))
+            except Exception as e:  # run_one should not raise; record it if it does
+                res = failure_results(combo, self.config, f"{type(e).__name__}: {e}")
+                records.write_json_atomic(run_dir / records.RESULTS, res)
+                return res
+            return self._mark_interrupted(run_dir, res)
+        finally:
+            with self._lock:
+                self.running.pop(combo, None)
+
+    def _mark_interrupted(self, run_dir: Path, res: dict[str, Any]) -> dict[str, Any]:
+        """A run cut short by the suite's stop is `interrupted`, whatever its agent did then.
+
+        When the server stops, its agent learns it at once and may exit with an error before
+        the server has exited; the run must still be redone on resume, not kept as the agent's
+        failure. The status the runner gave is kept as `status_at_interrupt`.
+        """
+        status = res.get("status")
+        stopped = self.stop.is_set() or str(res.get("error") or "").startswith(
+            "server stopped by SIG")
+        if not stopped or status in ("budget", "wallclock", "interrupted"):
+            return res
+        res = {**res, "status": "interrupted", "status_at_interrupt": status}
+        records.write_json_atomic(run_dir / records.RESULTS, res)
+        return res
+
+    def progress_steps(self) -> int:
+        with self._lock:
+            dirs = list(self.running.values())
+        return sum(min(last_timesteps(d), self.config.budget) for d in dirs)
+
+    def interrupt_children(self) -> None:
+        for pid in server_pids():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run(self, combos: list[Combo],
+            on_done: Callable[[Combo, dict[str, Any]], None] = lambda c, r: None,
+            on_tick: Callable[[int], None] = lambda steps: None,
+            tick_s: float = 1.0) -> Outcome:
+        outcome = Outcome()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="run")
+        futures: dict[Future[dict[str, Any] | None], Combo] = {
+            pool.submit(self._one, c): c for c in combos}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=tick_s, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    self._collect(f, futures[f], outcome, on_done)
+                on_tick(self.progress_steps())
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            self.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._drain(pending, futures, outcome, on_done)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return outcome
+
+    def _drain(self, pending: set[Future[dict[str, Any] | None]],
+               futures: dict[Future[dict[str, Any] | None], Combo], outcome: Outcome,
+               on_done: Callable[[Combo, dict[str, Any]], None]) -> None:
+        """After Ctrl-C: stop the running runs' processes and wait for their results."""
+        deadline = time.monotonic() + 60.0
+        while True:
+            # futures cancelled by shutdown(cancel_futures=True) never count as done in wait()
+            pending = {f for f in pending if not f.cancelled()}
+            if not pending:
+                return
+            self.interrupt_children()
+            try:
+                finished, pending = wait(pending, timeout=2.0)
+            except KeyboardInterrupt:
+                continue  # a second Ctrl-C: keep stopping them
+            for f in finished:
+                self._collect(f, futures[f], outcome, on_done)
+            if not pending or time.monotonic() > deadline:
+                return
+
+    @staticmethod
+    def _collect(f: Future[dict[str, Any] | None], combo: Combo, outcome: Outcome,
+                 on_done: Callable[[Combo, dict[str, Any]], None]) -> None:
+        if f.cancelled():
+            return
+        res = f.result()
+        if res is not None:
+            outcome.done.append((combo, res))
+            on_done(combo, res)

@@ -1,0 +1,207 @@
+"""`python -m evaluation suite`: agents × levels × seeds, W runs at a time, resumable, reported.
+
+    python -m evaluation suite --agents random,jerk --levels smoke --seeds 3 --budget 100000 \\
+        --workers 2 --out results/smoke
+    python -m evaluation suite --resume results/smoke        # continue (or rerun the same command)
+    python -m evaluation suite --report-only --out results/smoke
+
+Seeds are 0..K-1. Runs land in OUT/runs/<agent>/<level slug>/seed<k>/; a finished run is never
+redone (an `interrupted` one is; failed ones only with --retry-failed). The report (report.md,
+summary.csv, curves/) is written when the suite ends, also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.report import write_report
+from evaluation.suite import (
+    REDO,
+    SUITE_JSON,
+    Combo,
+    SuiteConfig,
+    SuiteRunner,
+    open_suite,
+    preflight,
+    suite_lock,
+    todo,
+)
+from roms_setup.errors import UserError, exit_on_user_error
+from roms_setup.levels import resolve_levels
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m evaluation suite", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agents", help="comma-separated agent names (python -m agent.NAME); "
+                    "NAME=ENTRY runs agent ENTRY under the name NAME")
+    ap.add_argument("--levels", help="a level set name, a CSV file, or Game:State[,Game:State]")
+    ap.add_argument("--seeds", type=int, help="number of seeds K: runs use seeds 0..K-1 "
+                    "(default 1)")
+    ap.add_argument("--budget", type=int, help=f"timesteps per run (default {BUDGET_STEPS})")
+    ap.add_argument("--wallclock", type=float,
+                    help=f"wall-clock seconds per run (default {WALLCLOCK_S})")
+    ap.add_argument("--runtime", choices=("local", "docker"), help="default local")
+    ap.add_argument("--agent-args", action="append", default=[], metavar='NAME="ARGS"',
+                    help="extra command-line arguments for one agent (repeatable)")
+    ap.add_argument("--record", action="store_true", default=None,
+                    help="record every episode as a .bk2 movie (see `evaluation video`)")
+    ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    ap.add_argument("--out", type=Path, help="the suite directory")
+    ap.add_argument("--resume", type=Path, metavar="DIR", help="continue the suite in DIR")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="run again the runs that failed (crashed, protocol error, ...)")
+    ap.add_argument("--report-only", action="store_true", help="only write the report")
+    ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    return ap.parse_args(argv)
+
+
+def parse_agent_args(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f'--agent-args {item!r}: write it as NAME="ARGS"')
+        try:
+            out[name.strip()] = shlex.split(rest)
+        except ValueError as e:
+            raise UserError(f"--agent-args {item!r}: {e}") from None
+    return out
+
+
+def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
+    """The SuiteConfig fields the user gave; for a new suite, the defaults fill the rest."""
+    given: dict[str, Any] = {}
+    if args.agents is not None:
+        names = [a.strip() for a in args.agents.split(",") if a.strip()]
+        given["agents"] = [n.partition("=")[0].strip() for n in names]
+        given["aliases"] = {n.partition("=")[0].strip(): n.partition("=")[2].strip()
+                            for n in names if "=" in n}
+    if args.levels is not None:
+        given["levels"] = [lv.id for lv in resolve_levels(args.levels)]
+        given["levels_spec"] = args.levels
+    for key, value in (("seeds", args.seeds), ("budget", args.budget),
+                       ("wallclock_s", args.wallclock), ("runtime", args.runtime),
+                       ("record", args.record)):
+        if value is not None:
+            given[key] = value
+    if args.agent_args:
+        given["agent_args"] = parse_agent_args(args.agent_args)
+    if new:
+        defaults = {"seeds": 1, "budget": BUDGET_STEPS, "wallclock_s": float(WALLCLOCK_S),
+                    "runtime": "local", "agent_args": {}, "record": False, "aliases": {}}
+        given = {**defaults, **given}
+    return given
+
+
+def suite_dir(args: argparse.Namespace) -> Path:
+    if args.resume is not None:
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise UserError(f"--resume {args.resume} and --out {args.out} differ: give one")
+        if not (args.resume / SUITE_JSON).is_file():
+            raise UserError(f"{args.resume} holds no {SUITE_JSON}: it is not a suite directory")
+        return args.resume
+    if args.out is None:
+        raise UserError("say where the suite lives: --out DIR (or --resume DIR)")
+    return args.out
+
+
+def progress_bar(total: int, initial: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
+                smoothing=0.1, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]"
+                           "{postfix}")
+
+
+def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool) -> bool:
+    """Run what is left of the suite; True when it was interrupted."""
+    combos, done = todo(config, out, retry_failed)
+    total = len(done) + len(combos)
+    print(f"suite {out}: {total} runs ({len(config.agents)} agents × {len(config.levels)} "
+          f"levels × {config.seeds} seeds), {len(done)} done, {len(combos)} to run, "
+          f"{workers} at a time", file=sys.stderr)
+    if not combos:
+        return False
+    budget = config.budget
+    bar = progress_bar(total * budget, len(done) * budget)
+    finished_steps = len(done) * budget
+    counts = {"runs": len(done), "failed": 0, "interrupted": 0}
+
+    def show() -> None:
+        failed = f", {counts['failed']} not by budget" if counts["failed"] else ""
+        bar.set_postfix_str(f"runs {counts['runs']}/{total}{failed}", refresh=False)
+
+    def on_done(combo: Combo, res: dict[str, Any]) -> None:
+        nonlocal finished_steps
+        finished_steps += budget
+        status = res.get("status")
+        if status in REDO:
+            counts["interrupted"] += 1
+        else:
+            counts["runs"] += 1
+            counts["failed"] += status != "budget"
+        score = res.get("score")
+        score_text = "-" if score is None else f"{score:.1f}"
+        err = f" ({res.get('error')})" if res.get("error") else ""
+        bar.write(f"{combo}: {status}, score {score_text}, {res.get('episodes')} episodes, "
+                  f"{res.get('wallclock_s') or 0:.0f} s{err}", file=sys.stderr)
+        show()
+
+    def on_tick(running_steps: int) -> None:
+        bar.n = min(bar.total, finished_steps + running_steps)
+        show()
+        bar.refresh()
+
+    show()
+    t0 = time.monotonic()
+    runner = SuiteRunner(config, out, workers)
+    outcome = runner.run(combos, on_done, on_tick)
+    on_tick(0)
+    bar.close()
+    if outcome.interrupted:
+        left = total - counts["runs"]
+        print(f"interrupted after {time.monotonic() - t0:.0f} s: {counts['runs']}/{total} runs "
+              f"done; `python -m evaluation suite --resume {out}` runs the other {left}",
+              file=sys.stderr)
+    return outcome.interrupted
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the suite cleanly (KeyboardInterrupt in the main thread),
+    also when started in the background by a shell that made it ignore SIGINT."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(argv if argv is not None else sys.argv[1:]))
+    out = suite_dir(args)
+    if args.report_only:
+        if not (out / "runs").is_dir() and not (out / SUITE_JSON).is_file():
+            raise UserError(f"{out} holds no suite (no runs/ nor {SUITE_JSON})")
+        print(write_report(out))
+        return 0
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    _stop_on_signals()
+    out.mkdir(parents=True, exist_ok=True)
+    with suite_lock(out):
+        config = open_suite(out, given_config(args, new=not (out / SUITE_JSON).is_file()),
+                            check=preflight)
+        interrupted = run(config, out, args.workers, args.retry_failed)
+        if not args.no_report:
+            print(write_report(out))
+    return 130 if interrupted else 0

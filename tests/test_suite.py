@@ -1,0 +1,190 @@
+"""Suites with real runs: the random agent on Airstriker (a ROM shipped with stable-retro).
+
+The same agent runs under a second name (`random_b=random`), so the report has two columns.
+Each run is 200 timesteps and takes about a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evaluation.suite import SuiteConfig, last_timesteps, open_suite
+from evaluation.suite_cli import parse_agent_args
+from roms_setup.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVEL = "Airstriker-Genesis-v0:Level1"
+SLUG = "Airstriker-Genesis-v0_Level1"
+ARGS = ["--agents", "random,random_b=random", "--levels", LEVEL, "--seeds", "2",
+        "--budget", "200", "--workers", "2"]
+
+
+def suite(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "evaluation", "suite", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def results(out: Path, agent: str, seed: int) -> Path:
+    return out / "runs" / agent / SLUG / f"seed{seed}" / "results.json"
+
+
+def set_status(path: Path, status: str) -> None:
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "status": status}))
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("suite") / "s"
+    proc = suite(*ARGS, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_suite_runs_every_combination_and_reports(finished_suite: Path) -> None:
+    out = finished_suite
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted((r["agent"], r["seed"]) for r in rows) == [
+        ("random", "0"), ("random", "1"), ("random_b", "0"), ("random_b", "1")]
+    assert {r["status"] for r in rows} == {"budget"}
+    assert {r["timesteps"] for r in rows} == {"200"}
+    assert all(r["level"] == LEVEL and r["score"] != "" for r in rows)
+    # same agent, same seed, same frame-skip seed: the alias scores exactly like the original
+    by = {(r["agent"], r["seed"]): r["score"] for r in rows}
+    assert by["random", "0"] == by["random_b", "0"]
+
+    report = (out / "report.md").read_text()
+    assert "| level | random | random_b |" in report
+    assert f"| `{LEVEL}` |" in report
+    assert "| random | " in report and "| random_b | " in report
+    for png in (f"curves/{SLUG}.png", "curves/overall.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in report
+    saved = json.loads((out / "suite.json").read_text())
+    assert saved["seeds"] == 2 and saved["aliases"] == {"random_b": "random"}
+    res = json.loads(results(out, "random_b", 0).read_text())
+    assert res["agent"] == "random_b" and "agent.random" in res["agent_cmd"]
+
+
+def test_resume_skips_finished_runs_and_redoes_the_rest(finished_suite: Path) -> None:
+    out = finished_suite
+    kept, interrupted = results(out, "random", 0), results(out, "random", 1)
+    crashed, deleted = results(out, "random_b", 0), results(out, "random_b", 1)
+    set_status(interrupted, "interrupted")
+    set_status(crashed, "agent_crashed")
+    shutil.rmtree(deleted.parent)
+    time.sleep(0.05)
+    before = {p: p.stat().st_mtime_ns for p in (kept, kept.with_name("monitor.csv"), crashed)}
+
+    proc = suite("--resume", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 done, 2 to run" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # finished and failed: untouched
+    assert json.loads(interrupted.read_text())["status"] == "budget"
+    assert json.loads(deleted.read_text())["status"] == "budget"
+    assert json.loads(crashed.read_text())["status"] == "agent_crashed"
+    assert "agent_crashed" in (out / "summary.csv").read_text()
+
+    # the same command again: nothing to do; with --retry-failed the failed run is redone
+    proc = suite(*ARGS, "--out", out)
+    assert proc.returncode == 0 and "4 done, 0 to run" in proc.stderr, proc.stderr
+    proc = suite("--resume", out, "--retry-failed")
+    assert proc.returncode == 0 and "3 done, 1 to run" in proc.stderr, proc.stderr
+    assert json.loads(crashed.read_text())["status"] == "budget"
+    assert kept.stat().st_mtime_ns == before[kept]
+
+
+def test_conflicting_arguments_are_a_one_line_error(finished_suite: Path) -> None:
+    proc = suite(*ARGS[:-4], "--budget", "300", "--out", finished_suite)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "budget 300" in lines[0]
+    proc = suite("--resume", finished_suite, "--seeds", "3")
+    assert proc.returncode == 2 and "seeds 3" in proc.stderr
+
+
+def test_report_only(finished_suite: Path) -> None:
+    (finished_suite / "report.md").unlink()
+    proc = suite("--report-only", "--out", finished_suite)
+    assert proc.returncode == 0, proc.stderr
+    assert "| random_b |" in (finished_suite / "report.md").read_text()
+
+
+@pytest.mark.parametrize("how", ["terminal", "sigint", "sigterm"])
+def test_ctrl_c_ends_running_runs_as_interrupted(tmp_path: Path, how: str) -> None:
+    """SIGINT to the process group, as a terminal sends it, or SIGINT / SIGTERM only to the
+    suite process (the suite then stops the running runs' servers itself). Meanwhile a second
+    suite on the same directory is refused."""
+    out = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evaluation", "suite", "--agents", "random", "--levels", LEVEL,
+         "--seeds", "2", "--budget", "1000000", "--workers", "1", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    first = out / "runs" / "random" / SLUG / "seed0"
+    try:
+        deadline = time.monotonic() + 60
+        while not (first / "monitor.csv").is_file():  # the server has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.1)
+        time.sleep(1.0)  # let it step a while
+        other = suite("--resume", out)
+        assert other.returncode == 2 and "another suite" in other.stderr
+        if how == "terminal":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    res = json.loads((first / "results.json").read_text())
+    assert res["status"] == "interrupted", res
+    assert 0 < res["timesteps"] < 1_000_000
+    assert not (out / "runs" / "random" / SLUG / "seed1" / "results.json").exists()
+    assert "--resume" in err
+    assert "interrupted" in (out / "summary.csv").read_text()
+
+
+def test_unknown_agent_fails_before_anything_is_written(tmp_path: Path) -> None:
+    proc = suite("--agents", "nosuch", "--levels", LEVEL, "--budget", "10", "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "unknown agent 'nosuch'" in proc.stderr
+    assert not (tmp_path / "s" / "suite.json").exists()
+
+
+def test_open_suite_checks_arguments(tmp_path: Path) -> None:
+    given = {"agents": ["a"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 2,
+             "budget": 100, "wallclock_s": 60.0}
+    config = open_suite(tmp_path, given)
+    assert open_suite(tmp_path, {"seeds": 2}) == config  # same arguments: the saved suite
+    with pytest.raises(UserError, match="agents"):
+        open_suite(tmp_path, {"agents": ["a", "b"]})
+    with pytest.raises(UserError, match="needs --agents"):
+        open_suite(tmp_path / "new", {"levels": [LEVEL]})
+    with pytest.raises(UserError, match="twice"):
+        SuiteConfig(["a", "a"], [LEVEL], LEVEL, 1, 1, 1.0).validate()
+    with pytest.raises(UserError, match="not in --agents"):
+        SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, agent_args={"b": []}).validate()
+
+
+def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
+    assert parse_agent_args(['ppo=--lr 3e-4 --name "a b"']) == {
+        "ppo": ["--lr", "3e-4", "--name", "a b"]}
+    with pytest.raises(UserError):
+        parse_agent_args(["--lr 3"])
+    (tmp_path / "progress.csv").write_text(
+        "timesteps,episodes,elapsed_s,mean_return_last10\n50000,3,1.0,\n100000,7,2.0,5.5\n")
+    assert last_timesteps(tmp_path) == 100000
+    assert last_timesteps(tmp_path / "missing") == 0
