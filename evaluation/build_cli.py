@@ -1,0 +1,53 @@
+"""`python -m evaluation build --agent NAME [--checkpoint FILE] [--tag TAG] [--base-image IMG]`.
+
+Builds the top-level Dockerfile offline: wheels come from `pip download` on the host (cached),
+the build runs with `network_mode=none`. The default tag is the one the runner looks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evaluation.docker_daemon import docker_client
+from evaluation.images import (
+    BASE_IMAGE,
+    REPO_ROOT,
+    TORCH_AGENTS,
+    build_agent_image,
+    default_agent_tag,
+    ensure_base_image,
+    image_exists,
+)
+from roms_setup.errors import UserError, exit_on_user_error
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", required=True,
+                        help="agent entry point: the image runs `python -m agent.NAME`")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="copied to /opt/agent/checkpoint.pt (env AGENT_CHECKPOINT)")
+    parser.add_argument("--tag", help="image tag (default sonic-maml-agent-NAME:latest)")
+    parser.add_argument("--base-image", default=None,
+                        help=f"base image with python3.11 (default {BASE_IMAGE}, made offline "
+                             "if missing; python:3.11-slim where Docker Hub is reachable)")
+    args = parser.parse_args(argv)
+    if not (REPO_ROOT / "agent" / f"{args.agent}.py").exists() and \
+            not (REPO_ROOT / "agent" / args.agent / "__main__.py").exists():
+        raise UserError(f"no agent named {args.agent!r}: expected agent/{args.agent}.py")
+    tag = args.tag or default_agent_tag(args.agent)
+    client = docker_client(timeout=1800)
+    if args.base_image is None:
+        base = ensure_base_image(client)
+    else:
+        base = args.base_image
+        if not image_exists(client, base):
+            print(f"note: {base} is not present locally; the daemon will try to pull it")
+    kind = "torch" if args.agent in TORCH_AGENTS else "light"
+    print(f"building {tag} from {base} ({kind} agent {args.agent})", flush=True)
+    build_agent_image(client, args.agent, tag, base,
+                      checkpoint=args.checkpoint.resolve() if args.checkpoint else None)
+    return 0

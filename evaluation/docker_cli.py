@@ -1,0 +1,84 @@
+"""`python -m evaluation docker up|status|down`: a Docker daemon and the offline base image."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from evaluation import docker_daemon as dd
+from evaluation.images import BASE_IMAGE, ensure_base_image, image_exists
+from roms_setup.errors import UserError, exit_on_user_error
+
+
+def up(base_image: bool) -> int:
+    found = dd.find_daemon()
+    if found is not None:
+        url, client = found
+        print(f"daemon: {url} (already running)")
+    else:
+        t0 = time.monotonic()
+        client = dd.start_private_daemon()
+        url = dd.private_url()
+        driver = client.info().get("Driver")
+        print(f"daemon: {url} (private dockerd, {driver}, started in "
+              f"{time.monotonic() - t0:.1f} s; log {dd.state_dir() / 'dockerd.log'})")
+    if base_image:
+        ensure_base_image(client)
+        print(f"base image: {BASE_IMAGE}")
+    if url == dd.private_url():
+        print(f"(optional, for the docker CLI) export DOCKER_HOST={url}")
+    return 0
+
+
+def status() -> int:
+    found = dd.find_daemon(timeout=30)
+    if found is None:
+        pid = dd.private_daemon_pid()
+        extra = f" (private dockerd pid {pid} does not answer)" if pid else ""
+        print(f"daemon: none{extra}; run `python -m evaluation docker up`")
+        return 1
+    url, client = found
+    version = client.version()
+    pid = dd.private_daemon_pid()
+    private = f" (private dockerd, pid {pid})" if pid and url == dd.private_url() else ""
+    print(f"daemon: {url}{private}, Docker {version.get('Version')}, "
+          f"storage {client.info().get('Driver')}")
+    has_base = image_exists(client, BASE_IMAGE)
+    print(f"base image: {BASE_IMAGE} {'present' if has_base else 'missing'}")
+    agents = [img for img in client.images.list()
+              if any(t.startswith("sonic-maml-agent-") for t in img.tags)]
+    if not agents:
+        print("agent images: none (`python -m evaluation build --agent NAME`)")
+    for img in agents:
+        print(f"agent image: {', '.join(img.tags)}  {img.attrs['Size'] / 1e6:.0f} MB  "
+              f"{img.short_id}")
+    return 0
+
+
+def down() -> int:
+    if dd.stop_private_daemon():
+        print(f"stopped the private daemon (images kept in {dd.state_dir() / 'root'})")
+    else:
+        print("no private daemon running")
+    return 0
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation docker",
+                                     description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_up = sub.add_parser("up", help="use a running daemon or start a private one (root); "
+                                     "make the base image")
+    p_up.add_argument("--no-base-image", action="store_true",
+                      help=f"do not build/import {BASE_IMAGE}")
+    sub.add_parser("status", help="daemon, base image, agent images")
+    sub.add_parser("down", help="stop the private daemon")
+    args = parser.parse_args(argv)
+    if args.action == "up":
+        return up(base_image=not args.no_base_image)
+    if args.action == "status":
+        return status()
+    if args.action == "down":
+        return down()
+    raise UserError(f"unknown action {args.action}")

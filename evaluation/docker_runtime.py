@@ -1,0 +1,169 @@
+"""An agent in a locked-down container: the Docker side of `AgentHandle` (wait, kill, finish).
+
+The container gets no network, a read-only root with a tmpfs /tmp, uid 1000, no capabilities,
+no privilege escalation, memory (without swap), CPU and process limits, and exactly two bind
+mounts: the server's socket directory and the agent's output directory. Never the ROMs or any
+other host data. `finish()` saves the logs, reads whether the kernel killed it for memory, and
+removes the container, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+from docker.types import DeviceRequest, Mount
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from evaluation.agent_process import (
+    CONTAINER_OUTPUT_DIR,
+    CONTAINER_SOCKET_DIR,
+    AgentOutcome,
+    parse_memory,
+)
+from evaluation.docker_daemon import docker_client
+
+DEFAULT_MEMORY = "4g"
+DEFAULT_CPUS = 1.0
+DEFAULT_PIDS = 256
+AGENT_UID = "1000:1000"
+TMPFS_SIZE = "512m"
+
+
+def container_options(image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
+                      memory: str | int | None, cpus: float | None, pids: int | None,
+                      gpus: bool, name: str | None,
+                      entrypoint: list[str] | None = None,
+                      command: list[str] | None = None) -> dict[str, object]:
+    """The keyword arguments of `containers.create` for one agent (kept apart to be testable)."""
+    mem = parse_memory(memory if memory is not None else DEFAULT_MEMORY)
+    options: dict[str, object] = dict(
+        image=image,
+        name=name,
+        environment=dict(env),
+        network_mode="none",
+        user=AGENT_UID,
+        mem_limit=mem,
+        memswap_limit=mem,  # equal: no swap
+        nano_cpus=int((cpus if cpus is not None else DEFAULT_CPUS) * 1e9),
+        pids_limit=pids if pids is not None else DEFAULT_PIDS,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        read_only=True,
+        tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE}"},
+        mounts=[
+            Mount(CONTAINER_SOCKET_DIR, str(socket_dir.resolve()), type="bind"),
+            Mount(CONTAINER_OUTPUT_DIR, str(output_dir.resolve()), type="bind"),
+        ],
+        stdin_open=False,
+        tty=False,
+        detach=True,
+    )
+    if entrypoint is not None:
+        options["entrypoint"] = entrypoint
+    if command is not None:
+        options["command"] = command
+    if gpus:
+        options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return options
+
+
+def _writable_by_agent(output_dir: Path) -> None:
+    """The container's uid 1000 must be able to write to the output directory."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        output_dir.chmod(0o777)
+
+
+class DockerAgent:
+    """One agent container. Use `start`, then `wait`/`kill`, and always `finish`."""
+
+    def __init__(self, client: docker.DockerClient, container: Container, log_path: Path) -> None:
+        self.client = client
+        self.container = container
+        self.log_path = log_path
+        self._exit_code: int | None = None
+        self._outcome: AgentOutcome | None = None
+
+    @classmethod
+    def start(cls, image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
+              memory: str | int | None = DEFAULT_MEMORY, cpus: float | None = DEFAULT_CPUS,
+              pids: int | None = DEFAULT_PIDS, gpus: bool = False, log_path: Path,
+              name: str | None = None, entrypoint: list[str] | None = None,
+              command: list[str] | None = None) -> DockerAgent:
+        """Create and start the container (with vfs, create copies the image: keep it small)."""
+        client = docker_client()
+        _writable_by_agent(output_dir)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        options = container_options(image, socket_dir, output_dir, env, memory=memory,
+                                    cpus=cpus, pids=pids, gpus=gpus, name=name,
+                                    entrypoint=entrypoint, command=command)
+        container = client.containers.create(**options)
+        agent = cls(client, container, log_path)
+        try:
+            container.start()
+        except BaseException:
+            agent._remove()
+            raise
+        return agent
+
+    @property
+    def id(self) -> str:
+        return str(self.container.id)
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit code once the container has exited; None if still running after `timeout`."""
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            result = self.container.wait(timeout=timeout)
+        except (ReadTimeout, RequestsConnectionError):
+            return None  # the SDK raises one of these when the wait times out
+        self._exit_code = int(result["StatusCode"])
+        return self._exit_code
+
+    def kill(self) -> None:
+        """Stop the container now. Safe to call more than once or after it exited."""
+        with contextlib.suppress(NotFound, APIError):
+            self.container.kill()
+
+    def finish(self) -> AgentOutcome:
+        """Kill if running, save the logs, read OOMKilled, remove the container (always)."""
+        if self._outcome is not None:
+            return self._outcome
+        code: int | None = None
+        oom = False
+        try:
+            self.kill()
+            code = self.wait(30.0)
+            with contextlib.suppress(NotFound, APIError):
+                self.container.reload()
+                state = self.container.attrs.get("State", {})
+                oom = bool(state.get("OOMKilled", False))
+                if code is None and state.get("Status") == "exited":
+                    code = int(state.get("ExitCode", 0))
+            self._save_logs()
+        finally:
+            self._remove()
+        self._outcome = AgentOutcome(code, oom, self.log_path)
+        return self._outcome
+
+    def _save_logs(self) -> None:
+        try:
+            logs = self.container.logs(stdout=True, stderr=True)
+        except (NotFound, APIError) as e:
+            logs = f"(container logs unavailable: {e})\n".encode()
+        with open(self.log_path, "ab") as f:
+            f.write(logs)
+
+    def _remove(self) -> None:
+        with contextlib.suppress(NotFound):
+            try:
+                self.container.remove(force=True)
+            except APIError as e:  # "removal already in progress" is fine
+                if "in progress" not in str(e):
+                    raise

@@ -1,0 +1,234 @@
+"""Images without Docker Hub: a Debian base made by debootstrap, and agent images built offline.
+
+Base: `debootstrap --variant=minbase` of bookworm (its python3 is 3.11, like our wheels), trimmed,
+tarred once into the state directory's cache, then `docker import`ed as `sonic-maml-base:bookworm`.
+
+Agent images: the top-level `Dockerfile` built from a minimal context (the project's sources,
+the wheels that `pip download` fetched on the host, an optional checkpoint) with the network off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, ImageNotFound
+
+from evaluation.docker_daemon import cache_dir, ensure_packages
+from roms_setup.errors import UserError
+
+BASE_IMAGE = "sonic-maml-base:bookworm"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+BASE_PACKAGES = ["python3", "python3-venv", "python-is-python3"]
+# Dropped from the base rootfs: caches, docs, manuals, translations.
+TRIM = ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+        "usr/share/info", "usr/share/locale", "usr/share/lintian", "var/log"]
+BASE_CHANGES = [
+    "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    'CMD ["python3"]',
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_PACKAGES = ["agent", "evaluation", "roms_setup", "meta_train"]
+LIGHT_REQUIREMENTS = ["numpy", "gymnasium", "pyyaml"]
+TORCH_REQUIREMENTS = ["torch==2.13.0", "opencv-python-headless", "numpy", "gymnasium", "pyyaml"]
+# Needed only to build our own distribution inside the image (pyproject's build backend).
+BUILD_REQUIREMENTS = ["setuptools>=68"]
+TORCH_AGENTS = {"ppo2", "maml"}
+CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env AGENT_CHECKPOINT
+BUILD_LABEL = "sonic-maml.build"  # on the Dockerfile's `deps` stage, pruned after a build
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def default_agent_tag(agent: str) -> str:
+    return f"sonic-maml-agent-{agent}:latest"
+
+
+def requirements_for(agent: str) -> list[str]:
+    """The pip requirements of an agent kind: torch agents need torch and opencv, others don't."""
+    return TORCH_REQUIREMENTS if agent in TORCH_AGENTS else LIGHT_REQUIREMENTS
+
+
+# ---------------------------------------------------------------------------- base image
+
+
+def base_rootfs_tarball() -> Path:
+    """The cached rootfs tarball, made by debootstrap the first time (about 30-60 s)."""
+    tarball = cache_dir() / f"rootfs-{SUITE}.tar"
+    if tarball.exists():
+        return tarball
+    if os.getuid() != 0:
+        raise UserError(f"building the base image {BASE_IMAGE} needs root (debootstrap): run "
+                        "`python -m evaluation docker up` as root, or pass --base-image IMAGE")
+    ensure_packages({"debootstrap": "debootstrap"})
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_dir()))
+    rootfs = work / "rootfs"
+    try:
+        print(f"debootstrap {SUITE} (minbase + {', '.join(BASE_PACKAGES)}) ...", flush=True)
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [shutil.which("debootstrap") or "/usr/sbin/debootstrap", "--variant=minbase",
+             f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            tail = "\n".join(done.stdout.splitlines()[-15:])
+            print(tail, file=sys.stderr)
+            raise UserError(f"debootstrap failed (exit {done.returncode}); is {MIRROR} reachable?")
+        print(f"debootstrap done in {time.monotonic() - t0:.0f} s", flush=True)
+        for rel in TRIM:
+            target = rootfs / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+                target.mkdir()
+        partial = work / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
+                       check=True)
+        partial.replace(tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def ensure_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str:
+    """Make sure the offline Debian base image exists (import the cached rootfs); return its tag."""
+    if image_exists(client, tag):
+        return tag
+    t0 = time.monotonic()
+    tarball = base_rootfs_tarball()
+    repository, _, version = tag.rpartition(":")
+    print(f"docker import {tarball.name} -> {tag}", flush=True)
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=version,
+                                      changes=BASE_CHANGES)
+    size = client.images.get(tag).attrs["Size"]
+    print(f"base image {tag}: {size / 1e6:.0f} MB, ready in {time.monotonic() - t0:.1f} s",
+          flush=True)
+    return tag
+
+
+# ---------------------------------------------------------------------------- agent images
+
+
+def download_wheels(requirements: Iterable[str]) -> Path:
+    """Wheels for `requirements` (and the build backend), fetched once by pip on the host.
+
+    Cached under the state directory, keyed by the requirement list.
+    """
+    reqs = sorted(set(requirements) | set(BUILD_REQUIREMENTS))
+    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
+    target = cache_dir() / "wheels" / key
+    if (target / ".complete").exists():
+        return target
+    partial = target.with_name(key + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    print(f"pip download {' '.join(reqs)} ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:",
+                           "--dest", str(partial), *reqs])
+    if done.returncode != 0:
+        raise UserError(f"pip download failed (exit {done.returncode}) for: {' '.join(reqs)}")
+    (partial / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    (partial / ".complete").write_text("")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    return target
+
+
+def _copy_sources(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for pkg in SOURCE_PACKAGES:
+        if (REPO_ROOT / pkg).is_dir():
+            shutil.copytree(REPO_ROOT / pkg, dest / pkg, ignore=ignore)
+    shutil.copy2(REPO_ROOT / "pyproject.toml", dest / "pyproject.toml")
+    readme = REPO_ROOT / "README.md"
+    if readme.exists():
+        shutil.copy2(readme, dest / "README.md")
+    else:
+        (dest / "README.md").write_text("sonic-maml\n")
+
+
+def make_context(dest: Path, requirements: list[str], checkpoint: Path | None = None,
+                 extra_files: dict[str, bytes] | None = None) -> None:
+    """A minimal build context in `dest`: Dockerfile, sources, `.whl/` wheels, checkpoint.
+
+    `extra_files` ({relative path: content}) adds files to the sources, e.g. a test agent module.
+    The layout mirrors the repository, so the same Dockerfile also builds from the repo root.
+    """
+    shutil.copy2(REPO_ROOT / "Dockerfile", dest / "Dockerfile")
+    _copy_sources(dest)
+    for rel, content in (extra_files or {}).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(content)
+    wheels = download_wheels(requirements)
+    (dest / ".whl").mkdir()
+    for wheel in wheels.glob("*.whl"):
+        if _same_fs(wheel, dest):
+            os.link(wheel, dest / ".whl" / wheel.name)
+        else:
+            shutil.copy2(wheel, dest / ".whl" / wheel.name)
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise UserError(f"checkpoint {checkpoint} is not a file")
+        shutil.copy2(checkpoint, dest / "checkpoint.pt")
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def prune_build_leftovers(client: docker.DockerClient) -> None:
+    """Drop the untagged `deps` stage images of our builds (labelled in the Dockerfile).
+
+    With vfs every layer is a full copy of the file system, so they fill the disk quickly.
+    The price: the next build of the same agent runs pip install again.
+    """
+    with contextlib.suppress(APIError):
+        client.images.prune(filters={"dangling": True, "label": BUILD_LABEL})
+
+
+def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
+                      checkpoint: Path | None = None, requirements: list[str] | None = None,
+                      extra_files: dict[str, bytes] | None = None, quiet: bool = False) -> str:
+    """Build an agent image offline (`network_mode=none`), streaming progress; return its id."""
+    reqs = requirements if requirements is not None else requirements_for(agent)
+    with tempfile.TemporaryDirectory(prefix="agent-ctx-", dir=cache_dir()) as tmp:
+        ctx = Path(tmp)
+        make_context(ctx, reqs, checkpoint, extra_files)
+        buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
+        t0 = time.monotonic()
+        image_id = None
+        previous = client.images.get(tag).id if image_exists(client, tag) else None
+        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
+                                      network_mode="none", rm=True, forcerm=True, decode=True):
+            if "error" in chunk:
+                raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
+            if "stream" in chunk and not quiet:
+                print(chunk["stream"], end="", flush=True)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+    image = client.images.get(tag)
+    if previous is not None and previous != image.id:
+        with contextlib.suppress(APIError):  # e.g. a container still uses it
+            client.images.remove(previous, noprune=False)
+    prune_build_leftovers(client)
+    if not quiet:
+        print(f"built {tag} ({image.short_id}): {image.attrs['Size'] / 1e6:.0f} MB "
+              f"in {time.monotonic() - t0:.0f} s", flush=True)
+    return image_id or image.id
