@@ -1,0 +1,51 @@
+"""Open the contest environment from inside an agent: `env = connection.make_env()`.
+
+The runner (`python -m evaluation run`) starts every agent with three environment variables:
+
+- `CONTEST_SOCKET_DIR`: the directory of the environment server's socket `sock` and
+  observation file `ob` (in Docker: /contest/sock);
+- `AGENT_OUTPUT_DIR`: a directory the agent may write to (logs, checkpoints);
+- `AGENT_SEED`: the run's seed, for the agent's own random numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from evaluation.client import (
+    SOCKET_DIR_ENV,
+    BudgetExhausted,
+    RemoteEnv,
+    RemoteEnvClosed,
+    RemoteEnvError,
+    connect_from_env,
+)
+
+OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"
+SEED_ENV = "AGENT_SEED"
+
+__all__ = [
+    "SOCKET_DIR_ENV", "BudgetExhausted", "RemoteEnv", "RemoteEnvClosed", "RemoteEnvError",
+    "agent_seed", "make_env", "output_dir",
+]
+
+
+def make_env(connect_timeout: float = 60.0, copy_obs: bool = True) -> RemoteEnv:
+    """The remote contest environment named by $CONTEST_SOCKET_DIR."""
+    return connect_from_env(connect_timeout=connect_timeout, copy_obs=copy_obs)
+
+
+def agent_seed(default: int | None = None) -> int | None:
+    value = os.environ.get(SEED_ENV)
+    return int(value) if value not in (None, "") else default
+
+
+def output_dir() -> Path | None:
+    """$AGENT_OUTPUT_DIR, created if needed; None when unset."""
+    value = os.environ.get(OUTPUT_DIR_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,251 @@
+"""What a run leaves behind: `monitor.csv`, `progress.csv` and `results.json`, and its score.
+
+monitor.csv — first line `# {"t_start": ..., "level": ..., "seed": ...}`, then the header
+`r,l,t,cut` and one row per episode: return, length (agent steps, resets not counted), seconds
+since the start, and `cut` = 1 for the last episode when the run stopped before it was done
+(budget, wall clock, agent gone). Rows are flushed as soon as an episode ends.
+
+Score = mean return of the finished episodes (cut = 0): the contest's rule, where the original
+monitor never recorded the cut-off episode. When no episode finished, the score is the cut-off
+episode's return; when not a single step was played, it is null.
+
+results.json (written atomically) — see STATUSES for the `status` values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+MONITOR = "monitor.csv"
+PROGRESS = "progress.csv"
+RESULTS = "results.json"
+
+STATUSES = {
+    "running": "the server is still serving (or died without writing its final results)",
+    "budget": "the timestep budget was used up (the normal end of a run)",
+    "wallclock": "the wall-clock limit was reached",
+    "agent_exited": "the agent closed the connection or exited with code 0 before the budget",
+    "agent_crashed": "the agent exited with a non-zero code (or was killed) before the budget",
+    "protocol_error": "the agent broke the wire protocol (bad JSON, oversized message, ...)",
+    "oom": "the agent ran out of memory",
+    "env_error": "the environment (emulator) or the server failed",
+    "idle_timeout": "the agent connected late or went silent for longer than the idle timeout",
+    "interrupted": "the server was stopped from outside (SIGTERM / Ctrl-C)",
+}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file in the same directory, then os.replace it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_results(results_dir: Path) -> dict[str, Any] | None:
+    path = Path(results_dir) / RESULTS
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class EpisodeRow:
+    r: float
+    l: int  # noqa: E741 - the column's name in monitor.csv
+    t: float
+    cut: bool = False
+
+
+def read_monitor(path: Path) -> tuple[dict[str, Any], list[EpisodeRow]]:
+    """(header metadata, rows) of a monitor.csv; a missing `cut` column reads as 0."""
+    text = Path(path).read_text()
+    meta: dict[str, Any] = {}
+    lines = text.splitlines()
+    if lines and lines[0].startswith("#"):
+        try:
+            meta = json.loads(lines[0][1:])
+        except ValueError:
+            meta = {}
+        lines = lines[1:]
+    rows = [
+        EpisodeRow(float(row["r"]), int(float(row["l"])), float(row["t"]),
+                   bool(int(row.get("cut") or 0)))
+        for row in csv.DictReader(io.StringIO("\n".join(lines)))
+    ]
+    return meta, rows
+
+
+def score(rows: list[EpisodeRow]) -> float | None:
+    """Mean return of finished episodes; else the cut-off episode's return; else None."""
+    finished = [row.r for row in rows if not row.cut]
+    if finished:
+        return sum(finished) / len(finished)
+    cut = [row.r for row in rows if row.cut]
+    return cut[-1] if cut else None
+
+
+class RunRecorder:
+    """Records one served run. The hot path (`step`) only adds two numbers."""
+
+    def __init__(self, results_dir: Path, *, level: str, seed: int, agent: str, runtime: str,
+                 budget: int, wallclock_s: float, progress_every_s: float = 30.0,
+                 progress_every_steps: int = 50_000, extra: dict[str, Any] | None = None) -> None:
+        self.dir = Path(results_dir)
+        self.level = level
+        self.seed = seed
+        self.agent = agent
+        self.runtime = runtime
+        self.budget = budget
+        self.wallclock_limit_s = wallclock_s
+        self.progress_every_s = progress_every_s
+        self.progress_every_steps = max(1, progress_every_steps)
+        self.extra = dict(extra or {})
+        self.t_start = time.time()
+        self.started_at = utc_now()
+        self._t0 = time.monotonic()
+        self.rows: list[EpisodeRow] = []
+        self.recent: deque[float] = deque(maxlen=10)
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.in_episode = False
+        self.steps = 0
+        self.resets = 0
+        self._next_progress_steps = self.progress_every_steps
+        self._next_progress_t = self._t0 + progress_every_s
+        self._monitor: TextIO | None = None
+        self._progress: TextIO | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        header = {"t_start": self.t_start, "level": self.level, "seed": self.seed}
+        self._monitor = open(self.dir / MONITOR, "w", buffering=1)  # noqa: SIM115
+        self._monitor.write(f"# {json.dumps(header)}\nr,l,t,cut\n")
+        self._monitor.flush()
+        self._progress = open(self.dir / PROGRESS, "w", buffering=1)  # noqa: SIM115
+        self._progress.write("timesteps,episodes,elapsed_s,mean_return_last10\n")
+        self._progress.flush()
+        self.write_results("running", None, 0)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    # --- events ----------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.in_episode = True
+        self.episode_return = 0.0
+        self.episode_length = 0
+
+    def step(self, reward: float, done: bool) -> None:
+        self.steps += 1
+        self.episode_return += reward
+        self.episode_length += 1
+        if done:
+            self._end_episode(cut=False)
+
+    def _end_episode(self, cut: bool) -> None:
+        row = EpisodeRow(self.episode_return, self.episode_length, round(self.elapsed(), 6), cut)
+        self.rows.append(row)
+        if not cut:
+            self.recent.append(row.r)
+        self.in_episode = False
+        if self._monitor is not None:
+            self._monitor.write(f"{row.r!r},{row.l},{row.t},{int(cut)}\n")
+            self._monitor.flush()
+
+    def maybe_progress(self, timesteps: int) -> None:
+        """Cheap to call every step: writes a progress line every N steps or seconds."""
+        if timesteps < self._next_progress_steps:
+            now = time.monotonic()
+            if now < self._next_progress_t:
+                return
+        self.progress(timesteps)
+
+    def progress(self, timesteps: int) -> None:
+        now = time.monotonic()
+        self._next_progress_steps = timesteps + self.progress_every_steps
+        self._next_progress_t = now + self.progress_every_s
+        if self._progress is None:
+            return
+        mean = sum(self.recent) / len(self.recent) if self.recent else ""
+        self._progress.write(f"{timesteps},{self.episodes},{now - self._t0:.3f},{mean}\n")
+        self._progress.flush()
+
+    @property
+    def episodes(self) -> int:
+        return sum(1 for row in self.rows if not row.cut)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def finish(self, status: str, error: str | None, timesteps: int,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the cut-off episode (if it had steps), a last progress line and results.json."""
+        if self.in_episode and self.episode_length > 0:
+            self._end_episode(cut=True)
+        self.progress(timesteps)
+        for f in (self._monitor, self._progress):
+            if f is not None:
+                f.close()
+        self._monitor = self._progress = None
+        if extra:
+            self.extra.update(extra)
+        return self.write_results(status, error, timesteps)
+
+    def results(self, status: str, error: str | None, timesteps: int) -> dict[str, Any]:
+        cut = next((row for row in self.rows if row.cut), None)
+        return {
+            "level": self.level,
+            "agent": self.agent,
+            "seed": self.seed,
+            "score": score(self.rows),
+            "episodes": self.episodes,
+            "timesteps": timesteps,
+            "wallclock_s": round(self.elapsed(), 3),
+            "status": status,
+            "budget": self.budget,
+            "wallclock_limit_s": self.wallclock_limit_s,
+            "runtime": self.runtime,
+            "error": error,
+            "started_at": self.started_at,
+            "finished_at": None if status == "running" else utc_now(),
+            "steps": self.steps,
+            "resets": self.resets,
+            "cut_episode": None if cut is None else {"r": cut.r, "l": cut.l},
+            **self.extra,
+        }
+
+    def write_results(self, status: str, error: str | None, timesteps: int) -> dict[str, Any]:
+        data = self.results(status, error, timesteps)
+        write_json_atomic(self.dir / RESULTS, data)
+        return data

@@ -1,0 +1,83 @@
+"""`python -m evaluation run`: evaluate one agent on one level, as a local process or in Docker."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from evaluation.contest_rules import WALLCLOCK_S
+from evaluation.runner import RunSpec, run_one
+from evaluation.serve_cli import summary
+from roms_setup.errors import UserError, exit_on_user_error
+from roms_setup.levels import Level
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation run",
+        description="Serve a level with the contest's rules and run one agent against it; "
+        "results (monitor.csv, progress.csv, results.json, agent.log) go to --results-dir.",
+    )
+    p.add_argument("--agent", required=True,
+                   help="agent name: `python -m agent.NAME` locally, image "
+                   "sonic-maml-agent-NAME:latest in docker")
+    p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
+    p.add_argument("--budget", required=True, type=int, help="timesteps (resets count)")
+    p.add_argument("--results-dir", required=True, type=Path, metavar="D")
+    p.add_argument("--runtime", choices=("local", "docker"), default="local")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
+                   help=f"wall-clock limit in seconds (default {WALLCLOCK_S})")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="end the run when the agent is silent this long (server default: 3600)")
+    p.add_argument("--gpus", action="store_true", help="docker: give the container the GPUs")
+    p.add_argument("--record", action="store_true", help="keep .bk2 movies in D/movies/")
+    p.add_argument("--agent-cmd", default=None, metavar="CMD",
+                   help="local: run this command instead of python -m agent.NAME")
+    p.add_argument("--image", default=None, metavar="TAG", help="docker: the image to run")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="agent memory limit, e.g. 4g (local: address-space limit)")
+    p.add_argument("--cpus", type=float, default=None, help="docker: CPU limit")
+    return p
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args, agent_args = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    if agent_args and agent_args[0] == "--":
+        agent_args = agent_args[1:]
+    elif agent_args:
+        raise UserError(f"unknown options {' '.join(agent_args)}: agent arguments go after --")
+    if args.budget <= 0:
+        raise UserError(f"--budget must be positive, got {args.budget}")
+    if args.wallclock <= 0:
+        raise UserError(f"--wallclock must be positive, got {args.wallclock}")
+    spec = RunSpec(
+        agent=args.agent,
+        level=Level.parse(args.level),
+        seed=args.seed,
+        budget=args.budget,
+        results_dir=args.results_dir,
+        runtime=args.runtime,
+        wallclock_s=args.wallclock,
+        agent_cmd=shlex.split(args.agent_cmd) if args.agent_cmd else None,
+        image=args.image,
+        gpus=args.gpus,
+        record=args.record,
+        agent_args=agent_args,
+        memory=args.memory,
+        cpus=args.cpus,
+        idle_timeout_s=args.idle_timeout,
+    )
+    signal.signal(signal.SIGTERM, _terminate)  # clean up the server and agent, like Ctrl-C
+    results = run_one(spec)
+    print(summary(results) + f" results={args.results_dir}", flush=True)
+    return 0

@@ -1,0 +1,80 @@
+"""`python -m evaluation serve`: one contest environment, served to one agent over a Unix socket."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.server import DEFAULT_IDLE_TIMEOUT_S, ServeConfig, serve
+from roms_setup.errors import UserError, exit_on_user_error
+from roms_setup.levels import Level
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation serve",
+        description="Serve a level with the 2018 contest's rules over the gym-remote protocol: "
+        "socket DIR/sock, observation DIR/ob. Results go to --results-dir.",
+    )
+    p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
+    p.add_argument("--socket", required=True, type=Path, metavar="DIR",
+                   help="directory for the socket `sock` and the observation file `ob`")
+    p.add_argument("--results-dir", required=True, type=Path, metavar="D")
+    p.add_argument("--budget", type=int, default=BUDGET_STEPS,
+                   help=f"timesteps, resets included (default {BUDGET_STEPS})")
+    p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
+                   help=f"wall-clock limit in seconds (default {WALLCLOCK_S})")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the stochastic frame skip (default: random, recorded)")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="S",
+                   help="end the run when the agent is silent this long, or has not connected "
+                   f"(default {DEFAULT_IDLE_TIMEOUT_S:g}; 0 disables)")
+    p.add_argument("--record", action="store_true", help="keep .bk2 movies in D/movies/")
+    p.add_argument("--agent", default="external", help="agent name written to results.json")
+    p.add_argument("--runtime", default="external", help="runtime written to results.json")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                   help="seconds between lines of D/progress.csv (also every 50,000 timesteps)")
+    return p
+
+
+def summary(results: dict) -> str:
+    score = results.get("score")
+    score_text = "n/a" if score is None else f"{score:.1f}"
+    line = (f"{results['level']} agent={results['agent']} seed={results['seed']} "
+            f"status={results['status']} score={score_text} episodes={results['episodes']} "
+            f"timesteps={results['timesteps']} wallclock={results['wallclock_s']:.1f}s")
+    if results.get("error"):
+        line += f" error={results['error']}"
+    return line
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.budget <= 0:
+        raise UserError(f"--budget must be positive, got {args.budget}")
+    if args.wallclock <= 0:
+        raise UserError(f"--wallclock must be positive, got {args.wallclock}")
+    level = Level.parse(args.level)
+    from roms_setup.installed import require_playable  # imports stable-retro: after arg checks
+
+    require_playable(level)
+    config = ServeConfig(
+        level=level,
+        socket_dir=args.socket,
+        results_dir=args.results_dir,
+        budget=args.budget,
+        wallclock_s=args.wallclock,
+        seed=args.seed,
+        idle_timeout_s=args.idle_timeout if args.idle_timeout > 0 else None,
+        record=args.record,
+        agent=args.agent,
+        runtime=args.runtime,
+        progress_every_s=args.progress_every,
+    )
+    print(f"serving {config.level} on {config.socket_dir / 'sock'}", file=sys.stderr, flush=True)
+    results = serve(config)
+    print(summary(results), flush=True)
+    return 0

@@ -1,0 +1,441 @@
+"""Serve one contest environment to one agent over the 2018 "gym-remote" protocol.
+
+The server owns the emulator; the agent sees only the socket directory: the Unix stream socket
+`DIR/sock` (backlog 1, one client) and the memory-mapped observation `DIR/ob`. Rules enforced,
+as the original server did: the timestep budget (resets count as timesteps; at the budget the
+server sends `close` with TimestepTimeoutError), the wall clock (WallClockTimeoutError), no reset
+before done and no step after done (`exception` with ResetError; the connection goes on). Added
+here: an idle timeout, a cap on message size, and clean handling of anything malformed: the
+server answers with `close`, records why in results.json and exits normally.
+
+Differences from the original, on purpose: one reply per request (the original followed an
+`exception` with a stale `update`), and `reset` is read per message (a message with
+`"reset": true`, with or without `ac`, is a reset; one without it is a step with the last `ac`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+import select
+import signal
+import socket
+import stat
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.protocol import (
+    OB_NAME,
+    RESET_REPLY,
+    SOCKET_NAME,
+    ErrorId,
+    Folder,
+    MessageSplitter,
+    ProtocolError,
+    decode,
+    describe_box,
+    describe_discrete,
+    describe_multibinary,
+    encode,
+    error_content,
+    scalar_channels,
+    step_reply,
+)
+from evaluation.records import RunRecorder
+from roms_setup.errors import UserError
+from roms_setup.levels import Level
+
+TICK_S = 0.25  # how often a blocked server wakes to check the wall clock and idle time
+TICK_MS = int(TICK_S * 1000)
+SEND_TIMEOUT_S = 30  # a client that stops reading its replies for this long is cut off
+DEFAULT_IDLE_TIMEOUT_S = 3600.0
+MAX_UNIX_PATH = 107
+CLOSE_DRAIN_S = 1.0  # after `close`, wait this long at most for the client to hang up
+
+
+@dataclass
+class ServeConfig:
+    level: Level
+    socket_dir: Path
+    results_dir: Path
+    budget: int = BUDGET_STEPS
+    wallclock_s: float = WALLCLOCK_S
+    seed: int | None = None
+    idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S
+    record: bool = False
+    agent: str = "external"
+    runtime: str = "external"
+    progress_every_s: float = 30.0
+    progress_every_steps: int = 50_000
+
+
+class Stop(Exception):
+    """Ends serving: the status for results.json and the `close` to send, if any."""
+
+    def __init__(self, status: str, error: str | None, close_id: ErrorId | None,
+                 reason: str | None = None) -> None:
+        super().__init__(error or status)
+        self.status = status
+        self.error = error
+        self.close_id = close_id
+        self.reason = reason if reason is not None else error
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _check_socket_dir(socket_dir: Path) -> Path:
+    sock_path = socket_dir / SOCKET_NAME
+    if len(os.fsencode(sock_path)) > MAX_UNIX_PATH:
+        raise UserError(
+            f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes (a Unix socket limit): "
+            "use a shorter --socket directory, e.g. under /tmp"
+        )
+    try:
+        socket_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the socket directory {socket_dir}: {e.strerror}") from e
+    if sock_path.exists() or sock_path.is_symlink():
+        if not stat.S_ISSOCK(sock_path.lstat().st_mode):
+            raise UserError(f"{sock_path} exists and is not a socket: choose another --socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(sock_path))
+        except OSError:
+            sock_path.unlink()  # a stale socket left by a server that died
+        else:
+            raise UserError(
+                f"a server is already listening on {sock_path}: choose another --socket")
+        finally:
+            probe.close()
+    # A container user (uid 1000) with only this directory mounted must reach sock and ob.
+    mode = socket_dir.stat().st_mode
+    if mode & 0o055 != 0o055:
+        with contextlib.suppress(OSError):
+            os.chmod(socket_dir, stat.S_IMODE(mode) | 0o755)
+    return sock_path
+
+
+class ContestServer:
+    def __init__(self, config: ServeConfig) -> None:
+        self.cfg = config
+        self.seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+        self.timesteps = 0
+        self.connected = False
+        self.stop_signal: str | None = None
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only a flag: the loops check it every message and every tick, so a signal never
+        # lands in the middle of an emulator step or a record being written.
+        if self.stop_signal is None:
+            self.stop_signal = signal.Signals(signum).name
+
+    def _check_signal(self) -> None:
+        if self.stop_signal is not None:
+            raise Interrupted(self.stop_signal)
+
+    def _install_signals(self) -> dict[int, Any]:
+        old: dict[int, Any] = {}
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    # --- the run ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Serve until the run ends; return the final results (also in results.json)."""
+        from evaluation.contest_env import make_contest_env
+        from roms_setup.installed import require_playable
+
+        cfg = self.cfg
+        require_playable(cfg.level)
+        sock_path = _check_socket_dir(cfg.socket_dir)
+        try:
+            cfg.results_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create results dir {cfg.results_dir}: {e.strerror}") from e
+        if not os.access(cfg.results_dir, os.W_OK):
+            raise UserError(f"results dir {cfg.results_dir} is not writable")
+        self.rec = RunRecorder(
+            cfg.results_dir, level=cfg.level.id, seed=self.seed, agent=cfg.agent,
+            runtime=cfg.runtime, budget=cfg.budget, wallclock_s=cfg.wallclock_s,
+            progress_every_s=cfg.progress_every_s, progress_every_steps=cfg.progress_every_steps,
+            extra={"protocol": "gym-remote", "agent_connected": False, "close_exception": None},
+        )
+        self.rec.start()
+        old_handlers = self._install_signals()
+        self._deadline = time.monotonic() + cfg.wallclock_s
+        env = listener = conn = None
+        ob_file = ob_map = None
+        stop: Stop
+        try:
+            try:
+                record_dir = None
+                if cfg.record:
+                    record_dir = cfg.results_dir / "movies"
+                    record_dir.mkdir(parents=True, exist_ok=True)
+                env = make_contest_env(cfg.level, seed=self.seed,
+                                       record_dir=str(record_dir) if record_dir else None)
+                description = self._describe(env)
+                ob_file, ob_map, self._ob_view = self._make_ob_file(env)
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listener.bind(str(sock_path))
+                os.chmod(sock_path, 0o666)
+                listener.listen(1)
+                listener.settimeout(TICK_S)
+                self._check_signal()
+                conn = self._accept(listener)
+                self._check_signal()
+                listener.close()  # one client: later connections are refused
+                listener = None
+                self.connected = True
+                self.rec.extra["agent_connected"] = True
+                conn.settimeout(None)  # blocking; waits go through poll() with a tick
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("ll", int(SEND_TIMEOUT_S), 0))
+                conn.sendall(encode("description", description))
+                self._serve(env, conn)
+                raise AssertionError("unreachable")  # _serve always raises Stop
+            except Stop as s:
+                stop = s
+            except Interrupted as e:
+                stop = Stop("interrupted", f"server stopped by {e}", ErrorId.SERVER_DISCONNECT,
+                            "the evaluation was interrupted")
+            except (BrokenPipeError, ConnectionResetError):
+                stop = Stop("agent_exited", f"the agent hung up after {self.timesteps} timesteps",
+                            None)
+            except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: replies pile up unread
+                stop = Stop("protocol_error",
+                            f"the agent stopped reading its replies for {SEND_TIMEOUT_S} s", None)
+            except Exception as e:  # the emulator, the file system: all recorded, none raised
+                stop = Stop("env_error", f"{e.__class__.__name__}: {e}",
+                            ErrorId.SERVER_DISCONNECT, "the environment failed")
+            if conn is not None and stop.close_id is not None:
+                self._send_close(conn, stop.close_id, stop.reason)
+            self.rec.extra["close_exception"] = (
+                int(stop.close_id) if stop.close_id is not None
+                else int(ErrorId.CLIENT_DISCONNECT) if stop.status == "agent_exited" else None)
+            return self.rec.finish(stop.status, stop.error, self.timesteps)
+        finally:
+            for closable in (conn, listener):
+                if closable is not None:
+                    with contextlib.suppress(OSError):
+                        closable.close()
+            for name in (SOCKET_NAME, OB_NAME):
+                with contextlib.suppress(OSError):
+                    os.unlink(cfg.socket_dir / name)
+            self._ob_view = None
+            if ob_map is not None:
+                with contextlib.suppress(BufferError):
+                    ob_map.close()
+            if ob_file is not None:
+                ob_file.close()
+            if env is not None:
+                with contextlib.suppress(Exception):
+                    env.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def _describe(self, env: Any) -> dict[str, list[Any]]:
+        import gymnasium as gym
+
+        ac, ob = env.action_space, env.observation_space
+        if isinstance(ac, gym.spaces.MultiBinary):
+            n = int(np.prod(ac.shape))
+            self._folder: Folder | None = Folder([2] * n)
+            self._n_actions = self._folder.size
+            ac_desc = describe_multibinary(n)
+        elif isinstance(ac, gym.spaces.Discrete):
+            self._folder = None
+            self._n_actions = int(ac.n)
+            ac_desc = describe_discrete(self._n_actions)
+        else:
+            raise TypeError(f"unsupported action space {ac}")
+        if not isinstance(ob, gym.spaces.Box):
+            raise TypeError(f"unsupported observation space {ob}")
+        self._actions: list[Any] = [None] * self._n_actions
+        return {"ac": ac_desc, "ob": describe_box(ob.shape, ob.dtype), **scalar_channels()}
+
+    def _make_ob_file(self, env: Any) -> tuple[Any, mmap.mmap, np.ndarray]:
+        space = env.observation_space
+        nbytes = int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+        path = self.cfg.socket_dir / OB_NAME
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        f = open(path, "w+b")  # noqa: SIM115 - kept open for the run
+        f.truncate(nbytes)
+        os.chmod(path, 0o666)  # the original client opens it with mode w+
+        m = mmap.mmap(f.fileno(), nbytes)
+        view = np.ndarray(space.shape, dtype=space.dtype, buffer=m)
+        return f, m, view
+
+    def _accept(self, listener: socket.socket) -> socket.socket:
+        start = time.monotonic()
+        idle = self.cfg.idle_timeout_s
+        while True:
+            try:
+                conn, _ = listener.accept()
+                return conn
+            except TimeoutError:
+                self._check_signal()
+                now = time.monotonic()
+                if now >= self._deadline:
+                    raise Stop("wallclock", "no agent connected within the wall-clock limit",
+                               None) from None
+                if idle and now - start >= idle:
+                    raise Stop("idle_timeout", f"no agent connected within {idle:g} s",
+                               None) from None
+
+    # --- serving ---------------------------------------------------------------------------
+
+    def _serve(self, env: Any, conn: socket.socket) -> None:
+        budget = self.cfg.budget
+        idle = self.cfg.idle_timeout_s
+        deadline = self._deadline
+        splitter = MessageSplitter()
+        pending: deque[bytes] = deque()
+        recv = conn.recv
+        sendall = conn.sendall
+        monotonic = time.monotonic
+        rec = self.rec
+        ob_view = self._ob_view
+        copyto = np.copyto
+        actions = self._actions
+        n_actions = self._n_actions
+        folder = self._folder
+        action: Any = None
+        done = True  # a reset comes first
+        first_reset = True
+        last_heard = monotonic()
+        poller = select.poll()
+        poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        poll = poller.poll
+
+        while True:
+            if self.timesteps >= budget:
+                raise Stop("budget", None, ErrorId.TIMESTEP_TIMEOUT,
+                           f"timestep budget of {budget} used up")
+            while not pending:
+                while not poll(TICK_MS):  # a blocking socket, woken every tick to check time
+                    if self.stop_signal is not None:
+                        raise Interrupted(self.stop_signal)
+                    now = monotonic()
+                    if now >= deadline:
+                        raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT,
+                                   "wall-clock limit reached")
+                    if idle and now - last_heard >= idle:
+                        raise Stop("idle_timeout", f"the agent was silent for {idle:g} s",
+                                   ErrorId.GYM_REMOTE, f"idle for {idle:g} s")
+                data = recv(65536)
+                if not data:
+                    raise Stop("agent_exited",
+                               f"the agent closed the connection after {self.timesteps} "
+                               "timesteps", None)
+                try:
+                    pending.extend(splitter.feed(data))
+                except ProtocolError as e:
+                    raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
+                last_heard = monotonic()
+            raw = pending.popleft()
+            if self.stop_signal is not None:
+                raise Interrupted(self.stop_signal)
+            if monotonic() >= deadline:
+                raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT, "wall-clock limit reached")
+
+            try:
+                kind, content = decode(raw)
+            except ProtocolError as e:
+                raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
+            if kind != "update":
+                if kind == "close":
+                    raise Stop("agent_exited",
+                               f"the agent closed the connection after {self.timesteps} "
+                               "timesteps", None)
+                raise Stop("protocol_error", f"unknown message type {kind!r}", ErrorId.GYM_REMOTE)
+            if not isinstance(content, dict):
+                raise Stop("protocol_error", "update content is not an object", ErrorId.GYM_REMOTE)
+
+            reset = False
+            for key, value in content.items():
+                if key == "ac":
+                    if type(value) is not int or not 0 <= value < n_actions:
+                        raise Stop("protocol_error",
+                                   f"bad action {value!r}: expected an integer in "
+                                   f"[0, {n_actions})", ErrorId.GYM_REMOTE)
+                    action = actions[value]
+                    if action is None:
+                        action = actions[value] = (
+                            folder.unfold(value, np.int8) if folder is not None else value)
+                elif key == "reset":
+                    if type(value) is not bool:
+                        raise Stop("protocol_error", f"bad reset value {value!r}",
+                                   ErrorId.GYM_REMOTE)
+                    reset = value
+                else:
+                    raise Stop("protocol_error", f"unknown channel {key!r} in update",
+                               ErrorId.GYM_REMOTE)
+
+            if reset:
+                if not done:
+                    sendall(encode("exception", error_content(
+                        ErrorId.RESET, "reset before the episode is done")))
+                    continue
+                if first_reset:
+                    ob, _ = env.reset(seed=self.seed)
+                    first_reset = False
+                else:
+                    ob, _ = env.reset()
+                copyto(ob_view, ob)
+                done = False
+                rec.reset()
+                self.timesteps += 1
+                sendall(RESET_REPLY)
+            else:
+                if done:
+                    sendall(encode("exception", error_content(
+                        ErrorId.RESET, "step after the episode is done: reset first")))
+                    continue
+                if action is None:
+                    raise Stop("protocol_error", "step without an action (no 'ac' sent yet)",
+                               ErrorId.GYM_REMOTE)
+                ob, reward, terminated, truncated, _ = env.step(action)
+                copyto(ob_view, ob)
+                done = terminated or truncated
+                reward = float(reward)
+                self.timesteps += 1
+                sendall(step_reply(reward, done))
+                rec.step(reward, done)
+            rec.maybe_progress(self.timesteps)
+
+    def _send_close(self, conn: socket.socket, close_id: ErrorId, reason: str | None) -> None:
+        """Send `close`, then give the client a moment to read it and hang up."""
+        try:
+            conn.settimeout(CLOSE_DRAIN_S)
+            conn.sendall(encode("close", error_content(close_id, reason)))
+            conn.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + CLOSE_DRAIN_S
+            while time.monotonic() < end:
+                if not conn.recv(65536):
+                    break
+        except OSError:
+            pass
+
+
+def serve(config: ServeConfig) -> dict[str, Any]:
+    return ContestServer(config).run()
