@@ -2,16 +2,20 @@
 .PHONY: setup run test lint bench docker-up
 
 PY := .venv/bin/python
-# The main job's scale; `make run BUDGET=...` changes it.
-BUDGET ?= 20000
+# The main job's scale: `make run BUDGET=... SEEDS=... AGENTS=... LEVELS=... OUT=...`.
+AGENTS ?= random,jerk
+LEVELS ?= atari-heldout
+SEEDS ?= 2
+BUDGET ?= 10000
+WORKERS ?= 2
 OUT ?= runs/quickstart
 
 setup:
 	bash scripts/setup.sh
 
 run: setup
-	$(PY) -m evaluation run --agent random --level Airstriker-Genesis-v0:Level1 \
-		--budget $(BUDGET) --seed 0 --results-dir $(OUT)
+	$(PY) -m evaluation suite --agents $(AGENTS) --levels $(LEVELS) --seeds $(SEEDS) \
+		--budget $(BUDGET) --workers $(WORKERS) --out $(OUT)
 
 docker-up: setup
 	$(PY) -m evaluation docker up

@@ -203,5 +203,22 @@ def main(argv: list[str] | None = None) -> int:
                             check=preflight)
         interrupted = run(config, out, args.workers, args.retry_failed)
         if not args.no_report:
-            print(write_report(out))
+            report = write_report(out)
+            print(overall_table(report))
+            print(f"report: {report}")
     return 130 if interrupted else 0
+
+
+def overall_table(report: Path) -> str:
+    """The report's overall table, to show in the terminal at the end of a suite."""
+    lines = Path(report).read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Overall"), None)
+    if start is None:
+        return ""
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    return "\n".join(table)
