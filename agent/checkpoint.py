@@ -1,0 +1,128 @@
+"""Checkpoints: the policy's spec and weights, plus (for resuming) optimizer, counters and RNGs.
+
+A checkpoint is a `torch.save`d dict of tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)`:
+
+    format        "sonic-maml-policy/1"
+    policy_spec   the `build_policy` spec: rebuilds the network without any other file
+    policy_state  the network's state_dict
+    config        the learner config it was trained with (informational)
+    optimizer     optimizer state_dict (optional)
+    timesteps, updates, episodes   counters (optional)
+    rng           torch / numpy / python RNG states (optional)
+
+Writes are atomic: a temporary file in the same directory, then os.replace.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.policies import ActorCritic, build_policy
+from roms_setup.errors import UserError
+
+FORMAT = "sonic-maml-policy/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def save_checkpoint(path: str | Path, policy: ActorCritic, *, config: dict[str, Any] | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, timesteps: int = 0,
+                    updates: int = 0, episodes: int = 0, with_rng: bool = True,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "policy_spec": policy.spec,
+        "policy_state": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "config": config or {},
+        "timesteps": int(timesteps),
+        "updates": int(updates),
+        "episodes": int(episodes),
+    }
+    if optimizer is not None:
+        data["optimizer"] = optimizer.state_dict()
+    if with_rng:
+        data["rng"] = rng_state()
+    if extra:
+        data.update(extra)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with_suppress_unlink(tmp)
+        raise
+    return path
+
+
+def with_suppress_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict; a one-line UserError if it is missing or not a policy checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: give the path of a checkpoint.pt")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(data, dict) or "policy_spec" not in data or "policy_state" not in data:
+        raise UserError(f"{path} is not a policy checkpoint (no policy_spec/policy_state)")
+    return data
+
+
+def policy_from_checkpoint(data: dict[str, Any],
+                           device: str | torch.device = "cpu") -> ActorCritic:
+    policy = build_policy(data["policy_spec"])
+    policy.load_state_dict(data["policy_state"])
+    return policy.to(device)
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> ActorCritic:
+    """Rebuild a network from a checkpoint file alone."""
+    return policy_from_checkpoint(load_checkpoint(path), device)

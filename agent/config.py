@@ -1,0 +1,100 @@
+"""Learner configs: a commented YAML file (defaults in agent/configs/) plus `key=value` overrides.
+
+    cfg = load_config("agent/configs/ppo2.yaml", ["nsteps=64", "policy.body=mlp"])
+
+An override's value is parsed as YAML (`lr=3e-4` is a float, `clip_value=false` a bool), and its
+key must exist in the file (dots reach into nested mappings), so a typo is a one-line error
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from roms_setup.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_PPO_CONFIG = CONFIG_DIR / "ppo2.yaml"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist: give an existing --config") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must be a mapping of key: value lines")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"bad override {text!r}: write it as key=value, e.g. nsteps=128")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str],
+                    source: str = "the config") -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set(cfg, keys, value, source)
+    return cfg
+
+
+def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+    node = cfg
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            path = ".".join(keys[: i + 1])
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+            raise UserError(f"unknown config key {path!r} in {source}: known keys: {known}")
+        if i == len(keys) - 1:
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                defaults: str | Path = DEFAULT_PPO_CONFIG) -> dict[str, Any]:
+    """The defaults file, updated by `path` (any subset of its keys), then by the overrides."""
+    cfg = read_yaml(defaults)
+    if path is not None:
+        for key, value in _flatten(read_yaml(path)):
+            _set(cfg, key.split("."), value, str(path))
+    return apply_overrides(cfg, overrides, source=f"{Path(defaults).name} (--set)")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            items += _flatten(v, key + ".")
+        else:
+            items.append((key, v))
+    return items
+
+
+def require(cfg: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise UserError(f"config is missing key(s) {', '.join(missing)}: add them to the YAML")

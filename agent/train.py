@@ -1,0 +1,156 @@
+"""`python -m agent.train`: offline training on local contest environments (e.g. joint PPO).
+
+    python -m agent.train --algo ppo --levels SET_OR_LIST --timesteps N --out DIR
+                          [--envs E] [--config FILE] [--set key=value ...] [--resume]
+
+E worker subprocesses (one emulator each) play the levels, dealt round-robin; a worker with
+several levels switches to its next one at every episode end (agent/vec_env.py), so joint PPO
+over the 47 training levels runs with any E. Writes DIR/checkpoint.pt (loadable by
+`python -m agent.ppo2 --init`), DIR/progress.csv, DIR/tb/ (TensorBoard) and DIR/config.yaml.
+`--resume` continues from DIR/checkpoint.pt (network, optimizer, counters, RNG states) up to
+the same --timesteps total; the environments start new episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from agent.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    policy_from_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from agent.config import apply_overrides, load_config
+from agent.logging import TrainLogger
+from agent.policies import build_policy, check_policy_fits, spec_from_config
+from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
+from agent.vec_env import make_level_vec_env
+from roms_setup.errors import UserError, exit_on_user_error
+from roms_setup.levels import resolve_levels
+
+ALGOS = ("ppo",)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m agent.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", choices=ALGOS, default="ppo")
+    parser.add_argument("--levels", required=True,
+                        help="a level set name, a CSV file, or Game:State,Game:State,...")
+    parser.add_argument("--timesteps", type=int, required=True,
+                        help="total environment steps (over all environments)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--envs", type=int, help="worker subprocesses (default: config nenvs)")
+    parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="change one config key (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.pt when it exists")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
+    if saved and args.config is None:  # resume: the run's own config, then this call's --set
+        cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    if args.envs is not None:
+        cfg["nenvs"] = args.envs
+    return cfg
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    from roms_setup.installed import require_playable  # stable-retro: not for the agent image
+
+    args = parse_args(argv)
+    if args.timesteps <= 0:
+        raise UserError(f"--timesteps must be positive, got {args.timesteps}")
+    out = Path(args.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    saved = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
+    if args.resume and saved is None:
+        print(f"no checkpoint at {ckpt_path}: starting from scratch")
+    cfg = resolve_config(args, saved["config"] if saved else None)
+    levels = resolve_levels(args.levels)
+    for level in levels:
+        require_playable(level)  # a one-line error before any worker starts
+    nenvs = int(cfg["nenvs"])
+    ppo_cfg = PPOConfig.from_dict(cfg)
+    if (ppo_cfg.nsteps * nenvs) // ppo_cfg.nminibatches < 1:
+        raise UserError(f"nsteps × envs = {ppo_cfg.nsteps * nenvs} samples cannot make "
+                        f"{ppo_cfg.nminibatches} minibatches: lower nminibatches")
+    seed = int(cfg["seed"])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    threads = set_torch_threads(int(cfg["torch_threads"]))
+    device = pick_device(str(cfg["device"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    envs = make_level_vec_env([lv.id for lv in levels], nenvs, seed=seed,
+                              discretizer=str(cfg["discretizer"]),
+                              backtracking=bool(cfg["backtracking"]),
+                              reward_scale=float(cfg["reward_scale"]))
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if saved is not None:
+        problem = check_policy_fits(saved["policy_spec"], obs_space, act_space)
+        if problem:
+            envs.close()
+            raise UserError(f"cannot resume {ckpt_path}: {problem}")
+        policy = policy_from_checkpoint(saved)
+    else:
+        policy = build_policy(spec_from_config(cfg["policy"], obs_space, act_space))
+    ppo = PPO(policy, ppo_cfg, device)
+    if saved is not None:
+        if "optimizer" in saved:
+            ppo.optimizer.load_state_dict(saved["optimizer"])
+        ppo.timesteps = int(saved.get("timesteps", 0))
+        ppo.updates = int(saved.get("updates", 0))
+        ppo.episodes = int(saved.get("episodes", 0))
+        if "rng" in saved:
+            set_rng_state(saved["rng"])
+    save_interval = max(1, int(cfg["save_interval"]))
+
+    def save() -> None:
+        save_checkpoint(ckpt_path, ppo.policy, config=cfg, optimizer=ppo.optimizer,
+                        timesteps=ppo.timesteps, updates=ppo.updates, episodes=ppo.episodes,
+                        extra={"levels": [lv.id for lv in levels]})
+
+    def on_update(p: PPO) -> None:
+        if p.updates % save_interval == 0:
+            save()
+
+    print(f"training ppo on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
+          f"{threads} torch thread(s), from {ppo.timesteps} to {args.timesteps} steps", flush=True)
+    logger = TrainLogger(out, total_timesteps=args.timesteps, start_timesteps=ppo.timesteps,
+                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None)
+    try:
+        collector = learn(ppo, envs, total_timesteps=args.timesteps, logger=logger,
+                          log_interval=int(cfg["log_interval"]), on_update=on_update,
+                          seed=seed + ppo.updates)
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted: saved {ckpt_path} at {ppo.timesteps} steps (continue with --resume)")
+        return 130
+    finally:
+        logger.close()
+        envs.close()
+    save()
+    print(f"done: {ppo.timesteps} steps, {ppo.updates} updates, {ppo.episodes} episodes, "
+          f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {ckpt_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
