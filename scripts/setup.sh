@@ -28,14 +28,23 @@ fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker" \
-    || { echo "error: the install failed (see pip's output above)" >&2; exit 2; }
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q -e ".[test]"; } >"$log" 2>&1 \
+     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker" 2>>"$log"; then
+    tail -n 30 "$log" >&2
+    echo "error: the install failed (full log: $log)" >&2
+    exit 2
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 
 .venv/bin/python -m roms_setup import --bundled >/dev/null
-echo "setup: done ($(.venv/bin/python -m roms_setup status --json | .venv/bin/python -c \
-  'import json,sys; s=json.load(sys.stdin); print(", ".join(f"{k}: {v[\"playable\"]}/{v[\"total\"]}" for k,v in (s["sets"].items() if isinstance(s.get("sets"),dict) else [])))' 2>/dev/null || true))"
+.venv/bin/python - <<'PY'
+from roms_setup.status import status_json
+
+sets = status_json()["sets"]
+print("setup: done; playable levels: "
+      + ", ".join(f"{name} {s['playable']}/{s['total']}" for name, s in sets.items()))
+PY
