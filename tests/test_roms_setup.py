@@ -62,6 +62,23 @@ def test_import_bundled_makes_atari_games_playable():
     assert result.patches == []  # --bundled has no Sonic base ROM to patch
 
 
+def test_import_bundled_installs_a_missing_atari_rom():
+    """Take one game's ROM away from stable-retro: --bundled must put it back, byte for byte."""
+    game = "Asterix-Atari2600-v0"  # in atari-train; no other test plays it
+    rom = Path(retro_data.get_romfile_path(game, retro_data.Integrations.ALL))
+    original = rom.read_bytes()
+    rom.unlink()
+    try:
+        assert not game_playable(game)
+        result = import_bundled()
+        assert game in result.installed  # newly written, not "already there"
+        assert game_playable(game)
+        assert rom.read_bytes() == original
+    finally:
+        if not rom.exists():
+            rom.write_bytes(original)
+
+
 def test_import_nested_zip_with_renamed_rom(tmp_path: Path):
     inner = tmp_path / "inner.zip"
     with zipfile.ZipFile(inner, "w") as zf:
