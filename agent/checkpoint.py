@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.policies import ActorCritic, build_policy
+from agent.policies import ActorCritic, build_policy, check_policy_fits, spec_from_config
 from roms_setup.errors import UserError
 
 FORMAT = "sonic-maml-policy/1"
@@ -121,6 +121,17 @@ def policy_from_checkpoint(data: dict[str, Any],
     policy = build_policy(data["policy_spec"])
     policy.load_state_dict(data["policy_state"])
     return policy.to(device)
+
+
+def policy_for_spaces(checkpoint: dict[str, Any] | None, policy_cfg: dict[str, Any],
+                      observation_space: Any, action_space: Any, source: str) -> ActorCritic:
+    """The checkpoint's network if given (it must fit the spaces), else a new one from config."""
+    if checkpoint is None:
+        return build_policy(spec_from_config(policy_cfg, observation_space, action_space))
+    problem = check_policy_fits(checkpoint["policy_spec"], observation_space, action_space)
+    if problem:
+        raise UserError(f"cannot load {source}: {problem}")
+    return policy_from_checkpoint(checkpoint)
 
 
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> ActorCritic:

@@ -27,13 +27,12 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from agent.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
-    policy_from_checkpoint,
+    policy_for_spaces,
     save_checkpoint,
 )
 from agent.config import load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
-from agent.policies import build_policy, check_policy_fits, spec_from_config
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
 from agent.vec_env import make_single_vec_env
 from agent.wrappers import wrap_agent_env
@@ -71,14 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         RecordEpisodeStatistics(remote), discretizer=str(cfg["discretizer"]),
         backtracking=bool(cfg["backtracking"]), reward_scale=float(cfg["reward_scale"])))
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if init_data is not None:
-        problem = check_policy_fits(init_data["policy_spec"], obs_space, act_space)
-        if problem:
-            envs.close()
-            raise UserError(f"cannot fine-tune {init}: {problem}")
-        policy = policy_from_checkpoint(init_data)
-    else:
-        policy = build_policy(spec_from_config(cfg["policy"], obs_space, act_space))
+    try:
+        policy = policy_for_spaces(init_data, cfg["policy"], obs_space, act_space, str(init))
+    except UserError:
+        envs.close()
+        raise
     ppo = PPO(policy, PPOConfig.from_dict(cfg), device)
     out = output_dir()
     logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False)

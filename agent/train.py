@@ -25,13 +25,12 @@ import yaml
 from agent.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
-    policy_from_checkpoint,
+    policy_for_spaces,
     save_checkpoint,
     set_rng_state,
 )
 from agent.config import apply_overrides, load_config
 from agent.logging import TrainLogger
-from agent.policies import build_policy, check_policy_fits, spec_from_config
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
 from agent.vec_env import make_level_vec_env
 from roms_setup.errors import UserError, exit_on_user_error
@@ -103,14 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                               backtracking=bool(cfg["backtracking"]),
                               reward_scale=float(cfg["reward_scale"]))
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if saved is not None:
-        problem = check_policy_fits(saved["policy_spec"], obs_space, act_space)
-        if problem:
-            envs.close()
-            raise UserError(f"cannot resume {ckpt_path}: {problem}")
-        policy = policy_from_checkpoint(saved)
-    else:
-        policy = build_policy(spec_from_config(cfg["policy"], obs_space, act_space))
+    try:
+        policy = policy_for_spaces(saved, cfg["policy"], obs_space, act_space, str(ckpt_path))
+    except UserError:
+        envs.close()
+        raise
     ppo = PPO(policy, ppo_cfg, device)
     if saved is not None:
         if "optimizer" in saved:
