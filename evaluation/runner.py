@@ -182,6 +182,8 @@ def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path,
             image=image_for(spec), socket_dir=socket_dir, output_dir=output_dir, env=env,
             memory=spec.memory, cpus=spec.cpus, pids=spec.pids, gpus=spec.gpus,
             log_path=log_path,
+            # the image's entry point runs `python -m agent.NAME "$@"`: the args after `--`
+            command=list(spec.agent_args) or None,
         )
     raise UserError(f"unknown runtime {spec.runtime!r}: choose local or docker")
 
@@ -306,7 +308,7 @@ def _amend(spec: RunSpec, outcome: AgentOutcome | None, agent_ended_first: bool,
     results["agent_exit_code"] = exit_code
     results["agent_oom"] = oom
     results["agent_cmd"] = (shlex.join(local_agent_cmd(spec)) if spec.runtime == "local"
-                            else image_for(spec))
+                            else shlex.join([image_for(spec), *spec.agent_args]))
     results["agent_log"] = str(outcome.log_path) if outcome else None
     write_json_atomic(spec.results_dir / RESULTS, results)
     return results
