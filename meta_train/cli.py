@@ -1,0 +1,108 @@
+"""`python -m meta_train`: meta-train a policy initialization with MAML, or evaluate one.
+
+    python -m meta_train --config meta_train/configs/halfcheetah-dir.yaml --out DIR
+        [--meta-optimizer vpg|trpo|ppo] [--adapt-steps N] [--iterations N] [--joint]
+        [--resume] [--set key=value ...]
+    python -m meta_train evaluate --checkpoint DIR/checkpoint.pt [--tasks 40] [--adapt-steps 3]
+        [--pretrained JOINT/checkpoint.pt] [--trajectories K] [--inner-lr 0.1,0.05] [--out FILE]
+
+Training writes DIR/checkpoint.pt (every iteration, atomically), DIR/metrics.csv, DIR/tb/
+(TensorBoard) and DIR/config.yaml. `--joint` trains the same policy without adaptation (0 inner
+steps: plain policy gradient on the task mixture), the "pretrained" baseline of Finn's table.
+`--resume` continues DIR's run from its checkpoint, with its own config (plus this call's
+--set/--iterations), exactly as a straight run would have gone on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from agent.config import apply_overrides, load_config
+from meta_train.configs import DEFAULTS
+from roms_setup.errors import UserError, exit_on_user_error
+
+
+def parse_train(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m meta_train", description=__doc__.splitlines()[0])
+    p.add_argument("--config",
+                   help="YAML with the keys to change from meta_train/configs/defaults.yaml")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--meta-optimizer", choices=("vpg", "trpo", "ppo"))
+    p.add_argument("--adapt-steps", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--joint", action="store_true",
+                   help="train without adaptation on the task mixture (pretrained baseline)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def parse_evaluate(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m meta_train evaluate",
+                                description="returns after 0..N adaptation steps on fresh tasks")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--tasks", type=int, default=40)
+    p.add_argument("--adapt-steps", type=int, default=3)
+    p.add_argument("--trajectories", type=int, help="per task per step (default: training's)")
+    p.add_argument("--pretrained", help="a checkpoint trained with --joint, shown beside")
+    p.add_argument("--inner-lr", help="step sizes per step, e.g. 0.1,0.05 (Finn's test schedule; "
+                                      "the last repeats); default: the checkpoint's α")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--out", help="write FILE.csv and FILE.json (default: beside the checkpoint)")
+    return p.parse_args(argv)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from meta_train.train import train
+
+    ckpt = Path(args.out) / CHECKPOINT_NAME
+    if args.resume and ckpt.is_file() and args.config is None:
+        saved = load_checkpoint(ckpt)
+        cfg = apply_overrides(saved["config"], args.overrides,
+                              source="the checkpoint's config (--set)")
+    else:
+        cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
+    if args.meta_optimizer:
+        cfg["meta_optimizer"] = args.meta_optimizer
+    if args.adapt_steps is not None:
+        cfg["adapt_steps"] = args.adapt_steps
+    if args.iterations is not None:
+        cfg["iterations"] = args.iterations
+    path = train(cfg, args.out, resume=args.resume, joint=args.joint,
+                 progress=not args.no_progress)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from meta_train.evaluate import evaluate, format_table
+
+    if args.tasks < 1 or args.adapt_steps < 0:
+        raise UserError("--tasks must be ≥ 1 and --adapt-steps ≥ 0")
+    lrs = None
+    if args.inner_lr:
+        try:
+            lrs = [float(x) for x in args.inner_lr.split(",")]
+        except ValueError:
+            raise UserError(f"--inner-lr {args.inner_lr!r}: give numbers like 0.1,0.05") from None
+    out = args.out or str(Path(args.checkpoint).with_name("evaluate"))
+    results = evaluate(args.checkpoint, tasks=args.tasks, adapt_steps=args.adapt_steps,
+                       trajectories=args.trajectories, pretrained=args.pretrained,
+                       seed=args.seed, inner_lr=lrs, workers=args.workers, out=out)
+    print(format_table(results))
+    print(f"written: {Path(out).with_suffix('.csv')}, {Path(out).with_suffix('.json')}")
+    return 0
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "evaluate":
+        return run_evaluate(parse_evaluate(argv[1:]))
+    return run_train(parse_train(argv))

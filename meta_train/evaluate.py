@@ -1,0 +1,109 @@
+"""Few-shot evaluation as in Finn et al.'s table: mean return after 0..S inner steps on fresh
+tasks, for the meta-learned initialization beside a randomly initialized policy and, when given,
+a jointly trained (pretrained on the task mixture) one. Every policy sees the same tasks and the
+same rollout seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.checkpoint import load_checkpoint, policy_from_checkpoint
+from agent.policies import build_policy
+from meta_train.maml import MetaLearner
+from meta_train.sampler import Sampler
+from meta_train.tasks import TaskDistribution
+from meta_train.train import MAML_FORMAT, make_learner
+from roms_setup.errors import UserError
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training iterations' tasks
+
+
+def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dict[str, Any]],
+                     count: int, steps: int, seed: int,
+                     lrs: Sequence[float] | None = None) -> np.ndarray:
+    """Mean return per task (tasks, steps + 1) after 0..steps inner steps."""
+    # seed of (task i, step j) independent of `steps`: runs with 1 or 3 steps share step 0
+    seeds = np.array([[np.random.SeedSequence([seed, EVAL_SEED_OFFSET, i, j])
+                       .generate_state(1, dtype=np.uint32)[0] for j in range(steps + 1)]
+                      for i in range(len(tasks))])
+    current = [learner.detached() for _ in tasks]
+    out = np.zeros((len(tasks), steps + 1))
+    for j in range(steps + 1):
+        trajs = sampler.sample([(current[i], t, int(seeds[i, j])) for i, t in enumerate(tasks)],
+                               count)
+        for i, traj in enumerate(trajs):
+            out[i, j] = traj.returns().mean()
+            if j < steps:
+                lr = None if lrs is None else lrs[min(j, len(lrs) - 1)]
+                current[i] = learner.adapted_detached(current[i], learner.prepare(traj), lr)
+    return out
+
+
+def _load(path: str | Path) -> dict[str, Any]:
+    data = load_checkpoint(path)
+    if data.get("maml_format") != MAML_FORMAT:
+        raise UserError(f"{path} is not a meta_train checkpoint (no maml_format)")
+    return data
+
+
+def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
+             trajectories: int | None = None, pretrained: str | Path | None = None,
+             seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
+             out: str | Path | None = None) -> dict[str, list[float]]:
+    """{label: mean return after 0..adapt_steps steps}; writes `out` (.csv and .json) if given."""
+    data = _load(checkpoint)
+    cfg = data["config"]
+    count = int(trajectories or cfg["trajectories"])
+    dist = TaskDistribution.from_config(cfg)
+    task_list = dist.sample(tasks, np.random.default_rng([seed, EVAL_SEED_OFFSET]))
+    learners: dict[str, MetaLearner] = {}
+    meta = make_learner(policy_from_checkpoint(data), cfg)
+    meta.load_step_size_state(data["step_sizes"])
+    learners["maml"] = meta
+    torch.manual_seed(seed)
+    learners["random"] = make_learner(build_policy(data["policy_spec"]),
+                                      {**cfg, "learn_inner_lr": False})
+    if pretrained is not None:
+        pdata = _load(pretrained)
+        learners["pretrained"] = make_learner(policy_from_checkpoint(pdata), pdata["config"])
+    results: dict[str, list[float]] = {}
+    per_task: dict[str, np.ndarray] = {}
+    for label, learner in learners.items():
+        with Sampler(learner.policy, workers=workers) as sampler:
+            curve = adaptation_curve(learner, sampler, task_list, count, adapt_steps, seed,
+                                     inner_lr)
+        per_task[label] = curve
+        results[label] = [float(x) for x in curve.mean(axis=0)]
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.with_suffix(".csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["policy", *[f"return_{j}" for j in range(adapt_steps + 1)],
+                        *[f"stderr_{j}" for j in range(adapt_steps + 1)]])
+            for label, curve in per_task.items():
+                se = curve.std(axis=0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1 \
+                    else np.zeros(curve.shape[1])
+                w.writerow([label, *[f"{x:.3f}" for x in curve.mean(axis=0)],
+                            *[f"{x:.3f}" for x in se]])
+        out.with_suffix(".json").write_text(json.dumps(
+            {"checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
+             "tasks": tasks, "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
+             "inner_lr": list(inner_lr) if inner_lr else None, "returns": results}, indent=2))
+    return results
+
+
+def format_table(results: dict[str, list[float]]) -> str:
+    steps = len(next(iter(results.values())))
+    head = f"{'policy':<12}" + "".join(f"{f'{j} steps':>12}" for j in range(steps))
+    lines = [head]
+    for label, values in results.items():
+        lines.append(f"{label:<12}" + "".join(f"{v:>12.2f}" for v in values))
+    return "\n".join(lines)

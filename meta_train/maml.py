@@ -1,0 +1,336 @@
+"""MAML for RL: the differentiable inner adaptation and the per-task post-update objective.
+
+Parameters θ are the policy module's own parameters (the value head `vf.*` is left out: the
+linear feature baseline replaces it). An adapted set is a plain dict `{name: tensor}` run through
+the same module with `torch.func.functional_call`.
+
+Inner step on a task, with trajectories D_j sampled by θ_j:
+
+    L_inner(θ_j) = −mean(log π_θj(a|s) · Â)                  Â: normalized GAE(0.99, 1.0) advantages
+    θ_{j+1}     = θ_j − α ⊙ ∇ L_inner(θ_j)                    α: fixed, or learned per parameter
+                                                               element (Meta-SGD)
+
+Second order keeps the graph of ∇ L_inner (`create_graph=True`), so the meta-gradient flows
+through the inner gradient; first order treats ∇ L_inner as a constant (the meta-gradient is the
+post-update gradient at θ_S, passed straight back to θ).
+
+The outer objective of a task is the post-update surrogate on trajectories D_S sampled by θ_S:
+
+    L_outer(θ) = −mean(π_θS(a|s) / π_old(a|s) · Â),   KL = mean KL(π_old ‖ π_θS)
+
+where π_old is θ_S at sampling time. Everything per task is recomputed from θ on demand
+(`task_objective`), so a meta-optimizer can run one task's graph at a time and add up gradients
+(and TRPO's Hessian-vector products) task by task: peak memory is one task's graph, not S·N.
+With `grad_chunk > 0`, `chunked_meta_gradient` goes further and never holds more than one chunk
+of samples' second-order graph (reverse mode through the inner steps by recomputation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, kl_divergence
+from torch.func import functional_call
+
+from meta_train.baseline import advantages
+from meta_train.sampler import Params, Sampler, Trajectories
+from meta_train.tasks import Task
+
+
+@dataclass
+class Prepared:
+    """One batch of trajectories flattened to (T·K, ...): observations in their stored dtype."""
+
+    obs: Tensor
+    actions: Tensor
+    advantages: Tensor
+    mean_return: float
+
+    @classmethod
+    def from_trajectories(cls, traj: Trajectories, gamma: float, lam: float,
+                          ridge: float) -> Prepared:
+        obs = torch.from_numpy(traj.obs)
+        rewards = torch.from_numpy(traj.rewards)
+        adv = advantages(obs, rewards, gamma, lam, ridge)
+        n = traj.horizon * traj.count
+        return cls(obs.reshape(n, *obs.shape[2:]),
+                   torch.from_numpy(traj.actions).reshape(n, *traj.actions.shape[2:]),
+                   adv.reshape(n), float(traj.returns().mean()))
+
+
+@dataclass
+class TaskBatch:
+    """A task's data for one meta-iteration: D_0..D_{S−1} (inner steps) and D_S (outer)."""
+
+    task: Task
+    train: list[Prepared]
+    valid: Prepared
+    old_logp: Tensor
+    old_dist_params: Tensor
+
+    @property
+    def step_returns(self) -> list[float]:
+        return [p.mean_return for p in self.train] + [self.valid.mean_return]
+
+
+class MetaLearner:
+    """θ, the inner step size(s) α and the MAML computations on them."""
+
+    def __init__(self, policy: nn.Module, *, adapt_steps: int = 1, inner_lr: float = 0.1,
+                 learn_inner_lr: bool = False, first_order: bool = False,
+                 gamma: float = 0.99, gae_lambda: float = 1.0, ridge: float = 1e-5,
+                 grad_chunk: int = 0) -> None:
+        self.policy = policy
+        self.grad_chunk = int(grad_chunk)
+        self.adapt_steps = int(adapt_steps)
+        self.first_order = bool(first_order)
+        self.gamma, self.gae_lambda, self.ridge = float(gamma), float(gae_lambda), float(ridge)
+        self.params: Params = {n: p for n, p in policy.named_parameters()
+                               if not n.startswith("vf.")}
+        self.learn_inner_lr = bool(learn_inner_lr)
+        self.inner_lr = float(inner_lr)
+        self.step_sizes: dict[str, nn.Parameter] = {}
+        if self.learn_inner_lr:
+            self.step_sizes = {n: nn.Parameter(torch.full_like(p.detach(), self.inner_lr))
+                               for n, p in self.params.items()}
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    def meta_parameters(self) -> list[Tensor]:
+        """What the meta-optimizer updates: θ, then α when it is learned."""
+        return list(self.params.values()) + list(self.step_sizes.values())
+
+    def detached(self) -> Params:
+        return {n: p.detach() for n, p in self.params.items()}
+
+    def step_size_state(self) -> dict[str, Any]:
+        return {"learned": self.learn_inner_lr, "value": self.inner_lr,
+                "per_parameter": {n: a.detach().clone() for n, a in self.step_sizes.items()}}
+
+    def load_step_size_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for n, a in state.get("per_parameter", {}).items():
+                if n in self.step_sizes:
+                    self.step_sizes[n].copy_(a)
+
+    # --- policy evaluation --------------------------------------------------------------------
+
+    def forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Distribution]:
+        dist_params, _ = functional_call(self.policy, params, (obs,))
+        return dist_params, self.policy.distribution(dist_params)  # type: ignore[operator]
+
+    def log_prob(self, params: Params, data: Prepared) -> tuple[Tensor, Tensor]:
+        dist_params, dist = self.forward(params, data.obs)
+        return dist.log_prob(data.actions), dist_params
+
+    def inner_loss(self, params: Params, data: Prepared) -> Tensor:
+        logp, _ = self.log_prob(params, data)
+        return -(logp * data.advantages.to(logp.dtype)).mean()
+
+    # --- adaptation ---------------------------------------------------------------------------
+
+    def adapt_step(self, params: Params, data: Prepared, create_graph: bool,
+                   lr: float | None = None) -> Params:
+        """θ' = θ − α ⊙ ∇ L_inner(θ); `lr` overrides α (test-time schedules)."""
+        with torch.enable_grad():
+            names = list(params)
+            loss = self.inner_loss(params, data)
+            grads = torch.autograd.grad(loss, [params[n] for n in names],
+                                        create_graph=create_graph, allow_unused=True)
+        out: Params = {}
+        for n, g in zip(names, grads, strict=True):
+            if g is None:
+                out[n] = params[n]
+                continue
+            step = lr if lr is not None else self.step_sizes.get(n, self.inner_lr)
+            out[n] = params[n] - step * g
+        return out
+
+    def adapt(self, params: Params, train: Sequence[Prepared], create_graph: bool) -> Params:
+        for data in train:
+            params = self.adapt_step(params, data, create_graph)
+        return params
+
+    def adapted_detached(self, params: Params, data: Prepared, lr: float | None = None) -> Params:
+        """One inner step for sampling: no graph kept, result detached."""
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        new = self.adapt_step(leaves, data, create_graph=False, lr=lr)
+        return {n: p.detach() for n, p in new.items()}
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def prepare(self, traj: Trajectories) -> Prepared:
+        return Prepared.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
+
+    def collect(self, sampler: Sampler, tasks: Sequence[Task], count: int,
+                seeds: Sequence[Sequence[int]]) -> list[TaskBatch]:
+        """Sample D_0 with θ, adapt, sample D_1 with θ_1, ... D_S; seeds[i][j]: task i, step j.
+        All tasks' rollouts of one step go to the sampler together (parallel over workers)."""
+        current = [self.detached() for _ in tasks]
+        train: list[list[Prepared]] = [[] for _ in tasks]
+        valid: list[Prepared] = []
+        for j in range(self.adapt_steps + 1):
+            trajs = sampler.sample([(current[i], tasks[i], int(seeds[i][j]))
+                                    for i in range(len(tasks))], count)
+            for i, traj in enumerate(trajs):
+                data = self.prepare(traj)
+                if j < self.adapt_steps:
+                    train[i].append(data)
+                    current[i] = self.adapted_detached(current[i], data)
+                else:
+                    valid.append(data)
+        batches = []
+        for i, task in enumerate(tasks):
+            with torch.no_grad():
+                logp, dist_params = self.log_prob(current[i], valid[i])
+            batches.append(TaskBatch(task, train[i], valid[i], logp, dist_params))
+        return batches
+
+    # --- outer objective ----------------------------------------------------------------------
+
+    def task_objective(self, batch: TaskBatch, params: Params | None = None,
+                       clip: float | None = None,
+                       create_graph: bool | None = None) -> tuple[Tensor, Tensor]:
+        """(post-update surrogate loss, mean KL(old ‖ new)) of one task, differentiable in θ
+        (and α). `clip`: PPO's clipped surrogate instead of the plain ratio."""
+        if params is None:
+            params = self.params
+        if create_graph is None:
+            create_graph = not self.first_order
+        adapted = self.adapt(params, batch.train, create_graph=create_graph)
+        dist_params, dist = self.forward(adapted, batch.valid.obs)
+        logp = dist.log_prob(batch.valid.actions)
+        ratio = (logp - batch.old_logp.to(logp.dtype)).exp()
+        adv = batch.valid.advantages.to(logp.dtype)
+        if clip is None:
+            loss = -(ratio * adv).mean()
+        else:
+            loss = -torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv).mean()
+        old = self.policy.distribution(batch.old_dist_params.to(dist_params.dtype))  # type: ignore[operator]
+        kl = kl_divergence(old, dist).mean()
+        return loss, kl
+
+    # --- the meta-gradient in chunks (recomputation instead of a whole task's graph) -----------
+
+    def _alpha(self, name: str) -> Tensor | float:
+        a = self.step_sizes.get(name)
+        return a.detach() if a is not None else self.inner_lr
+
+    def _chunks(self, data: Prepared) -> list[slice]:
+        n = len(data.advantages)
+        size = self.grad_chunk if self.grad_chunk > 0 else n
+        return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+    def _chunk_inner_loss(self, params: Params, data: Prepared, sl: slice) -> Tensor:
+        dist_params, dist = self.forward(params, data.obs[sl])
+        logp = dist.log_prob(data.actions[sl])
+        return -(logp * data.advantages[sl].to(logp.dtype)).sum() / len(data.advantages)
+
+    def _chunk_outer_loss(self, params: Params, batch: TaskBatch, sl: slice,
+                          clip: float | None) -> Tensor:
+        data = batch.valid
+        _, dist = self.forward(params, data.obs[sl])
+        logp = dist.log_prob(data.actions[sl])
+        ratio = (logp - batch.old_logp[sl].to(logp.dtype)).exp()
+        adv = data.advantages[sl].to(logp.dtype)
+        obj = ratio * adv
+        if clip is not None:
+            obj = torch.min(obj, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
+        return -obj.sum() / len(data.advantages)
+
+    def _leaves(self, params: Params) -> Params:
+        return {n: p.detach().requires_grad_(True) for n, p in params.items()}
+
+    def _grad(self, loss: Tensor, leaves: Params, create_graph: bool = False) -> list[Tensor]:
+        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create_graph,
+                                    allow_unused=True)
+        return [g if g is not None else torch.zeros_like(p)
+                for g, p in zip(grads, leaves.values(), strict=True)]
+
+    def chunked_meta_gradient(self, batch: TaskBatch,
+                              clip: float | None = None) -> tuple[float, list[Tensor]]:
+        """The task's post-update loss and its gradient w.r.t. `meta_parameters()`, equal to
+        backpropagating `task_objective` but never holding more than `grad_chunk` frames' graph.
+
+        Reverse mode through θ_{j+1} = θ_j − α ⊙ g_j(θ_j), chunk by chunk:
+        G_S = ∂L_outer/∂θ_S;  ∂/∂α += −g_j ⊙ G_{j+1};  G_j = G_{j+1} − H_j (α ⊙ G_{j+1})
+        (H_j the Hessian of L_inner at θ_j, as a sum of per-chunk Hessian-vector products;
+        first order drops that term)."""
+        names = list(self.params)
+        thetas: list[Params] = [self.detached()]
+        inner_grads: list[list[Tensor]] = []
+        for data in batch.train:
+            leaves = self._leaves(thetas[-1])
+            g = [torch.zeros_like(p) for p in leaves.values()]
+            for sl in self._chunks(data):
+                for acc, gc in zip(g, self._grad(self._chunk_inner_loss(leaves, data, sl),
+                                                 leaves), strict=True):
+                    acc += gc
+            inner_grads.append(g)
+            thetas.append({n: thetas[-1][n] - self._alpha(n) * gn
+                           for n, gn in zip(names, g, strict=True)})
+        leaves = self._leaves(thetas[-1])
+        big_g = [torch.zeros_like(p) for p in leaves.values()]
+        loss_value = 0.0
+        for sl in self._chunks(batch.valid):
+            loss = self._chunk_outer_loss(leaves, batch, sl, clip)
+            loss_value += float(loss.detach())
+            for acc, gc in zip(big_g, self._grad(loss, leaves), strict=True):
+                acc += gc
+        alpha_grads = [torch.zeros_like(p) for p in self.step_sizes.values()]
+        for j in reversed(range(len(batch.train))):
+            if self.step_sizes:
+                for k in range(len(names)):  # step_sizes are ordered like params
+                    alpha_grads[k] -= inner_grads[j][k] * big_g[k]
+            if self.first_order:
+                continue
+            v = [self._alpha(n) * gk for n, gk in zip(names, big_g, strict=True)]
+            leaves = self._leaves(thetas[j])
+            hv = [torch.zeros_like(p) for p in leaves.values()]
+            data = batch.train[j]
+            for sl in self._chunks(data):
+                grads = self._grad(self._chunk_inner_loss(leaves, data, sl), leaves,
+                                   create_graph=True)
+                gv = sum((gc * vc).sum() for gc, vc in zip(grads, v, strict=True))
+                for acc, h in zip(hv, self._grad(gv, leaves), strict=True):  # type: ignore[arg-type]
+                    acc += h
+            big_g = [gk - h for gk, h in zip(big_g, hv, strict=True)]
+        return loss_value, big_g + alpha_grads
+
+    def backward_task(self, batch: TaskBatch, scale: float, clip: float | None = None) -> float:
+        """Add `scale` × the task's meta-gradient into `.grad`; returns the task's loss."""
+        if self.grad_chunk <= 0:
+            loss, _ = self.task_objective(batch, clip=clip)
+            (loss * scale).backward()
+            return float(loss.detach())
+        loss_value, grads = self.chunked_meta_gradient(batch, clip)
+        for p, g in zip(self.meta_parameters(), grads, strict=True):
+            p.grad = g * scale if p.grad is None else p.grad + g * scale
+        return loss_value
+
+    def evaluate(self, batches: Sequence[TaskBatch]) -> tuple[float, float]:
+        """Mean surrogate loss and mean KL over tasks at the current θ, no graph kept."""
+        loss_sum, kl_sum = 0.0, 0.0
+        for b in batches:
+            loss, kl = self.task_objective(b, create_graph=False)
+            loss_sum += float(loss.detach())
+            kl_sum += float(kl.detach())
+        n = max(1, len(batches))
+        return loss_sum / n, kl_sum / n
+
+
+def iteration_seeds(seed: int, iteration: int, tasks: int, steps: int) -> tuple[
+        np.random.Generator, list[list[int]]]:
+    """The task-sampling generator and the rollout seeds [task][step] of one meta-iteration:
+    functions of (seed, iteration) only, so a resumed run samples exactly what a straight run
+    would."""
+    ss = np.random.SeedSequence([int(seed), int(iteration)])
+    task_ss, roll_ss = ss.spawn(2)
+    flat = roll_ss.generate_state(tasks * (steps + 1), dtype=np.uint32)
+    seeds = [[int(flat[i * (steps + 1) + j]) for j in range(steps + 1)] for i in range(tasks)]
+    return np.random.default_rng(task_ss), seeds

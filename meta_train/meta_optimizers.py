@@ -1,0 +1,200 @@
+"""Meta-optimizers: VPG (Adam), TRPO and PPO on the post-update objective of a meta-batch.
+
+All three accumulate task by task: a task's objective is recomputed from θ (inner steps
+included), differentiated, and its graph freed before the next task's is built. Gradients add up
+in `.grad` (VPG, PPO) or in a flat vector (TRPO); TRPO's Hessian-vector products of the mean KL
+are likewise sums of per-task products. Peak memory: one task's graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from meta_train.maml import MetaLearner, TaskBatch
+
+
+def flat(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
+    return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
+                      for t, p in zip(tensors, like, strict=True)])
+
+
+def assign_flat(params: Sequence[Tensor], vector: Tensor) -> None:
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(vector[offset:offset + n].view_as(p))
+            offset += n
+
+
+def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
+                       tol: float = 1e-10) -> Tensor:
+    """Solve H x = b for symmetric positive-definite H given only products H·v."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = r.dot(r)
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rr / p.dot(hp)
+        x += alpha * p
+        r -= alpha * hp
+        rr_new = r.dot(r)
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+class VPG:
+    """Adam on the gradient of the post-update surrogate (garage's MAML-VPG)."""
+
+    name = "vpg"
+
+    def __init__(self, learner: MetaLearner, lr: float = 1e-3) -> None:
+        self.learner = learner
+        self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
+
+    def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
+        n = len(batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for b in batches:
+            total += self.learner.backward_task(b, 1.0 / n)
+        self.optimizer.step()
+        loss_after, kl = self.learner.evaluate(batches)
+        return {"loss_before": total / n, "loss_after": loss_after, "kl": kl}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class PPO:
+    """Clipped surrogate on the post-update trajectories, `epochs` Adam steps over the whole
+    meta-batch; every epoch re-runs the differentiable inner steps from the current θ."""
+
+    name = "ppo"
+
+    def __init__(self, learner: MetaLearner, lr: float = 3e-4, epochs: int = 5,
+                 clip: float = 0.2) -> None:
+        self.learner = learner
+        self.epochs, self.clip = int(epochs), float(clip)
+        self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
+
+    def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
+        n = len(batches)
+        first = math.nan
+        for epoch in range(self.epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for b in batches:
+                total += self.learner.backward_task(b, 1.0 / n, clip=self.clip)
+            if epoch == 0:
+                first = total / n
+            self.optimizer.step()
+        loss_after, kl = self.learner.evaluate(batches)
+        return {"loss_before": first, "loss_after": loss_after, "kl": kl}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class TRPO:
+    """Natural-gradient step on the post-update surrogate under a mean-KL bound (Finn's MAML).
+
+    g = ∇ L_outer summed task by task; H·v = ∇(∇KL · v) + damping·v summed task by task, exact
+    (through the inner steps); x = CG(H, g, 10 iterations); the full step −x·sqrt(2·max_kl /
+    xᵀHx) is backtracked by 0.8 up to 15 times and taken only if the loss improves and the mean
+    KL stays within max_kl; otherwise θ is left unchanged.
+    """
+
+    name = "trpo"
+
+    def __init__(self, learner: MetaLearner, max_kl: float = 0.01, cg_iters: int = 10,
+                 cg_damping: float = 1e-5, ls_ratio: float = 0.8, ls_max_steps: int = 15) -> None:
+        self.learner = learner
+        self.max_kl, self.cg_iters = float(max_kl), int(cg_iters)
+        self.cg_damping = float(cg_damping)
+        self.ls_ratio, self.ls_max_steps = float(ls_ratio), int(ls_max_steps)
+
+    def gradient(self, batches: Sequence[TaskBatch]) -> tuple[Tensor, float]:
+        params = self.learner.meta_parameters()
+        n = len(batches)
+        g = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
+        total = 0.0
+        for b in batches:
+            if self.learner.grad_chunk > 0:
+                value, grads = self.learner.chunked_meta_gradient(b)
+                g += flat(grads, params) / n
+                total += value
+                continue
+            loss, _ = self.learner.task_objective(b)
+            g += flat(torch.autograd.grad(loss / n, params, allow_unused=True), params)
+            total += float(loss.detach())
+        return g, total / n
+
+    def hvp(self, batches: Sequence[TaskBatch], v: Tensor) -> Tensor:
+        """(H + damping·I)·v, H the Hessian of the mean-over-tasks KL, one task at a time."""
+        params = self.learner.meta_parameters()
+        n = len(batches)
+        out = torch.zeros_like(v)
+        for b in batches:
+            _, kl = self.learner.task_objective(b, create_graph=True)
+            grads = torch.autograd.grad(kl / n, params, create_graph=True, allow_unused=True)
+            gv = flat(grads, params).dot(v)
+            hv = torch.autograd.grad(gv, params, allow_unused=True)
+            out += flat(hv, params).detach()
+        return out + self.cg_damping * v
+
+    def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
+        params = self.learner.meta_parameters()
+        g, loss_before = self.gradient(batches)
+        x = conjugate_gradient(lambda v: self.hvp(batches, v), g, self.cg_iters)
+        shs = 0.5 * x.dot(self.hvp(batches, x))
+        old = flat([p.detach() for p in params], params).clone()
+        info = {"loss_before": loss_before, "loss_after": loss_before, "kl": 0.0,
+                "ls_steps": -1.0}
+        if not torch.isfinite(shs) or shs <= 0:
+            return info
+        full_step = -x * torch.sqrt(self.max_kl / shs)
+        for i in range(self.ls_max_steps):
+            assign_flat(params, old + self.ls_ratio ** i * full_step)
+            loss, kl = self.learner.evaluate(batches)
+            if loss < loss_before and kl <= self.max_kl:
+                info.update(loss_after=loss, kl=kl, ls_steps=float(i))
+                return info
+        assign_flat(params, old)
+        return info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def make_meta_optimizer(name: str, learner: MetaLearner,
+                        cfg: dict[str, Any]) -> VPG | PPO | TRPO:
+    if name == "vpg":
+        return VPG(learner, lr=float(cfg["vpg"]["lr"]))
+    if name == "ppo":
+        c = cfg["ppo"]
+        return PPO(learner, lr=float(c["lr"]), epochs=int(c["epochs"]), clip=float(c["clip"]))
+    if name == "trpo":
+        c = cfg["trpo"]
+        return TRPO(learner, max_kl=float(c["max_kl"]), cg_iters=int(c["cg_iters"]),
+                    cg_damping=float(c["cg_damping"]), ls_ratio=float(c["ls_ratio"]),
+                    ls_max_steps=int(c["ls_max_steps"]))
+    raise ValueError(f"unknown meta-optimizer {name!r}: vpg, trpo or ppo")

@@ -1,0 +1,187 @@
+"""The meta-training loop: sample tasks, collect pre/post-adaptation trajectories, meta-step, log,
+checkpoint. Resumable: every iteration's tasks and rollout seeds are functions of (seed,
+iteration), and the checkpoint holds θ, α and the meta-optimizer state, so `--resume` continues
+exactly as a straight run would."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from agent.policies import ActorCritic, build_policy, spec_from_config
+from meta_train.maml import MetaLearner, iteration_seeds
+from meta_train.meta_optimizers import make_meta_optimizer
+from meta_train.sampler import Sampler
+from meta_train.tasks import TaskDistribution, make_env
+from roms_setup.errors import UserError
+
+METRICS_CSV = "metrics.csv"
+MAML_FORMAT = "maml/1"
+
+
+def policy_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+    dist = TaskDistribution.from_config(cfg)
+    env = make_env(dist.sample(1, np.random.default_rng(0))[0])
+    try:
+        pol = dict(cfg["policy"])
+        pol.setdefault("body", "mlp")
+        spec = spec_from_config(pol, env.observation_space, env.action_space)
+    finally:
+        env.close()
+    if spec["action"]["type"] == "gaussian":
+        spec["action"]["init_std"] = float(cfg["policy"].get("init_std", 1.0))
+    return spec
+
+
+def make_learner(policy: ActorCritic, cfg: dict[str, Any]) -> MetaLearner:
+    return MetaLearner(policy, adapt_steps=int(cfg["adapt_steps"]),
+                       inner_lr=float(cfg["inner_lr"]),
+                       learn_inner_lr=bool(cfg["learn_inner_lr"]),
+                       first_order=bool(cfg["first_order"]), gamma=float(cfg["gamma"]),
+                       gae_lambda=float(cfg["gae_lambda"]), ridge=float(cfg["baseline_ridge"]),
+                       grad_chunk=int(cfg.get("grad_chunk", 0)))
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    for key in ("iterations", "meta_batch", "trajectories"):
+        if int(cfg[key]) < 1:
+            raise UserError(f"{key} must be ≥ 1, got {cfg[key]}")
+    if int(cfg["adapt_steps"]) < 0:
+        raise UserError(f"adapt_steps must be ≥ 0, got {cfg['adapt_steps']}")
+    if cfg["meta_optimizer"] not in ("vpg", "trpo", "ppo"):
+        raise UserError(f"meta_optimizer must be vpg, trpo or ppo, not {cfg['meta_optimizer']!r}")
+    try:
+        TaskDistribution.from_config(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def metric_fields(adapt_steps: int) -> list[str]:
+    return (["iteration"] + [f"return_{j}" for j in range(adapt_steps + 1)]
+            + ["loss_before", "loss_after", "kl", "ls_steps", "inner_lr_mean",
+               "sampling_s", "learning_s", "env_steps"])
+
+
+def _restart_metrics(path: Path, fields: list[str], keep_below: int) -> None:
+    """Rewrite metrics.csv with the rows of iterations < keep_below (resume after a crash)."""
+    rows: list[dict[str, str]] = []
+    if path.is_file() and keep_below > 0:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) < keep_below]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: bool = False,
+          progress: bool = True) -> Path:
+    """Meta-train (or, `joint`, train plainly on the task mixture) into `out`; returns the
+    checkpoint path."""
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_NAME
+    saved = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if saved is not None:
+        if saved.get("maml_format") != MAML_FORMAT:
+            raise UserError(f"{ckpt_path} is not a meta_train checkpoint: use another --out")
+        joint = bool(saved.get("joint", False))
+    if joint:
+        cfg = {**cfg, "adapt_steps": 0}
+    check_config(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, int(cfg["torch_threads"])))
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    spec = saved["policy_spec"] if saved is not None else policy_spec(cfg)
+    policy = build_policy(spec)
+    if saved is not None:
+        policy.load_state_dict(saved["policy_state"])
+    learner = make_learner(policy, cfg)
+    opt = make_meta_optimizer(str(cfg["meta_optimizer"]), learner, cfg)
+    start = 0
+    env_steps = 0
+    if saved is not None:
+        if saved.get("meta_optimizer") != opt.name:
+            raise UserError(f"{ckpt_path} was trained with {saved.get('meta_optimizer')}, "
+                            f"not {opt.name}: resume with the same --meta-optimizer")
+        learner.load_step_size_state(saved["step_sizes"])
+        opt.load_state_dict(saved["meta_optimizer_state"])
+        start = int(saved["iteration"])
+        env_steps = int(saved.get("timesteps", 0))
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    steps = int(cfg["adapt_steps"])
+    fields = metric_fields(steps)
+    metrics_path = out / METRICS_CSV
+    _restart_metrics(metrics_path, fields, start)
+    iterations = int(cfg["iterations"])
+    dist = TaskDistribution.from_config(cfg)
+    count, meta_batch = int(cfg["trajectories"]), int(cfg["meta_batch"])
+    tb: Any = None
+    if cfg.get("tensorboard", True):
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"), purge_step=start)
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=iterations, initial=start, unit="it", file=sys.stderr,
+                   dynamic_ncols=True, disable=None,
+                   desc=f"{'joint' if joint else 'maml'}-{opt.name}")
+    sampler = Sampler(policy, workers=int(cfg["workers"]))
+    try:
+        for it in range(start, iterations):
+            rng, seeds = iteration_seeds(seed, it, meta_batch, steps)
+            tasks = dist.sample(meta_batch, rng)
+            t0 = time.perf_counter()
+            batches = learner.collect(sampler, tasks, count, seeds)
+            t1 = time.perf_counter()
+            info = opt.step(batches)
+            t2 = time.perf_counter()
+            env_steps += meta_batch * count * dist.horizon * (steps + 1)
+            returns = [sum(b.step_returns[j] for b in batches) / meta_batch
+                       for j in range(steps + 1)]
+            alpha = (torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()])
+                     .mean().item() if learner.step_sizes else learner.inner_lr)
+            row: dict[str, Any] = {"iteration": it, **{f"return_{j}": r
+                                                       for j, r in enumerate(returns)},
+                                   **info, "inner_lr_mean": alpha, "sampling_s": t1 - t0,
+                                   "learning_s": t2 - t1, "env_steps": env_steps}
+            with open(metrics_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=fields, extrasaction="ignore").writerow(
+                    {k: _fmt(row.get(k, math.nan)) for k in fields})
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "iteration" and isinstance(v, int | float) and math.isfinite(v):
+                        tb.add_scalar(f"meta/{k}", v, it)
+                tb.flush()
+            save_checkpoint(ckpt_path, policy, config=cfg, timesteps=env_steps, updates=it + 1,
+                            extra={"maml_format": MAML_FORMAT, "iteration": it + 1,
+                                   "joint": joint, "meta_optimizer": opt.name,
+                                   "meta_optimizer_state": opt.state_dict(),
+                                   "step_sizes": learner.step_size_state(),
+                                   "adapt_steps": steps, "task": dict(cfg["task"])})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({"R0": f"{returns[0]:.1f}", f"R{steps}": f"{returns[-1]:.1f}",
+                                 "kl": f"{info.get('kl', 0.0):.4f}"}, refresh=False)
+    finally:
+        sampler.close()
+        if bar is not None:
+            bar.close()
+        if tb is not None:
+            tb.close()
+    return ckpt_path

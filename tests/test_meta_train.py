@@ -1,0 +1,185 @@
+"""meta_train around the core: HalfCheetah task rewards, the sampler's reproducibility and
+storage, the linear feature baseline, checkpoints and an exact seeded resume (tiny scale)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.checkpoint import load_checkpoint, load_policy
+from agent.config import load_config
+from meta_train.baseline import advantages, discounted_returns, features, fit_linear_baseline
+from meta_train.configs import CONFIG_DIR, DEFAULTS
+from meta_train.sampler import rollout
+from meta_train.tasks import (
+    CTRL_COST_WEIGHT,
+    TaskDistribution,
+    make_env,
+)
+from meta_train.train import policy_spec, train
+
+
+@pytest.mark.parametrize("task", [{"kind": "halfcheetah-dir", "horizon": 5, "direction": -1.0},
+                                  {"kind": "halfcheetah-dir", "horizon": 5, "direction": 1.0},
+                                  {"kind": "halfcheetah-vel", "horizon": 5, "goal": 1.3}])
+def test_task_rewards_match_formulas(task: dict) -> None:
+    env = make_env(task)
+    try:
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for t in range(5):
+            a = rng.uniform(-1, 1, size=6)
+            _, r, terminated, truncated, info = env.step(a)
+            v = info["x_velocity"]
+            cost = CTRL_COST_WEIGHT * float(np.sum(a ** 2))
+            expected = (task["direction"] * v - cost if task["kind"] == "halfcheetah-dir"
+                        else -abs(v - task["goal"]) - cost)
+            assert r == pytest.approx(expected, abs=1e-9)
+            assert not terminated
+            assert truncated == (t == 4)  # the horizon
+    finally:
+        env.close()
+
+
+def test_task_distributions() -> None:
+    rng = np.random.default_rng(0)
+    dirs = TaskDistribution("halfcheetah-dir", 100).sample(200, rng)
+    assert {t["direction"] for t in dirs} == {-1.0, 1.0}
+    assert 60 < sum(t["direction"] > 0 for t in dirs) < 140
+    vels = TaskDistribution("halfcheetah-vel", 100).sample(200, rng)
+    goals = np.array([t["goal"] for t in vels])
+    assert goals.min() >= 0 and goals.max() <= 2 and 0.8 < goals.mean() < 1.2
+    with pytest.raises(ValueError):
+        TaskDistribution("halfcheetah-sideways")
+
+
+def tiny_cfg(**changes: object) -> dict:
+    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml",
+                      ["task.horizon=8", "meta_batch=2", "trajectories=2", "iterations=2",
+                       "tensorboard=false"], defaults=DEFAULTS)
+    cfg.update(changes)
+    return cfg
+
+
+def test_sampler_is_seeded_and_compact() -> None:
+    from agent.policies import build_policy
+
+    torch.manual_seed(0)
+    policy = build_policy(policy_spec(tiny_cfg()))
+    params = {k: v.detach() for k, v in policy.named_parameters()}
+    task = {"kind": "halfcheetah-vel", "horizon": 8, "goal": 0.5}
+    a = rollout(policy, params, task, 3, seed=42)
+    b = rollout(policy, params, task, 3, seed=42)
+    c = rollout(policy, params, task, 3, seed=43)
+    assert a.obs.shape == (8, 3, 17) and a.obs.dtype == np.float32
+    assert a.actions.shape == (8, 3, 6) and a.rewards.shape == (8, 3)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.rewards, b.rewards)
+    assert not np.array_equal(a.actions, c.actions)
+    assert not np.array_equal(a.actions[:, 0], a.actions[:, 1])  # K different trajectories
+
+
+def test_linear_baseline_fits_features_exactly() -> None:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(10, 3, 4, generator=g)
+    feats = features(obs)
+    assert feats.shape == (10, 3, 4 + 4 + 4)
+    coef = torch.randn(feats.shape[-1], generator=g, dtype=torch.float64)
+    target = feats @ coef
+    torch.testing.assert_close(fit_linear_baseline(obs, target, ridge=1e-10), target,
+                               rtol=1e-5, atol=1e-5)
+    images = torch.zeros(5, 2, 4, 84, 84, dtype=torch.uint8)
+    assert features(images).shape[-1] == 4  # time features only for images
+    rewards = torch.ones(3, 1)
+    torch.testing.assert_close(discounted_returns(rewards, 0.5),
+                               torch.tensor([[1.75], [1.5], [1.0]], dtype=torch.float64))
+    adv = advantages(obs, torch.randn(10, 3, generator=g))
+    assert abs(float(adv.mean())) < 1e-5 and abs(float(adv.std()) - 1) < 1e-4
+
+
+def _metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.pop("sampling_s")
+        r.pop("learning_s")
+    return rows
+
+
+@pytest.mark.parametrize("optimizer", ["trpo", "ppo"])
+def test_checkpoint_and_seeded_resume_continue_identically(tmp_path: Path, optimizer: str) -> None:
+    cfg = tiny_cfg(meta_optimizer=optimizer, learn_inner_lr=optimizer == "ppo")
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    train({**cfg, "iterations": 1}, tmp_path / "resumed", progress=False)
+    resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert _metrics(tmp_path / "straight" / "metrics.csv") == \
+        _metrics(tmp_path / "resumed" / "metrics.csv")
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["iteration"] == b["iteration"] == 2
+    for k, v in a["policy_state"].items():
+        assert torch.equal(v, b["policy_state"][k]), k
+    for k, v in a["step_sizes"]["per_parameter"].items():
+        assert torch.equal(v, b["step_sizes"]["per_parameter"][k]), k
+    # an agent rebuilds the network from the file alone (agent/checkpoint.py's convention)
+    policy = load_policy(straight)
+    obs = torch.zeros(1, 17)
+    assert policy(obs)[0].shape == (1, 12)
+    assert a["policy_spec"]["action"]["type"] == "gaussian"
+
+
+def test_joint_training_has_no_adaptation(tmp_path: Path) -> None:
+    ckpt = train(tiny_cfg(iterations=1), tmp_path / "joint", joint=True, progress=False)
+    data = load_checkpoint(ckpt)
+    assert data["joint"] is True and data["adapt_steps"] == 0
+    header = (tmp_path / "joint" / "metrics.csv").read_text().splitlines()[0]
+    assert "return_0" in header and "return_1" not in header
+
+
+def test_cli_train_evaluate_and_one_line_errors(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from meta_train.cli import main
+
+    tiny = ["--set", "task.horizon=5", "--set", "meta_batch=2", "--set", "trajectories=2",
+            "--set", "tensorboard=false", "--no-progress"]
+    assert main(["--config", str(CONFIG_DIR / "halfcheetah-vel.yaml"), "--out",
+                 str(tmp_path / "m"), "--iterations", "1", "--meta-optimizer", "vpg", *tiny]) == 0
+    assert main(["--config", str(CONFIG_DIR / "halfcheetah-vel.yaml"), "--out",
+                 str(tmp_path / "j"), "--iterations", "1", "--joint", *tiny]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m" / "checkpoint.pt"), "--tasks",
+                 "2", "--adapt-steps", "2", "--pretrained", str(tmp_path / "j" / "checkpoint.pt"),
+                 "--inner-lr", "0.1,0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "maml" in out and "random" in out and "pretrained" in out and "2 steps" in out
+    rows = (tmp_path / "m" / "evaluate.csv").read_text().splitlines()
+    assert rows[0].startswith("policy,return_0,return_1,return_2") and len(rows) == 4
+    from meta_train.evaluate import evaluate
+
+    one = evaluate(tmp_path / "m" / "checkpoint.pt", tasks=2, adapt_steps=1)
+    two = evaluate(tmp_path / "m" / "checkpoint.pt", tasks=2, adapt_steps=2)
+    assert one["maml"] == two["maml"][:2] and one["random"] == two["random"][:2]
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "x"), "--set", "no_such_key=1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'no_such_key'") and err.count("\n") == 1
+
+
+def test_worker_sampling_equals_in_process() -> None:
+    from agent.policies import build_policy
+    from meta_train.sampler import Sampler
+
+    torch.manual_seed(0)
+    policy = build_policy(policy_spec(tiny_cfg()))
+    params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
+    jobs = [(params, {"kind": "halfcheetah-dir", "horizon": 6, "direction": d}, s)
+            for d, s in ((1.0, 5), (-1.0, 6))]
+    with Sampler(policy, workers=0) as local, Sampler(policy, workers=2) as remote:
+        for a, b in zip(local.sample(jobs, 2), remote.sample(jobs, 2), strict=True):
+            np.testing.assert_array_equal(a.obs, b.obs)
+            np.testing.assert_array_equal(a.actions, b.actions)
+            np.testing.assert_array_equal(a.rewards, b.rewards)
