@@ -57,7 +57,7 @@ def status() -> int:
 
 def down() -> int:
     if dd.stop_private_daemon():
-        print(f"stopped the private daemon (images kept in {dd.state_dir() / 'root'})")
+        print(f"stopped the private daemon (images kept under {dd.state_dir()})")
     else:
         print("no private daemon running")
     return 0
