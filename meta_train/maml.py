@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call
 
-from meta_train.baseline import advantages
+from agent.adaptation import inner_loss, inner_step, policy_parameters
+from agent.linear_baseline import advantages
 from meta_train.sampler import Params, Sampler, Trajectories
 from meta_train.tasks import Task
 
@@ -56,7 +57,8 @@ class Prepared:
                           ridge: float) -> Prepared:
         obs = torch.from_numpy(traj.obs)
         rewards = torch.from_numpy(traj.rewards)
-        adv = advantages(obs, rewards, gamma, lam, ridge)
+        dones = None if traj.dones is None else torch.from_numpy(traj.dones)
+        adv = advantages(obs, rewards, gamma, lam, ridge, dones=dones)
         n = traj.horizon * traj.count
         return cls(obs.reshape(n, *obs.shape[2:]),
                    torch.from_numpy(traj.actions).reshape(n, *traj.actions.shape[2:]),
@@ -90,8 +92,7 @@ class MetaLearner:
         self.adapt_steps = int(adapt_steps)
         self.first_order = bool(first_order)
         self.gamma, self.gae_lambda, self.ridge = float(gamma), float(gae_lambda), float(ridge)
-        self.params: Params = {n: p for n, p in policy.named_parameters()
-                               if not n.startswith("vf.")}
+        self.params: Params = policy_parameters(policy)
         self.learn_inner_lr = bool(learn_inner_lr)
         self.inner_lr = float(inner_lr)
         self.step_sizes: dict[str, nn.Parameter] = {}
@@ -129,27 +130,18 @@ class MetaLearner:
         return dist.log_prob(data.actions), dist_params
 
     def inner_loss(self, params: Params, data: Prepared) -> Tensor:
-        logp, _ = self.log_prob(params, data)
-        return -(logp * data.advantages.to(logp.dtype)).mean()
+        return inner_loss(self.policy, params, data.obs, data.actions, data.advantages)
 
     # --- adaptation ---------------------------------------------------------------------------
 
     def adapt_step(self, params: Params, data: Prepared, create_graph: bool,
                    lr: float | None = None) -> Params:
         """θ' = θ − α ⊙ ∇ L_inner(θ); `lr` overrides α (test-time schedules)."""
-        with torch.enable_grad():
-            names = list(params)
-            loss = self.inner_loss(params, data)
-            grads = torch.autograd.grad(loss, [params[n] for n in names],
-                                        create_graph=create_graph, allow_unused=True)
-        out: Params = {}
-        for n, g in zip(names, grads, strict=True):
-            if g is None:
-                out[n] = params[n]
-                continue
-            step = lr if lr is not None else self.step_sizes.get(n, self.inner_lr)
-            out[n] = params[n] - step * g
-        return out
+        if lr is not None:
+            return inner_step(self.policy, params, data.obs, data.actions, data.advantages,
+                              None, lr, create_graph)
+        return inner_step(self.policy, params, data.obs, data.actions, data.advantages,
+                          self.step_sizes, self.inner_lr, create_graph)
 
     def adapt(self, params: Params, train: Sequence[Prepared], create_graph: bool) -> Params:
         for data in train:

@@ -33,11 +33,13 @@ Params = dict[str, Tensor]
 @dataclass
 class Trajectories:
     """K trajectories of T steps, time-major: obs (T, K, *obs_shape), actions (T, K[, dim]),
-    rewards (T, K). Observations uint8 for images, float32 otherwise."""
+    rewards (T, K), dones (T, K) (the step ended an episode and the trajectory went on with a
+    fresh one; None: no episode ended). Observations uint8 for images, float32 otherwise."""
 
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
+    dones: np.ndarray | None = None
 
     @property
     def horizon(self) -> int:

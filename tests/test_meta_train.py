@@ -12,7 +12,7 @@ import torch
 
 from agent.checkpoint import load_checkpoint, load_policy
 from agent.config import load_config
-from meta_train.baseline import advantages, discounted_returns, features, fit_linear_baseline
+from agent.linear_baseline import advantages, discounted_returns, features, fit_linear_baseline
 from meta_train.configs import CONFIG_DIR, DEFAULTS
 from meta_train.sampler import rollout
 from meta_train.tasks import (

@@ -1,0 +1,57 @@
+"""MAML's inner step, shared by meta-training (meta_train) and the MAML agent (agent.maml), so
+that the agent adapts on a held-out level exactly as the initialization was meta-trained to.
+
+    L_inner(θ) = −mean(log π_θ(a|s) · Â)    Â: normalized GAE advantages (agent.linear_baseline)
+    θ'         = θ − α ⊙ ∇ L_inner(θ)       α: a number, or a tensor per parameter (Meta-SGD)
+
+Parameters are a plain dict `{name: tensor}` run through the policy module with
+`torch.func.functional_call`; `create_graph=True` keeps the graph of the gradient (second-order
+MAML), otherwise the result is a function of θ only through θ itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Params = dict[str, Tensor]
+StepSizes = Mapping[str, Tensor | float]
+
+
+def policy_parameters(policy: nn.Module) -> Params:
+    """The parameters MAML adapts: all but the value head (`vf.*`), which the linear feature
+    baseline replaces."""
+    return {n: p for n, p in policy.named_parameters() if not n.startswith("vf.")}
+
+
+def log_prob(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+    dist_params, _ = functional_call(policy, params, (obs,))
+    return policy.distribution(dist_params).log_prob(actions)  # type: ignore[operator]
+
+
+def inner_loss(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
+               advantages: Tensor) -> Tensor:
+    logp = log_prob(policy, params, obs, actions)
+    return -(logp * advantages.to(logp.dtype)).mean()
+
+
+def inner_step(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
+               advantages: Tensor, step_sizes: StepSizes | None = None, lr: float = 0.1,
+               create_graph: bool = False) -> Params:
+    """θ' = θ − α ⊙ ∇ L_inner(θ), α = step_sizes[name] where given, else `lr`."""
+    with torch.enable_grad():
+        names = list(params)
+        loss = inner_loss(policy, params, obs, actions, advantages)
+        grads = torch.autograd.grad(loss, [params[n] for n in names],
+                                    create_graph=create_graph, allow_unused=True)
+    out: Params = {}
+    for n, g in zip(names, grads, strict=True):
+        if g is None:
+            out[n] = params[n]
+            continue
+        step = step_sizes.get(n, lr) if step_sizes is not None else lr
+        out[n] = params[n] - step * g
+    return out
