@@ -51,6 +51,19 @@ def make_learner(policy: ActorCritic, cfg: dict[str, Any]) -> MetaLearner:
                        grad_chunk=int(cfg.get("grad_chunk", 0)))
 
 
+def adaptation_settings(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+    """What an agent needs to adapt as meta-training did (the checkpoint's `adaptation`; the
+    per-parameter α, when learned, is in its `step_sizes`)."""
+    task = cfg["task"]
+    return {"adapt_steps": int(steps), "trajectories": int(cfg["trajectories"]),
+            "horizon": int(task["horizon"]), "inner_lr": float(cfg["inner_lr"]),
+            "gamma": float(cfg["gamma"]), "gae_lambda": float(cfg["gae_lambda"]),
+            "baseline_ridge": float(cfg["baseline_ridge"]),
+            "discretizer": str(task.get("discretizer", "auto")),
+            "backtracking": bool(task.get("backtracking", True)),
+            "reward_scale": float(task.get("reward_scale", 0.01))}
+
+
 def check_config(cfg: dict[str, Any]) -> None:
     for key in ("iterations", "meta_batch", "trajectories"):
         if int(cfg[key]) < 1:
@@ -173,7 +186,8 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
                                    "joint": joint, "meta_optimizer": opt.name,
                                    "meta_optimizer_state": opt.state_dict(),
                                    "step_sizes": learner.step_size_state(),
-                                   "adapt_steps": steps, "task": dict(cfg["task"])})
+                                   "adapt_steps": steps, "task": dict(cfg["task"]),
+                                   "adaptation": adaptation_settings(cfg, steps)})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({"R0": f"{returns[0]:.1f}", f"R{steps}": f"{returns[-1]:.1f}",
