@@ -59,6 +59,9 @@ class SuiteConfig:
     record: bool = False
     # NAME=ENTRY in --agents: NAME runs agent ENTRY (python -m agent.ENTRY, or its image)
     aliases: dict[str, str] = field(default_factory=dict)
+    # docker: NAME's image, when not the default sonic-maml-agent-<ENTRY>:latest (e.g. an image
+    # with a checkpoint baked in, made by `evaluation build --checkpoint ... --tag TAG`)
+    images: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         for a in self.agents:
@@ -76,6 +79,9 @@ class SuiteConfig:
         for name, entry in self.aliases.items():
             if name not in self.agents or not AGENT_NAME.match(entry):
                 raise UserError(f"agent alias {name}={entry}: write NAME=ENTRY in --agents")
+        unknown = sorted(set(self.images) - set(self.agents))
+        if unknown:
+            raise UserError(f"--image for {', '.join(unknown)}, which is not in --agents")
 
     def entry(self, agent: str) -> str:
         """The agent program NAME runs (itself unless NAME=ENTRY was given)."""
@@ -113,7 +119,7 @@ class Combo:
 # ---------------------------------------------------------------- suite.json
 
 IDENTITY = ("agents", "levels", "seeds", "budget", "wallclock_s", "runtime", "agent_args",
-            "record", "aliases")
+            "record", "aliases", "images")
 
 
 def conflicts(saved: SuiteConfig, given: dict[str, Any]) -> list[str]:
@@ -302,7 +308,8 @@ class SuiteRunner:
                        record=self.config.record,
                        agent_args=list(self.config.agent_args.get(combo.agent, [])),
                        agent_cmd=[sys.executable, "-m", f"agent.{entry}"] if aliased else None,
-                       image=f"{IMAGE_PREFIX}{entry}:latest" if aliased else None)
+                       image=self.config.images.get(combo.agent)
+                       or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None))
 
     def _one(self, combo: Combo) -> dict[str, Any] | None:
         if self.stop.is_set():

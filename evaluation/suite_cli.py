@@ -51,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--runtime", choices=("local", "docker"), help="default local")
     ap.add_argument("--agent-args", action="append", default=[], metavar='NAME="ARGS"',
                     help="extra command-line arguments for one agent (repeatable)")
+    ap.add_argument("--image", action="append", default=[], metavar="NAME=TAG",
+                    help="docker: the image NAME runs (default sonic-maml-agent-ENTRY:latest)")
     ap.add_argument("--record", action="store_true", default=None,
                     help="record every episode as a .bk2 movie (see `evaluation video`)")
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
@@ -76,6 +78,16 @@ def parse_agent_args(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def parse_images(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, tag = item.partition("=")
+        if not sep or not name.strip() or not tag.strip():
+            raise UserError(f"--image {item!r}: write it as NAME=TAG")
+        out[name.strip()] = tag.strip()
+    return out
+
+
 def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
     """The SuiteConfig fields the user gave; for a new suite, the defaults fill the rest."""
     given: dict[str, Any] = {}
@@ -94,9 +106,12 @@ def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
             given[key] = value
     if args.agent_args:
         given["agent_args"] = parse_agent_args(args.agent_args)
+    if args.image:
+        given["images"] = parse_images(args.image)
     if new:
         defaults = {"seeds": 1, "budget": BUDGET_STEPS, "wallclock_s": float(WALLCLOCK_S),
-                    "runtime": "local", "agent_args": {}, "record": False, "aliases": {}}
+                    "runtime": "local", "agent_args": {}, "record": False, "aliases": {},
+                    "images": {}}
         given = {**defaults, **given}
     return given
 

@@ -188,3 +188,26 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
         "timesteps,episodes,elapsed_s,mean_return_last10\n50000,3,1.0,\n100000,7,2.0,5.5\n")
     assert last_timesteps(tmp_path) == 100000
     assert last_timesteps(tmp_path / "missing") == 0
+
+
+def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
+    """--image NAME=TAG: NAME runs that image (e.g. ppo2 with a baked-in joint checkpoint)."""
+    from evaluation.suite import SuiteRunner
+    from evaluation.suite_cli import parse_images
+
+    assert parse_images(["joint=sonic-maml-pipeline-joint:latest"]) == {
+        "joint": "sonic-maml-pipeline-joint:latest"}
+    with pytest.raises(UserError, match="NAME=TAG"):
+        parse_images(["joint"])
+    config = SuiteConfig(["joint", "ppo2", "plain"], [LEVEL], LEVEL, 1, 10, 60.0,
+                         runtime="docker", aliases={"joint": "ppo2", "plain": "ppo2"},
+                         images={"joint": "pipe-joint:1"})
+    config.validate()
+    runner = SuiteRunner(config, tmp_path, 1)
+    from evaluation.suite import Combo
+
+    assert runner.spec(Combo("joint", LEVEL, 0)).image == "pipe-joint:1"
+    assert runner.spec(Combo("plain", LEVEL, 0)).image == "sonic-maml-agent-ppo2:latest"
+    assert runner.spec(Combo("ppo2", LEVEL, 0)).image is None  # the runner's default
+    with pytest.raises(UserError, match="not in --agents"):
+        SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, images={"b": "x"}).validate()
