@@ -55,3 +55,39 @@ def inner_step(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
         step = step_sizes.get(n, lr) if step_sizes is not None else lr
         out[n] = params[n] - step * g
     return out
+
+
+def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
+                       advantages: Tensor, step_sizes: StepSizes | None = None, lr: float = 0.1,
+                       chunk: int = 2048) -> Params:
+    """`inner_step` (first order, no graph kept) with the gradient summed over chunks of at most
+    `chunk` samples, so that only one chunk's activations are held at a time: the same θ' up to
+    float rounding. The data may live on another device than `params` (e.g. uint8 frames on the
+    CPU): each chunk is moved to the parameters' device. With `chunk` ≥ the number of samples
+    (or ≤ 0) this is exactly `inner_step`."""
+    device = next(iter(params.values())).device
+    n = int(obs.shape[0])
+    if chunk <= 0 or n <= chunk:
+        return inner_step(policy, params, obs.to(device), actions.to(device),
+                          advantages.to(device), step_sizes, lr)
+    names = list(params)
+    leaves = [params[name] for name in names]
+    total: list[Tensor | None] = [None] * len(names)
+    with torch.enable_grad():
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            logp = log_prob(policy, params, obs[part].to(device), actions[part].to(device))
+            # the mean over all n samples, split into chunk sums
+            loss = -(logp * advantages[part].to(device, logp.dtype)).sum() / n
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            for i, g in enumerate(grads):
+                if g is not None:
+                    total[i] = g if total[i] is None else total[i] + g
+    out: Params = {}
+    for name, g in zip(names, total, strict=True):
+        if g is None:
+            out[name] = params[name]
+            continue
+        step = step_sizes.get(name, lr) if step_sizes is not None else lr
+        out[name] = params[name] - step * g
+    return out
