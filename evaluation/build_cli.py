@@ -1,7 +1,10 @@
-"""`python -m evaluation build --agent NAME [--checkpoint FILE] [--tag TAG] [--base-image IMG]`.
+"""`python -m evaluation build --agent NAME [--checkpoint FILE] [--tag TAG] [--base-image IMG]
+[--force]`.
 
 Builds the top-level Dockerfile offline: wheels come from `pip download` on the host (cached),
-the build runs with `network_mode=none`. The default tag is the one the runner looks for.
+the build runs with `network_mode=none`. The default tag is the one the runner looks for. An
+image is rebuilt only when its context changed (sources, wheels, arguments). `--checkpoint` adds
+a thin layer with the checkpoint on top of the agent's plain image (its own `--tag` needed).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-image", default=None,
                         help=f"base image with python3.11 (default {BASE_IMAGE}, made offline "
                              "if missing; python:3.11-slim where Docker Hub is reachable)")
+    parser.add_argument("--force", action="store_true",
+                        help="build even when an image from the same context exists")
     args = parser.parse_args(argv)
     if not (REPO_ROOT / "agent" / f"{args.agent}.py").exists() and \
             not (REPO_ROOT / "agent" / args.agent / "__main__.py").exists():
@@ -49,5 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     kind = "torch" if args.agent in TORCH_AGENTS else "light"
     print(f"building {tag} from {base} ({kind} agent {args.agent})", flush=True)
     build_agent_image(client, args.agent, tag, base,
-                      checkpoint=args.checkpoint.resolve() if args.checkpoint else None)
+                      checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
+                      force=args.force)
     return 0

@@ -203,32 +203,109 @@ def prune_build_leftovers(client: docker.DockerClient) -> None:
         client.images.prune(filters={"dangling": True, "label": BUILD_LABEL})
 
 
-def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
-                      checkpoint: Path | None = None, requirements: list[str] | None = None,
-                      extra_files: dict[str, bytes] | None = None, quiet: bool = False) -> str:
-    """Build an agent image offline (`network_mode=none`), streaming progress; return its id."""
-    reqs = requirements if requirements is not None else requirements_for(agent)
-    with tempfile.TemporaryDirectory(prefix="agent-ctx-", dir=cache_dir()) as tmp:
-        ctx = Path(tmp)
-        make_context(ctx, reqs, checkpoint, extra_files)
-        buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
-        t0 = time.monotonic()
-        image_id = None
-        previous = client.images.get(tag).id if image_exists(client, tag) else None
-        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
-                                      network_mode="none", rm=True, forcerm=True, decode=True):
-            if "error" in chunk:
-                raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
-            if "stream" in chunk and not quiet:
-                print(chunk["stream"], end="", flush=True)
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
+CONTEXT_LABEL = "sonic-maml.context"  # digest of the build context: an equal one skips the build
+
+
+def context_digest(ctx: Path, buildargs: dict[str, str]) -> str:
+    """What decides an image's content: every file of the context (wheels by name and size, the
+    rest by content) and the build arguments."""
+    h = hashlib.sha256(repr(sorted(buildargs.items())).encode())
+    for path in sorted(p for p in ctx.rglob("*") if p.is_file()):
+        rel = path.relative_to(ctx).as_posix()
+        h.update(rel.encode() + b"\0")
+        if rel.startswith(".whl/"):
+            h.update(str(path.stat().st_size).encode())
+        else:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:32]
+
+
+def _label(client: docker.DockerClient, tag: str) -> str | None:
+    if not image_exists(client, tag):
+        return None
+    labels = client.images.get(tag).attrs.get("Config", {}).get("Labels") or {}
+    return labels.get(CONTEXT_LABEL)
+
+
+def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: dict[str, str],
+                  digest: str, quiet: bool) -> str:
+    t0 = time.monotonic()
+    image_id = None
+    previous = client.images.get(tag).id if image_exists(client, tag) else None
+    for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
+                                  network_mode="none", rm=True, forcerm=True, decode=True,
+                                  labels={CONTEXT_LABEL: digest}):
+        if "error" in chunk:
+            raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
+        if "stream" in chunk and not quiet:
+            print(chunk["stream"], end="", flush=True)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
     image = client.images.get(tag)
     if previous is not None and previous != image.id:
-        with contextlib.suppress(APIError):  # e.g. a container still uses it
+        with contextlib.suppress(APIError):  # e.g. a container or a derived image uses it
             client.images.remove(previous, noprune=False)
     prune_build_leftovers(client)
     if not quiet:
         print(f"built {tag} ({image.short_id}): {image.attrs['Size'] / 1e6:.0f} MB "
               f"in {time.monotonic() - t0:.0f} s", flush=True)
     return image_id or image.id
+
+
+def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
+                      checkpoint: Path | None = None, requirements: list[str] | None = None,
+                      extra_files: dict[str, bytes] | None = None, quiet: bool = False,
+                      force: bool = False) -> str:
+    """Build an agent image offline (`network_mode=none`), streaming progress; return its id.
+
+    An image already tagged `tag` from the same context (same sources, wheels, checkpoint and
+    arguments; see `context_digest`) is kept as it is unless `force`. A `checkpoint` goes in a
+    thin layer on top of the agent's plain image (`default_agent_tag(agent)`, built first when
+    missing or stale), so a new checkpoint costs seconds, not a pip install."""
+    if checkpoint is not None:
+        return _build_checkpoint_image(client, agent, tag, base_image, checkpoint,
+                                       requirements=requirements, quiet=quiet, force=force)
+    reqs = requirements if requirements is not None else requirements_for(agent)
+    with tempfile.TemporaryDirectory(prefix="agent-ctx-", dir=cache_dir()) as tmp:
+        ctx = Path(tmp)
+        make_context(ctx, reqs, None, extra_files)
+        buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
+        digest = context_digest(ctx, buildargs)
+        if not force and _label(client, tag) == digest:
+            if not quiet:
+                print(f"{tag} is up to date (same sources, wheels and arguments)", flush=True)
+            return client.images.get(tag).id
+        return _docker_build(client, ctx, tag, buildargs, digest, quiet)
+
+
+CHECKPOINT_DOCKERFILE = f"""\
+ARG AGENT_IMAGE
+FROM ${{AGENT_IMAGE}}
+COPY checkpoint.pt {CHECKPOINT_PATH}
+ENV AGENT_CHECKPOINT={CHECKPOINT_PATH}
+"""
+
+
+def _build_checkpoint_image(client: docker.DockerClient, agent: str, tag: str, base_image: str,
+                            checkpoint: Path, *, requirements: list[str] | None, quiet: bool,
+                            force: bool) -> str:
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint {checkpoint} is not a file")
+    plain = default_agent_tag(agent)
+    if plain == tag:
+        raise UserError(f"give an image with a checkpoint its own --tag (not {plain}, the "
+                        f"agent's plain image)")
+    plain_id = build_agent_image(client, agent, plain, base_image, requirements=requirements,
+                                 quiet=quiet)
+    with tempfile.TemporaryDirectory(prefix="agent-ckpt-", dir=cache_dir()) as tmp:
+        ctx = Path(tmp)
+        (ctx / "Dockerfile").write_text(CHECKPOINT_DOCKERFILE)
+        shutil.copy2(checkpoint, ctx / "checkpoint.pt")
+        os.chmod(ctx / "checkpoint.pt", 0o644)  # readable by the container's uid 1000
+        buildargs = {"AGENT_IMAGE": plain_id}
+        digest = context_digest(ctx, buildargs)
+        if not force and _label(client, tag) == digest:
+            if not quiet:
+                print(f"{tag} is up to date (same agent image and checkpoint)", flush=True)
+            return client.images.get(tag).id
+        return _docker_build(client, ctx, tag, buildargs, digest, quiet)

@@ -1,0 +1,452 @@
+"""`python -m meta_train.pipeline`: the whole job in one command, from ROMs to a report.
+
+    python -m meta_train.pipeline [--out runs/pipeline] [--runtime auto|docker|local]
+        [--sonic | --smoke | --config FILE] [--fresh]
+
+Stages, each a command of its own (shown as it starts, so any stage can be rerun by hand):
+
+1. `roms`   `python -m roms_setup import --bundled`; with `--sonic`, a check that the Sonic
+            levels are playable (import them first with `python -m roms_setup import PATH`).
+2. `maml`   `python -m meta_train --config ... --out OUT/maml --resume`: MAML on train_levels.
+3. `joint`  `python -m agent.train --levels ... --out OUT/joint --resume`: joint PPO.
+4. `images` with Docker (`--runtime docker`, or `auto` when `evaluation docker up` can have a
+            daemon): `evaluation build` of the maml and joint images with their checkpoints
+            baked in, and of ppo2, jerk and random. Without Docker the agents run as local
+            processes, and the pipeline says so.
+5. `suite`  `python -m evaluation suite` on test_levels: maml (agent.maml with the meta-trained
+            checkpoint), joint (agent.ppo2 --init with joint PPO's), ppo2, jerk and random.
+6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
+            curves (OUT/*.png), and the suite's scores.
+
+The configs are meta_train/configs/pipeline-atari.yaml (default, ROM-free), pipeline-sonic.yaml
+(`--sonic`: sonic-train → sonic-validation at the contest's budget) and pipeline-smoke.yaml
+(`--smoke`, CI). Rerunning the same command resumes: a finished stage is skipped, an unfinished
+one resumes from its own checkpoint (OUT/pipeline.json records the stages). `--fresh` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import read_yaml
+from evaluation.report import write_atomic
+from meta_train.configs import CONFIG_DIR
+from roms_setup.errors import UserError, exit_on_user_error
+
+STATE = "pipeline.json"
+STAGES = ("roms", "maml", "joint", "images", "suite", "report")
+KNOWN_AGENTS = ("maml", "joint", "ppo2", "jerk", "random")
+IMAGE_TAGS = {"maml": "sonic-maml-pipeline-maml:latest",
+              "joint": "sonic-maml-pipeline-joint:latest"}
+PRESETS = {"default": "pipeline-atari.yaml", "sonic": "pipeline-sonic.yaml",
+           "smoke": "pipeline-smoke.yaml"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m meta_train.pipeline",
+                                description=__doc__.splitlines()[0])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--config", help="a pipeline YAML (default: pipeline-atari.yaml)")
+    which.add_argument("--sonic", action="store_true",
+                       help="sonic-train → sonic-validation at the contest's budget (needs ROMs)")
+    which.add_argument("--smoke", action="store_true", help="the smallest run of every stage")
+    p.add_argument("--out", default="runs/pipeline", help="output directory")
+    p.add_argument("--runtime", choices=("auto", "docker", "local"), default="auto",
+                   help="where agents run: docker, local processes, or docker when available")
+    p.add_argument("--fresh", action="store_true", help="delete OUT and start over")
+    return p.parse_args(argv)
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file() and (CONFIG_DIR / args.config).is_file():
+            path = CONFIG_DIR / args.config
+        return path
+    return CONFIG_DIR / PRESETS["sonic" if args.sonic else "smoke" if args.smoke else "default"]
+
+
+def load_pipeline_config(path: Path) -> dict[str, Any]:
+    cfg = read_yaml(path)
+    for key in ("train_levels", "test_levels", "maml", "joint", "suite"):
+        if key not in cfg:
+            raise UserError(f"{path} has no {key!r}: see meta_train/configs/pipeline-atari.yaml")
+    unknown = [a for a in cfg["suite"]["agents"] if a not in KNOWN_AGENTS]
+    if unknown:
+        raise UserError(f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
+                        f"choose from {', '.join(KNOWN_AGENTS)}")
+    return cfg
+
+
+def maml_config_file(cfg: dict[str, Any]) -> Path:
+    name = str(cfg["maml"]["config"])
+    path = Path(name) if Path(name).is_file() else CONFIG_DIR / name
+    if not path.is_file():
+        raise UserError(f"maml.config {name!r} is neither a file nor in {CONFIG_DIR}")
+    return path
+
+
+# ---------------------------------------------------------------------------------- state
+
+
+class Pipeline:
+    def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
+        self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
+        self.digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest,
+                                      "stages": {}}
+        path = out / STATE
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("digest") != self.digest:
+                raise UserError(f"{out} was made with another pipeline config "
+                                f"({saved.get('config')}): use another --out, or --fresh")
+            self.state = saved
+
+    def save(self) -> None:
+        write_atomic(self.out / STATE, json.dumps(self.state, indent=2) + "\n")
+
+    def done(self, stage: str) -> bool:
+        return self.state["stages"].get(stage, {}).get("status") == "done"
+
+    def record(self, stage: str, seconds: float, **info: Any) -> None:
+        self.state["stages"][stage] = {"status": "done", "seconds": round(seconds, 1), **info}
+        self.save()
+
+
+def py(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def run_command(cmd: list[str], what: str) -> None:
+    print(f"$ {shlex.join(cmd)}", flush=True)
+    try:
+        proc = subprocess.run(cmd)
+    except KeyboardInterrupt:
+        raise
+    if proc.returncode == 130:
+        raise KeyboardInterrupt
+    if proc.returncode != 0:
+        raise UserError(f"{what} failed (exit {proc.returncode}); its output is above. Fix it "
+                        "and rerun the same command: finished stages are kept")
+
+
+def banner(stage: str, text: str) -> None:
+    print(f"\n== {stage}: {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------------- stages
+
+
+def stage_roms(p: Pipeline, sonic: bool) -> dict[str, Any]:
+    from roms_setup.installed import require_playable
+    from roms_setup.levels import resolve_levels
+
+    if not sonic:
+        run_command(py("roms_setup", "import", "--bundled"), "importing the bundled games")
+    for key in ("train_levels", "test_levels"):
+        for level in resolve_levels(str(p.cfg[key])):
+            require_playable(level)
+    return {}
+
+
+def stage_maml(p: Pipeline) -> dict[str, Any]:
+    cmd = py("meta_train", "--config", str(maml_config_file(p.cfg)), "--out",
+             str(p.out / "maml"), "--resume", "--set", f"task.levels={p.cfg['train_levels']}")
+    for item in p.cfg["maml"].get("set") or []:
+        cmd += ["--set", str(item)]
+    run_command(cmd, "meta-training")
+    return {"checkpoint": str(p.out / "maml" / "checkpoint.pt")}
+
+
+def stage_joint(p: Pipeline) -> dict[str, Any]:
+    j = p.cfg["joint"]
+    cmd = py("agent.train", "--algo", "ppo", "--levels", str(p.cfg["train_levels"]),
+             "--timesteps", str(int(j["timesteps"])), "--envs", str(int(j["envs"])),
+             "--out", str(p.out / "joint"), "--resume")
+    for item in j.get("set") or []:
+        cmd += ["--set", str(item)]
+    run_command(cmd, "joint PPO training")
+    return {"checkpoint": str(p.out / "joint" / "checkpoint.pt")}
+
+
+def docker_available() -> tuple[bool, str]:
+    proc = subprocess.run(py("evaluation", "docker", "up"), capture_output=True, text=True)
+    text = (proc.stdout + proc.stderr).strip()
+    if proc.returncode == 0:
+        return True, text.splitlines()[0] if text else "daemon up"
+    return False, text.splitlines()[-1] if text else f"exit {proc.returncode}"
+
+
+def stage_images(p: Pipeline, runtime: str) -> dict[str, Any]:
+    if runtime == "local":
+        print("runtime local (--runtime local): agents run as local processes, not in Docker")
+        return {"runtime": "local", "why": "--runtime local"}
+    ok, why = docker_available()
+    if not ok:
+        if runtime == "docker":
+            raise UserError(f"--runtime docker, but no Docker daemon can be had: {why}")
+        print(f"NOTE: no Docker daemon can be had ({why}).\nThe agents will run as local "
+              "processes, with the same server, budget and scoring but without the container's "
+              "isolation. `python -m evaluation docker up` says what is missing.", flush=True)
+        return {"runtime": "local", "why": why}
+    print(f"Docker: {why}", flush=True)
+    agents = p.cfg["suite"]["agents"]
+    for agent in agents:
+        if agent == "maml":
+            cmd = py("evaluation", "build", "--agent", "maml", "--checkpoint",
+                     str(p.out / "maml" / "checkpoint.pt"), "--tag", IMAGE_TAGS["maml"])
+        elif agent == "joint":
+            cmd = py("evaluation", "build", "--agent", "ppo2", "--checkpoint",
+                     str(p.out / "joint" / "checkpoint.pt"), "--tag", IMAGE_TAGS["joint"])
+        else:
+            cmd = py("evaluation", "build", "--agent", agent)
+        run_command(cmd, f"building the {agent} image")
+    return {"runtime": "docker", "why": why}
+
+
+def suite_command(p: Pipeline, runtime: str) -> list[str]:
+    s = p.cfg["suite"]
+    agents = [("joint=ppo2" if a == "joint" else a) for a in s["agents"]]
+    cmd = py("evaluation", "suite", "--agents", ",".join(agents), "--levels",
+             str(p.cfg["test_levels"]), "--seeds", str(int(s["seeds"])), "--budget",
+             str(int(s["budget"])), "--wallclock", str(float(s["wallclock"])), "--runtime",
+             runtime, "--workers", str(int(s["workers"])), "--out", str(p.out / "suite"))
+    ppo_set = [x for item in s.get("ppo_set") or [] for x in ("--set", str(item))]
+    maml_set = [x for item in s.get("maml_set") or [] for x in ("--set", str(item))]
+    args: dict[str, list[str]] = {}
+    if "maml" in s["agents"]:
+        args["maml"] = ppo_set + maml_set
+        if runtime == "local":
+            args["maml"] = ["--checkpoint", str((p.out / "maml" / "checkpoint.pt").resolve()),
+                            *args["maml"]]
+        else:
+            cmd += ["--image", f"maml={IMAGE_TAGS['maml']}"]
+    if "joint" in s["agents"]:
+        args["joint"] = list(ppo_set)
+        if runtime == "local":
+            args["joint"] = ["--init", str((p.out / "joint" / "checkpoint.pt").resolve()),
+                             *args["joint"]]
+        else:
+            cmd += ["--image", f"joint={IMAGE_TAGS['joint']}"]
+    if "ppo2" in s["agents"] and ppo_set:
+        args["ppo2"] = list(ppo_set)
+    for name, a in args.items():
+        if a:
+            cmd += ["--agent-args", f"{name}={shlex.join(a)}"]
+    return cmd
+
+
+def stage_suite(p: Pipeline, runtime: str) -> dict[str, Any]:
+    run_command(suite_command(p, runtime), "the evaluation suite")
+    return {"report": str(p.out / "suite" / "report.md")}
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[key]))
+        except (KeyError, ValueError):
+            out.append(float("nan"))
+    return out
+
+
+def plot_meta_training(rows: list[dict[str, str]], path: Path) -> bool:
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = _floats(rows, "iteration")
+    steps = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("return_"))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for j in steps:
+        ax.plot(its, _floats(rows, f"return_{j}"), marker=".",
+                label="before adaptation" if j == 0 else f"after {j} step(s)")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean trajectory return")
+    ax.set_title("MAML meta-training (training levels)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
+    key = next((k for k in ("mean_return_last10", "mean_return") if rows and k in rows[0]), None)
+    if key is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(_floats(rows, "timesteps"), _floats(rows, key))
+    ax.set_xlabel("timesteps")
+    ax.set_ylabel(key)
+    ax.set_title("joint PPO (training levels)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def stage_report(p: Pipeline, sonic: bool) -> Path:
+    from evaluation.suite_cli import overall_table
+
+    out = p.out
+    meta_rows = read_csv(out / "maml" / "metrics.csv")
+    joint_rows = read_csv(out / "joint" / "progress.csv")
+    has_meta_png = plot_meta_training(meta_rows, out / "meta_training.png")
+    has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
+    stages = p.state["stages"]
+    total = sum(float(st.get("seconds", 0.0)) for st in stages.values())
+    runtime = stages.get("images", {}).get("runtime", "?")
+    lines = [
+        "# Pipeline report", "",
+        f"Config `{p.cfg_file.name}`: MAML and joint PPO on `{p.cfg['train_levels']}`, "
+        f"evaluated on `{p.cfg['test_levels']}` with {p.cfg['suite']['seeds']} seed(s) × "
+        f"{p.cfg['suite']['budget']} timesteps per run.", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), "
+        f"{'CUDA' if _has_cuda() else 'no GPU'}, Python {platform.python_version()}. "
+        f"Agents ran {'in Docker containers' if runtime == 'docker' else 'as local processes'}"
+        f"{'' if runtime == 'docker' else ' (' + str(stages.get('images', {}).get('why')) + ')'}.",
+        "", "## Stages", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {stages[name].get('seconds', '')} |" for name in STAGES
+              if name in stages]
+    lines += [f"| total (without the report) | {total:.0f} |", ""]
+    lines += ["## Meta-training (MAML)", ""]
+    if meta_rows:
+        last = meta_rows[-1]
+        steps = sorted(int(k.split("_")[1]) for k in last if k.startswith("return_"))
+        first = meta_rows[0]
+        lines.append(f"{len(meta_rows)} meta-iterations; mean trajectory return on the sampled "
+                     "training levels before adaptation and after each inner step:")
+        lines += ["", "| iteration | " + " | ".join(
+            "before" if j == 0 else f"after {j}" for j in steps) + " |",
+            "|---|" + "---|" * len(steps)]
+        for r in (first, last) if len(meta_rows) > 1 else (first,):
+            lines.append(f"| {r['iteration']} | " + " | ".join(
+                f"{float(r[f'return_{j}']):.1f}" for j in steps) + " |")
+        lines.append("")
+        if has_meta_png:
+            lines += ["![meta-training](meta_training.png)", ""]
+    lines += ["## Joint PPO", ""]
+    if joint_rows:
+        lines.append(f"{joint_rows[-1].get('timesteps')} timesteps over the training levels; "
+                     f"last logged mean return {joint_rows[-1].get('mean_return_last10', '')}.")
+        lines.append("")
+        if has_joint_png:
+            lines += ["![joint PPO](joint_ppo.png)", ""]
+    lines += ["## Evaluation on the held-out levels", ""]
+    suite_report = out / "suite" / "report.md"
+    if suite_report.is_file():
+        lines += [overall_table(suite_report), "",
+                  "Per level, curves and the contest's reference scores: "
+                  "[suite/report.md](suite/report.md).", ""]
+    lines += ["## Agents", "",
+              "- **maml**: `agent.maml` with the meta-trained initialization: inner "
+              "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
+              "parameters for the rest of the budget.",
+              "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
+              "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
+              "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
+              ""]
+    if not sonic:
+        lines += ["These are Atari 2600 games, not Sonic levels: the pipeline's ROM-free "
+                  "default. Scores are game scores; compare agents with each other, not with "
+                  "the Sonic contest's numbers.", ""]
+    path = out / "report.md"
+    write_atomic(path, "\n".join(lines))
+    return path
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg_file = config_path(args)
+    cfg = load_pipeline_config(cfg_file)
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = Pipeline(out, cfg, cfg_file)
+    p.save()
+    t_start = time.monotonic()
+    print(f"pipeline {cfg_file.name} → {out} (rerun the same command to resume)", flush=True)
+    try:
+        for stage in STAGES[:-1]:
+            if p.done(stage) and not (stage == "images" and args.runtime not in
+                                      ("auto", p.state["stages"][stage].get("runtime"))):
+                print(f"== {stage}: done before, skipped", flush=True)
+                continue
+            banner(stage, {"roms": "games and levels", "maml": "MAML meta-training",
+                           "joint": "joint PPO", "images": "agent images",
+                           "suite": "contest-style evaluation"}[stage])
+            t0 = time.monotonic()
+            if stage == "roms":
+                info = stage_roms(p, args.sonic)
+            elif stage == "maml":
+                info = stage_maml(p)
+            elif stage == "joint":
+                info = stage_joint(p)
+            elif stage == "images":
+                info = stage_images(p, args.runtime)
+            else:
+                info = stage_suite(p, str(p.state["stages"]["images"]["runtime"]))
+            p.record(stage, time.monotonic() - t0, **info)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished stages are kept in {out / STATE}; rerun the same command "
+              "to go on", file=sys.stderr)
+        return 130
+    report = stage_report(p, args.sonic)
+    print(f"\npipeline done in {time.monotonic() - t_start:.0f} s (this call); report: {report}")
+    suite_report = out / "suite" / "report.md"
+    if suite_report.is_file():
+        from evaluation.suite_cli import overall_table
+
+        print(overall_table(suite_report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
