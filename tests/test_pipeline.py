@@ -1,0 +1,102 @@
+"""The main job (`python -m meta_train.pipeline`): the stage commands it makes, its resume rules,
+and the whole pipeline at smoke scale end to end in Docker (meta-training on two Atari levels,
+joint PPO, the five agent images, the suite with a Docker run of the MAML agent, the report)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meta_train.pipeline import (
+    CONFIG_DIR,
+    IMAGE_TAGS,
+    Pipeline,
+    load_pipeline_config,
+    suite_command,
+)
+from roms_setup.errors import UserError
+
+SMOKE = CONFIG_DIR / "pipeline-smoke.yaml"
+
+
+def _agent_args(cmd: list[str]) -> dict[str, list[str]]:
+    out = {}
+    for i, item in enumerate(cmd):
+        if item == "--agent-args":
+            name, _, rest = cmd[i + 1].partition("=")
+            out[name] = shlex.split(rest)
+    return out
+
+
+def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_path: Path) -> None:
+    cfg = load_pipeline_config(SMOKE)
+    p = Pipeline(tmp_path, cfg, SMOKE)
+    local = suite_command(p, "local")
+    assert local[local.index("--agents") + 1] == "maml,joint=ppo2,ppo2,jerk,random"
+    args = _agent_args(local)
+    assert args["maml"][:2] == ["--checkpoint", str((tmp_path / "maml/checkpoint.pt").resolve())]
+    assert args["joint"][:2] == ["--init", str((tmp_path / "joint/checkpoint.pt").resolve())]
+    # the three learners get the same PPO settings, so only their initialization differs
+    assert args["maml"][2:] == args["joint"][2:] == args["ppo2"] == [
+        "--set", "nsteps=64", "--set", "nminibatches=2", "--set", "noptepochs=1"]
+    assert "--image" not in local
+    docker = suite_command(p, "docker")
+    assert f"maml={IMAGE_TAGS['maml']}" in docker and f"joint={IMAGE_TAGS['joint']}" in docker
+    assert "--checkpoint" not in " ".join(docker) and "--init" not in " ".join(docker)
+
+
+def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
+    cfg = load_pipeline_config(SMOKE)
+    Pipeline(tmp_path, cfg, SMOKE).save()
+    changed = {**cfg, "suite": {**cfg["suite"], "budget": 999}}
+    with pytest.raises(UserError, match="another pipeline config"):
+        Pipeline(tmp_path, changed, SMOKE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("agents: [maml,", "agents: [nosuch, maml,"))
+    with pytest.raises(UserError, match="unknown agent"):
+        load_pipeline_config(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.timeout(1800)
+def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -> None:
+    from evaluation.docker_daemon import find_daemon
+
+    if find_daemon(timeout=600) is None:
+        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root)")
+    out = tmp_path / "pipe"
+    cmd = [sys.executable, "-m", "meta_train.pipeline", "--smoke", "--runtime", "docker",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = json.loads((out / "pipeline.json").read_text())
+    assert [s for s in state["stages"] if state["stages"][s]["status"] == "done"] == [
+        "roms", "maml", "joint", "images", "suite"]
+    assert state["stages"]["images"]["runtime"] == "docker"
+    with open(out / "maml" / "metrics.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 1  # one meta-iteration
+    runs = out / "suite" / "runs"
+    for agent in ("maml", "joint", "ppo2", "jerk", "random"):
+        (res,) = runs.glob(f"{agent}/*/seed0/results.json")
+        data = json.loads(res.read_text())
+        assert data["status"] == "budget" and data["timesteps"] == 300, (agent, data)
+        assert data["runtime"] == "docker"
+    # the MAML agent adapted in its container: one row per inner step, parameters moved
+    (adapt,) = runs.glob("maml/*/seed0/agent/adaptation.csv")
+    with open(adapt, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 1 and all(float(r["steps"]) > 0 for r in rows)
+    report = (out / "report.md").read_text()
+    for agent in ("maml", "joint", "ppo2", "jerk", "random"):
+        assert f"| {agent} |" in report or f"| {agent}" in report
+    assert "in Docker containers" in report
+    # rerunning resumes: every stage is skipped
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 5
