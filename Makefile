@@ -2,20 +2,16 @@
 .PHONY: setup run test lint bench docker-up
 
 PY := .venv/bin/python
-# The main job's scale: `make run BUDGET=... SEEDS=... AGENTS=... LEVELS=... OUT=...`.
-AGENTS ?= random,jerk
-LEVELS ?= atari-heldout
-SEEDS ?= 2
-BUDGET ?= 10000
-WORKERS ?= 2
-OUT ?= runs/quickstart
+# The main job: `make run` (ROM-free default), `make run ARGS=--sonic` (with the Sonic ROMs),
+# `make run ARGS=--smoke`, `make run OUT=runs/other ARGS="--config my-pipeline.yaml"`.
+OUT ?= runs/pipeline
+ARGS ?=
 
 setup:
 	bash scripts/setup.sh
 
 run: setup
-	$(PY) -m evaluation suite --agents $(AGENTS) --levels $(LEVELS) --seeds $(SEEDS) \
-		--budget $(BUDGET) --workers $(WORKERS) --out $(OUT)
+	$(PY) -m meta_train.pipeline --out $(OUT) $(ARGS)
 
 docker-up: setup
 	$(PY) -m evaluation docker up
