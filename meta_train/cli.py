@@ -1,10 +1,14 @@
 """`python -m meta_train`: meta-train a policy initialization with MAML, or evaluate one.
 
     python -m meta_train --config meta_train/configs/halfcheetah-dir.yaml --out DIR
-        [--meta-optimizer vpg|trpo|ppo] [--adapt-steps N] [--iterations N] [--joint]
+        [--meta-optimizer vpg|trpo|ppo|reptile] [--adapt-steps N] [--iterations N] [--joint]
         [--resume] [--set key=value ...]
     python -m meta_train evaluate --checkpoint DIR/checkpoint.pt [--tasks 40] [--adapt-steps 3]
         [--pretrained JOINT/checkpoint.pt] [--trajectories K] [--inner-lr 0.1,0.05] [--out FILE]
+        [--levels SET]
+
+Configs: halfcheetah-*.yaml (MuJoCo sanity tasks), atari-train.yaml (ROM-free game levels as
+tasks), sonic-train.yaml (the contest's training levels; needs the Sonic ROMs).
 
 Training writes DIR/checkpoint.pt (every iteration, atomically), DIR/metrics.csv, DIR/tb/
 (TensorBoard) and DIR/config.yaml. `--joint` trains the same policy without adaptation (0 inner
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from agent.config import apply_overrides, load_config
-from meta_train.configs import DEFAULTS
+from meta_train.configs import DEFAULTS, META_OPTIMIZERS
 from roms_setup.errors import UserError, exit_on_user_error
 
 
@@ -29,7 +33,7 @@ def parse_train(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config",
                    help="YAML with the keys to change from meta_train/configs/defaults.yaml")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--meta-optimizer", choices=("vpg", "trpo", "ppo"))
+    p.add_argument("--meta-optimizer", choices=META_OPTIMIZERS)
     p.add_argument("--adapt-steps", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--joint", action="store_true",
@@ -53,6 +57,8 @@ def parse_evaluate(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--out", help="write FILE.csv and FILE.json (default: beside the checkpoint)")
+    p.add_argument("--levels", help="level checkpoints: evaluate on this level set (e.g. "
+                                    "atari-heldout) instead of the training levels")
     return p.parse_args(argv)
 
 
@@ -92,7 +98,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.checkpoint).with_name("evaluate"))
     results = evaluate(args.checkpoint, tasks=args.tasks, adapt_steps=args.adapt_steps,
                        trajectories=args.trajectories, pretrained=args.pretrained,
-                       seed=args.seed, inner_lr=lrs, workers=args.workers, out=out)
+                       seed=args.seed, inner_lr=lrs, workers=args.workers, out=out,
+                       levels=args.levels)
     print(format_table(results))
     print(f"written: {Path(out).with_suffix('.csv')}, {Path(out).with_suffix('.json')}")
     return 0

@@ -1,7 +1,10 @@
 """Few-shot evaluation as in Finn et al.'s table: mean return after 0..S inner steps on fresh
 tasks, for the meta-learned initialization beside a randomly initialized policy and, when given,
 a jointly trained (pretrained on the task mixture) one. Every policy sees the same tasks and the
-same rollout seeds."""
+same rollout seeds.
+
+For levels, the tasks are levels drawn from the training set, or from `levels` (e.g. a held-out
+set such as atari-heldout), and the returns are in the game's units (see meta_train.train)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from agent.policies import build_policy
 from meta_train.maml import MetaLearner
 from meta_train.sampler import Sampler
-from meta_train.tasks import TaskDistribution
-from meta_train.train import MAML_FORMAT, make_learner
+from meta_train.tasks import TaskDistribution, describe
+from meta_train.train import MAML_FORMAT, make_learner, make_sampler, resolve_device
 from roms_setup.errors import UserError
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training iterations' tasks
@@ -27,8 +30,8 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training it
 
 def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dict[str, Any]],
                      count: int, steps: int, seed: int,
-                     lrs: Sequence[float] | None = None) -> np.ndarray:
-    """Mean return per task (tasks, steps + 1) after 0..steps inner steps."""
+                     lrs: Sequence[float] | None = None, return_scale: float = 1.0) -> np.ndarray:
+    """Mean return per task (tasks, steps + 1) after 0..steps inner steps, × `return_scale`."""
     # seed of (task i, step j) independent of `steps`: runs with 1 or 3 steps share step 0
     seeds = np.array([[np.random.SeedSequence([seed, EVAL_SEED_OFFSET, i, j])
                        .generate_state(1, dtype=np.uint32)[0] for j in range(steps + 1)]
@@ -39,7 +42,7 @@ def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dic
         trajs = sampler.sample([(current[i], t, int(seeds[i, j])) for i, t in enumerate(tasks)],
                                count)
         for i, traj in enumerate(trajs):
-            out[i, j] = traj.returns().mean()
+            out[i, j] = traj.returns().mean() * return_scale
             if j < steps:
                 lr = None if lrs is None else lrs[min(j, len(lrs) - 1)]
                 current[i] = learner.adapted_detached(current[i], learner.prepare(traj), lr)
@@ -56,29 +59,41 @@ def _load(path: str | Path) -> dict[str, Any]:
 def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
              trajectories: int | None = None, pretrained: str | Path | None = None,
              seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
-             out: str | Path | None = None) -> dict[str, list[float]]:
-    """{label: mean return after 0..adapt_steps steps}; writes `out` (.csv and .json) if given."""
+             out: str | Path | None = None,
+             levels: str | None = None) -> dict[str, list[float]]:
+    """{label: mean return after 0..adapt_steps steps}; writes `out` (.csv and .json) if given.
+    `levels`: for a levels checkpoint, evaluate on this level set instead of the training one."""
     data = _load(checkpoint)
     cfg = data["config"]
     count = int(trajectories or cfg["trajectories"])
-    dist = TaskDistribution.from_config(cfg)
+    if levels is not None:
+        if cfg["task"]["kind"] != "levels":
+            raise UserError(f"--levels applies to level checkpoints, not {cfg['task']['kind']}")
+        cfg = {**cfg, "task": {**cfg["task"], "levels": levels}}
+    try:
+        dist = TaskDistribution.from_config(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    dist.require_playable()
     task_list = dist.sample(tasks, np.random.default_rng([seed, EVAL_SEED_OFFSET]))
     learners: dict[str, MetaLearner] = {}
-    meta = make_learner(policy_from_checkpoint(data), cfg)
+    device = resolve_device(cfg)
+    meta = make_learner(policy_from_checkpoint(data, device), cfg)
     meta.load_step_size_state(data["step_sizes"])
     learners["maml"] = meta
     torch.manual_seed(seed)
-    learners["random"] = make_learner(build_policy(data["policy_spec"]),
+    learners["random"] = make_learner(build_policy(data["policy_spec"]).to(device),
                                       {**cfg, "learn_inner_lr": False})
     if pretrained is not None:
         pdata = _load(pretrained)
-        learners["pretrained"] = make_learner(policy_from_checkpoint(pdata), pdata["config"])
+        learners["pretrained"] = make_learner(policy_from_checkpoint(pdata, device),
+                                              pdata["config"])
     results: dict[str, list[float]] = {}
     per_task: dict[str, np.ndarray] = {}
     for label, learner in learners.items():
-        with Sampler(learner.policy, workers=workers) as sampler:
+        with make_sampler(cfg, learner.policy, dist, count=count, workers=workers) as sampler:
             curve = adaptation_curve(learner, sampler, task_list, count, adapt_steps, seed,
-                                     inner_lr)
+                                     inner_lr, dist.return_scale)
         per_task[label] = curve
         results[label] = [float(x) for x in curve.mean(axis=0)]
     if out is not None:
@@ -95,7 +110,8 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
                             *[f"{x:.3f}" for x in se]])
         out.with_suffix(".json").write_text(json.dumps(
             {"checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
-             "tasks": tasks, "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
+             "tasks": tasks, "task_list": [describe(t) for t in task_list],
+             "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
              "inner_lr": list(inner_lr) if inner_lr else None, "returns": results}, indent=2))
     return results
 

@@ -149,15 +149,37 @@ class MetaLearner:
         return params
 
     def adapted_detached(self, params: Params, data: Prepared, lr: float | None = None) -> Params:
-        """One inner step for sampling: no graph kept, result detached."""
+        """One inner step for sampling: no graph kept, result detached. With `grad_chunk > 0`
+        and more samples than that, the gradient is summed chunk by chunk (the same step, with
+        one chunk's graph in memory: image policies)."""
+        if 0 < self.grad_chunk < len(data.advantages):
+            leaves = self._leaves(params)
+            grads = [torch.zeros_like(p) for p in leaves.values()]
+            with torch.enable_grad():
+                for sl in self._chunks(data):
+                    for acc, g in zip(grads, self._grad(self._chunk_inner_loss(leaves, data, sl),
+                                                        leaves), strict=True):
+                        acc += g
+            return {n: p.detach() - (self._alpha(n) if lr is None else lr) * g
+                    for (n, p), g in zip(leaves.items(), grads, strict=True)}
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         new = self.adapt_step(leaves, data, create_graph=False, lr=lr)
         return {n: p.detach() for n, p in new.items()}
 
     # --- data ---------------------------------------------------------------------------------
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
     def prepare(self, traj: Trajectories) -> Prepared:
-        return Prepared.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
+        """Advantages on the CPU (float64 baseline fit), then the batch on θ's device."""
+        data = Prepared.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
+        device = self.device
+        if data.obs.device != device:
+            data = Prepared(data.obs.to(device), data.actions.to(device),
+                            data.advantages.to(device), data.mean_return)
+        return data
 
     def collect(self, sampler: Sampler, tasks: Sequence[Task], count: int,
                 seeds: Sequence[Sequence[int]]) -> list[TaskBatch]:

@@ -1,9 +1,25 @@
-"""Meta-optimizers: VPG (Adam), TRPO and PPO on the post-update objective of a meta-batch.
+"""Meta-optimizers: VPG (Adam), TRPO and PPO on the post-update objective of a meta-batch, and
+Reptile (first order, no post-update objective at all).
 
-All three accumulate task by task: a task's objective is recomputed from θ (inner steps
+VPG, TRPO and PPO accumulate task by task: a task's objective is recomputed from θ (inner steps
 included), differentiated, and its graph freed before the next task's is built. Gradients add up
 in `.grad` (VPG, PPO) or in a flat vector (TRPO); TRPO's Hessian-vector products of the mean KL
 are likewise sums of per-task products. Peak memory: one task's graph.
+
+Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms"), here on
+the MAML data of a meta-iteration: for each task i, start from θ, take the task's S inner steps
+on D_0..D_{S−1} (the same REINFORCE steps with step size α that `MetaLearner.collect` took to
+sample), then `inner_epochs` more SGD steps of the same inner loss on D_S, giving φ_i; then
+
+    θ ← θ + ε · mean_i(φ_i − θ)                       ε: reptile.lr
+
+No second-order graph and no post-update surrogate: each task needs only first-order inner
+gradients (in chunks of `grad_chunk` samples when set), one task at a time, so peak memory is
+one inner step's graph. With ε = 1 and one task this is plain sequential SGD on that task; a
+smaller ε moves θ toward the tasks' adapted parameters. α stays fixed (Reptile cannot learn it).
+The metrics: loss_before is the post-update surrogate at the old θ (its ratio is 1, so it is
+−mean(Â) ≈ 0, as for the other optimizers); loss_after and kl are the post-update surrogate and
+mean KL(old post-update ‖ new post-update) after the step, as VPG reports them.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from meta_train.configs import META_OPTIMIZERS
 from meta_train.maml import MetaLearner, TaskBatch
 
 
@@ -132,7 +149,8 @@ class TRPO:
     def gradient(self, batches: Sequence[TaskBatch]) -> tuple[Tensor, float]:
         params = self.learner.meta_parameters()
         n = len(batches)
-        g = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype)
+        g = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
+                        device=params[0].device)
         total = 0.0
         for b in batches:
             if self.learner.grad_chunk > 0:
@@ -185,8 +203,56 @@ class TRPO:
         pass
 
 
+class Reptile:
+    """θ ← θ + ε · mean_tasks(φ − θ), φ: θ after the task's inner steps on D_0..D_{S−1} and
+    `inner_epochs` more on D_S (see the module docstring)."""
+
+    name = "reptile"
+
+    def __init__(self, learner: MetaLearner, lr: float = 0.1, inner_epochs: int = 1) -> None:
+        if learner.learn_inner_lr:
+            raise ValueError("reptile does not learn the inner step size: set "
+                             "learn_inner_lr=false")
+        if inner_epochs < 0:
+            raise ValueError(f"reptile.inner_epochs must be ≥ 0, got {inner_epochs}")
+        self.learner = learner
+        self.lr, self.inner_epochs = float(lr), int(inner_epochs)
+
+    def adapted(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """φ of one task, detached."""
+        phi = self.learner.detached()
+        for data in batch.train:
+            phi = self.learner.adapted_detached(phi, data)
+        for _ in range(self.inner_epochs):
+            phi = self.learner.adapted_detached(phi, batch.valid)
+        return phi
+
+    def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
+        n = len(batches)
+        theta = self.learner.detached()
+        delta = {k: torch.zeros_like(v) for k, v in theta.items()}
+        for b in batches:
+            phi = self.adapted(b)
+            for k in delta:
+                delta[k] += (phi[k] - theta[k]) / n
+        loss_before = sum(-float(b.valid.advantages.double().mean()) for b in batches) / n
+        with torch.no_grad():
+            for k, p in self.learner.params.items():
+                p.add_(delta[k], alpha=self.lr)
+        loss_after, kl = self.learner.evaluate(batches)
+        step_norm = float(torch.sqrt(sum((d.double() ** 2).sum() for d in delta.values())))
+        return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl,
+                "step_norm": self.lr * step_norm}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def make_meta_optimizer(name: str, learner: MetaLearner,
-                        cfg: dict[str, Any]) -> VPG | PPO | TRPO:
+                        cfg: dict[str, Any]) -> VPG | PPO | TRPO | Reptile:
     if name == "vpg":
         return VPG(learner, lr=float(cfg["vpg"]["lr"]))
     if name == "ppo":
@@ -197,4 +263,8 @@ def make_meta_optimizer(name: str, learner: MetaLearner,
         return TRPO(learner, max_kl=float(c["max_kl"]), cg_iters=int(c["cg_iters"]),
                     cg_damping=float(c["cg_damping"]), ls_ratio=float(c["ls_ratio"]),
                     ls_max_steps=int(c["ls_max_steps"]))
-    raise ValueError(f"unknown meta-optimizer {name!r}: vpg, trpo or ppo")
+    if name == "reptile":
+        c = cfg.get("reptile", {})
+        return Reptile(learner, lr=float(c.get("lr", 0.1)),
+                       inner_epochs=int(c.get("inner_epochs", 1)))
+    raise ValueError(f"unknown meta-optimizer {name!r}: {', '.join(META_OPTIMIZERS)}")

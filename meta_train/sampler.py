@@ -68,7 +68,8 @@ def job_seeds(seed: int, count: int) -> tuple[list[int], int]:
 
 
 def sample_actions(policy: nn.Module, dist_params: Tensor, gen: torch.Generator) -> Tensor:
-    """A sample from the policy's distribution, drawn with the private generator `gen`."""
+    """A sample from the policy's distribution, drawn with the private (CPU) generator `gen`."""
+    dist_params = dist_params.cpu()
     if getattr(policy, "action_type", "gaussian") == "discrete":
         probs = torch.softmax(dist_params.double(), dim=-1)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
@@ -121,10 +122,12 @@ def rollout(policy: nn.Module, params: Params, task: Task, count: int, seed: int
         rew_buf = np.zeros((horizon, count), dtype=np.float32)
         obs = np.stack(first).astype(dtype, copy=False)
         detached = {k: v.detach() for k, v in params.items()}
+        device = next(iter(detached.values())).device
         for t in range(horizon):
             obs_buf[t] = obs
             with torch.no_grad():
-                dist_params, _ = functional_call(policy, detached, (torch.from_numpy(obs_buf[t]),))
+                dist_params, _ = functional_call(policy, detached,
+                                                 (torch.from_numpy(obs_buf[t]).to(device),))
                 actions = sample_actions(policy, dist_params, gen)
             act_np = actions.numpy()
             act_buf[t] = act_np

@@ -15,10 +15,26 @@ Gaussian policy's sample to [−1, 1]). HalfCheetah never terminates; every traj
 `horizon` steps. The default horizon is 100 (pytorch-maml-rl, garage): half of Finn's 200, which
 halves the MuJoCo and policy cost per trajectory on a CPU. Finn's simulator used 0.01 s steps and
 a 20-D observation; v5 uses 0.05 s steps and 17-D, so returns are not comparable with the paper.
+
+Levels as tasks (`kind: levels`): a task is one game level (`Game:State`) of a level set
+(`roms_setup.levels.resolve_levels`: a set name such as `atari-train` or `sonic-train`, a CSV
+file, or comma-separated ids), played through the contest environment plus the agent-side
+wrappers (`agent.vec_env.LevelEnv`: discrete actions, backtracking and scaled reward, 84×84×4
+uint8 frames):
+
+    {"kind": "levels", "level": "Qbert-Atari2600-v0:Start", "horizon": 128,
+     "discretizer": "auto", "backtracking": True, "reward_scale": 0.01}
+
+A meta-batch draws levels without replacement (with replacement when it asks for more levels
+than the set has). A trajectory is `horizon` steps; an episode that ends sooner is followed by a
+fresh one (the trajectory's `dones` mark where). `make_env` gives the lazy `LevelEnv`, whose
+spaces are known without an emulator: the emulator opens at its first reset, which only the
+level sampler's worker processes do (meta_train.level_sampler; one emulator per process).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,7 +43,8 @@ import numpy as np
 Task = dict[str, Any]
 
 CTRL_COST_WEIGHT = 0.05
-KINDS = ("halfcheetah-dir", "halfcheetah-vel")
+HALFCHEETAH_KINDS = ("halfcheetah-dir", "halfcheetah-vel")
+KINDS = (*HALFCHEETAH_KINDS, "levels")
 
 
 def direction_reward(direction: float, x_velocity: float, action: np.ndarray) -> float:
@@ -77,12 +94,24 @@ def _quiet_mujoco() -> None:
         pass
 
 
+def make_level_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
+    """The lazy environment of a level task: spaces now, the emulator at its first reset."""
+    from agent.vec_env import LevelEnv
+
+    return LevelEnv([str(task["level"])], discretizer=str(task["discretizer"]),
+                    backtracking=bool(task["backtracking"]),
+                    reward_scale=float(task["reward_scale"]))
+
+
 def make_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
-    """One environment for `task` (horizon enforced by a TimeLimit)."""
-    _quiet_mujoco()
+    """One environment for `task`: HalfCheetah with the horizon enforced by a TimeLimit, or a
+    level's lazy `LevelEnv` (no emulator until reset; the sampler enforces the horizon)."""
     kind = task["kind"]
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
+    if kind == "levels":
+        return make_level_env(task)
+    _quiet_mujoco()
     env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CTRL_COST_WEIGHT,
                    max_episode_steps=int(task["horizon"]))
     return HalfCheetahTaskReward(env, task)
@@ -91,14 +120,55 @@ def make_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
 class TaskDistribution:
     """Samples tasks of one kind. `sample(n, rng)` is a pure function of the generator."""
 
-    def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0) -> None:
+    def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0,
+                 levels: str | Sequence[str] = "atari-train", discretizer: str = "auto",
+                 backtracking: bool = True, reward_scale: float = 0.01) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
         if horizon < 1:
             raise ValueError(f"horizon must be ≥ 1, got {horizon}")
         self.kind, self.horizon, self.low, self.high = kind, int(horizon), float(low), float(high)
+        self.levels: list[str] = []
+        self.discretizer, self.backtracking = str(discretizer), bool(backtracking)
+        self.reward_scale = float(reward_scale)
+        if kind == "levels":
+            self.levels = self._resolve(levels)
+            if not self.reward_scale > 0:
+                raise ValueError(f"task.reward_scale must be > 0, got {reward_scale}")
+
+    def _resolve(self, levels: str | Sequence[str]) -> list[str]:
+        from agent.vec_env import discrete_actions
+        from roms_setup.levels import resolve_levels
+
+        spec = levels if isinstance(levels, str) else ",".join(str(lv) for lv in levels)
+        ids = list(dict.fromkeys(lv.id for lv in resolve_levels(spec)))
+        counts = {discrete_actions(lv, self.discretizer) for lv in ids}
+        if len(counts) != 1:
+            raise ValueError(f"task.levels {spec!r} mixes action sets ({sorted(counts)} "
+                             "actions): meta-train the games of one system together")
+        return ids
+
+    @property
+    def return_scale(self) -> float:
+        """Factor from the stored (training) rewards to the reported returns: 1/reward_scale for
+        levels (the game's units), 1 for HalfCheetah."""
+        return 1.0 / self.reward_scale if self.kind == "levels" else 1.0
+
+    def require_playable(self) -> None:
+        """A one-line UserError unless every level can be played (ROM imported, state known);
+        nothing to check for HalfCheetah."""
+        from roms_setup.installed import require_playable
+        from roms_setup.levels import Level
+
+        for lv in self.levels:
+            require_playable(Level.parse(lv))
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+        if self.kind == "levels":
+            idx = rng.choice(len(self.levels), size=n, replace=n > len(self.levels))
+            return [{"kind": "levels", "level": self.levels[int(i)], "horizon": self.horizon,
+                     "discretizer": self.discretizer, "backtracking": self.backtracking,
+                     "reward_scale": self.reward_scale} for i in idx]
         if self.kind == "halfcheetah-dir":
             signs = rng.integers(0, 2, size=n) * 2 - 1
             return [{"kind": self.kind, "horizon": self.horizon, "direction": float(s)}
@@ -110,10 +180,15 @@ class TaskDistribution:
     def from_config(cls, cfg: dict[str, Any]) -> TaskDistribution:
         t = cfg["task"]
         return cls(str(t["kind"]), int(t["horizon"]), float(t.get("goal_low", 0.0)),
-                   float(t.get("goal_high", 2.0)))
+                   float(t.get("goal_high", 2.0)), levels=t.get("levels", "atari-train"),
+                   discretizer=str(t.get("discretizer", "auto")),
+                   backtracking=bool(t.get("backtracking", True)),
+                   reward_scale=float(t.get("reward_scale", 0.01)))
 
 
 def describe(task: Task) -> str:
+    if task["kind"] == "levels":
+        return str(task["level"])
     if task["kind"] == "halfcheetah-dir":
         return f"dir{int(task['direction']):+d}"
     return f"vel{task['goal']:.2f}"

@@ -1,7 +1,15 @@
 """The meta-training loop: sample tasks, collect pre/post-adaptation trajectories, meta-step, log,
 checkpoint. Resumable: every iteration's tasks and rollout seeds are functions of (seed,
 iteration), and the checkpoint holds θ, α and the meta-optimizer state, so `--resume` continues
-exactly as a straight run would."""
+exactly as a straight run would.
+
+metrics.csv, one row per meta-iteration: `return_j` is the mean over the meta-batch's tasks and
+their trajectories of a trajectory's undiscounted return after j inner steps. For HalfCheetah a
+trajectory is one episode. For levels (`task.kind: levels`) it is the sum of the rewards over
+the `task.horizon` steps of the trajectory (which may span several episodes), reported in the
+game's units: the training reward (after the backtracking wrapper, when on) divided by
+`task.reward_scale`. `env_steps` counts agent steps (each 4 emulator frames for levels).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agent.policies import ActorCritic, build_policy, spec_from_config
+from meta_train.configs import META_OPTIMIZERS
 from meta_train.maml import MetaLearner, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
@@ -29,17 +38,32 @@ MAML_FORMAT = "maml/1"
 
 
 def policy_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The network for the config's tasks. For levels, make_env gives the lazy LevelEnv: its
+    spaces, and no emulator in this process."""
     dist = TaskDistribution.from_config(cfg)
     env = make_env(dist.sample(1, np.random.default_rng(0))[0])
     try:
         pol = dict(cfg["policy"])
-        pol.setdefault("body", "mlp")
+        pol.setdefault("body", "auto")  # auto: the Nature CNN for frames, an MLP otherwise
         spec = spec_from_config(pol, env.observation_space, env.action_space)
     finally:
         env.close()
     if spec["action"]["type"] == "gaussian":
         spec["action"]["init_std"] = float(cfg["policy"].get("init_std", 1.0))
     return spec
+
+
+def resolve_device(cfg: dict[str, Any]) -> torch.device:
+    """`device`: cpu, cuda (an error without a GPU) or auto (cuda when there is one)."""
+    name = str(cfg.get("device", "cpu"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name}: this PyTorch sees no CUDA GPU; use device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r}: use cpu, cuda or auto") from None
 
 
 def make_learner(policy: ActorCritic, cfg: dict[str, Any]) -> MetaLearner:
@@ -70,12 +94,33 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise UserError(f"{key} must be ≥ 1, got {cfg[key]}")
     if int(cfg["adapt_steps"]) < 0:
         raise UserError(f"adapt_steps must be ≥ 0, got {cfg['adapt_steps']}")
-    if cfg["meta_optimizer"] not in ("vpg", "trpo", "ppo"):
-        raise UserError(f"meta_optimizer must be vpg, trpo or ppo, not {cfg['meta_optimizer']!r}")
+    if cfg["meta_optimizer"] not in META_OPTIMIZERS:
+        raise UserError(f"meta_optimizer must be one of {', '.join(META_OPTIMIZERS)}, "
+                        f"not {cfg['meta_optimizer']!r}")
+    if cfg["meta_optimizer"] == "reptile" and bool(cfg["learn_inner_lr"]):
+        raise UserError("meta_optimizer reptile does not learn the inner step size: "
+                        "set learn_inner_lr=false")
+    if int(cfg.get("sampler_envs", 0)) < 0:
+        raise UserError(f"sampler_envs must be ≥ 0, got {cfg['sampler_envs']}")
     try:
         TaskDistribution.from_config(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistribution,
+                 count: int | None = None, workers: int | None = None) -> Any:
+    """The sampler for the config's tasks. Levels: the level sampler's `sampler_envs` worker
+    processes (0: one per trajectory, `count` or the config's `trajectories`), after checking
+    that every level is playable (a one-line UserError before any worker starts); `workers` is
+    not used. HalfCheetah: `Sampler` with `workers` processes (default: the config's)."""
+    if dist.kind == "levels":
+        from meta_train.level_sampler import LevelSampler
+
+        dist.require_playable()
+        envs = int(cfg.get("sampler_envs", 0)) or int(count or cfg["trajectories"])
+        return LevelSampler(policy, envs=envs)
+    return Sampler(policy, workers=int(cfg["workers"] if workers is None else workers))
 
 
 def metric_fields(adapt_steps: int) -> list[str]:
@@ -114,14 +159,17 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
     if joint:
         cfg = {**cfg, "adapt_steps": 0}
     check_config(cfg)
+    TaskDistribution.from_config(cfg).require_playable()  # levels: ROMs imported, states known
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, int(cfg["torch_threads"])))
+    if int(cfg["torch_threads"]) > 0:  # 0: PyTorch's default (all cores)
+        torch.set_num_threads(int(cfg["torch_threads"]))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     spec = saved["policy_spec"] if saved is not None else policy_spec(cfg)
     policy = build_policy(spec)
     if saved is not None:
         policy.load_state_dict(saved["policy_state"])
+    policy.to(resolve_device(cfg))  # before the learner and optimizer take its parameters
     learner = make_learner(policy, cfg)
     opt = make_meta_optimizer(str(cfg["meta_optimizer"]), learner, cfg)
     start = 0
@@ -154,7 +202,7 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
         bar = tqdm(total=iterations, initial=start, unit="it", file=sys.stderr,
                    dynamic_ncols=True, disable=None,
                    desc=f"{'joint' if joint else 'maml'}-{opt.name}")
-    sampler = Sampler(policy, workers=int(cfg["workers"]))
+    sampler = make_sampler(cfg, policy, dist)
     try:
         for it in range(start, iterations):
             rng, seeds = iteration_seeds(seed, it, meta_batch, steps)
@@ -165,7 +213,7 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
             info = opt.step(batches)
             t2 = time.perf_counter()
             env_steps += meta_batch * count * dist.horizon * (steps + 1)
-            returns = [sum(b.step_returns[j] for b in batches) / meta_batch
+            returns = [dist.return_scale * sum(b.step_returns[j] for b in batches) / meta_batch
                        for j in range(steps + 1)]
             alpha = (torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()])
                      .mean().item() if learner.step_sizes else learner.inner_lr)

@@ -243,3 +243,56 @@ def test_chunked_meta_gradient_equals_autograd(kind: str, steps: int, first_orde
     assert value == pytest.approx(float(loss.detach()), rel=1e-12)
     for g, e in zip(grads, expected, strict=True):
         torch.testing.assert_close(g, e if e is not None else torch.zeros_like(g))
+
+
+def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: Prepared) -> Tensor:
+    """−mean(log π(a|o) · Â) written out for the linear policies (no module, no functional_call)."""
+    out = data.obs @ p["pi.weight"].T + p["pi.bias"]
+    if kind == "discrete":
+        logp = torch.log_softmax(out, dim=-1).gather(1, data.actions[:, None]).squeeze(1)
+    else:
+        log_std = p["log_std"]
+        z = (data.actions - out) / log_std.exp()
+        logp = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return -(logp * data.advantages).mean()
+
+
+def _hand_sgd(kind: str, p: dict[str, Tensor], data: Prepared, lr: float) -> dict[str, Tensor]:
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
+    grads = torch.autograd.grad(_hand_inner_loss(kind, leaves, data), list(leaves.values()))
+    return {k: v.detach() - lr * g for (k, v), g in zip(leaves.items(), grads, strict=True)}
+
+
+@pytest.mark.parametrize("kind,steps,inner_epochs,grad_chunk", [
+    ("gaussian", 1, 1, 0), ("discrete", 2, 2, 3), ("discrete", 1, 0, 0)])
+def test_reptile_update_is_theta_plus_eps_mean_of_phi_minus_theta(
+        kind: str, steps: int, inner_epochs: int, grad_chunk: int) -> None:
+    from meta_train.meta_optimizers import Reptile
+
+    alpha, eps = 0.3, 0.7
+    learner, b1 = make_problem(kind, steps=steps, lr=alpha, seed=0)
+    _, b2 = make_problem(kind, steps=steps, lr=alpha, seed=11)  # a second task's data
+    learner.grad_chunk = grad_chunk  # chunked inner gradients: the same steps
+    theta = {k: v.detach().clone() for k, v in learner.params.items()}
+    phis = []
+    for b in (b1, b2):
+        phi = theta
+        for data in b.train:  # the inner steps collect took on D_0..D_{S-1}
+            phi = _hand_sgd(kind, phi, data, alpha)
+        for _ in range(inner_epochs):  # and the extra SGD steps on D_S
+            phi = _hand_sgd(kind, phi, b.valid, alpha)
+        phis.append(phi)
+    info = Reptile(learner, lr=eps, inner_epochs=inner_epochs).step([b1, b2])
+    for k, v in learner.params.items():
+        expected = theta[k] + eps * ((phis[0][k] - theta[k]) + (phis[1][k] - theta[k])) / 2
+        torch.testing.assert_close(v.detach(), expected, rtol=1e-10, atol=1e-12)
+    assert math.isfinite(info["loss_after"]) and info["kl"] >= 0
+    assert "vf.weight" not in learner.params  # the value head is not meta-learned
+
+
+def test_reptile_refuses_a_learned_step_size() -> None:
+    from meta_train.meta_optimizers import Reptile
+
+    learner, _ = make_problem("gaussian", learn_inner_lr=True)
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        Reptile(learner)

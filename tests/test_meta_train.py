@@ -102,6 +102,36 @@ def test_linear_baseline_fits_features_exactly() -> None:
     assert abs(float(adv.mean())) < 1e-5 and abs(float(adv.std()) - 1) < 1e-4
 
 
+def test_advantages_do_not_cross_an_episode_end() -> None:
+    from agent.linear_baseline import episode_steps, gae
+
+    g = torch.Generator().manual_seed(1)
+    rewards = torch.randn(6, 2, generator=g)
+    values = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    dones = torch.zeros(6, 2, dtype=torch.bool)
+    dones[2, 0] = True  # trajectory 0: an episode ends at step 2, a new one starts at 3
+    later = rewards.clone()
+    later[3:, 0] += 100.0  # what comes after the episode end
+    for gamma, lam in ((0.99, 1.0), (0.9, 0.95)):
+        a = gae(rewards, values, gamma, lam, dones)
+        b = gae(later, values, gamma, lam, dones)
+        torch.testing.assert_close(a[:3, 0], b[:3, 0])  # steps 0..2 do not see it
+        assert not torch.allclose(a[3:, 0], b[3:, 0])
+        # step 2 ends its episode: its advantage is r − V, no bootstrap from step 3
+        assert float(a[2, 0]) == pytest.approx(float(rewards[2, 0] - values[2, 0]))
+        assert not torch.allclose(gae(later, values, gamma, lam)[:3, 0], a[:3, 0])
+    ret = discounted_returns(later, 0.5, dones)
+    torch.testing.assert_close(ret[:3, 0], discounted_returns(rewards, 0.5, dones)[:3, 0])
+    assert float(ret[2, 0]) == pytest.approx(float(rewards[2, 0]))
+    torch.testing.assert_close(episode_steps(dones)[:, 0],
+                               torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.float64))
+    torch.testing.assert_close(episode_steps(dones)[:, 1], torch.arange(6, dtype=torch.float64))
+    obs = torch.randn(6, 2, 3, generator=g)
+    adv = advantages(obs, rewards, dones=dones)  # the baseline's time feature restarts too
+    assert adv.shape == (6, 2) and torch.isfinite(adv).all()
+    assert not torch.allclose(adv, advantages(obs, rewards))
+
+
 def _metrics(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
