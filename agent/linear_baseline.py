@@ -39,14 +39,14 @@ def episode_steps(dones: Tensor) -> Tensor:
 def features(obs: Tensor, dones: Tensor | None = None) -> Tensor:
     """(T, K, *obs_shape) → (T, K, F) float64; time restarts after each done."""
     horizon, count = obs.shape[:2]
-    flat = obs.reshape(horizon, count, -1).double()
     if dones is None:
         t = torch.arange(horizon, dtype=torch.float64)[:, None].expand(horizon, count)
     else:
         t = episode_steps(dones)
     t = t.div(100.0)[..., None]
     parts = []
-    if flat.shape[-1] <= MAX_OBS_FEATURES:
+    if obs[0, 0].numel() <= MAX_OBS_FEATURES:  # images: no float64 copy of the frames at all
+        flat = obs.reshape(horizon, count, -1).double()
         parts += [flat.clamp(-10.0, 10.0), flat.pow(2)]
     parts += [t, t.pow(2), t.pow(3), torch.ones_like(t)]
     return torch.cat(parts, dim=-1)
