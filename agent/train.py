@@ -118,10 +118,21 @@ def main(argv: list[str] | None = None) -> int:
             set_rng_state(saved["rng"])
     save_interval = max(1, int(cfg["save_interval"]))
 
+    played: dict[str, int] = dict((saved or {}).get("level_episodes", {}))
+
     def save() -> None:
         save_checkpoint(ckpt_path, ppo.policy, config=cfg, optimizer=ppo.optimizer,
                         timesteps=ppo.timesteps, updates=ppo.updates, episodes=ppo.episodes,
-                        extra={"levels": [lv.id for lv in levels]})
+                        extra={"levels": [lv.id for lv in levels], "level_episodes": played})
+
+    def count_played() -> None:
+        """Add the workers' per-level episode counts (episodes started) to `played`."""
+        try:
+            for counts in envs.get_attr("played"):
+                for level, n in counts.items():
+                    played[level] = played.get(level, 0) + int(n)
+        except Exception:  # a worker died: the counts are informational only
+            pass
 
     def on_update(p: PPO) -> None:
         if p.updates % save_interval == 0:
@@ -132,19 +143,26 @@ def main(argv: list[str] | None = None) -> int:
     logger = TrainLogger(out, total_timesteps=args.timesteps, start_timesteps=ppo.timesteps,
                          tensorboard=bool(cfg["tensorboard"]), resume=saved is not None)
     try:
-        collector = learn(ppo, envs, total_timesteps=args.timesteps, logger=logger,
-                          log_interval=int(cfg["log_interval"]), on_update=on_update,
-                          seed=seed + ppo.updates)
-    except KeyboardInterrupt:
-        save()
-        print(f"interrupted: saved {ckpt_path} at {ppo.timesteps} steps (continue with --resume)")
-        return 130
+        try:
+            collector = learn(ppo, envs, total_timesteps=args.timesteps, logger=logger,
+                              log_interval=int(cfg["log_interval"]), on_update=on_update,
+                              seed=seed + ppo.updates)
+        except KeyboardInterrupt:
+            count_played()
+            save()
+            print(f"interrupted: saved {ckpt_path} at {ppo.timesteps} steps "
+                  "(continue with --resume)")
+            return 130
+        finally:
+            logger.close()
+        count_played()
     finally:
-        logger.close()
         envs.close()
     save()
     print(f"done: {ppo.timesteps} steps, {ppo.updates} updates, {ppo.episodes} episodes, "
           f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {ckpt_path}")
+    print("episodes started per level: " + ", ".join(f"{lv} {n}" for lv, n in sorted(
+        played.items())))
     return 0
 
 

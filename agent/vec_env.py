@@ -90,6 +90,7 @@ class LevelEnv(gym.Env):
         self._env: gym.Env | None = None
         self._next = 0  # index of the level the next emulator opens
         self.level: str | None = None
+        self.played: dict[str, int] = {}  # episodes started per level (joint training's mix)
 
     def _open_next(self) -> None:
         from agent.wrappers import wrap_agent_env
@@ -118,7 +119,8 @@ class LevelEnv(gym.Env):
             self._next = 0
         if self._env is None or len(self.levels) > 1 or seed is not None:
             self._open_next()
-        assert self._env is not None
+        assert self._env is not None and self.level is not None
+        self.played[self.level] = self.played.get(self.level, 0) + 1
         return self._env.reset()
 
     def step(self, action: Any):

@@ -314,3 +314,20 @@ def test_train_two_levels_then_resume(tmp_path: Path, atari_roms: None) -> None:
     assert data["timesteps"] == 192 and data["updates"] == 3
     rows = (out / "progress.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[-1].startswith("192,3,")
+
+
+@pytest.mark.slow
+def test_joint_ppo_alternates_two_levels_on_one_worker(tmp_path: Path, atari_roms: None) -> None:
+    """Joint PPO with one worker and two levels: the worker switches level at every episode end
+    (Breakout's and Qbert's random-play episodes last ~120-320 steps)."""
+    out = tmp_path / "joint"
+    levels = "Breakout-Atari2600-v0:Start,Qbert-Atari2600-v0:Start"
+    proc = run_train("--levels", levels, "--out", str(out), "--envs", "1", "--timesteps", "1024",
+                     "--set", "nsteps=128", "--set", "nminibatches=2", "--set", "noptepochs=1")
+    assert proc.returncode == 0, proc.stderr
+    data = load_checkpoint(out / "checkpoint.pt")
+    played = data["level_episodes"]
+    breakout, qbert = played.get(levels.split(",")[0], 0), played.get(levels.split(",")[1], 0)
+    assert qbert >= 1 and breakout - qbert in (0, 1), played  # B, Q, B, Q, ... in turn
+    assert data["episodes"] >= 2 and "episodes started per level" in proc.stdout
+    assert data["timesteps"] == 1024
