@@ -299,7 +299,7 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path) -> bool:
 
 
 def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
-    key = next((k for k in ("mean_return_last10", "mean_return") if rows and k in rows[0]), None)
+    key = "mean_return" if rows and "mean_return" in rows[0] else None
     if key is None:
         return False
     import matplotlib
@@ -360,8 +360,10 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
             lines += ["![meta-training](meta_training.png)", ""]
     lines += ["## Joint PPO", ""]
     if joint_rows:
-        lines.append(f"{joint_rows[-1].get('timesteps')} timesteps over the training levels; "
-                     f"last logged mean return {joint_rows[-1].get('mean_return_last10', '')}.")
+        last = joint_rows[-1]
+        lines.append(f"{last.get('timesteps')} timesteps and {last.get('episodes')} episodes over "
+                     "the training levels; mean return of the last 100 episodes (game units, "
+                     f"all levels together): {last.get('mean_return') or 'none finished'}.")
         lines.append("")
         if has_joint_png:
             lines += ["![joint PPO](joint_ppo.png)", ""]
