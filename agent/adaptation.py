@@ -11,7 +11,7 @@ MAML), otherwise the result is a function of θ only through θ itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +47,12 @@ def inner_step(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
         loss = inner_loss(policy, params, obs, actions, advantages)
         grads = torch.autograd.grad(loss, [params[n] for n in names],
                                     create_graph=create_graph, allow_unused=True)
+    return apply_step(params, names, grads, step_sizes, lr)
+
+
+def apply_step(params: Params, names: list[str], grads: Sequence[Tensor | None],
+               step_sizes: StepSizes | None, lr: float) -> Params:
+    """θ − α ⊙ g per parameter (a parameter without a gradient stays as it is)."""
     out: Params = {}
     for n, g in zip(names, grads, strict=True):
         if g is None:
@@ -83,11 +89,4 @@ def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: 
             for i, g in enumerate(grads):
                 if g is not None:
                     total[i] = g if total[i] is None else total[i] + g
-    out: Params = {}
-    for name, g in zip(names, total, strict=True):
-        if g is None:
-            out[name] = params[name]
-            continue
-        step = step_sizes.get(name, lr) if step_sizes is not None else lr
-        out[name] = params[name] - step * g
-    return out
+    return apply_step(params, names, total, step_sizes, lr)

@@ -252,6 +252,16 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: d
     return image_id or image.id
 
 
+def _build_if_changed(client: docker.DockerClient, ctx: Path, tag: str,
+                      buildargs: dict[str, str], quiet: bool, force: bool, same: str) -> str:
+    digest = context_digest(ctx, buildargs)
+    if not force and _label(client, tag) == digest:
+        if not quiet:
+            print(f"{tag} is up to date ({same})", flush=True)
+        return client.images.get(tag).id
+    return _docker_build(client, ctx, tag, buildargs, digest, quiet)
+
+
 def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
                       checkpoint: Path | None = None, requirements: list[str] | None = None,
                       extra_files: dict[str, bytes] | None = None, quiet: bool = False,
@@ -270,12 +280,8 @@ def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_im
         ctx = Path(tmp)
         make_context(ctx, reqs, None, extra_files)
         buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
-        digest = context_digest(ctx, buildargs)
-        if not force and _label(client, tag) == digest:
-            if not quiet:
-                print(f"{tag} is up to date (same sources, wheels and arguments)", flush=True)
-            return client.images.get(tag).id
-        return _docker_build(client, ctx, tag, buildargs, digest, quiet)
+        return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
+                                 "same sources, wheels and arguments")
 
 
 CHECKPOINT_DOCKERFILE = f"""\
@@ -303,9 +309,5 @@ def _build_checkpoint_image(client: docker.DockerClient, agent: str, tag: str, b
         shutil.copy2(checkpoint, ctx / "checkpoint.pt")
         os.chmod(ctx / "checkpoint.pt", 0o644)  # readable by the container's uid 1000
         buildargs = {"AGENT_IMAGE": plain_id}
-        digest = context_digest(ctx, buildargs)
-        if not force and _label(client, tag) == digest:
-            if not quiet:
-                print(f"{tag} is up to date (same agent image and checkpoint)", flush=True)
-            return client.images.get(tag).id
-        return _docker_build(client, ctx, tag, buildargs, digest, quiet)
+        return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
+                                 "same agent image and checkpoint")
