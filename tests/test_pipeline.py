@@ -100,3 +100,12 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
     # rerunning resumes: every stage is skipped
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("done before, skipped") == 5
+
+
+def test_sonic_without_roms_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "meta_train.pipeline", "--sonic", "--runtime",
+                           "local", "--out", str(tmp_path / "p")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "roms_setup import" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p" / "maml").exists()  # stopped before meta-training
