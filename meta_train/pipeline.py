@@ -7,14 +7,17 @@ Stages, each a command of its own (shown as it starts, so any stage can be rerun
 
 1. `roms`   `python -m roms_setup import --bundled`; with `--sonic`, a check that the Sonic
             levels are playable (import them first with `python -m roms_setup import PATH`).
-2. `maml`   `python -m meta_train --config ... --out OUT/maml --resume`: MAML on train_levels.
+2. `maml`   `python -m meta_train --config ... --out OUT/maml --resume`: MAML on train_levels;
+   `reptile` the same with `--meta-optimizer reptile` into OUT/reptile, when suite.agents lists
+            `reptile` (first-order Reptile, the cheap comparison).
 3. `joint`  `python -m agent.train --levels ... --out OUT/joint --resume`: joint PPO.
 4. `images` with Docker (`--runtime docker`, or `auto` when `evaluation docker up` can have a
             daemon): `evaluation build` of the maml and joint images with their checkpoints
             baked in, and of ppo2, jerk and random. Without Docker the agents run as local
             processes, and the pipeline says so.
 5. `suite`  `python -m evaluation suite` on test_levels: maml (agent.maml with the meta-trained
-            checkpoint), joint (agent.ppo2 --init with joint PPO's), ppo2, jerk and random.
+            checkpoint), reptile (agent.maml with Reptile's), joint (agent.ppo2 --init with
+            joint PPO's), ppo2, jerk and random.
 6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
             curves (OUT/*.png), and the suite's scores.
 
@@ -46,10 +49,15 @@ from meta_train.configs import CONFIG_DIR
 from roms_setup.errors import UserError, exit_on_user_error
 
 STATE = "pipeline.json"
-STAGES = ("roms", "maml", "joint", "images", "suite", "report")
-KNOWN_AGENTS = ("maml", "joint", "ppo2", "jerk", "random")
+STAGES = ("roms", "maml", "reptile", "joint", "images", "suite", "report")
+KNOWN_AGENTS = ("maml", "reptile", "joint", "ppo2", "jerk", "random")
 IMAGE_TAGS = {"maml": "sonic-maml-pipeline-maml:latest",
+              "reptile": "sonic-maml-pipeline-reptile:latest",
               "joint": "sonic-maml-pipeline-joint:latest"}
+# agent name in the suite → (agent program, checkpoint stage, option naming the checkpoint)
+CHECKPOINT_AGENTS = {"maml": ("maml", "maml", "--checkpoint"),
+                     "reptile": ("maml", "reptile", "--checkpoint"),
+                     "joint": ("ppo2", "joint", "--init")}
 PRESETS = {"default": "pipeline-atari.yaml", "sonic": "pipeline-sonic.yaml",
            "smoke": "pipeline-smoke.yaml"}
 
@@ -162,13 +170,20 @@ def stage_roms(p: Pipeline, sonic: bool) -> dict[str, Any]:
     return {}
 
 
-def stage_maml(p: Pipeline) -> dict[str, Any]:
+def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
+    """MAML (name maml: the config's meta-optimizer) or Reptile (name reptile: the same config
+    with the first-order Reptile meta-optimizer, the cheap comparison)."""
+    if name not in p.cfg["suite"]["agents"]:
+        print(f"{name} is not in suite.agents: nothing to train")
+        return {"skipped": True}
     cmd = py("meta_train", "--config", str(maml_config_file(p.cfg)), "--out",
-             str(p.out / "maml"), "--resume", "--set", f"task.levels={p.cfg['train_levels']}")
+             str(p.out / name), "--resume", "--set", f"task.levels={p.cfg['train_levels']}")
+    if name == "reptile":
+        cmd += ["--meta-optimizer", "reptile", "--set", "learn_inner_lr=false"]
     for item in p.cfg["maml"].get("set") or []:
         cmd += ["--set", str(item)]
-    run_command(cmd, "meta-training")
-    return {"checkpoint": str(p.out / "maml" / "checkpoint.pt")}
+    run_command(cmd, "meta-training" if name == "maml" else "Reptile meta-training")
+    return {"checkpoint": str(p.out / name / "checkpoint.pt")}
 
 
 def stage_joint(p: Pipeline) -> dict[str, Any]:
@@ -205,12 +220,10 @@ def stage_images(p: Pipeline, runtime: str) -> dict[str, Any]:
     print(f"Docker: {why}", flush=True)
     agents = p.cfg["suite"]["agents"]
     for agent in agents:
-        if agent == "maml":
-            cmd = py("evaluation", "build", "--agent", "maml", "--checkpoint",
-                     str(p.out / "maml" / "checkpoint.pt"), "--tag", IMAGE_TAGS["maml"])
-        elif agent == "joint":
-            cmd = py("evaluation", "build", "--agent", "ppo2", "--checkpoint",
-                     str(p.out / "joint" / "checkpoint.pt"), "--tag", IMAGE_TAGS["joint"])
+        if agent in CHECKPOINT_AGENTS:
+            program, stage, _ = CHECKPOINT_AGENTS[agent]
+            cmd = py("evaluation", "build", "--agent", program, "--checkpoint",
+                     str(p.out / stage / "checkpoint.pt"), "--tag", IMAGE_TAGS[agent])
         else:
             cmd = py("evaluation", "build", "--agent", agent)
         run_command(cmd, f"building the {agent} image")
@@ -219,7 +232,8 @@ def stage_images(p: Pipeline, runtime: str) -> dict[str, Any]:
 
 def suite_command(p: Pipeline, runtime: str) -> list[str]:
     s = p.cfg["suite"]
-    agents = [("joint=ppo2" if a == "joint" else a) for a in s["agents"]]
+    agents = [f"{a}={CHECKPOINT_AGENTS[a][0]}" if a in CHECKPOINT_AGENTS and
+              CHECKPOINT_AGENTS[a][0] != a else a for a in s["agents"]]
     cmd = py("evaluation", "suite", "--agents", ",".join(agents), "--levels",
              str(p.cfg["test_levels"]), "--seeds", str(int(s["seeds"])), "--budget",
              str(int(s["budget"])), "--wallclock", str(float(s["wallclock"])), "--runtime",
@@ -227,20 +241,16 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
     ppo_set = [x for item in s.get("ppo_set") or [] for x in ("--set", str(item))]
     maml_set = [x for item in s.get("maml_set") or [] for x in ("--set", str(item))]
     args: dict[str, list[str]] = {}
-    if "maml" in s["agents"]:
-        args["maml"] = ppo_set + maml_set
+    for agent in s["agents"]:
+        if agent not in CHECKPOINT_AGENTS:
+            continue
+        program, stage, option = CHECKPOINT_AGENTS[agent]
+        args[agent] = ppo_set + (maml_set if program == "maml" else [])
         if runtime == "local":
-            args["maml"] = ["--checkpoint", str((p.out / "maml" / "checkpoint.pt").resolve()),
-                            *args["maml"]]
+            args[agent] = [option, str((p.out / stage / "checkpoint.pt").resolve()),
+                           *args[agent]]
         else:
-            cmd += ["--image", f"maml={IMAGE_TAGS['maml']}"]
-    if "joint" in s["agents"]:
-        args["joint"] = list(ppo_set)
-        if runtime == "local":
-            args["joint"] = ["--init", str((p.out / "joint" / "checkpoint.pt").resolve()),
-                             *args["joint"]]
-        else:
-            cmd += ["--image", f"joint={IMAGE_TAGS['joint']}"]
+            cmd += ["--image", f"{agent}={IMAGE_TAGS[agent]}"]
     if "ppo2" in s["agents"] and ppo_set:
         args["ppo2"] = list(ppo_set)
     for name, a in args.items():
@@ -274,7 +284,8 @@ def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
     return out
 
 
-def plot_meta_training(rows: list[dict[str, str]], path: Path) -> bool:
+def plot_meta_training(rows: list[dict[str, str]], path: Path,
+                       title: str = "MAML meta-training (training levels)") -> bool:
     if not rows:
         return False
     import matplotlib
@@ -290,7 +301,7 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path) -> bool:
                 label="before adaptation" if j == 0 else f"after {j} step(s)")
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("mean trajectory return")
-    ax.set_title("MAML meta-training (training levels)")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -318,13 +329,32 @@ def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
     return True
 
 
+def meta_section(out: Path, stage: str, title: str, png: str) -> list[str]:
+    """The report's section on one meta-training run (OUT/<stage>/metrics.csv)."""
+    rows = read_csv(out / stage / "metrics.csv")
+    lines = [f"## Meta-training ({title})", ""]
+    if not rows:
+        return lines + ["No metrics.", ""]
+    steps = sorted(int(k.split("_")[1]) for k in rows[-1] if k.startswith("return_"))
+    lines += [f"{len(rows)} meta-iterations; mean trajectory return on the sampled training "
+              "levels before adaptation and after each inner step:", "",
+              "| iteration | " + " | ".join("before" if j == 0 else f"after {j}"
+                                          for j in steps) + " |",
+              "|---|" + "---|" * len(steps)]
+    for r in (rows[0], rows[-1]) if len(rows) > 1 else (rows[0],):
+        lines.append(f"| {r['iteration']} | " + " | ".join(
+            f"{float(r[f'return_{j}']):.1f}" for j in steps) + " |")
+    lines.append("")
+    if plot_meta_training(rows, out / png, f"{title} meta-training (training levels)"):
+        lines += [f"![{title} meta-training]({png})", ""]
+    return lines
+
+
 def stage_report(p: Pipeline, sonic: bool) -> Path:
     from evaluation.suite_cli import overall_table
 
     out = p.out
-    meta_rows = read_csv(out / "maml" / "metrics.csv")
     joint_rows = read_csv(out / "joint" / "progress.csv")
-    has_meta_png = plot_meta_training(meta_rows, out / "meta_training.png")
     has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
     stages = p.state["stages"]
     total = sum(float(st.get("seconds", 0.0)) for st in stages.values())
@@ -342,22 +372,9 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
     lines += [f"| {name} | {stages[name].get('seconds', '')} |" for name in STAGES
               if name in stages]
     lines += [f"| total (without the report) | {total:.0f} |", ""]
-    lines += ["## Meta-training (MAML)", ""]
-    if meta_rows:
-        last = meta_rows[-1]
-        steps = sorted(int(k.split("_")[1]) for k in last if k.startswith("return_"))
-        first = meta_rows[0]
-        lines.append(f"{len(meta_rows)} meta-iterations; mean trajectory return on the sampled "
-                     "training levels before adaptation and after each inner step:")
-        lines += ["", "| iteration | " + " | ".join(
-            "before" if j == 0 else f"after {j}" for j in steps) + " |",
-            "|---|" + "---|" * len(steps)]
-        for r in (first, last) if len(meta_rows) > 1 else (first,):
-            lines.append(f"| {r['iteration']} | " + " | ".join(
-                f"{float(r[f'return_{j}']):.1f}" for j in steps) + " |")
-        lines.append("")
-        if has_meta_png:
-            lines += ["![meta-training](meta_training.png)", ""]
+    lines += meta_section(out, "maml", "MAML", "meta_training.png")
+    if (out / "reptile" / "metrics.csv").is_file():
+        lines += meta_section(out, "reptile", "Reptile", "reptile_training.png")
     lines += ["## Joint PPO", ""]
     if joint_rows:
         last = joint_rows[-1]
@@ -377,6 +394,8 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
               "- **maml**: `agent.maml` with the meta-trained initialization: inner "
               "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
               "parameters for the rest of the budget.",
+              "- **reptile** (when listed): `agent.maml` with an initialization meta-trained by "
+              "first-order Reptile on the same levels and scale instead of MAML.",
               "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
               "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
               "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
@@ -422,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {stage}: done before, skipped", flush=True)
                 continue
             banner(stage, {"roms": "games and levels", "maml": "MAML meta-training",
+                           "reptile": "Reptile meta-training (the cheap comparison)",
                            "joint": "joint PPO", "images": "agent images",
                            "suite": "contest-style evaluation"}[stage])
             t0 = time.monotonic()
             if stage == "roms":
                 info = stage_roms(p, args.sonic)
-            elif stage == "maml":
-                info = stage_maml(p)
+            elif stage in ("maml", "reptile"):
+                info = stage_maml(p, stage)
             elif stage == "joint":
                 info = stage_joint(p)
             elif stage == "images":

@@ -1,6 +1,6 @@
 """The main job (`python -m meta_train.pipeline`): the stage commands it makes, its resume rules,
 and the whole pipeline at smoke scale end to end in Docker (meta-training on two Atari levels,
-joint PPO, the five agent images, the suite with a Docker run of the MAML agent, the report)."""
+joint PPO, the agent images, the suite with Docker runs of the MAML agent, the report)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.checkpoint import load_checkpoint
 from meta_train.pipeline import (
     CONFIG_DIR,
     IMAGE_TAGS,
@@ -38,16 +39,19 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     cfg = load_pipeline_config(SMOKE)
     p = Pipeline(tmp_path, cfg, SMOKE)
     local = suite_command(p, "local")
-    assert local[local.index("--agents") + 1] == "maml,joint=ppo2,ppo2,jerk,random"
+    assert local[local.index("--agents") + 1] == "maml,reptile=maml,joint=ppo2,ppo2,jerk,random"
     args = _agent_args(local)
     assert args["maml"][:2] == ["--checkpoint", str((tmp_path / "maml/checkpoint.pt").resolve())]
     assert args["joint"][:2] == ["--init", str((tmp_path / "joint/checkpoint.pt").resolve())]
+    assert args["reptile"][:2] == [
+        "--checkpoint", str((tmp_path / "reptile/checkpoint.pt").resolve())]
     # the three learners get the same PPO settings, so only their initialization differs
-    assert args["maml"][2:] == args["joint"][2:] == args["ppo2"] == [
+    assert args["maml"][2:] == args["reptile"][2:] == args["joint"][2:] == args["ppo2"] == [
         "--set", "nsteps=64", "--set", "nminibatches=2", "--set", "noptepochs=1"]
     assert "--image" not in local
     docker = suite_command(p, "docker")
-    assert f"maml={IMAGE_TAGS['maml']}" in docker and f"joint={IMAGE_TAGS['joint']}" in docker
+    for name in ("maml", "reptile", "joint"):
+        assert f"{name}={IMAGE_TAGS[name]}" in docker
     assert "--checkpoint" not in " ".join(docker) and "--init" not in " ".join(docker)
 
 
@@ -78,12 +82,14 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = json.loads((out / "pipeline.json").read_text())
     assert [s for s in state["stages"] if state["stages"][s]["status"] == "done"] == [
-        "roms", "maml", "joint", "images", "suite"]
+        "roms", "maml", "reptile", "joint", "images", "suite"]
     assert state["stages"]["images"]["runtime"] == "docker"
-    with open(out / "maml" / "metrics.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 1  # one meta-iteration
+    for stage in ("maml", "reptile"):
+        with open(out / stage / "metrics.csv", newline="") as f:
+            assert len(list(csv.DictReader(f))) == 1  # one meta-iteration each
+    assert load_checkpoint(out / "reptile" / "checkpoint.pt")["meta_optimizer"] == "reptile"
     runs = out / "suite" / "runs"
-    for agent in ("maml", "joint", "ppo2", "jerk", "random"):
+    for agent in ("maml", "reptile", "joint", "ppo2", "jerk", "random"):
         (res,) = runs.glob(f"{agent}/*/seed0/results.json")
         data = json.loads(res.read_text())
         assert data["status"] == "budget" and data["timesteps"] == 300, (agent, data)
@@ -94,12 +100,12 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1 and all(float(r["steps"]) > 0 for r in rows)
     report = (out / "report.md").read_text()
-    for agent in ("maml", "joint", "ppo2", "jerk", "random"):
-        assert f"| {agent} |" in report or f"| {agent}" in report
+    for agent in ("maml", "reptile", "joint", "ppo2", "jerk", "random"):
+        assert f"| {agent} |" in report
     assert "in Docker containers" in report
     # rerunning resumes: every stage is skipped
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 5
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 6
 
 
 def test_sonic_without_roms_is_a_one_line_error(tmp_path: Path) -> None:
