@@ -4,7 +4,7 @@
 Builds the top-level Dockerfile offline: wheels come from `pip download` on the host (cached),
 the build runs with `network_mode=none`. The default tag is the one the runner looks for. An
 image is rebuilt only when its context changed (sources, wheels, arguments). `--checkpoint` adds
-a thin layer with the checkpoint on top of the agent's plain image (its own `--tag` needed).
+a thin layer with the checkpoint on top of the agent's plain image.
 """
 
 from __future__ import annotations

@@ -270,8 +270,9 @@ def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_im
 
     An image already tagged `tag` from the same context (same sources, wheels, checkpoint and
     arguments; see `context_digest`) is kept as it is unless `force`. A `checkpoint` goes in a
-    thin layer on top of the agent's plain image (`default_agent_tag(agent)`, built first when
-    missing or stale), so a new checkpoint costs seconds, not a pip install."""
+    thin layer on top of the agent's plain image (`default_agent_tag(agent)`, or its `:plain`
+    tag when the checkpoint image itself takes the default tag; built first when missing or
+    stale), so a new checkpoint costs seconds, not a pip install."""
     if checkpoint is not None:
         return _build_checkpoint_image(client, agent, tag, base_image, checkpoint,
                                        requirements=requirements, quiet=quiet, force=force)
@@ -298,9 +299,8 @@ def _build_checkpoint_image(client: docker.DockerClient, agent: str, tag: str, b
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} is not a file")
     plain = default_agent_tag(agent)
-    if plain == tag:
-        raise UserError(f"give an image with a checkpoint its own --tag (not {plain}, the "
-                        f"agent's plain image)")
+    if plain == tag:  # the checkpoint image takes the default tag: its base gets another one
+        plain = plain.rsplit(":", 1)[0] + ":plain"
     plain_id = build_agent_image(client, agent, plain, base_image, requirements=requirements,
                                  quiet=quiet)
     with tempfile.TemporaryDirectory(prefix="agent-ckpt-", dir=cache_dir()) as tmp:
