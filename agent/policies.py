@@ -48,6 +48,15 @@ def ortho_init(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
+
+# A Gaussian head's log-std is clamped where it becomes a distribution: an unstable update (e.g.
+# several MAML inner steps after a bad meta-step) can drive it to −∞, and exp() to a zero scale.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def clamped_log_std(log_std: Tensor) -> Tensor:
+    return log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
 class NatureCNN(nn.Module):
     """Mnih et al. 2015: conv 32×8×8/4, 64×4×4/2, 64×3×3/1, fc 512, ReLU.
 
@@ -146,7 +155,7 @@ class ActorCritic(nn.Module):
         if self.action_type == "discrete":
             return Categorical(logits=dist_params)
         mean, log_std = dist_params.chunk(2, dim=-1)
-        return Independent(Normal(mean, log_std.exp()), 1)
+        return Independent(Normal(mean, clamped_log_std(log_std).exp()), 1)
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from agent.policies import clamped_log_std
 from meta_train.tasks import Task, make_env
 
 Params = dict[str, Tensor]
@@ -75,7 +76,7 @@ def sample_actions(policy: nn.Module, dist_params: Tensor, gen: torch.Generator)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
     mean, log_std = dist_params.chunk(2, dim=-1)
     noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
-    return mean + log_std.exp() * noise
+    return mean + clamped_log_std(log_std).exp() * noise
 
 
 class EnvPool:

@@ -88,6 +88,16 @@ def adaptation_settings(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
             "reward_scale": float(task.get("reward_scale", 0.01))}
 
 
+def check_finite(info: dict[str, Any], it: int, learner: MetaLearner, ckpt_path: Path) -> None:
+    """Stop with a one-line error when a meta-step diverged, before it is checkpointed."""
+    bad = [k for k in ("loss_before", "loss_after", "kl") if k in info
+           and not math.isfinite(float(info[k]))]
+    if bad or not all(torch.isfinite(p).all() for p in learner.meta_parameters()):
+        what = ", ".join(f"{k}={info[k]}" for k in bad) or "parameters not finite"
+        raise UserError(f"meta-iteration {it} diverged ({what}); {ckpt_path} keeps iteration "
+                        f"{it - 1}: lower the meta-optimizer's lr or inner_lr and --resume")
+
+
 def check_config(cfg: dict[str, Any]) -> None:
     for key in ("iterations", "meta_batch", "trajectories"):
         if int(cfg[key]) < 1:
@@ -212,6 +222,7 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
             t1 = time.perf_counter()
             info = opt.step(batches)
             t2 = time.perf_counter()
+            check_finite(info, it, learner, ckpt_path)
             env_steps += meta_batch * count * dist.horizon * (steps + 1)
             returns = [dist.return_scale * sum(b.step_returns[j] for b in batches) / meta_batch
                        for j in range(steps + 1)]

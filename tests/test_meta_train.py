@@ -213,3 +213,27 @@ def test_worker_sampling_equals_in_process() -> None:
             np.testing.assert_array_equal(a.obs, b.obs)
             np.testing.assert_array_equal(a.actions, b.actions)
             np.testing.assert_array_equal(a.rewards, b.rewards)
+
+
+def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_valid(
+        tmp_path: Path) -> None:
+    import math
+
+    import torch
+
+    from agent.policies import LOG_STD_MIN, build_policy
+    from meta_train.maml import MetaLearner
+    from meta_train.train import check_finite
+    from roms_setup.errors import UserError
+
+    policy = build_policy({"body": "mlp", "obs_shape": [3], "hidden": [4],
+                           "action": {"type": "gaussian", "dim": 2}})
+    learner = MetaLearner(policy)
+    check_finite({"loss_after": 0.1, "kl": 0.01}, 5, learner, tmp_path / "c.pt")  # fine
+    with pytest.raises(UserError, match=r"meta-iteration 5 diverged \(kl=nan\).*keeps iteration 4"):
+        check_finite({"loss_after": 0.1, "kl": math.nan}, 5, learner, tmp_path / "c.pt")
+    # a log-std driven to -1e4 (exp = 0) would make torch reject the distribution: clamped
+    params = torch.cat([torch.zeros(1, 2), torch.full((1, 2), -1e4)], dim=-1)
+    dist = policy.distribution(params)
+    assert torch.allclose(dist.base_dist.scale, torch.full((1, 2), math.exp(LOG_STD_MIN)))
+    assert torch.isfinite(dist.log_prob(torch.zeros(1, 2))).all()
