@@ -370,7 +370,7 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
         f"{'' if runtime == 'docker' else ' (' + str(stages.get('images', {}).get('why')) + ')'}.",
         "", "## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {name} | {stages[name].get('seconds', '')} |" for name in STAGES
-              if name in stages]
+              if name in stages and not stages[name].get("skipped")]
     lines += [f"| total (without the report) | {total:.0f} |", ""]
     lines += meta_section(out, "maml", "MAML", "meta_training.png")
     if (out / "reptile" / "metrics.csv").is_file():
