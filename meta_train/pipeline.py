@@ -88,9 +88,16 @@ def config_path(args: argparse.Namespace) -> Path:
 
 def load_pipeline_config(path: Path) -> dict[str, Any]:
     cfg = read_yaml(path)
-    for key in ("train_levels", "test_levels", "maml", "joint", "suite"):
+    required = {"train_levels": (), "test_levels": (), "maml": ("config",),
+                "joint": ("timesteps", "envs"),
+                "suite": ("agents", "seeds", "budget", "wallclock", "workers")}
+    for key, inner in required.items():
         if key not in cfg:
             raise UserError(f"{path} has no {key!r}: see meta_train/configs/pipeline-atari.yaml")
+        missing = [k for k in inner if not isinstance(cfg[key], dict) or k not in cfg[key]]
+        if missing:
+            raise UserError(f"{path}: {key} has no {', '.join(missing)}: see "
+                            "meta_train/configs/pipeline-atari.yaml")
     unknown = [a for a in cfg["suite"]["agents"] if a not in KNOWN_AGENTS]
     if unknown:
         raise UserError(f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
@@ -140,10 +147,7 @@ def py(*args: str) -> list[str]:
 
 def run_command(cmd: list[str], what: str) -> None:
     print(f"$ {shlex.join(cmd)}", flush=True)
-    try:
-        proc = subprocess.run(cmd)
-    except KeyboardInterrupt:
-        raise
+    proc = subprocess.run(cmd)
     if proc.returncode == 130:
         raise KeyboardInterrupt
     if proc.returncode != 0:

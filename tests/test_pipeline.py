@@ -65,6 +65,9 @@ def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
     bad.write_text(SMOKE.read_text().replace("agents: [maml,", "agents: [nosuch, maml,"))
     with pytest.raises(UserError, match="unknown agent"):
         load_pipeline_config(bad)
+    bad.write_text(SMOKE.read_text().replace("  budget: 300\n", ""))
+    with pytest.raises(UserError, match="suite has no budget"):
+        load_pipeline_config(bad)
 
 
 @pytest.mark.slow
