@@ -1,8 +1,10 @@
 """Agent handles: one small interface for an agent running as a local process or a container.
 
 The runner only calls `wait`, `kill` and `finish` (see `AgentHandle`). `LocalAgent` runs a
-command in its own process group (so `kill` reaches whatever it spawned), with its stdout and
-stderr in one log file and, when asked, an address-space limit (RLIMIT_AS).
+command under a guard process (`evaluation/agent_guard.py`) that kills whatever the agent
+started, even a process that left its group with setsid(), and the agent itself when the runner
+dies; its stdout and stderr go to one log file and, when asked, it gets an address-space limit
+(RLIMIT_AS).
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import resource
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 # Environment variables the runner sets for every agent.
 SOCKET_DIR_ENV = "CONTEST_SOCKET_DIR"  # the directory holding `sock` and `ob`
@@ -62,64 +64,94 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-class LocalAgent:
-    """An agent as a local subprocess in its own process group."""
+GUARD = Path(__file__).with_name("agent_guard.py")
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: IO[bytes], log_path: Path,
+
+class LocalAgent:
+    """An agent as a local process under its guard (`evaluation/agent_guard.py`).
+
+    The guard is a child subreaper: whatever the agent starts (setsid() included) stays in its
+    tree and is killed with it. Its stdin is the lifeline: closing it (here, or by the runner's
+    death) ends the agent and all its processes.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path,
                  memory_bytes: int | None) -> None:
         self.proc = proc
-        self._log = log
         self.log_path = log_path
         self.memory_bytes = memory_bytes
+        self.agent_pid: int | None = None
+        self._code: int | None = None
+        self._reported = False
 
     @classmethod
     def start(cls, cmd: Sequence[str], env: Mapping[str, str], log_path: Path,
               cwd: Path | None = None, memory: str | int | None = None) -> LocalAgent:
         memory_bytes = parse_memory(memory)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # noqa: SIM115 - closed by finish()
+        guard = [sys.executable, "-I", str(GUARD), "--log", str(log_path)]
+        if memory_bytes is not None:
+            guard += ["--memory", str(memory_bytes)]
+        if cwd is not None:
+            guard += ["--cwd", str(cwd)]
+        proc = subprocess.Popen(
+            [*guard, "--", *cmd], env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, process_group=0)
+        agent = cls(proc, log_path, memory_bytes)
+        agent._read_started()
+        return agent
 
-        def limit() -> None:  # runs in the child between fork and exec
-            if memory_bytes is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-
-        try:
-            proc = subprocess.Popen(
-                list(cmd), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, process_group=0,
-                preexec_fn=limit if memory_bytes is not None else None,
-            )
-        except OSError:
-            log.close()
-            raise
-        return cls(proc, log, log_path, memory_bytes)
+    def _read_started(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode(errors="replace").split()
+        if line[:1] == ["started"]:
+            self.agent_pid = int(line[1])
+            return
+        self.kill()
+        self.proc.wait()
+        raise OSError(f"the agent could not start: {' '.join(line[1:]) or 'guard failed'}")
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.agent_pid if self.agent_pid is not None else self.proc.pid
 
     def wait(self, timeout: float | None) -> int | None:
         try:
-            return self.proc.wait(timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        return self._exit_code()
 
-    def _signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-
-    def terminate(self) -> None:
-        self._signal_group(signal.SIGTERM)
+    def _exit_code(self) -> int | None:
+        """The agent's code, as the guard reported it (None if the guard died first)."""
+        if not self._reported and self.proc.stdout is not None:
+            self._reported = True
+            for raw in self.proc.stdout.read().decode(errors="replace").splitlines():
+                if raw.startswith("exit "):
+                    self._code = int(raw.split()[1])
+            self.proc.stdout.close()
+        return self._code
 
     def kill(self) -> None:
-        self._signal_group(signal.SIGKILL)
+        """Close the lifeline: the guard kills the agent and everything it started."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def terminate(self) -> None:
+        self.kill()
 
     def finish(self) -> AgentOutcome:
-        code = self.proc.poll()
         self.kill()  # the leader may be gone while children it started still run
-        if code is None:
-            code = self.wait(10.0)
-        self._log.close()
+        try:
+            self.proc.wait(30.0)
+        except subprocess.TimeoutExpired:  # a hung guard: kill it and the agent's group
+            self.proc.kill()
+            self.proc.wait()
+            if self.agent_pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.agent_pid, signal.SIGKILL)
+        code = self._exit_code()
         return AgentOutcome(code, self._oom(code), self.log_path)
 
     def _oom(self, code: int | None) -> bool:

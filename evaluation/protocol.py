@@ -59,8 +59,9 @@ def encode(type_: str, content: Any) -> bytes:
 def decode(raw: bytes) -> tuple[str, Any]:
     """One message (without its form feed) → (type, content). Raises ProtocolError."""
     try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        # decode first: json.loads(bytes) would also accept UTF-16 and UTF-32
+        message = json.loads(bytes(raw).decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError; deep nesting
         preview = bytes(raw[:40])
         raise ProtocolError(
             f"message is not UTF-8 JSON ({e.__class__.__name__}): {preview!r}") from None

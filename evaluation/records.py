@@ -14,13 +14,18 @@ results.json (written atomically) — see STATUSES for the `status` values.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
+import shutil
+import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +34,7 @@ from typing import Any, TextIO
 MONITOR = "monitor.csv"
 PROGRESS = "progress.csv"
 RESULTS = "results.json"
+LOCK = ".run.lock"  # held while a run writes into a results directory
 
 STATUSES = {
     "running": "the server is still serving (or died without writing its final results)",
@@ -66,6 +72,67 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         except OSError:
             pass
         raise
+
+
+def lock_dir(results_dir: Path, wait_s: float = 0.0) -> DirLock:
+    """Hold results_dir/.run.lock (flock): one run at a time writes into a results directory.
+
+    Waits up to `wait_s` for a holder to finish; then a one-line UserError.
+    """
+    from roms_setup.errors import UserError
+
+    fd = os.open(Path(results_dir) / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return DirLock(fd)
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                os.close(fd)
+                raise UserError(f"another run is writing into {results_dir}: wait for it to "
+                                "end, or choose another results directory") from None
+            time.sleep(0.1)
+
+
+class DirLock:
+    """An flock held through an open file descriptor (shared with a child that inherits it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def copy_atomic(src: Path, dest: Path) -> None:
+    """Copy a file to a temporary name beside `dest`, then os.replace it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def publish_records(private_dir: Path, results_dir: Path) -> str | None:
+    """Copy monitor.csv, progress.csv and results.json from the private records directory into
+    the results directory (recreated if it was deleted). Returns the error, None if all went."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for name in (MONITOR, PROGRESS, RESULTS):
+            if (private_dir / name).is_file():
+                copy_atomic(private_dir / name, results_dir / name)
+    except OSError as e:
+        print(f"cannot publish the records into {results_dir}: {e}", file=sys.stderr, flush=True)
+        return f"{e.__class__.__name__}: {e}"
+    return None
 
 
 def read_results(results_dir: Path) -> dict[str, Any] | None:
@@ -117,7 +184,8 @@ class RunRecorder:
 
     def __init__(self, results_dir: Path, *, level: str, seed: int, agent: str, runtime: str,
                  budget: int, wallclock_s: float, progress_every_s: float = 30.0,
-                 progress_every_steps: int = 50_000, extra: dict[str, Any] | None = None) -> None:
+                 progress_every_steps: int = 50_000, extra: dict[str, Any] | None = None,
+                 on_progress: Callable[[], None] | None = None) -> None:
         self.dir = Path(results_dir)
         self.level = level
         self.seed = seed
@@ -142,6 +210,8 @@ class RunRecorder:
         self._next_progress_t = self._t0 + progress_every_s
         self._monitor: TextIO | None = None
         self._progress: TextIO | None = None
+        self.on_progress = on_progress
+        self.write_error: str | None = None  # the first failed write (disk full, dir deleted)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -201,6 +271,8 @@ class RunRecorder:
         mean = sum(self.recent) / len(self.recent) if self.recent else ""
         self._progress.write(f"{timesteps},{self.episodes},{now - self._t0:.3f},{mean}\n")
         self._progress.flush()
+        if self.on_progress is not None:
+            self.on_progress()
 
     @property
     def episodes(self) -> int:
@@ -210,17 +282,38 @@ class RunRecorder:
 
     def finish(self, status: str, error: str | None, timesteps: int,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the cut-off episode (if it had steps), a last progress line and results.json."""
-        if self.in_episode and self.episode_length > 0:
-            self._end_episode(cut=True)
-        self.progress(timesteps)
+        """Write the cut-off episode (if it had steps), a last progress line and results.json.
+
+        Never raises for a failed write (disk full, directory deleted): the run ends
+        `env_error` with the error, and what could be written is kept."""
+        self.on_progress = None  # the caller publishes once, after results.json
+        with self._noting_write_errors():
+            if self.in_episode and self.episode_length > 0:
+                self._end_episode(cut=True)
+        with self._noting_write_errors():
+            self.progress(timesteps)
         for f in (self._monitor, self._progress):
             if f is not None:
-                f.close()
+                with self._noting_write_errors():
+                    f.close()
         self._monitor = self._progress = None
         if extra:
             self.extra.update(extra)
-        return self.write_results(status, error, timesteps)
+        if self.write_error is not None:
+            error = f"{error}; " if error else ""
+            status, error = "env_error", f"{error}cannot write the records: {self.write_error}"
+        data = self.results(status, error, timesteps)
+        with self._noting_write_errors():
+            write_json_atomic(self.dir / RESULTS, data)
+        return data
+
+    @contextlib.contextmanager
+    def _noting_write_errors(self) -> Any:
+        try:
+            yield
+        except OSError as e:
+            if self.write_error is None:
+                self.write_error = f"{e.__class__.__name__}: {e}"
 
     def results(self, status: str, error: str | None, timesteps: int) -> dict[str, Any]:
         cut = next((row for row in self.rows if row.cut), None)

@@ -12,7 +12,8 @@ the server when the agent ends, and amends results.json with how the agent ended
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import json
+import math
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +36,24 @@ from evaluation.agent_process import (
     AgentHandle,
     AgentOutcome,
     LocalAgent,
+    parse_memory,
 )
 from evaluation.contest_rules import WALLCLOCK_S
 from evaluation.protocol import SOCKET_NAME
-from evaluation.records import RESULTS, read_results, write_json_atomic
+from evaluation.records import (
+    MONITOR,
+    PROGRESS,
+    RESULTS,
+    DirLock,
+    EpisodeRow,
+    lock_dir,
+    publish_records,
+    read_monitor,
+    score,
+    utc_now,
+    write_json_atomic,
+)
+from evaluation.serve_cli import MAX_SEED
 from roms_setup.errors import UserError
 from roms_setup.levels import Level
 
@@ -68,6 +84,7 @@ class RunSpec:
     cpus: float | None = None  # docker only
     pids: int | None = None  # docker only
     idle_timeout_s: float | None = None  # None: the server's default
+    wallclock_grace_s: float = WALLCLOCK_GRACE_S  # the runner's backstop beyond the wall clock
 
 
 def image_for(spec: RunSpec) -> str:
@@ -75,16 +92,12 @@ def image_for(spec: RunSpec) -> str:
 
 
 def agent_module_exists(name: str) -> bool:
-    """Is there an `agent/<name>.py` (or package) — found without importing anything."""
+    """Is there an `agent/<name>.py` (or package) in the project — found without importing
+    anything, and never in the current directory (a results directory holds an `agent/`)."""
     if not name.isidentifier():
         return False
-    pkg = importlib.util.find_spec("agent")
-    if pkg is None or not pkg.submodule_search_locations:
-        return False
-    for base in pkg.submodule_search_locations:
-        if (Path(base) / f"{name}.py").is_file() or (Path(base) / name / "__main__.py").is_file():
-            return True
-    return False
+    base = ROOT / "agent"
+    return (base / f"{name}.py").is_file() or (base / name / "__main__.py").is_file()
 
 
 def local_agent_cmd(spec: RunSpec) -> list[str]:
@@ -110,8 +123,7 @@ def check_results_dir(path: Path) -> None:
 def server_cmd(spec: RunSpec, socket_dir: Path) -> list[str]:
     cmd = [
         sys.executable, "-m", "evaluation", "serve",
-        "--level", spec.level.id, "--socket", str(socket_dir),
-        "--results-dir", str(spec.results_dir), "--budget", str(spec.budget),
+        "--level", spec.level.id, "--socket", str(socket_dir), "--budget", str(spec.budget),
         "--wallclock", repr(float(spec.wallclock_s)), "--seed", str(spec.seed),
         "--agent", spec.agent, "--runtime", spec.runtime,
     ]
@@ -165,7 +177,7 @@ def amend_status(status: str, exit_code: int | None, oom: bool, agent_ended_firs
 
 def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path,
                  log_path: Path) -> AgentHandle:
-    base_env = {OUTPUT_DIR_ENV: str(output_dir), SEED_ENV: str(spec.seed)}
+    base_env = {OUTPUT_DIR_ENV: str(output_dir.resolve()), SEED_ENV: str(spec.seed)}
     if spec.runtime == "local":
         env = {**os.environ, **base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
         # `python -m agent.X` must find the project's packages wherever it is started from
@@ -201,6 +213,102 @@ def _wait_for_socket(server: subprocess.Popen[bytes], sock: Path, server_log: Pa
         time.sleep(0.02)
 
 
+def check_spec(spec: RunSpec) -> None:
+    """Refuse bad input before anything starts (one-line UserErrors)."""
+    spec.results_dir = Path(spec.results_dir)
+    if spec.runtime not in ("local", "docker"):
+        raise UserError(f"unknown runtime {spec.runtime!r}: choose local or docker")
+    if spec.budget <= 0:
+        raise UserError(f"budget must be positive, got {spec.budget}")
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {spec.seed}")
+    for name, value in (("--wallclock", spec.wallclock_s), ("--idle-timeout",
+                                                           spec.idle_timeout_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name} must be a finite number of seconds, got {value}")
+    if spec.wallclock_s <= 0:
+        raise UserError(f"--wallclock must be above 0, got {spec.wallclock_s}")
+    try:
+        parse_memory(spec.memory)
+    except ValueError as e:
+        raise UserError(f"--memory: {e}") from None
+    if spec.runtime == "local":
+        local_agent_cmd(spec)  # fail early on an unknown agent
+
+
+# What a previous run left in a results directory: removed before a new run starts, so that
+# nothing (movies replayed by `video`, the agent's files) is taken for the new run's.
+PREVIOUS_RUN = (RESULTS, MONITOR, PROGRESS, "server.log", "agent.log", "movies", "agent")
+
+
+def clear_previous_run(results_dir: Path) -> None:
+    for name in PREVIOUS_RUN:
+        path = results_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@dataclass
+class Running:
+    """The live parts of one run: private directories, pipes, the server, the agent."""
+
+    spec: RunSpec
+    socket_dir: Path
+    records: Path  # the server's records: private, published into results_dir by the runner
+    lifeline: int  # write end: the server and the agent's guard end when it closes
+    results_pipe: ResultReader
+    server: subprocess.Popen[bytes]
+    agent: AgentHandle | None = None
+    agent_ended_first: bool = False
+    backstop: bool = False
+
+
+class ResultReader(threading.Thread):
+    """Reads the server's final results from its result pipe (a path no agent can write)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.results: dict[str, Any] | None = None
+
+    def run(self) -> None:
+        with os.fdopen(self.fd, "rb") as f:
+            data = f.read()
+        with contextlib.suppress(ValueError):
+            value = json.loads(data.decode("utf-8", "replace").strip() or "null")
+            self.results = value if isinstance(value, dict) else None
+
+
+def _start_server(spec: RunSpec, lock: DirLock) -> Running:
+    socket_dir = Path(tempfile.mkdtemp(prefix="contest-"))
+    os.chmod(socket_dir, 0o755)
+    records = Path(tempfile.mkdtemp(prefix="contest-records-"))  # 0700: the runner's only
+    life_r, life_w = os.pipe()
+    res_r, res_w = os.pipe()
+    cmd = server_cmd(spec, socket_dir) + [
+        "--results-dir", str(records), "--publish-dir", str(spec.results_dir.resolve()),
+        "--lifeline-fd", str(life_r), "--result-fd", str(res_w)]
+    try:
+        with open(spec.results_dir / "server.log", "wb") as slog:
+            # the server keeps the results directory's lock: an orphan still holds it
+            server = subprocess.Popen(cmd, cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, pass_fds=(life_r, res_w, lock.fd))
+    except BaseException:
+        for fd in (life_r, life_w, res_r, res_w):
+            os.close(fd)
+        shutil.rmtree(records, ignore_errors=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    os.close(life_r)
+    os.close(res_w)
+    reader = ResultReader(res_r)
+    reader.start()
+    return Running(spec, socket_dir, records, life_w, reader, server)
+
+
 def run_one(spec: RunSpec) -> dict[str, Any]:
     """Run one agent on one level; return the final results.json content.
 
@@ -209,97 +317,141 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """
     from roms_setup.installed import require_playable
 
-    spec.results_dir = Path(spec.results_dir)
-    if spec.runtime not in ("local", "docker"):
-        raise UserError(f"unknown runtime {spec.runtime!r}: choose local or docker")
-    if spec.budget <= 0:
-        raise UserError(f"budget must be positive, got {spec.budget}")
+    check_spec(spec)
     require_playable(spec.level)
     check_results_dir(spec.results_dir)
-    if spec.runtime == "local":
-        local_agent_cmd(spec)  # fail early on an unknown agent
-    output_dir = spec.results_dir / "agent"
-    output_dir.mkdir(exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(output_dir, 0o777)  # a container user (uid 1000) writes there
-    with contextlib.suppress(FileNotFoundError):
-        (spec.results_dir / RESULTS).unlink()  # never read a previous run's results
-
-    socket_dir = Path(tempfile.mkdtemp(prefix="contest-"))
-    os.chmod(socket_dir, 0o755)
-    server_log = spec.results_dir / "server.log"
-    agent_log = spec.results_dir / "agent.log"
-    agent: AgentHandle | None = None
-    outcome: AgentOutcome | None = None
-    agent_ended_first = False
-    backstop = False
-    with open(server_log, "wb") as slog:
-        server = subprocess.Popen(server_cmd(spec, socket_dir), cwd=ROOT, stdout=slog,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    lock = lock_dir(spec.results_dir)
     try:
-        _wait_for_socket(server, socket_dir / SOCKET_NAME, server_log)
+        clear_previous_run(spec.results_dir)
+        output_dir = spec.results_dir / "agent"
+        output_dir.mkdir()
+        with contextlib.suppress(OSError):
+            os.chmod(output_dir, 0o777)  # a container user (uid 1000) writes there
+        run = _start_server(spec, lock)
         try:
-            agent = _start_agent(spec, socket_dir, output_dir, agent_log)
+            outcome, start_error = _supervise(run, output_dir)
+            return _amend(run, outcome, start_error)
+        finally:
+            _close_run(run)
+    finally:
+        lock.close()
+
+
+def _close_run(run: Running) -> None:
+    with contextlib.suppress(OSError):
+        os.close(run.lifeline)
+    shutil.rmtree(run.socket_dir, ignore_errors=True)
+    shutil.rmtree(run.records, ignore_errors=True)
+
+
+def _supervise(run: Running, output_dir: Path) -> tuple[AgentOutcome | None, str | None]:
+    """Start the agent, supervise both; return how the agent ended (or why it never started)."""
+    spec, server = run.spec, run.server
+    agent_log = spec.results_dir / "agent.log"
+    try:
+        _wait_for_socket(server, run.socket_dir / SOCKET_NAME, spec.results_dir / "server.log")
+        try:
+            run.agent = _start_agent(spec, run.socket_dir, output_dir, agent_log)
         except UserError:
             raise
         except Exception as e:
+            run.agent_ended_first = True
             _stop_process(server, 10.0)
-            return _amend(spec, None, agent_ended_first=True, backstop=False,
-                          start_error=f"the agent could not start: {e.__class__.__name__}: {e}")
-        deadline = time.monotonic() + spec.wallclock_s + WALLCLOCK_GRACE_S
-        while True:
-            code = agent.wait(POLL_S)
-            if code is not None:  # the agent ended: the server should notice at once
-                try:
-                    server.wait(SERVER_GRACE_S)  # its own verdict (e.g. interrupted) stands
-                except subprocess.TimeoutExpired:  # e.g. it never connected
-                    agent_ended_first = True
-                    _stop_process(server, 10.0)
-                break
-            if server.poll() is not None:  # the server ended: the agent has been told
-                if agent.wait(AGENT_GRACE_S) is None:
-                    agent.kill()
-                break
-            if time.monotonic() > deadline:
-                backstop = True
-                agent.kill()
-                _stop_process(server, 10.0)
-                break
-        outcome = agent.finish()
+            return None, f"the agent could not start: {e.__class__.__name__}: {e}"
+        _watch(run, run.agent)
+        return run.agent.finish(), None
     except BaseException:  # Ctrl-C / SIGTERM: the server first, so it records `interrupted`
         _stop_process(server, 10.0)
-        if agent is not None:
-            agent.kill()
+        if run.agent is not None:
+            run.agent.kill()
             with contextlib.suppress(Exception):
-                agent.finish()
+                run.agent.finish()
         raise
-    finally:
-        shutil.rmtree(socket_dir, ignore_errors=True)
-    return _amend(spec, outcome, agent_ended_first, backstop)
 
 
-def _amend(spec: RunSpec, outcome: AgentOutcome | None, agent_ended_first: bool,
-           backstop: bool, start_error: str | None = None) -> dict[str, Any]:
-    results = read_results(spec.results_dir)
-    if results is None:
-        server_log = spec.results_dir / "server.log"
-        results = {
-            "level": spec.level.id, "agent": spec.agent, "seed": spec.seed, "score": None,
-            "episodes": 0, "timesteps": 0, "wallclock_s": None, "status": "env_error",
-            "budget": spec.budget, "runtime": spec.runtime,
-            "error": f"the server ended without results: {_last_line(server_log)}",
-            "started_at": None,
-        }
+def _watch(run: Running, agent: AgentHandle) -> None:
+    """Until the agent or the server ends (or the backstop past the wall clock)."""
+    spec, server = run.spec, run.server
+    deadline = time.monotonic() + spec.wallclock_s + spec.wallclock_grace_s
+    while True:
+        code = agent.wait(POLL_S)
+        if code is not None or agent.wait(0) is not None:  # the agent ended: the server
+            try:                                             # should notice at once
+                server.wait(SERVER_GRACE_S)  # its own verdict (e.g. interrupted) stands
+            except subprocess.TimeoutExpired:  # e.g. it never connected
+                run.agent_ended_first = True
+                _stop_process(server, 10.0)
+            return
+        if server.poll() is not None:  # the server ended: the agent has been told
+            if agent.wait(AGENT_GRACE_S) is None:
+                agent.kill()
+            return
+        if time.monotonic() > deadline:
+            run.backstop = True
+            agent.kill()
+            _stop_process(server, 10.0)
+            return
+
+
+def recovered_results(spec: RunSpec, records: Path, error: str) -> dict[str, Any]:
+    """results.json for a server that died without its final results: the finished episodes
+    in its monitor.csv count (the cut-off one is unknown), status env_error."""
+    rows: list[EpisodeRow] = []
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        _, rows = read_monitor(records / MONITOR)
+    steps = sum(row.l for row in rows)
+    return {
+        "level": spec.level.id, "agent": spec.agent, "seed": spec.seed, "score": score(rows),
+        "episodes": len([r for r in rows if not r.cut]),
+        "timesteps": max(steps + len(rows), _progress_timesteps(records)),
+        "wallclock_s": rows[-1].t if rows else None, "status": "env_error",
+        "budget": spec.budget, "wallclock_limit_s": spec.wallclock_s, "runtime": spec.runtime,
+        "error": error, "started_at": None, "finished_at": utc_now(), "steps": steps,
+        "resets": len(rows), "cut_episode": None,
+    }
+
+
+def _progress_timesteps(records: Path) -> int:
+    try:
+        lines = (records / PROGRESS).read_text().splitlines()[1:]
+        return int(lines[-1].split(",")[0]) if lines else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _server_results(run: Running) -> dict[str, Any]:
+    """The server's final results, from its pipe; recovered from its records if it died."""
+    run.results_pipe.join(10.0)
+    results = run.results_pipe.results
+    if results is not None and results.get("status") != "running":
+        return results
+    code = run.server.returncode
+    how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+           else f"exit code {code}")
+    detail = _last_line(run.spec.results_dir / "server.log")
+    if run.backstop:
+        error = "the server did not end at its wall-clock limit: the runner stopped it"
+    else:
+        error = f"the environment server died ({how}) without its results"
+    return recovered_results(run.spec, run.records, f"{error}: {detail}" if detail and code
+                             and code > 0 else error)
+
+
+def _amend(run: Running, outcome: AgentOutcome | None,
+           start_error: str | None = None) -> dict[str, Any]:
+    spec = run.spec
+    results = _server_results(run)
     exit_code = outcome.exit_code if outcome else None
     oom = outcome.oom_killed if outcome else False
-    status = results.get("status", "env_error")
-    if backstop:
-        status = "wallclock"
-        results["error"] = "the runner stopped the run past the wall-clock limit"
-    else:
-        status = amend_status(status, exit_code, oom, agent_ended_first)
+    status = amend_status(results.get("status", "env_error"), exit_code, oom,
+                          run.agent_ended_first)
     if start_error:
         status, results["error"] = "agent_crashed", start_error
+    elif status in ("agent_crashed", "oom", "agent_exited") and run.agent_ended_first:
+        # the runner stopped the server because the agent had ended: the agent's end is the
+        # news, not the server's "stopped by SIGTERM"
+        results["error"] = (f"the agent exited with code {exit_code} after "
+                            f"{results.get('timesteps', 0)} timesteps")
     elif status == "agent_crashed" and not results.get("error"):
         results["error"] = f"the agent exited with code {exit_code}"
     elif status == "agent_crashed" and exit_code is not None:
@@ -310,5 +462,27 @@ def _amend(spec: RunSpec, outcome: AgentOutcome | None, agent_ended_first: bool,
     results["agent_cmd"] = (shlex.join(local_agent_cmd(spec)) if spec.runtime == "local"
                             else shlex.join([image_for(spec), *spec.agent_args]))
     results["agent_log"] = str(outcome.log_path) if outcome else None
-    write_json_atomic(spec.results_dir / RESULTS, results)
+    _publish(run, results)
     return results
+
+
+def _publish(run: Running, results: dict[str, Any]) -> None:
+    """The server's records and the amended results into the results directory, now that the
+    agent and everything it started are gone (nothing can overwrite them any more)."""
+    spec = run.spec
+    error = publish_records(run.records, spec.results_dir)
+    if error is None:
+        try:
+            write_json_atomic(spec.results_dir / RESULTS, results)
+        except OSError as e:
+            error = f"{e.__class__.__name__}: {e}"
+    if error is not None:
+        kept = Path(tempfile.mkdtemp(prefix="contest-kept-"))
+        shutil.copytree(run.records, kept, dirs_exist_ok=True)
+        with contextlib.suppress(OSError):
+            write_json_atomic(kept / RESULTS, results)
+        raise UserError(
+            f"cannot write the results into {spec.results_dir} ({error}): free some space or "
+            f"check the directory; the run ended with status={results['status']} "
+            f"score={results.get('score')} episodes={results.get('episodes')}, and its records "
+            f"are kept in {kept}")

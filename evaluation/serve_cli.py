@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -36,7 +37,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="external", help="runtime written to results.json")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                    help="seconds between lines of D/progress.csv (also every 50,000 timesteps)")
+    # used by `evaluation run` only (see ServeConfig): not for users
+    p.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--publish-dir", type=Path, default=None, help=argparse.SUPPRESS)
     return p
+
+
+MAX_SEED = 2**31 - 1
+
+
+def check_seconds(name: str, value: float | None, zero_ok: bool = False) -> None:
+    """A time limit must be a finite number of seconds (NaN would silently disable it)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = "0 or more" if zero_ok else "above 0"
+        raise UserError(f"{name} must be a finite number of seconds, {bound}; got {value}")
+
+
+def check_seed(value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {value}")
 
 
 def summary(results: dict) -> str:
@@ -55,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.budget <= 0:
         raise UserError(f"--budget must be positive, got {args.budget}")
-    if args.wallclock <= 0:
-        raise UserError(f"--wallclock must be positive, got {args.wallclock}")
+    check_seconds("--wallclock", args.wallclock)
+    check_seconds("--idle-timeout", args.idle_timeout, zero_ok=True)
+    check_seconds("--progress-every", args.progress_every)
+    check_seed(args.seed)
     level = Level.parse(args.level)
     from roms_setup.installed import require_playable  # imports stable-retro: after arg checks
 
@@ -73,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         agent=args.agent,
         runtime=args.runtime,
         progress_every_s=args.progress_every,
+        lifeline_fd=args.lifeline_fd,
+        result_fd=args.result_fd,
+        publish_dir=args.publish_dir,
     )
     print(f"serving {config.level} on {config.socket_dir / 'sock'}", file=sys.stderr, flush=True)
     results = serve(config)

@@ -16,10 +16,12 @@ Differences from the original, on purpose: one reply per request (the original f
 from __future__ import annotations
 
 import contextlib
-import mmap
+import fcntl
+import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -51,7 +53,7 @@ from evaluation.protocol import (
     scalar_channels,
     step_reply,
 )
-from evaluation.records import RunRecorder
+from evaluation.records import RunRecorder, lock_dir, publish_records
 from roms_setup.errors import UserError
 from roms_setup.levels import Level
 
@@ -77,6 +79,12 @@ class ServeConfig:
     runtime: str = "external"
     progress_every_s: float = 30.0
     progress_every_steps: int = 50_000
+    # Set by `evaluation run` only. lifeline_fd: the read end of a pipe only the runner writes
+    # to; its EOF means the runner is gone. result_fd: the final results go there as one JSON
+    # line. publish_dir: the records (kept in results_dir, private) are copied there.
+    lifeline_fd: int | None = None
+    result_fd: int | None = None
+    publish_dir: Path | None = None
 
 
 class Stop(Exception):
@@ -92,39 +100,70 @@ class Stop(Exception):
 
 
 class Interrupted(Exception):
-    pass
+    """Stops serving from outside: the message is the error recorded with `interrupted`."""
 
 
-def _check_socket_dir(socket_dir: Path) -> Path:
+LOCK_NAME = ".sock.lock"  # held by the serving server: a second one on the directory is refused
+RUNNER_GONE = "server stopped: the runner that started it is gone"
+
+
+def _lock_socket_dir(socket_dir: Path) -> int:
+    """Hold DIR/.sock.lock for the server's life. A live server is found by its lock, never by
+    connecting to its socket, which would take its one client slot."""
+    fd = os.open(socket_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"a server is already serving in {socket_dir}: choose another --socket"
+                        ) from None
+    return fd
+
+
+def _check_socket_dir(socket_dir: Path) -> tuple[Path, int]:
     sock_path = socket_dir / SOCKET_NAME
-    if len(os.fsencode(sock_path)) > MAX_UNIX_PATH:
+    if len(os.fsencode(sock_path)) > MAX_UNIX_PATH - 8:  # room for the temporary name
         raise UserError(
-            f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes (a Unix socket limit): "
-            "use a shorter --socket directory, e.g. under /tmp"
+            f"socket path {sock_path} is longer than {MAX_UNIX_PATH - 8} bytes (a Unix socket "
+            "limit): use a shorter --socket directory, e.g. under /tmp"
         )
     try:
         socket_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the socket directory {socket_dir}: {e.strerror}") from e
-    if sock_path.exists() or sock_path.is_symlink():
-        if not stat.S_ISSOCK(sock_path.lstat().st_mode):
-            raise UserError(f"{sock_path} exists and is not a socket: choose another --socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(sock_path))
-        except OSError:
-            sock_path.unlink()  # a stale socket left by a server that died
-        else:
-            raise UserError(
-                f"a server is already listening on {sock_path}: choose another --socket")
-        finally:
-            probe.close()
+    if (sock_path.exists() or sock_path.is_symlink()) and \
+            not stat.S_ISSOCK(sock_path.lstat().st_mode):
+        raise UserError(f"{sock_path} exists and is not a socket: choose another --socket")
+    lock_fd = _lock_socket_dir(socket_dir)
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()  # not locked: a stale socket left by a server that died
     # A container user (uid 1000) with only this directory mounted must reach sock and ob.
     mode = socket_dir.stat().st_mode
     if mode & 0o055 != 0o055:
         with contextlib.suppress(OSError):
             os.chmod(socket_dir, stat.S_IMODE(mode) | 0o755)
-    return sock_path
+    return sock_path, lock_fd
+
+
+def _listen(sock_path: Path) -> socket.socket:
+    """Bind to a temporary name and rename it into place after listen(): a client that sees
+    `sock` (the 2018 client waits only for the file to exist) can always connect."""
+    tmp = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(tmp))
+        os.chmod(tmp, 0o666)
+        listener.listen(1)
+        os.rename(tmp, sock_path)
+    except BaseException:
+        listener.close()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    listener.settimeout(TICK_S)
+    return listener
 
 
 class ContestServer:
@@ -141,9 +180,13 @@ class ContestServer:
         # Only a flag: the loops check it every message and every tick, so a signal never
         # lands in the middle of an emulator step or a record being written.
         if self.stop_signal is None:
-            self.stop_signal = signal.Signals(signum).name
+            self.stop_signal = f"server stopped by {signal.Signals(signum).name}"
 
     def _check_signal(self) -> None:
+        """Raise Interrupted after a signal, or when the runner's lifeline has closed."""
+        fd = self.cfg.lifeline_fd
+        if self.stop_signal is None and fd is not None and select.select([fd], [], [], 0)[0]:
+            self.stop_signal = RUNNER_GONE  # readable: EOF, the runner's end is closed
         if self.stop_signal is not None:
             raise Interrupted(self.stop_signal)
 
@@ -158,97 +201,137 @@ class ContestServer:
 
     def run(self) -> dict[str, Any]:
         """Serve until the run ends; return the final results (also in results.json)."""
-        from evaluation.contest_env import make_contest_env
         from roms_setup.installed import require_playable
 
         cfg = self.cfg
         require_playable(cfg.level)
-        sock_path = _check_socket_dir(cfg.socket_dir)
+        sock_path, sock_lock = _check_socket_dir(cfg.socket_dir)
+        self._closables: list[Any] = []
+        try:
+            self._open_records()
+            old_handlers = self._install_signals()
+            try:
+                results = self._serve_and_record(sock_path)
+            finally:
+                for sig, handler in old_handlers.items():
+                    signal.signal(sig, handler)
+            self._report(results)
+            return results
+        finally:
+            self._cleanup(sock_lock)
+
+    def _open_records(self) -> None:
+        cfg = self.cfg
         try:
             cfg.results_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create results dir {cfg.results_dir}: {e.strerror}") from e
         if not os.access(cfg.results_dir, os.W_OK):
             raise UserError(f"results dir {cfg.results_dir} is not writable")
+        if cfg.publish_dir is None:  # under `run`, the runner holds the lock of its directory
+            self._closables.append(lock_dir(cfg.results_dir))
         self.rec = RunRecorder(
             cfg.results_dir, level=cfg.level.id, seed=self.seed, agent=cfg.agent,
             runtime=cfg.runtime, budget=cfg.budget, wallclock_s=cfg.wallclock_s,
             progress_every_s=cfg.progress_every_s, progress_every_steps=cfg.progress_every_steps,
             extra={"protocol": "gym-remote", "agent_connected": False, "close_exception": None},
+            on_progress=self._publish,
         )
-        self.rec.start()
-        old_handlers = self._install_signals()
-        self._deadline = time.monotonic() + cfg.wallclock_s
-        env = listener = conn = None
-        ob_file = ob_map = None
-        stop: Stop
         try:
-            try:
-                record_dir = None
-                if cfg.record:
-                    record_dir = cfg.results_dir / "movies"
-                    record_dir.mkdir(parents=True, exist_ok=True)
-                env = make_contest_env(cfg.level, seed=self.seed,
-                                       record_dir=str(record_dir) if record_dir else None)
-                description = self._describe(env)
-                ob_file, ob_map, self._ob_view = self._make_ob_file(env)
-                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                listener.bind(str(sock_path))
-                os.chmod(sock_path, 0o666)
-                listener.listen(1)
-                listener.settimeout(TICK_S)
-                self._check_signal()
-                conn = self._accept(listener)
-                self._check_signal()
-                listener.close()  # one client: later connections are refused
-                listener = None
-                self.connected = True
-                self.rec.extra["agent_connected"] = True
-                conn.settimeout(None)  # blocking; waits go through poll() with a tick
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                                struct.pack("ll", int(SEND_TIMEOUT_S), 0))
-                conn.sendall(encode("description", description))
-                self._serve(env, conn)
-                raise AssertionError("unreachable")  # _serve always raises Stop
-            except Stop as s:
-                stop = s
-            except Interrupted as e:
-                stop = Stop("interrupted", f"server stopped by {e}", ErrorId.SERVER_DISCONNECT,
-                            "the evaluation was interrupted")
-            except (BrokenPipeError, ConnectionResetError):
-                stop = Stop("agent_exited", f"the agent hung up after {self.timesteps} timesteps",
-                            None)
-            except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: replies pile up unread
-                stop = Stop("protocol_error",
-                            f"the agent stopped reading its replies for {SEND_TIMEOUT_S} s", None)
-            except Exception as e:  # the emulator, the file system: all recorded, none raised
-                stop = Stop("env_error", f"{e.__class__.__name__}: {e}",
-                            ErrorId.SERVER_DISCONNECT, "the environment failed")
-            if conn is not None and stop.close_id is not None:
-                self._send_close(conn, stop.close_id, stop.reason)
-            self.rec.extra["close_exception"] = (
-                int(stop.close_id) if stop.close_id is not None
-                else int(ErrorId.CLIENT_DISCONNECT) if stop.status == "agent_exited" else None)
-            return self.rec.finish(stop.status, stop.error, self.timesteps)
-        finally:
-            for closable in (conn, listener):
-                if closable is not None:
-                    with contextlib.suppress(OSError):
-                        closable.close()
-            for name in (SOCKET_NAME, OB_NAME):
-                with contextlib.suppress(OSError):
-                    os.unlink(cfg.socket_dir / name)
-            self._ob_view = None
-            if ob_map is not None:
-                with contextlib.suppress(BufferError):
-                    ob_map.close()
-            if ob_file is not None:
-                ob_file.close()
-            if env is not None:
-                with contextlib.suppress(Exception):
-                    env.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            self.rec.start()
+        except OSError as e:
+            raise UserError(f"cannot write the records in {cfg.results_dir}: {e.strerror}: "
+                            "free some space or choose another results directory") from e
+        self._publish()
+
+    def _serve_and_record(self, sock_path: Path) -> dict[str, Any]:
+        """Serve; whatever ends it (the agent, a limit, a signal, a failure) is recorded."""
+        self._deadline = time.monotonic() + self.cfg.wallclock_s
+        self.conn: socket.socket | None = None
+        try:
+            self._setup_and_serve(sock_path)
+            raise AssertionError("unreachable")  # _serve always raises Stop
+        except Stop as s:
+            stop = s
+        except Interrupted as e:
+            stop = Stop("interrupted", str(e), ErrorId.SERVER_DISCONNECT,
+                        "the evaluation was interrupted")
+        except (BrokenPipeError, ConnectionResetError):
+            stop = Stop("agent_exited", f"the agent hung up after {self.timesteps} timesteps",
+                        None)
+        except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: replies pile up unread
+            stop = Stop("protocol_error",
+                        f"the agent stopped reading its replies for {SEND_TIMEOUT_S} s", None)
+        except Exception as e:  # the emulator, the file system: all recorded, none raised
+            stop = Stop("env_error", f"{e.__class__.__name__}: {e}",
+                        ErrorId.SERVER_DISCONNECT, "the environment failed")
+        if self.conn is not None and stop.close_id is not None:
+            self._send_close(self.conn, stop.close_id, stop.reason)
+        self.rec.extra["close_exception"] = (
+            int(stop.close_id) if stop.close_id is not None
+            else int(ErrorId.CLIENT_DISCONNECT) if stop.status == "agent_exited" else None)
+        return self.rec.finish(stop.status, stop.error, self.timesteps)
+
+    def _setup_and_serve(self, sock_path: Path) -> None:
+        from evaluation.contest_env import make_contest_env
+
+        cfg = self.cfg
+        record_dir = None
+        if cfg.record:
+            record_dir = cfg.results_dir / "movies"
+            record_dir.mkdir(parents=True, exist_ok=True)
+        env = make_contest_env(cfg.level, seed=self.seed,
+                               record_dir=str(record_dir) if record_dir else None)
+        self._closables.append(env)
+        description = self._describe(env)
+        self._ob_fd = self._make_ob_file(env)
+        listener = _listen(sock_path)
+        self._closables.append(listener)
+        self._check_signal()
+        conn = self.conn = self._accept(listener)
+        self._closables.append(conn)
+        self._check_signal()
+        listener.close()  # one client: later connections are refused
+        self.connected = True
+        self.rec.extra["agent_connected"] = True
+        conn.settimeout(None)  # blocking; waits go through poll() with a tick
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", int(SEND_TIMEOUT_S), 0))
+        conn.sendall(encode("description", description))
+        self._serve(env, conn)
+
+    def _publish(self) -> None:
+        """Copy the records to the runner's results directory (when the runner gave one)."""
+        if self.cfg.publish_dir is not None:
+            publish_records(self.cfg.results_dir, self.cfg.publish_dir)
+
+    def _report(self, results: dict[str, Any]) -> None:
+        """Publish, and send the final results to the runner through the result pipe."""
+        self._publish()
+        fd = self.cfg.result_fd
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):  # the runner is gone: nobody to tell
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(results) + "\n")
+        self.cfg.result_fd = None
+
+    def _cleanup(self, sock_lock: int) -> None:
+        cfg = self.cfg
+        for closable in reversed(self._closables):
+            with contextlib.suppress(Exception):
+                closable.close()
+        if getattr(self, "_ob_fd", None) is not None:
+            os.close(self._ob_fd)
+            self._ob_fd = None
+        for name in (SOCKET_NAME, OB_NAME, LOCK_NAME):
+            with contextlib.suppress(OSError):
+                os.unlink(cfg.socket_dir / name)
+        os.close(sock_lock)
+        if self.stop_signal == RUNNER_GONE and cfg.publish_dir is not None:
+            # nobody is left to clean up the runner's private directories
+            shutil.rmtree(cfg.results_dir, ignore_errors=True)
+            shutil.rmtree(cfg.socket_dir, ignore_errors=True)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -272,18 +355,26 @@ class ContestServer:
         self._actions: list[Any] = [None] * self._n_actions
         return {"ac": ac_desc, "ob": describe_box(ob.shape, ob.dtype), **scalar_channels()}
 
-    def _make_ob_file(self, env: Any) -> tuple[Any, mmap.mmap, np.ndarray]:
+    def _make_ob_file(self, env: Any) -> int:
+        """The observation file. The server writes it with pwrite(), never through a memory
+        map: the agent can truncate the file (it must open it writable, as the 2018 client
+        does), and a write into a mapped page past the end would kill the server with SIGBUS.
+        """
         space = env.observation_space
-        nbytes = int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+        self._ob_dtype = np.dtype(space.dtype)
+        nbytes = int(np.prod(space.shape)) * self._ob_dtype.itemsize
         path = self.cfg.socket_dir / OB_NAME
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        f = open(path, "w+b")  # noqa: SIM115 - kept open for the run
-        f.truncate(nbytes)
-        os.chmod(path, 0o666)  # the original client opens it with mode w+
-        m = mmap.mmap(f.fileno(), nbytes)
-        view = np.ndarray(space.shape, dtype=space.dtype, buffer=m)
-        return f, m, view
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        os.fchmod(fd, 0o666)  # the original client opens it with mode w+
+        os.ftruncate(fd, nbytes)
+        return fd
+
+    def _write_ob(self, ob: np.ndarray) -> None:
+        data = np.ascontiguousarray(ob, dtype=self._ob_dtype).data
+        if os.pwrite(self._ob_fd, data, 0) != data.nbytes:
+            raise OSError(f"short write of the observation to {OB_NAME}")
 
     def _accept(self, listener: socket.socket) -> socket.socket:
         start = time.monotonic()
@@ -304,9 +395,19 @@ class ContestServer:
 
     # --- serving ---------------------------------------------------------------------------
 
+    def _tick(self, last_heard: float) -> None:
+        """Raise what ends a waiting server: a signal, the runner gone, a time limit."""
+        self._check_signal()
+        now = time.monotonic()
+        if now >= self._deadline:
+            raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT, "wall-clock limit reached")
+        idle = self.cfg.idle_timeout_s
+        if idle and now - last_heard >= idle:
+            raise Stop("idle_timeout", f"the agent was silent for {idle:g} s",
+                       ErrorId.GYM_REMOTE, f"idle for {idle:g} s")
+
     def _serve(self, env: Any, conn: socket.socket) -> None:
         budget = self.cfg.budget
-        idle = self.cfg.idle_timeout_s
         deadline = self._deadline
         splitter = MessageSplitter()
         pending: deque[bytes] = deque()
@@ -314,8 +415,8 @@ class ContestServer:
         sendall = conn.sendall
         monotonic = time.monotonic
         rec = self.rec
-        ob_view = self._ob_view
-        copyto = np.copyto
+        write_ob = self._write_ob
+        lifeline = self.cfg.lifeline_fd
         actions = self._actions
         n_actions = self._n_actions
         folder = self._folder
@@ -325,23 +426,23 @@ class ContestServer:
         last_heard = monotonic()
         poller = select.poll()
         poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if lifeline is not None:
+            poller.register(lifeline, select.POLLIN | select.POLLHUP | select.POLLERR)
         poll = poller.poll
+        conn_only = [(conn.fileno(), select.POLLIN)]
 
         while True:
             if self.timesteps >= budget:
                 raise Stop("budget", None, ErrorId.TIMESTEP_TIMEOUT,
                            f"timestep budget of {budget} used up")
             while not pending:
-                while not poll(TICK_MS):  # a blocking socket, woken every tick to check time
-                    if self.stop_signal is not None:
-                        raise Interrupted(self.stop_signal)
-                    now = monotonic()
-                    if now >= deadline:
-                        raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT,
-                                   "wall-clock limit reached")
-                    if idle and now - last_heard >= idle:
-                        raise Stop("idle_timeout", f"the agent was silent for {idle:g} s",
-                                   ErrorId.GYM_REMOTE, f"idle for {idle:g} s")
+                # a blocking socket, woken every tick to check time, signals and the lifeline
+                events = poll(TICK_MS)
+                while events != conn_only:
+                    self._tick(last_heard)
+                    if any(fd == conn_only[0][0] for fd, _ in events):
+                        break
+                    events = poll(TICK_MS)
                 data = recv(65536)
                 if not data:
                     raise Stop("agent_exited",
@@ -401,7 +502,7 @@ class ContestServer:
                     first_reset = False
                 else:
                     ob, _ = env.reset()
-                copyto(ob_view, ob)
+                write_ob(ob)
                 done = False
                 rec.reset()
                 self.timesteps += 1
@@ -415,7 +516,7 @@ class ContestServer:
                     raise Stop("protocol_error", "step without an action (no 'ac' sent yet)",
                                ErrorId.GYM_REMOTE)
                 ob, reward, terminated, truncated, _ = env.step(action)
-                copyto(ob_view, ob)
+                write_ob(ob)
                 done = terminated or truncated
                 reward = float(reward)
                 self.timesteps += 1
