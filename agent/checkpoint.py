@@ -128,6 +128,10 @@ def policy_for_spaces(checkpoint: dict[str, Any] | None, policy_cfg: dict[str, A
     """The checkpoint's network if given (it must fit the spaces), else a new one from config."""
     if checkpoint is None:
         return build_policy(spec_from_config(policy_cfg, observation_space, action_space))
+    kind = checkpoint["policy_spec"].get("kind")
+    if kind is not None:  # e.g. a Rainbow Q-network (agent/rainbow_learner.py)
+        raise UserError(f"cannot load {source}: it holds a {kind} network, not an actor-critic "
+                        "policy")
     problem = check_policy_fits(checkpoint["policy_spec"], observation_space, action_space)
     if problem:
         raise UserError(f"cannot load {source}: {problem}")
