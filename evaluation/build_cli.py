@@ -10,6 +10,7 @@ a thin layer with the checkpoint on top of the agent's plain image.
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 from evaluation.docker_daemon import docker_client
@@ -23,6 +24,30 @@ from evaluation.images import (
     image_exists,
 )
 from roms_setup.errors import UserError, exit_on_user_error
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a file that is not a policy checkpoint before it is baked into an image: a
+    `torch.save`d dict with `policy_spec` and `policy_state`, loadable with weights_only=True
+    (the format agent.checkpoint reads; evaluation does not import agent)."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file: give the path of a checkpoint.pt")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip "
+                        "archive): give the checkpoint.pt that meta_train or agent.train wrote")
+    try:
+        import torch
+    except ImportError:
+        return  # no torch on this host: the archive check above is all we can do
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"cannot read checkpoint {path} ({e.__class__.__name__}: {first}): "
+                        "give the checkpoint.pt that meta_train or agent.train wrote") from None
+    if not isinstance(data, dict) or not {"policy_spec", "policy_state"} <= set(data):
+        raise UserError(f"{path} is not a policy checkpoint (no policy_spec/policy_state): "
+                        "give the checkpoint.pt that meta_train or agent.train wrote")
 
 
 @exit_on_user_error
@@ -40,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="build even when an image from the same context exists")
     args = parser.parse_args(argv)
-    if not (REPO_ROOT / "agent" / f"{args.agent}.py").exists() and \
-            not (REPO_ROOT / "agent" / args.agent / "__main__.py").exists():
-        raise UserError(f"no agent named {args.agent!r}: expected agent/{args.agent}.py")
+    if not args.agent.isidentifier() or (
+            not (REPO_ROOT / "agent" / f"{args.agent}.py").is_file()
+            and not (REPO_ROOT / "agent" / args.agent / "__main__.py").is_file()):
+        raise UserError(f"no agent named {args.agent!r}: give the name of a module "
+                        "agent/NAME.py, e.g. --agent random")
+    if args.checkpoint is not None:
+        check_checkpoint(args.checkpoint)
     tag = args.tag or default_agent_tag(args.agent)
     client = docker_client(timeout=1800)
     if args.base_image is None:

@@ -10,6 +10,8 @@ removes the container, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import docker
@@ -88,6 +90,11 @@ class DockerAgent:
         self.log_path = log_path
         self._exit_code: int | None = None
         self._outcome: AgentOutcome | None = None
+        # removes the container if the runner dies (see evaluation/docker_reaper.py)
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "evaluation.docker_reaper", str(container.id), str(log_path)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            process_group=0, cwd=Path(__file__).resolve().parents[1])
 
     @classmethod
     def start(cls, image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
@@ -108,6 +115,7 @@ class DockerAgent:
             container.start()
         except BaseException:
             agent._remove()
+            agent._dismiss_reaper()
             raise
         return agent
 
@@ -149,6 +157,7 @@ class DockerAgent:
             self._save_logs()
         finally:
             self._remove()
+            self._dismiss_reaper()
         self._outcome = AgentOutcome(code, oom, self.log_path)
         return self._outcome
 
@@ -159,6 +168,18 @@ class DockerAgent:
             logs = f"(container logs unavailable: {e})\n".encode()
         with open(self.log_path, "ab") as f:
             f.write(logs)
+
+    def _dismiss_reaper(self) -> None:
+        reaper = self._reaper
+        with contextlib.suppress(OSError):
+            assert reaper.stdin is not None
+            reaper.stdin.write(b"done")
+            reaper.stdin.close()
+        try:
+            reaper.wait(10.0)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+            reaper.wait()
 
     def _remove(self) -> None:
         with contextlib.suppress(NotFound):

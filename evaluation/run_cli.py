@@ -45,6 +45,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def split_command(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise UserError(f"--agent-cmd {text!r}: {e} (quote it as a shell would)") from None
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=args.results_dir,
         runtime=args.runtime,
         wallclock_s=args.wallclock,
-        agent_cmd=shlex.split(args.agent_cmd) if args.agent_cmd else None,
+        agent_cmd=split_command(args.agent_cmd),
         image=args.image,
         gpus=args.gpus,
         record=args.record,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ SUITE_VERSION = 1
 FAILED = frozenset({"agent_crashed", "protocol_error", "oom", "env_error", "idle_timeout"})
 REDO = frozenset({"interrupted", "running"})  # always run again ("running": the suite died)
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LOCK_WAIT_S = 60.0  # how long a run waits for a previous attempt to let go of its directory
 
 
 @dataclass
@@ -64,6 +66,14 @@ class SuiteConfig:
     images: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if not self.agents:
+            raise UserError("--agents names no agent: give e.g. --agents random,jerk")
+        if not self.levels:
+            raise UserError("--levels names no level: give a level set, a CSV or Game:State")
+        twice = sorted({lv for lv in self.levels if self.levels.count(lv) > 1})
+        if twice:
+            raise UserError(f"--levels names {', '.join(twice)} more than once: list each "
+                            "level once (--seeds gives repeated runs)")
         for a in self.agents:
             if not AGENT_NAME.match(a):
                 raise UserError(f"agent name {a!r}: use letters, digits, '_', '.', '-'")
@@ -72,8 +82,10 @@ class SuiteConfig:
         unknown = sorted(set(self.agent_args) - set(self.agents))
         if unknown:
             raise UserError(f"--agent-args for {', '.join(unknown)}, which is not in --agents")
-        if self.seeds < 1 or self.budget < 1 or self.wallclock_s <= 0:
-            raise UserError("--seeds and --budget must be at least 1, --wallclock above 0")
+        if self.seeds < 1 or self.budget < 1 or not (
+                math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
+            raise UserError("--seeds and --budget must be at least 1, --wallclock a finite "
+                            f"number of seconds above 0 (got {self.wallclock_s})")
         if self.runtime not in ("local", "docker"):
             raise UserError(f"--runtime {self.runtime!r}: choose local or docker")
         for name, entry in self.aliases.items():
@@ -316,7 +328,13 @@ class SuiteRunner:
             return None
         run_dir = combo.dir(self.out)
         if run_dir.exists():
-            shutil.rmtree(run_dir)  # an interrupted or failed attempt: start afresh
+            # an interrupted or failed attempt: start afresh, once the previous attempt's
+            # server (an orphan of a killed suite ends within a second) has let go of it
+            lock = records.lock_dir(run_dir, wait_s=LOCK_WAIT_S)
+            try:
+                shutil.rmtree(run_dir)
+            finally:
+                lock.close()
         run_dir.mkdir(parents=True)
         with self._lock:
             self.running[combo] = run_dir

@@ -98,11 +98,19 @@ def check_finite(info: dict[str, Any], it: int, learner: MetaLearner, ckpt_path:
                         f"{it - 1}: lower the meta-optimizer's lr or inner_lr and --resume")
 
 
+def _int_setting(cfg: dict[str, Any], key: str) -> int:
+    value = cfg[key]
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise UserError(f"{key} must be a whole number, got {value!r}: e.g. --set {key}=10")
+    return int(value)
+
+
 def check_config(cfg: dict[str, Any]) -> None:
     for key in ("iterations", "meta_batch", "trajectories"):
-        if int(cfg[key]) < 1:
+        if _int_setting(cfg, key) < 1:
             raise UserError(f"{key} must be ≥ 1, got {cfg[key]}")
-    if int(cfg["adapt_steps"]) < 0:
+    if _int_setting(cfg, "adapt_steps") < 0:
         raise UserError(f"adapt_steps must be ≥ 0, got {cfg['adapt_steps']}")
     if cfg["meta_optimizer"] not in META_OPTIMIZERS:
         raise UserError(f"meta_optimizer must be one of {', '.join(META_OPTIMIZERS)}, "
