@@ -1,0 +1,280 @@
+"""Rainbow: the C51 projection, n-step returns, prioritized sampling, the frame-sharing replay,
+noisy layers, and the contest agent on Airstriker (budget, checkpoint, resume, fine-tuning)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.checkpoint import load_checkpoint
+from agent.rainbow_learner import (
+    NoisyLinear,
+    Rainbow,
+    RainbowConfig,
+    RainbowNet,
+    project_distribution,
+    rainbow_spec,
+)
+from agent.replay import FrameReplay
+from evaluation.runner import RunSpec, run_one
+from roms_setup.levels import Level
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
+SMALL = ["--set", "learning_starts=80", "--set", "torch_threads=1", "--set", "capacity=1000",
+         "--set", "target_interval=50", "--set", "log_interval=50", "--set", "features=64",
+         "--set", "atoms=11"]
+
+
+# ---------------------------------------------------------------------------- projection
+
+
+def test_projection_matches_a_hand_computed_case() -> None:
+    support = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2],
+                          [0.1, 0.2, 0.3, 0.2, 0.2],
+                          [0.2, 0.2, 0.2, 0.2, 0.2]])
+    returns = torch.tensor([0.5, 5.0, -0.25])
+    discounts = torch.tensor([0.5, 1.0, 0.0])
+    out = project_distribution(probs, returns, discounts, support)
+    # row 0: 0.5 + 0.5·z = −0.5, 0, 0.5, 1, 1.5 → halves to the neighbours, exact atoms kept
+    # row 1: everything beyond v_max lands on v_max; row 2: γ = 0, all mass at −0.25
+    expected = torch.tensor([[0.0, 0.05, 0.4, 0.45, 0.1],
+                             [0.0, 0.0, 0.0, 0.0, 1.0],
+                             [0.0, 0.25, 0.75, 0.0, 0.0]])
+    torch.testing.assert_close(out, expected)
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+def filled(nenvs: int, steps: int, capacity: int, dones_at: set[int], n_step: int = 3,
+           seed: int = 0) -> tuple[FrameReplay, list[dict]]:
+    """A replay and a naive record of the same steps: full stacked obs per step, like the
+    agent's FrameStack (a reset repeats the first frame)."""
+    rng = np.random.default_rng(seed)
+    replay = FrameReplay(capacity, (3, 2), stack=4, n_step=n_step, gamma=0.9, nenvs=nenvs)
+    frames = rng.integers(0, 256, (nenvs, 3, 2), dtype=np.uint8)
+    stacks = np.repeat(frames[:, None], 4, axis=1)
+    replay.start(frames)
+    naive: list[dict] = []
+    for t in range(steps):
+        actions = rng.integers(0, 5, nenvs)
+        rewards = rng.normal(size=nenvs).astype(np.float32)
+        dones = np.array([(t * nenvs + e) in dones_at for e in range(nenvs)])
+        nxt = rng.integers(0, 256, (nenvs, 3, 2), dtype=np.uint8)
+        for e in range(nenvs):
+            naive.append({"obs": stacks[e].copy(), "action": actions[e], "reward": rewards[e],
+                          "done": dones[e], "env": e})
+        replay.add(actions, rewards, dones, nxt)
+        for e in range(nenvs):
+            if dones[e]:
+                stacks[e] = nxt[e]
+            else:
+                stacks[e] = np.concatenate([stacks[e, 1:], nxt[e][None]])
+    naive += [{"obs": stacks[e].copy()} for e in range(nenvs)]  # the current observations
+    return replay, naive
+
+
+@pytest.mark.parametrize("nenvs", [1, 2])
+def test_frame_sharing_replay_returns_the_naive_observations(nenvs: int) -> None:
+    steps, capacity = 60, 40  # wraps around the ring
+    replay, naive = filled(nenvs, steps, capacity, dones_at={9, 10, 23, 47, 70, 71})
+    live = np.flatnonzero(replay.ready)
+    assert replay.size == len(live) > 0
+    for slot in live:
+        g = next(g for g in range(len(naive)) if g % replay.slots == slot
+                 and g >= replay.written - replay.capacity)
+        np.testing.assert_array_equal(replay.stacked(np.array([slot]))[0], naive[g]["obs"])
+        batch_returns, discounts = replay.n_step_returns(np.array([slot]))
+        if discounts[0] > 0:  # the next observation is the one n steps later, same env
+            nxt = replay.stacked(np.array([slot + 3 * nenvs]))[0]
+            np.testing.assert_array_equal(nxt, naive[g + 3 * nenvs]["obs"])
+
+
+def test_n_step_returns_stop_at_an_episode_end() -> None:
+    replay = FrameReplay(100, (1, 1), stack=4, n_step=3, gamma=0.5)
+    replay.start(np.zeros((1, 1, 1), np.uint8))
+    rewards = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    for t, r in enumerate(rewards):
+        ready = replay.add(np.array([0]), np.array([r]), np.array([t == 3]),
+                           np.zeros((1, 1, 1), np.uint8))
+        if t == 3:  # the episode end makes the pending transitions sampleable at once
+            assert list(ready) == [1, 2, 3]
+    assert replay.size == 4  # t=4 and t=5 wait for their third step
+    returns, discounts = replay.n_step_returns(np.arange(4))
+    # t=0: 1 + 0.5·2 + 0.25·4, bootstrapped with γ³; t=1: 2 + 0.5·4 + 0.25·8, ends at t=3
+    np.testing.assert_allclose(returns, [3.0, 6.0, 8.0, 8.0])
+    np.testing.assert_allclose(discounts, [0.125, 0.0, 0.0, 0.0])
+
+
+def test_prioritized_sampling_proportions_and_importance_weights() -> None:
+    replay = FrameReplay(100, (1, 1), stack=4, n_step=1, gamma=0.9, alpha=0.5, beta=0.4,
+                         epsilon=0.1)
+    replay.start(np.zeros((1, 1, 1), np.uint8))
+    for _ in range(4):
+        replay.add(np.array([0]), np.array([0.0]), np.array([False]),
+                   np.zeros((1, 1, 1), np.uint8))
+    assert replay.size == 4
+    errors = np.array([0.0, 0.5, 1.5, 3.9])
+    replay.update_priorities(np.arange(4), errors)
+    priorities = (errors + 0.1) ** 0.5
+    probs = priorities / priorities.sum()
+    batch = replay.sample(40_000, np.random.default_rng(0))
+    freq = np.bincount(batch.slots, minlength=4) / len(batch.slots)
+    np.testing.assert_allclose(freq, probs, atol=0.01)
+    expected_w = (probs * 4) ** -0.4 / (probs.min() * 4) ** -0.4
+    np.testing.assert_allclose(batch.weights, expected_w[batch.slots], rtol=1e-5)
+    assert batch.weights.max() <= 1.0
+    # a new transition enters with the largest error seen so far
+    replay.add(np.array([0]), np.array([0.0]), np.array([False]), np.zeros((1, 1, 1), np.uint8))
+    assert replay.tree[np.array([4])][0] == pytest.approx((3.9 + 0.1) ** 0.5)
+
+
+# ---------------------------------------------------------------------------- network
+
+
+def test_noisy_layer_resamples_and_matches_the_explicit_weights() -> None:
+    torch.manual_seed(0)
+    layer = NoisyLinear(6, 4, sigma0=0.5)
+    x = torch.randn(3, 6)
+    assert not torch.allclose(layer(x), layer(x))  # fresh noise on every call
+    noise = layer.sample_noise()
+    eps_in, eps_out, eps_b = noise
+    weight = layer.weight_mu + layer.weight_sigma * torch.outer(eps_out, eps_in)
+    bias = layer.bias_mu + layer.bias_sigma * eps_b
+    torch.testing.assert_close(layer(x, noise), x @ weight.T + bias)
+    torch.manual_seed(5)
+    a = layer(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(layer(x), a)
+
+
+def test_rainbow_net_outputs_distributions_over_the_support() -> None:
+    cfg = RainbowConfig(atoms=11, v_min=-10, v_max=10)
+    net = RainbowNet(rainbow_spec((4, 84, 84), 7, cfg, features=32))
+    log_probs = net(torch.randint(0, 255, (2, 4, 84, 84), dtype=torch.uint8))
+    assert log_probs.shape == (2, 7, 11)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 7))
+    assert net.q_values(log_probs).abs().max() <= 10
+
+
+def test_update_moves_the_online_network_towards_the_target() -> None:
+    torch.manual_seed(0)
+    cfg = RainbowConfig(atoms=11, v_min=-10, v_max=10, capacity=200, learning_starts=0, lr=1e-3)
+    agent = Rainbow(RainbowNet(rainbow_spec((4, 36, 36), 2, cfg, features=16)), cfg)
+    replay = FrameReplay(200, (36, 36), stack=4, n_step=3, gamma=cfg.gamma)
+    rng = np.random.default_rng(0)
+    replay.start(np.zeros((1, 36, 36), np.uint8))
+    for t in range(100):
+        replay.add(np.array([t % 2]), np.array([1.0]), np.array([t % 10 == 9]),
+                   np.zeros((1, 36, 36), np.uint8))
+    obs = torch.zeros(1, 4, 36, 36, dtype=torch.uint8)
+    with torch.no_grad():
+        before = agent.online.q_values(agent.online(obs)).mean()
+    for _ in range(150):
+        agent.update(replay, rng)
+    with torch.no_grad():
+        after = agent.online.q_values(agent.online(obs)).mean()
+    # every reward is 1: the 3-step returns are 1 to 2.97, the initial estimates near 0
+    assert abs(float(before)) < 0.5 and float(after) > 0.8, (before, after)
+    assert agent.updates == 150
+
+
+# ---------------------------------------------------------------------------- contest agent
+
+
+def test_rainbow_imports_neither_stable_retro_nor_meta_train() -> None:
+    code = ("import sys, agent.rainbow; "
+            "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_rainbow_agent_budget_resume_and_fine_tune(tmp_path: Path) -> None:
+    run = tmp_path / "scratch"
+    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100,
+                              results_dir=run, agent_args=SMALL))
+    log = (run / "agent.log").read_text()
+    assert results["status"] == "budget" and results["agent_exit_code"] == 0, log
+    assert results["timesteps"] == 100 and "budget spent after" in log
+    first = load_checkpoint(run / "agent" / "checkpoint.pt")
+    # 100 = steps + resets; a transition enters the replay 2 steps late (3-step) unless its
+    # episode ended; one update per transition from the 80th on
+    assert 99 - first["episodes"] <= first["timesteps"] <= 99
+    assert first["timesteps"] - 2 <= first["transitions"] <= first["timesteps"]
+    assert first["updates"] == first["transitions"] - 79 > 0
+    assert first["policy_spec"]["kind"] == "rainbow" and first["policy_spec"]["n_actions"] == 7
+    assert "target_state" in first and first["optimizer"]["state"]
+
+    # an agent restarted within its run finds its checkpoint in $AGENT_OUTPUT_DIR
+    resumed_dir = tmp_path / "resumed"
+    restart = (f'cp {run / "agent" / "checkpoint.pt"} "$AGENT_OUTPUT_DIR/checkpoint.pt" && '
+               f'exec {sys.executable} -m agent.rainbow "$@"')
+    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100,
+                              results_dir=resumed_dir, agent_cmd=["sh", "-c", restart, "sh"],
+                              agent_args=[*SMALL, "--resume"]))
+    log = (resumed_dir / "agent.log").read_text()
+    assert results["status"] == "budget" and "resuming" in log, log
+    resumed = load_checkpoint(resumed_dir / "agent" / "checkpoint.pt")
+    new_steps = resumed["timesteps"] - first["timesteps"]
+    new_transitions = resumed["transitions"] - first["transitions"]
+    assert 90 <= new_steps <= 99 and new_steps - 2 <= new_transitions <= new_steps
+    # the replay starts empty: updates resume once it holds learning_starts transitions again
+    assert resumed["updates"] == first["updates"] + new_transitions - 79
+    assert resumed["episodes"] >= first["episodes"]
+
+    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=2, budget=30,
+                              results_dir=tmp_path / "tuned",
+                              agent_args=[*SMALL, "--init", str(run / "agent" / "checkpoint.pt")]))
+    log = (tmp_path / "tuned" / "agent.log").read_text()
+    assert results["status"] == "budget" and "fine-tuning" in log, log
+    tuned = load_checkpoint(tmp_path / "tuned" / "agent" / "checkpoint.pt")
+    assert 20 <= tuned["timesteps"] <= 29 and tuned["init"].endswith("checkpoint.pt")
+
+
+def test_resume_restores_the_learner(tmp_path: Path) -> None:
+    from agent.rainbow import save_rainbow
+
+    torch.manual_seed(0)
+    cfg = RainbowConfig(atoms=11, capacity=200, learning_starts=0)
+    spec = rainbow_spec((4, 36, 36), 3, cfg, features=16)
+    agent = Rainbow(RainbowNet(spec), cfg)
+    replay = FrameReplay(200, (36, 36), stack=4, n_step=3, gamma=cfg.gamma)
+    replay.start(np.zeros((1, 36, 36), np.uint8))
+    for t in range(30):
+        replay.add(np.array([t % 3]), np.array([1.0]), np.array([False]),
+                   np.full((1, 36, 36), t, np.uint8))
+    for _ in range(5):
+        agent.update(replay, np.random.default_rng(0))
+    agent.sync_target()
+    agent.update(replay, np.random.default_rng(1))  # online and target now differ
+    agent.timesteps, agent.transitions, agent.episodes = 30, 28, 2
+    path = save_rainbow(tmp_path / "checkpoint.pt", agent, {"atoms": 11})
+    restored = Rainbow(RainbowNet(spec), cfg)
+    restored.load(load_checkpoint(path))
+    for name in ("online", "target"):
+        for (k, a), b in zip(getattr(agent, name).state_dict().items(),
+                             getattr(restored, name).state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, msg=f"{name}.{k}")
+    assert (restored.timesteps, restored.transitions, restored.updates, restored.episodes) == \
+        (30, 28, 6, 2)
+    step = restored.optimizer.state_dict()["state"][0]["step"]
+    assert float(step) == 6.0
+
+
+def test_rainbow_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--set", "atom=3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown config key 'atom'")
+    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--init", str(tmp_path / "x")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: checkpoint")
+    assert "Traceback" not in proc.stderr
