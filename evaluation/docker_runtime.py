@@ -104,6 +104,10 @@ class DockerAgent:
               command: list[str] | None = None) -> DockerAgent:
         """Create and start the container (with vfs, create copies the image: keep it small)."""
         client = docker_client()
+        if memory is None:  # an image may ask for more than the default (images.AGENT_MEMORY)
+            from evaluation.images import image_memory
+
+            memory = image_memory(client, image)
         _writable_by_agent(output_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         options = container_options(image, socket_dir, output_dir, env, memory=memory,

@@ -45,7 +45,12 @@ LIGHT_REQUIREMENTS = ["numpy", "gymnasium", "pyyaml"]
 TORCH_REQUIREMENTS = ["torch==2.13.0", "opencv-python-headless", "numpy", "gymnasium", "pyyaml"]
 # Needed only to build our own distribution inside the image (pyproject's build backend).
 BUILD_REQUIREMENTS = ["setuptools>=68"]
-TORCH_AGENTS = {"ppo2", "maml"}
+TORCH_AGENTS = {"ppo2", "maml", "rainbow"}
+# Container memory limits above the default (docker_runtime.DEFAULT_MEMORY, 4g), written into the
+# image as a label that `run` reads when --memory is not given: Rainbow's 500 000-transition
+# replay peaks at ~3.9 GiB (docs/benchmarks.md#rainbow_memory).
+AGENT_MEMORY = {"rainbow": "6g"}
+MEMORY_LABEL = "sonic-maml.memory"
 CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env AGENT_CHECKPOINT
 BUILD_LABEL = "sonic-maml.build"  # on the Dockerfile's `deps` stage, pruned after a build
 
@@ -228,13 +233,13 @@ def _label(client: docker.DockerClient, tag: str) -> str | None:
 
 
 def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: dict[str, str],
-                  digest: str, quiet: bool) -> str:
+                  digest: str, quiet: bool, labels: dict[str, str] | None = None) -> str:
     t0 = time.monotonic()
     image_id = None
     previous = client.images.get(tag).id if image_exists(client, tag) else None
     for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
                                   network_mode="none", rm=True, forcerm=True, decode=True,
-                                  labels={CONTEXT_LABEL: digest}):
+                                  labels={CONTEXT_LABEL: digest, **(labels or {})}):
         if "error" in chunk:
             raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
         if "stream" in chunk and not quiet:
@@ -253,13 +258,15 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: d
 
 
 def _build_if_changed(client: docker.DockerClient, ctx: Path, tag: str,
-                      buildargs: dict[str, str], quiet: bool, force: bool, same: str) -> str:
-    digest = context_digest(ctx, buildargs)
+                      buildargs: dict[str, str], quiet: bool, force: bool, same: str,
+                      labels: dict[str, str] | None = None) -> str:
+    digest = context_digest(ctx, {**buildargs, **{f"label {k}": v for k, v in
+                                                  (labels or {}).items()}})
     if not force and _label(client, tag) == digest:
         if not quiet:
             print(f"{tag} is up to date ({same})", flush=True)
         return client.images.get(tag).id
-    return _docker_build(client, ctx, tag, buildargs, digest, quiet)
+    return _docker_build(client, ctx, tag, buildargs, digest, quiet, labels)
 
 
 def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
@@ -281,8 +288,9 @@ def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_im
         ctx = Path(tmp)
         make_context(ctx, reqs, None, extra_files)
         buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
+        labels = {MEMORY_LABEL: AGENT_MEMORY[agent]} if agent in AGENT_MEMORY else None
         return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
-                                 "same sources, wheels and arguments")
+                                 "same sources, wheels and arguments", labels)
 
 
 CHECKPOINT_DOCKERFILE = f"""\
@@ -311,3 +319,12 @@ def _build_checkpoint_image(client: docker.DockerClient, agent: str, tag: str, b
         buildargs = {"AGENT_IMAGE": plain_id}
         return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
                                  "same agent image and checkpoint")
+
+
+def image_memory(client: docker.DockerClient, tag: str) -> str | None:
+    """The memory limit an image asks for (its MEMORY_LABEL), or None."""
+    try:
+        labels = client.images.get(tag).attrs.get("Config", {}).get("Labels") or {}
+    except (ImageNotFound, APIError):
+        return None
+    return labels.get(MEMORY_LABEL)
