@@ -120,7 +120,8 @@ class LocalAgent:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        return self._exit_code()
+        code = self._exit_code()
+        return -1 if code is None else code  # -1: the guard died without saying (killed)
 
     def _exit_code(self) -> int | None:
         """The agent's code, as the guard reported it (None if the guard died first)."""

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections import deque
@@ -130,7 +129,6 @@ def publish_records(private_dir: Path, results_dir: Path) -> str | None:
             if (private_dir / name).is_file():
                 copy_atomic(private_dir / name, results_dir / name)
     except OSError as e:
-        print(f"cannot publish the records into {results_dir}: {e}", file=sys.stderr, flush=True)
         return f"{e.__class__.__name__}: {e}"
     return None
 

@@ -375,8 +375,8 @@ def _watch(run: Running, agent: AgentHandle) -> None:
     deadline = time.monotonic() + spec.wallclock_s + spec.wallclock_grace_s
     while True:
         code = agent.wait(POLL_S)
-        if code is not None or agent.wait(0) is not None:  # the agent ended: the server
-            try:                                             # should notice at once
+        if code is not None:  # the agent ended: the server should notice at once
+            try:
                 server.wait(SERVER_GRACE_S)  # its own verdict (e.g. interrupted) stands
             except subprocess.TimeoutExpired:  # e.g. it never connected
                 run.agent_ended_first = True

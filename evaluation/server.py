@@ -26,6 +26,7 @@ import signal
 import socket
 import stat
 import struct
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -182,11 +183,15 @@ class ContestServer:
         if self.stop_signal is None:
             self.stop_signal = f"server stopped by {signal.Signals(signum).name}"
 
+    def _runner_gone(self) -> bool:
+        """The lifeline is readable: EOF, the runner's end is closed (it never writes)."""
+        fd = self.cfg.lifeline_fd
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+
     def _check_signal(self) -> None:
         """Raise Interrupted after a signal, or when the runner's lifeline has closed."""
-        fd = self.cfg.lifeline_fd
-        if self.stop_signal is None and fd is not None and select.select([fd], [], [], 0)[0]:
-            self.stop_signal = RUNNER_GONE  # readable: EOF, the runner's end is closed
+        if self.stop_signal is None and self._runner_gone():
+            self.stop_signal = RUNNER_GONE
         if self.stop_signal is not None:
             raise Interrupted(self.stop_signal)
 
@@ -265,6 +270,11 @@ class ContestServer:
         except Exception as e:  # the emulator, the file system: all recorded, none raised
             stop = Stop("env_error", f"{e.__class__.__name__}: {e}",
                         ErrorId.SERVER_DISCONNECT, "the environment failed")
+        if stop.status not in ("budget", "wallclock", "interrupted") and self._runner_gone():
+            # the agent's guard ended it because the runner died: not the agent's doing
+            stop = Stop("interrupted", RUNNER_GONE, ErrorId.SERVER_DISCONNECT,
+                        "the evaluation was interrupted")
+            self.stop_signal = RUNNER_GONE
         if self.conn is not None and stop.close_id is not None:
             self._send_close(self.conn, stop.close_id, stop.reason)
         self.rec.extra["close_exception"] = (
@@ -277,8 +287,8 @@ class ContestServer:
 
         cfg = self.cfg
         record_dir = None
-        if cfg.record:
-            record_dir = cfg.results_dir / "movies"
+        if cfg.record:  # movies are not results: straight into the published directory
+            record_dir = (cfg.publish_dir or cfg.results_dir) / "movies"
             record_dir.mkdir(parents=True, exist_ok=True)
         env = make_contest_env(cfg.level, seed=self.seed,
                                record_dir=str(record_dir) if record_dir else None)
@@ -303,7 +313,10 @@ class ContestServer:
     def _publish(self) -> None:
         """Copy the records to the runner's results directory (when the runner gave one)."""
         if self.cfg.publish_dir is not None:
-            publish_records(self.cfg.results_dir, self.cfg.publish_dir)
+            error = publish_records(self.cfg.results_dir, self.cfg.publish_dir)
+            if error is not None:  # the runner publishes again at the end, or says why not
+                print(f"cannot publish the records into {self.cfg.publish_dir}: {error}",
+                      file=sys.stderr, flush=True)
 
     def _report(self, results: dict[str, Any]) -> None:
         """Publish, and send the final results to the runner through the result pipe."""

@@ -1,0 +1,172 @@
+"""Attacks from inside a locked-down agent container, and a runner killed under a container.
+
+Needs a daemon (`python -m evaluation docker up`); skipped with the reason when none answers.
+One light image: the real `agent.random` plus `agent.attack`, which plays an episode, then does
+what ATTACK (an environment variable) names: truncate the shared `ob` file before every step,
+or try to write outside its output directory, or play on forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+docker = pytest.importorskip("docker")
+
+from evaluation.docker_daemon import find_daemon  # noqa: E402
+from evaluation.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
+from evaluation.records import read_monitor, score  # noqa: E402
+from evaluation.runner import RunSpec, run_one  # noqa: E402
+from roms_setup.levels import Level  # noqa: E402
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
+IMAGE = "sonic-maml-test-attack:latest"
+ATTACK = b'''"""A hostile agent for the fault tests (see tests/test_faults_docker.py)."""
+import json, os, sys
+from evaluation.client import RemoteEnvClosed, connect_from_env
+out = os.environ["AGENT_OUTPUT_DIR"]
+sock = os.environ["CONTEST_SOCKET_DIR"]
+attack = sys.argv[1]
+print("ATTACK", attack, flush=True)
+env = connect_from_env()
+env.action_space.seed(0)
+env.reset()
+while not env.step(env.action_space.sample())[2]:
+    pass
+open(os.path.join(out, "played"), "w").write("yes")
+tried = {}
+if attack == "escape":
+    fake = json.dumps({"status": "budget", "score": 99999.0})
+    for path in ("/contest/results.json", os.path.join(out, "..", "results.json"),
+                 os.path.join(sock, "results.json"), "/results.json"):
+        try:
+            with open(path, "w") as f:
+                f.write(fake)
+            tried[path] = "written"
+        except OSError as e:
+            tried[path] = e.__class__.__name__
+    try:
+        os.symlink("/etc/passwd", os.path.join(out, "link"))
+        tried["symlink"] = "made"
+    except OSError as e:
+        tried["symlink"] = e.__class__.__name__
+    print("TRIED", json.dumps(tried), flush=True)
+try:
+    while True:
+        env.reset()
+        done = False
+        while not done:
+            if attack == "truncate":
+                os.truncate(os.path.join(sock, "ob"), 0)
+            done = env.step(env.action_space.sample())[2]
+except RemoteEnvClosed:
+    pass
+'''
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    found = find_daemon(timeout=600)
+    if found is None:
+        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
+                    "or set DOCKER_HOST)")
+    client = found[1]
+    build_agent_image(client, "attack", IMAGE, ensure_base_image(client),
+                      requirements=LIGHT_REQUIREMENTS,
+                      extra_files={"agent/attack.py": ATTACK}, quiet=True)
+    yield IMAGE
+    client.close()
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="dfaults-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def containers_of(image: str) -> list[object]:
+    found = find_daemon(timeout=30)
+    assert found is not None
+    return found[1].containers.list(all=True, filters={"ancestor": image})
+
+
+def spec(base: Path, attack: str, budget: int) -> RunSpec:
+    return RunSpec(agent="attack", level=LEVEL, seed=0, budget=budget,
+                   results_dir=base / "r", runtime="docker", image=IMAGE, memory="512m",
+                   agent_args=[attack])
+
+
+def test_1_container_truncating_ob_does_not_kill_the_server(image: str, base: Path) -> None:
+    res = run_one(spec(base, "truncate", 1500))
+    assert res["status"] == "budget" and res["timesteps"] == 1500, res
+    _, rows = read_monitor(base / "r" / "monitor.csv")
+    assert res["episodes"] == len([r for r in rows if not r.cut]) >= 1
+    assert res["score"] == pytest.approx(score(rows))
+    assert containers_of(image) == []
+
+
+def test_5_container_cannot_write_outside_its_output_directory(image: str, base: Path) -> None:
+    res = run_one(spec(base, "escape", 1500))
+    log = (base / "r" / "agent.log").read_text()
+    tried = json.loads(log.split("TRIED ", 1)[1].splitlines()[0])
+    assert "written" not in tried.values(), tried
+    assert res["status"] == "budget" and res["score"] != 99999.0, res
+    assert json.loads((base / "r" / "results.json").read_text()) == res
+    assert not (base / "results.json").exists() and not (ROOT / "results.json").exists()
+    assert containers_of(image) == []
+
+
+def test_2_sigkilled_runner_leaves_no_container(image: str, base: Path) -> None:
+    d = base / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evaluation", "run", "--agent", "attack", "--level", LEVEL.id,
+         "--budget", "1000000", "--results-dir", str(d), "--runtime", "docker", "--image",
+         IMAGE, "--memory", "512m", "--", "play"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        end = time.monotonic() + 180
+        while not (d / "agent" / "played").exists():
+            assert proc.poll() is None and time.monotonic() < end
+            time.sleep(0.1)
+        assert len(containers_of(image)) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        end = time.monotonic() + 60
+        while containers_of(image):
+            assert time.monotonic() < end, "the agent's container outlived its runner"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    res = json.loads((d / "results.json").read_text())
+    assert res["status"] == "interrupted" and res["episodes"] >= 1, res
+    assert "ATTACK play" in (d / "agent.log").read_text()  # the container's logs were saved
+    end = time.monotonic() + 30
+    while processes_with(str(base)):
+        assert time.monotonic() < end, "a process outlived its runner"
+        time.sleep(0.1)
+
+
+def processes_with(token: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
