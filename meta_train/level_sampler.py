@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Sequence
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from meta_train.level_worker import Failure, worker_main
-from meta_train.sampler import Params, Trajectories, job_seeds
+from meta_train.sampler import Params, Trajectories, done_future, job_seeds
 from meta_train.tasks import Task
 
 
@@ -171,6 +172,11 @@ class LevelSampler:
             return [self.rollout(p, task, count, seed) for p, task, seed in jobs]
         finally:
             torch.set_num_threads(threads)
+
+    def submit(self, jobs: Sequence[tuple[Params, Task, int]],
+               count: int) -> list[tuple[list[int], Future]]:  # type: ignore[type-arg]
+        """`sample`, as one finished chunk (the interface of `meta_train.sampler.Sampler`)."""
+        return [(list(range(len(jobs))), done_future(self.sample(jobs, count)))]
 
     def close(self) -> None:
         for conn in self._conns:

@@ -27,7 +27,8 @@ of samples' second-order graph (reverse mode through the inner steps by recomput
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,12 @@ from torch.func import functional_call
 from agent.adaptation import inner_loss, inner_step, policy_parameters
 from agent.linear_baseline import advantages
 from meta_train.sampler import Params, Sampler, Trajectories
+from meta_train.stacked import (
+    StackedBatch,
+    gauss_newton_kl_hvp,
+    stack_batches,
+    stacked_objective,
+)
 from meta_train.tasks import Task
 
 
@@ -93,6 +100,8 @@ class MetaLearner:
         self.first_order = bool(first_order)
         self.gamma, self.gae_lambda, self.ridge = float(gamma), float(gae_lambda), float(ridge)
         self.params: Params = policy_parameters(policy)
+        self._stack_cache: tuple[tuple[int, ...], list[TaskBatch], StackedBatch | None] | None \
+            = None
         self.learn_inner_lr = bool(learn_inner_lr)
         self.inner_lr = float(inner_lr)
         self.step_sizes: dict[str, nn.Parameter] = {}
@@ -184,26 +193,41 @@ class MetaLearner:
     def collect(self, sampler: Sampler, tasks: Sequence[Task], count: int,
                 seeds: Sequence[Sequence[int]]) -> list[TaskBatch]:
         """Sample D_0 with θ, adapt, sample D_1 with θ_1, ... D_S; seeds[i][j]: task i, step j.
-        All tasks' rollouts of one step go to the sampler together (parallel over workers)."""
+        The sampler takes the tasks in chunks; a chunk that is back is prepared and adapted, and
+        its next step sent out, while the workers sample the others. The result does not
+        depend on the order in which chunks come back."""
         current = [self.detached() for _ in tasks]
         train: list[list[Prepared]] = [[] for _ in tasks]
-        valid: list[Prepared] = []
-        for j in range(self.adapt_steps + 1):
-            trajs = sampler.sample([(current[i], tasks[i], int(seeds[i][j]))
-                                    for i in range(len(tasks))], count)
-            for i, traj in enumerate(trajs):
-                data = self.prepare(traj)
-                if j < self.adapt_steps:
-                    train[i].append(data)
-                    current[i] = self.adapted_detached(current[i], data)
-                else:
-                    valid.append(data)
-        batches = []
-        for i, task in enumerate(tasks):
-            with torch.no_grad():
-                logp, dist_params = self.log_prob(current[i], valid[i])
-            batches.append(TaskBatch(task, train[i], valid[i], logp, dist_params))
-        return batches
+        valid: list[Prepared | None] = [None] * len(tasks)
+
+        def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:  # type: ignore[type-arg]
+            chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx],
+                                    count)
+            return {fut: ([idx[k] for k in part], step) for part, fut in chunks}
+
+        pending = send(range(len(tasks)), 0)
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                idx, step = pending.pop(fut)
+                for i, traj in zip(idx, fut.result(), strict=True):
+                    data = self.prepare(traj)
+                    if step < self.adapt_steps:
+                        train[i].append(data)
+                        current[i] = self.adapted_detached(current[i], data)
+                    else:
+                        valid[i] = data
+                if step < self.adapt_steps:
+                    pending.update(send(idx, step + 1))
+        return [self._task_batch(task, train[i], valid[i], current[i])
+                for i, task in enumerate(tasks)]
+
+    def _task_batch(self, task: Task, train: list[Prepared], valid: Prepared | None,
+                    adapted: Params) -> TaskBatch:
+        assert valid is not None
+        with torch.no_grad():
+            logp, dist_params = self.log_prob(adapted, valid)
+        return TaskBatch(task, train, valid, logp, dist_params)
 
     # --- outer objective ----------------------------------------------------------------------
 
@@ -230,6 +254,10 @@ class MetaLearner:
         return loss, kl
 
     # --- the meta-gradient in chunks (recomputation instead of a whole task's graph) -----------
+
+    def step_size(self, name: str) -> Tensor | float:
+        """α of a parameter: its learned tensor (differentiable), or the fixed inner_lr."""
+        return self.step_sizes.get(name, self.inner_lr)
 
     def _alpha(self, name: str) -> Tensor | float:
         a = self.step_sizes.get(name)
@@ -316,6 +344,79 @@ class MetaLearner:
             big_g = [gk - h for gk, h in zip(big_g, hv, strict=True)]
         return loss_value, big_g + alpha_grads
 
+    # --- the whole meta-batch: stacked where the tasks allow it, else task by task ------------
+
+    def stacked(self, batches: Sequence[TaskBatch]) -> StackedBatch | None:
+        """The meta-batch stacked (cached for the batches of the current meta-step), or None:
+        image observations and `grad_chunk` keep one task's graph at a time."""
+        key = (self.grad_chunk, *(id(b) for b in batches))
+        if self._stack_cache is None or self._stack_cache[0] != key:
+            data = None if self.grad_chunk > 0 else stack_batches(batches)
+            self._stack_cache = (key, list(batches), data)
+        return self._stack_cache[2]
+
+    def meta_gradient(self, batches: Sequence[TaskBatch],
+                      clip: float | None = None) -> tuple[float, list[Tensor]]:
+        """The mean over tasks of the post-update loss and its gradient w.r.t.
+        `meta_parameters()`, by whichever of the three equal ways fits: stacked tasks, task by
+        task, or task by task in chunks of `grad_chunk` samples."""
+        params = self.meta_parameters()
+        data = self.stacked(batches)
+        if data is not None:
+            loss, _ = stacked_objective(self, data, clip)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            return float(loss.detach()), [g if g is not None else torch.zeros_like(p)
+                                          for g, p in zip(grads, params, strict=True)]
+        n = len(batches)
+        total = [torch.zeros_like(p) for p in params]
+        value = 0.0
+        for b in batches:
+            if self.grad_chunk > 0:
+                loss_b, grads = self.chunked_meta_gradient(b, clip)
+            else:
+                loss, _ = self.task_objective(b, clip=clip)
+                loss_b = float(loss.detach())
+                grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+            value += loss_b / n
+            for acc, g in zip(total, grads, strict=True):
+                if g is not None:
+                    acc += g / n
+        return value, total
+
+    def kl_hvp(self, batches: Sequence[TaskBatch],
+               at_sampling: bool = False) -> Callable[[Tensor], Tensor]:
+        """v ↦ H·v, H the Hessian w.r.t. the flat meta-parameters of the mean-over-tasks KL
+        between the sampling and the new post-update policies, exact through the inner steps.
+        Stacked: the graphs are built once and every product reuses them; `at_sampling` (θ is
+        still the θ that sampled the batches, as in a TRPO step) uses the cheaper Gauss-Newton
+        form, equal there. Else each product recomputes the KL task by task (one task's graph
+        in memory)."""
+        params = self.meta_parameters()
+
+        def flat(grads: Sequence[Tensor | None]) -> Tensor:
+            return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                              for g, p in zip(grads, params, strict=True)])
+
+        data = self.stacked(batches)
+        if data is not None and at_sampling:
+            return gauss_newton_kl_hvp(self, data)
+        if data is not None:
+            _, kl = stacked_objective(self, data, create_graph=True)
+            kl_grad = flat(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True))
+            return lambda v: flat(torch.autograd.grad(kl_grad, params, v, retain_graph=True,
+                                                      allow_unused=True)).detach()
+
+        def per_task(v: Tensor) -> Tensor:
+            out = torch.zeros_like(v)
+            for b in batches:
+                _, kl = self.task_objective(b, create_graph=True)
+                grads = torch.autograd.grad(kl / len(batches), params, create_graph=True,
+                                            allow_unused=True)
+                out += flat(torch.autograd.grad(flat(grads).dot(v), params,
+                                                allow_unused=True)).detach()
+            return out
+        return per_task
+
     def backward_task(self, batch: TaskBatch, scale: float, clip: float | None = None) -> float:
         """Add `scale` × the task's meta-gradient into `.grad`; returns the task's loss."""
         if self.grad_chunk <= 0:
@@ -329,6 +430,10 @@ class MetaLearner:
 
     def evaluate(self, batches: Sequence[TaskBatch]) -> tuple[float, float]:
         """Mean surrogate loss and mean KL over tasks at the current θ, no graph kept."""
+        data = self.stacked(batches)
+        if data is not None:
+            loss, kl = stacked_objective(self, data, create_graph=False)
+            return float(loss.detach()), float(kl.detach())
         loss_sum, kl_sum = 0.0, 0.0
         for b in batches:
             loss, kl = self.task_objective(b, create_graph=False)

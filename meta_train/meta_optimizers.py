@@ -69,6 +69,16 @@ def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
     return x
 
 
+def adam_step(optimizer: torch.optim.Optimizer, learner: MetaLearner,
+              batches: Sequence[TaskBatch], clip: float | None = None) -> float:
+    """One optimizer step on the meta-gradient of the mean post-update loss; returns the loss."""
+    loss, grads = learner.meta_gradient(batches, clip)
+    for p, g in zip(learner.meta_parameters(), grads, strict=True):
+        p.grad = g
+    optimizer.step()
+    return loss
+
+
 class VPG:
     """Adam on the gradient of the post-update surrogate (garage's MAML-VPG)."""
 
@@ -79,14 +89,9 @@ class VPG:
         self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
-        n = len(batches)
-        self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for b in batches:
-            total += self.learner.backward_task(b, 1.0 / n)
-        self.optimizer.step()
+        loss_before = adam_step(self.optimizer, self.learner, batches)
         loss_after, kl = self.learner.evaluate(batches)
-        return {"loss_before": total / n, "loss_after": loss_after, "kl": kl}
+        return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl}
 
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
@@ -108,16 +113,11 @@ class PPO:
         self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
-        n = len(batches)
         first = math.nan
         for epoch in range(self.epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for b in batches:
-                total += self.learner.backward_task(b, 1.0 / n, clip=self.clip)
+            loss = adam_step(self.optimizer, self.learner, batches, self.clip)
             if epoch == 0:
-                first = total / n
-            self.optimizer.step()
+                first = loss
         loss_after, kl = self.learner.evaluate(batches)
         return {"loss_before": first, "loss_after": loss_after, "kl": kl}
 
@@ -148,39 +148,23 @@ class TRPO:
 
     def gradient(self, batches: Sequence[TaskBatch]) -> tuple[Tensor, float]:
         params = self.learner.meta_parameters()
-        n = len(batches)
-        g = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
-                        device=params[0].device)
-        total = 0.0
-        for b in batches:
-            if self.learner.grad_chunk > 0:
-                value, grads = self.learner.chunked_meta_gradient(b)
-                g += flat(grads, params) / n
-                total += value
-                continue
-            loss, _ = self.learner.task_objective(b)
-            g += flat(torch.autograd.grad(loss / n, params, allow_unused=True), params)
-            total += float(loss.detach())
-        return g, total / n
+        loss, grads = self.learner.meta_gradient(batches)
+        return flat(grads, params), loss
 
     def hvp(self, batches: Sequence[TaskBatch], v: Tensor) -> Tensor:
-        """(H + damping·I)·v, H the Hessian of the mean-over-tasks KL, one task at a time."""
-        params = self.learner.meta_parameters()
-        n = len(batches)
-        out = torch.zeros_like(v)
-        for b in batches:
-            _, kl = self.learner.task_objective(b, create_graph=True)
-            grads = torch.autograd.grad(kl / n, params, create_graph=True, allow_unused=True)
-            gv = flat(grads, params).dot(v)
-            hv = torch.autograd.grad(gv, params, allow_unused=True)
-            out += flat(hv, params).detach()
-        return out + self.cg_damping * v
+        """(H + damping·I)·v, H the Hessian of the mean-over-tasks KL."""
+        return self.learner.kl_hvp(batches)(v) + self.cg_damping * v
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
         params = self.learner.meta_parameters()
         g, loss_before = self.gradient(batches)
-        x = conjugate_gradient(lambda v: self.hvp(batches, v), g, self.cg_iters)
-        shs = 0.5 * x.dot(self.hvp(batches, x))
+        kl_hvp = self.learner.kl_hvp(batches, at_sampling=True)  # built once, used by all
+
+        def hvp(v: Tensor) -> Tensor:
+            return kl_hvp(v) + self.cg_damping * v
+
+        x = conjugate_gradient(hvp, g, self.cg_iters)
+        shs = 0.5 * x.dot(hvp(x))
         old = flat([p.detach() for p in params], params).clone()
         info = {"loss_before": loss_before, "loss_after": loss_before, "kl": 0.0,
                 "ls_steps": -1.0}

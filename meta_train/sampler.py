@@ -1,5 +1,10 @@
-"""Trajectory sampling: the K trajectories of one task in lock-step, one batched policy forward
-per time step, optionally with tasks spread over worker processes.
+"""Trajectory sampling for the HalfCheetah tasks: all trajectories of several tasks stepped in
+lock-step (`HalfCheetahSims`, MuJoCo's own API), with tasks spread over worker processes (one
+per core) in chunks, so that the trainer can work on the chunks that are back (`submit`) while
+the workers sample the others. Per time step, each task's K trajectories go through the policy
+in one batched forward. The tasks are not stacked into one vmapped forward: a batched matmul's
+last bits change with the batch's composition, which would make trajectories depend on the
+number of workers; the per-task forwards cost ≈ 5% of a step (the physics ≈ 70%).
 
 Reproducible by construction: a job carries its own integer seed, from which the K environments'
 reset seeds and the action noise (a private `torch.Generator`) are derived. The same (policy
@@ -13,9 +18,10 @@ clipped to the action space only when handed to the environment.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +32,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from agent.policies import clamped_log_std
-from meta_train.tasks import Task, make_env
+from meta_train.halfcheetah_sim import ACTION_DIM, HalfCheetahSims
+from meta_train.tasks import Task, task_rewards
 
 Params = dict[str, Tensor]
 
@@ -79,73 +86,53 @@ def sample_actions(policy: nn.Module, dist_params: Tensor, gen: torch.Generator)
     return mean + clamped_log_std(log_std).exp() * noise
 
 
-class EnvPool:
-    """Environments kept between jobs: HalfCheetah tasks differ only in the reward wrapper's
-    task dict, so an environment is re-targeted instead of rebuilt (gym.make costs ~10 ms)."""
+Job = tuple[Params, Task, int]
 
-    def __init__(self) -> None:
-        self._envs: dict[tuple[str, int], list[gym.Env]] = {}  # type: ignore[type-arg]
 
-    def get(self, task: Task, count: int) -> list[gym.Env]:  # type: ignore[type-arg]
-        key = (str(task["kind"]), int(task["horizon"]))
-        envs = self._envs.setdefault(key, [])
-        while len(envs) < count:
-            envs.append(make_env(task))
-        for env in envs[:count]:
-            env.task = dict(task)  # type: ignore[attr-defined]
-        return envs[:count]
+def action_scale(task: Task) -> float:
+    return float(task.get("action_scale", 1.0))
 
-    def close(self) -> None:
-        for envs in self._envs.values():
-            for env in envs:
-                env.close()
-        self._envs.clear()
+
+def rollout_jobs(policy: nn.Module, jobs: Sequence[Job], count: int,
+                 sims: HalfCheetahSims | None = None) -> list[Trajectories]:
+    """`count` trajectories of each HalfCheetah job `(params, task, seed)`, all jobs stepped in
+    lock-step. A job's trajectories depend only on its own (params, task, seed): its reset seeds
+    and its private noise generator, whichever jobs it is batched with."""
+    horizons = {int(task["horizon"]) for _, task, _ in jobs}
+    if len(horizons) != 1:
+        raise ValueError(f"jobs of one batch share a horizon, got {sorted(horizons)}")
+    horizon, n_jobs, n = horizons.pop(), len(jobs), len(jobs) * count
+    sims = sims or HalfCheetahSims()
+    seeds = [job_seeds(seed, count) for _, _, seed in jobs]
+    gens = [torch.Generator().manual_seed(noise) for _, noise in seeds]
+    obs = sims.reset([s for resets, _ in seeds for s in resets]).astype(np.float32)
+    detached = [{k: v.detach() for k, v in p.items()} for p, _, _ in jobs]
+    device = next(iter(detached[0].values())).device
+    scales = np.repeat([action_scale(t) for _, t, _ in jobs], count)[:, None]
+    obs_buf = np.zeros((horizon, n_jobs, count, obs.shape[1]), dtype=np.float32)
+    act_buf = np.zeros((horizon, n_jobs, count, ACTION_DIM), dtype=np.float32)
+    rew_buf = np.zeros((horizon, n_jobs, count), dtype=np.float32)
+    tasks = [t for _, t, _ in jobs for _ in range(count)]
+    for t in range(horizon):
+        obs_buf[t] = obs.reshape(n_jobs, count, -1)
+        with torch.no_grad():
+            for j, gen in enumerate(gens):
+                # a copy: BLAS results may depend on the input's alignment in memory
+                obs_j = torch.tensor(obs_buf[t, j], device=device)
+                dist, _ = functional_call(policy, detached[j], (obs_j,))
+                act_buf[t, j] = sample_actions(policy, dist, gen).numpy()
+        torques = np.clip(act_buf[t].reshape(n, -1) / scales, -1.0, 1.0)
+        nxt, x_velocity = sims.step(torques)
+        rew_buf[t] = task_rewards(tasks, x_velocity, torques).reshape(n_jobs, count)
+        obs = nxt.astype(np.float32)
+    return [Trajectories(obs_buf[:, j].copy(), act_buf[:, j].copy(), rew_buf[:, j].copy())
+            for j in range(n_jobs)]
 
 
 def rollout(policy: nn.Module, params: Params, task: Task, count: int, seed: int,
-            pool: EnvPool | None = None) -> Trajectories:
+            sims: HalfCheetahSims | None = None) -> Trajectories:
     """`count` trajectories of `task` with the policy at `params`, stepped together."""
-    own_pool = pool is None
-    pool = pool or EnvPool()
-    try:
-        envs = pool.get(task, count)
-        reset_seeds, noise_seed = job_seeds(seed, count)
-        gen = torch.Generator().manual_seed(noise_seed)
-        space = envs[0].observation_space
-        act_space = envs[0].action_space
-        dtype = storage_dtype(space)
-        horizon = int(task["horizon"])
-        first = [env.reset(seed=s)[0] for env, s in zip(envs, reset_seeds, strict=True)]
-        obs_buf = np.zeros((horizon, count, *space.shape), dtype=dtype)
-        discrete = isinstance(act_space, gym.spaces.Discrete)
-        act_buf = (np.zeros((horizon, count), dtype=np.int64) if discrete
-                   else np.zeros((horizon, count, *act_space.shape), dtype=np.float32))
-        rew_buf = np.zeros((horizon, count), dtype=np.float32)
-        obs = np.stack(first).astype(dtype, copy=False)
-        detached = {k: v.detach() for k, v in params.items()}
-        device = next(iter(detached.values())).device
-        for t in range(horizon):
-            obs_buf[t] = obs
-            with torch.no_grad():
-                dist_params, _ = functional_call(policy, detached,
-                                                 (torch.from_numpy(obs_buf[t]).to(device),))
-                actions = sample_actions(policy, dist_params, gen)
-            act_np = actions.numpy()
-            act_buf[t] = act_np
-            if not discrete:
-                act_np = np.clip(act_np, act_space.low, act_space.high)
-            nxt = []
-            for k, env in enumerate(envs):
-                o, r, terminated, truncated, _ = env.step(act_np[k])
-                rew_buf[t, k] = r
-                if terminated:  # not for HalfCheetah; keep the trajectory length fixed
-                    o, _ = env.reset()
-                nxt.append(o)
-            obs = np.stack(nxt).astype(dtype, copy=False)
-        return Trajectories(obs_buf, act_buf, rew_buf)
-    finally:
-        if own_pool:
-            pool.close()
+    return rollout_jobs(policy, [(params, task, seed)], count, sims)[0]
 
 
 # --- worker processes -------------------------------------------------------------------------
@@ -158,21 +145,30 @@ def _worker_init(policy_spec: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     _WORKER["policy"] = build_policy(policy_spec)
-    _WORKER["pool"] = EnvPool()
+    _WORKER["sims"] = HalfCheetahSims()
 
 
-def _worker_rollout(params: Params, task: Task, count: int, seed: int) -> Trajectories:
-    return rollout(_WORKER["policy"], params, task, count, seed, _WORKER["pool"])
+def _worker_rollout(jobs: list[Job], count: int) -> list[Trajectories]:
+    return rollout_jobs(_WORKER["policy"], jobs, count, _WORKER["sims"])
+
+
+def done_future(value: Any) -> Future:  # type: ignore[type-arg]
+    fut: Future = Future()  # type: ignore[type-arg]
+    fut.set_result(value)
+    return fut
 
 
 class Sampler:
-    """Runs rollout jobs `(params, task, seed)`, in this process (`workers=0`) or spread over
-    `workers` processes (forkserver; each builds the policy from its spec once)."""
+    """Runs HalfCheetah rollout jobs `(params, task, seed)`, in this process (`workers=0`) or
+    spread over `workers` processes (forkserver; each builds the policy from its spec once and
+    keeps its simulations between calls). Jobs go out in chunks of about
+    jobs / (chunks_per_worker · workers), so results come back while others are still sampled."""
 
-    def __init__(self, policy: nn.Module, workers: int = 0) -> None:
+    def __init__(self, policy: nn.Module, workers: int = 0, chunks_per_worker: int = 2) -> None:
         self.policy = policy
         self.workers = int(workers)
-        self.pool = EnvPool()
+        self.chunks_per_worker = max(1, int(chunks_per_worker))
+        self.sims = HalfCheetahSims()
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 0:
             spec = getattr(policy, "spec", None)
@@ -182,20 +178,31 @@ class Sampler:
                 self.workers, mp_context=mp.get_context("forkserver"),
                 initializer=_worker_init, initargs=(spec,))
 
-    def sample(self, jobs: Sequence[tuple[Params, Task, int]], count: int) -> list[Trajectories]:
+    def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:  # type: ignore[type-arg]
+        """Start the jobs; [(indices of the jobs in a chunk, future of their trajectories)]."""
         if self._executor is None:
-            return [rollout(self.policy, p, task, count, seed, self.pool)
-                    for p, task, seed in jobs]
-        futures = [self._executor.submit(_worker_rollout,
-                                         {k: v.detach().cpu().clone() for k, v in p.items()},
-                                         task, count, seed) for p, task, seed in jobs]
-        return [f.result() for f in futures]
+            return [(list(range(len(jobs))), done_future(
+                rollout_jobs(self.policy, jobs, count, self.sims)))]
+        size = math.ceil(len(jobs) / (self.workers * self.chunks_per_worker))
+        out = []
+        for start in range(0, len(jobs), size):
+            idx = list(range(start, min(len(jobs), start + size)))
+            chunk = [({k: v.detach().cpu() for k, v in jobs[i][0].items()}, jobs[i][1],
+                      jobs[i][2]) for i in idx]
+            out.append((idx, self._executor.submit(_worker_rollout, chunk, count)))
+        return out
+
+    def sample(self, jobs: Sequence[Job], count: int) -> list[Trajectories]:
+        results: list[Trajectories | None] = [None] * len(jobs)
+        for idx, fut in self.submit(jobs, count):
+            for i, traj in zip(idx, fut.result(), strict=True):
+                results[i] = traj
+        return [r for r in results if r is not None]
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
-        self.pool.close()
 
     def __enter__(self) -> Sampler:
         return self

@@ -10,11 +10,13 @@ HalfCheetah sanity tasks (Finn et al. 2017), on Gymnasium's `HalfCheetah-v5` wit
     direction:  r = direction · v_x − 0.05 · ‖a‖²        direction ∈ {−1, +1} with equal odds
     velocity:   r = −|v_x − goal| − 0.05 · ‖a‖²           goal ~ U[0, 2]
 
-with v_x = `info["x_velocity"]` and `a` the action the simulator received (the sampler clips the
-Gaussian policy's sample to [−1, 1]). HalfCheetah never terminates; every trajectory has exactly
-`horizon` steps. The default horizon is 100 (pytorch-maml-rl, garage): half of Finn's 200, which
-halves the MuJoCo and policy cost per trajectory on a CPU. Finn's simulator used 0.01 s steps and
-a 20-D observation; v5 uses 0.05 s steps and 17-D, so returns are not comparable with the paper.
+with v_x = `info["x_velocity"]` and `a` the torque the simulator received: the Gaussian policy's
+sample divided by `task.action_scale` and clipped to [−1, 1] (scale 10: the policy acts in
+[−10, 10], as in ProMP, garage and pytorch-maml-rl; scale 1: raw torques). HalfCheetah never
+terminates; every trajectory has exactly `horizon` steps. The default horizon is 100
+(pytorch-maml-rl, garage): half of Finn's 200, which halves the cost per trajectory on a CPU.
+Finn's simulator used 0.01 s steps and a 20-D observation; v5 uses 0.05 s steps and 17-D, so
+returns are not comparable with the paper.
 
 Levels as tasks (`kind: levels`): a task is one game level (`Game:State`) of a level set
 (`roms_setup.levels.resolve_levels`: a set name such as `atari-train` or `sonic-train`, a CSV
@@ -47,33 +49,40 @@ HALFCHEETAH_KINDS = ("halfcheetah-dir", "halfcheetah-vel")
 KINDS = (*HALFCHEETAH_KINDS, "levels")
 
 
-def direction_reward(direction: float, x_velocity: float, action: np.ndarray) -> float:
-    return float(direction * x_velocity - CTRL_COST_WEIGHT * np.sum(np.square(action)))
+def task_rewards(tasks: Sequence[Task], x_velocity: np.ndarray, torques: np.ndarray) -> np.ndarray:
+    """The rewards of len(tasks) HalfCheetah steps at once (one task per row, see the module
+    docstring), in float64."""
+    ctrl = CTRL_COST_WEIGHT * np.square(torques.astype(np.float64)).sum(axis=1)
+    direction = np.array([t.get("direction", 0.0) for t in tasks], dtype=np.float64)
+    goal = np.array([t.get("goal", 0.0) for t in tasks], dtype=np.float64)
+    is_dir = np.array([t["kind"] == "halfcheetah-dir" for t in tasks])
+    return np.where(is_dir, direction * x_velocity, -np.abs(x_velocity - goal)) - ctrl
 
 
-def velocity_reward(goal: float, x_velocity: float, action: np.ndarray) -> float:
-    return float(-abs(x_velocity - goal) - CTRL_COST_WEIGHT * np.sum(np.square(action)))
+def scaled_torque(action: np.ndarray, scale: float) -> np.ndarray:
+    """The policy acts in [−scale, scale]; the simulator gets action / scale in [−1, 1]
+    (`task.action_scale`; pytorch-maml-rl's NormalizedActionWrapper)."""
+    return np.clip(np.asarray(action, dtype=np.float64) / scale, -1.0, 1.0)
 
 
 class HalfCheetahTaskReward(gym.Wrapper):  # type: ignore[type-arg]
-    """Replaces HalfCheetah's reward by the task's; never terminates (v5 does not either)."""
+    """Gymnasium's HalfCheetah-v5 as a task: the task's reward and action scale; never terminates
+    (v5 does not either). The sampler steps `meta_train.halfcheetah_sim` instead (the same
+    numbers, faster); this one is the reference the tests compare it with."""
 
     def __init__(self, env: gym.Env, task: Task) -> None:  # type: ignore[type-arg]
         super().__init__(env)
         self.task = dict(task)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        obs, _, terminated, truncated, info = self.env.step(action)
-        v = float(info["x_velocity"])
-        a = np.asarray(action, dtype=np.float64)
-        if self.task["kind"] == "halfcheetah-dir":
-            reward = direction_reward(float(self.task["direction"]), v, a)
-        else:
-            reward = velocity_reward(float(self.task["goal"]), v, a)
+        torque = scaled_torque(action, float(self.task.get("action_scale", 1.0)))
+        obs, _, terminated, truncated, info = self.env.step(torque)
+        v = np.array([float(info["x_velocity"])])
+        reward = float(task_rewards([self.task], v, torque[None])[0])
         return obs, reward, bool(terminated), bool(truncated), info
 
 
-def _quiet_mujoco() -> None:
+def quiet_mujoco() -> None:
     """MuJoCo 3.3+/4 warns that HalfCheetah's XML uses the deprecated `settotalmass`, on stderr
     and into ./MUJOCO_LOG.TXT, once per environment built: drop that known, harmless one and
     route any other MuJoCo warning to Python's `warnings`."""
@@ -82,14 +91,14 @@ def _quiet_mujoco() -> None:
 
         import mujoco
 
-        if getattr(_quiet_mujoco, "done", False):
+        if getattr(quiet_mujoco, "done", False):
             return
         def handler(msg: str) -> None:
             if "settotalmass" not in msg:
                 warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2)
 
         mujoco.set_mju_user_warning(handler)
-        _quiet_mujoco.done = True  # type: ignore[attr-defined]
+        quiet_mujoco.done = True  # type: ignore[attr-defined]
     except (ImportError, AttributeError):
         pass
 
@@ -111,7 +120,7 @@ def make_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
         raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
     if kind == "levels":
         return make_level_env(task)
-    _quiet_mujoco()
+    quiet_mujoco()
     env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CTRL_COST_WEIGHT,
                    max_episode_steps=int(task["horizon"]))
     return HalfCheetahTaskReward(env, task)
@@ -122,7 +131,8 @@ class TaskDistribution:
 
     def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0,
                  levels: str | Sequence[str] = "atari-train", discretizer: str = "auto",
-                 backtracking: bool = True, reward_scale: float = 0.01) -> None:
+                 backtracking: bool = True, reward_scale: float = 0.01,
+                 action_scale: float = 1.0) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
         if horizon < 1:
@@ -131,6 +141,9 @@ class TaskDistribution:
         self.levels: list[str] = []
         self.discretizer, self.backtracking = str(discretizer), bool(backtracking)
         self.reward_scale = float(reward_scale)
+        self.action_scale = float(action_scale)
+        if not self.action_scale > 0:
+            raise ValueError(f"task.action_scale must be > 0, got {action_scale}")
         if kind == "levels":
             self.levels = self._resolve(levels)
             if not self.reward_scale > 0:
@@ -171,10 +184,11 @@ class TaskDistribution:
                      "reward_scale": self.reward_scale} for i in idx]
         if self.kind == "halfcheetah-dir":
             signs = rng.integers(0, 2, size=n) * 2 - 1
-            return [{"kind": self.kind, "horizon": self.horizon, "direction": float(s)}
-                    for s in signs]
+            return [{"kind": self.kind, "horizon": self.horizon, "direction": float(s),
+                     "action_scale": self.action_scale} for s in signs]
         goals = rng.uniform(self.low, self.high, size=n)
-        return [{"kind": self.kind, "horizon": self.horizon, "goal": float(g)} for g in goals]
+        return [{"kind": self.kind, "horizon": self.horizon, "goal": float(g),
+                 "action_scale": self.action_scale} for g in goals]
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TaskDistribution:
@@ -183,7 +197,8 @@ class TaskDistribution:
                    float(t.get("goal_high", 2.0)), levels=t.get("levels", "atari-train"),
                    discretizer=str(t.get("discretizer", "auto")),
                    backtracking=bool(t.get("backtracking", True)),
-                   reward_scale=float(t.get("reward_scale", 0.01)))
+                   reward_scale=float(t.get("reward_scale", 0.01)),
+                   action_scale=float(t.get("action_scale", 1.0)))
 
 
 def describe(task: Task) -> str:
