@@ -291,9 +291,11 @@ def learn(agent: Rainbow, envs: Any, *, total_timesteps: int | None,
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         dones = np.asarray(terminated) | np.asarray(truncated)  # anyrl: any end is terminal
         agent.timesteps += nenvs
-        for _ in replay.add(actions, rewards, dones, obs[:, -1]):
+        ready = len(replay.add(actions, rewards, dones, obs[:, -1]))
+        for i in range(ready):  # one at a time, as anyrl adds them: size counts up by one
             agent.transitions += 1
-            if replay.size >= cfg.learning_starts and agent.transitions >= next_train:
+            size = replay.size - (ready - 1 - i)
+            if size >= cfg.learning_starts and agent.transitions >= next_train:
                 next_train = agent.transitions + cfg.train_interval
                 losses.append(agent.update(replay, rng))
             if agent.transitions >= next_target:

@@ -1,14 +1,18 @@
-"""`python -m agent.train`: offline training on local contest environments (e.g. joint PPO).
+"""`python -m agent.train`: offline training on local contest environments (joint PPO, joint
+Rainbow).
 
-    python -m agent.train --algo ppo --levels SET_OR_LIST --timesteps N --out DIR
+    python -m agent.train --algo ppo|rainbow --levels SET_OR_LIST --timesteps N --out DIR
                           [--envs E] [--config FILE] [--set key=value ...] [--resume]
 
 E worker subprocesses (one emulator each) play the levels, dealt round-robin; a worker with
 several levels switches to its next one at every episode end (agent/vec_env.py), so joint PPO
 over the 47 training levels runs with any E. Writes DIR/checkpoint.pt (loadable by
-`python -m agent.ppo2 --init`), DIR/progress.csv, DIR/tb/ (TensorBoard) and DIR/config.yaml.
+`python -m agent.ppo2 --init`, or with --algo rainbow by `agent.rainbow --init`; defaults from
+agent/configs/ppo2.yaml or rainbow.yaml), DIR/progress.csv, DIR/tb/ (TensorBoard) and
+DIR/config.yaml.
 `--resume` continues from DIR/checkpoint.pt (network, optimizer, counters, RNG states) up to
-the same --timesteps total; the environments start new episodes.
+the same --timesteps total; the environments start new episodes (and Rainbow's replay buffer
+starts empty: it is not saved).
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ from agent.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agent.config import apply_overrides, load_config
+from agent.config import CONFIG_DIR, apply_overrides, load_config
 from agent.logging import TrainLogger
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
 from agent.vec_env import make_level_vec_env
 from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import resolve_levels
 
-ALGOS = ("ppo",)
+ALGOS = ("ppo", "rainbow")
+DEFAULT_CONFIGS = {"ppo": CONFIG_DIR / "ppo2.yaml", "rainbow": CONFIG_DIR / "rainbow.yaml"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="total environment steps (over all environments)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--envs", type=int, help="worker subprocesses (default: config nenvs)")
-    parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml")
+    parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml "
+                        "(--algo rainbow: rainbow.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one config key (repeatable)")
     parser.add_argument("--resume", action="store_true",
@@ -61,7 +67,7 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
     if saved and args.config is None:  # resume: the run's own config, then this call's --set
         cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
     if args.envs is not None:
         cfg["nenvs"] = args.envs
     return cfg
@@ -79,10 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     saved = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
     if args.resume and saved is None:
         print(f"no checkpoint at {ckpt_path}: starting from scratch")
+    if saved is not None and saved["policy_spec"].get("kind", "ppo") != args.algo:
+        raise UserError(f"{ckpt_path} was trained with --algo "
+                        f"{saved['policy_spec'].get('kind', 'ppo')}, not {args.algo}")
     cfg = resolve_config(args, saved["config"] if saved else None)
     levels = resolve_levels(args.levels)
     for level in levels:
         require_playable(level)  # a one-line error before any worker starts
+    if args.algo == "rainbow":
+        from agent.train_rainbow import train_rainbow
+
+        return train_rainbow(cfg, [lv.id for lv in levels], args.timesteps, out, saved)
     nenvs = int(cfg["nenvs"])
     ppo_cfg = PPOConfig.from_dict(cfg)
     if (ppo_cfg.nsteps * nenvs) // ppo_cfg.nminibatches < 1:

@@ -198,7 +198,7 @@ def test_rainbow_imports_neither_stable_retro_nor_meta_train() -> None:
     assert proc.stdout.strip() == "[]"
 
 
-def test_rainbow_agent_budget_resume_and_fine_tune(tmp_path: Path) -> None:
+def test_rainbow_agent_to_the_budget_then_resumed(tmp_path: Path) -> None:
     run = tmp_path / "scratch"
     results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100,
                               results_dir=run, agent_args=SMALL))
@@ -231,13 +231,34 @@ def test_rainbow_agent_budget_resume_and_fine_tune(tmp_path: Path) -> None:
     assert resumed["updates"] == first["updates"] + new_transitions - 79
     assert resumed["episodes"] >= first["episodes"]
 
+
+def test_joint_rainbow_then_fine_tuned_in_the_contest(tmp_path: Path) -> None:
+    """agent.train --algo rainbow on 2 lockstep workers, resumed, then agent.rainbow --init."""
+    out = tmp_path / "joint"
+    train = [sys.executable, "-m", "agent.train", "--algo", "rainbow", "--levels", str(LEVEL),
+             "--envs", "2", "--out", str(out), *SMALL, "--set", "tensorboard=false"]
+    proc = subprocess.run([*train, "--timesteps", "100"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first = load_checkpoint(out / "checkpoint.pt")
+    assert first["timesteps"] == 100 and first["levels"] == [str(LEVEL)]
+    assert first["updates"] == first["transitions"] - 79 > 0
+    proc = subprocess.run([*train, "--timesteps", "120", "--resume"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "from 100 to 120 steps" in proc.stdout, proc.stderr
+    assert load_checkpoint(out / "checkpoint.pt")["timesteps"] == 120
+    proc = subprocess.run([sys.executable, "-m", "agent.train", "--algo", "ppo", "--levels",
+                           str(LEVEL), "--out", str(out), "--timesteps", "200", "--resume"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "trained with --algo rainbow" in proc.stderr
+
     results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=2, budget=30,
                               results_dir=tmp_path / "tuned",
-                              agent_args=[*SMALL, "--init", str(run / "agent" / "checkpoint.pt")]))
+                              agent_args=[*SMALL, "--init", str(out / "checkpoint.pt")]))
     log = (tmp_path / "tuned" / "agent.log").read_text()
     assert results["status"] == "budget" and "fine-tuning" in log, log
     tuned = load_checkpoint(tmp_path / "tuned" / "agent" / "checkpoint.pt")
-    assert 20 <= tuned["timesteps"] <= 29 and tuned["init"].endswith("checkpoint.pt")
+    assert 20 <= tuned["timesteps"] <= 29 and tuned["init"] == str(out / "checkpoint.pt")
 
 
 def test_resume_restores_the_learner(tmp_path: Path) -> None:
@@ -268,6 +289,15 @@ def test_resume_restores_the_learner(tmp_path: Path) -> None:
         (30, 28, 6, 2)
     step = restored.optimizer.state_dict()["state"][0]["step"]
     assert float(step) == 6.0
+    # a PPO agent refuses it in one line
+    from gymnasium import spaces
+
+    from agent.checkpoint import policy_for_spaces
+    from roms_setup.errors import UserError
+
+    with pytest.raises(UserError, match="holds a rainbow network"):
+        policy_for_spaces(load_checkpoint(path), {}, spaces.Box(0, 255, (4, 36, 36), np.uint8),
+                          spaces.Discrete(3), str(path))
 
 
 def test_rainbow_bad_input_is_a_one_line_error(tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""Joint Rainbow: `python -m agent.train --algo rainbow` (arguments are read by agent.train).
+
+E environments (worker subprocesses, one emulator each, levels dealt round-robin and switched at
+every episode end, as for joint PPO) step in lockstep into one prioritized replay; Rainbow learns
+as in the contest agent (one update per transition entering the replay). The checkpoint is what
+`python -m agent.rainbow --init` fine-tunes on a test level.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
+from agent.logging import TrainLogger
+from agent.ppo import pick_device, set_torch_threads
+from agent.rainbow import save_rainbow
+from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
+from agent.vec_env import make_level_vec_env
+from roms_setup.errors import UserError
+
+
+def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: Path,
+                  saved: dict[str, Any] | None) -> int:
+    try:
+        rcfg = RainbowConfig.from_dict(cfg)
+    except ValueError as e:
+        raise UserError(f"bad Rainbow config: {e}") from None
+    nenvs = int(cfg["nenvs"])
+    seed = int(cfg["seed"])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    threads = set_torch_threads(int(cfg["torch_threads"]))
+    device = pick_device(str(cfg["device"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    ckpt_path = out / CHECKPOINT_NAME
+    envs = make_level_vec_env(levels, nenvs, seed=seed, discretizer=str(cfg["discretizer"]),
+                              backtracking=bool(cfg["backtracking"]),
+                              reward_scale=float(cfg["reward_scale"]))
+    try:
+        net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
+                             envs.single_action_space, str(ckpt_path))
+    except UserError:
+        envs.close()
+        raise
+    agent = Rainbow(net, rcfg, device)
+    if saved is not None:
+        agent.load(saved)
+        if "rng" in saved:
+            set_rng_state(saved["rng"])
+    save_every = max(nenvs, int(cfg["save_interval"]) // nenvs * nenvs)
+
+    def save() -> None:
+        save_rainbow(ckpt_path, agent, cfg, {"levels": levels})
+
+    def on_step(a: Rainbow) -> None:
+        if a.timesteps % save_every == 0:
+            save()
+
+    print(f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
+          f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps", flush=True)
+    logger = TrainLogger(out, total_timesteps=timesteps, start_timesteps=agent.timesteps,
+                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None)
+    try:
+        tracker = learn(agent, envs, total_timesteps=timesteps, logger=logger,
+                        log_interval=int(cfg["log_interval"]), on_step=on_step,
+                        seed=seed + agent.timesteps)
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted: saved {ckpt_path} at {agent.timesteps} steps "
+              "(continue with --resume)")
+        return 130
+    finally:
+        logger.close()
+        envs.close()
+    save()
+    print(f"done: {agent.timesteps} steps, {agent.updates} updates, {agent.episodes} episodes, "
+          f"mean return (last 100) {tracker.mean_return:.1f}; saved {ckpt_path}")
+    return 0
