@@ -3,6 +3,8 @@
     python -m meta_train --config meta_train/configs/halfcheetah-dir.yaml --out DIR
         [--meta-optimizer vpg|trpo|ppo|reptile] [--adapt-steps N] [--iterations N] [--joint]
         [--resume] [--set key=value ...]
+    python -m meta_train oracle --config meta_train/configs/halfcheetah-dir-repro.yaml --out DIR
+        [--iterations 500] [--meta-batch 5] [--eval-trajectories 40]
     python -m meta_train evaluate --checkpoint DIR/checkpoint.pt [--tasks 40] [--adapt-steps 3]
         [--pretrained JOINT/checkpoint.pt] [--trajectories K] [--inner-lr 0.1,0.05] [--out FILE]
         [--levels SET]
@@ -62,6 +64,33 @@ def parse_evaluate(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_oracle(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m meta_train oracle",
+                                description="train and evaluate the oracles of a task family")
+    p.add_argument("--config", required=True, help="a halfcheetah-dir or -vel config")
+    p.add_argument("--out", required=True, help="output directory (resumable)")
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--meta-batch", type=int, default=5,
+                   help="trajectory batches of `trajectories` per iteration (all the one task)")
+    p.add_argument("--eval-trajectories", type=int, default=40)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def run_oracle(args: argparse.Namespace) -> int:
+    from meta_train.oracle import train_oracles
+
+    if args.iterations < 1 or args.meta_batch < 1 or args.eval_trajectories < 2:
+        raise UserError("--iterations and --meta-batch must be ≥ 1, --eval-trajectories ≥ 2")
+    cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
+    summary = train_oracles(cfg, Path(args.out), iterations=args.iterations,
+                            meta_batch=args.meta_batch, eval_trajectories=args.eval_trajectories,
+                            progress=not args.no_progress)
+    print(f"oracle mean return {summary['mean']:.1f}: {Path(args.out) / 'oracle.json'}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     from meta_train.train import train
 
@@ -112,4 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":
         return run_evaluate(parse_evaluate(argv[1:]))
+    if argv and argv[0] == "oracle":
+        return run_oracle(parse_oracle(argv[1:]))
     return run_train(parse_train(argv))

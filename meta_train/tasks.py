@@ -132,7 +132,7 @@ class TaskDistribution:
     def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0,
                  levels: str | Sequence[str] = "atari-train", discretizer: str = "auto",
                  backtracking: bool = True, reward_scale: float = 0.01,
-                 action_scale: float = 1.0) -> None:
+                 action_scale: float = 1.0, fixed: float | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
         if horizon < 1:
@@ -142,6 +142,7 @@ class TaskDistribution:
         self.discretizer, self.backtracking = str(discretizer), bool(backtracking)
         self.reward_scale = float(reward_scale)
         self.action_scale = float(action_scale)
+        self.fixed = None if fixed is None else float(fixed)  # one task only: an oracle's
         if not self.action_scale > 0:
             raise ValueError(f"task.action_scale must be > 0, got {action_scale}")
         if kind == "levels":
@@ -184,9 +185,13 @@ class TaskDistribution:
                      "reward_scale": self.reward_scale} for i in idx]
         if self.kind == "halfcheetah-dir":
             signs = rng.integers(0, 2, size=n) * 2 - 1
+            if self.fixed is not None:
+                signs = np.full(n, self.fixed)
             return [{"kind": self.kind, "horizon": self.horizon, "direction": float(s),
                      "action_scale": self.action_scale} for s in signs]
         goals = rng.uniform(self.low, self.high, size=n)
+        if self.fixed is not None:
+            goals = np.full(n, self.fixed)
         return [{"kind": self.kind, "horizon": self.horizon, "goal": float(g),
                  "action_scale": self.action_scale} for g in goals]
 
@@ -198,7 +203,8 @@ class TaskDistribution:
                    discretizer=str(t.get("discretizer", "auto")),
                    backtracking=bool(t.get("backtracking", True)),
                    reward_scale=float(t.get("reward_scale", 0.01)),
-                   action_scale=float(t.get("action_scale", 1.0)))
+                   action_scale=float(t.get("action_scale", 1.0)),
+                   fixed=t.get("direction" if t["kind"] == "halfcheetah-dir" else "goal"))
 
 
 def describe(task: Task) -> str:

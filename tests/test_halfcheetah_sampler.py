@@ -158,3 +158,47 @@ def test_gauss_newton_hvp_equals_the_kl_hessian_at_the_sampling_point(
     exact = learner.kl_hvp(batches)(v)
     assert exact.abs().max() > 1e-3
     torch.testing.assert_close(learner.kl_hvp(batches, at_sampling=True)(v), exact)
+
+
+def test_a_fixed_task_is_the_only_task_and_oracle_returns_interpolate() -> None:
+    from meta_train.oracle import oracle_return
+    from meta_train.tasks import TaskDistribution
+
+    rng = np.random.default_rng(0)
+    assert {t["direction"] for t in TaskDistribution("halfcheetah-dir", fixed=-1).sample(
+        20, rng)} == {-1.0}
+    assert {t["goal"] for t in TaskDistribution("halfcheetah-vel", fixed=0.6).sample(
+        5, rng)} == {0.6}
+    assert len({t["goal"] for t in TaskDistribution("halfcheetah-vel").sample(5, rng)}) == 5
+    dir_summary = {"kind": "halfcheetah-dir", "tasks": [{"value": 1.0, "return": 400.0},
+                                                        {"value": -1.0, "return": 200.0}]}
+    tasks = [{"direction": 1.0}] * 3 + [{"direction": -1.0}]
+    assert oracle_return(dir_summary, tasks) == pytest.approx(350.0)
+    vel_summary = {"kind": "halfcheetah-vel", "tasks": [{"value": 1.0, "return": -20.0},
+                                                        {"value": 0.2, "return": -10.0}]}
+    assert oracle_return(vel_summary, [{"goal": 0.6}, {"goal": 1.5}]) == pytest.approx(-17.5)
+
+
+def test_oracles_train_each_fixed_task_and_resume_without_retraining(tmp_path) -> None:
+    import json
+
+    from agent.checkpoint import load_checkpoint
+    from agent.config import load_config
+    from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.oracle import train_oracles
+
+    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml",
+                      ["task.horizon=6", "trajectories=3", "tensorboard=false"],
+                      defaults=DEFAULTS)
+    summary = train_oracles(cfg, tmp_path, iterations=2, meta_batch=1, eval_trajectories=4,
+                            progress=False)
+    assert [r["task"] for r in summary["tasks"]] == ["dir+1", "dir-1"]
+    assert json.loads((tmp_path / "oracle.json").read_text()) == summary
+    for row in summary["tasks"]:
+        saved = load_checkpoint(tmp_path / row["task"] / "checkpoint.pt")
+        assert saved["config"]["task"]["direction"] == row["value"]
+        assert saved["config"]["adapt_steps"] == 0 and row["env_steps"] == 2 * 3 * 6
+    stamp = (tmp_path / "dir+1" / "checkpoint.pt").stat().st_mtime_ns
+    assert train_oracles(cfg, tmp_path, iterations=2, meta_batch=1, eval_trajectories=4,
+                         progress=False) == summary
+    assert (tmp_path / "dir+1" / "checkpoint.pt").stat().st_mtime_ns == stamp
