@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from agent.logging import EpisodeTracker, TrainLogger
 from agent.policies import BODY_GAIN, nature_convs, set_channels_last
-from agent.ppo import finished_episodes
+from agent.ppo import finished_episodes, make_adam
 from agent.replay import FrameReplay, ReplayBatch
 
 RainbowSpec = dict[str, Any]
@@ -213,8 +213,7 @@ class Rainbow:
         # not channels-last: at batch 32 it was slower here (unlike PPO's 512-sample minibatches)
         self.online = net.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=config.lr,
-                                          eps=config.adam_eps)
+        self.optimizer = make_adam(self.online, config.lr, config.adam_eps)
         self.timesteps = 0  # environment steps
         self.transitions = 0  # transitions that entered the replay (anyrl's steps_taken)
         self.updates = 0

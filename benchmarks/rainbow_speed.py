@@ -1,0 +1,128 @@
+"""Our Rainbow learner against Stable-Baselines3's DQN: updates per second, in the same run.
+
+One update = sample a batch of 32 from the replay, the loss, backward, Adam, and (ours) the new
+priorities. Both learners get the same Nature CNN on (4, 84, 84) uint8 frames, batch 32, a replay
+of `--fill` transitions of random frames (filled before the clock starts), Adam at lr 1e-4, the
+target network copied every 8192 updates, one gradient step per update. What differs is the
+algorithm: ours is the contest's Rainbow (prioritized 3-step replay storing each frame once,
+noisy dueling C51 heads, double Q: three network calls per update, one with gradients); SB3's
+DQN is uniform 1-step replay with an MLP head and a Huber loss on Q (two calls). SB3 has neither
+prioritized replay nor distributional or noisy heads, so this is the closest "same settings" it
+allows. Each learner runs in its own fresh subprocess, alternating, `--rounds` times; the
+figure is the median of the rounds.
+
+    python benchmarks/rainbow_speed.py [--updates 200] [--rounds 3] [--fill 5000] [--threads 1]
+
+Needs Stable-Baselines3 (`pip install -e .[bench]`); without it, says so and exits 2.
+Last line: `BENCH rainbow_speed ratio=<ours/sb3 updates per second> target=1.0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+OBS_SHAPE = (4, 84, 84)
+ACTIONS = 7
+BATCH = 32
+
+
+def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
+    import numpy as np
+    import torch
+
+    from agent.rainbow_learner import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = RainbowConfig(capacity=max(fill, 1000), learning_starts=0)
+    agent = Rainbow(RainbowNet(rainbow_spec(OBS_SHAPE, ACTIONS, cfg)), cfg)
+    replay = make_replay(cfg, OBS_SHAPE, nenvs=1)
+    rng = np.random.default_rng(0)
+    replay.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    for t in range(fill):
+        replay.add(np.array([t % ACTIONS]), np.array([rng.normal()]),
+                   np.array([t % 1000 == 999]),
+                   rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    for _ in range(5):  # warm-up
+        agent.update(replay, rng)
+    start = time.perf_counter()
+    for _ in range(updates):
+        agent.update(replay, rng)
+    out.put(updates / (time.perf_counter() - start))
+
+
+def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.logger import configure
+
+    class Frames(gym.Env):  # only gives SB3 its spaces; the replay is filled directly
+        observation_space = gym.spaces.Box(0, 255, OBS_SHAPE, np.uint8)
+        action_space = gym.spaces.Discrete(ACTIONS)
+
+    torch.set_num_threads(threads)
+    model = DQN("CnnPolicy", Frames(), learning_rate=1e-4, buffer_size=max(fill, 1000),
+                learning_starts=0, batch_size=BATCH, train_freq=1, gradient_steps=1,
+                target_update_interval=8192, device="cpu", seed=0)
+    model.set_logger(configure(None, []))
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (1, *OBS_SHAPE), dtype=np.uint8)
+    for t in range(fill):
+        nxt = rng.integers(0, 256, (1, *OBS_SHAPE), dtype=np.uint8)
+        model.replay_buffer.add(obs, nxt, np.array([t % ACTIONS]), np.array([rng.normal()]),
+                                np.array([t % 1000 == 999]), [{}])
+        obs = nxt
+    model.train(gradient_steps=5, batch_size=BATCH)  # warm-up
+    start = time.perf_counter()
+    model.train(gradient_steps=updates, batch_size=BATCH)
+    out.put(updates / (time.perf_counter() - start))
+
+
+def measure(fn, updates: int, fill: int, threads: int) -> float:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=fn, args=(updates, fill, threads, q))
+    proc.start()
+    value = q.get()
+    proc.join()
+    return float(value)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--updates", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fill", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for both")
+    args = ap.parse_args()
+    if importlib.util.find_spec("stable_baselines3") is None:
+        print("stable-baselines3 is missing: install the bench extra "
+              "(`.venv/bin/pip install -e '.[bench]'` or `pip install stable-baselines3`)",
+              file=sys.stderr)
+        return 2
+    ours: list[float] = []
+    sb3: list[float] = []
+    for r in range(args.rounds):
+        ours.append(measure(run_ours, args.updates, args.fill, args.threads))
+        sb3.append(measure(run_sb3, args.updates, args.fill, args.threads))
+        print(f"round {r + 1}: ours {ours[-1]:.2f} updates/s, SB3 DQN {sb3[-1]:.2f} updates/s",
+              flush=True)
+    o, s = statistics.median(ours), statistics.median(sb3)
+    print(f"median: ours {o:.2f} updates/s, SB3 DQN {s:.2f} updates/s "
+          f"({args.updates} updates, batch {BATCH}, {args.threads} torch thread(s))")
+    print(f"BENCH rainbow_speed ratio={o / s:.3f} target=1.0")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
