@@ -112,12 +112,13 @@ def no_leftovers(token: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-def socket_dir_of(token: str) -> Path:
-    """The socket directory of the run's server, read from its command line."""
+def server_dirs(token: str) -> tuple[Path, Path]:
+    """The socket directory and the private records directory of the run's server."""
     for pid in processes_with(token):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"serve" in argv and b"--socket" in argv:
-            return Path(argv[argv.index(b"--socket") + 1].decode())
+            return (Path(argv[argv.index(b"--socket") + 1].decode()),
+                    Path(argv[len(argv) - 1 - argv[::-1].index(b"--results-dir") + 1].decode()))
     raise AssertionError("no server found")
 
 
@@ -200,14 +201,14 @@ def test_2_sigkill_of_run_leaves_no_process_and_records_interrupted(base: Path) 
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: (d / "agent" / "played").exists(), 120, "two episodes")
-        sock_dir = socket_dir_of(str(base))
+        sock_dir, records = server_dirs(str(base))
         proc.kill()
         proc.wait()
         no_leftovers(str(base))
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not sock_dir.exists()
+    assert not sock_dir.exists() and not records.exists()
     res = results_of(d)
     assert res["status"] == "interrupted" and "runner" in res["error"], res
     assert res["episodes"] >= 2 and res["episodes"] == len(
