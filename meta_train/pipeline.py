@@ -50,7 +50,7 @@ from roms_setup.errors import UserError, exit_on_user_error
 
 STATE = "pipeline.json"
 STAGES = ("roms", "maml", "reptile", "joint", "images", "suite", "report")
-KNOWN_AGENTS = ("maml", "reptile", "joint", "ppo2", "jerk", "random")
+KNOWN_AGENTS = ("maml", "reptile", "joint", "ppo2", "rainbow", "jerk", "random")
 IMAGE_TAGS = {"maml": "sonic-maml-pipeline-maml:latest",
               "reptile": "sonic-maml-pipeline-reptile:latest",
               "joint": "sonic-maml-pipeline-joint:latest"}
@@ -257,6 +257,9 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
             cmd += ["--image", f"{agent}={IMAGE_TAGS[agent]}"]
     if "ppo2" in s["agents"] and ppo_set:
         args["ppo2"] = list(ppo_set)
+    rainbow_set = [x for item in s.get("rainbow_set") or [] for x in ("--set", str(item))]
+    if "rainbow" in s["agents"] and rainbow_set:
+        args["rainbow"] = rainbow_set
     for name, a in args.items():
         if a:
             cmd += ["--agent-args", f"{name}={shlex.join(a)}"]
@@ -402,6 +405,8 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
               "first-order Reptile on the same levels and scale instead of MAML.",
               "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
               "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
+              "- **rainbow** (when listed): the contest's Rainbow baseline from scratch "
+              "(`agent.rainbow`).",
               "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
               ""]
     if not sonic:

@@ -308,3 +308,18 @@ def test_rainbow_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: checkpoint")
     assert "Traceback" not in proc.stderr
+
+
+def test_pipeline_configs_list_rainbow_with_its_settings(tmp_path: Path) -> None:
+    from meta_train.pipeline import CONFIG_DIR, Pipeline, load_pipeline_config, suite_command
+
+    sonic = load_pipeline_config(CONFIG_DIR / "pipeline-sonic.yaml")
+    assert "rainbow" in sonic["suite"]["agents"]
+    cmd = suite_command(Pipeline(tmp_path, sonic, CONFIG_DIR / "pipeline-sonic.yaml"), "docker")
+    assert "rainbow" in cmd[cmd.index("--agents") + 1].split(",")
+    atari = load_pipeline_config(CONFIG_DIR / "pipeline-atari.yaml")
+    atari["suite"]["agents"] = [*atari["suite"]["agents"], "rainbow"]
+    cmd = suite_command(Pipeline(tmp_path / "a", atari, CONFIG_DIR / "pipeline-atari.yaml"),
+                        "local")
+    args = cmd[cmd.index("--agent-args", cmd.index("--agents")):]
+    assert any(a.startswith("rainbow=--set learning_starts=2000") for a in args), cmd
