@@ -1,0 +1,159 @@
+"""Does Rainbow learn inside the contest? Rainbow, ppo2 and random on 3 Atari games at 100k steps.
+
+    .venv/bin/python benchmarks/rainbow_learning.py                 # the full run (hours on CPU)
+    .venv/bin/python benchmarks/rainbow_learning.py --steps 2000 --seeds 1 --out /tmp/rl
+    .venv/bin/python benchmarks/rainbow_learning.py --report-only   # figures from OUT again
+
+Runs the real evaluation (`python -m evaluation suite`: one environment server per run, agents
+as `python -m agent.NAME` processes over the contest connection, the budget enforced by the
+server) for rainbow, ppo2 and random on Boxing, Freeway and Seaquest (Atari 2600 ROMs shipped
+with ale-py), `--seeds` seeds each, then scores every run the contest's way (mean return of the
+episodes finished in the budget), normalizes it by the published random and human scores,
+(score − random) / (human − random), and reports the interquartile mean over runs × games with
+95% stratified-bootstrap confidence intervals (rliable, Agarwal et al. 2021).
+
+Settings: rainbow with the contest baseline's (agent/configs/rainbow.yaml; no update before
+20 000 transitions, 3-step, target every 8192); ppo2 with the Atari settings of
+benchmarks/ppo_learning.py (nsteps 256, 4 × 64 minibatches, 4 epochs, lr 2.5e-4); both with
+torch_threads 1 (`--workers` runs share the cores).
+
+Published reference at 100k steps: data-efficient Rainbow (van Hasselt et al. 2019, "When to
+use parametric models in reinforcement learning?", Table/appendix; numbers below from memory,
+unverified: Boxing 0.2, Freeway 27.9, Seaquest 354.1). Not comparable setting for setting: DER
+retunes Rainbow for 100k (20-step returns, updates from 1600 steps, target every 2000 updates,
+a wider network), and ALE's standard protocol differs from the contest environment (sticky
+actions with 0.25 only on a step's first frame, 4500-step episodes, no frame max-pooling, no
+reward clipping, no end of episode on a life lost); the contest's Rainbow spends a fifth of this
+budget filling its replay before learning.
+
+Last line: `BENCH rainbow_learning iqm_vs_random=<Rainbow IQM − random IQM> target=>0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from evaluation.report import Table, load_runs  # noqa: E402
+
+GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start",
+         "Seaquest-Atari2600-v0:Start")
+AGENTS = ("rainbow", "ppo2", "random")
+# Random and human scores: the standard Atari normalization (Mnih et al. 2015, Extended Data
+# Table 2; Wang et al. 2016, Table 5), as used by the Atari 100k benchmark.
+RANDOM = {"Boxing": 0.1, "Freeway": 0.0, "Seaquest": 68.4}
+HUMAN = {"Boxing": 12.1, "Freeway": 29.6, "Seaquest": 42054.7}
+DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}  # unverified, see above
+THREADS = "--set torch_threads=1 --set tensorboard=false"
+PPO2_ARGS = ("--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
+             + THREADS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=100_000, help="budget per run")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rainbow-args", default=THREADS)
+    ap.add_argument("--ppo2-args", default=PPO2_ARGS)
+    ap.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "rainbow_learning",
+                    help="the suite's directory (resumable: rerun the same command)")
+    ap.add_argument("--report-only", action="store_true", help="only read OUT")
+    return ap.parse_args(argv)
+
+
+def game_name(level: str) -> str:
+    return level.split("-", 1)[0]
+
+
+def normalized(score: float, game: str) -> float:
+    return (score - RANDOM[game]) / (HUMAN[game] - RANDOM[game])
+
+
+def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
+    """Human-normalized run scores, (seeds, games); NaN where a run is missing."""
+    out = np.full((seeds, len(GAMES)), np.nan)
+    for j, level in enumerate(GAMES):
+        for run in table.cell(agent, level).runs:
+            if run.seed < seeds and not math.isnan(run.score):
+                out[run.seed, j] = normalized(run.score, game_name(level))
+    return out
+
+
+def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[float, float,
+                                                                               float]]:
+    from rliable import library as rly
+    from rliable import metrics
+
+    point, interval = rly.get_interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+    return {a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0]))
+            for a in scores}
+
+
+def report(table: Table, args: argparse.Namespace) -> int:
+    scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
+    missing = [a for a, m in scores.items() if np.isnan(m).any()]
+    if missing:
+        print(f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
+              "the same command to resume", file=sys.stderr)
+        return 1
+    print("| game | " + " | ".join(AGENTS) + " | DER 100k (unverified) |")
+    print("|---|" + "---|" * (len(AGENTS) + 1))
+    for j, level in enumerate(GAMES):
+        g = game_name(level)
+        raw = [np.mean([r.score for r in table.cell(a, level).runs]) for a in AGENTS]
+        print(f"| {g} | " + " | ".join(f"{v:.1f} ({scores[a][:, j].mean():+.3f})"
+                                       for v, a in zip(raw, AGENTS, strict=True))
+              + f" | {DER_100K[g]} |")
+    print("(contest score, mean over seeds; in brackets: human-normalized)")
+    iqm = iqm_with_ci(scores, args.reps)
+    for a in AGENTS:
+        p, lo, hi = iqm[a]
+        print(f"{a}: normalized IQM {p:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] "
+              f"({args.seeds} seed(s) × {len(GAMES)} games, {args.steps} steps)")
+    gap = iqm["rainbow"][0] - iqm["random"][0]
+    print(f"BENCH rainbow_learning iqm_vs_random={gap:+.4f} target=>0")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if importlib.util.find_spec("rliable") is None:
+        print("rliable is missing: install the bench extra (`.venv/bin/pip install -e "
+              "'.[bench]'`)", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "evaluation", "suite", "--agents", ",".join(AGENTS),
+           "--levels", ",".join(GAMES), "--seeds", str(args.seeds), "--budget", str(args.steps),
+           "--workers", str(args.workers), "--out", str(args.out),
+           "--agent-args", f"rainbow={args.rainbow_args}",
+           "--agent-args", f"ppo2={args.ppo2_args}"]
+    print("$ " + shlex.join(cmd), flush=True)
+    if not args.report_only:
+        subprocess.run([sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True,
+                       capture_output=True)
+        t0 = time.monotonic()
+        done = subprocess.run(cmd, cwd=ROOT)
+        print(f"suite finished in {(time.monotonic() - t0) / 60:.1f} min "
+              f"(exit {done.returncode})", flush=True)
+        if done.returncode != 0:
+            print(f"error: the suite failed (exit {done.returncode}); rerun to resume",
+                  file=sys.stderr)
+            return done.returncode
+    return report(Table(load_runs(args.out), agents=AGENTS, levels=list(GAMES)), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
