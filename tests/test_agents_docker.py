@@ -69,3 +69,44 @@ def test_jerk_image_runs_to_the_budget(jerk_image: str, tmp_path: Path) -> None:
     assert on_disk["status"] == "budget"
     rows = (tmp_path / "run" / "monitor.csv").read_text().splitlines()
     assert rows[1] == "r,l,t,cut" and len(rows) >= 3
+
+
+RAINBOW_IMAGE = "sonic-maml-test-rainbow:latest"
+
+
+@pytest.fixture(scope="module")
+def rainbow_image() -> str:
+    """The torch image of the Rainbow agent (minutes the first time: torch's wheels)."""
+    found = find_daemon(timeout=600)
+    if found is None:
+        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
+                    "or set DOCKER_HOST)")
+    client = found[1]
+    try:
+        base = ensure_base_image(client)
+        build_agent_image(client, "rainbow", RAINBOW_IMAGE, base,
+                          requirements=requirements_for("rainbow"), quiet=True)
+    finally:
+        client.close()
+    return RAINBOW_IMAGE
+
+
+def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(rainbow_image: str,
+                                                               tmp_path: Path) -> None:
+    """`python -m agent.rainbow` in its container (no --memory: the image's 6g label applies),
+    learning from step 40 of a 120-step budget, its checkpoint written through the mount."""
+    from evaluation.docker_daemon import docker_client
+    from evaluation.images import AGENT_MEMORY, image_memory
+    from evaluation.runner import RunSpec, run_one
+    from roms_setup.levels import Level
+
+    assert image_memory(docker_client(), rainbow_image) == AGENT_MEMORY["rainbow"] == "6g"
+    spec = RunSpec(agent="rainbow", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,
+                   budget=120, results_dir=tmp_path / "run", runtime="docker",
+                   image=rainbow_image,
+                   agent_args=["--set", "learning_starts=40", "--set", "capacity=1000"])
+    results = run_one(spec)
+    log = (tmp_path / "run" / "agent.log").read_text()
+    assert results["status"] == "budget" and results["agent_exit_code"] == 0, (results, log)
+    assert "rainbow agent: learning from scratch" in log and "budget spent" in log, log
+    assert (tmp_path / "run" / "agent" / "checkpoint.pt").is_file()
