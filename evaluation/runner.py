@@ -264,6 +264,7 @@ class Running:
     agent: AgentHandle | None = None
     agent_ended_first: bool = False
     backstop: bool = False
+    keep_records: bool = False  # the results could not be published: the records stay
 
 
 class ResultReader(threading.Thread):
@@ -341,7 +342,8 @@ def _close_run(run: Running) -> None:
     with contextlib.suppress(OSError):
         os.close(run.lifeline)
     shutil.rmtree(run.socket_dir, ignore_errors=True)
-    shutil.rmtree(run.records, ignore_errors=True)
+    if not run.keep_records:
+        shutil.rmtree(run.records, ignore_errors=True)
 
 
 def _supervise(run: Running, output_dir: Path) -> tuple[AgentOutcome | None, str | None]:
@@ -477,12 +479,11 @@ def _publish(run: Running, results: dict[str, Any]) -> None:
         except OSError as e:
             error = f"{e.__class__.__name__}: {e}"
     if error is not None:
-        kept = Path(tempfile.mkdtemp(prefix="contest-kept-"))
-        shutil.copytree(run.records, kept, dirs_exist_ok=True)
+        run.keep_records = True  # the private records are all there is: keep them
         with contextlib.suppress(OSError):
-            write_json_atomic(kept / RESULTS, results)
+            write_json_atomic(run.records / RESULTS, results)
         raise UserError(
             f"cannot write the results into {spec.results_dir} ({error}): free some space or "
             f"check the directory; the run ended with status={results['status']} "
             f"score={results.get('score')} episodes={results.get('episodes')}, and its records "
-            f"are kept in {kept}")
+            f"are kept in {run.records}")
