@@ -297,13 +297,21 @@ class RunRecorder:
         self._monitor = self._progress = None
         if extra:
             self.extra.update(extra)
-        if self.write_error is not None:
-            error = f"{error}; " if error else ""
-            status, error = "env_error", f"{error}cannot write the records: {self.write_error}"
-        data = self.results(status, error, timesteps)
+        data = self._failed_writes(self.results(status, error, timesteps))
+        failed_before = self.write_error
         with self._noting_write_errors():
             write_json_atomic(self.dir / RESULTS, data)
+        if self.write_error != failed_before:  # results.json itself failed: say so anyway
+            data = self._failed_writes(self.results(status, error, timesteps))
         return data
+
+    def _failed_writes(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`env_error` with the first failed write, if any write failed."""
+        if self.write_error is None:
+            return data
+        error = f"{data['error']}; " if data["error"] else ""
+        return {**data, "status": "env_error",
+                "error": f"{error}cannot write the records: {self.write_error}"}
 
     @contextlib.contextmanager
     def _noting_write_errors(self) -> Any:

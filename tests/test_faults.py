@@ -676,3 +676,30 @@ def test_14_build_refuses_a_checkpoint_that_is_not_one(base: Path, content: str)
     proc = run_cli("build", "--agent", "maml", "--checkpoint", ckpt, "--tag",
                    "sonic-maml-test-never-built:latest", timeout=120)
     one_line_error(proc, "checkpoint")
+
+
+def test_13_serve_whose_results_dir_is_deleted_ends_with_a_clear_status(base: Path) -> None:
+    """The standalone server: its results directory vanishes mid-run; the run goes on to the
+    budget and ends `env_error`, saying why, with no traceback."""
+    sock, res = base / "s", base / "r"
+    server = subprocess.Popen(serve_cmd(sock, res, "--budget", "1500"), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (sock / "sock").exists(), 60, "the server")
+        env = _connect(sock)
+        try:
+            env.reset()
+            while not env.step(env.action_space.sample())[2]:
+                pass
+            shutil.rmtree(res)
+            assert _play(env, 1500) > 0
+        finally:
+            env.close()
+        out, err = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0 and "Traceback" not in err, err
+    summary = out.strip().splitlines()[-1]
+    assert "status=env_error" in summary and "cannot write the records" in summary, summary
+    assert "timesteps=1500" in summary
