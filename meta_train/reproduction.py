@@ -1,0 +1,194 @@
+"""The HalfCheetah reproduction's results, from its runs: curves, Finn's table, summary.json.
+
+    python -m meta_train.reproduction [--runs runs/repro] [--oracles runs/oracle]
+        [--out docs/results/maml_reproduction] [--eval-tasks 40] [--no-eval]
+
+For every run RUNS/NAME (a meta_train output directory, e.g. made by scripts/maml-reproduction):
+its metrics are copied to OUT/metrics/NAME.csv and, unless `--no-eval`, its checkpoint is
+evaluated on `--eval-tasks` fresh tasks after 0..3 inner steps beside a random initialization
+and, where RUNS/<task>-joint-s<seed> exists, the jointly trained policy (OUT/eval/NAME.json,
+redone only when the run has moved on). The oracles are read from ORACLES/dir/oracle.json and
+ORACLES/vel/oracle.json (`python -m meta_train oracle`) where present. Writes OUT/curves.png
+(post-update training return against environment steps, mean and min–max over seeds, the
+references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
+meta_optimizer, seed, env_steps, return_0, return_1, oracle, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+# Read off the public plots at horizon 100 (shared reference: maml.md); post-update return.
+REFERENCES = {"halfcheetah-dir": [("RLlib MAML plateau (≈ 60 M steps)", 260.0),
+                                  ("learn2learn MAML-TRPO, 300 updates", 265.0)]}
+SHORT = {"halfcheetah-dir": "dir", "halfcheetah-vel": "vel"}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def parse_task(label: str) -> dict[str, float]:
+    """Back from `meta_train.tasks.describe`: dir+1 / vel0.53."""
+    if label.startswith("dir"):
+        return {"direction": float(label[3:])}
+    return {"goal": float(label[3:])}
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    saved = load_checkpoint(run / CHECKPOINT_NAME)
+    cfg = saved["config"]
+    rows = read_csv(run / "metrics.csv")
+    return {"name": run.name, "task": str(cfg["task"]["kind"]),
+            "meta_optimizer": str(saved["meta_optimizer"]), "seed": int(cfg["seed"]),
+            "joint": bool(saved.get("joint", False)), "iterations": int(saved["iteration"]),
+            "env_steps": int(saved["timesteps"]),
+            "action_scale": float(cfg["task"].get("action_scale", 1.0)),
+            "wall_s": round(sum(float(r["sampling_s"]) + float(r["learning_s"])
+                                for r in rows), 1), "metrics": rows}
+
+
+def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int) -> dict[str, Any]:
+    from meta_train.evaluate import evaluate
+
+    path = out / "eval" / f"{info['name']}.json"
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("iterations") == info["iterations"] and done.get("tasks") == tasks:
+            return done
+    joint = runs / f"{SHORT[info['task']]}-joint-s{info['seed']}" / CHECKPOINT_NAME
+    evaluate(runs / info["name"] / CHECKPOINT_NAME, tasks=tasks, adapt_steps=3,
+             pretrained=joint if joint.is_file() else None, out=path.with_suffix(""))
+    result = json.loads(path.read_text())
+    with open(path.with_suffix(".csv"), newline="") as f:
+        result["stderr"] = {r["policy"]: [float(r[f"stderr_{j}"]) for j in range(4)]
+                            for r in csv.DictReader(f)}
+    result["iterations"] = info["iterations"]
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def oracle_for(task: str, oracles: Path, task_list: list[str]) -> float | None:
+    from meta_train.oracle import ORACLE_JSON, oracle_return
+
+    path = oracles / SHORT[task] / ORACLE_JSON
+    if not path.is_file() or not task_list:
+        return None
+    return oracle_return(json.loads(path.read_text()), [parse_task(t) for t in task_list])
+
+
+def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({i["task"] for i in infos})
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(6.5 * max(1, len(kinds)), 4.5),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=False):
+        for opt in sorted({i["meta_optimizer"] for i in infos if i["task"] == kind}):
+            group = [i for i in infos if i["task"] == kind and i["meta_optimizer"] == opt
+                     and not i["joint"]]
+            if not group:
+                continue
+            n = min(len(i["metrics"]) for i in group)
+            x = np.array([float(r["env_steps"]) for r in group[0]["metrics"][:n]]) / 1e6
+            ys = np.array([[float(r["return_1"]) for r in i["metrics"][:n]] for i in group])
+            label = f"MAML-{opt.upper()} ({len(group)} seed{'s' if len(group) > 1 else ''})"
+            line, = ax.plot(x, ys.mean(axis=0), label=label)
+            if len(group) > 1:
+                ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
+                                color=line.get_color())
+        for text, value in REFERENCES.get(kind, []):
+            ax.axhline(value, ls="--", lw=1, color="grey")
+            ax.annotate(text, (0, value), fontsize=7, color="grey", va="bottom")
+        if oracles.get(kind) is not None:
+            ax.axhline(oracles[kind], ls=":", color="black", label="our oracle")
+        ax.set_title(f"HalfCheetah {SHORT[kind]}: return after one inner step (training)")
+        ax.set_xlabel("environment steps (millions)")
+        ax.set_ylabel("mean return over the meta-batch")
+        ax.legend(fontsize=8, title="line: mean over seeds; band: min–max", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt(mean: float, se: float | None) -> str:
+    return f"{mean:.1f}" if se is None else f"{mean:.1f} ± {se:.1f}"
+
+
+def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None) -> list[str]:
+    head = [f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
+            f"{info['seed']}, {info['iterations']} iterations, {info['env_steps'] / 1e6:.1f} M "
+            f"steps, {info['wall_s'] / 3600:.2f} h; {result['tasks']} fresh tasks, mean ± "
+            "standard error over tasks)", "",
+            "| start | 0 steps | 1 step | 2 steps | 3 steps |", "|---|---|---|---|---|"]
+    for label, values in result["returns"].items():
+        se = result.get("stderr", {}).get(label, [None] * len(values))
+        head.append(f"| {label} | " + " | ".join(fmt(v, s) for v, s in zip(values, se,
+                                                                         strict=True)) + " |")
+    if oracle is not None:
+        head.append(f"| oracle | {oracle:.1f} | | | |")
+    return head + [""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m meta_train.reproduction",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--runs", default="runs/repro")
+    p.add_argument("--oracles", default="runs/oracle")
+    p.add_argument("--out", default="docs/results/maml_reproduction")
+    p.add_argument("--eval-tasks", type=int, default=40)
+    p.add_argument("--no-eval", action="store_true", help="curves and metrics only")
+    args = p.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
+    infos = [run_info(r) for r in sorted(runs.iterdir())
+             if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()]
+    summary, tables, oracles = [], [], {}
+    for info in infos:
+        shutil.copyfile(runs / info["name"] / "metrics.csv",
+                        out / "metrics" / f"{info['name']}.csv")
+        if args.no_eval or info["joint"]:
+            continue
+        result = evaluate_run(info, runs, out, args.eval_tasks)
+        oracle = oracle_for(info["task"], Path(args.oracles), result.get("task_list", []))
+        oracles[info["task"]] = oracle
+        maml = result["returns"]["maml"]
+        summary.append({k: info[k] for k in ("name", "task", "meta_optimizer", "seed",
+                                             "env_steps", "iterations", "action_scale",
+                                             "wall_s")}
+                       | {"return_0": maml[0], "return_1": maml[1], "returns": maml,
+                          "oracle": oracle, "eval_tasks": result["tasks"],
+                          "machine": f"{platform.machine()}, {_cores()} cores"})
+        tables += run_table(info, result, oracle)
+    plot_curves(infos, oracles, out / "curves.png")
+    (out / "table.md").write_text("\n".join(tables))
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
+    print(f"written: {out / 'curves.png'}, {out / 'table.md'}, {out / 'summary.json'} "
+          f"({len(infos)} runs)")
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""meta_train.reproduction: the results of a set of runs (tiny real runs here): summary.json
+entries with the fields the issue names, the joint run as the pretrained row, the oracle read
+from its oracle.json, and an evaluation redone only when the run moved on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meta_train.cli import main as meta_train_main
+from meta_train.reproduction import main as reproduction_main
+
+CONFIG = str(Path(__file__).resolve().parent.parent / "meta_train/configs/halfcheetah-dir.yaml")
+TINY = ["--set", "meta_batch=2", "--set", "trajectories=2", "--set", "task.horizon=8",
+        "--set", "tensorboard=false", "--no-progress"]
+
+
+def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    meta_train_main(["--config", CONFIG, "--out", str(runs / "dir-trpo-s1"), "--iterations", "2",
+                     *TINY])
+    meta_train_main(["--config", CONFIG, "--out", str(runs / "dir-joint-s1"), "--joint",
+                     "--iterations", "1", *TINY])
+    oracle = tmp_path / "oracle" / "dir"
+    oracle.mkdir(parents=True)
+    oracle.joinpath("oracle.json").write_text(json.dumps(
+        {"kind": "halfcheetah-dir", "tasks": [{"value": 1.0, "return": 100.0},
+                                              {"value": -1.0, "return": 50.0}]}))
+    out = tmp_path / "out"
+    args = ["--runs", str(runs), "--oracles", str(tmp_path / "oracle"), "--out", str(out),
+            "--eval-tasks", "4"]
+    assert reproduction_main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary] == ["dir-trpo-s1"]  # the joint run is a baseline only
+    entry = summary[0]
+    assert entry["task"] == "halfcheetah-dir" and entry["meta_optimizer"] == "trpo"
+    assert entry["seed"] == 1 and entry["env_steps"] == 2 * 2 * 2 * 8 * 2
+    evaluated = json.loads((out / "eval" / "dir-trpo-s1.json").read_text())
+    assert entry["return_0"] == evaluated["returns"]["maml"][0]
+    assert entry["return_1"] == evaluated["returns"]["maml"][1]
+    assert "pretrained" in evaluated["returns"]
+    directions = [float(t[3:]) for t in evaluated["task_list"]]
+    expected = sum(100.0 if d > 0 else 50.0 for d in directions) / len(directions)
+    assert abs(entry["oracle"] - expected) < 1e-9
+    assert (out / "curves.png").stat().st_size > 0
+    assert "| oracle |" in (out / "table.md").read_text()
+    stamp = (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns
+    assert reproduction_main(args) == 0  # nothing new: not evaluated again
+    assert (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns == stamp
