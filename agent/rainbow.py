@@ -75,6 +75,27 @@ def _starting_point(args: argparse.Namespace,
     return (load_checkpoint(init) if init else None), False, str(init)
 
 
+def _connect(cfg: dict[str, Any], rcfg: RainbowConfig, device: torch.device,
+             saved: dict[str, Any] | None, resuming: bool, source: str) -> tuple[Any, Rainbow]:
+    """The wrapped contest connection (a vector env of 1) and the learner on its spaces."""
+    remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
+    envs = make_single_vec_env(lambda: wrap_agent_env(
+        RecordEpisodeStatistics(remote), discretizer=str(cfg["discretizer"]),
+        backtracking=bool(cfg["backtracking"]), reward_scale=float(cfg["reward_scale"])))
+    try:
+        net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
+                             envs.single_action_space, source)
+    except UserError:
+        envs.close()
+        raise
+    agent = Rainbow(net, rcfg, device)
+    if saved is not None:
+        agent.load(saved, optimizer=resuming)
+        if resuming and "rng" in saved:
+            set_rng_state(saved["rng"])
+    return envs, agent
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -93,21 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     out = output_dir()
     saved, resuming, source = _starting_point(args, out)
 
-    remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
-    envs = make_single_vec_env(lambda: wrap_agent_env(
-        RecordEpisodeStatistics(remote), discretizer=str(cfg["discretizer"]),
-        backtracking=bool(cfg["backtracking"]), reward_scale=float(cfg["reward_scale"])))
-    try:
-        net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
-                             envs.single_action_space, source)
-    except UserError:
-        envs.close()
-        raise
-    agent = Rainbow(net, rcfg, device)
-    if saved is not None:
-        agent.load(saved, optimizer=resuming)
-        if resuming and "rng" in saved:
-            set_rng_state(saved["rng"])
+    envs, agent = _connect(cfg, rcfg, device, saved, resuming, source)
     init = None if resuming or saved is None else source
     logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False,
                          resume=resuming)
