@@ -71,6 +71,12 @@ class RainbowConfig:
                 setattr(out, f.name, kind(cfg[f.name]))
         if out.atoms < 2 or out.v_max <= out.v_min:
             raise ValueError("need atoms ≥ 2 and v_max > v_min")
+        small = [k for k in ("n_step", "batch_size", "train_interval", "target_interval")
+                 if getattr(out, k) < 1]
+        if small:
+            raise ValueError(f"{', '.join(small)} must be at least 1")
+        if out.capacity < 1000:
+            raise ValueError(f"capacity must be at least 1000 transitions, not {out.capacity}")
         return out
 
 

@@ -304,6 +304,10 @@ def test_rainbow_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--set", "atom=3"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown config key 'atom'")
+    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--set", "capacity=10"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: bad Rainbow config: capacity must be at least 1000 transitions, not 10")
     proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--init", str(tmp_path / "x")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: checkpoint")
