@@ -244,13 +244,13 @@ class RunRecorder:
 
     def _end_episode(self, cut: bool) -> None:
         row = EpisodeRow(self.episode_return, self.episode_length, round(self.elapsed(), 6), cut)
+        if self._monitor is not None:  # first: a row that cannot be written is not counted
+            self._monitor.write(f"{row.r!r},{row.l},{row.t},{int(cut)}\n")
+            self._monitor.flush()
         self.rows.append(row)
         if not cut:
             self.recent.append(row.r)
         self.in_episode = False
-        if self._monitor is not None:
-            self._monitor.write(f"{row.r!r},{row.l},{row.t},{int(cut)}\n")
-            self._monitor.flush()
 
     def maybe_progress(self, timesteps: int) -> None:
         """Cheap to call every step: writes a progress line every N steps or seconds."""
