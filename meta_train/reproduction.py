@@ -1,14 +1,15 @@
 """The HalfCheetah reproduction's results, from its runs: curves, Finn's table, summary.json.
 
     python -m meta_train.reproduction [--runs runs/repro] [--oracles runs/oracle]
-        [--out docs/results/maml_reproduction] [--eval-tasks 40] [--no-eval]
+        [--out docs/results/maml_reproduction] [--eval-tasks 40] [--workers 2] [--no-eval]
 
 For every run RUNS/NAME (a meta_train output directory, e.g. made by scripts/maml-reproduction):
 its metrics are copied to OUT/metrics/NAME.csv and, unless `--no-eval`, its checkpoint is
 evaluated on `--eval-tasks` fresh tasks after 0..3 inner steps beside a random initialization
 and, where RUNS/<task>-joint-s<seed> exists, the jointly trained policy (OUT/eval/NAME.json,
-redone only when the run has moved on). The oracles are read from ORACLES/dir/oracle.json and
-ORACLES/vel/oracle.json (`python -m meta_train oracle`) where present. Writes OUT/curves.png
+redone only when the run has moved on; `--no-eval` keeps the last one as it is). The oracles
+are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json (`python -m meta_train
+oracle`) where present. Writes OUT/curves.png
 (post-update training return against environment steps, mean and min–max over seeds, the
 references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
 meta_optimizer, seed, env_steps, return_0, return_1, oracle, ...).
@@ -59,7 +60,8 @@ def run_info(run: Path) -> dict[str, Any]:
                                 for r in rows), 1), "metrics": rows}
 
 
-def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int) -> dict[str, Any]:
+def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int,
+                 workers: int = 2) -> dict[str, Any]:
     from meta_train.evaluate import evaluate
 
     path = out / "eval" / f"{info['name']}.json"
@@ -69,7 +71,8 @@ def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int) -> dic
             return done
     joint = runs / f"{SHORT[info['task']]}-joint-s{info['seed']}" / CHECKPOINT_NAME
     evaluate(runs / info["name"] / CHECKPOINT_NAME, tasks=tasks, adapt_steps=3,
-             pretrained=joint if joint.is_file() else None, out=path.with_suffix(""))
+             pretrained=joint if joint.is_file() else None, out=path.with_suffix(""),
+             workers=workers)
     result = json.loads(path.read_text())
     with open(path.with_suffix(".csv"), newline="") as f:
         result["stderr"] = {r["policy"]: [float(r[f"stderr_{j}"]) for j in range(4)]
@@ -77,6 +80,12 @@ def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int) -> dic
     result["iterations"] = info["iterations"]
     path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def last_evaluation(info: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """The run's last evaluation (`--no-eval`: kept, at whatever iteration it was made)."""
+    path = out / "eval" / f"{info['name']}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def oracle_for(task: str, oracles: Path, task_list: list[str]) -> float | None:
@@ -108,18 +117,23 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
             ys = np.array([[float(r["return_1"]) for r in i["metrics"][:n]] for i in group])
             label = f"MAML-{opt.upper()} ({len(group)} seed{'s' if len(group) > 1 else ''})"
             line, = ax.plot(x, ys.mean(axis=0), label=label)
+            before = np.array([[float(r["return_0"]) for r in i["metrics"][:n]] for i in group])
+            ax.plot(x, before.mean(axis=0), ls=":", lw=1, color=line.get_color(),
+                    label=f"MAML-{opt.upper()} before the step")
             if len(group) > 1:
                 ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
                                 color=line.get_color())
-        for text, value in REFERENCES.get(kind, []):
+        for k, (text, value) in enumerate(REFERENCES.get(kind, [])):
             ax.axhline(value, ls="--", lw=1, color="grey")
-            ax.annotate(text, (0, value), fontsize=7, color="grey", va="bottom")
+            ax.annotate(text, (0, value), fontsize=7, color="grey",
+                        va="bottom" if k % 2 == 0 else "top")
         if oracles.get(kind) is not None:
             ax.axhline(oracles[kind], ls=":", color="black", label="our oracle")
         ax.set_title(f"HalfCheetah {SHORT[kind]}: return after one inner step (training)")
         ax.set_xlabel("environment steps (millions)")
         ax.set_ylabel("mean return over the meta-batch")
-        ax.legend(fontsize=8, title="line: mean over seeds; band: min–max", title_fontsize=7)
+        ax.legend(fontsize=8, title="lines: mean over seeds; band: min–max over seeds",
+                  title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -129,11 +143,18 @@ def fmt(mean: float, se: float | None) -> str:
     return f"{mean:.1f}" if se is None else f"{mean:.1f} ± {se:.1f}"
 
 
+def evaluated_at(info: dict[str, Any], result: dict[str, Any]) -> tuple[int, int]:
+    """(iterations, environment steps) of the checkpoint the evaluation was made on."""
+    iterations = int(result.get("iterations", info["iterations"]))
+    return iterations, int(info["metrics"][iterations - 1]["env_steps"])
+
+
 def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None) -> list[str]:
+    iterations, steps = evaluated_at(info, result)
     head = [f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
-            f"{info['seed']}, {info['iterations']} iterations, {info['env_steps'] / 1e6:.1f} M "
-            f"steps, {info['wall_s'] / 3600:.2f} h; {result['tasks']} fresh tasks, mean ± "
-            "standard error over tasks)", "",
+            f"{info['seed']}, evaluated at iteration {iterations} = {steps / 1e6:.1f} M steps; "
+            f"the run is at {info['iterations']}, {info['wall_s'] / 3600:.2f} h of training; "
+            f"{result['tasks']} fresh tasks, mean ± standard error over tasks)", "",
             "| start | 0 steps | 1 step | 2 steps | 3 steps |", "|---|---|---|---|---|"]
     for label, values in result["returns"].items():
         se = result.get("stderr", {}).get(label, [None] * len(values))
@@ -152,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/results/maml_reproduction")
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--no-eval", action="store_true", help="curves and metrics only")
+    p.add_argument("--workers", type=int, default=2, help="sampler processes of the evaluation")
     args = p.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     (out / "metrics").mkdir(parents=True, exist_ok=True)
@@ -161,16 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     for info in infos:
         shutil.copyfile(runs / info["name"] / "metrics.csv",
                         out / "metrics" / f"{info['name']}.csv")
-        if args.no_eval or info["joint"]:
+        if info["joint"]:
             continue
-        result = evaluate_run(info, runs, out, args.eval_tasks)
+        result = (last_evaluation(info, out) if args.no_eval
+                  else evaluate_run(info, runs, out, args.eval_tasks, args.workers))
+        if result is None:
+            continue
         oracle = oracle_for(info["task"], Path(args.oracles), result.get("task_list", []))
         oracles[info["task"]] = oracle
         maml = result["returns"]["maml"]
+        iterations, steps = evaluated_at(info, result)
         summary.append({k: info[k] for k in ("name", "task", "meta_optimizer", "seed",
-                                             "env_steps", "iterations", "action_scale",
-                                             "wall_s")}
-                       | {"return_0": maml[0], "return_1": maml[1], "returns": maml,
+                                             "action_scale")}
+                       | {"env_steps": steps, "iterations": iterations,
+                          "run_iterations": info["iterations"], "run_wall_s": info["wall_s"],
+                          "return_0": maml[0], "return_1": maml[1], "returns": maml,
                           "oracle": oracle, "eval_tasks": result["tasks"],
                           "machine": f"{platform.machine()}, {_cores()} cores"})
         tables += run_table(info, result, oracle)
