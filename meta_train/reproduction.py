@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from roms_setup.errors import UserError, exit_on_user_error
 
 # Read off the public plots at horizon 100 (shared reference: maml.md); post-update return.
 REFERENCES = {"halfcheetah-dir": ("references: RLlib's plateau ≈ 250–270 (≈ 60 M steps),\n"
@@ -164,6 +165,7 @@ def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None
     return head + [""]
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m meta_train.reproduction",
                                 description=__doc__.splitlines()[0])
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="sampler processes of the evaluation")
     args = p.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
+    if not runs.is_dir():
+        raise UserError(f"--runs {runs}: no such directory; start the runs with "
+                        "scripts/maml-reproduction or give their directory")
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     infos = [run_info(r) for r in sorted(runs.iterdir())
              if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()]
