@@ -9,7 +9,9 @@ instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,20 @@ from roms_setup.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PPO_CONFIG = CONFIG_DIR / "ppo2.yaml"
+
+
+def find_config(value: str | Path, directory: Path) -> Path:
+    """A config given as a path (relative to the current directory), or by its name among the
+    configs shipped in `directory`: `halfcheetah-dir` or `halfcheetah-dir.yaml`."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    if len(path.parts) == 1 and (directory / name).is_file():
+        return directory / name
+    known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+    raise UserError(f"config {value} is neither a file nor a shipped config: give a YAML path "
+                    f"or one of {known}")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -78,6 +94,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
     """The defaults file, updated by `path` (any subset of its keys), then by the overrides."""
     cfg = read_yaml(defaults)
     if path is not None:
+        path = find_config(path, Path(defaults).parent)
         for key, value in _flatten(read_yaml(path)):
             _set(cfg, key.split("."), value, str(path))
     return apply_overrides(cfg, overrides, source=f"{Path(defaults).name} (--set)")
@@ -98,3 +115,28 @@ def require(cfg: dict[str, Any], *keys: str) -> None:
     missing = [k for k in keys if k not in cfg]
     if missing:
         raise UserError(f"config is missing key(s) {', '.join(missing)}: add them to the YAML")
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def parse_device(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose auto, cpu, cuda or cuda:N")
+    return text
+
+
+class _DeviceOverride(argparse.Action):
+    """`--device X` is `--set device=X` (the config key every torch command has)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, [*items, f"device={values}"])
+
+
+def add_device_option(parser: argparse.ArgumentParser, dest: str = "overrides") -> None:
+    """The `--device auto|cpu|cuda` option of every command where torch runs."""
+    parser.add_argument("--device", dest=dest, action=_DeviceOverride, type=parse_device,
+                        default=argparse.SUPPRESS, metavar="auto|cpu|cuda",
+                        help="where torch runs (auto: cuda when available); = --set device=...")

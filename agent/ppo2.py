@@ -30,7 +30,7 @@ from agent.checkpoint import (
     policy_for_spaces,
     save_checkpoint,
 )
-from agent.config import load_config
+from agent.config import add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
@@ -45,9 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.ppo2",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml")
-    parser.add_argument("--init", help=f"checkpoint to fine-tune (default: ${CHECKPOINT_ENV})")
+    parser.add_argument("--checkpoint", "--init", dest="init", metavar="FILE",
+                        help=f"checkpoint to fine-tune (default: ${CHECKPOINT_ENV}; "
+                        "--init: its old name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one config key (repeatable)")
+    add_device_option(parser)
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ import torch
 from gymnasium.wrappers import RecordEpisodeStatistics
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_rng_state
-from agent.config import CONFIG_DIR, load_config
+from agent.config import CONFIG_DIR, add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
 from agent.ppo import pick_device, set_torch_threads
@@ -47,12 +47,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agent.rainbow",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file with the keys to change from rainbow.yaml")
-    parser.add_argument("--init", help=f"Rainbow checkpoint to fine-tune (default: "
-                        f"${CHECKPOINT_ENV})")
+    parser.add_argument("--checkpoint", "--init", dest="init", metavar="FILE",
+                        help=f"Rainbow checkpoint to fine-tune (default: ${CHECKPOINT_ENV}; "
+                        "--init: its old name)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from $AGENT_OUTPUT_DIR/checkpoint.pt when it exists")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one config key (repeatable)")
+    add_device_option(parser)
     return parser.parse_args(argv)
 
 

@@ -33,7 +33,7 @@ from agent.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agent.config import CONFIG_DIR, apply_overrides, load_config
+from agent.config import CONFIG_DIR, add_device_option, apply_overrides, load_config
 from agent.logging import TrainLogger
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
 from agent.vec_env import make_level_vec_env
@@ -53,13 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timesteps", type=int, required=True,
                         help="total environment steps (over all environments)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--envs", type=int, help="worker subprocesses (default: config nenvs)")
+    parser.add_argument("--workers", "--envs", dest="workers", type=int,
+                        help="worker subprocesses, one emulator each (default: config nenvs; "
+                        "--envs: its old name)")
     parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml "
                         "(--algo rainbow: rainbow.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one config key (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.pt when it exists")
+    add_device_option(parser)
     return parser.parse_args(argv)
 
 
@@ -68,8 +71,8 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
         cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
-    if args.envs is not None:
-        cfg["nenvs"] = args.envs
+    if args.workers is not None:
+        cfg["nenvs"] = args.workers
     return cfg
 
 

@@ -20,14 +20,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation run",
         description="Serve a level with the contest's rules and run one agent against it; "
-        "results (monitor.csv, progress.csv, results.json, agent.log) go to --results-dir.",
+        "results (monitor.csv, progress.csv, results.json, agent.log) go to --out. Exit code "
+        "0 when the run ended by its budget or wall clock, 1 otherwise (agent crashed, "
+        "protocol or environment error, out of memory), 2 for bad input.",
     )
     p.add_argument("--agent", required=True,
                    help="agent name: `python -m agent.NAME` locally, image "
                    "sonic-maml-agent-NAME:latest in docker")
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
     p.add_argument("--budget", required=True, type=int, help="timesteps (resets count)")
-    p.add_argument("--results-dir", required=True, type=Path, metavar="D")
+    p.add_argument("--out", "--results-dir", dest="out", required=True, type=Path, metavar="DIR",
+                   help="the run's results directory (--results-dir: its old name)")
     p.add_argument("--runtime", choices=("local", "docker"), default="local")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         level=Level.parse(args.level),
         seed=args.seed,
         budget=args.budget,
-        results_dir=args.results_dir,
+        results_dir=args.out,
         runtime=args.runtime,
         wallclock_s=args.wallclock,
         agent_cmd=split_command(args.agent_cmd),
@@ -88,5 +91,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _terminate)  # clean up the server and agent, like Ctrl-C
     results = run_one(spec)
-    print(summary(results) + f" results={args.results_dir}", flush=True)
-    return 0
+    print(summary(results) + f" results={args.out}", flush=True)
+    return exit_code(results, args.out)
+
+
+ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
+LOG_TAIL_LINES = 15
+
+
+def exit_code(results: dict, out: Path) -> int:
+    """0 when the run ended by its budget or wall clock; otherwise say why, show the end of the
+    agent's log, and return 1."""
+    status = results.get("status")
+    if status in ENDED_BY_LIMIT:
+        return 0
+    print(f"the run did not end by its budget or wall clock: status={status}"
+          + (f" ({results['error']})" if results.get("error") else ""), file=sys.stderr)
+    log = Path(results.get("agent_log") or out / "agent.log")
+    tail = log_tail(log, LOG_TAIL_LINES)
+    if tail:
+        print(f"last lines of {log}:", file=sys.stderr)
+        print("\n".join("  " + line for line in tail), file=sys.stderr)
+    return 1
+
+
+def log_tail(path: Path, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]

@@ -108,7 +108,9 @@ def local_agent_cmd(spec: RunSpec) -> list[str]:
             f"unknown agent {spec.agent!r}: there is no module agent.{spec.agent} "
             "(give an agent under agent/, or --agent-cmd)"
         )
-    return [sys.executable, "-m", f"agent.{spec.agent}", *spec.agent_args]
+    # -P: the agent runs in the user's directory (its relative paths mean what the user meant)
+    # without that directory shadowing the project's packages
+    return [sys.executable, "-P", "-m", f"agent.{spec.agent}", *spec.agent_args]
 
 
 def check_results_dir(path: Path) -> None:
@@ -180,10 +182,11 @@ def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path,
     base_env = {OUTPUT_DIR_ENV: str(output_dir.resolve()), SEED_ENV: str(spec.seed)}
     if spec.runtime == "local":
         env = {**os.environ, **base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
-        # `python -m agent.X` must find the project's packages wherever it is started from
+        # `python -m agent.X` must find the project's packages wherever it is started from;
+        # it runs in the user's directory, where the paths among its arguments were given
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        return LocalAgent.start(local_agent_cmd(spec), env, log_path, cwd=ROOT,
+        return LocalAgent.start(local_agent_cmd(spec), env, log_path, cwd=Path.cwd(),
                                 memory=spec.memory)
     if spec.runtime == "docker":
         from evaluation.docker_runtime import DockerAgent  # only docker runs need the SDK
@@ -290,7 +293,7 @@ def _start_server(spec: RunSpec, lock: DirLock) -> Running:
     life_r, life_w = os.pipe()
     res_r, res_w = os.pipe()
     cmd = server_cmd(spec, socket_dir) + [
-        "--results-dir", str(records), "--publish-dir", str(spec.results_dir.resolve()),
+        "--out", str(records), "--publish-dir", str(spec.results_dir.resolve()),
         "--lifeline-fd", str(life_r), "--result-fd", str(res_w)]
     try:
         with open(spec.results_dir / "server.log", "wb") as slog:

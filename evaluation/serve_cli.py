@@ -17,12 +17,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation serve",
         description="Serve a level with the 2018 contest's rules over the gym-remote protocol: "
-        "socket DIR/sock, observation DIR/ob. Results go to --results-dir.",
+        "socket DIR/sock, observation DIR/ob. Results go to --out.",
     )
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
     p.add_argument("--socket", required=True, type=Path, metavar="DIR",
                    help="directory for the socket `sock` and the observation file `ob`")
-    p.add_argument("--results-dir", required=True, type=Path, metavar="D")
+    p.add_argument("--out", "--results-dir", dest="out", required=True, type=Path, metavar="DIR",
+                   help="the run's results directory (--results-dir: its old name)")
     p.add_argument("--budget", type=int, default=BUDGET_STEPS,
                    help=f"timesteps, resets included (default {BUDGET_STEPS})")
     p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
@@ -62,11 +63,15 @@ def check_seed(value: int | None) -> None:
 
 
 def summary(results: dict) -> str:
-    score = results.get("score")
-    score_text = "n/a" if score is None else f"{score:.1f}"
-    line = (f"{results['level']} agent={results['agent']} seed={results['seed']} "
-            f"status={results['status']} score={score_text} episodes={results['episodes']} "
-            f"timesteps={results['timesteps']} wallclock={results['wallclock_s']:.1f}s")
+    """One line; any field may be missing or None (a run whose server died early)."""
+    def num(key: str, unit: str = "") -> str:
+        value = results.get(key)
+        return "n/a" if not isinstance(value, int | float) else f"{value:.1f}{unit}"
+
+    line = (f"{results.get('level')} agent={results.get('agent')} seed={results.get('seed')} "
+            f"status={results.get('status')} score={num('score')} "
+            f"episodes={results.get('episodes')} timesteps={results.get('timesteps')} "
+            f"wallclock={num('wallclock_s', 's')}")
     if results.get("error"):
         line += f" error={results['error']}"
     return line
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ServeConfig(
         level=level,
         socket_dir=args.socket,
-        results_dir=args.results_dir,
+        results_dir=args.out,
         budget=args.budget,
         wallclock_s=args.wallclock,
         seed=args.seed,

@@ -1,4 +1,4 @@
-"""`python -m evaluation video --results-dir D [--episode best|N] --out FILE.gif|.mp4`.
+"""`python -m evaluation video --run D [--episode best|N] --video FILE.gif|.mp4`.
 
 Replays one recorded episode of a run made with `--record` (stable-retro `.bk2` movies in
 `D/movies/`, one per episode, in episode order) and writes its frames as a GIF (Pillow) or an
@@ -122,11 +122,13 @@ def write_mp4(frames: list[np.ndarray], fps: float, out: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m evaluation video", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results-dir", required=True, type=Path,
-                    help="a run's results directory, made with --record")
+    ap.add_argument("--run", "--results-dir", dest="run", required=True, type=Path,
+                    metavar="DIR", help="a run's results directory (its --out), made with "
+                    "--record (--results-dir: its old name)")
     ap.add_argument("--episode", default="best",
                     help="`best` (highest return in monitor.csv) or an episode number from 0")
-    ap.add_argument("--out", required=True, type=Path, help="FILE.gif or FILE.mp4")
+    ap.add_argument("--video", "--out", dest="video", required=True, type=Path,
+                    metavar="FILE", help="FILE.gif or FILE.mp4 to write (--out: its old name)")
     ap.add_argument("--every", type=int, default=4,
                     help="keep one emulator frame in this many (default 4: one per agent step)")
     ap.add_argument("--fps", type=float, default=None,
@@ -139,12 +141,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
-    suffix = args.out.suffix.lower()
+    suffix = args.video.suffix.lower()
     if suffix not in (".gif", ".mp4"):
-        raise UserError(f"--out {args.out}: name a .gif or .mp4 file")
+        raise UserError(f"--video {args.video}: name a .gif or .mp4 file")
     if args.every < 1 or args.scale <= 0:
         raise UserError("--every must be at least 1 and --scale above 0")
-    d: Path = args.results_dir
+    d: Path = args.run
     movies = movie_files(d)
     if not movies:
         raise UserError(f"no movie in {d / MOVIES}: record the run with "
@@ -155,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"0..{len(movies) - 1}")
     frames = scale_frames(replay(movies[n], args.every, args.max_frames), args.scale)
     fps = args.fps or 60.0 / args.every
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.video.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
-        write_atomic(args.out, encode_gif(frames, fps))
+        write_atomic(args.video, encode_gif(frames, fps))
     else:
-        write_mp4(frames, fps, args.out)
-    print(f"{args.out}: episode {n} ({movies[n].name}), {len(frames)} frames at {fps:g} fps")
+        write_mp4(frames, fps, args.video)
+    print(f"{args.video}: episode {n} ({movies[n].name}), {len(frames)} frames at {fps:g} fps")
     return 0

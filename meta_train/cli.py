@@ -6,9 +6,10 @@
     python -m meta_train oracle --config meta_train/configs/halfcheetah-dir-repro.yaml --out DIR
         [--iterations 500] [--meta-batch 5] [--eval-trajectories 40]
     python -m meta_train evaluate --checkpoint DIR/checkpoint.pt [--tasks 40] [--adapt-steps 3]
-        [--pretrained JOINT/checkpoint.pt] [--trajectories K] [--inner-lr 0.1,0.05] [--out FILE]
-        [--levels SET]
+        [--pretrained JOINT/checkpoint.pt] [--trajectories K] [--inner-lr 0.1,0.05]
+        [--prefix FILE] [--levels SET]
 
+`--config` takes a YAML path or the name of a shipped config (`halfcheetah-dir`).
 Configs: halfcheetah-*.yaml (MuJoCo sanity tasks), atari-train.yaml (ROM-free game levels as
 tasks), sonic-train.yaml (the contest's training levels; needs the Sonic ROMs).
 
@@ -25,7 +26,7 @@ import argparse
 from pathlib import Path
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from agent.config import apply_overrides, load_config
+from agent.config import add_device_option, apply_overrides, load_config, parse_device
 from meta_train.configs import DEFAULTS, META_OPTIMIZERS
 from roms_setup.errors import UserError, exit_on_user_error
 
@@ -33,7 +34,8 @@ from roms_setup.errors import UserError, exit_on_user_error
 def parse_train(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m meta_train", description=__doc__.splitlines()[0])
     p.add_argument("--config",
-                   help="YAML with the keys to change from meta_train/configs/defaults.yaml")
+                   help="YAML with the keys to change from meta_train/configs/defaults.yaml, or "
+                   "a shipped config's name (e.g. halfcheetah-dir)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--meta-optimizer", choices=META_OPTIMIZERS)
     p.add_argument("--adapt-steps", type=int)
@@ -43,6 +45,7 @@ def parse_train(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(p)
     return p.parse_args(argv)
 
 
@@ -58,7 +61,11 @@ def parse_evaluate(argv: list[str]) -> argparse.Namespace:
                                       "the last repeats); default: the checkpoint's α")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--out", help="write FILE.csv and FILE.json (default: beside the checkpoint)")
+    p.add_argument("--prefix", "--out", dest="prefix", metavar="FILE",
+                   help="write FILE.csv and FILE.json (default: evaluate.* beside the "
+                   "checkpoint; --out: its old name)")
+    p.add_argument("--device", type=parse_device, metavar="auto|cpu|cuda",
+                   help="where torch runs (default: the checkpoint's config)")
     p.add_argument("--levels", help="level checkpoints: evaluate on this level set (e.g. "
                                     "atari-heldout) instead of the training levels")
     return p.parse_args(argv)
@@ -67,7 +74,8 @@ def parse_evaluate(argv: list[str]) -> argparse.Namespace:
 def parse_oracle(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m meta_train oracle",
                                 description="train and evaluate the oracles of a task family")
-    p.add_argument("--config", required=True, help="a halfcheetah-dir or -vel config")
+    p.add_argument("--config", required=True,
+                   help="a halfcheetah-dir or -vel config (a path or a shipped config's name)")
     p.add_argument("--out", required=True, help="output directory (resumable)")
     p.add_argument("--iterations", type=int, default=500)
     p.add_argument("--meta-batch", type=int, default=5,
@@ -75,6 +83,7 @@ def parse_oracle(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--eval-trajectories", type=int, default=40)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(p)
     return p.parse_args(argv)
 
 
@@ -124,11 +133,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             lrs = [float(x) for x in args.inner_lr.split(",")]
         except ValueError:
             raise UserError(f"--inner-lr {args.inner_lr!r}: give numbers like 0.1,0.05") from None
-    out = args.out or str(Path(args.checkpoint).with_name("evaluate"))
+    out = args.prefix or str(Path(args.checkpoint).with_name("evaluate"))
     results = evaluate(args.checkpoint, tasks=args.tasks, adapt_steps=args.adapt_steps,
                        trajectories=args.trajectories, pretrained=args.pretrained,
                        seed=args.seed, inner_lr=lrs, workers=args.workers, out=out,
-                       levels=args.levels)
+                       levels=args.levels, device=args.device)
     print(format_table(results))
     print(f"written: {Path(out).with_suffix('.csv')}, {Path(out).with_suffix('.json')}")
     return 0

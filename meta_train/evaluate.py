@@ -59,12 +59,13 @@ def _load(path: str | Path) -> dict[str, Any]:
 def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
              trajectories: int | None = None, pretrained: str | Path | None = None,
              seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
-             out: str | Path | None = None,
-             levels: str | None = None) -> dict[str, list[float]]:
+             out: str | Path | None = None, levels: str | None = None,
+             device: str | None = None) -> dict[str, list[float]]:
     """{label: mean return after 0..adapt_steps steps}; writes `out` (.csv and .json) if given.
-    `levels`: for a levels checkpoint, evaluate on this level set instead of the training one."""
+    `levels`: for a levels checkpoint, evaluate on this level set instead of the training one.
+    `device`: where torch runs, instead of the checkpoint config's."""
     data = _load(checkpoint)
-    cfg = data["config"]
+    cfg = data["config"] if device is None else {**data["config"], "device": device}
     count = int(trajectories or cfg["trajectories"])
     if levels is not None:
         if cfg["task"]["kind"] != "levels":

@@ -42,7 +42,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trajectories", type=int, default=10)
     p.add_argument("--horizon", type=int, default=100)
     p.add_argument("--eval-tasks", type=int, default=10)
-    p.add_argument("--envs", default="dir,vel")
+    p.add_argument("--families", "--envs", dest="families", default="dir,vel",
+                   help="HalfCheetah task families (--envs: its old name)")
     p.add_argument("--optimizers", default="vpg,trpo,ppo")
     p.add_argument("--steps", default="1,2,3")
     p.add_argument("--seed", type=int, default=1)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [(e, o, int(s)) for e in args.envs.split(",") for o in args.optimizers.split(",")
+    runs = [(e, o, int(s)) for e in args.families.split(",") for o in args.optimizers.split(",")
             for s in args.steps.split(",")]
     rows = []
     t0 = time.monotonic()

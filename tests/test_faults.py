@@ -118,7 +118,7 @@ def server_dirs(token: str) -> tuple[Path, Path]:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"serve" in argv and b"--socket" in argv:
             return (Path(argv[argv.index(b"--socket") + 1].decode()),
-                    Path(argv[len(argv) - 1 - argv[::-1].index(b"--results-dir") + 1].decode()))
+                    Path(argv[len(argv) - 1 - argv[::-1].index(b"--out") + 1].decode()))
     raise AssertionError("no server found")
 
 
@@ -621,12 +621,13 @@ def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
     fill(small_disk)
     out, err = proc.communicate(timeout=180)
     assert "Traceback" not in err
-    if where != "results dir" and proc.returncode == 0:
+    if where != "results dir" and proc.returncode in (0, 1):
         # the server's files freed pages when it ended (`ob`, 215 kB), and tmpfs keeps a
         # little per-CPU slack: then everything was written after all, and must be coherent
+        # (exit code 1: the run ended env_error, not by its budget)
         res = results_of(d)
         rows = finished_rows(d)
-        assert res["status"] in ("budget", "env_error"), res
+        assert res["status"] == ("budget" if proc.returncode == 0 else "env_error"), res
         assert res["status"] == "budget" or "No space left" in res["error"], res
         assert res["episodes"] == len([r for r in rows if not r.cut]) >= 1
         no_leftovers(str(base))

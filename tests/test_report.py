@@ -194,7 +194,7 @@ def test_video_of_the_best_episode(recorded_run: Path) -> None:
     import cv2
 
     out = recorded_run / "best.mp4"
-    proc = video("--results-dir", recorded_run, "--out", out)
+    proc = video("--run", recorded_run, "--video", out)  # old spellings below
     assert proc.returncode == 0, proc.stderr
     assert "episode 1 " in proc.stdout  # the best finished one; the cut-off 900 is not
     cap = cv2.VideoCapture(str(out))
