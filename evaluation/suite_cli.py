@@ -5,7 +5,9 @@
     python -m evaluation suite --resume results/smoke        # continue (or rerun the same command)
     python -m evaluation suite --report-only --out results/smoke
 
-Seeds are 0..K-1. Runs land in OUT/runs/<agent>/<level slug>/seed<k>/; a finished run is never
+`--seeds K` runs seeds 0..K-1, `--seeds 3,4,5` those seeds. Giving more agents or seeds than
+the suite in OUT has extends it: only the new runs are run. Runs land in
+OUT/runs/<agent>/<level slug>/seed<k>/; a finished run is never
 redone (an `interrupted` one is; failed ones only with --retry-failed). The report (report.md,
 summary.csv, curves/) is written when the suite ends, also after Ctrl-C.
 """
@@ -21,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.ray_suite import add_backend_arguments, make_runner
 from evaluation.report import write_report
+from evaluation.seeds import parse_seeds
 from evaluation.suite import (
     REDO,
     SUITE_JSON,
     Combo,
     SuiteConfig,
-    SuiteRunner,
     open_suite,
     preflight,
     suite_lock,
@@ -43,8 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--agents", help="comma-separated agent names (python -m agent.NAME); "
                     "NAME=ENTRY runs agent ENTRY under the name NAME")
     ap.add_argument("--levels", help="a level set name, a CSV file, or Game:State[,Game:State]")
-    ap.add_argument("--seeds", type=int, help="number of seeds K: runs use seeds 0..K-1 "
-                    "(default 1)")
+    ap.add_argument("--seeds", help="a count K (seeds 0..K-1, default 1) or a list of seeds "
+                    "(3,4,5); more seeds or agents than a suite has extend it")
     ap.add_argument("--budget", type=int, help=f"timesteps per run (default {BUDGET_STEPS})")
     ap.add_argument("--wallclock", type=float,
                     help=f"wall-clock seconds per run (default {WALLCLOCK_S})")
@@ -56,6 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--record", action="store_true", default=None,
                     help="record every episode as a .bk2 movie (see `evaluation video`)")
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    add_backend_arguments(ap)
     ap.add_argument("--out", type=Path, help="the suite directory")
     ap.add_argument("--resume", type=Path, metavar="DIR", help="continue the suite in DIR")
     ap.add_argument("--retry-failed", action="store_true",
@@ -99,7 +103,9 @@ def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
     if args.levels is not None:
         given["levels"] = [lv.id for lv in resolve_levels(args.levels)]
         given["levels_spec"] = args.levels
-    for key, value in (("seeds", args.seeds), ("budget", args.budget),
+    if args.seeds is not None:
+        given["seeds"] = parse_seeds(args.seeds)
+    for key, value in (("budget", args.budget),
                        ("wallclock_s", args.wallclock), ("runtime", args.runtime),
                        ("record", args.record)):
         if value is not None:
@@ -137,13 +143,15 @@ def progress_bar(total: int, initial: int) -> Any:
                            "{postfix}")
 
 
-def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool) -> bool:
+def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
+        backend: argparse.Namespace | None = None) -> bool:
     """Run what is left of the suite; True when it was interrupted."""
     combos, done = todo(config, out, retry_failed)
     total = len(done) + len(combos)
     print(f"suite {out}: {total} runs ({len(config.agents)} agents × {len(config.levels)} "
-          f"levels × {config.seeds} seeds), {len(done)} done, {len(combos)} to run, "
-          f"{workers} at a time", file=sys.stderr)
+          f"levels × {len(config.seeds)} seeds), {len(done)} done, {len(combos)} to run, "
+          f"{'on Ray' if getattr(backend, 'backend', '') == 'ray' else f'{workers} at a time'}",
+          file=sys.stderr)
     if not combos:
         return False
     budget = config.budget
@@ -178,7 +186,7 @@ def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool) -> boo
 
     show()
     t0 = time.monotonic()
-    runner = SuiteRunner(config, out, workers)
+    runner = make_runner(config, out, workers, backend)
     outcome = runner.run(combos, on_done, on_tick)
     on_tick(0)
     bar.close()
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     with suite_lock(out):
         config = open_suite(out, given_config(args, new=not (out / SUITE_JSON).is_file()),
                             check=preflight)
-        interrupted = run(config, out, args.workers, args.retry_failed)
+        interrupted = run(config, out, args.workers, args.retry_failed, args)
         if not args.no_report:
             report = write_report(out)
             print(overall_table(report))

@@ -30,8 +30,8 @@ if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its dependencies into .venv"
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install -q --upgrade pip \
-         && .venv/bin/python -m pip install -q -e ".[test]"; } >"$log" 2>&1 \
-     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker" 2>>"$log"; then
+         && .venv/bin/python -m pip install -q -e ".[test,cluster]"; } >"$log" 2>&1 \
+     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker, ray" 2>>"$log"; then
     tail -n 30 "$log" >&2
     echo "error: the install failed (full log: $log)" >&2
     exit 2

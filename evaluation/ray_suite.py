@@ -1,0 +1,312 @@
+"""A suite on Ray (`suite --backend ray`): one Ray task per (agent, level, seed) run.
+
+Each task runs the local backend's own attempt (`SuiteRunner._one`: clear the run directory,
+`run_one`, record what it raised) on one node, so the run's server and agent (or its container)
+share that node and behave exactly as they do locally. A task reserves what a run uses:
+`cpus` CPUs (default 1), memory (the container's limit with Docker, 1 GiB locally), the GPUs
+given to its agent with `--run-gpus NAME=N`, and one unit of the custom resource `docker` for
+the Docker runtime, so that such runs only land on nodes started with `--resources
+'{"docker": N}'` (N Docker runs at a time there).
+
+Where results land: the driver leaves a marker file in the suite directory; a task that sees it
+writes into the suite directory directly (a filesystem shared by the nodes). A task that does
+not runs in a private directory on its node and returns the run's files; the driver writes them
+into the suite directory, results.json last, so a half-copied run never looks finished.
+
+Node loss: Ray re-runs a task whose node or worker died (`max_retries`); the new attempt clears
+what the old one left. Ctrl-C: every task is cancelled; a running one stops its server (which
+records `interrupted`) and returns, and its run is marked `interrupted`, to be redone on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation import records
+from evaluation.ray_backend import connect
+from evaluation.suite import (
+    LOCK_WAIT_S,
+    Combo,
+    Outcome,
+    SuiteConfig,
+    SuiteRunner,
+    failure_results,
+    last_timesteps,
+)
+from roms_setup.errors import UserError
+
+GIB = 1024**3
+LOCAL_RUN_MEMORY = 1 * GIB  # an emulator server and a small agent, measured well below this
+DOCKER_RESOURCE = "docker"
+MAX_RETRIES = 3  # re-runs of a task whose node or worker died
+DRAIN_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled runs to report
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # None: $RAY_ADDRESS, else a private one-node Ray
+    cpus: float = 1.0  # CPUs one run reserves
+    gpus: dict[str, float] = field(default_factory=dict)  # agent name -> GPUs per run
+    shared: bool | None = None  # None: find out (the marker file); False: always copy back
+    max_retries: int = MAX_RETRIES
+
+
+def parse_run_gpus(items: list[str]) -> dict[str, float]:
+    """`--run-gpus NAME=N` items -> {NAME: N}."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            gpus = float(value)
+        except ValueError:
+            gpus = -1.0
+        if not sep or not name.strip() or not gpus >= 0:
+            raise UserError(f"--run-gpus {item!r}: write it as NAME=N (GPUs per run, e.g. 1)")
+        out[name.strip()] = gpus
+    return out
+
+
+def run_resources(config: SuiteConfig, agent: str, opts: RayOptions) -> dict[str, Any]:
+    """The Ray task options of one run of `agent`: what the run uses on its node."""
+    from evaluation.agent_process import parse_memory
+    from evaluation.docker_runtime import DEFAULT_MEMORY
+
+    docker = config.runtime == "docker"
+    memory = parse_memory(DEFAULT_MEMORY) if docker else LOCAL_RUN_MEMORY
+    return {"num_cpus": opts.cpus, "num_gpus": opts.gpus.get(agent, 0.0),
+            "memory": int(memory or LOCAL_RUN_MEMORY),
+            "resources": {DOCKER_RESOURCE: 1} if docker else {},
+            "max_retries": opts.max_retries, "retry_exceptions": False}
+
+
+# ---------------------------------------------------------------- on the node
+
+
+class _NodeRunner(SuiteRunner):
+    """The local backend's attempt at one run; with GPUs reserved, a container gets them."""
+
+    def __init__(self, config: SuiteConfig, out: Path, gpus: bool) -> None:
+        super().__init__(config, out, 1)
+        self.gpus = gpus
+
+    def spec(self, combo: Combo) -> Any:
+        spec = super().spec(combo)
+        if self.gpus:
+            spec.gpus = True
+        return spec
+
+
+def _attempt(config: SuiteConfig, out: Path, combo: Combo, gpus: bool) -> dict[str, Any]:
+    runner = _NodeRunner(config, out, gpus)
+    try:
+        res = runner._one(combo)
+    except KeyboardInterrupt:  # ray.cancel: run_one stopped the server, which recorded it
+        run_dir = combo.dir(out)
+        saved = records.read_results(run_dir) or failure_results(
+            combo, config, "cancelled before the server recorded anything")
+        res = saved
+        if saved.get("status") not in ("budget", "wallclock", "interrupted"):
+            res = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
+            run_dir.mkdir(parents=True, exist_ok=True)
+            records.write_json_atomic(run_dir / records.RESULTS, res)
+    assert res is not None
+    return res
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root`, by its path relative to `root`."""
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def run_task(config_json: dict[str, Any], combo: tuple[str, str, int], out: str, marker: str,
+             shared: bool | None, gpus: bool) -> dict[str, Any]:
+    """One run on this node: into the suite directory when it is shared, else into a private
+    directory whose files are returned."""
+    import ray
+
+    config, c = SuiteConfig.from_json(config_json), Combo(*combo)
+    node = ray.get_runtime_context().get_node_id()
+    direct = (Path(out) / marker).is_file() if shared is None else shared
+    if direct:
+        return {"results": _attempt(config, Path(out), c, gpus), "files": None, "node": node}
+    base = Path(tempfile.mkdtemp(prefix="suite-run-"))
+    try:
+        res = _attempt(config, base, c, gpus)
+        return {"results": res, "files": read_tree(c.dir(base)), "node": node}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """A run's returned files into its directory (emptied first), results.json last."""
+    lock = records.lock_dir(run_dir, wait_s=LOCK_WAIT_S) if run_dir.exists() else None
+    try:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+    finally:
+        if lock is not None:
+            lock.close()
+    run_dir.mkdir(parents=True)
+    for rel, data in sorted(files.items(), key=lambda kv: kv[0] == records.RESULTS):
+        path = run_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes_atomic(path, data)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+OnDone = Callable[[Combo, dict[str, Any]], None]
+
+
+class RaySuiteRunner:
+    """Runs a list of combos as Ray tasks; the same `run` as `SuiteRunner`."""
+
+    def __init__(self, config: SuiteConfig, out: Path, opts: RayOptions | None = None) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.opts = opts or RayOptions()
+        self.placements: dict[Combo, str] = {}  # the node (id) each finished run ran on
+        self._marker = f".ray-{uuid.uuid4().hex}"
+
+    def _submit(self, ray: Any, task: Any, combo: Combo) -> Any:
+        options = run_resources(self.config, combo.agent, self.opts)
+        return task.options(name=f"run {combo}", **options).remote(
+            self.config.to_json(), (combo.agent, combo.level, combo.seed),
+            str(self.out.resolve()), self._marker, self.opts.shared, options["num_gpus"] > 0)
+
+    def run(self, combos: list[Combo], on_done: OnDone = lambda c, r: None,
+            on_tick: Callable[[int], None] = lambda steps: None,
+            tick_s: float = 1.0) -> Outcome:
+        ray = connect(self.opts.address)
+        task = ray.remote(run_task)
+        marker = self.out / self._marker
+        marker.write_text("the suite's driver is running on Ray\n")
+        outcome = Outcome()
+        refs = {self._submit(ray, task, c): c for c in combos}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=tick_s)
+                for ref in ready:
+                    self._collect(ray, ref, refs[ref], outcome, on_done)
+                on_tick(self.progress_steps([refs[r] for r in pending]))
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            self._cancel(ray, pending, refs, outcome, on_done)
+        finally:
+            marker.unlink(missing_ok=True)
+        return outcome
+
+    def _cancel(self, ray: Any, pending: list[Any], refs: dict[Any, Combo], outcome: Outcome,
+                on_done: OnDone) -> None:
+        """After Ctrl-C: cancel every task and collect what the running ones report."""
+        for ref in pending:
+            ray.cancel(ref)
+        deadline = time.monotonic() + DRAIN_S
+        while pending and time.monotonic() < deadline:
+            try:
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            except KeyboardInterrupt:
+                continue  # a second Ctrl-C: keep collecting
+            for ref in ready:
+                self._collect(ray, ref, refs[ref], outcome, on_done)
+        for ref in pending:  # not back in time: force them
+            ray.cancel(ref, force=True)
+
+    def _collect(self, ray: Any, ref: Any, combo: Combo, outcome: Outcome,
+                 on_done: OnDone) -> None:
+        from ray.exceptions import RayError, TaskCancelledError
+
+        try:
+            value = ray.get(ref)
+        except TaskCancelledError:
+            return  # cancelled before it started: nothing to record, resume runs it
+        except RayError as e:  # the node was lost more often than max_retries, ...
+            res = failure_results(combo, self.config, f"Ray: {type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            res["status"] = "interrupted"  # not the agent's doing: redone on resume
+            write_run_files(combo.dir(self.out), {records.RESULTS: _json_bytes(res)})
+            value = {"results": res, "files": None, "node": None}
+        if value["files"] is not None:
+            write_run_files(combo.dir(self.out), value["files"])
+        if value["node"] is not None:
+            self.placements[combo] = value["node"]
+        outcome.done.append((combo, value["results"]))
+        on_done(combo, value["results"])
+
+    def progress_steps(self, running: list[Combo]) -> int:
+        """Timesteps of the unfinished runs whose progress shows in the suite directory."""
+        total = 0
+        for c in running:
+            d = c.dir(self.out)
+            if d.is_dir() and not (d / records.RESULTS).exists():
+                total += min(last_timesteps(d), self.config.budget)
+        return total
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    import json
+
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def add_backend_arguments(ap: Any) -> None:
+    """`suite`'s --backend options."""
+    ap.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="where runs execute: here, --workers at a time (local, default), or "
+                         "on a Ray cluster, as many at a time as its resources allow (ray)")
+    ap.add_argument("--address", help="ray: the cluster to join: auto (started by `ray start` "
+                    "here), HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a "
+                    "one-node Ray on this machine)")
+    ap.add_argument("--run-cpus", type=float, default=1.0, metavar="N",
+                    help="ray: CPUs each run reserves (default 1)")
+    ap.add_argument("--run-gpus", action="append", default=[], metavar="NAME=N",
+                    help="ray: GPUs each run of agent NAME reserves (repeatable)")
+
+
+def make_runner(config: SuiteConfig, out: Path, workers: int,
+                args: Any = None) -> SuiteRunner | RaySuiteRunner:
+    """The runner `--backend` names (local when `args` has none)."""
+    backend = getattr(args, "backend", "local")
+    if backend == "local":
+        if getattr(args, "address", None) or getattr(args, "run_gpus", None):
+            raise UserError("--address and --run-gpus are for --backend ray: add it, or "
+                            "leave them out")
+        return SuiteRunner(config, out, workers)
+    from evaluation.ray_backend import require_ray
+
+    require_ray()
+    if not args.run_cpus > 0:
+        raise UserError(f"--run-cpus must be above 0, got {args.run_cpus}")
+    opts = RayOptions(address=args.address, cpus=float(args.run_cpus),
+                      gpus=parse_run_gpus(args.run_gpus))
+    unknown = sorted(set(opts.gpus) - set(config.agents))
+    if unknown:
+        raise UserError(f"--run-gpus for {', '.join(unknown)}, which is not in --agents")
+    return RaySuiteRunner(config, out, opts)
