@@ -34,6 +34,7 @@ import numpy as np
 from evaluation import records
 from evaluation.records import EpisodeRow as Episode
 from evaluation.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
+from evaluation.seeds import parse_seeds, seeds_text
 from roms_setup.levels import Level, load_level_set
 
 SUMMARY_FIELDS = ("agent", "level", "seed", "score", "episodes", "timesteps", "wallclock_s",
@@ -350,14 +351,14 @@ def _is_validation_set(levels: Sequence[str], suite: dict) -> bool:
 
 
 def render_markdown(table: Table, suite: dict, curves: dict[str, Path], out_dir: Path) -> str:
-    seeds = suite.get("seeds")
+    seeds = parse_seeds(suite["seeds"]) if suite.get("seeds") else None
     lines = ["# Evaluation report", ""]
     lines.append(f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from "
                  f"{len(table.runs)} run(s) in `{out_dir}`.")
     if suite:
         lines.append(
             f"Suite: agents {', '.join(table.agents)}; levels `{suite.get('levels_spec')}` "
-            f"({len(table.levels)}); seeds 0..{int(seeds) - 1 if seeds else '?'}; budget "
+            f"({len(table.levels)}); seeds {seeds_text(seeds) if seeds else '?'}; budget "
             f"{suite.get('budget')} timesteps; wall clock {suite.get('wallclock_s')} s; "
             f"runtime {suite.get('runtime')}.")
     lines += ["", "A run's score is the mean return of its finished episodes: the episode cut off "
@@ -428,11 +429,11 @@ def _no_episode_note(run: Run) -> list[str]:
     return ["not a single step played (no score)"]
 
 
-def _missing_runs(table: Table, seeds: object) -> list[tuple[str, str, int]]:
-    if not isinstance(seeds, int):
+def _missing_runs(table: Table, seeds: list[int] | None) -> list[tuple[str, str, int]]:
+    if not seeds:
         return []
     have = {(r.agent, r.level, r.seed) for r in table.runs}
-    return [(a, lv, s) for a in table.agents for lv in table.levels for s in range(seeds)
+    return [(a, lv, s) for a in table.agents for lv in table.levels for s in seeds
             if (a, lv, s) not in have]
 
 

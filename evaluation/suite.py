@@ -3,12 +3,14 @@
 Layout of a suite directory DIR:
 
 - `DIR/suite.json`: the suite's arguments (agents, levels, seeds, budget, ...), written when the
-  suite is made; rerunning it (same arguments, or `--resume DIR`) continues where it stopped;
+  suite is made; rerunning it (same arguments, or `--resume DIR`) continues where it stopped,
+  and more agents or seeds given then extend it (the runs it has are kept);
 - `DIR/runs/<agent>/<level slug>/seed<k>/`: one run's results directory (results.json,
   monitor.csv, progress.csv, ...), as `evaluation.runner.run_one` leaves it;
 - `DIR/report.md`, `DIR/summary.csv`, `DIR/curves/`: see `evaluation.report`.
 
-Seeds are 0..K-1. A run is done, and skipped on resume, when its results.json exists with a
+Seeds are 0..K-1 for `--seeds K`, or the listed ones (`--seeds 3,4,5`). A run is done, and
+skipped on resume, when its results.json exists with a
 final status other than `interrupted`; failed runs (FAILED) are kept unless `retry_failed`,
 which runs them again. Each `run_one` starts its own server and agent processes, so a thread
 pool of W threads runs W runs at once. Ctrl-C sends SIGTERM to the running runs' processes (the
@@ -35,6 +37,7 @@ from typing import Any
 
 from evaluation import records
 from evaluation.report import write_atomic
+from evaluation.seeds import parse_seeds
 from roms_setup.errors import UserError
 from roms_setup.levels import Level
 
@@ -53,7 +56,7 @@ class SuiteConfig:
     agents: list[str]
     levels: list[str]  # level ids, Game:State
     levels_spec: str  # what the user wrote: a set name, a CSV path or a list
-    seeds: int
+    seeds: list[int]  # `--seeds K` gives 0..K-1 (an int in suite.json of old suites)
     budget: int
     wallclock_s: float
     runtime: str = "local"
@@ -82,9 +85,10 @@ class SuiteConfig:
         unknown = sorted(set(self.agent_args) - set(self.agents))
         if unknown:
             raise UserError(f"--agent-args for {', '.join(unknown)}, which is not in --agents")
-        if self.seeds < 1 or self.budget < 1 or not (
+        self.seeds = parse_seeds(self.seeds)
+        if self.budget < 1 or not (
                 math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
-            raise UserError("--seeds and --budget must be at least 1, --wallclock a finite "
+            raise UserError("--budget must be at least 1, --wallclock a finite "
                             f"number of seconds above 0 (got {self.wallclock_s})")
         if self.runtime not in ("local", "docker"):
             raise UserError(f"--runtime {self.runtime!r}: choose local or docker")
@@ -105,11 +109,13 @@ class SuiteConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SuiteConfig:
         fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        config = cls(**{k: v for k, v in data.items() if k in fields})
+        config.seeds = parse_seeds(config.seeds)
+        return config
 
     def combos(self) -> Iterator[Combo]:
         """All runs, seed-major so that a partial suite covers every agent and level early."""
-        for seed in range(self.seeds):
+        for seed in self.seeds:
             for level in self.levels:
                 for agent in self.agents:
                     yield Combo(agent, level, seed)
@@ -134,10 +140,39 @@ IDENTITY = ("agents", "levels", "seeds", "budget", "wallclock_s", "runtime", "ag
             "record", "aliases", "images")
 
 
+# a suite grows by more agents or seeds, and keeps the runs it has
+PER_AGENT = ("agent_args", "aliases", "images")  # new agents add entries; old ones keep theirs
+
+
+def extend(saved: SuiteConfig, given: dict[str, Any]) -> SuiteConfig | None:
+    """The saved suite grown by the agents and seeds `given` adds (None when it adds none)."""
+    agents = [a for a in given.get("agents", []) if a not in saved.agents]
+    seeds = [x for x in parse_seeds(given.get("seeds", saved.seeds)) if x not in saved.seeds]
+    if not agents and not seeds:
+        return None
+    grown = SuiteConfig.from_json(saved.to_json())
+    grown.agents += agents
+    grown.seeds += seeds
+    for key in PER_AGENT:
+        getattr(grown, key).update({a: v for a, v in given.get(key, {}).items() if a in agents})
+    grown.validate()
+    return grown
+
+
 def conflicts(saved: SuiteConfig, given: dict[str, Any]) -> list[str]:
-    """The arguments in `given` (only those the user gave) that differ from the saved suite."""
+    """The arguments in `given` (only those the user gave) that differ from the saved suite.
+
+    Seeds, and agents that only add to the saved ones, do not conflict: see `extend`."""
     out = []
+    given = {**given, "seeds": parse_seeds(given["seeds"])} if "seeds" in given else given
     for key in IDENTITY:
+        if key == "seeds" or (key == "agents" and set(saved.agents) <= set(given.get(key, []))):
+            continue  # seeds the suite lacks are added; agents, when all the old ones are named
+        if key in PER_AGENT and key in given:
+            mine = getattr(saved, key)
+            if any(a in given[key] and given[key][a] != mine.get(a) for a in saved.agents):
+                out.append(f"{key} {given[key]!r} (the suite has {mine!r})")
+            continue
         if key in given and given[key] != getattr(saved, key):
             out.append(f"{key} {given[key]!r} (the suite has {getattr(saved, key)!r})")
     return out
@@ -160,6 +195,12 @@ def open_suite(out: Path, given: dict[str, Any],
         if bad:
             raise UserError(f"{out} holds a suite made with other arguments: {'; '.join(bad)}. "
                             f"Continue it with `suite --resume {out}`, or choose another --out")
+        grown = extend(saved, given)
+        if grown is not None:
+            if check is not None:
+                check(grown)
+            write_atomic(path, json.dumps(grown.to_json(), indent=2) + "\n")
+            return grown
         if check is not None:
             check(saved)
         return saved

@@ -43,8 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import read_yaml
+from agent.config import find_config, read_yaml
 from evaluation.report import write_atomic
+from evaluation.seeds import parse_seeds, seeds_arg
 from meta_train.configs import CONFIG_DIR
 from roms_setup.errors import UserError, exit_on_user_error
 
@@ -57,7 +58,7 @@ IMAGE_TAGS = {"maml": "sonic-maml-pipeline-maml:latest",
 # agent name in the suite → (agent program, checkpoint stage, option naming the checkpoint)
 CHECKPOINT_AGENTS = {"maml": ("maml", "maml", "--checkpoint"),
                      "reptile": ("maml", "reptile", "--checkpoint"),
-                     "joint": ("ppo2", "joint", "--init")}
+                     "joint": ("ppo2", "joint", "--checkpoint")}
 PRESETS = {"default": "pipeline-atari.yaml", "sonic": "pipeline-sonic.yaml",
            "smoke": "pipeline-smoke.yaml"}
 
@@ -74,15 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", choices=("auto", "docker", "local"), default="auto",
                    help="where agents run: docker, local processes, or docker when available")
     p.add_argument("--fresh", action="store_true", help="delete OUT and start over")
+    p.add_argument("--seeds", help="the suite's seeds, instead of the config's suite.seeds: a "
+                   "count (3) or a list (3,4,5); more than a finished run had extends its suite")
     return p.parse_args(argv)
 
 
 def config_path(args: argparse.Namespace) -> Path:
     if args.config:
-        path = Path(args.config)
-        if not path.is_file() and (CONFIG_DIR / args.config).is_file():
-            path = CONFIG_DIR / args.config
-        return path
+        return find_config(args.config, CONFIG_DIR)
     return CONFIG_DIR / PRESETS["sonic" if args.sonic else "smoke" if args.smoke else "default"]
 
 
@@ -98,6 +98,7 @@ def load_pipeline_config(path: Path) -> dict[str, Any]:
         if missing:
             raise UserError(f"{path}: {key} has no {', '.join(missing)}: see "
                             "meta_train/configs/pipeline-atari.yaml")
+    cfg["suite"]["seeds"] = parse_seeds(cfg["suite"]["seeds"])
     unknown = [a for a in cfg["suite"]["agents"] if a not in KNOWN_AGENTS]
     if unknown:
         raise UserError(f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
@@ -106,11 +107,7 @@ def load_pipeline_config(path: Path) -> dict[str, Any]:
 
 
 def maml_config_file(cfg: dict[str, Any]) -> Path:
-    name = str(cfg["maml"]["config"])
-    path = Path(name) if Path(name).is_file() else CONFIG_DIR / name
-    if not path.is_file():
-        raise UserError(f"maml.config {name!r} is neither a file nor in {CONFIG_DIR}")
-    return path
+    return find_config(str(cfg["maml"]["config"]), CONFIG_DIR)
 
 
 # ---------------------------------------------------------------------------------- state
@@ -119,7 +116,9 @@ def maml_config_file(cfg: dict[str, Any]) -> Path:
 class Pipeline:
     def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
         self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
-        self.digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        # more seeds extend the suite (its runs are kept), so they do not make another pipeline
+        same = {**cfg, "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"}}
+        self.digest = hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:16]
         self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest,
                                       "stages": {}}
         path = out / STATE
@@ -193,7 +192,7 @@ def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
 def stage_joint(p: Pipeline) -> dict[str, Any]:
     j = p.cfg["joint"]
     cmd = py("agent.train", "--algo", "ppo", "--levels", str(p.cfg["train_levels"]),
-             "--timesteps", str(int(j["timesteps"])), "--envs", str(int(j["envs"])),
+             "--timesteps", str(int(j["timesteps"])), "--workers", str(int(j["envs"])),
              "--out", str(p.out / "joint"), "--resume")
     for item in j.get("set") or []:
         cmd += ["--set", str(item)]
@@ -239,9 +238,12 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
     agents = [f"{a}={CHECKPOINT_AGENTS[a][0]}" if a in CHECKPOINT_AGENTS and
               CHECKPOINT_AGENTS[a][0] != a else a for a in s["agents"]]
     cmd = py("evaluation", "suite", "--agents", ",".join(agents), "--levels",
-             str(p.cfg["test_levels"]), "--seeds", str(int(s["seeds"])), "--budget",
+             str(p.cfg["test_levels"]), "--seeds", seeds_arg(parse_seeds(s["seeds"])),
+             "--budget",
              str(int(s["budget"])), "--wallclock", str(float(s["wallclock"])), "--runtime",
              runtime, "--workers", str(int(s["workers"])), "--out", str(p.out / "suite"))
+    if s.get("record"):
+        cmd.append("--record")
     ppo_set = [x for item in s.get("ppo_set") or [] for x in ("--set", str(item))]
     maml_set = [x for item in s.get("maml_set") or [] for x in ("--set", str(item))]
     args: dict[str, list[str]] = {}
@@ -266,9 +268,15 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
     return cmd
 
 
+def more_seeds(p: Pipeline) -> bool:
+    """Whether the config asks for seeds the finished suite stage did not run."""
+    ran = p.state["stages"].get("suite", {}).get("seeds")
+    return ran is not None and not set(p.cfg["suite"]["seeds"]) <= set(ran)
+
+
 def stage_suite(p: Pipeline, runtime: str) -> dict[str, Any]:
     run_command(suite_command(p, runtime), "the evaluation suite")
-    return {"report": str(p.out / "suite" / "report.md")}
+    return {"report": str(p.out / "suite" / "report.md"), "seeds": p.cfg["suite"]["seeds"]}
 
 
 # ---------------------------------------------------------------------------------- report
@@ -369,7 +377,7 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
     lines = [
         "# Pipeline report", "",
         f"Config `{p.cfg_file.name}`: MAML and joint PPO on `{p.cfg['train_levels']}`, "
-        f"evaluated on `{p.cfg['test_levels']}` with {p.cfg['suite']['seeds']} seed(s) × "
+        f"evaluated on `{p.cfg['test_levels']}` with {len(p.cfg['suite']['seeds'])} seed(s) × "
         f"{p.cfg['suite']['budget']} timesteps per run.", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), "
         f"{'CUDA' if _has_cuda() else 'no GPU'}, Python {platform.python_version()}. "
@@ -435,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg_file = config_path(args)
     cfg = load_pipeline_config(cfg_file)
+    if args.seeds is not None:
+        cfg["suite"]["seeds"] = parse_seeds(args.seeds)
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -446,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for stage in STAGES[:-1]:
             if p.done(stage) and not (stage == "images" and args.runtime not in
-                                      ("auto", p.state["stages"][stage].get("runtime"))):
+                                      ("auto", p.state["stages"][stage].get("runtime"))) \
+                    and not (stage == "suite" and more_seeds(p)):
                 print(f"== {stage}: done before, skipped", flush=True)
                 continue
             banner(stage, {"roms": "games and levels", "maml": "MAML meta-training",

@@ -71,7 +71,7 @@ def test_suite_runs_every_combination_and_reports(finished_suite: Path) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert f"]({png})" in report
     saved = json.loads((out / "suite.json").read_text())
-    assert saved["seeds"] == 2 and saved["aliases"] == {"random_b": "random"}
+    assert saved["seeds"] == [0, 1] and saved["aliases"] == {"random_b": "random"}
     res = json.loads(results(out, "random_b", 0).read_text())
     assert res["agent"] == "random_b" and "agent.random" in res["agent_cmd"]
 
@@ -109,8 +109,25 @@ def test_conflicting_arguments_are_a_one_line_error(finished_suite: Path) -> Non
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "budget 300" in lines[0]
-    proc = suite("--resume", finished_suite, "--seeds", "3")
-    assert proc.returncode == 2 and "seeds 3" in proc.stderr
+    proc = suite("--resume", finished_suite, "--agents", "random_b=jerk")
+    assert proc.returncode == 2 and "aliases" in proc.stderr
+
+
+def test_more_seeds_and_agents_extend_a_suite(finished_suite: Path, tmp_path: Path) -> None:
+    """More seeds (a list) and a new agent add their runs; the runs the suite has stay as they
+    were (same files, same mtimes)."""
+    finished_suite = Path(shutil.copytree(finished_suite, tmp_path / "s", symlinks=True))
+    runs = sorted((finished_suite / "runs").glob("*/*/seed*/results.json"))
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    proc = suite("--resume", finished_suite, "--seeds", "0,1,3", "--agents",
+                 "random,random_b=random,jerk")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 done, 5 to run" in proc.stderr, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in runs} == before
+    saved = json.loads((finished_suite / "suite.json").read_text())
+    assert saved["seeds"] == [0, 1, 3] and saved["agents"] == ["random", "random_b", "jerk"]
+    assert (finished_suite / "runs" / "random" / SLUG / "seed3" / "results.json").is_file()
+    assert (finished_suite / "runs" / "jerk" / SLUG / "seed1" / "results.json").is_file()
 
 
 def test_report_only(finished_suite: Path) -> None:
@@ -170,7 +187,10 @@ def test_open_suite_checks_arguments(tmp_path: Path) -> None:
     config = open_suite(tmp_path, given)
     assert open_suite(tmp_path, {"seeds": 2}) == config  # same arguments: the saved suite
     with pytest.raises(UserError, match="agents"):
-        open_suite(tmp_path, {"agents": ["a", "b"]})
+        open_suite(tmp_path, {"agents": ["b"]})  # not a superset: another suite
+    grown = open_suite(tmp_path, {"agents": ["a", "b"], "seeds": [1, 5]})
+    assert grown.agents == ["a", "b"] and grown.seeds == [0, 1, 5]
+    assert open_suite(tmp_path, {}) == grown  # saved as grown
     with pytest.raises(UserError, match="needs --agents"):
         open_suite(tmp_path / "new", {"levels": [LEVEL]})
     with pytest.raises(UserError, match="twice"):
