@@ -2,7 +2,7 @@
 
     python -m evaluation suite --agents random,jerk --levels smoke --seeds 3 --budget 100000 \\
         --workers 2 --out results/smoke
-    python -m evaluation suite --resume results/smoke        # continue (or rerun the same command)
+    python -m evaluation suite --out results/smoke --resume  # continue (or rerun the same command)
     python -m evaluation suite --report-only --out results/smoke
 
 `--seeds K` runs seeds 0..K-1, `--seeds 3,4,5` those seeds. Giving more agents or seeds than
@@ -61,7 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
     add_backend_arguments(ap)
     ap.add_argument("--out", type=Path, help="the suite directory")
-    ap.add_argument("--resume", type=Path, metavar="DIR", help="continue the suite in DIR")
+    ap.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                    help="continue the suite in --out (it must exist); `--resume DIR`, the old "
+                    "spelling, still works")
     ap.add_argument("--retry-failed", action="store_true",
                     help="run again the runs that failed (crashed, protocol error, ...)")
     ap.add_argument("--report-only", action="store_true", help="only write the report")
@@ -76,9 +78,26 @@ def parse_agent_args(items: list[str]) -> dict[str, list[str]]:
         if not sep or not name.strip():
             raise UserError(f'--agent-args {item!r}: write it as NAME="ARGS"')
         try:
-            out[name.strip()] = shlex.split(rest)
+            out[name.strip()] = absolute_paths(shlex.split(rest))
         except ValueError as e:
             raise UserError(f"--agent-args {item!r}: {e}") from None
+    return out
+
+
+def absolute_paths(args: list[str]) -> list[str]:
+    """Agent arguments that name an existing file or directory here (`--checkpoint
+    runs/joint/checkpoint.pt`, `--config=my.yaml`) made absolute: the suite keeps them, and
+    resumes from any directory."""
+    def fix(text: str) -> str:
+        return str(Path(text).resolve()) if text and Path(text).exists() else text
+
+    out = []
+    for arg in args:
+        option, sep, value = arg.partition("=")
+        if arg.startswith("-") and sep:
+            out.append(f"{option}={fix(value)}")
+        else:
+            out.append(arg if arg.startswith("-") else fix(arg))
     return out
 
 
@@ -123,14 +142,16 @@ def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
 
 
 def suite_dir(args: argparse.Namespace) -> Path:
-    if args.resume is not None:
-        if args.out is not None and args.out.resolve() != args.resume.resolve():
-            raise UserError(f"--resume {args.resume} and --out {args.out} differ: give one")
-        if not (args.resume / SUITE_JSON).is_file():
-            raise UserError(f"{args.resume} holds no {SUITE_JSON}: it is not a suite directory")
-        return args.resume
+    if isinstance(args.resume, str):  # the old `--resume DIR`
+        resume = Path(args.resume)
+        if args.out is not None and args.out.resolve() != resume.resolve():
+            raise UserError(f"--resume {resume} and --out {args.out} differ: give one")
+        args.out = resume
     if args.out is None:
-        raise UserError("say where the suite lives: --out DIR (or --resume DIR)")
+        raise UserError("say where the suite lives: --out DIR")
+    if args.resume and not (args.out / SUITE_JSON).is_file():
+        raise UserError(f"--resume: {args.out} holds no {SUITE_JSON}: it is not a suite "
+                        "directory (leave out --resume to start one)")
     return args.out
 
 
@@ -193,7 +214,7 @@ def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
     if outcome.interrupted:
         left = total - counts["runs"]
         print(f"interrupted after {time.monotonic() - t0:.0f} s: {counts['runs']}/{total} runs "
-              f"done; `python -m evaluation suite --resume {out}` runs the other {left}",
+              f"done; `python -m evaluation suite --out {out} --resume` runs the other {left}",
               file=sys.stderr)
     return outcome.interrupted
 

@@ -86,7 +86,7 @@ def test_resume_skips_finished_runs_and_redoes_the_rest(finished_suite: Path) ->
     time.sleep(0.05)
     before = {p: p.stat().st_mtime_ns for p in (kept, kept.with_name("monitor.csv"), crashed)}
 
-    proc = suite("--resume", out)
+    proc = suite("--out", out, "--resume")  # the old `--resume DIR` below
     assert proc.returncode == 0, proc.stderr
     assert "2 done, 2 to run" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before  # finished and failed: untouched
