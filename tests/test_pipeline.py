@@ -42,7 +42,7 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     assert local[local.index("--agents") + 1] == "maml,reptile=maml,joint=ppo2,ppo2,jerk,random"
     args = _agent_args(local)
     assert args["maml"][:2] == ["--checkpoint", str((tmp_path / "maml/checkpoint.pt").resolve())]
-    assert args["joint"][:2] == ["--init", str((tmp_path / "joint/checkpoint.pt").resolve())]
+    assert args["joint"][:2] == ["--checkpoint", str((tmp_path / "joint/checkpoint.pt").resolve())]
     assert args["reptile"][:2] == [
         "--checkpoint", str((tmp_path / "reptile/checkpoint.pt").resolve())]
     # the three learners get the same PPO settings, so only their initialization differs
