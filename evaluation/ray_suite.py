@@ -290,20 +290,27 @@ def add_backend_arguments(ap: Any) -> None:
                     help="ray: GPUs each run of agent NAME reserves (repeatable)")
 
 
-def make_runner(config: SuiteConfig, out: Path, workers: int,
-                args: Any = None) -> SuiteRunner | RaySuiteRunner:
-    """The runner `--backend` names (local when `args` has none)."""
-    backend = getattr(args, "backend", "local")
-    if backend == "local":
+def check_backend(args: Any) -> None:
+    """One-line errors for --backend options before anything is written."""
+    if getattr(args, "backend", "local") == "local":
         if getattr(args, "address", None) or getattr(args, "run_gpus", None):
             raise UserError("--address and --run-gpus are for --backend ray: add it, or "
                             "leave them out")
-        return SuiteRunner(config, out, workers)
+        return
     from evaluation.ray_backend import require_ray
 
     require_ray()
     if not args.run_cpus > 0:
         raise UserError(f"--run-cpus must be above 0, got {args.run_cpus}")
+    parse_run_gpus(args.run_gpus)
+
+
+def make_runner(config: SuiteConfig, out: Path, workers: int,
+                args: Any = None) -> SuiteRunner | RaySuiteRunner:
+    """The runner `--backend` names (local when `args` has none)."""
+    check_backend(args)
+    if getattr(args, "backend", "local") == "local":
+        return SuiteRunner(config, out, workers)
     opts = RayOptions(address=args.address, cpus=float(args.run_cpus),
                       gpus=parse_run_gpus(args.run_gpus))
     unknown = sorted(set(opts.gpus) - set(config.agents))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
-from evaluation.ray_suite import add_backend_arguments, make_runner
+from evaluation.ray_suite import add_backend_arguments, check_backend, make_runner
 from evaluation.report import write_report
 from evaluation.seeds import parse_seeds
 from evaluation.suite import (
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
+    check_backend(args)
     _stop_on_signals()
     out.mkdir(parents=True, exist_ok=True)
     with suite_lock(out):

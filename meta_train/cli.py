@@ -42,6 +42,10 @@ def parse_train(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--iterations", type=int)
     p.add_argument("--joint", action="store_true",
                    help="train without adaptation on the task mixture (pretrained baseline)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="rollouts here (default) or on a Ray cluster, one sampler per node")
+    p.add_argument("--address", help="ray: the cluster to join (auto, HOST:6379; default "
+                                     "$RAY_ADDRESS, else a one-node Ray here)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,6 +120,10 @@ def run_train(args: argparse.Namespace) -> int:
         cfg["adapt_steps"] = args.adapt_steps
     if args.iterations is not None:
         cfg["iterations"] = args.iterations
+    if args.address and args.backend != "ray":
+        raise UserError("--address is for --backend ray: add it, or leave --address out")
+    # where rollouts run is this call's choice, not the run's: a resume may change it
+    cfg["backend"], cfg["ray_address"] = args.backend, args.address
     path = train(cfg, args.out, resume=args.resume, joint=args.joint,
                  progress=not args.no_progress)
     print(f"checkpoint: {path}")

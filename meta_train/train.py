@@ -26,6 +26,7 @@ import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agent.policies import ActorCritic, build_policy, spec_from_config
+from meta_train.collect import collect
 from meta_train.configs import META_OPTIMIZERS
 from meta_train.maml import MetaLearner, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
@@ -131,7 +132,15 @@ def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistributio
     """The sampler for the config's tasks. Levels: the level sampler's `sampler_envs` worker
     processes (0: one per trajectory, `count` or the config's `trajectories`), after checking
     that every level is playable (a one-line UserError before any worker starts); `workers` is
-    not used. HalfCheetah: `Sampler` with `workers` processes (default: the config's)."""
+    not used. HalfCheetah: `Sampler` with `workers` processes (default: the config's).
+    `backend: ray`: one such sampler per node of the Ray cluster (meta_train.ray_sampler)."""
+    if cfg.get("backend", "local") == "ray":
+        from meta_train.ray_sampler import RaySampler
+
+        if dist.kind == "levels":
+            dist.require_playable()
+        return RaySampler(policy, cfg, int(count or cfg["trajectories"]),
+                          address=cfg.get("ray_address"))
     if dist.kind == "levels":
         from meta_train.level_sampler import LevelSampler
 
@@ -226,7 +235,7 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
             rng, seeds = iteration_seeds(seed, it, meta_batch, steps)
             tasks = dist.sample(meta_batch, rng)
             t0 = time.perf_counter()
-            batches = learner.collect(sampler, tasks, count, seeds)
+            batches = collect(learner, sampler, tasks, count, seeds)
             t1 = time.perf_counter()
             info = opt.step(batches)
             t2 = time.perf_counter()

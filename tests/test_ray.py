@@ -1,0 +1,291 @@
+"""The Ray backend on a real 2-node Ray cluster (`ray.cluster_utils.Cluster`, started once per
+session: one CPU and a 78 MiB object store per node, no dashboard, custom resources `node_a`
+and `node_b` naming the nodes). Suites of the random agent on Airstriker at 200-3000 timesteps,
+meta-training rollouts of HalfCheetah and Atari levels at a few steps.
+
+Skipped only where Ray is not installed (`pip install -e ".[cluster]"`; setup installs it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.ray_suite import RayOptions, RaySuiteRunner
+from evaluation.report import write_report
+from evaluation.suite import SuiteConfig, open_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVEL = "Airstriker-Genesis-v0:Level1"
+SLUG = "Airstriker-Genesis-v0_Level1"
+MIB = 1024**2
+NODE = {"num_cpus": 1, "object_store_memory": 78 * MIB}
+# a lost node is noticed within seconds, not Ray's default half minute
+FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+               "health_check_failure_threshold": 4}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    (tmp / "ray").mkdir()  # cluster_utils.Cluster needs $RAY_TMPDIR/ray
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    c = Cluster(initialize_head=True, head_node_args={
+        **NODE, "resources": {"node_a": 1}, "include_dashboard": False,
+        "_system_config": FAST_HEALTH})
+    try:
+        c.add_node(**NODE, resources={"node_b": 1})
+        c.wait_for_nodes()
+        ray.init(address=c.address, logging_level="WARNING")
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def node_ids() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def suite(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "evaluation", "suite", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def new_suite(out: Path, agents: list[str], seeds: int, budget: int) -> SuiteConfig:
+    given = {"agents": agents, "levels": [LEVEL], "levels_spec": LEVEL, "seeds": seeds,
+             "budget": budget, "wallclock_s": 300.0, "runtime": "local", "agent_args": {},
+             "record": False, "aliases": {a: "random" for a in agents if a != "random"},
+             "images": {}}
+    return open_suite(out, given)
+
+
+def report_body(out: Path) -> list[str]:
+    """report.md without its first lines (the date and the suite's path)."""
+    return [line for line in (out / "report.md").read_text().splitlines()
+            if not line.startswith("Generated ")]
+
+
+def summary(out: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    return [{k: v for k, v in r.items() if k != "wallclock_s"} for r in rows]
+
+
+def results(out: Path, agent: str, seed: int) -> dict[str, Any]:
+    return json.loads((out / "runs" / agent / SLUG / f"seed{seed}" / "results.json").read_text())
+
+
+# ---------------------------------------------------------------- suites
+
+
+def test_suite_on_two_nodes_reports_like_the_local_backend(cluster: Any,
+                                                           tmp_path: Path) -> None:
+    """Runs land on both nodes; with results copied back by the driver (as when the suite
+    directory is not shared), the report and summary equal the local backend's."""
+    local = tmp_path / "local"
+    proc = suite("--agents", "random,random_b=random", "--levels", LEVEL, "--seeds", "2",
+                 "--budget", "200", "--wallclock", "300", "--workers", "2", "--out", local)
+    assert proc.returncode == 0, proc.stderr
+
+    out = tmp_path / "ray"
+    config = new_suite(out, ["random", "random_b"], 2, 200)
+    runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address, shared=False))
+    outcome = runner.run(list(config.combos()))
+    assert not outcome.interrupted and len(outcome.done) == 4
+    assert set(runner.placements.values()) == node_ids()  # both nodes ran runs
+    write_report(out)
+    assert summary(out) == summary(local)
+    assert {r["status"] for r in summary(out)} == {"budget"}
+    assert report_body(out) == report_body(local)
+    for run in (out / "runs").glob("*/*/seed*"):  # every file of a run came back
+        assert {"results.json", "monitor.csv", "progress.csv", "server.log",
+                "agent.log"} <= {p.name for p in run.iterdir()}
+
+
+def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path: Path) -> None:
+    """Both runs start on a third node (the other two are kept busy); the node is removed
+    mid-run; the runs are redone on the remaining nodes and the suite completes."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    before = node_ids()
+
+    @ray.remote(num_cpus=1)
+    class Blocker:
+        def ping(self) -> bool:
+            return True
+
+    blockers = [Blocker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n, soft=False)).remote() for n in sorted(before)]
+    ray.get([b.ping.remote() for b in blockers])
+    doomed = cluster.add_node(num_cpus=2, object_store_memory=78 * MIB)
+    cluster.wait_for_nodes()
+    out = tmp_path / "s"
+    config = new_suite(out, ["random"], 2, 3000)
+    runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address))
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(runner.run(list(config.combos()))))
+    thread.start()
+    try:
+        logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
+        deadline = time.monotonic() + 120
+        while not all(p.is_file() for p in logs):  # both runs started, on the third node
+            assert time.monotonic() < deadline and thread.is_alive(), "the runs did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        cluster.remove_node(doomed, allow_graceful=False)
+    finally:
+        for b in blockers:
+            ray.kill(b)
+        thread.join(300)
+    assert not thread.is_alive() and not done[0].interrupted
+    assert len(done[0].done) == 2
+    assert set(runner.placements.values()) <= before  # the final attempts ran elsewhere
+    for seed in (0, 1):
+        res = results(out, "random", seed)
+        assert res["status"] == "budget" and res["timesteps"] == 3000
+    write_report(out)
+    assert [r["status"] for r in summary(out)] == ["budget", "budget"]
+
+
+def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    args = ["--backend", "ray", "--address", cluster.address]
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
+                             "--levels", LEVEL, "--seeds", "2", "--budget", "3000", "--out",
+                             str(out), *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(p.is_file() for p in logs):
+        assert time.monotonic() < deadline and proc.poll() is None, "the runs did not start"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    statuses = [results(out, "random", s)["status"] for s in (0, 1)]
+    assert statuses == ["interrupted", "interrupted"], err
+
+    proc2 = suite("--resume", out, *args)
+    assert proc2.returncode == 0, proc2.stderr
+    assert "0 done, 2 to run" in proc2.stderr
+    for seed in (0, 1):
+        assert results(out, "random", seed)["status"] == "budget"
+
+
+def test_backend_options_are_checked(tmp_path: Path) -> None:
+    proc = suite("--agents", "random", "--levels", LEVEL, "--budget", "10", "--address",
+                 "auto", "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "--backend ray" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- meta-training rollouts
+
+
+def same(a: Any, b: Any) -> None:
+    for field in ("obs", "actions", "rewards", "dones"):
+        x, y = getattr(a, field), getattr(b, field)
+        if x is None or y is None:
+            assert x is None and y is None, field
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=field)
+
+
+def test_ray_sampler_equals_the_local_sampler_halfcheetah(cluster: Any) -> None:
+    from agent.config import load_config
+    from agent.policies import build_policy
+    from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.ray_sampler import RaySampler
+    from meta_train.sampler import Sampler
+    from meta_train.train import policy_spec
+
+    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=6"],
+                      defaults=DEFAULTS)
+    torch.manual_seed(0)
+    policy = build_policy(policy_spec(cfg))
+    params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
+    other = {k: v + 0.01 for k, v in params.items()}
+    jobs = [(params if i % 2 else other, {"kind": "halfcheetah-dir", "horizon": 6,
+                                          "direction": float(1 - 2 * (i % 2))}, 100 + i)
+            for i in range(5)]
+    with Sampler(policy, workers=0) as local:
+        want = local.sample(jobs, 2)
+    with RaySampler(policy, {**cfg, "workers": 0}, 2, address=cluster.address) as remote:
+        assert set(remote.nodes) == node_ids()  # one actor per node
+        chunks = remote.submit(jobs, 2)
+        assert len(chunks) > 2  # spread over both actors
+        got = remote.sample(jobs, 2)
+    assert len(got) == len(want)
+    for a, b in zip(want, got, strict=True):
+        same(a, b)
+
+
+def test_ray_sampler_equals_the_local_sampler_levels(cluster: Any, atari_roms: None) -> None:
+    from agent.config import load_config
+    from agent.policies import build_policy
+    from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.level_sampler import LevelSampler
+    from meta_train.ray_sampler import RaySampler
+    from meta_train.train import policy_spec
+
+    cfg = load_config(CONFIG_DIR / "atari-train.yaml",
+                      ["task.horizon=8", "trajectories=2", "sampler_envs=2"], defaults=DEFAULTS)
+    torch.manual_seed(0)
+    policy = build_policy(policy_spec(cfg))
+    params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
+    task = {"kind": "levels", "horizon": 8, "discretizer": "auto", "backtracking": True,
+            "reward_scale": 0.01}
+    jobs = [(params, {**task, "level": lv}, seed) for lv, seed in (
+        ("Breakout-Atari2600-v0:Start", 3), ("Qbert-Atari2600-v0:Start", 4))]
+    with LevelSampler(policy, envs=2) as local:
+        want = local.sample(jobs, 2)
+    with RaySampler(policy, cfg, 2, address=cluster.address) as remote:
+        got = remote.sample(jobs, 2)
+    for a, b in zip(want, got, strict=True):
+        same(a, b)
+
+
+def test_meta_training_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None:
+    """`python -m meta_train --backend ray`: the same metrics as the local run."""
+    from meta_train.cli import main
+    from meta_train.configs import CONFIG_DIR
+
+    common = ["--config", str(CONFIG_DIR / "halfcheetah-dir.yaml"), "--set", "iterations=1",
+              "--set", "meta_batch=3", "--set", "trajectories=2", "--set", "task.horizon=6",
+              "--set", "tensorboard=false", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--backend", "ray", "--address",
+                 cluster.address]) == 0
+    rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").open())) for d in ("local", "ray")]
+    keys = [k for k in rows[0][0] if k.startswith(("return_", "loss_", "kl"))]
+    assert [{k: r[k] for k in keys} for r in rows[0]] == [{k: r[k] for k in keys}
+                                                          for r in rows[1]]
