@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -17,12 +18,18 @@ class UserError(Exception):
 
 
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a CLI entry point: a UserError becomes `error: <message>` on stderr and exit 2."""
+    """Decorate a CLI entry point: a UserError becomes `error: <message>` on stderr and exit 2;
+    a reader that stops reading (`status --json | head`) ends it quietly, exit 141 as SIGPIPE."""
 
     @wraps(main)
     def wrapper(*args: object, **kwargs: object) -> T:
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            sys.stdout.flush()  # here, not at exit, where a broken pipe would be reported
+            return result
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise SystemExit(141) from None
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
@@ -31,3 +38,14 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(130) from None
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
