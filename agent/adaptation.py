@@ -4,21 +4,83 @@ that the agent adapts on a held-out level exactly as the initialization was meta
     L_inner(θ) = −mean(log π_θ(a|s) · Â)    Â: normalized GAE advantages (agent.linear_baseline)
     θ'         = θ − α ⊙ ∇ L_inner(θ)       α: a number, or a tensor per parameter (Meta-SGD)
 
-Parameters are a plain dict `{name: tensor}` run through the policy module with
+Parameters are a plain dict `{name: tensor}` (`Params`) run through the policy module with
 `torch.func.functional_call`; `create_graph=True` keeps the graph of the gradient (second-order
 MAML), otherwise the result is a function of θ only through θ itself.
+
+The data: `Trajectories` (K trajectories of T steps, as the samplers of meta_train and the MAML
+agent collect them) become a `Prepared` batch (flattened, with the advantages Â) for the step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from agent.linear_baseline import advantages
+
 Params = dict[str, Tensor]
 StepSizes = Mapping[str, Tensor | float]
+
+
+@dataclass
+class Trajectories:
+    """K trajectories of T steps, time-major: obs (T, K, *obs_shape), actions (T, K[, dim]),
+    rewards (T, K) (the rewards learned from), dones (T, K) (the step ended an episode and the
+    trajectory went on with a fresh one; None: no episode ended). Observations uint8 for images,
+    float32 otherwise. contest_returns (K,): the MAML agent's unscaled contest reward sums."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray | None = None
+    contest_returns: np.ndarray | None = None
+
+    @property
+    def horizon(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def count(self) -> int:
+        return int(self.rewards.shape[1])
+
+    def returns(self) -> np.ndarray:
+        """Undiscounted return of each trajectory, shape (K,)."""
+        return self.rewards.astype(np.float64).sum(axis=0)
+
+
+@dataclass
+class Prepared:
+    """One batch of trajectories flattened to (T·K, ...): observations in their stored dtype,
+    the normalized GAE advantages of the linear feature baseline, the mean return."""
+
+    obs: Tensor
+    actions: Tensor
+    advantages: Tensor
+    mean_return: float
+
+    @classmethod
+    def from_trajectories(cls, traj: Trajectories, gamma: float, lam: float,
+                          ridge: float) -> Prepared:
+        obs = torch.from_numpy(traj.obs)
+        rewards = torch.from_numpy(traj.rewards)
+        dones = None if traj.dones is None else torch.from_numpy(traj.dones)
+        adv = advantages(obs, rewards, gamma, lam, ridge, dones=dones)
+        n = traj.horizon * traj.count
+        return cls(obs.reshape(n, *obs.shape[2:]),
+                   torch.from_numpy(traj.actions).reshape(n, *traj.actions.shape[2:]),
+                   adv.reshape(n), float(traj.returns().mean()))
+
+    def to(self, device: torch.device) -> Prepared:
+        if self.obs.device == device:
+            return self
+        return Prepared(self.obs.to(device), self.actions.to(device),
+                        self.advantages.to(device), self.mean_return)
 
 
 def policy_parameters(policy: nn.Module) -> Params:
@@ -90,3 +152,14 @@ def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: 
                 if g is not None:
                     total[i] = g if total[i] is None else total[i] + g
     return apply_step(params, names, total, step_sizes, lr)
+
+
+def detached_step(policy: nn.Module, params: Params, data: Prepared,
+                  step_sizes: StepSizes | None, lr: float, chunk: int) -> Params:
+    """One inner step for sampling: θ' from θ = `params` on `data` by `inner_step_chunked`
+    (first order, no graph kept), the result detached. Meta-training's
+    (`MetaLearner.adapted_detached`) and the MAML agent's adaptation step."""
+    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    new = inner_step_chunked(policy, leaves, data.obs, data.actions, data.advantages,
+                             step_sizes, lr, chunk=chunk)
+    return {name: p.detach() for name, p in new.items()}

@@ -23,6 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from agent.rollout import compute_gae, discounted_returns
+
+__all__ = ["advantages", "discounted_returns", "episode_steps", "features",
+           "fit_linear_baseline", "gae"]
+
 MAX_OBS_FEATURES = 1024
 
 
@@ -52,23 +57,6 @@ def features(obs: Tensor, dones: Tensor | None = None) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def _live(dones: Tensor | None, t: int, count: int) -> Tensor:
-    """1.0 where step t's episode goes on to step t+1, 0.0 where it ended at t."""
-    if dones is None:
-        return torch.ones(count, dtype=torch.float64)
-    return 1.0 - dones[t].double()
-
-
-def discounted_returns(rewards: Tensor, gamma: float, dones: Tensor | None = None) -> Tensor:
-    """(T, K) rewards → (T, K) reward-to-go, discounted, not crossing episode ends."""
-    out = torch.zeros_like(rewards, dtype=torch.float64)
-    running = torch.zeros(rewards.shape[1], dtype=torch.float64)
-    for t in reversed(range(rewards.shape[0])):
-        running = rewards[t].double() + gamma * _live(dones, t, rewards.shape[1]) * running
-        out[t] = running
-    return out
-
-
 def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
                         dones: Tensor | None = None) -> Tensor:
     """Baseline values (T, K) float64 from a ridge fit of `returns` on the features of `obs`."""
@@ -90,19 +78,13 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
 
 def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float,
         dones: Tensor | None = None) -> Tensor:
-    """GAE over fixed-horizon trajectories (T, K); V after the last step (and after a done) is
-    0, and no advantage crosses an episode end."""
+    """GAE (agent.rollout.compute_gae) over fixed-horizon trajectories (T, K) in float64; V after
+    the last step (and after a done) is 0, and no advantage crosses an episode end."""
     rewards, values = rewards.double(), values.double()
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros(rewards.shape[1], dtype=torch.float64)
-    next_v = torch.zeros_like(last)
-    for t in reversed(range(rewards.shape[0])):
-        live = _live(dones, t, rewards.shape[1])
-        delta = rewards[t] + gamma * live * next_v - values[t]
-        last = delta + gamma * lam * live * last
-        adv[t] = last
-        next_v = values[t]
-    return adv
+    ends = torch.zeros(rewards.shape, dtype=torch.bool) if dones is None else dones
+    next_values = torch.zeros_like(values)
+    next_values[:-1] = values[1:]
+    return compute_gae(rewards, values, next_values, ends, ends, gamma, lam)[0]
 
 
 def advantages(obs: Tensor, rewards: Tensor, gamma: float = 0.99, lam: float = 1.0,

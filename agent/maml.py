@@ -76,7 +76,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from torch import Tensor
 from torch.func import functional_call
 
-from agent.adaptation import Params, inner_step_chunked, policy_parameters
+from agent.adaptation import Params, Prepared, Trajectories, detached_step, policy_parameters
 from agent.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -85,7 +85,6 @@ from agent.checkpoint import (
 )
 from agent.config import CONFIG_DIR, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
-from agent.linear_baseline import advantages
 from agent.logging import TrainLogger
 from agent.policies import ActorCritic
 from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
@@ -234,19 +233,6 @@ def agent_env(env: gym.Env, adaptation: dict[str, Any]) -> tuple[gym.Env, Contes
 
 # --- adaptation -------------------------------------------------------------------------------
 
-@dataclass
-class Trajectories:
-    """K trajectories of H steps, time-major: obs (H, K, *obs) uint8, actions (H, K) int64,
-    rewards (H, K) float32 (wrapped and scaled), dones (H, K) bool (the episode ended at that
-    step and the trajectory went on with a new one), contest_returns (K,) float64."""
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    dones: np.ndarray
-    contest_returns: np.ndarray
-
-
 def sample_action(policy: ActorCritic, params: Params, obs: np.ndarray,
                   device: torch.device) -> int:
     with torch.no_grad():
@@ -289,16 +275,9 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
 def inner_update(policy: ActorCritic, params: Params, traj: Trajectories,
                  settings: Settings) -> Params:
     """θ' from θ = `params` on the trajectories: agent.adaptation's inner step (detached)."""
-    obs = torch.from_numpy(traj.obs)
-    dones = torch.from_numpy(traj.dones)
-    adv = advantages(obs, torch.from_numpy(traj.rewards), settings.gamma, settings.gae_lambda,
-                     settings.ridge, dones=dones)
-    n = traj.obs.shape[0] * traj.obs.shape[1]
-    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
-    new = inner_step_chunked(policy, leaves, obs.reshape(n, *obs.shape[2:]),
-                             torch.from_numpy(traj.actions).reshape(n), adv.reshape(n),
-                             settings.step_sizes, settings.lr, chunk=settings.grad_chunk)
-    return {name: p.detach() for name, p in new.items()}
+    data = Prepared.from_trajectories(traj, settings.gamma, settings.gae_lambda, settings.ridge)
+    return detached_step(policy, params, data, settings.step_sizes, settings.lr,
+                         settings.grad_chunk)
 
 
 def adaptation_step(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: Params,

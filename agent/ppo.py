@@ -63,21 +63,30 @@ class PPOConfig:
         return out
 
 
+def clipped_surrogate(ratio: Tensor, advantages: Tensor, clip: float | None) -> Tensor:
+    """The per-sample surrogate objective (to maximize) of every policy-gradient loss here:
+    r·A, or with `clip` = ε PPO's min(r·A, clip(r, 1−ε, 1+ε)·A). `ppo_loss` takes its mean;
+    the meta-objectives (meta_train.maml, meta_train.stacked, meta_train.chunked) their mean or
+    chunk sums."""
+    objective = ratio * advantages
+    if clip is not None:
+        objective = torch.min(objective, ratio.clamp(1.0 - clip, 1.0 + clip) * advantages)
+    return objective
+
+
 def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
              new_values: Tensor, old_values: Tensor, returns: Tensor, entropy: Tensor,
              cliprange: float, vf_coef: float, ent_coef: float,
              clip_value: bool = True) -> dict[str, Tensor]:
     """baselines PPO2's loss on one minibatch (advantages already normalized if wanted).
 
-    pg_loss = mean(max(−A·r, −A·clip(r, 1−ε, 1+ε))),  r = exp(logπ − logπ_old)
+    pg_loss = −mean(min(A·r, A·clip(r, 1−ε, 1+ε))),  r = exp(logπ − logπ_old)
     vf_loss = 0.5 · mean(max((v − R)², (v_old + clip(v − v_old, −ε, ε) − R)²))
     loss    = pg_loss − ent_coef · mean(entropy) + vf_coef · vf_loss
     """
     log_ratio = new_logprobs - old_logprobs
     ratio = log_ratio.exp()
-    pg_losses = -advantages * ratio
-    pg_losses_clipped = -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)
-    pg_loss = torch.max(pg_losses, pg_losses_clipped).mean()
+    pg_loss = -clipped_surrogate(ratio, advantages, cliprange).mean()
     vf_losses = (new_values - returns).pow(2)
     if clip_value:
         clipped = old_values + (new_values - old_values).clamp(-cliprange, cliprange)

@@ -22,13 +22,15 @@ from torch import Tensor
 
 def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
                 dones: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
-    """Advantages and returns (A + V), all tensors of shape (T, N).
+    """Advantages and returns (A + V), all tensors of shape (T, N), in the rewards' dtype.
 
     next_values[t] is V of the true next state of step t: V(s_{t+1}) inside an episode, the
     value of the final observation on a truncated step (anything on a terminated one).
+    The one GAE of the project: PPO's rollouts (below) and MAML's fixed-horizon trajectories
+    (`agent.linear_baseline.gae`, `discounted_returns`) both call it.
     """
-    not_terminal = 1.0 - terminated.float()
-    not_done = 1.0 - dones.float()
+    not_terminal = 1.0 - terminated.to(rewards.dtype)
+    not_done = 1.0 - dones.to(rewards.dtype)
     advantages = torch.zeros_like(rewards)
     last = torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
@@ -36,6 +38,15 @@ def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated
         last = delta + gamma * lam * not_done[t] * last
         advantages[t] = last
     return advantages, advantages + values
+
+
+def discounted_returns(rewards: Tensor, gamma: float, dones: Tensor | None = None) -> Tensor:
+    """(T, K) rewards → (T, K) float64 reward-to-go, discounted, not crossing episode ends
+    (dones[t]: an episode ended at step t): GAE with V = 0 and λ = 1."""
+    rewards = rewards.double()
+    ends = torch.zeros(rewards.shape, dtype=torch.bool) if dones is None else dones
+    zeros = torch.zeros_like(rewards)
+    return compute_gae(rewards, zeros, zeros, ends, ends, gamma, 1.0)[0]
 
 
 @dataclass

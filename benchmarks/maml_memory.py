@@ -95,7 +95,9 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
             with torch.no_grad():  # π_old = the current θ here (the ratio starts at 1)
                 logp, dist_params = learner.log_prob(learner.detached(), valid)
             batch = TaskBatch({}, [Prepared(tr_o, tr_a, tr_adv, 0.0)], valid, logp, dist_params)
-            learner.backward_task(batch, 1.0 / tasks)
+            _, grads = learner.meta_gradient([batch])  # one task's graph at a time
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g / tasks if p.grad is None else p.grad + g / tasks
         grad = flat([p.grad for p in params], params)
     else:
         names = [n for n, _ in policy.named_parameters() if not n.startswith("vf.")]

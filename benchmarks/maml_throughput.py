@@ -81,6 +81,7 @@ class MetaIteration:
 
     def run(self, tasks: int | None = None, count: int | None = None) -> tuple[int, float, float]:
         """One meta-iteration: (environment steps, sampling s, learning s)."""
+        from meta_train.collect import collect
         from meta_train.maml import iteration_seeds
 
         tasks = tasks or int(self.cfg["meta_batch"])
@@ -88,7 +89,7 @@ class MetaIteration:
         rng, seeds = iteration_seeds(0, self.iteration, tasks, self.learner.adapt_steps)
         self.iteration += 1
         t0 = time.perf_counter()
-        batches = self.learner.collect(self.sampler, self.dist.sample(tasks, rng), count, seeds)
+        batches = collect(self.learner, self.sampler, self.dist.sample(tasks, rng), count, seeds)
         t1 = time.perf_counter()
         self.opt.step(batches)
         t2 = time.perf_counter()

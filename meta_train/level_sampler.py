@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.func import functional_call
 
 from meta_train.level_worker import Failure, worker_main
-from meta_train.sampler import Params, Trajectories, done_future, job_seeds
+from meta_train.sampler import Params, Trajectories, done_future, job_seeds, sample_categorical
 from meta_train.tasks import Task
 
 
@@ -55,13 +55,6 @@ def trajectory_generators(noise_seed: int, count: int) -> list[torch.Generator]:
     """One action-noise generator per trajectory, from a job's noise seed."""
     states = np.random.SeedSequence(int(noise_seed)).generate_state(count, dtype=np.uint64)
     return [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in states]
-
-
-def sample_discrete(logits: Tensor, generators: Sequence[torch.Generator]) -> np.ndarray:
-    """Row k sampled from softmax(logits[k]) with generators[k] (on the CPU, in float64)."""
-    probs = torch.softmax(logits.detach().to("cpu", torch.float64), dim=-1)
-    return np.array([int(torch.multinomial(probs[k], 1, generator=g))
-                     for k, g in enumerate(generators)], dtype=np.int64)
 
 
 def wrap_kwargs(task: Task) -> dict[str, Any]:
@@ -154,7 +147,7 @@ class LevelSampler:
                 with torch.no_grad():
                     logits, _ = functional_call(self.policy, detached,
                                                 (torch.from_numpy(obs_buf[t, sl]).to(device),))
-                actions = sample_discrete(logits, gens[sl])
+                actions = sample_categorical(logits, gens[sl]).numpy()
                 act_buf[t, sl] = actions
                 replies = self._call(workers, [("step", int(a)) for a in actions])
                 obs = np.stack([r[0] for r in replies])

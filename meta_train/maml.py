@@ -18,17 +18,18 @@ The outer objective of a task is the post-update surrogate on trajectories D_S s
 
     L_outer(θ) = −mean(π_θS(a|s) / π_old(a|s) · Â),   KL = mean KL(π_old ‖ π_θS)
 
-where π_old is θ_S at sampling time. Everything per task is recomputed from θ on demand
-(`task_objective`), so a meta-optimizer can run one task's graph at a time and add up gradients
-(and TRPO's Hessian-vector products) task by task: peak memory is one task's graph, not S·N.
-With `grad_chunk > 0`, `chunked_meta_gradient` goes further and never holds more than one chunk
-of samples' second-order graph (reverse mode through the inner steps by recomputation).
+where π_old is θ_S at sampling time (`clip`: PPO's clipped surrogate, agent.ppo.clipped_surrogate).
+Everything per task is recomputed from θ on demand (`task_objective`), so the meta-gradient can
+be built one task's graph at a time and added up (and TRPO's Hessian-vector products) task by
+task: peak memory is one task's graph, not S·N. `meta_gradient` is the one entry point for the
+meta-optimizers: it picks stacked tasks (meta_train.stacked), task by task, or, with
+`grad_chunk > 0`, task by task in chunks of samples (meta_train.chunked: never more than one
+chunk's second-order graph). Sampling the data is meta_train.collect's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,17 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call
 
-from agent.adaptation import inner_loss, inner_step, policy_parameters
-from agent.linear_baseline import advantages
-from meta_train.sampler import Params, Sampler, Trajectories
+from agent.adaptation import (
+    Params,
+    Prepared,
+    Trajectories,
+    detached_step,
+    inner_loss,
+    inner_step,
+    policy_parameters,
+)
+from agent.ppo import clipped_surrogate
+from meta_train.chunked import chunked_meta_gradient
 from meta_train.stacked import (
     StackedBatch,
     gauss_newton_kl_hvp,
@@ -49,27 +58,7 @@ from meta_train.stacked import (
 )
 from meta_train.tasks import Task
 
-
-@dataclass
-class Prepared:
-    """One batch of trajectories flattened to (T·K, ...): observations in their stored dtype."""
-
-    obs: Tensor
-    actions: Tensor
-    advantages: Tensor
-    mean_return: float
-
-    @classmethod
-    def from_trajectories(cls, traj: Trajectories, gamma: float, lam: float,
-                          ridge: float) -> Prepared:
-        obs = torch.from_numpy(traj.obs)
-        rewards = torch.from_numpy(traj.rewards)
-        dones = None if traj.dones is None else torch.from_numpy(traj.dones)
-        adv = advantages(obs, rewards, gamma, lam, ridge, dones=dones)
-        n = traj.horizon * traj.count
-        return cls(obs.reshape(n, *obs.shape[2:]),
-                   torch.from_numpy(traj.actions).reshape(n, *traj.actions.shape[2:]),
-                   adv.reshape(n), float(traj.returns().mean()))
+__all__ = ["MetaLearner", "Params", "Prepared", "TaskBatch", "iteration_seeds"]
 
 
 @dataclass
@@ -158,22 +147,14 @@ class MetaLearner:
         return params
 
     def adapted_detached(self, params: Params, data: Prepared, lr: float | None = None) -> Params:
-        """One inner step for sampling: no graph kept, result detached. With `grad_chunk > 0`
-        and more samples than that, the gradient is summed chunk by chunk (the same step, with
-        one chunk's graph in memory: image policies)."""
-        if 0 < self.grad_chunk < len(data.advantages):
-            leaves = self._leaves(params)
-            grads = [torch.zeros_like(p) for p in leaves.values()]
-            with torch.enable_grad():
-                for sl in self._chunks(data):
-                    for acc, g in zip(grads, self._grad(self._chunk_inner_loss(leaves, data, sl),
-                                                        leaves), strict=True):
-                        acc += g
-            return {n: p.detach() - (self._alpha(n) if lr is None else lr) * g
-                    for (n, p), g in zip(leaves.items(), grads, strict=True)}
-        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        new = self.adapt_step(leaves, data, create_graph=False, lr=lr)
-        return {n: p.detach() for n, p in new.items()}
+        """One inner step for sampling (agent.adaptation.detached_step): no graph kept, result
+        detached; the gradient summed in chunks of `grad_chunk` samples when set (the same
+        step, one chunk's graph in memory: image policies). `lr` overrides α."""
+        if lr is not None:
+            return detached_step(self.policy, params, data, None, lr, self.grad_chunk)
+        step_sizes = {n: a.detach() for n, a in self.step_sizes.items()}
+        return detached_step(self.policy, params, data, step_sizes, self.inner_lr,
+                             self.grad_chunk)
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -184,50 +165,7 @@ class MetaLearner:
     def prepare(self, traj: Trajectories) -> Prepared:
         """Advantages on the CPU (float64 baseline fit), then the batch on θ's device."""
         data = Prepared.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
-        device = self.device
-        if data.obs.device != device:
-            data = Prepared(data.obs.to(device), data.actions.to(device),
-                            data.advantages.to(device), data.mean_return)
-        return data
-
-    def collect(self, sampler: Sampler, tasks: Sequence[Task], count: int,
-                seeds: Sequence[Sequence[int]]) -> list[TaskBatch]:
-        """Sample D_0 with θ, adapt, sample D_1 with θ_1, ... D_S; seeds[i][j]: task i, step j.
-        The sampler takes the tasks in chunks; a chunk that is back is prepared and adapted, and
-        its next step sent out, while the workers sample the others. The result does not
-        depend on the order in which chunks come back."""
-        current = [self.detached() for _ in tasks]
-        train: list[list[Prepared]] = [[] for _ in tasks]
-        valid: list[Prepared | None] = [None] * len(tasks)
-
-        def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:  # type: ignore[type-arg]
-            chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx],
-                                    count)
-            return {fut: ([idx[k] for k in part], step) for part, fut in chunks}
-
-        pending = send(range(len(tasks)), 0)
-        while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                idx, step = pending.pop(fut)
-                for i, traj in zip(idx, fut.result(), strict=True):
-                    data = self.prepare(traj)
-                    if step < self.adapt_steps:
-                        train[i].append(data)
-                        current[i] = self.adapted_detached(current[i], data)
-                    else:
-                        valid[i] = data
-                if step < self.adapt_steps:
-                    pending.update(send(idx, step + 1))
-        return [self._task_batch(task, train[i], valid[i], current[i])
-                for i, task in enumerate(tasks)]
-
-    def _task_batch(self, task: Task, train: list[Prepared], valid: Prepared | None,
-                    adapted: Params) -> TaskBatch:
-        assert valid is not None
-        with torch.no_grad():
-            logp, dist_params = self.log_prob(adapted, valid)
-        return TaskBatch(task, train, valid, logp, dist_params)
+        return data.to(self.device)
 
     # --- outer objective ----------------------------------------------------------------------
 
@@ -244,105 +182,19 @@ class MetaLearner:
         dist_params, dist = self.forward(adapted, batch.valid.obs)
         logp = dist.log_prob(batch.valid.actions)
         ratio = (logp - batch.old_logp.to(logp.dtype)).exp()
-        adv = batch.valid.advantages.to(logp.dtype)
-        if clip is None:
-            loss = -(ratio * adv).mean()
-        else:
-            loss = -torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv).mean()
+        loss = -clipped_surrogate(ratio, batch.valid.advantages.to(logp.dtype), clip).mean()
         old = self.policy.distribution(batch.old_dist_params.to(dist_params.dtype))  # type: ignore[operator]
         kl = kl_divergence(old, dist).mean()
         return loss, kl
-
-    # --- the meta-gradient in chunks (recomputation instead of a whole task's graph) -----------
 
     def step_size(self, name: str) -> Tensor | float:
         """α of a parameter: its learned tensor (differentiable), or the fixed inner_lr."""
         return self.step_sizes.get(name, self.inner_lr)
 
-    def _alpha(self, name: str) -> Tensor | float:
+    def fixed_step_size(self, name: str) -> Tensor | float:
+        """α of a parameter as a constant (detached)."""
         a = self.step_sizes.get(name)
         return a.detach() if a is not None else self.inner_lr
-
-    def _chunks(self, data: Prepared) -> list[slice]:
-        n = len(data.advantages)
-        size = self.grad_chunk if self.grad_chunk > 0 else n
-        return [slice(i, min(n, i + size)) for i in range(0, n, size)]
-
-    def _chunk_inner_loss(self, params: Params, data: Prepared, sl: slice) -> Tensor:
-        dist_params, dist = self.forward(params, data.obs[sl])
-        logp = dist.log_prob(data.actions[sl])
-        return -(logp * data.advantages[sl].to(logp.dtype)).sum() / len(data.advantages)
-
-    def _chunk_outer_loss(self, params: Params, batch: TaskBatch, sl: slice,
-                          clip: float | None) -> Tensor:
-        data = batch.valid
-        _, dist = self.forward(params, data.obs[sl])
-        logp = dist.log_prob(data.actions[sl])
-        ratio = (logp - batch.old_logp[sl].to(logp.dtype)).exp()
-        adv = data.advantages[sl].to(logp.dtype)
-        obj = ratio * adv
-        if clip is not None:
-            obj = torch.min(obj, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-        return -obj.sum() / len(data.advantages)
-
-    def _leaves(self, params: Params) -> Params:
-        return {n: p.detach().requires_grad_(True) for n, p in params.items()}
-
-    def _grad(self, loss: Tensor, leaves: Params, create_graph: bool = False) -> list[Tensor]:
-        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create_graph,
-                                    allow_unused=True)
-        return [g if g is not None else torch.zeros_like(p)
-                for g, p in zip(grads, leaves.values(), strict=True)]
-
-    def chunked_meta_gradient(self, batch: TaskBatch,
-                              clip: float | None = None) -> tuple[float, list[Tensor]]:
-        """The task's post-update loss and its gradient w.r.t. `meta_parameters()`, equal to
-        backpropagating `task_objective` but never holding more than `grad_chunk` frames' graph.
-
-        Reverse mode through θ_{j+1} = θ_j − α ⊙ g_j(θ_j), chunk by chunk:
-        G_S = ∂L_outer/∂θ_S;  ∂/∂α += −g_j ⊙ G_{j+1};  G_j = G_{j+1} − H_j (α ⊙ G_{j+1})
-        (H_j the Hessian of L_inner at θ_j, as a sum of per-chunk Hessian-vector products;
-        first order drops that term)."""
-        names = list(self.params)
-        thetas: list[Params] = [self.detached()]
-        inner_grads: list[list[Tensor]] = []
-        for data in batch.train:
-            leaves = self._leaves(thetas[-1])
-            g = [torch.zeros_like(p) for p in leaves.values()]
-            for sl in self._chunks(data):
-                for acc, gc in zip(g, self._grad(self._chunk_inner_loss(leaves, data, sl),
-                                                 leaves), strict=True):
-                    acc += gc
-            inner_grads.append(g)
-            thetas.append({n: thetas[-1][n] - self._alpha(n) * gn
-                           for n, gn in zip(names, g, strict=True)})
-        leaves = self._leaves(thetas[-1])
-        big_g = [torch.zeros_like(p) for p in leaves.values()]
-        loss_value = 0.0
-        for sl in self._chunks(batch.valid):
-            loss = self._chunk_outer_loss(leaves, batch, sl, clip)
-            loss_value += float(loss.detach())
-            for acc, gc in zip(big_g, self._grad(loss, leaves), strict=True):
-                acc += gc
-        alpha_grads = [torch.zeros_like(p) for p in self.step_sizes.values()]
-        for j in reversed(range(len(batch.train))):
-            if self.step_sizes:
-                for k in range(len(names)):  # step_sizes are ordered like params
-                    alpha_grads[k] -= inner_grads[j][k] * big_g[k]
-            if self.first_order:
-                continue
-            v = [self._alpha(n) * gk for n, gk in zip(names, big_g, strict=True)]
-            leaves = self._leaves(thetas[j])
-            hv = [torch.zeros_like(p) for p in leaves.values()]
-            data = batch.train[j]
-            for sl in self._chunks(data):
-                grads = self._grad(self._chunk_inner_loss(leaves, data, sl), leaves,
-                                   create_graph=True)
-                gv = sum((gc * vc).sum() for gc, vc in zip(grads, v, strict=True))
-                for acc, h in zip(hv, self._grad(gv, leaves), strict=True):  # type: ignore[arg-type]
-                    acc += h
-            big_g = [gk - h for gk, h in zip(big_g, hv, strict=True)]
-        return loss_value, big_g + alpha_grads
 
     # --- the whole meta-batch: stacked where the tasks allow it, else task by task ------------
 
@@ -372,7 +224,7 @@ class MetaLearner:
         value = 0.0
         for b in batches:
             if self.grad_chunk > 0:
-                loss_b, grads = self.chunked_meta_gradient(b, clip)
+                loss_b, grads = chunked_meta_gradient(self, b, clip)
             else:
                 loss, _ = self.task_objective(b, clip=clip)
                 loss_b = float(loss.detach())
@@ -416,17 +268,6 @@ class MetaLearner:
                                                 allow_unused=True)).detach()
             return out
         return per_task
-
-    def backward_task(self, batch: TaskBatch, scale: float, clip: float | None = None) -> float:
-        """Add `scale` × the task's meta-gradient into `.grad`; returns the task's loss."""
-        if self.grad_chunk <= 0:
-            loss, _ = self.task_objective(batch, clip=clip)
-            (loss * scale).backward()
-            return float(loss.detach())
-        loss_value, grads = self.chunked_meta_gradient(batch, clip)
-        for p, g in zip(self.meta_parameters(), grads, strict=True):
-            p.grad = g * scale if p.grad is None else p.grad + g * scale
-        return loss_value
 
     def evaluate(self, batches: Sequence[TaskBatch]) -> tuple[float, float]:
         """Mean surrogate loss and mean KL over tasks at the current θ, no graph kept."""

@@ -1,10 +1,9 @@
 """Meta-optimizers: VPG (Adam), TRPO and PPO on the post-update objective of a meta-batch, and
 Reptile (first order, no post-update objective at all).
 
-VPG, TRPO and PPO accumulate task by task: a task's objective is recomputed from θ (inner steps
-included), differentiated, and its graph freed before the next task's is built. Gradients add up
-in `.grad` (VPG, PPO) or in a flat vector (TRPO); TRPO's Hessian-vector products of the mean KL
-are likewise sums of per-task products. Peak memory: one task's graph.
+VPG, TRPO and PPO take the meta-gradient from `MetaLearner.meta_gradient` (stacked, task by
+task or in chunks: its choice, not theirs) and TRPO's Hessian-vector products of the mean KL from
+`MetaLearner.kl_hvp`. VPG is PPO with one epoch and no clip.
 
 Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms"), here on
 the MAML data of a meta-iteration: for each task i, start from θ, take the task's S inner steps
@@ -79,37 +78,18 @@ def adam_step(optimizer: torch.optim.Optimizer, learner: MetaLearner,
     return loss
 
 
-class VPG:
-    """Adam on the gradient of the post-update surrogate (garage's MAML-VPG)."""
-
-    name = "vpg"
-
-    def __init__(self, learner: MetaLearner, lr: float = 1e-3) -> None:
-        self.learner = learner
-        self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
-
-    def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
-        loss_before = adam_step(self.optimizer, self.learner, batches)
-        loss_after, kl = self.learner.evaluate(batches)
-        return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
-
-
 class PPO:
-    """Clipped surrogate on the post-update trajectories, `epochs` Adam steps over the whole
-    meta-batch; every epoch re-runs the differentiable inner steps from the current θ."""
+    """The surrogate (PPO's clipped one with `clip`) on the post-update trajectories, `epochs`
+    Adam steps over the whole meta-batch; every epoch re-runs the differentiable inner steps
+    from the current θ."""
 
     name = "ppo"
 
     def __init__(self, learner: MetaLearner, lr: float = 3e-4, epochs: int = 5,
-                 clip: float = 0.2) -> None:
+                 clip: float | None = 0.2) -> None:
         self.learner = learner
-        self.epochs, self.clip = int(epochs), float(clip)
+        self.epochs = int(epochs)
+        self.clip = None if clip is None else float(clip)
         self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
@@ -126,6 +106,16 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
+
+
+class VPG(PPO):
+    """Adam on the gradient of the post-update surrogate (garage's MAML-VPG): PPO with one
+    epoch and no clip."""
+
+    name = "vpg"
+
+    def __init__(self, learner: MetaLearner, lr: float = 1e-3) -> None:
+        super().__init__(learner, lr=lr, epochs=1, clip=None)
 
 
 class TRPO:
@@ -152,7 +142,7 @@ class TRPO:
         return flat(grads, params), loss
 
     def hvp(self, batches: Sequence[TaskBatch], v: Tensor) -> Tensor:
-        """(H + damping·I)·v, H the Hessian of the mean-over-tasks KL."""
+        """(H + damping·I)·v, H the Hessian of the mean-over-tasks KL (exact at any θ)."""
         return self.learner.kl_hvp(batches)(v) + self.cg_damping * v
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:

@@ -22,51 +22,17 @@ import math
 import multiprocessing as mp
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from agent.adaptation import Params, Trajectories
 from agent.policies import clamped_log_std
 from meta_train.halfcheetah_sim import ACTION_DIM, HalfCheetahSims
 from meta_train.tasks import Task, task_rewards
-
-Params = dict[str, Tensor]
-
-
-@dataclass
-class Trajectories:
-    """K trajectories of T steps, time-major: obs (T, K, *obs_shape), actions (T, K[, dim]),
-    rewards (T, K), dones (T, K) (the step ended an episode and the trajectory went on with a
-    fresh one; None: no episode ended). Observations uint8 for images, float32 otherwise."""
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    dones: np.ndarray | None = None
-
-    @property
-    def horizon(self) -> int:
-        return int(self.rewards.shape[0])
-
-    @property
-    def count(self) -> int:
-        return int(self.rewards.shape[1])
-
-    def returns(self) -> np.ndarray:
-        """Undiscounted return of each trajectory, shape (K,)."""
-        return self.rewards.astype(np.float64).sum(axis=0)
-
-    def nbytes(self) -> int:
-        return int(self.obs.nbytes + self.actions.nbytes + self.rewards.nbytes)
-
-
-def storage_dtype(space: gym.Space) -> np.dtype:  # type: ignore[type-arg]
-    return np.dtype(np.uint8) if np.dtype(space.dtype) == np.uint8 else np.dtype(np.float32)
 
 
 def job_seeds(seed: int, count: int) -> tuple[list[int], int]:
@@ -75,12 +41,23 @@ def job_seeds(seed: int, count: int) -> tuple[list[int], int]:
     return [int(s) for s in children[:count]], int(children[count])
 
 
+def sample_categorical(logits: Tensor,
+                       generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
+    """The samplers' categorical draw: each row of `logits` sampled from its softmax, computed
+    in float64 on the CPU (the same draw whatever device the policy ran on), with one private
+    generator for all rows or one per row. int64, shape logits.shape[:-1]."""
+    probs = torch.softmax(logits.detach().to("cpu", torch.float64), dim=-1)
+    if isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.stack([torch.multinomial(probs[k], 1, generator=g)[0]
+                        for k, g in enumerate(generator)])
+
+
 def sample_actions(policy: nn.Module, dist_params: Tensor, gen: torch.Generator) -> Tensor:
     """A sample from the policy's distribution, drawn with the private (CPU) generator `gen`."""
-    dist_params = dist_params.cpu()
     if getattr(policy, "action_type", "gaussian") == "discrete":
-        probs = torch.softmax(dist_params.double(), dim=-1)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        return sample_categorical(dist_params, gen)
+    dist_params = dist_params.cpu()
     mean, log_std = dist_params.chunk(2, dim=-1)
     noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
     return mean + clamped_log_std(log_std).exp() * noise

@@ -100,6 +100,7 @@ def maml_agent_adaptation(device: torch.device) -> Outputs:
 def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
     from agent.config import load_config
     from agent.policies import build_policy
+    from meta_train.collect import collect
     from meta_train.configs import DEFAULTS
     from meta_train.maml import iteration_seeds
     from meta_train.meta_optimizers import TRPO
@@ -114,7 +115,7 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
     dist = TaskDistribution.from_config(cfg)
     rng, seeds = iteration_seeds(1, 0, 4, 1)
     with Sampler(cpu_policy) as sampler:  # the same trajectories for both devices
-        batches = make_learner(cpu_policy, cfg).collect(sampler, dist.sample(4, rng), 4, seeds)
+        batches = collect(make_learner(cpu_policy, cfg), sampler, dist.sample(4, rng), 4, seeds)
     learner = make_learner(cpu_policy.to(device), cfg)
     for b in batches:
         for data in [*b.train, b.valid]:
