@@ -16,8 +16,11 @@ Needs `pip install stable-baselines3` (the `bench` extra).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing as mp
+import queue
 import statistics
+import sys
 import time
 
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -93,7 +96,18 @@ def measure(target, timesteps: int) -> tuple[float, int]:
     out: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(timesteps, out))
     proc.start()
-    _, rate, threads = out.get(timeout=1800)
+    deadline = time.monotonic() + 1800
+    while True:  # a learner that dies is reported at once, not after the timeout
+        try:
+            _, rate, threads = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"error: the {target.__name__} learner died (exit code "
+                                 f"{proc.exitcode}); its traceback is above") from None
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"error: {target.__name__} gave no result in 1800 s") from None
     proc.join()
     return rate, threads
 
@@ -103,6 +117,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="PPO updates per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (median)")
     args = parser.parse_args()
+    if importlib.util.find_spec("stable_baselines3") is None:
+        print("error: Stable-Baselines3 is missing: install the bench extra "
+              "(.venv/bin/pip install -e '.[bench]')", file=sys.stderr)
+        raise SystemExit(2)
     timesteps = args.updates * NENVS * NSTEPS
     print(f"{LEVEL}: {NENVS} envs x {NSTEPS} steps, minibatch {BATCH}, {EPOCHS} epochs, "
           f"Nature CNN, {args.updates} updates = {timesteps} steps per measurement", flush=True)
