@@ -111,10 +111,6 @@ class LocalAgent:
         self.proc.wait()
         raise OSError(f"the agent could not start: {' '.join(line[1:]) or 'guard failed'}")
 
-    @property
-    def pid(self) -> int:
-        return self.agent_pid if self.agent_pid is not None else self.proc.pid
-
     def wait(self, timeout: float | None) -> int | None:
         try:
             self.proc.wait(timeout)

@@ -24,7 +24,6 @@ SEP = b"\f"
 SOCKET_NAME = "sock"
 OB_NAME = "ob"
 MAX_MESSAGE_BYTES = 1 << 20  # a peer that sends this much without a form feed is cut off
-CHANNELS = ("ac", "ob", "reward", "done", "reset")
 
 
 class ErrorId(IntEnum):
@@ -36,16 +35,6 @@ class ErrorId(IntEnum):
     CLIENT_DISCONNECT = 3  # ClientDisconnectError
     SERVER_DISCONNECT = 4  # ServerDisconnectError
     RESET = 5  # ResetError: reset before done, or step after done
-
-
-ERROR_NAMES = {
-    ErrorId.GYM_REMOTE: "GymRemoteError",
-    ErrorId.TIMESTEP_TIMEOUT: "TimestepTimeoutError",
-    ErrorId.WALLCLOCK_TIMEOUT: "WallClockTimeoutError",
-    ErrorId.CLIENT_DISCONNECT: "ClientDisconnectError",
-    ErrorId.SERVER_DISCONNECT: "ServerDisconnectError",
-    ErrorId.RESET: "ResetError",
-}
 
 
 class ProtocolError(Exception):

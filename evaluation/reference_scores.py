@@ -1,6 +1,6 @@
 """Published scores on the contest's 11 validation levels (the paper's test set), 1M steps each.
 
-From "Gotta Learn Fast" (Nichol et al. 2018), as collected in shared/reference/contest.md.
+From "Gotta Learn Fast" (Nichol et al. 2018, arXiv:1804.03720).
 The numbers marked `verified=False` come from memory of the paper and could not be re-read:
 the report prints them with "(unverified)".
 """

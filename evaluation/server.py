@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import secrets
 import select
@@ -104,6 +105,54 @@ class Interrupted(Exception):
     """Stops serving from outside: the message is the error recorded with `interrupted`."""
 
 
+@dataclass
+class Budget:
+    """The contest's two limits on a run: `steps` timesteps (resets count, as in the contest)
+    and the wall clock, `deadline` on time.monotonic()'s clock."""
+
+    steps: int
+    deadline: float = math.inf
+    used: int = 0
+
+    def check_steps(self) -> None:
+        if self.used >= self.steps:
+            raise Stop("budget", None, ErrorId.TIMESTEP_TIMEOUT,
+                       f"timestep budget of {self.steps} used up")
+
+    def check_clock(self, now: float) -> None:
+        if now >= self.deadline:
+            raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT, "wall-clock limit reached")
+
+
+def parse_update(raw: bytes, n_actions: int) -> tuple[bool, int | None]:
+    """One agent message → (reset?, action index or None: keep the last one). Anything but a
+    well-formed `update` ends the run: `close` as agent_exited, the rest as protocol_error."""
+    try:
+        kind, content = decode(raw)
+    except ProtocolError as e:
+        raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
+    if kind == "close":
+        raise Stop("agent_exited", None, None)  # the caller words it (it knows the timesteps)
+    if kind != "update":
+        raise Stop("protocol_error", f"unknown message type {kind!r}", ErrorId.GYM_REMOTE)
+    if not isinstance(content, dict):
+        raise Stop("protocol_error", "update content is not an object", ErrorId.GYM_REMOTE)
+    reset, action = False, None
+    for key, value in content.items():
+        if key == "ac":
+            if type(value) is not int or not 0 <= value < n_actions:
+                raise Stop("protocol_error", f"bad action {value!r}: expected an integer in "
+                           f"[0, {n_actions})", ErrorId.GYM_REMOTE)
+            action = value
+        elif key == "reset":
+            if type(value) is not bool:
+                raise Stop("protocol_error", f"bad reset value {value!r}", ErrorId.GYM_REMOTE)
+            reset = value
+        else:
+            raise Stop("protocol_error", f"unknown channel {key!r} in update", ErrorId.GYM_REMOTE)
+    return reset, action
+
+
 LOCK_NAME = ".sock.lock"  # held by the serving server: a second one on the directory is refused
 RUNNER_GONE = "server stopped: the runner that started it is gone"
 
@@ -171,9 +220,13 @@ class ContestServer:
     def __init__(self, config: ServeConfig) -> None:
         self.cfg = config
         self.seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-        self.timesteps = 0
+        self.budget = Budget(config.budget)
         self.connected = False
         self.stop_signal: str | None = None
+
+    @property
+    def timesteps(self) -> int:
+        return self.budget.used
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -251,7 +304,7 @@ class ContestServer:
 
     def _serve_and_record(self, sock_path: Path) -> dict[str, Any]:
         """Serve; whatever ends it (the agent, a limit, a signal, a failure) is recorded."""
-        self._deadline = time.monotonic() + self.cfg.wallclock_s
+        self.budget.deadline = time.monotonic() + self.cfg.wallclock_s
         self.conn: socket.socket | None = None
         try:
             self._setup_and_serve(sock_path)
@@ -399,7 +452,7 @@ class ContestServer:
             except TimeoutError:
                 self._check_signal()
                 now = time.monotonic()
-                if now >= self._deadline:
+                if now >= self.budget.deadline:
                     raise Stop("wallclock", "no agent connected within the wall-clock limit",
                                None) from None
                 if idle and now - start >= idle:
@@ -408,134 +461,128 @@ class ContestServer:
 
     # --- serving ---------------------------------------------------------------------------
 
-    def _tick(self, last_heard: float) -> None:
+    def _tick(self) -> None:
         """Raise what ends a waiting server: a signal, the runner gone, a time limit."""
         self._check_signal()
         now = time.monotonic()
-        if now >= self._deadline:
-            raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT, "wall-clock limit reached")
+        self.budget.check_clock(now)
         idle = self.cfg.idle_timeout_s
-        if idle and now - last_heard >= idle:
+        if idle and now - self._last_heard >= idle:
             raise Stop("idle_timeout", f"the agent was silent for {idle:g} s",
                        ErrorId.GYM_REMOTE, f"idle for {idle:g} s")
 
     def _serve(self, env: Any, conn: socket.socket) -> None:
-        budget = self.cfg.budget
-        deadline = self._deadline
-        splitter = MessageSplitter()
-        pending: deque[bytes] = deque()
-        recv = conn.recv
-        sendall = conn.sendall
-        monotonic = time.monotonic
-        rec = self.rec
-        write_ob = self._write_ob
-        lifeline = self.cfg.lifeline_fd
-        actions = self._actions
-        n_actions = self._n_actions
-        folder = self._folder
-        action: Any = None
-        done = True  # a reset comes first
-        first_reset = True
-        last_heard = monotonic()
-        poller = select.poll()
-        poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
-        if lifeline is not None:
-            poller.register(lifeline, select.POLLIN | select.POLLHUP | select.POLLERR)
-        poll = poller.poll
-        conn_only = [(conn.fileno(), select.POLLIN)]
-
+        """Answer the agent's messages one by one until something ends the run (a Stop)."""
+        self._start_serving(conn)
         while True:
-            if self.timesteps >= budget:
-                raise Stop("budget", None, ErrorId.TIMESTEP_TIMEOUT,
-                           f"timestep budget of {budget} used up")
-            while not pending:
-                # a blocking socket, woken every tick to check time, signals and the lifeline
-                events = poll(TICK_MS)
-                while events != conn_only:
-                    self._tick(last_heard)
-                    if any(fd == conn_only[0][0] for fd, _ in events):
-                        break
-                    events = poll(TICK_MS)
-                data = recv(65536)
-                if not data:
-                    raise Stop("agent_exited",
-                               f"the agent closed the connection after {self.timesteps} "
-                               "timesteps", None)
-                try:
-                    pending.extend(splitter.feed(data))
-                except ProtocolError as e:
-                    raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
-                last_heard = monotonic()
-            raw = pending.popleft()
+            self.budget.check_steps()
+            raw = self._next_message()
             if self.stop_signal is not None:
                 raise Interrupted(self.stop_signal)
-            if monotonic() >= deadline:
-                raise Stop("wallclock", None, ErrorId.WALLCLOCK_TIMEOUT, "wall-clock limit reached")
-
+            self.budget.check_clock(time.monotonic())
             try:
-                kind, content = decode(raw)
+                reset, index = parse_update(raw, self._n_actions)
+            except Stop as stop:
+                if stop.status == "agent_exited":
+                    raise self._hung_up() from None
+                raise
+            if index is not None:
+                self._action = self._action_of(index)
+            if not (self._reset(env) if reset else self._step(env)):
+                continue  # ResetError sent; the connection goes on
+            self.rec.maybe_progress(self.budget.used)
+
+    def _start_serving(self, conn: socket.socket) -> None:
+        self._pending: deque[bytes] = deque()
+        self._splitter = MessageSplitter()
+        self._last_heard = time.monotonic()
+        self._action: Any = None
+        self._done = True  # a reset comes first
+        self._first_reset = True
+        self._poller = select.poll()
+        self._poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if self.cfg.lifeline_fd is not None:
+            self._poller.register(self.cfg.lifeline_fd,
+                                  select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._conn_only = [(conn.fileno(), select.POLLIN)]
+
+    def _hung_up(self) -> Stop:
+        return Stop("agent_exited",
+                    f"the agent closed the connection after {self.timesteps} timesteps", None)
+
+    def _next_message(self) -> bytes:
+        """The agent's next message (they may arrive several per read, or split)."""
+        assert self.conn is not None
+        while not self._pending:
+            self._wait_readable()
+            data = self.conn.recv(65536)
+            if not data:
+                raise self._hung_up()
+            try:
+                self._pending.extend(self._splitter.feed(data))
             except ProtocolError as e:
                 raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
-            if kind != "update":
-                if kind == "close":
-                    raise Stop("agent_exited",
-                               f"the agent closed the connection after {self.timesteps} "
-                               "timesteps", None)
-                raise Stop("protocol_error", f"unknown message type {kind!r}", ErrorId.GYM_REMOTE)
-            if not isinstance(content, dict):
-                raise Stop("protocol_error", "update content is not an object", ErrorId.GYM_REMOTE)
+            self._last_heard = time.monotonic()
+        return self._pending.popleft()
 
-            reset = False
-            for key, value in content.items():
-                if key == "ac":
-                    if type(value) is not int or not 0 <= value < n_actions:
-                        raise Stop("protocol_error",
-                                   f"bad action {value!r}: expected an integer in "
-                                   f"[0, {n_actions})", ErrorId.GYM_REMOTE)
-                    action = actions[value]
-                    if action is None:
-                        action = actions[value] = (
-                            folder.unfold(value, np.int8) if folder is not None else value)
-                elif key == "reset":
-                    if type(value) is not bool:
-                        raise Stop("protocol_error", f"bad reset value {value!r}",
-                                   ErrorId.GYM_REMOTE)
-                    reset = value
-                else:
-                    raise Stop("protocol_error", f"unknown channel {key!r} in update",
-                               ErrorId.GYM_REMOTE)
+    def _wait_readable(self) -> None:
+        """Block until the connection is readable, waking every tick for `_tick`'s checks. A
+        poll that reports only the connection (the common case) skips them: they cost a
+        select() on the lifeline, and the loop checks the signal and the clock per message."""
+        events = self._poller.poll(TICK_MS)
+        while events != self._conn_only:
+            self._tick()
+            if any(fd == self._conn_only[0][0] for fd, _ in events):
+                return
+            events = self._poller.poll(TICK_MS)
 
-            if reset:
-                if not done:
-                    sendall(encode("exception", error_content(
-                        ErrorId.RESET, "reset before the episode is done")))
-                    continue
-                if first_reset:
-                    ob, _ = env.reset(seed=self.seed)
-                    first_reset = False
-                else:
-                    ob, _ = env.reset()
-                write_ob(ob)
-                done = False
-                rec.reset()
-                self.timesteps += 1
-                sendall(RESET_REPLY)
-            else:
-                if done:
-                    sendall(encode("exception", error_content(
-                        ErrorId.RESET, "step after the episode is done: reset first")))
-                    continue
-                if action is None:
-                    raise Stop("protocol_error", "step without an action (no 'ac' sent yet)",
-                               ErrorId.GYM_REMOTE)
-                ob, reward, terminated, truncated, _ = env.step(action)
-                write_ob(ob)
-                done = terminated or truncated
-                reward = float(reward)
-                self.timesteps += 1
-                sendall(step_reply(reward, done))
-                rec.step(reward, done)
-            rec.maybe_progress(self.timesteps)
+    def _action_of(self, index: int) -> Any:
+        """The environment's action for the agent's action index (unfolded once, then kept)."""
+        action = self._actions[index]
+        if action is None:
+            folder = self._folder
+            action = self._actions[index] = (
+                folder.unfold(index, np.int8) if folder is not None else index)
+        return action
+
+    def _reply_reset_error(self, text: str) -> bool:
+        assert self.conn is not None
+        self.conn.sendall(encode("exception", error_content(ErrorId.RESET, text)))
+        return False
+
+    def _reset(self, env: Any) -> bool:
+        """A reset (a timestep); the first one seeds the environment. False: refused."""
+        if not self._done:
+            return self._reply_reset_error("reset before the episode is done")
+        if self._first_reset:
+            ob, _ = env.reset(seed=self.seed)
+            self._first_reset = False
+        else:
+            ob, _ = env.reset()
+        self._write_ob(ob)
+        self._done = False
+        self.rec.reset()
+        self.budget.used += 1
+        assert self.conn is not None
+        self.conn.sendall(RESET_REPLY)
+        return True
+
+    def _step(self, env: Any) -> bool:
+        """A step with the last action (a timestep). False: refused (after done)."""
+        if self._done:
+            return self._reply_reset_error("step after the episode is done: reset first")
+        if self._action is None:
+            raise Stop("protocol_error", "step without an action (no 'ac' sent yet)",
+                       ErrorId.GYM_REMOTE)
+        ob, reward, terminated, truncated, _ = env.step(self._action)
+        self._write_ob(ob)
+        self._done = done = terminated or truncated
+        reward = float(reward)
+        self.budget.used += 1
+        assert self.conn is not None
+        self.conn.sendall(step_reply(reward, done))
+        self.rec.step(reward, done)
+        return True
 
     def _send_close(self, conn: socket.socket, close_id: ErrorId, reason: str | None) -> None:
         """Send `close`, then give the client a moment to read it and hang up."""

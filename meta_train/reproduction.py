@@ -30,7 +30,8 @@ import numpy as np
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from roms_setup.errors import UserError, exit_on_user_error
 
-# Read off the public plots at horizon 100 (shared reference: maml.md); post-update return.
+# Read off the public learning curves at horizon 100 (RLlib's MAML on HalfCheetahRandDirec,
+# learn2learn's MAML-TRPO HalfCheetah example); post-update return.
 REFERENCES = {"halfcheetah-dir": ("references: RLlib's plateau ≈ 250–270 (≈ 60 M steps),\n"
                                    "learn2learn ≈ 265 (300 updates)", 250.0, 270.0)}
 SHORT = {"halfcheetah-dir": "dir", "halfcheetah-vel": "vel"}

@@ -81,10 +81,11 @@ def run_one(args: argparse.Namespace, env: str, opt: str, steps: int, out: Path)
     mean = lambda key: sum(float(r[key]) for r in tail) / len(tail)  # noqa: E731
     row: dict[str, Any] = {"env": env, "optimizer": opt, "adapt_steps": steps,
                            "iterations": len(rows)}
-    for j in range(4):
+    columns = max(int(s) for s in args.steps.split(",")) + 1  # the study's most steps
+    for j in range(columns):
         row[f"train_return_{j}"] = f"{mean(f'return_{j}'):.2f}" if j <= steps else ""
     for label in ("maml", "random"):
-        for j in range(4):
+        for j in range(columns):
             row[f"{label}_eval_{j}"] = f"{returns[label][j]:.2f}" if j <= steps else ""
     row["sampling_s_per_it"] = f"{mean('sampling_s'):.2f}"
     row["learning_s_per_it"] = f"{mean('learning_s'):.2f}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import stable_retro
 import stable_retro.data as retro_data
 
 from roms_setup.errors import UserError
@@ -63,6 +62,3 @@ def require_playable(level: Level) -> None:
         states = ", ".join(retro_data.list_states(level.game, ALL_INTEGRATIONS)[:8])
         raise UserError(f"game {level.game} has no state {level.state!r}: known states: {states}")
 
-
-def retro_version() -> str:
-    return getattr(stable_retro, "__version__", "unknown")

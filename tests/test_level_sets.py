@@ -1,4 +1,5 @@
-"""The level sets match the contest's lists (reference/contest.md) and stable-retro's data."""
+"""The level sets match the contest's lists (openai/retro-contest; Nichol et al. 2018) and
+stable-retro's data."""
 
 from __future__ import annotations
 
