@@ -2,7 +2,7 @@
 Rainbow).
 
     python -m agent.train --algo ppo|rainbow --levels SET_OR_LIST --timesteps N --out DIR
-                          [--envs E] [--config FILE] [--set key=value ...] [--resume]
+                          [--workers E] [--config FILE] [--set key=value ...] [--resume]
 
 E worker subprocesses (one emulator each) play the levels, dealt round-robin; a worker with
 several levels switches to its next one at every episode end (agent/vec_env.py), so joint PPO
