@@ -83,7 +83,7 @@ from agent.checkpoint import (
     policy_for_spaces,
     save_checkpoint,
 )
-from agent.config import CONFIG_DIR, load_config
+from agent.config import CONFIG_DIR, add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
 from agent.policies import ActorCritic
@@ -374,6 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="trajectories K per inner step (config trajectories)")
     parser.add_argument("--horizon", type=int, help="steps H per trajectory (config horizon)")
     parser.add_argument("--inner-lr", type=float, help="inner step size α (config inner_lr)")
+    add_device_option(parser)
     return parser.parse_args(argv)
 
 
