@@ -1,7 +1,7 @@
 """`python -m meta_train.pipeline`: the whole job in one command, from ROMs to a report.
 
     python -m meta_train.pipeline [--out runs/pipeline] [--runtime auto|docker|local]
-        [--sonic | --smoke | --config FILE] [--fresh]
+        [--sonic | --smoke | --config FILE] [--fresh] [--backend local|ray [--address ADDR]]
 
 Stages, each a command of its own (shown as it starts, so any stage can be rerun by hand):
 
@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", choices=("auto", "docker", "local"), default="auto",
                    help="where agents run: docker, local processes, or docker when available")
     p.add_argument("--fresh", action="store_true", help="delete OUT and start over")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="meta-training rollouts and suite runs here, or on a Ray cluster")
+    p.add_argument("--address", help="ray: the cluster to join (see docs/cluster.md)")
     p.add_argument("--seeds", help="the suite's seeds, instead of the config's suite.seeds: a "
                    "count (3) or a list (3,4,5); more than a finished run had extends its suite")
     return p.parse_args(argv)
@@ -114,6 +117,8 @@ def maml_config_file(cfg: dict[str, Any]) -> Path:
 
 
 class Pipeline:
+    backend: list[str] = []  # --backend/--address for the maml, reptile and suite stages
+
     def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
         self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
         # more seeds extend the suite (its runs are kept), so they do not make another pipeline
@@ -185,6 +190,7 @@ def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
         cmd += ["--meta-optimizer", "reptile", "--set", "learn_inner_lr=false"]
     for item in p.cfg["maml"].get("set") or []:
         cmd += ["--set", str(item)]
+    cmd += p.backend
     run_command(cmd, "meta-training" if name == "maml" else "Reptile meta-training")
     return {"checkpoint": str(p.out / name / "checkpoint.pt")}
 
@@ -242,6 +248,7 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
              "--budget",
              str(int(s["budget"])), "--wallclock", str(float(s["wallclock"])), "--runtime",
              runtime, "--workers", str(int(s["workers"])), "--out", str(p.out / "suite"))
+    cmd += p.backend
     if s.get("record"):
         cmd.append("--record")
     ppo_set = [x for item in s.get("ppo_set") or [] for x in ("--set", str(item))]
@@ -441,6 +448,8 @@ def _has_cuda() -> bool:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.address and args.backend != "ray":
+        raise UserError("--address is for --backend ray: add it, or leave --address out")
     cfg_file = config_path(args)
     cfg = load_pipeline_config(cfg_file)
     if args.seeds is not None:
@@ -450,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     p = Pipeline(out, cfg, cfg_file)
+    if args.backend == "ray":
+        p.backend = ["--backend", "ray"] + (["--address", args.address] if args.address else [])
     p.save()
     t_start = time.monotonic()
     print(f"pipeline {cfg_file.name} → {out} (rerun the same command to resume)", flush=True)

@@ -208,6 +208,21 @@ def test_backend_options_are_checked(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
+    from meta_train.configs import CONFIG_DIR
+    from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command
+
+    smoke = CONFIG_DIR / "pipeline-smoke.yaml"
+    p = Pipeline(tmp_path, load_pipeline_config(smoke), smoke)
+    assert "--backend" not in suite_command(p, "local")  # the local default: unchanged
+    p.backend = ["--backend", "ray", "--address", "HEAD:6379"]
+    cmd = suite_command(p, "local")
+    assert cmd[cmd.index("--backend"):cmd.index("--backend") + 4] == p.backend
+    with pytest.raises(SystemExit) as e:
+        main(["--smoke", "--out", str(tmp_path / "p"), "--address", "HEAD:6379"])
+    assert e.value.code == 2
+
+
 # ---------------------------------------------------------------- meta-training rollouts
 
 
