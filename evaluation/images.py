@@ -24,6 +24,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from evaluation.docker_daemon import cache_dir, ensure_packages
+from evaluation.packaging import SOURCE_ROOT, copy_build_sources, declared_requirement
 from roms_setup.errors import UserError
 
 BASE_IMAGE = "sonic-maml-base:bookworm"
@@ -39,10 +40,11 @@ BASE_CHANGES = [
     'CMD ["python3"]',
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SOURCE_PACKAGES = ["agent", "evaluation", "roms_setup", "meta_train"]
+REPO_ROOT = SOURCE_ROOT  # the checkout, or site-packages when installed
 LIGHT_REQUIREMENTS = ["numpy", "gymnasium", "pyyaml"]
-TORCH_REQUIREMENTS = ["torch==2.13.0", "opencv-python-headless", "numpy", "gymnasium", "pyyaml"]
+# torch as pyproject.toml pins it (the one place): the images learn with the host's version
+TORCH_REQUIREMENTS = [declared_requirement("torch"), "opencv-python-headless", "numpy",
+                      "gymnasium", "pyyaml"]
 # Needed only to build our own distribution inside the image (pyproject's build backend).
 BUILD_REQUIREMENTS = ["setuptools>=68"]
 TORCH_AGENTS = {"ppo2", "maml", "rainbow"}
@@ -156,19 +158,6 @@ def download_wheels(requirements: Iterable[str]) -> Path:
     return target
 
 
-def _copy_sources(dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for pkg in SOURCE_PACKAGES:
-        if (REPO_ROOT / pkg).is_dir():
-            shutil.copytree(REPO_ROOT / pkg, dest / pkg, ignore=ignore)
-    shutil.copy2(REPO_ROOT / "pyproject.toml", dest / "pyproject.toml")
-    readme = REPO_ROOT / "README.md"
-    if readme.exists():
-        shutil.copy2(readme, dest / "README.md")
-    else:
-        (dest / "README.md").write_text("sonic-maml\n")
-
-
 def make_context(dest: Path, requirements: list[str], checkpoint: Path | None = None,
                  extra_files: dict[str, bytes] | None = None) -> None:
     """A minimal build context in `dest`: Dockerfile, sources, `.whl/` wheels, checkpoint.
@@ -176,8 +165,7 @@ def make_context(dest: Path, requirements: list[str], checkpoint: Path | None = 
     `extra_files` ({relative path: content}) adds files to the sources, e.g. a test agent module.
     The layout mirrors the repository, so the same Dockerfile also builds from the repo root.
     """
-    shutil.copy2(REPO_ROOT / "Dockerfile", dest / "Dockerfile")
-    _copy_sources(dest)
+    copy_build_sources(dest)  # from a checkout or an installed package
     for rel, content in (extra_files or {}).items():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_bytes(content)

@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from agent.checkpoint import load_checkpoint
+from evaluation.packaging import declared_requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -166,3 +168,37 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert results(work / "results/jerk")["status"] == "budget"
     assert not list((tmp_path / "venv").rglob("results.json"))  # nothing in site-packages
+
+    # `evaluation build`'s context, made from the installed package: its Dockerfile, a
+    # pyproject.toml that builds the same packages (configs included), torch pinned as here
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    code = ("import sys; from pathlib import Path; from evaluation import packaging, images; "
+            "packaging.copy_build_sources(Path(sys.argv[1])); "
+            "print(packaging.in_checkout(), images.TORCH_REQUIREMENTS[0])")
+    made = in_dir(work, str(bin_dir / "python"), "-c", code, str(ctx), env=env)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split() == ["False", declared_requirement("torch")]
+    assert (ctx / "Dockerfile").read_bytes() == (ROOT / "Dockerfile").read_bytes()
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path / "w2"), str(ctx)],
+                           capture_output=True, text=True, timeout=300)
+    assert wheel.returncode == 0, wheel.stderr
+    with zipfile.ZipFile(next((tmp_path / "w2").glob("*.whl"))) as z:
+        names = set(z.namelist())
+    assert {"meta_train/configs/halfcheetah-dir.yaml", "agent/configs/ppo2.yaml",
+            "roms_setup/data/smoke.csv", "agent/jerk.py"} <= names
+
+
+def test_packaged_dockerfile_is_the_top_level_one() -> None:
+    """`evaluation build` from an installed package uses evaluation/Dockerfile: the same file."""
+    assert (ROOT / "evaluation" / "Dockerfile").read_bytes() == (ROOT / "Dockerfile").read_bytes()
+
+
+def test_image_torch_pin_is_pyproject_s() -> None:
+    import tomllib
+
+    from evaluation.images import TORCH_REQUIREMENTS
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert TORCH_REQUIREMENTS[0] in deps and TORCH_REQUIREMENTS[0].startswith("torch==")
