@@ -21,6 +21,7 @@ from evaluation.client import (
     RemoteEnvError,
     connect_from_env,
 )
+from roms_setup.errors import UserError
 
 OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"
 SEED_ENV = "AGENT_SEED"
@@ -32,8 +33,16 @@ __all__ = [
 
 
 def make_env(connect_timeout: float = 60.0, copy_obs: bool = True) -> RemoteEnv:
-    """The remote contest environment named by $CONTEST_SOCKET_DIR."""
-    return connect_from_env(connect_timeout=connect_timeout, copy_obs=copy_obs)
+    """The remote contest environment named by $CONTEST_SOCKET_DIR (a UserError, one line for
+    the user, when it is not set or no server listens there)."""
+    try:
+        return connect_from_env(connect_timeout=connect_timeout, copy_obs=copy_obs)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        raise UserError(str(e.strerror or e)) from None
+    except RuntimeError as e:
+        if SOCKET_DIR_ENV in str(e):
+            raise UserError(str(e)) from None
+        raise
 
 
 def agent_seed(default: int | None = None) -> int | None:

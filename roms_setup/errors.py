@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +34,12 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None
+        except OSError as e:
+            message = environment_fault(e)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(UserError.exit_code) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
@@ -49,3 +56,19 @@ def _quiet_stdout() -> None:
         pass
     finally:
         os.close(devnull)
+
+
+# A path that cannot be made, read or written: the user's input or machine, not a bug.
+PATH_FAULTS = {errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
+               errno.EACCES: "choose a path you may write, or fix its permissions",
+               errno.EPERM: "choose a path you may write, or fix its permissions",
+               errno.EROFS: "choose a writable file system", errno.EISDIR: "name a file",
+               errno.ENOSPC: "free some space", errno.EDQUOT: "free some space"}
+
+
+def environment_fault(e: OSError) -> str | None:
+    """One line for an OSError on a named path that the user can fix; None for anything else."""
+    fix = PATH_FAULTS.get(e.errno or 0)
+    if fix is None or e.filename is None:
+        return None
+    return f"{e.filename}: {e.strerror}: {fix}"

@@ -122,6 +122,20 @@ def test_broken_pipe_ends_quietly() -> None:
         assert proc.stdout.strip() == "141" and proc.stderr == "", (cmd, proc.stderr)
 
 
+def test_an_unusable_out_is_one_line_for_every_command(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    bad = "file/out"  # under a regular file: ENOTDIR
+    for cmd in (["meta-train", "--config", "halfcheetah-dir", "--out", bad, "--iterations", "1"],
+                ["train", "--levels", "smoke", "--timesteps", "64", "--out", bad],
+                ["suite", "--agents", "random", "--levels", "smoke", "--out", bad],
+                ["pipeline", "--smoke", "--out", bad],
+                ["run", "--agent", "random", "--level", LEVEL, "--budget", "10", "--out", bad]):
+        proc = in_dir(tmp_path, *SONIC_MAML, *cmd)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (cmd, proc.stderr[-1500:])
+        assert lines[0].startswith("error: ") and "file/out" in lines[0], (cmd, lines)
+
+
 # --- from a wheel, installed into a venv of its own ---------------------------------------------
 
 def venv_with_wheel(tmp_path: Path) -> Path:
