@@ -21,7 +21,6 @@ from evaluation.client import (
     RemoteEnvError,
     connect_from_env,
 )
-from roms_setup.errors import UserError
 
 OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"
 SEED_ENV = "AGENT_SEED"
@@ -37,12 +36,12 @@ def make_env(connect_timeout: float = 60.0, copy_obs: bool = True) -> RemoteEnv:
     the user, when it is not set or no server listens there)."""
     try:
         return connect_from_env(connect_timeout=connect_timeout, copy_obs=copy_obs)
-    except (FileNotFoundError, ConnectionRefusedError) as e:
-        raise UserError(str(e.strerror or e)) from None
-    except RuntimeError as e:
-        if SOCKET_DIR_ENV in str(e):
-            raise UserError(str(e)) from None
-        raise
+    except (FileNotFoundError, ConnectionRefusedError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and SOCKET_DIR_ENV not in str(e):
+            raise
+        from roms_setup.errors import UserError  # only now: the client side stays small
+
+        raise UserError(str(e.strerror if isinstance(e, OSError) else e)) from None
 
 
 def agent_seed(default: int | None = None) -> int | None:
