@@ -44,10 +44,23 @@ def owned(fut: Future) -> Future:  # type: ignore[type-arg]
                                     dones=None if t.dones is None else np.array(t.dones))
                             for t in f.result()])
         except BaseException as e:  # the actor failed: the trainer sees its error
-            out.set_exception(e)
+            out.set_exception(lost_node_error(e))
 
     fut.add_done_callback(done)
     return out
+
+
+def lost_node_error(e: BaseException) -> BaseException:
+    """A sampler actor that died (its node lost): a one-line error saying how to go on."""
+    from ray.exceptions import RayActorError
+
+    from roms_setup.errors import UserError
+
+    if isinstance(e, RayActorError):
+        return UserError("a Ray sampler actor died (its node was lost or ran out of memory): "
+                         "rerun the same command with --resume to go on from the last "
+                         "iteration's checkpoint")
+    return e
 
 
 class SamplerActor:

@@ -1,6 +1,6 @@
 """The Ray backend on a real 2-node Ray cluster (`ray.cluster_utils.Cluster`, started once per
 session: one CPU and a 78 MiB object store per node, no dashboard, custom resources `node_a`
-and `node_b` naming the nodes). Suites of the random agent on Airstriker at 200-3000 timesteps,
+and `node_b` naming the nodes). Suites of the random agent on Airstriker at 200-2000 timesteps,
 meta-training rollouts of HalfCheetah and Atari levels at a few steps.
 
 Skipped only where Ray is not installed (`pip install -e ".[cluster]"`; setup installs it).
@@ -149,7 +149,7 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
     doomed = cluster.add_node(num_cpus=2, object_store_memory=78 * MIB)
     cluster.wait_for_nodes()
     out = tmp_path / "s"
-    config = new_suite(out, ["random"], 2, 3000)
+    config = new_suite(out, ["random"], 2, 2000)
     runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address))
     done: list[Any] = []
     thread = threading.Thread(target=lambda: done.append(runner.run(list(config.combos()))))
@@ -171,7 +171,7 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
     assert set(runner.placements.values()) <= before  # the final attempts ran elsewhere
     for seed in (0, 1):
         res = results(out, "random", seed)
-        assert res["status"] == "budget" and res["timesteps"] == 3000
+        assert res["status"] == "budget" and res["timesteps"] == 2000
     write_report(out)
     assert [r["status"] for r in summary(out)] == ["budget", "budget"]
 
@@ -180,7 +180,7 @@ def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) ->
     out = tmp_path / "s"
     args = ["--backend", "ray", "--address", cluster.address]
     proc = subprocess.Popen([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
-                             "--levels", LEVEL, "--seeds", "2", "--budget", "3000", "--out",
+                             "--levels", LEVEL, "--seeds", "2", "--budget", "1500", "--out",
                              str(out), *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
     deadline = time.monotonic() + 120
@@ -262,6 +262,28 @@ def test_ray_sampler_equals_the_local_sampler_halfcheetah(cluster: Any) -> None:
     assert len(got) == len(want)
     for a, b in zip(want, got, strict=True):
         same(a, b)
+
+
+def test_a_lost_sampler_actor_is_a_one_line_error(cluster: Any) -> None:
+    import ray
+
+    from agent.config import load_config
+    from agent.policies import build_policy
+    from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.ray_sampler import RaySampler
+    from meta_train.train import policy_spec
+    from roms_setup.errors import UserError
+
+    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=4"], defaults=DEFAULTS)
+    policy = build_policy(policy_spec(cfg))
+    params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
+    jobs = [(params, {"kind": "halfcheetah-dir", "horizon": 4, "direction": 1.0}, i)
+            for i in range(4)]
+    with RaySampler(policy, {**cfg, "workers": 0}, 2, address=cluster.address) as remote:
+        ray.kill(remote.actors[0])
+        with pytest.raises(UserError, match="--resume"):
+            for _, fut in remote.submit(jobs, 2):
+                fut.result(timeout=120)
 
 
 def test_ray_sampler_equals_the_local_sampler_levels(cluster: Any, atari_roms: None) -> None:
