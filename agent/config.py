@@ -31,7 +31,11 @@ def find_config(value: str | Path, directory: Path) -> Path:
     if path.is_file():
         return path
     name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
-    if len(path.parts) == 1 and (directory / name).is_file():
+    shipped = f"{directory.parent.name}/{directory.name}"  # e.g. meta_train/configs
+    # a bare name, or the repository's path to a shipped config (as the docs write it) given
+    # from another directory or an installed package
+    if (len(path.parts) == 1 or path.parent.as_posix().endswith(shipped)) and \
+            (directory / name).is_file():
         return directory / name
     known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
     raise UserError(f"config {value} is neither a file nor a shipped config: give a YAML path "
