@@ -173,10 +173,11 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     where = in_dir(work, str(bin_dir / "python"), "-c",
                    "import evaluation, agent.config as c; print(evaluation.__file__); "
-                   "print(c.find_config('halfcheetah-dir', c.CONFIG_DIR.parent.parent / "
-                   "'meta_train' / 'configs'))", env=env)
+                   "print(c.find_config('meta_train/configs/halfcheetah-dir.yaml', "
+                   "c.CONFIG_DIR.parent.parent / 'meta_train' / 'configs'))", env=env)
     assert where.returncode == 0, where.stderr
     assert str(tmp_path / "venv") in where.stdout and str(ROOT) not in where.stdout
+    assert where.stdout.split()[1].endswith("site-packages/meta_train/configs/halfcheetah-dir.yaml")
     proc = in_dir(work, str(bin_dir / "sonic-maml"), "run", "--agent", "jerk", "--level", LEVEL,
                   "--budget", "200", "--out", "results/jerk", env=env)
     assert proc.returncode == 0, proc.stderr
