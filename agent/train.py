@@ -76,6 +76,18 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
     return cfg
 
 
+def _resume_point(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None]:
+    """The checkpoint path and, with --resume, what it holds (None: start from scratch)."""
+    ckpt_path = Path(args.out) / CHECKPOINT_NAME
+    saved = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
+    if args.resume and saved is None:
+        print(f"no checkpoint at {ckpt_path}: starting from scratch")
+    if saved is not None and saved["policy_spec"].get("kind", "ppo") != args.algo:
+        raise UserError(f"{ckpt_path} was trained with --algo "
+                        f"{saved['policy_spec'].get('kind', 'ppo')}, not {args.algo}")
+    return ckpt_path, saved
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     from roms_setup.installed import require_playable  # stable-retro: not for the agent image
@@ -83,14 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.timesteps <= 0:
         raise UserError(f"--timesteps must be positive, got {args.timesteps}")
-    out = Path(args.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    saved = load_checkpoint(ckpt_path) if args.resume and ckpt_path.is_file() else None
-    if args.resume and saved is None:
-        print(f"no checkpoint at {ckpt_path}: starting from scratch")
-    if saved is not None and saved["policy_spec"].get("kind", "ppo") != args.algo:
-        raise UserError(f"{ckpt_path} was trained with --algo "
-                        f"{saved['policy_spec'].get('kind', 'ppo')}, not {args.algo}")
+    ckpt_path, saved = _resume_point(args)
     cfg = resolve_config(args, saved["config"] if saved else None)
     levels = resolve_levels(args.levels)
     for level in levels:
@@ -98,7 +103,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo == "rainbow":
         from agent.train_rainbow import train_rainbow
 
-        return train_rainbow(cfg, [lv.id for lv in levels], args.timesteps, out, saved)
+        return train_rainbow(cfg, [lv.id for lv in levels], args.timesteps, Path(args.out),
+                             saved)
+    return train_ppo(cfg, [lv.id for lv in levels], args.timesteps, ckpt_path, saved)
+
+
+class LevelRun:
+    """A PPO run on levels: its vector environment, learner and checkpoint, and the episodes
+    started per level (added up over resumes)."""
+
+    def __init__(self, cfg: dict[str, Any], levels: list[str], ckpt_path: Path,
+                 saved: dict[str, Any] | None, envs: Any, ppo: PPO) -> None:
+        self.cfg, self.levels, self.ckpt_path = cfg, levels, ckpt_path
+        self.envs, self.ppo = envs, ppo
+        self.played: dict[str, int] = dict((saved or {}).get("level_episodes", {}))
+        self.save_interval = max(1, int(cfg["save_interval"]))
+
+    def save(self) -> None:
+        ppo = self.ppo
+        save_checkpoint(self.ckpt_path, ppo.policy, config=self.cfg, optimizer=ppo.optimizer,
+                        timesteps=ppo.timesteps, updates=ppo.updates, episodes=ppo.episodes,
+                        extra={"levels": self.levels, "level_episodes": self.played})
+
+    def count_played(self) -> None:
+        """Add the workers' per-level episode counts (episodes started) to `played`."""
+        try:
+            for counts in self.envs.get_attr("played"):
+                for level, n in counts.items():
+                    self.played[level] = self.played.get(level, 0) + int(n)
+        except Exception:  # a worker died: the counts are informational only
+            pass
+
+    def on_update(self, p: PPO) -> None:
+        if p.updates % self.save_interval == 0:
+            self.save()
+
+
+def restore(ppo: PPO, saved: dict[str, Any] | None) -> None:
+    """The optimizer, counters and random state of a resumed run."""
+    if saved is None:
+        return
+    if "optimizer" in saved:
+        ppo.optimizer.load_state_dict(saved["optimizer"])
+    ppo.timesteps = int(saved.get("timesteps", 0))
+    ppo.updates = int(saved.get("updates", 0))
+    ppo.episodes = int(saved.get("episodes", 0))
+    if "rng" in saved:
+        set_rng_state(saved["rng"])
+
+
+def train_ppo(cfg: dict[str, Any], levels: list[str], timesteps: int, ckpt_path: Path,
+              saved: dict[str, Any] | None) -> int:
+    """Seed, build the environments and the learner (restored when resuming), learn, save."""
     nenvs = int(cfg["nenvs"])
     ppo_cfg = PPOConfig.from_dict(cfg)
     if (ppo_cfg.nsteps * nenvs) // ppo_cfg.nminibatches < 1:
@@ -110,11 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(seed)
     threads = set_torch_threads(int(cfg["torch_threads"]))
     device = pick_device(str(cfg["device"]))
+    out = ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-    envs = make_level_vec_env([lv.id for lv in levels], nenvs, seed=seed,
-                              discretizer=str(cfg["discretizer"]),
+    envs = make_level_vec_env(levels, nenvs, seed=seed, discretizer=str(cfg["discretizer"]),
                               backtracking=bool(cfg["backtracking"]),
                               reward_scale=float(cfg["reward_scale"]))
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
@@ -124,61 +179,40 @@ def main(argv: list[str] | None = None) -> int:
         envs.close()
         raise
     ppo = PPO(policy, ppo_cfg, device)
-    if saved is not None:
-        if "optimizer" in saved:
-            ppo.optimizer.load_state_dict(saved["optimizer"])
-        ppo.timesteps = int(saved.get("timesteps", 0))
-        ppo.updates = int(saved.get("updates", 0))
-        ppo.episodes = int(saved.get("episodes", 0))
-        if "rng" in saved:
-            set_rng_state(saved["rng"])
-    save_interval = max(1, int(cfg["save_interval"]))
-
-    played: dict[str, int] = dict((saved or {}).get("level_episodes", {}))
-
-    def save() -> None:
-        save_checkpoint(ckpt_path, ppo.policy, config=cfg, optimizer=ppo.optimizer,
-                        timesteps=ppo.timesteps, updates=ppo.updates, episodes=ppo.episodes,
-                        extra={"levels": [lv.id for lv in levels], "level_episodes": played})
-
-    def count_played() -> None:
-        """Add the workers' per-level episode counts (episodes started) to `played`."""
-        try:
-            for counts in envs.get_attr("played"):
-                for level, n in counts.items():
-                    played[level] = played.get(level, 0) + int(n)
-        except Exception:  # a worker died: the counts are informational only
-            pass
-
-    def on_update(p: PPO) -> None:
-        if p.updates % save_interval == 0:
-            save()
-
+    restore(ppo, saved)
     print(f"training ppo on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
-          f"{threads} torch thread(s), from {ppo.timesteps} to {args.timesteps} steps", flush=True)
-    logger = TrainLogger(out, total_timesteps=args.timesteps, start_timesteps=ppo.timesteps,
-                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None)
+          f"{threads} torch thread(s), from {ppo.timesteps} to {timesteps} steps", flush=True)
+    return learn_levels(LevelRun(cfg, levels, ckpt_path, saved, envs, ppo), timesteps,
+                        resume=saved is not None)
+
+
+def learn_levels(run: LevelRun, timesteps: int, resume: bool) -> int:
+    """PPO's loop until `timesteps`; Ctrl-C saves a checkpoint to --resume from (exit 130)."""
+    cfg, ppo = run.cfg, run.ppo
+    logger = TrainLogger(run.ckpt_path.parent, total_timesteps=timesteps,
+                         start_timesteps=ppo.timesteps, tensorboard=bool(cfg["tensorboard"]),
+                         resume=resume)
     try:
         try:
-            collector = learn(ppo, envs, total_timesteps=args.timesteps, logger=logger,
-                              log_interval=int(cfg["log_interval"]), on_update=on_update,
-                              seed=seed + ppo.updates)
+            collector = learn(ppo, run.envs, total_timesteps=timesteps, logger=logger,
+                              log_interval=int(cfg["log_interval"]), on_update=run.on_update,
+                              seed=int(cfg["seed"]) + ppo.updates)
         except KeyboardInterrupt:
-            count_played()
-            save()
-            print(f"interrupted: saved {ckpt_path} at {ppo.timesteps} steps "
+            run.count_played()
+            run.save()
+            print(f"interrupted: saved {run.ckpt_path} at {ppo.timesteps} steps "
                   "(continue with --resume)")
             return 130
         finally:
             logger.close()
-        count_played()
+        run.count_played()
     finally:
-        envs.close()
-    save()
+        run.envs.close()
+    run.save()
     print(f"done: {ppo.timesteps} steps, {ppo.updates} updates, {ppo.episodes} episodes, "
-          f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {ckpt_path}")
+          f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {run.ckpt_path}")
     print("episodes started per level: " + ", ".join(f"{lv} {n}" for lv, n in sorted(
-        played.items())))
+        run.played.items())))
     return 0
 
 

@@ -17,6 +17,7 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agent.policies import ActorCritic, build_policy, spec_from_config
 from meta_train.collect import collect
 from meta_train.configs import META_OPTIMIZERS
-from meta_train.maml import MetaLearner, iteration_seeds
+from meta_train.maml import MetaLearner, TaskBatch, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, make_env
@@ -172,26 +173,67 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
-def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: bool = False,
-          progress: bool = True) -> Path:
-    """Meta-train (or, `joint`, train plainly on the task mixture) into `out`; returns the
-    checkpoint path."""
-    out = Path(out)
-    ckpt_path = out / CHECKPOINT_NAME
+class MetricsLog:
+    """metrics.csv (on resume: the rows of the iterations before `start` kept), TensorBoard
+    `meta/*` scalars when the config asks, and a progress bar over iterations."""
+
+    def __init__(self, out: Path, cfg: dict[str, Any], start: int, desc: str,
+                 progress: bool) -> None:
+        self.steps = int(cfg["adapt_steps"])
+        self.fields = metric_fields(self.steps)
+        self.path = out / METRICS_CSV
+        _restart_metrics(self.path, self.fields, start)
+        self.tb: Any = None
+        if cfg.get("tensorboard", True):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=start)
+        self.bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=int(cfg["iterations"]), initial=start, unit="it",
+                            file=sys.stderr, dynamic_ncols=True, disable=None, desc=desc)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(
+                {k: _fmt(row.get(k, math.nan)) for k in self.fields})
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "iteration" and isinstance(v, int | float) and math.isfinite(v):
+                    self.tb.add_scalar(f"meta/{k}", v, row["iteration"])
+            self.tb.flush()
+
+    def advance(self, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({"R0": f"{row['return_0']:.1f}",
+                                  f"R{self.steps}": f"{row[f'return_{self.steps}']:.1f}",
+                                  "kl": f"{row.get('kl', 0.0):.4f}"}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _saved_run(ckpt_path: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: start afresh)."""
     saved = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
-    if saved is not None:
-        if saved.get("maml_format") != MAML_FORMAT:
-            raise UserError(f"{ckpt_path} is not a meta_train checkpoint: use another --out")
-        joint = bool(saved.get("joint", False))
-    if joint:
-        cfg = {**cfg, "adapt_steps": 0}
-    check_config(cfg)
-    TaskDistribution.from_config(cfg).require_playable()  # levels: ROMs imported, states known
-    out.mkdir(parents=True, exist_ok=True)
+    if saved is not None and saved.get("maml_format") != MAML_FORMAT:
+        raise UserError(f"{ckpt_path} is not a meta_train checkpoint: use another --out")
+    return saved
+
+
+def _build(cfg: dict[str, Any], saved: dict[str, Any] | None,
+           ckpt_path: Path) -> tuple[ActorCritic, MetaLearner, Any, int, int]:
+    """(policy, learner, meta-optimizer, first iteration, environment steps so far): seeded,
+    or restored from `saved`."""
     if int(cfg["torch_threads"]) > 0:  # 0: PyTorch's default (all cores)
         torch.set_num_threads(int(cfg["torch_threads"]))
-    seed = int(cfg["seed"])
-    torch.manual_seed(seed)
+    torch.manual_seed(int(cfg["seed"]))
     spec = saved["policy_spec"] if saved is not None else policy_spec(cfg)
     policy = build_policy(spec)
     if saved is not None:
@@ -199,40 +241,66 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
     policy.to(resolve_device(cfg))  # before the learner and optimizer take its parameters
     learner = make_learner(policy, cfg)
     opt = make_meta_optimizer(str(cfg["meta_optimizer"]), learner, cfg)
-    start = 0
-    env_steps = 0
+    if saved is None:
+        return policy, learner, opt, 0, 0
+    if saved.get("meta_optimizer") != opt.name:
+        raise UserError(f"{ckpt_path} was trained with {saved.get('meta_optimizer')}, "
+                        f"not {opt.name}: resume with the same --meta-optimizer")
+    learner.load_step_size_state(saved["step_sizes"])
+    opt.load_state_dict(saved["meta_optimizer_state"])
+    return policy, learner, opt, int(saved["iteration"]), int(saved.get("timesteps", 0))
+
+
+def metrics_row(it: int, batches: Sequence[TaskBatch], info: dict[str, Any],
+                learner: MetaLearner, dist: TaskDistribution, seconds: tuple[float, float],
+                env_steps: int) -> dict[str, Any]:
+    """One metrics.csv row: returns after 0..S inner steps (in the game's units), the
+    meta-optimizer's figures, the mean α, times and the environment steps so far."""
+    returns = [dist.return_scale * sum(b.step_returns[j] for b in batches) / len(batches)
+               for j in range(learner.adapt_steps + 1)]
+    alpha = (torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()])
+             .mean().item() if learner.step_sizes else learner.inner_lr)
+    return {"iteration": it, **{f"return_{j}": r for j, r in enumerate(returns)}, **info,
+            "inner_lr_mean": alpha, "sampling_s": seconds[0], "learning_s": seconds[1],
+            "env_steps": env_steps}
+
+
+def _save(ckpt_path: Path, cfg: dict[str, Any], learner: MetaLearner, opt: Any, it: int,
+          env_steps: int, joint: bool) -> None:
+    steps = learner.adapt_steps
+    save_checkpoint(ckpt_path, learner.policy, config=cfg, timesteps=env_steps, updates=it + 1,
+                    extra={"maml_format": MAML_FORMAT, "iteration": it + 1,
+                           "joint": joint, "meta_optimizer": opt.name,
+                           "meta_optimizer_state": opt.state_dict(),
+                           "step_sizes": learner.step_size_state(),
+                           "adapt_steps": steps, "task": dict(cfg["task"]),
+                           "adaptation": adaptation_settings(cfg, steps)})
+
+
+def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: bool = False,
+          progress: bool = True) -> Path:
+    """Meta-train (or, `joint`, train plainly on the task mixture) into `out`; returns the
+    checkpoint path. Each iteration: sample tasks → collect → meta-step → log → checkpoint."""
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_NAME
+    saved = _saved_run(ckpt_path, resume)
     if saved is not None:
-        if saved.get("meta_optimizer") != opt.name:
-            raise UserError(f"{ckpt_path} was trained with {saved.get('meta_optimizer')}, "
-                            f"not {opt.name}: resume with the same --meta-optimizer")
-        learner.load_step_size_state(saved["step_sizes"])
-        opt.load_state_dict(saved["meta_optimizer_state"])
-        start = int(saved["iteration"])
-        env_steps = int(saved.get("timesteps", 0))
+        joint = bool(saved.get("joint", False))
+    if joint:
+        cfg = {**cfg, "adapt_steps": 0}
+    check_config(cfg)
+    TaskDistribution.from_config(cfg).require_playable()  # levels: ROMs imported, states known
+    out.mkdir(parents=True, exist_ok=True)
+    policy, learner, opt, start, env_steps = _build(cfg, saved, ckpt_path)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    steps = int(cfg["adapt_steps"])
-    fields = metric_fields(steps)
-    metrics_path = out / METRICS_CSV
-    _restart_metrics(metrics_path, fields, start)
-    iterations = int(cfg["iterations"])
+    log = MetricsLog(out, cfg, start, f"{'joint' if joint else 'maml'}-{opt.name}", progress)
     dist = TaskDistribution.from_config(cfg)
     count, meta_batch = int(cfg["trajectories"]), int(cfg["meta_batch"])
-    tb: Any = None
-    if cfg.get("tensorboard", True):
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(str(out / "tb"), purge_step=start)
-    bar: Any = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=iterations, initial=start, unit="it", file=sys.stderr,
-                   dynamic_ncols=True, disable=None,
-                   desc=f"{'joint' if joint else 'maml'}-{opt.name}")
+    steps = int(cfg["adapt_steps"])
     sampler = make_sampler(cfg, policy, dist)
     try:
-        for it in range(start, iterations):
-            rng, seeds = iteration_seeds(seed, it, meta_batch, steps)
+        for it in range(start, int(cfg["iterations"])):
+            rng, seeds = iteration_seeds(int(cfg["seed"]), it, meta_batch, steps)
             tasks = dist.sample(meta_batch, rng)
             t0 = time.perf_counter()
             batches = collect(learner, sampler, tasks, count, seeds)
@@ -241,37 +309,11 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
             t2 = time.perf_counter()
             check_finite(info, it, learner, ckpt_path)
             env_steps += meta_batch * count * dist.horizon * (steps + 1)
-            returns = [dist.return_scale * sum(b.step_returns[j] for b in batches) / meta_batch
-                       for j in range(steps + 1)]
-            alpha = (torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()])
-                     .mean().item() if learner.step_sizes else learner.inner_lr)
-            row: dict[str, Any] = {"iteration": it, **{f"return_{j}": r
-                                                       for j, r in enumerate(returns)},
-                                   **info, "inner_lr_mean": alpha, "sampling_s": t1 - t0,
-                                   "learning_s": t2 - t1, "env_steps": env_steps}
-            with open(metrics_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=fields, extrasaction="ignore").writerow(
-                    {k: _fmt(row.get(k, math.nan)) for k in fields})
-            if tb is not None:
-                for k, v in row.items():
-                    if k != "iteration" and isinstance(v, int | float) and math.isfinite(v):
-                        tb.add_scalar(f"meta/{k}", v, it)
-                tb.flush()
-            save_checkpoint(ckpt_path, policy, config=cfg, timesteps=env_steps, updates=it + 1,
-                            extra={"maml_format": MAML_FORMAT, "iteration": it + 1,
-                                   "joint": joint, "meta_optimizer": opt.name,
-                                   "meta_optimizer_state": opt.state_dict(),
-                                   "step_sizes": learner.step_size_state(),
-                                   "adapt_steps": steps, "task": dict(cfg["task"]),
-                                   "adaptation": adaptation_settings(cfg, steps)})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({"R0": f"{returns[0]:.1f}", f"R{steps}": f"{returns[-1]:.1f}",
-                                 "kl": f"{info.get('kl', 0.0):.4f}"}, refresh=False)
+            row = metrics_row(it, batches, info, learner, dist, (t1 - t0, t2 - t1), env_steps)
+            log.write(row)
+            _save(ckpt_path, cfg, learner, opt, it, env_steps, joint)
+            log.advance(row)
     finally:
         sampler.close()
-        if bar is not None:
-            bar.close()
-        if tb is not None:
-            tb.close()
+        log.close()
     return ckpt_path
