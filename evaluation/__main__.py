@@ -14,6 +14,7 @@ COMMANDS = {
     "build": ("evaluation.build_cli", "build an agent image"),
     "docker": ("evaluation.docker_cli", "docker up|status|down: a private daemon and base image"),
     "video": ("evaluation.video_cli", "turn a recorded episode (.bk2) into a video or GIF"),
+    "compare": ("evaluation.compare_cli", "one report (IQM, intervals, profile) of several suites"),
 }
 
 

@@ -31,9 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation import aggregate as agg
 from evaluation import records
+from evaluation.episode_gifs import Pick
 from evaluation.records import EpisodeRow as Episode
 from evaluation.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
+from evaluation.report_aggregates import (
+    DEFAULT_BASELINE,
+    Aggregates,
+    compute,
+    estimate_text,
+    improvement_lines,
+    scales_lines,
+    too_few_seeds,
+)
 from evaluation.seeds import parse_seeds, seeds_text
 from roms_setup.levels import Level, load_level_set
 
@@ -254,15 +265,11 @@ def run_curve(run: Run, grid: np.ndarray, smooth: int = SMOOTH_EPISODES) -> np.n
 
 def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: str,
           path: Path) -> None:
-    """One line per agent (mean over seeds) with the min-max spread shaded."""
-    import matplotlib
+    """One line per agent (mean over seeds) with the min-max spread over seeds shaded."""
+    from evaluation import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    drawn = 0
+    fig, ax = plots.figure()
+    drawn, banded = 0, False
     for agent, seeds in curves.items():
         if seeds.size == 0 or np.all(np.isnan(seeds)):
             continue
@@ -273,22 +280,20 @@ def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: s
         (line,) = ax.plot(grid, mean, label=f"{agent} ({n} seed{'s' * (n != 1)})", lw=1.8)
         if n > 1:
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            banded = True
         drawn += 1
-    if not drawn:
-        ax.text(0.5, 0.5, "no finished episode yet", transform=ax.transAxes, ha="center",
-                va="center", color="gray")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("timesteps")
-    ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.grid(alpha=0.3)
-    if drawn:
+    if not drawn:
+        plots.no_data(ax, "no data yet: no finished episode")
+    else:
+        ax.set_xlabel(plots.STEPS_LABEL)
+        ax.set_ylabel(ylabel)
+        plots.count_axis(ax.xaxis)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(path, buf.getvalue())
+        plots.note(ax, "line: mean over seeds" + ("; band: min–max over seeds" if banded
+                                                  else "; one seed: no band"))
+    plots.save(fig, path)
 
 
 def curve_grid(runs: Sequence[Run]) -> np.ndarray:
@@ -297,10 +302,13 @@ def curve_grid(runs: Sequence[Run]) -> np.ndarray:
     return np.linspace(0, top, CURVE_POINTS)
 
 
-def write_curves(table: Table, curves_dir: Path) -> dict[str, Path]:
-    """Per-level PNGs and overall.png; returns {level id or 'overall': path}."""
+def write_curves(table: Table, curves_dir: Path, aggregates: Aggregates) -> dict[str, Path]:
+    """Per-level PNGs (raw returns) and overall.png (IQM of normalized returns over levels);
+    returns {level id or 'overall': path}."""
+    from evaluation.report_aggregates import plot_iqm_curves
+
     grid = curve_grid(table.runs)
-    ylabel = f"episode return (mean of last {SMOOTH_EPISODES})"
+    ylabel = f"episode return (mean of last {SMOOTH_EPISODES} episodes)"
     written: dict[str, Path] = {}
     per_level: dict[str, dict[str, dict[int, np.ndarray]]] = {}
     for lv in table.levels:
@@ -312,15 +320,14 @@ def write_curves(table: Table, curves_dir: Path) -> dict[str, Path]:
         path = curves_dir / f"{Level.parse(lv).slug}.png"
         _plot(curves, grid, lv, ylabel, path)
         written[lv] = path
-    overall: dict[str, np.ndarray] = {}
+    normalized: dict[str, np.ndarray] = {}
     for agent in table.agents:
-        seeds = set.intersection(*(set(per_level[agent][lv]) for lv in table.levels)) \
-            if table.levels else set()
-        rows = [np.mean([per_level[agent][lv][s] for lv in table.levels], axis=0)
-                for s in sorted(seeds)]
-        overall[agent] = np.array(rows).reshape(-1, grid.size)
+        seeds = aggregates.seeds.get(agent, [])
+        normalized[agent] = np.array(
+            [[aggregates.scales[lv](per_level[agent][lv][s]) for lv in table.levels]
+             for s in seeds]).reshape(len(seeds), len(table.levels), grid.size)
     path = curves_dir / "overall.png"
-    _plot(overall, grid, f"mean over {len(table.levels)} levels", ylabel, path)
+    plot_iqm_curves(normalized, grid, path)
     written["overall"] = path
     return written
 
@@ -335,7 +342,7 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return out
@@ -350,12 +357,24 @@ def _is_validation_set(levels: Sequence[str], suite: dict) -> bool:
         return False
 
 
-def render_markdown(table: Table, suite: dict, curves: dict[str, Path], out_dir: Path) -> str:
+@dataclass
+class Parts:
+    """What a report shows besides the table: figures and GIFs (paths relative to its dir)."""
+
+    curves: dict[str, Path]
+    aggregates: Aggregates
+    gifs: dict[tuple[str, str], list[tuple[Pick, Path]]] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)  # intervals, profile
+
+
+def _header(table: Table, suite: dict, out_dir: Path) -> list[str]:
     seeds = parse_seeds(suite["seeds"]) if suite.get("seeds") else None
     lines = ["# Evaluation report", ""]
     lines.append(f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from "
                  f"{len(table.runs)} run(s) in `{out_dir}`.")
-    if suite:
+    if suite.get("sources"):
+        lines.append("Compared suites: " + ", ".join(f"`{s}`" for s in suite["sources"]) + ".")
+    elif suite:
         lines.append(
             f"Suite: agents {', '.join(table.agents)}; levels `{suite.get('levels_spec')}` "
             f"({len(table.levels)}); seeds {seeds_text(seeds) if seeds else '?'}; budget "
@@ -363,42 +382,63 @@ def render_markdown(table: Table, suite: dict, curves: dict[str, Path], out_dir:
             f"runtime {suite.get('runtime')}.")
     lines += ["", "A run's score is the mean return of its finished episodes: the episode cut off "
               "by the budget does not count (a run without any finished episode is scored by "
-              "its cut-off episode's return, and flagged). An agent's score is the mean over "
-              "levels of the per-level mean over seeds; ± is the sample standard deviation "
-              "over seeds of the per-seed mean over levels (per level: over the seeds' "
-              "scores).", ""]
+              "its cut-off episode's return, and flagged). Agents are compared on normalized "
+              "scores (see Normalization): the interquartile mean (IQM, the mean of the middle "
+              "50% of all seed × level scores) and the mean, each with a 95% stratified-bootstrap "
+              f"confidence interval over seeds (rliable, Agarwal et al. 2021; {agg.REPS:,} "
+              "replications).", ""]
+    return lines
 
-    lines += ["## Overall", ""]
-    ov = [table.overall(a) for a in table.agents]
-    lines += _md_table(
-        ["agent", "score", "levels scored", "seeds on all levels", "episodes", "timesteps",
-         "runs", "not ended by budget"],
-        [[o.agent, _pm(o.score, o.std), f"{o.levels_scored}/{o.levels}", o.seeds_complete,
-          o.episodes, o.timesteps, o.runs, o.runs_not_by_budget] for o in ov])
+
+def _overall(table: Table, suite: dict, parts: Parts, out_dir: Path) -> list[str]:
+    a = parts.aggregates
+    lines = ["## Overall", ""]
+    ov = [table.overall(x) for x in table.agents]
+    lines += md_table(
+        ["agent", "IQM [95% CI]", "mean [95% CI]", "raw mean over levels ± std", "seeds on all "
+         "levels", "episodes", "timesteps", "runs", "not ended by budget"],
+        [[o.agent, estimate_text(a.iqm.get(o.agent)), estimate_text(a.mean.get(o.agent)),
+          _pm(o.score, o.std), o.seeds_complete, o.episodes, o.timesteps, o.runs,
+          o.runs_not_by_budget] for o in ov])
+    lines += ["", "IQM and mean: of the normalized scores. Raw: the mean over levels of the "
+              "per-level mean over seeds, in game units; ± is the sample standard deviation over "
+              "seeds of the per-seed mean over levels (none for one seed)."]
+    lines += [f"- {t}" for t in too_few_seeds(a)]
+    for key, alt in (("intervals", "IQM and mean with intervals"),
+                     ("profile", "performance profile")):
+        if key in parts.figures:
+            lines += ["", f"![{alt}]({parts.figures[key].as_posix()})"]
+    lines.append("")
+    lines += improvement_lines(a)
     if _is_validation_set(table.levels, suite):
-        lines += ["", f"### Reference scores ({SOURCE})", ""]
+        lines += [f"### Reference scores ({SOURCE})", ""]
         rows = [[o.agent + " (ours)", _pm(o.score, o.std)] for o in ov]
         rows += [[ref.agent, ref.text()] for ref in SONIC_VALIDATION]
-        lines += _md_table(["agent", "score"], rows)
-        lines += ["", "Ours use this suite's budget; the paper's use 1M timesteps per level."]
-    if "overall" in curves:
-        rel = curves["overall"].relative_to(out_dir).as_posix()
-        lines += ["", f"![mean learning curve over levels]({rel})"]
+        lines += md_table(["agent", "score"], rows)
+        lines += ["", "Ours use this suite's budget; the paper's use 1M timesteps per level.", ""]
+    if "overall" in parts.curves:
+        rel = parts.curves["overall"].relative_to(out_dir).as_posix()
+        lines += ["### Learning curves", "", "IQM over seed × level runs of the normalized "
+                  f"episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
+                  "cumulative timesteps; band: 95% stratified-bootstrap CI.", "",
+                  f"![IQM learning curves]({rel})", ""]
+    return lines
 
-    lines += ["", "## Per level", "",
-              f"Cells: mean ± std of the score over seeds (number of seeds with a score). "
-              f"{FLAG}: a run that did not end by using its budget, or has no finished episode "
-              "(listed below). —: no score.", ""]
+
+def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
+    lines = ["## Per level (raw scores)", "",
+             f"Cells: mean ± sample standard deviation of the score over seeds, in game units "
+             f"(number of seeds with a score). {FLAG}: a run that did not end by using its "
+             "budget, or has no finished episode (listed below). —: no score.", ""]
     rows = []
     for lv in table.levels:
         row = [f"`{lv}`"]
-        for a in table.agents:
-            c = table.cell(a, lv)
+        for x in table.agents:
+            c = table.cell(x, lv)
             row.append(f"{_pm(c.mean, c.std)} ({len(c.scores)})" + (f" {FLAG}" if c.flagged
                                                                     else ""))
         rows.append(row)
-    lines += _md_table(["level", *table.agents], rows)
-
+    lines += md_table(["level", *table.agents], rows)
     flagged = [r for c in table.cells.values() for r in c.flagged]
     missing = _missing_runs(table, seeds)
     if flagged or missing:
@@ -409,15 +449,49 @@ def render_markdown(table: Table, suite: dict, curves: dict[str, Path], out_dir:
             lines.append(f"- {r.agent} · `{r.level}` · seed {r.seed}: {why}{err}")
         for agent, lv, seed in missing:
             lines.append(f"- {agent} · `{lv}` · seed {seed}: not run yet")
+    return lines + [""]
 
-    lines += ["", "## Learning curves", "",
-              f"Episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
-              "cumulative timesteps; line: mean over seeds (from where every seed has finished an "
-              "episode), shaded: min–max over seeds.", ""]
+
+def _level_sections(table: Table, parts: Parts, out_dir: Path) -> list[str]:
+    """Per level: each agent's row (raw, normalized, its best and median episodes as GIFs)
+    and the level's learning curves."""
+    lines = ["## Levels", "",
+             "Per level and agent: the raw score (mean ± sample std over seeds, number of seeds), "
+             "the normalized mean, and, for recorded suites, the best and the median finished "
+             "episode over all seeds (GIF of its start, downscaled, 2× speed; caption: return and "
+             "seed). Curves: line the mean over seeds, band the min–max over seeds.", ""]
     for lv in table.levels:
-        if lv in curves:
-            rel = curves[lv].relative_to(out_dir).as_posix()
-            lines += [f"### `{lv}`", "", f"![{lv}]({rel})", ""]
+        lines += [f"### `{lv}`", ""]
+        scale = parts.aggregates.scales.get(lv)
+        has_gifs = any((x, lv) in parts.gifs for x in table.agents)
+        header = ["agent", "raw score", "normalized"] + (["best episode", "median episode"]
+                                                         if has_gifs else [])
+        rows = []
+        for x in table.agents:
+            c = table.cell(x, lv)
+            norm = "—" if scale is None or math.isnan(c.mean) else f"{scale(c.mean):.3f}"
+            row = [x, f"{_pm(c.mean, c.std)} ({len(c.scores)})", norm]
+            if has_gifs:
+                picks = {p.kind: (p, rel) for p, rel in parts.gifs.get((x, lv), [])}
+                row += [f"![{k} {x}]({picks[k][1].as_posix()})<br>{picks[k][0].ret:g} "
+                        f"(seed {picks[k][0].seed})" if k in picks else "—"
+                        for k in ("best", "median")]
+            rows.append(row)
+        lines += md_table(header, rows)
+        if lv in parts.curves:
+            rel = parts.curves[lv].relative_to(out_dir).as_posix()
+            lines += ["", f"![{lv}]({rel})"]
+        lines.append("")
+    return lines
+
+
+def render_markdown(table: Table, suite: dict, parts: Parts, out_dir: Path) -> str:
+    seeds = parse_seeds(suite["seeds"]) if suite.get("seeds") else None
+    lines = _header(table, suite, out_dir)
+    lines += _overall(table, suite, parts, out_dir)
+    lines += scales_lines(parts.aggregates, table.levels)
+    lines += _per_level_matrix(table, seeds)
+    lines += _level_sections(table, parts, out_dir)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -439,14 +513,35 @@ def _missing_runs(table: Table, seeds: list[int] | None) -> list[tuple[str, str,
 
 # ---------------------------------------------------------------- entry point
 
-def write_report(out_dir: Path) -> Path:
-    """Write summary.csv, curves/*.png and report.md for the suite in `out_dir`."""
+def gif_cells(table: Table) -> dict[tuple[str, str, str], list[tuple[Path, int, list[Episode]]]]:
+    return {(a, lv, Level.parse(lv).slug): [(r.path, r.seed, r.episodes)
+                                            for r in table.cell(a, lv).runs if r.path]
+            for a in table.agents for lv in table.levels}
+
+
+def write_table_report(table: Table, suite: dict, out_dir: Path,
+                       baseline: str | None = DEFAULT_BASELINE) -> Path:
+    """summary.csv, the figures, the GIFs of recorded runs and report.md for `table`'s runs."""
+    from evaluation.episode_gifs import episode_gifs
+    from evaluation.report_aggregates import plot_intervals, plot_profile
+
+    write_atomic(out_dir / "summary.csv", summary_csv(table.runs))
+    aggregates = compute(table, baseline)
+    parts = Parts(write_curves(table, out_dir / "curves", aggregates), aggregates,
+                  episode_gifs(out_dir, gif_cells(table)))
+    for key, plot in (("intervals", plot_intervals), ("profile", plot_profile)):
+        rel = Path(f"{key}.png")
+        plot(aggregates, out_dir / rel)
+        parts.figures[key] = rel
+    report = out_dir / "report.md"
+    write_atomic(report, render_markdown(table, suite, parts, out_dir))
+    return report
+
+
+def write_report(out_dir: Path, baseline: str | None = DEFAULT_BASELINE) -> Path:
+    """Write summary.csv, curves/*.png, the aggregate figures and report.md for the suite in
+    `out_dir` (and the episodes' GIFs when its runs were recorded)."""
     out_dir = Path(out_dir)
     suite = read_suite_json(out_dir)
-    runs = load_runs(out_dir)
-    table = Table(runs, suite.get("agents"), suite.get("levels"))
-    write_atomic(out_dir / "summary.csv", summary_csv(runs))
-    curves = write_curves(table, out_dir / "curves")
-    report = out_dir / "report.md"
-    write_atomic(report, render_markdown(table, suite, curves, out_dir))
-    return report
+    table = Table(load_runs(out_dir), suite.get("agents"), suite.get("levels"))
+    return write_table_report(table, suite, out_dir, baseline)

@@ -68,6 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="run again the runs that failed (crashed, protocol error, ...)")
     ap.add_argument("--report-only", action="store_true", help="only write the report")
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    ap.add_argument("--baseline", default="ppo2", help="the report's probability of improvement "
+                    "compares every agent with this one (default ppo2; `none`: no comparison)")
     return ap.parse_args(argv)
 
 
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         if not (out / "runs").is_dir() and not (out / SUITE_JSON).is_file():
             raise UserError(f"{out} holds no suite (no runs/ nor {SUITE_JSON})")
-        print(write_report(out))
+        print(write_report(out, None if args.baseline == "none" else args.baseline))
         return 0
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                             check=preflight)
         interrupted = run(config, out, args.workers, args.retry_failed, args)
         if not args.no_report:
-            report = write_report(out)
+            report = write_report(out, None if args.baseline == "none" else args.baseline)
             print(overall_table(report))
             print(f"report: {report}")
     return 130 if interrupted else 0

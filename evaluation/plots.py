@@ -1,0 +1,64 @@
+"""The reports' figure conventions, in one place: axis labels in words, whole-number step axes
+(no SI prefixes or fractional ticks on an empty or tiny axis), a "no data yet" message on an empty
+plot, and the meaning of a shaded band written on the figure itself."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+STEPS_LABEL = "environment steps (agent timesteps)"
+
+
+def figure(width: float = 7.0, height: float = 4.0, **subplots: Any) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=100, **subplots)
+
+
+def _count_text(x: float, _pos: object = None) -> str:
+    """12, 3k, 2.5k, 1.2M: thousands and millions only, never milli or micro."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:g}k"
+    return f"{x:g}"
+
+
+def count_axis(axis: Any) -> None:
+    """Whole-number ticks for a count (steps, iterations, episodes), with k/M for large ones."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axis.set_major_formatter(FuncFormatter(_count_text))
+
+
+def no_data(ax: Any, text: str = "no data yet") -> None:
+    """An empty plot says so, on axes that do not pretend to a scale."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray",
+            fontsize=12)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def note(ax: Any, text: str) -> None:
+    """What the line and the band are, written in the figure's lower corner."""
+    ax.text(0.01, 0.01, text, transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
+            color="dimgray", wrap=True)
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write the figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from evaluation.report import write_atomic
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,202 @@
+"""The report's normalized part: per-level scales, each agent's score matrix, the rliable
+aggregates (IQM and mean with intervals, probability of improvement, performance profile), the
+IQM learning curves, their figures and their markdown.
+
+Normalized scores are `evaluation.normalize`'s; aggregates and intervals `evaluation.aggregate`'s.
+An agent's matrix holds the seeds that have a score on every level, so that each row is one seed
+across all levels, as the stratified bootstrap needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from evaluation import aggregate as agg
+from evaluation.normalize import Scale, level_scales
+
+if TYPE_CHECKING:
+    from evaluation.report import Table
+
+DEFAULT_BASELINE = "ppo2"
+TAUS = np.linspace(0.0, 2.0, 81)  # performance profile thresholds (normalized score)
+
+
+@dataclass
+class Aggregates:
+    scales: dict[str, Scale]
+    matrices: dict[str, np.ndarray]  # agent -> (seeds, levels) normalized
+    seeds: dict[str, list[int]]  # agent -> the seeds of the matrix rows
+    iqm: dict[str, agg.Estimate] = field(default_factory=dict)
+    mean: dict[str, agg.Estimate] = field(default_factory=dict)
+    baseline: str | None = None
+    improvement: dict[str, agg.Estimate] = field(default_factory=dict)  # P(agent > baseline)
+
+
+def agent_matrix(table: Table, agent: str, scales: dict[str, Scale]
+                 ) -> tuple[np.ndarray, list[int]]:
+    """(seeds, levels) normalized scores of the seeds scored on every level, and those seeds."""
+    per_seed: dict[int, dict[str, float]] = {}
+    for lv in table.levels:
+        for r in table.cell(agent, lv).runs:
+            if not math.isnan(r.score):
+                per_seed.setdefault(r.seed, {})[lv] = scales[lv](r.score)
+    seeds = sorted(s for s, row in per_seed.items() if len(row) == len(table.levels))
+    rows = [[per_seed[s][lv] for lv in table.levels] for s in seeds]
+    return np.array(rows, dtype=float).reshape(len(seeds), len(table.levels)), seeds
+
+
+def compute(table: Table, baseline: str | None = DEFAULT_BASELINE) -> Aggregates:
+    best = {}
+    for lv in table.levels:
+        means = [table.cell(a, lv).mean for a in table.agents]
+        means = [m for m in means if not math.isnan(m)]
+        best[lv] = max(means) if means else math.nan
+    scales = level_scales(best)
+    out = Aggregates(scales, {}, {})
+    for agent in table.agents:
+        m, seeds = agent_matrix(table, agent, scales)
+        out.matrices[agent], out.seeds[agent] = m, seeds
+        if len(seeds) and table.levels:
+            out.iqm[agent] = agg.interval(m, "iqm")
+            out.mean[agent] = agg.interval(m, "mean")
+    if baseline in out.iqm:
+        out.baseline = baseline
+        for agent in table.agents:
+            if agent != baseline and agent in out.iqm:
+                out.improvement[agent] = agg.probability_of_improvement(
+                    out.matrices[agent], out.matrices[baseline])
+    return out
+
+
+# ---------------------------------------------------------------- text
+
+def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
+    if e is None or math.isnan(e.point):
+        return "—"
+    text = f"{e.point:.{digits}f}"
+    return text + (f" [{e.low:.{digits}f}, {e.high:.{digits}f}]" if e.has_interval else "")
+
+
+def too_few_seeds(a: Aggregates) -> list[str]:
+    """A sentence per agent whose aggregates have no interval."""
+    return [f"{agent}: {len(a.seeds[agent])} seed(s) with a score on every level; an interval "
+            f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
+            for agent in a.iqm if not a.iqm[agent].has_interval]
+
+
+def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
+    from evaluation.report import FLAG, md_table
+
+    rows = [[f"`{lv}`", f"{a.scales[lv].random:g}", f"{a.scales[lv].reference:g}",
+             a.scales[lv].source + (f" {FLAG}" if a.scales[lv].flagged else "")]
+            for lv in levels]
+    lines = ["## Normalization", "",
+             "Each run's score is normalized per level as (score − random) / (reference − "
+             "random): 0 is the random reference, 1 the reference.", ""]
+    lines += md_table(["level", "random", "reference", "source"], rows)
+    if any(a.scales[lv].flagged for lv in levels):
+        lines += ["", f"{FLAG} No published reference for this level: its scale comes from "
+                  "this report's agents (the best agent's mean score is 1), so its normalized "
+                  "scores change with the agents compared."]
+    return lines + [""]
+
+
+def improvement_lines(a: Aggregates) -> list[str]:
+    from evaluation.report import md_table
+
+    if a.baseline is None:
+        return []
+    lines = [f"### Probability of improvement over {a.baseline}", "",
+             f"P(X > {a.baseline}): the probability that a run of X on a level drawn at random "
+             f"scores higher than a run of {a.baseline} there (ties count half), from the "
+             "normalized scores; 0.5 is no difference. [95% stratified-bootstrap CI]", ""]
+    lines += md_table(["agent", f"P(agent > {a.baseline})"],
+                      [[agent, estimate_text(e)] for agent, e in a.improvement.items()])
+    return lines + [""]
+
+
+# ---------------------------------------------------------------- figures
+
+def plot_intervals(a: Aggregates, path: Path) -> None:
+    """IQM and mean per agent: the point and its 95% interval as a bar."""
+    from evaluation import plots
+
+    agents = list(a.iqm)
+    fig, axes = plots.figure(8, 1.2 + 0.45 * max(1, len(agents)), ncols=2, sharey=True)
+    for ax, (name, est) in zip(axes, (("IQM", a.iqm), ("mean", a.mean)), strict=True):
+        if not agents:
+            plots.no_data(ax)
+            continue
+        for i, agent in enumerate(agents):
+            e = est[agent]
+            if e.has_interval:
+                ax.plot([e.low, e.high], [i, i], lw=6, alpha=0.35, color=f"C{i}")
+            ax.plot([e.point], [i], "|", ms=14, mew=2, color=f"C{i}")
+        ax.set_yticks(range(len(agents)), agents)
+        ax.set_xlabel(f"{name} of normalized scores")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.suptitle("tick: point estimate; bar: 95% stratified-bootstrap CI over seeds "
+                 "(none: fewer than 3 seeds)", fontsize=8, color="dimgray")
+    plots.save(fig, path)
+
+
+def plot_profile(a: Aggregates, path: Path) -> None:
+    """Fraction of runs (seed × level) above each normalized score, with its interval."""
+    from evaluation import plots
+
+    fig, ax = plots.figure(6, 4)
+    profiles = agg.performance_profile({k: a.matrices[k] for k in a.iqm}, TAUS)
+    if not profiles:
+        plots.no_data(ax)
+    for i, (agent, (frac, band)) in enumerate(profiles.items()):
+        ax.plot(TAUS, frac, color=f"C{i}", lw=1.8,
+                label=f"{agent} ({len(a.seeds[agent])} seeds)")
+        if band is not None:
+            ax.fill_between(TAUS, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
+    if profiles:
+        ax.set_xlabel("normalized score τ")
+        ax.set_ylabel("fraction of runs with score > τ")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        plots.note(ax, "runs: seed × level; band: 95% stratified-bootstrap CI (none: < 3 seeds)")
+    ax.set_title("performance profile", fontsize=10)
+    plots.save(fig, path)
+
+
+def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path) -> None:
+    """IQM of the normalized learning curves over seed × level runs, per agent, with the 95%
+    interval band; `curves[agent]` is (seeds, levels, points)."""
+    from evaluation import plots
+
+    fig, ax = plots.figure()
+    drawn = 0
+    for i, (agent, c) in enumerate(curves.items()):
+        if c.size == 0:
+            continue
+        mid, band = agg.iqm_curve(c)
+        if np.all(np.isnan(mid)):
+            continue
+        ax.plot(grid, mid, color=f"C{i}", lw=1.8, label=f"{agent} ({c.shape[0]} seeds)")
+        if band is not None:
+            ax.fill_between(grid, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
+        drawn += 1
+    ax.set_title("IQM of normalized episode return over all levels", fontsize=10)
+    if not drawn:
+        plots.no_data(ax, "no data yet: no finished episode on every level")
+    else:
+        ax.set_xlabel(plots.STEPS_LABEL)
+        ax.set_ylabel("normalized return (IQM over seed × level)")
+        plots.count_axis(ax.xaxis)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        plots.note(ax, "line: IQM over runs (from where every run has finished an episode); "
+                   "band: 95% stratified-bootstrap CI (none: < 3 seeds)")
+    plots.save(fig, path)
