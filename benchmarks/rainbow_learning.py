@@ -45,15 +45,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from evaluation.aggregate import interval  # noqa: E402
+from evaluation.normalize import published_scale  # noqa: E402
 from evaluation.report import Table, load_runs  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start",
          "Seaquest-Atari2600-v0:Start")
 AGENTS = ("rainbow", "ppo2", "random")
-# Random and human scores: the standard Atari normalization (Mnih et al. 2015, Extended Data
-# Table 2; Wang et al. 2016, Table 5), as used by the Atari 100k benchmark.
-RANDOM = {"Boxing": 0.1, "Freeway": 0.0, "Seaquest": 68.4}
-HUMAN = {"Boxing": 12.1, "Freeway": 29.6, "Seaquest": 42054.7}
+# Random and human scores: evaluation/data/atari_reference_scores.csv (Mnih et al. 2015).
 DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}  # unverified, see above
 THREADS = "--set torch_threads=1 --set tensorboard=false"
 PPO2_ARGS = ("--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
@@ -78,8 +77,10 @@ def game_name(level: str) -> str:
     return level.split("-", 1)[0]
 
 
-def normalized(score: float, game: str) -> float:
-    return (score - RANDOM[game]) / (HUMAN[game] - RANDOM[game])
+def normalized(score: float, level: str) -> float:
+    scale = published_scale(level)
+    assert scale is not None, level
+    return scale(score)
 
 
 def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
@@ -88,19 +89,18 @@ def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
     for j, level in enumerate(GAMES):
         for run in table.cell(agent, level).runs:
             if run.seed < seeds and not math.isnan(run.score):
-                out[run.seed, j] = normalized(run.score, game_name(level))
+                out[run.seed, j] = normalized(run.score, level)
     return out
 
 
 def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[float, float,
                                                                                float]]:
-    from rliable import library as rly
-    from rliable import metrics
-
-    point, interval = rly.get_interval_estimates(
-        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
-    return {a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0]))
-            for a in scores}
+    """rliable's IQM with its 95% stratified-bootstrap interval (evaluation.aggregate)."""
+    out = {}
+    for a, m in scores.items():
+        e = interval(m, "iqm", reps)
+        out[a] = (e.point, e.low, e.high)
+    return out
 
 
 def report(table: Table, args: argparse.Namespace) -> int:
@@ -132,8 +132,8 @@ def report(table: Table, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if importlib.util.find_spec("rliable") is None:
-        print("rliable is missing: install the bench extra (`.venv/bin/pip install -e "
-              "'.[bench]'`)", file=sys.stderr)
+        print("rliable is missing: run `bash scripts/setup.sh` (a base dependency)",
+              file=sys.stderr)
         return 2
     cmd = [sys.executable, "-m", "evaluation", "suite", "--agents", ",".join(AGENTS),
            "--levels", ",".join(GAMES), "--seeds", str(args.seeds), "--budget", str(args.steps),

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ]; then
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install -q --upgrade pip \
          && .venv/bin/python -m pip install -q -e ".[test,cluster]"; } >"$log" 2>&1 \
-     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker, ray" 2>>"$log"; then
+     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker, ray, rliable" 2>>"$log"; then
     tail -n 30 "$log" >&2
     echo "error: the install failed (full log: $log)" >&2
     exit 2
