@@ -208,6 +208,24 @@ def test_backend_options_are_checked(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_run_resources_follow_the_runtime_and_the_agents() -> None:
+    from evaluation.ray_suite import parse_run_gpus, run_resources
+    from roms_setup.errors import UserError
+
+    base = {"agents": ["ppo2", "jerk"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 1,
+            "budget": 10, "wallclock_s": 60.0}
+    opts = RayOptions(cpus=2.0, gpus=parse_run_gpus(["ppo2=0.5"]))
+    docker = run_resources(SuiteConfig(**base, runtime="docker"), "ppo2", opts)
+    assert docker["resources"] == {"docker": 1} and docker["num_gpus"] == 0.5
+    assert docker["memory"] == 4 * 1024**3 and docker["num_cpus"] == 2.0  # the container's limit
+    local = run_resources(SuiteConfig(**base, runtime="local"), "jerk", opts)
+    assert local["resources"] == {} and local["num_gpus"] == 0.0
+    assert local["max_retries"] >= 1 and local["retry_exceptions"] is False
+    for bad in ("ppo2", "ppo2=x", "=1", "ppo2=-1"):
+        with pytest.raises(UserError, match="NAME=N"):
+            parse_run_gpus([bad])
+
+
 def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     from meta_train.configs import CONFIG_DIR
     from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command
