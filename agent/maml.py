@@ -391,6 +391,81 @@ def make_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+class MamlRun:
+    """One run of the agent on the contest connection: adaptation, then `after_adaptation`.
+    `phase` says where it is when the budget ends; `save` writes the network as it is then."""
+
+    def __init__(self, cfg: dict[str, Any], ckpt_path: str, data: dict[str, Any],
+                 settings: Settings, device: torch.device) -> None:
+        self.cfg, self.ckpt_path, self.settings, self.device = cfg, ckpt_path, settings, device
+        self.env, self.counter = agent_env(make_env(copy_obs=False), data["adaptation"])
+        try:
+            self.policy = policy_for_spaces(data, {}, self.env.observation_space,
+                                            self.env.action_space, str(ckpt_path)).to(device)
+        except UserError:
+            self.env.close()
+            raise
+        self.out = output_dir()
+        self.mode = str(cfg["after_adaptation"])
+        self.ppo: PPO | None = None
+        self.logger: TrainLogger | None = None
+        self.phase = "adaptation"
+        self.adapter = Adapter(self.env, self.counter, self.policy, settings, device, self.out)
+
+    def save(self) -> Path | None:
+        if self.out is None:
+            return None
+        if self.phase == "adaptation":
+            load_params(self.policy, self.adapter.params)
+        ppo = self.ppo
+        return save_checkpoint(
+            self.out / CHECKPOINT_NAME, self.policy, config=self.cfg,
+            optimizer=ppo.optimizer if ppo is not None else None,
+            timesteps=self.counter.timesteps, updates=ppo.updates if ppo is not None else 0,
+            episodes=ppo.episodes if ppo is not None else 0,
+            extra={"adapted_from": str(self.ckpt_path),
+                   "adapt_steps_done": self.adapter.done_steps})
+
+    def play(self, seed: int) -> None:
+        """Adapt, save, then act or learn with PPO until an exception (the budget) ends it."""
+        s = self.settings
+        alpha = "learned per-parameter α" if s.step_sizes is not None else f"α={s.lr:g}"
+        print(f"maml agent: adapting {self.ckpt_path} on {self.device}: {s.adapt_steps} inner "
+              f"steps of {s.trajectories}×{s.horizon} steps, {alpha}; then {self.mode}",
+              flush=True)
+        load_params(self.policy, self.adapter.run())
+        self.phase = self.mode
+        self.save()
+        if self.mode == "act":
+            act_forever(self.env, self.policy, self.device)
+            return
+        cfg = self.cfg
+        self.ppo = PPO(self.policy, PPOConfig.from_dict(cfg), self.device)
+        self.logger = TrainLogger(self.out, tensorboard=bool(cfg["tensorboard"]),
+                                  progress_bar=False)
+        save_interval = max(1, int(cfg["save_interval"]))
+
+        def on_update(p: PPO) -> None:
+            if p.updates % save_interval == 0:
+                self.save()
+
+        envs = make_single_vec_env(lambda: self.env)
+        learn(self.ppo, envs, total_timesteps=None, logger=self.logger,
+              log_interval=int(cfg["log_interval"]), on_update=on_update, seed=seed)
+
+    def where(self) -> str:
+        return {"adaptation": f"during adaptation ({self.adapter.done_steps} of "
+                              f"{self.settings.adapt_steps} inner steps done)",
+                "ppo": f"during PPO after adaptation ({self.ppo.updates if self.ppo else 0} "
+                       "updates)",
+                "act": "while acting with the adapted policy"}[self.phase]
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+        self.env.close()
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -406,73 +481,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(seed)
     set_torch_threads(int(cfg["torch_threads"]))
     device = pick_device(str(cfg["device"]))
-    settings = Settings.from_checkpoint(data, cfg, device)
-
-    env, counter = agent_env(make_env(copy_obs=False), data["adaptation"])
+    run = MamlRun(cfg, ckpt_path, data, Settings.from_checkpoint(data, cfg, device), device)
     try:
-        policy = policy_for_spaces(data, {}, env.observation_space, env.action_space,
-                                   str(ckpt_path)).to(device)
-    except UserError:
-        env.close()
-        raise
-    out = output_dir()
-    mode = str(cfg["after_adaptation"])
-    ppo: PPO | None = None
-    logger: TrainLogger | None = None
-    phase = "adaptation"
-    adapter = Adapter(env, counter, policy, settings, device, out)
-
-    def save() -> Path | None:
-        if out is None:
-            return None
-        if phase == "adaptation":
-            load_params(policy, adapter.params)
-        return save_checkpoint(
-            out / CHECKPOINT_NAME, policy, config=cfg,
-            optimizer=ppo.optimizer if ppo is not None else None,
-            timesteps=counter.timesteps, updates=ppo.updates if ppo is not None else 0,
-            episodes=ppo.episodes if ppo is not None else 0,
-            extra={"adapted_from": str(ckpt_path), "adapt_steps_done": adapter.done_steps})
-
-    alpha = "learned per-parameter α" if settings.step_sizes is not None else f"α={settings.lr:g}"
-    print(f"maml agent: adapting {ckpt_path} on {device}: {settings.adapt_steps} inner steps of "
-          f"{settings.trajectories}×{settings.horizon} steps, {alpha}; then {mode}", flush=True)
-    try:
-        load_params(policy, adapter.run())
-        phase = mode
-        save()
-        if mode == "act":
-            act_forever(env, policy, device)
-        else:
-            ppo = PPO(policy, PPOConfig.from_dict(cfg), device)
-            logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False)
-            save_interval = max(1, int(cfg["save_interval"]))
-
-            def on_update(p: PPO) -> None:
-                if p.updates % save_interval == 0:
-                    save()
-
-            envs = make_single_vec_env(lambda: env)
-            learn(ppo, envs, total_timesteps=None, logger=logger,
-                  log_interval=int(cfg["log_interval"]), on_update=on_update, seed=seed)
+        run.play(seed)
     except BudgetExhausted as e:
-        path = save()
-        where = {"adaptation": f"during adaptation ({adapter.done_steps} of "
-                               f"{settings.adapt_steps} inner steps done)",
-                 "ppo": f"during PPO after adaptation ({ppo.updates if ppo else 0} updates)",
-                 "act": "while acting with the adapted policy"}[phase]
-        print(f"maml agent: budget spent {where} after {counter.timesteps} timesteps "
+        path = run.save()
+        print(f"maml agent: budget spent {run.where()} after {run.counter.timesteps} timesteps "
               f"({e.reason}); model: {path or 'not saved (no output dir)'}", flush=True)
         return 0
     except RemoteEnvClosed as e:
-        save()
-        print(f"maml agent: the server closed the connection {'during ' + phase}: {e}",
+        run.save()
+        print(f"maml agent: the server closed the connection {'during ' + run.phase}: {e}",
               file=sys.stderr)
         return 1
     finally:
-        if logger is not None:
-            logger.close()
-        env.close()
+        run.close()
     return 0
 
 
