@@ -1,4 +1,5 @@
-"""Training logs: `DIR/progress.csv` (always), TensorBoard events and a tqdm bar (when installed).
+"""Training logs: `DIR/progress.csv` (always), TensorBoard events and progress on stderr (a tqdm
+bar on a terminal, plain lines in a log: `evaluation.progress`).
 
 The agent image has neither tensorboard nor tqdm: both are optional here.
 """
@@ -7,13 +8,35 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
 PROGRESS_CSV = "progress.csv"
+# TensorBoard tags as CleanRL names them (docs: cleanrl ppo_atari.py), so that dashboards and
+# scripts made for CleanRL runs read ours; episodic return and length are the mean of the last
+# 100 finished episodes here (CleanRL logs each episode), at the row's timesteps.
+TB_TAGS = {
+    "mean_return": "charts/episodic_return", "mean_length": "charts/episodic_length",
+    "fps": "charts/SPS", "lr": "charts/learning_rate", "updates": "charts/updates",
+    "episodes": "charts/episodes", "loss": "losses/loss", "pg_loss": "losses/policy_loss",
+    "vf_loss": "losses/value_loss", "entropy": "losses/entropy", "approx_kl": "losses/approx_kl",
+    "clipfrac": "losses/clipfrac", "explained_var": "losses/explained_variance",
+}
+
+
+def tb_tag(key: str) -> str:
+    """CleanRL's tag for a progress.csv column; other losses under losses/, the rest charts/."""
+    return TB_TAGS.get(key, f"losses/{key}" if key.endswith("loss") else f"charts/{key}")
+
+
+def config_text(config: dict[str, Any]) -> str:
+    """The run's config as CleanRL logs it: a markdown table under `hyperparameters`."""
+    rows = "\n".join(f"|{k}|{v}|" for k, v in sorted(config.items()))
+    return f"|param|value|\n|-|-|\n{rows}"
+
+
 CSV_FIELDS = (
     "timesteps", "updates", "episodes", "mean_return", "mean_length", "fps", "time_s",
     "loss", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac", "explained_var", "lr",
@@ -47,7 +70,7 @@ class TrainLogger:
 
     def __init__(self, out_dir: str | Path | None, total_timesteps: int | None = None,
                  start_timesteps: int = 0, tensorboard: bool = True, progress_bar: bool = True,
-                 resume: bool = False) -> None:
+                 resume: bool = False, config: dict[str, Any] | None = None) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.start_time = time.monotonic()
         self._csv_file: TextIO | None = None
@@ -70,17 +93,14 @@ class TrainLogger:
                     from torch.utils.tensorboard import SummaryWriter
 
                     self._tb = SummaryWriter(str(self.out_dir / "tb"))
+                    if config:
+                        self._tb.add_text("hyperparameters", config_text(config))
                 except ImportError:  # no tensorboard (e.g. in the agent image)
                     self._tb = None
-        if progress_bar:
-            try:
-                from tqdm import tqdm
+        if progress_bar:  # a tqdm bar on a terminal, plain lines in a log (or without tqdm)
+            from evaluation.progress import progress
 
-                self._bar = tqdm(total=total_timesteps, initial=start_timesteps, unit="step",
-                                 dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
-                                 disable=None)
-            except ImportError:
-                self._bar = None
+            self._bar = progress(total_timesteps, start_timesteps, unit="step")
 
     def advance(self, timesteps: int, postfix: dict[str, Any] | None = None) -> None:
         """Move the progress bar to `timesteps` (total so far)."""
@@ -99,7 +119,7 @@ class TrainLogger:
             step = int(row.get("timesteps", 0))
             for key, value in row.items():
                 if key != "timesteps" and isinstance(value, int | float) and math.isfinite(value):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+                    self._tb.add_scalar(tb_tag(key), value, step)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     ppo = PPO(policy, PPOConfig.from_dict(cfg), device)
     out = output_dir()
-    logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False)
+    logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False,
+                         config=cfg)
     save_interval = max(1, int(cfg["save_interval"]))
 
     def save(path_dir: Path | None) -> Path | None:

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     envs, agent = _connect(cfg, rcfg, device, saved, resuming, source)
     init = None if resuming or saved is None else source
     logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False,
-                         resume=resuming)
+                         resume=resuming, config=cfg)
     save_every = max(1, int(cfg["save_interval"]))
 
     def save() -> Path | None:

@@ -191,7 +191,7 @@ def learn_levels(run: LevelRun, timesteps: int, resume: bool) -> int:
     cfg, ppo = run.cfg, run.ppo
     logger = TrainLogger(run.ckpt_path.parent, total_timesteps=timesteps,
                          start_timesteps=ppo.timesteps, tensorboard=bool(cfg["tensorboard"]),
-                         resume=resume)
+                         resume=resume, config=cfg)
     try:
         try:
             collector = learn(ppo, run.envs, total_timesteps=timesteps, logger=logger,

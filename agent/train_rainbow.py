@@ -67,7 +67,8 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
     print(f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
           f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps", flush=True)
     logger = TrainLogger(out, total_timesteps=timesteps, start_timesteps=agent.timesteps,
-                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None)
+                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None,
+                         config=cfg)
     try:
         tracker = learn(agent, envs, total_timesteps=timesteps, logger=logger,
                         log_interval=int(cfg["log_interval"]), on_step=on_step,

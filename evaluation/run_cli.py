@@ -6,6 +6,9 @@ import argparse
 import shlex
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -57,6 +60,32 @@ def split_command(text: str | None) -> list[str] | None:
         raise UserError(f"--agent-cmd {text!r}: {e} (quote it as a shell would)") from None
 
 
+@contextmanager
+def watch_progress(out: Path, budget: int, desc: str, tick_s: float = 1.0) -> Iterator[None]:
+    """A progress bar with ETA (plain lines without a terminal) that follows the run's
+    progress.csv in `out` while the body runs."""
+    from evaluation.progress import progress
+    from evaluation.suite import last_timesteps
+
+    bar = progress(budget, 0, unit="step", desc=desc, unit_scale=True)
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.wait(tick_s):
+            bar.n = min(budget, last_timesteps(out))
+            bar.refresh()
+
+    thread = threading.Thread(target=follow, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.n = min(budget, last_timesteps(out))
+        bar.close()
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -90,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout_s=args.idle_timeout,
     )
     signal.signal(signal.SIGTERM, _terminate)  # clean up the server and agent, like Ctrl-C
-    results = run_one(spec)
+    with watch_progress(args.out, args.budget, f"{args.agent} {args.level}"):
+        results = run_one(spec)
     print(summary(results) + f" results={args.out}", flush=True)
     return exit_code(results, args.out)
 

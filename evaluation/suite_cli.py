@@ -158,12 +158,12 @@ def suite_dir(args: argparse.Namespace) -> Path:
 
 
 def progress_bar(total: int, initial: int) -> Any:
-    from tqdm import tqdm
+    """A bar with ETA on a terminal; plain progress lines in a log (evaluation.progress)."""
+    from evaluation.progress import progress
 
-    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
-                smoothing=0.1, file=sys.stderr,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]"
-                           "{postfix}")
+    return progress(total, initial, unit="step", desc="suite", unit_scale=True,
+                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]"
+                               "{postfix}")
 
 
 def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,

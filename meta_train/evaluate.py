@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from agent.policies import build_policy
+from evaluation.progress import progress
 from meta_train.maml import MetaLearner
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, describe
@@ -30,8 +31,10 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training it
 
 def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dict[str, Any]],
                      count: int, steps: int, seed: int,
-                     lrs: Sequence[float] | None = None, return_scale: float = 1.0) -> np.ndarray:
-    """Mean return per task (tasks, steps + 1) after 0..steps inner steps, × `return_scale`."""
+                     lrs: Sequence[float] | None = None, return_scale: float = 1.0,
+                     tick: Callable[[], None] = lambda: None) -> np.ndarray:
+    """Mean return per task (tasks, steps + 1) after 0..steps inner steps, × `return_scale`;
+    `tick` is called after each step's sampling (progress)."""
     # seed of (task i, step j) independent of `steps`: runs with 1 or 3 steps share step 0
     seeds = np.array([[np.random.SeedSequence([seed, EVAL_SEED_OFFSET, i, j])
                        .generate_state(1, dtype=np.uint32)[0] for j in range(steps + 1)]
@@ -41,6 +44,7 @@ def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dic
     for j in range(steps + 1):
         trajs = sampler.sample([(current[i], t, int(seeds[i, j])) for i, t in enumerate(tasks)],
                                count)
+        tick()
         for i, traj in enumerate(trajs):
             out[i, j] = traj.returns().mean() * return_scale
             if j < steps:
@@ -91,12 +95,15 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
                                               pdata["config"])
     results: dict[str, list[float]] = {}
     per_task: dict[str, np.ndarray] = {}
+    # progress in sampling rounds: each policy samples all tasks once per step (0..adapt_steps)
+    bar = progress(len(learners) * (adapt_steps + 1), unit="round", desc="evaluate")
     for label, learner in learners.items():
         with make_sampler(cfg, learner.policy, dist, count=count, workers=workers) as sampler:
             curve = adaptation_curve(learner, sampler, task_list, count, adapt_steps, seed,
-                                     inner_lr, dist.return_scale)
+                                     inner_lr, dist.return_scale, tick=lambda: bar.update(1))
         per_task[label] = curve
         results[label] = [float(x) for x in curve.mean(axis=0)]
+    bar.close()
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,21 +187,30 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(out / "tb"), purge_step=start)
+            if start == 0:
+                from agent.logging import config_text
+
+                self.tb.add_text("hyperparameters", config_text(flat_config(cfg)))
         self.bar: Any = None
         if progress:
-            from tqdm import tqdm
+            from evaluation.progress import progress as progress_bar  # or plain lines in a log
 
-            self.bar = tqdm(total=int(cfg["iterations"]), initial=start, unit="it",
-                            file=sys.stderr, dynamic_ncols=True, disable=None, desc=desc)
+            self.bar = progress_bar(int(cfg["iterations"]), start, unit="it", desc=desc)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(
                 {k: _fmt(row.get(k, math.nan)) for k in self.fields})
         if self.tb is not None:
+            # each curve twice: by meta-iteration (meta/) and by environment steps so far
+            # (by_env_steps/, as CleanRL's global_step), when the row counts them
+            steps = row.get("env_steps")
             for k, v in row.items():
-                if k != "iteration" and isinstance(v, int | float) and math.isfinite(v):
+                if k not in ("iteration", "env_steps") and isinstance(v, int | float) \
+                        and math.isfinite(v):
                     self.tb.add_scalar(f"meta/{k}", v, row["iteration"])
+                    if isinstance(steps, int | float) and math.isfinite(steps):
+                        self.tb.add_scalar(f"by_env_steps/{k}", v, int(steps))
             self.tb.flush()
 
     def advance(self, row: dict[str, Any]) -> None:
@@ -217,6 +225,17 @@ class MetricsLog:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`task.levels`-style keys for a nested config (one row each in TensorBoard's text)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _saved_run(ckpt_path: Path, resume: bool) -> dict[str, Any] | None:

@@ -1,0 +1,79 @@
+"""Progress without a terminal (plain lines at an interval) and TensorBoard tags as CleanRL names
+them."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.logging import TrainLogger
+from evaluation.progress import PlainProgress, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+LINE = re.compile(r"^(?P<desc>.+): (?P<n>[\d.k]+)/(?P<total>[\d.k]+) steps \((?P<pct>\d+)%\), "
+                  r"\S+ elapsed(, ETA \S+)?")
+
+
+def test_plain_progress_lines() -> None:
+    out = io.StringIO()
+    bar = progress(1000, 0, desc="job", file=out)  # a StringIO is no terminal
+    assert isinstance(bar, PlainProgress)
+    bar.every_s = 0.0
+    bar.update(250)
+    bar.set_postfix_str("runs 1/4")
+    bar.n = 1000
+    bar.close()
+    bar.close()  # once only
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("job: 250/1000 steps (25%), ") and ", ETA " in lines[0]
+    assert lines[-1].startswith("job: 1000/1000 steps (100%)") and "ETA" not in lines[-1]
+    assert lines[-1].endswith("runs 1/4") and len(lines) == 3
+
+
+def test_plain_progress_waits_its_interval() -> None:
+    out = io.StringIO()
+    bar = PlainProgress(100, desc="slow", file=out, every_s=3600)
+    for _ in range(100):
+        bar.update(1)
+    assert out.getvalue() == ""  # nothing within the interval
+    bar.close()
+    assert out.getvalue().count("\n") == 1 and "100/100 steps (100%)" in out.getvalue()
+
+
+def test_evaluation_run_prints_progress_lines_in_a_log(tmp_path: Path) -> None:
+    env = {**os.environ, "PROGRESS_INTERVAL_S": "0.5"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation", "run", "--agent", "random", "--level",
+         "Airstriker-Genesis-v0:Level1", "--budget", "1000", "--out", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [m for m in map(LINE.match, proc.stderr.splitlines()) if m]
+    assert lines, proc.stderr
+    assert all(m["desc"] == "random Airstriker-Genesis-v0:Level1" for m in lines)
+    assert lines[-1]["n"] == "1000" and lines[-1]["pct"] == "100"
+    assert "\r" not in proc.stderr  # no redrawn bar in a log
+
+
+def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TrainLogger(tmp_path, tensorboard=True, progress_bar=False,
+                         config={"lr": 2e-4, "nsteps": 128})
+    logger.log({"timesteps": 512, "updates": 1, "episodes": 3, "mean_return": 1.5,
+                "mean_length": 40.0, "fps": 300.0, "pg_loss": 0.1, "vf_loss": 0.2,
+                "entropy": 1.7, "approx_kl": 0.01, "clipfrac": 0.1, "explained_var": 0.3,
+                "lr": 2e-4, "td_loss": 0.5})
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS",
+            "charts/learning_rate", "losses/value_loss", "losses/policy_loss", "losses/entropy",
+            "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+            "losses/td_loss"} <= scalars
+    assert events.Scalars("charts/episodic_return")[0].step == 512
+    assert "hyperparameters/text_summary" in events.Tags()["tensors"]
