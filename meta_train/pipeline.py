@@ -310,44 +310,41 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path,
                        title: str = "MAML meta-training (training levels)") -> bool:
     if not rows:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evaluation import plots
 
     its = _floats(rows, "iteration")
     steps = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("return_"))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plots.figure(6, 3.5)
     for j in steps:
         ax.plot(its, _floats(rows, f"return_{j}"), marker=".",
-                label="before adaptation" if j == 0 else f"after {j} step(s)")
+                label="before adaptation" if j == 0 else f"after {j} inner step(s)")
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean trajectory return")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.set_ylabel("mean trajectory return (game units)")
+    plots.count_axis(ax.xaxis)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    plots.note(ax, "each point: mean over the iteration's sampled levels and trajectories")
+    plots.save(fig, path)
     return True
 
 
 def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
-    key = "mean_return" if rows and "mean_return" in rows[0] else None
-    if key is None:
+    if not rows or "mean_return" not in rows[0]:
         return False
-    import matplotlib
+    from evaluation import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(_floats(rows, "timesteps"), _floats(rows, key))
-    ax.set_xlabel("timesteps")
-    ax.set_ylabel(key)
-    ax.set_title("joint PPO (training levels)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig, ax = plots.figure(6, 3.5)
+    x, y = _floats(rows, "timesteps"), _floats(rows, "mean_return")
+    if all(v != v for v in y):  # NaN everywhere: no episode finished yet
+        plots.no_data(ax, "no data yet: no finished episode")
+    else:
+        ax.plot(x, y)
+        ax.set_xlabel(plots.STEPS_LABEL)
+        ax.set_ylabel("episode return (mean of last 100, game units)")
+        plots.count_axis(ax.xaxis)
+        plots.note(ax, "all training levels together")
+    ax.set_title("joint PPO (training levels)", fontsize=10)
+    plots.save(fig, path)
     return True
 
 
@@ -372,8 +369,48 @@ def meta_section(out: Path, stage: str, title: str, png: str) -> list[str]:
     return lines
 
 
-def stage_report(p: Pipeline, sonic: bool) -> Path:
+def report_section(text: str, heading: str) -> list[str]:
+    """The lines of a markdown section (`heading` up to the next heading of its level or
+    above), without the heading; [] when absent."""
+    lines = text.splitlines()
+    level = len(heading) - len(heading.lstrip("#"))
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return []
+    out = []
+    for line in lines[start + 1:]:
+        hashes = len(line) - len(line.lstrip("#"))
+        if 0 < hashes <= level and line[hashes:hashes + 1] == " ":
+            break
+        out.append(line)
+    return out
+
+
+def evaluation_section(suite_report: Path) -> list[str]:
+    """The suite's overall table, aggregate figures and probability of improvement, with the
+    links made relative to the pipeline's report."""
     from evaluation.suite_cli import overall_table
+
+    text = suite_report.read_text()
+    lines = [overall_table(suite_report), "",
+             "IQM and mean: of the normalized scores over all seed × level runs, with 95% "
+             "stratified-bootstrap confidence intervals over seeds (rliable); raw: game units. "
+             "Normalization, per-level tables, learning curves and each agent's best and median "
+             "episode per level: [suite/report.md](suite/report.md).", ""]
+    for png, alt in (("intervals.png", "IQM and mean with intervals"),
+                     ("profile.png", "performance profile"),
+                     ("curves/overall.png", "IQM learning curves")):
+        if (suite_report.parent / png).is_file():
+            lines += [f"![{alt}](suite/{png})", ""]
+    poi = report_section(text, "### Probability of improvement")
+    if poi:
+        heading = next(line for line in text.splitlines()
+                       if line.startswith("### Probability of improvement"))
+        lines += [heading, *poi]
+    return lines
+
+
+def stage_report(p: Pipeline, sonic: bool) -> Path:
 
     out = p.out
     joint_rows = read_csv(out / "joint" / "progress.csv")
@@ -409,9 +446,7 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
     lines += ["## Evaluation on the held-out levels", ""]
     suite_report = out / "suite" / "report.md"
     if suite_report.is_file():
-        lines += [overall_table(suite_report), "",
-                  "Per level, curves and the contest's reference scores: "
-                  "[suite/report.md](suite/report.md).", ""]
+        lines += evaluation_section(suite_report)
     lines += ["## Agents", "",
               "- **maml**: `agent.maml` with the meta-trained initialization: inner "
               "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
@@ -426,8 +461,9 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
               ""]
     if not sonic:
         lines += ["These are Atari 2600 games, not Sonic levels: the pipeline's ROM-free "
-                  "default. Scores are game scores; compare agents with each other, not with "
-                  "the Sonic contest's numbers.", ""]
+                  "default. Raw scores are game scores; normalized scores use the published "
+                  "random and human scores (0 = random play, 1 = human). Compare agents with "
+                  "each other, not with the Sonic contest's numbers.", ""]
     path = out / "report.md"
     write_atomic(path, "\n".join(lines))
     return path
