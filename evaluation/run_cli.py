@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from evaluation.contest_rules import WALLCLOCK_S
-from evaluation.runner import RunSpec, run_one
+from evaluation.runner import RunSpec, check_results_dir, check_spec, run_one
 from evaluation.serve_cli import summary
 from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import Level
@@ -118,11 +118,29 @@ def main(argv: list[str] | None = None) -> int:
         cpus=args.cpus,
         idle_timeout_s=args.idle_timeout,
     )
+    # bad input is one line, before the progress bar's first line
+    check_spec(spec)
+    check_results_dir(spec.results_dir)
+    check_docker_paths(spec)
     signal.signal(signal.SIGTERM, _terminate)  # clean up the server and agent, like Ctrl-C
     with watch_progress(args.out, args.budget, f"{args.agent} {args.level}"):
         results = run_one(spec)
     print(summary(results) + f" results={args.out}", flush=True)
     return exit_code(results, args.out)
+
+
+def check_docker_paths(spec: RunSpec) -> None:
+    """A container sees no host file: an agent argument naming one is a mistake to say."""
+    if spec.runtime != "docker":
+        return
+    for arg in spec.agent_args:
+        value = arg.partition("=")[2] if arg.startswith("-") else arg
+        if value and ("/" in value or "." in value) and Path(value).exists():
+            raise UserError(
+                f"agent argument {arg!r} names a file on this machine, which the container "
+                f"cannot see: bake a checkpoint into an image (`evaluation build --agent "
+                f"{spec.agent} --checkpoint FILE --tag TAG`, then `run --image TAG`), or use "
+                "--runtime local")
 
 
 ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them

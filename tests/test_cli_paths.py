@@ -56,7 +56,7 @@ def test_train_then_fine_tune_with_relative_checkpoint(tmp_path: Path) -> None:
                   "cpu", *TINY_PPO)
     assert proc.returncode == 0, proc.stderr
     assert load_checkpoint(tmp_path / "runs/joint/checkpoint.pt")["timesteps"] == 64
-    run = [*SONIC_MAML, "run", "--agent", "ppo2", "--level", LEVEL, "--budget", "200"]
+    run = [*SONIC_MAML, "run", "--agent", "ppo2", "--level", LEVEL, "--budget", "100"]
     proc = in_dir(tmp_path, *run, "--out", "results/ft", "--", "--checkpoint",
                   "runs/joint/checkpoint.pt", *TINY_PPO)
     assert proc.returncode == 0, proc.stderr

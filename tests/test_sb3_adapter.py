@@ -68,8 +68,8 @@ def test_a_library_that_resets_at_will_fails_raw_and_runs_adapted(tmp_path: Path
 
 def test_stable_baselines3_ppo_learns_in_the_contest(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3", reason="Stable-Baselines3 is the bench extra")
-    proc, res = run(tmp_path, "sb3", "--agent", "sb3_ppo", "--budget", "400", "--", "--n-steps",
+    proc, res = run(tmp_path, "sb3", "--agent", "sb3_ppo", "--budget", "150", "--", "--n-steps",
                     "64", "--batch-size", "32", "--device", "cpu")
     log = (tmp_path / "sb3" / "agent.log").read_text()
     assert proc.returncode == 0 and res["status"] == "budget", log[-2000:]
-    assert "budget spent after" in log and res["timesteps"] == 400
+    assert "budget spent after" in log and res["timesteps"] == 150
