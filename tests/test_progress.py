@@ -77,3 +77,22 @@ def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
             "losses/td_loss"} <= scalars
     assert events.Scalars("charts/episodic_return")[0].step == 512
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
+
+
+def test_meta_training_curves_by_iteration_and_env_steps(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from meta_train.train import MetricsLog
+
+    log = MetricsLog(tmp_path, {"adapt_steps": 1, "iterations": 2, "task": {"kind": "x"}}, 0,
+                     "meta", progress=False)
+    for it in range(2):
+        log.write({"iteration": it, "return_0": 1.0 + it, "return_1": 2.0 + it,
+                   "env_steps": 8192 * (it + 1)})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("meta/return_1")] == [0, 1]
+    assert [e.step for e in events.Scalars("by_env_steps/return_1")] == [8192, 16384]
+    assert "meta/env_steps" not in events.Tags()["scalars"]
+    assert "hyperparameters/text_summary" in events.Tags()["tensors"]
