@@ -442,7 +442,7 @@ class MamlRun:
         cfg = self.cfg
         self.ppo = PPO(self.policy, PPOConfig.from_dict(cfg), self.device)
         self.logger = TrainLogger(self.out, tensorboard=bool(cfg["tensorboard"]),
-                                  progress_bar=False)
+                                  progress_bar=False, config=cfg)
         save_interval = max(1, int(cfg["save_interval"]))
 
         def on_update(p: PPO) -> None:
