@@ -226,6 +226,20 @@ def test_run_resources_follow_the_runtime_and_the_agents() -> None:
             parse_run_gpus([bad])
 
 
+def test_copied_back_files_write_results_json_last(tmp_path: Path) -> None:
+    """A copy that fails half-way leaves no results.json: the run does not look finished."""
+    from evaluation.ray_suite import write_run_files
+
+    run = tmp_path / "run"
+    good = {"results.json": b"{}", "monitor.csv": b"r,l,t\n", "agent/model.pt": b"w"}
+    write_run_files(run, good)
+    assert {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()} == set(good)
+    broken = {"results.json": b"{}", "agent": b"a file", "agent/model.pt": b"w"}
+    with pytest.raises(OSError):
+        write_run_files(run, broken)
+    assert not (run / "results.json").exists() and not (run / "monitor.csv").exists()
+
+
 def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     from meta_train.configs import CONFIG_DIR
     from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command
