@@ -105,8 +105,10 @@ def test_overall_is_undefined_when_a_level_has_no_score(tmp_path: Path) -> None:
 def test_report_files(suite_dir: Path) -> None:
     report = write_report(suite_dir)
     text = report.read_text()
-    assert "| A | 64.0 ± 61.5 | 2/2 | 2 | 7 | 1350 | 4 | 0 |" in text
-    assert "| B | 32.5 | 2/2 | 1 |" in text
+    # normalized (no published reference: the best agent's mean per level is 1, so A's runs
+    # are 15/22.5, 30/22.5, 200/105.5, 11/105.5): IQM 1.00, mean 1.00; raw 64.0 ± 61.5
+    assert "| A | 1.00 | 1.00 | 64.0 ± 61.5 | 2 | 7 | 1350 | 4 | 0 |" in text
+    assert "| B | 0.35 | 0.35 | 32.5 | 1 |" in text  # seed 0 only: 5/22.5 and 50/105.5
     assert f"| `{L1}` | 22.5 ± 10.6 (2) | 5.00 (1) †" in text
     assert "B · `Game-v0:Stage1` · seed 0: wallclock" in text
     assert "B · `Game-v0:Stage1` · seed 1: not a single step played (no score)" in text
