@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+from roms_setup.commands import dispatch
 from roms_setup.errors import exit_on_user_error
 
 COMMANDS = {
@@ -18,26 +18,11 @@ COMMANDS = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: python -m evaluation COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<8} {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines.append("\n`python -m evaluation COMMAND --help` for a command's options.")
-    return "\n".join(lines)
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"error: unknown command {name!r}: choose one of {', '.join(COMMANDS)}",
-              file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {name: (module, (), desc) for name, (module, desc) in COMMANDS.items()}
+    return dispatch("python -m evaluation", "The contest on one's own machine.", commands, argv)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ options; `sonic-maml COMMAND --help` shows them. This module sits at the top of 
 from __future__ import annotations
 
 import argparse
-import importlib
 import runpy
 import sys
-from collections.abc import Callable
 
 from evaluation.__main__ import COMMANDS as EVALUATION_COMMANDS
+from roms_setup.commands import Command, command_parser, load_main, parse_command
 from roms_setup.errors import UserError, exit_on_user_error
 
-# name → (module with main(argv), argv prefix, one-line description)
-Command = tuple[str, tuple[str, ...], str]
 COMMANDS: dict[str, Command] = {
     "roms": ("roms_setup.cli", (), "ROMs and level sets: import, status, levels"),
     **{name: (module, (), desc) for name, (module, desc) in EVALUATION_COMMANDS.items()},
@@ -36,29 +33,18 @@ COMMANDS: dict[str, Command] = {
     "reproduction": ("meta_train.reproduction", (),
                      "curves and tables of the MAML reproduction runs"),
     "study": ("meta_train.study", (), "the HalfCheetah meta-optimizer study"),
+    # `sonic-maml agent NAME ...` runs `python -m agent.NAME ...`
+    "agent": ("meta_train.console", (), "run an agent: `sonic-maml agent jerk` = "
+              "python -m agent.jerk"),
 }
-AGENT = "agent"  # `sonic-maml agent NAME ...` runs `python -m agent.NAME ...`
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sonic-maml", description="Few-shot RL on the Retro Contest levels: MAML "
-        "meta-training, contest-style evaluation, baselines.",
+    return command_parser(
+        "sonic-maml", "Few-shot RL on the Retro Contest levels: MAML meta-training, "
+        "contest-style evaluation, baselines.", COMMANDS,
         epilog="`sonic-maml COMMAND --help` for a command's options. Every command is also "
         "`python -m MODULE` (e.g. python -m evaluation run).")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, _, desc) in COMMANDS.items():
-        sp = sub.add_parser(name, help=desc, add_help=False)
-        sp.add_argument("args", nargs=argparse.REMAINDER)
-    sp = sub.add_parser(AGENT, help="run an agent: `sonic-maml agent jerk` = python -m agent.jerk",
-                        add_help=False)
-    sp.add_argument("args", nargs=argparse.REMAINDER)
-    return p
-
-
-def command_main(name: str) -> tuple[Callable[[list[str]], int], tuple[str, ...]]:
-    module, prefix, _ = COMMANDS[name]
-    return importlib.import_module(module).main, prefix
 
 
 def run_agent(args: list[str]) -> int:
@@ -80,21 +66,10 @@ def run_agent(args: list[str]) -> int:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # `--` after the command name: everything after it is the command's, options included
-    given = argv[:1] + ["--", *argv[1:]] if argv[:1] and not argv[0].startswith("-") else argv
-    args = parser().parse_args(given)
-    rest = _strip_separator(args.args)
-    if args.command == AGENT:
+    name, rest = parse_command(parser(), list(sys.argv[1:] if argv is None else argv))
+    if name == "agent":
         return run_agent(rest)
-    main_of, prefix = command_main(args.command)
-    return int(main_of([*prefix, *rest]) or 0)
-
-
-def _strip_separator(args: list[str]) -> list[str]:
-    """REMAINDER keeps the `--` put in front of the command's own arguments: drop that one."""
-    return args[1:] if args[:1] == ["--"] else args
-
+    return load_main(COMMANDS[name])(rest)
 
 if __name__ == "__main__":
     raise SystemExit(main())
