@@ -7,9 +7,9 @@ A score matrix is one agent's normalized scores, shape (seeds, levels): a row pe
 score on every level. The point estimates are rliable's own functions (`rliable.metrics`). The
 intervals are rliable's procedure, a stratified bootstrap (seeds resampled with replacement within
 each level) with percentile intervals, done here with NumPy on all replications at once: rliable
-runs `func` once per replication through `arch`, which took 61 s for 20,000 IQM replications of a
-3 × 4 matrix on the loaded 2-core machine, and a report needs dozens of them.
-`tests/test_aggregate.py` checks these intervals against `rliable.library.get_interval_estimates`.
+runs `func` once per replication through `arch`, hundreds of times slower, and a report needs
+dozens of intervals (`benchmarks/report_bootstrap.py`, figures in docs/benchmarks.md).
+`tests/test_report_aggregates.py` checks them against `rliable.library.get_interval_estimates`.
 
 With fewer than `MIN_SEEDS` seeds no interval is computed: the point estimate stands alone and the
 report says so.
