@@ -45,10 +45,13 @@ def no_data(ax: Any, text: str = "no data yet") -> None:
     ax.set_yticks([])
 
 
+NOTE_GID = "band-note"
+
+
 def note(ax: Any, text: str) -> None:
-    """What the line and the band are, written in the figure's lower corner."""
-    ax.text(0.01, 0.01, text, transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
-            color="dimgray", wrap=True)
+    """What the line and the band are, written under the plot (never over the data)."""
+    ax.figure.text(0.01, 0.01, text, ha="left", va="bottom", fontsize=7, color="dimgray",
+                   gid=NOTE_GID)
 
 
 def save(fig: Any, path: Path) -> None:
@@ -57,7 +60,8 @@ def save(fig: Any, path: Path) -> None:
 
     from evaluation.report import write_atomic
 
-    fig.tight_layout()
+    noted = any(t.get_gid() == NOTE_GID for t in fig.texts)
+    fig.tight_layout(rect=(0, 0.05 if noted else 0, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from evaluation.report import Table
 
 DEFAULT_BASELINE = "ppo2"
-TAUS = np.linspace(0.0, 2.0, 81)  # performance profile thresholds (normalized score)
+PROFILE_POINTS = 101
+
+
+def profile_taus(matrices: dict[str, np.ndarray]) -> np.ndarray:
+    """Thresholds of the performance profile: from min(0, lowest score) to max(1, highest)."""
+    values = np.concatenate([m.ravel() for m in matrices.values()] + [np.array([0.0, 1.0])])
+    return np.linspace(min(0.0, values.min()), max(1.0, values.max()), PROFILE_POINTS)
 
 
 @dataclass
@@ -152,14 +158,16 @@ def plot_profile(a: Aggregates, path: Path) -> None:
     from evaluation import plots
 
     fig, ax = plots.figure(6, 4)
-    profiles = agg.performance_profile({k: a.matrices[k] for k in a.iqm}, TAUS)
+    matrices = {k: a.matrices[k] for k in a.iqm}
+    taus = profile_taus(matrices)
+    profiles = agg.performance_profile(matrices, taus)
     if not profiles:
         plots.no_data(ax)
     for i, (agent, (frac, band)) in enumerate(profiles.items()):
-        ax.plot(TAUS, frac, color=f"C{i}", lw=1.8,
-                label=f"{agent} ({len(a.seeds[agent])} seeds)")
+        ax.plot(taus, frac, color=f"C{i}", lw=1.8,
+                label=f"{agent} ({len(a.seeds[agent])} seed(s))")
         if band is not None:
-            ax.fill_between(TAUS, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
+            ax.fill_between(taus, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
     if profiles:
         ax.set_xlabel("normalized score τ")
         ax.set_ylabel("fraction of runs with score > τ")
@@ -184,7 +192,7 @@ def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path)
         mid, band = agg.iqm_curve(c)
         if np.all(np.isnan(mid)):
             continue
-        ax.plot(grid, mid, color=f"C{i}", lw=1.8, label=f"{agent} ({c.shape[0]} seeds)")
+        ax.plot(grid, mid, color=f"C{i}", lw=1.8, label=f"{agent} ({c.shape[0]} seed(s))")
         if band is not None:
             ax.fill_between(grid, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
         drawn += 1
