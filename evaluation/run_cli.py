@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from evaluation.contest_rules import WALLCLOCK_S
+from evaluation.records import lock_dir
 from evaluation.runner import RunSpec, check_results_dir, check_spec, run_one
 from evaluation.serve_cli import summary
 from roms_setup.errors import UserError, exit_on_user_error
@@ -118,15 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         cpus=args.cpus,
         idle_timeout_s=args.idle_timeout,
     )
-    # bad input is one line, before the progress bar's first line
-    check_spec(spec)
-    check_results_dir(spec.results_dir)
-    check_docker_paths(spec)
+    preflight(spec)
     signal.signal(signal.SIGTERM, _terminate)  # clean up the server and agent, like Ctrl-C
     with watch_progress(args.out, args.budget, f"{args.agent} {args.level}"):
         results = run_one(spec)
     print(summary(results) + f" results={args.out}", flush=True)
     return exit_code(results, args.out)
+
+
+def preflight(spec: RunSpec) -> None:
+    """What run_one would refuse (one line), refused before the progress bar's first line."""
+    from roms_setup.installed import require_playable  # stable-retro: after the cheap checks
+
+    check_spec(spec)
+    check_docker_paths(spec)
+    require_playable(spec.level)
+    check_results_dir(spec.results_dir)
+    lock_dir(spec.results_dir).close()  # another run writing there: say so now
 
 
 def check_docker_paths(spec: RunSpec) -> None:
