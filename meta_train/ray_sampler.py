@@ -16,7 +16,6 @@ Parameters travel as CPU tensors; the actors' policies run on the CPU.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from meta_train.sampler import Job, Params, Trajectories
+from meta_train.sampler import Job, Params, Trajectories, chunk_indices, gather
 from meta_train.tasks import Task
 
 CHUNKS_PER_ACTOR = 2  # chunks in flight per node: one sampled while the last one travels back
@@ -151,10 +150,9 @@ class RaySampler:
         if not self.actors:
             raise RuntimeError("the Ray sampler is closed")
         refs, index = self._put_params(jobs)
-        size = math.ceil(len(jobs) / (len(self.actors) * self.chunks_per_actor))
         out = []
-        for n, start in enumerate(range(0, len(jobs), size)):
-            idx = list(range(start, min(len(jobs), start + size)))
+        chunks = chunk_indices(len(jobs), len(self.actors) * self.chunks_per_actor)
+        for n, idx in enumerate(chunks):
             used = sorted({index[i] for i in idx})
             local = {j: k for k, j in enumerate(used)}
             chunk = [(local[index[i]], jobs[i][1], int(jobs[i][2])) for i in idx]
@@ -164,11 +162,7 @@ class RaySampler:
         return out
 
     def sample(self, jobs: Sequence[Job], count: int) -> list[Trajectories]:
-        results: list[Trajectories | None] = [None] * len(jobs)
-        for idx, fut in self.submit(jobs, count):
-            for i, traj in zip(idx, fut.result(), strict=True):
-                results[i] = traj
-        return [r for r in results if r is not None]
+        return gather(self.submit(jobs, count), len(jobs))
 
     def close(self) -> None:
         actors, self.actors = getattr(self, "actors", []), []

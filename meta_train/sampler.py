@@ -129,6 +129,23 @@ def _worker_rollout(jobs: list[Job], count: int) -> list[Trajectories]:
     return rollout_jobs(_WORKER["policy"], jobs, count, _WORKER["sims"])
 
 
+def chunk_indices(n: int, parts: int) -> list[list[int]]:
+    """Job indices 0..n−1 in consecutive chunks of ceil(n / parts) (fewer chunks for few jobs):
+    how the samplers spread a `submit` over their workers."""
+    size = max(1, math.ceil(n / parts))
+    return [list(range(start, min(n, start + size))) for start in range(0, n, size)]
+
+
+def gather(chunks: Sequence[tuple[list[int], Future]], n: int) -> list[Trajectories]:  # type: ignore[type-arg]
+    """The trajectories of `submit`'s chunks (waited for), in job order: every sampler's
+    `sample`."""
+    results: list[Trajectories | None] = [None] * n
+    for idx, fut in chunks:
+        for i, traj in zip(idx, fut.result(), strict=True):
+            results[i] = traj
+    return [r for r in results if r is not None]
+
+
 def done_future(value: Any) -> Future:  # type: ignore[type-arg]
     fut: Future = Future()  # type: ignore[type-arg]
     fut.set_result(value)
@@ -160,21 +177,15 @@ class Sampler:
         if self._executor is None:
             return [(list(range(len(jobs))), done_future(
                 rollout_jobs(self.policy, jobs, count, self.sims)))]
-        size = math.ceil(len(jobs) / (self.workers * self.chunks_per_worker))
         out = []
-        for start in range(0, len(jobs), size):
-            idx = list(range(start, min(len(jobs), start + size)))
+        for idx in chunk_indices(len(jobs), self.workers * self.chunks_per_worker):
             chunk = [({k: v.detach().cpu() for k, v in jobs[i][0].items()}, jobs[i][1],
                       jobs[i][2]) for i in idx]
             out.append((idx, self._executor.submit(_worker_rollout, chunk, count)))
         return out
 
     def sample(self, jobs: Sequence[Job], count: int) -> list[Trajectories]:
-        results: list[Trajectories | None] = [None] * len(jobs)
-        for idx, fut in self.submit(jobs, count):
-            for i, traj in zip(idx, fut.result(), strict=True):
-                results[i] = traj
-        return [r for r in results if r is not None]
+        return gather(self.submit(jobs, count), len(jobs))
 
     def close(self) -> None:
         if self._executor is not None:
