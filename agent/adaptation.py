@@ -100,6 +100,14 @@ def inner_loss(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
     return -(logp * advantages.to(logp.dtype)).mean()
 
 
+def chunk_loss(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
+               advantages: Tensor, n: int) -> Tensor:
+    """A chunk's share of L_inner: −Σ_chunk log π(a|s) · Â / n, n the samples of the whole
+    batch, so that the chunks' losses (and gradients) add up to L_inner's."""
+    logp = log_prob(policy, params, obs, actions)
+    return -(logp * advantages.to(logp.dtype)).sum() / n
+
+
 def inner_step(policy: nn.Module, params: Params, obs: Tensor, actions: Tensor,
                advantages: Tensor, step_sizes: StepSizes | None = None, lr: float = 0.1,
                create_graph: bool = False) -> Params:
@@ -144,9 +152,8 @@ def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: 
     with torch.enable_grad():
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
-            logp = log_prob(policy, params, obs[part].to(device), actions[part].to(device))
-            # the mean over all n samples, split into chunk sums
-            loss = -(logp * advantages[part].to(device, logp.dtype)).sum() / n
+            loss = chunk_loss(policy, params, obs[part].to(device), actions[part].to(device),
+                              advantages[part].to(device), n)
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             for i, g in enumerate(grads):
                 if g is not None:

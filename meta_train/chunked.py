@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from agent.adaptation import Params, Prepared
+from agent.adaptation import Params, Prepared, chunk_loss
 from agent.ppo import clipped_surrogate
 
 if TYPE_CHECKING:
@@ -54,10 +54,9 @@ def grad(loss: Tensor, wrt: Params, create_graph: bool = False) -> list[Tensor]:
 
 
 def chunk_inner_loss(learner: MetaLearner, params: Params, data: Prepared, sl: slice) -> Tensor:
-    """The chunk's share of L_inner = −mean(log π · Â)."""
-    _, dist = learner.forward(params, data.obs[sl])
-    logp = dist.log_prob(data.actions[sl])
-    return -(logp * data.advantages[sl].to(logp.dtype)).sum() / len(data.advantages)
+    """The chunk's share of L_inner = −mean(log π · Â) (agent.adaptation.chunk_loss)."""
+    return chunk_loss(learner.policy, params, data.obs[sl], data.actions[sl],
+                      data.advantages[sl], len(data.advantages))
 
 
 def chunk_outer_loss(learner: MetaLearner, params: Params, batch: TaskBatch, sl: slice,
