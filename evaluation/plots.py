@@ -49,9 +49,13 @@ NOTE_GID = "band-note"
 
 
 def note(ax: Any, text: str) -> None:
-    """What the line and the band are, written under the plot (never over the data)."""
-    ax.figure.text(0.01, 0.01, text, ha="left", va="bottom", fontsize=7, color="dimgray",
-                   gid=NOTE_GID)
+    """What the line and the band are, written under the plot (never over the data), wrapped
+    to the figure's width."""
+    import textwrap
+
+    width = int(ax.figure.get_figwidth() * 20)  # characters of 7-point text per line
+    ax.figure.text(0.01, 0.01, textwrap.fill(text, width), ha="left", va="bottom", fontsize=7,
+                   color="dimgray", gid=NOTE_GID)
 
 
 def save(fig: Any, path: Path) -> None:
@@ -60,8 +64,9 @@ def save(fig: Any, path: Path) -> None:
 
     from evaluation.report import write_atomic
 
-    noted = any(t.get_gid() == NOTE_GID for t in fig.texts)
-    fig.tight_layout(rect=(0, 0.05 if noted else 0, 1, 1))
+    lines = sum(t.get_text().count("\n") + 1 for t in fig.texts if t.get_gid() == NOTE_GID)
+    inches = lines * 7 * 1.3 / 72 + 0.05  # 7-point lines
+    fig.tight_layout(rect=(0, min(0.3, inches / fig.get_figheight()) if lines else 0, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

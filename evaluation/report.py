@@ -41,6 +41,7 @@ from evaluation.report_aggregates import (
     Aggregates,
     compute,
     estimate_text,
+    fixed,
     improvement_lines,
     scales_lines,
     too_few_seeds,
@@ -469,7 +470,7 @@ def _level_sections(table: Table, parts: Parts, out_dir: Path) -> list[str]:
         rows = []
         for x in table.agents:
             c = table.cell(x, lv)
-            norm = "—" if scale is None or math.isnan(c.mean) else f"{scale(c.mean):.3f}"
+            norm = "—" if scale is None or math.isnan(c.mean) else fixed(scale(c.mean), 3)
             row = [x, f"{_pm(c.mean, c.std)} ({len(c.scores)})", norm]
             if has_gifs:
                 picks = {p.kind: (p, rel) for p, rel in parts.gifs.get((x, lv), [])}

@@ -82,11 +82,18 @@ def compute(table: Table, baseline: str | None = DEFAULT_BASELINE) -> Aggregates
 
 # ---------------------------------------------------------------- text
 
+def fixed(x: float, digits: int) -> str:
+    """`x` with `digits` decimals, never "-0.00"."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
     if e is None or math.isnan(e.point):
         return "—"
-    text = f"{e.point:.{digits}f}"
-    return text + (f" [{e.low:.{digits}f}, {e.high:.{digits}f}]" if e.has_interval else "")
+    text = fixed(e.point, digits)
+    return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval
+                   else "")
 
 
 def too_few_seeds(a: Aggregates) -> list[str]:
@@ -185,12 +192,11 @@ def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path)
     from evaluation import plots
 
     fig, ax = plots.figure()
-    drawn = 0
+    drawn, missing = 0, []
     for i, (agent, c) in enumerate(curves.items()):
-        if c.size == 0:
-            continue
-        mid, band = agg.iqm_curve(c)
+        mid, band = agg.iqm_curve(c) if c.size else (np.full(grid.size, np.nan), None)
         if np.all(np.isnan(mid)):
+            missing.append(agent)
             continue
         ax.plot(grid, mid, color=f"C{i}", lw=1.8, label=f"{agent} ({c.shape[0]} seed(s))")
         if band is not None:
@@ -206,5 +212,7 @@ def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         plots.note(ax, "line: IQM over runs (from where every run has finished an episode); "
-                   "band: 95% stratified-bootstrap CI (none: < 3 seeds)")
+                   "band: 95% stratified-bootstrap CI (none: < 3 seeds)"
+                   + (f"; not drawn (a run without a finished episode): {', '.join(missing)}"
+                      if missing else ""))
     plots.save(fig, path)
