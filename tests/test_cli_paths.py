@@ -38,12 +38,16 @@ def results(d: Path) -> dict:
 def test_readme_run_from_another_directory_writes_there(tmp_path: Path) -> None:
     proc = in_dir(tmp_path, sys.executable, "-m", "evaluation", "run", "--agent", "jerk",
                   "--level", LEVEL, "--budget", "300", "--results-dir", "results/jerk",
-                  "--seed", "0")
+                  "--seed", "0", "--record")
     assert proc.returncode == 0, proc.stderr
     res = results(tmp_path / "results" / "jerk")
     assert res["status"] == "budget" and res["timesteps"] == 300
     assert "status=budget" in proc.stdout and "results=results/jerk" in proc.stdout
     assert res["agent_log"] == "results/jerk/agent.log"  # the path the user gave
+    video = in_dir(tmp_path, *SONIC_MAML, "video", "--run", "results/jerk", "--video",
+                   "gifs/best.gif", "--max-frames", "20")
+    assert video.returncode == 0, video.stderr
+    assert (tmp_path / "gifs/best.gif").read_bytes()[:3] == b"GIF"
 
 
 @pytest.mark.slow
