@@ -192,6 +192,7 @@ def test_cli_train_evaluate_and_one_line_errors(tmp_path: Path,
     one = evaluate(tmp_path / "m" / "checkpoint.pt", tasks=2, adapt_steps=1)
     two = evaluate(tmp_path / "m" / "checkpoint.pt", tasks=2, adapt_steps=2)
     assert one["maml"] == two["maml"][:2] and one["random"] == two["random"][:2]
+    capsys.readouterr()  # the evaluations' progress lines
     with pytest.raises(SystemExit) as e:
         main(["--out", str(tmp_path / "x"), "--set", "no_such_key=1"])
     assert e.value.code == 2
