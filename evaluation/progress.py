@@ -56,6 +56,7 @@ class PlainProgress:
         self.last = self.t0
         self.postfix = ""
         self.closed = False
+        self.printed = False
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.t0
@@ -75,6 +76,7 @@ class PlainProgress:
         now = time.monotonic()
         if force or now - self.last >= self.every_s:
             self.last = now
+            self.printed = True
             print(self.line(), file=self.file, flush=True)
 
     def update(self, n: float = 1) -> None:
@@ -101,9 +103,12 @@ class PlainProgress:
         print(s, file=file if file is not None else sys.stderr, flush=True)
 
     def close(self) -> None:
+        """The final line, unless nothing happened (a command that failed before it began
+        says only its error)."""
         if not self.closed:
             self.closed = True
-            self._maybe_print(force=True)
+            if self.n != self.start_n or self.printed:
+                self._maybe_print(force=True)
 
 
 def progress(total: float | None, initial: float = 0, unit: str = "step",

@@ -44,6 +44,13 @@ def test_plain_progress_waits_its_interval() -> None:
     assert out.getvalue().count("\n") == 1 and "100/100 steps (100%)" in out.getvalue()
 
 
+def test_nothing_done_prints_nothing() -> None:
+    out = io.StringIO()
+    bar = PlainProgress(100, desc="never", file=out, every_s=3600)
+    bar.close()
+    assert out.getvalue() == ""
+
+
 def test_evaluation_run_prints_progress_lines_in_a_log(tmp_path: Path) -> None:
     env = {**os.environ, "PROGRESS_INTERVAL_S": "0.5"}
     proc = subprocess.run(
