@@ -2,6 +2,7 @@
 
     python -m meta_train.pipeline [--out runs/pipeline] [--runtime auto|docker|local]
         [--sonic | --smoke | --config FILE] [--fresh] [--backend local|ray [--address ADDR]]
+        [--seeds K|3,4,5]
 
 Stages, each a command of its own (shown as it starts, so any stage can be rerun by hand):
 
@@ -19,12 +20,15 @@ Stages, each a command of its own (shown as it starts, so any stage can be rerun
             checkpoint), reptile (agent.maml with Reptile's), joint (agent.ppo2 --init with
             joint PPO's), ppo2, jerk and random.
 6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
-            curves (OUT/*.png), and the suite's scores.
+            curves (OUT/*.png), and the suite's normalized IQM and mean with intervals, its
+            figures and the probability of improvement over ppo2 (OUT/suite/report.md: the rest).
 
 The configs are meta_train/configs/pipeline-atari.yaml (default, ROM-free), pipeline-sonic.yaml
 (`--sonic`: sonic-train → sonic-validation at the contest's budget) and pipeline-smoke.yaml
 (`--smoke`, CI). Rerunning the same command resumes: a finished stage is skipped, an unfinished
 one resumes from its own checkpoint (OUT/pipeline.json records the stages). `--fresh` starts over.
+`--seeds` replaces the config's suite.seeds; more seeds than a finished run had extend its suite
+(only the new runs are run, and the report is written again).
 """
 
 from __future__ import annotations
