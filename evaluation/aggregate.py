@@ -73,9 +73,14 @@ def resample(scores: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndar
     return scores[idx, np.arange(levels)[None, None, :]]
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
+def percentile_band(values: np.ndarray) -> np.ndarray:
+    """(2, ...): the 95% percentile interval over the replications (axis 0)."""
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail], axis=0)
+    return np.percentile(values, [tail, 100 - tail], axis=0)
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    low, high = percentile_band(values)
     return float(low), float(high)
 
 
@@ -131,8 +136,7 @@ def performance_profile(matrices: Mapping[str, np.ndarray], taus: np.ndarray,
             continue
         boot = resample(m, reps, np.random.default_rng(BOOTSTRAP_SEED)).reshape(reps, -1)
         fractions = (boot[:, :, None] > np.asarray(taus)[None, None, :]).mean(axis=1)
-        tail = (1 - CONFIDENCE) / 2 * 100
-        out[agent] = (point, np.percentile(fractions, [tail, 100 - tail], axis=0))
+        out[agent] = (point, percentile_band(fractions))
     return out
 
 
@@ -155,6 +159,5 @@ def iqm_curve(curves: np.ndarray, reps: int = CURVE_REPS
         boot = curves[idx, np.arange(levels)[None, None, :], :][..., complete]
         values = np.stack([_iqm_rows(boot[..., k].reshape(reps, -1))
                            for k in range(complete.size)], axis=1)
-        tail = (1 - CONFIDENCE) / 2 * 100
-        band[:, complete] = np.percentile(values, [tail, 100 - tail], axis=0)
+        band[:, complete] = percentile_band(values)
     return mid, band
