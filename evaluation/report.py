@@ -5,10 +5,17 @@ when there is one, for the order of agents and levels and the expected seeds) an
 file atomically:
 
 - `DIR/summary.csv`: one row per run;
-- `DIR/curves/<level slug>.png` and `DIR/curves/overall.png`: episode return against cumulative
-  timesteps, per agent the mean over seeds and the min-max spread;
-- `DIR/report.md`: the per-level and overall tables, the paper's reference scores when the
-  suite ran the `sonic-validation` set, and the curves.
+- `DIR/curves/<level slug>.png`: episode return against cumulative timesteps, per agent the mean
+  over seeds and the min-max spread; `DIR/curves/overall.png`: the IQM of the normalized curves
+  with its bootstrap band (`evaluation.report_aggregates`);
+- `DIR/intervals.png`, `DIR/profile.png`: the normalized IQM and mean with their intervals, the
+  performance profile;
+- `DIR/videos/`: GIFs of each agent's best and median episode per level, for recorded runs
+  (`evaluation.episode_gifs`);
+- `DIR/report.md`: the overall table (normalized IQM and mean with 95% intervals, raw scores),
+  the probability of improvement over a baseline, the normalization used, the per-level tables
+  (raw), the paper's reference scores when the suite ran the `sonic-validation` set, and per
+  level each agent's row with its GIFs and the level's curves.
 
 Scoring follows the contest: a run's score is the mean return of its finished episodes (the
 final episode cut off by the budget, `cut=1` in monitor.csv, does not count; `records.score`,
