@@ -25,13 +25,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+stamp=.venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its dependencies into .venv"
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install -q --upgrade pip \
-         && .venv/bin/python -m pip install -q -e ".[test,cluster]"; } >"$log" 2>&1 \
-     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker, ray, rliable" 2>>"$log"; then
+         && .venv/bin/python -m pip install -q -e ".[test,cluster,bench]"; } >"$log" 2>&1 \
+     || ! .venv/bin/python -c "import torch, stable_retro, gymnasium, cv2, docker, ray, rliable, stable_baselines3" 2>>"$log"; then
     tail -n 30 "$log" >&2
     echo "error: the install failed (full log: $log)" >&2
     exit 2
