@@ -2,7 +2,7 @@
 
     python -m meta_train.pipeline [--out runs/pipeline] [--runtime auto|docker|local]
         [--sonic | --smoke | --config FILE] [--fresh] [--backend local|ray [--address ADDR]]
-        [--seeds K|3,4,5]
+        [--seeds K|3,4,5] [--device auto|cpu|cuda]
 
 Stages, each a command of its own (shown as it starts, so any stage can be rerun by hand):
 
@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import find_config, read_yaml
+from agent.config import find_config, parse_device, read_yaml
 from evaluation.report import write_atomic
 from evaluation.seeds import parse_seeds, seeds_arg
 from meta_train.configs import CONFIG_DIR
@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="meta-training rollouts and suite runs here, or on a Ray cluster")
     p.add_argument("--address", help="ray: the cluster to join (see docs/cluster.md)")
+    p.add_argument("--device", type=parse_device, metavar="auto|cpu|cuda",
+                   help="where the training stages (maml, reptile, joint) run torch (default: "
+                   "their configs' device, auto); the suite's agents pick their own")
     p.add_argument("--seeds", help="the suite's seeds, instead of the config's suite.seeds: a "
                    "count (3) or a list (3,4,5); more than a finished run had extends its suite")
     return p.parse_args(argv)
@@ -122,6 +125,7 @@ def maml_config_file(cfg: dict[str, Any]) -> Path:
 
 class Pipeline:
     backend: list[str] = []  # --backend/--address for the maml, reptile and suite stages
+    device: list[str] = []  # --device for the training stages
 
     def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
         self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
@@ -182,31 +186,39 @@ def stage_roms(p: Pipeline, sonic: bool) -> dict[str, Any]:
     return {}
 
 
-def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
-    """MAML (name maml: the config's meta-optimizer) or Reptile (name reptile: the same config
-    with the first-order Reptile meta-optimizer, the cheap comparison)."""
-    if name not in p.cfg["suite"]["agents"]:
-        print(f"{name} is not in suite.agents: nothing to train")
-        return {"skipped": True}
+def maml_command(p: Pipeline, name: str) -> list[str]:
     cmd = py("meta_train", "--config", str(maml_config_file(p.cfg)), "--out",
              str(p.out / name), "--resume", "--set", f"task.levels={p.cfg['train_levels']}")
     if name == "reptile":
         cmd += ["--meta-optimizer", "reptile", "--set", "learn_inner_lr=false"]
     for item in p.cfg["maml"].get("set") or []:
         cmd += ["--set", str(item)]
-    cmd += p.backend
-    run_command(cmd, "meta-training" if name == "maml" else "Reptile meta-training")
-    return {"checkpoint": str(p.out / name / "checkpoint.pt")}
+    return cmd + p.backend + p.device
 
 
-def stage_joint(p: Pipeline) -> dict[str, Any]:
+def joint_command(p: Pipeline) -> list[str]:
     j = p.cfg["joint"]
     cmd = py("agent.train", "--algo", "ppo", "--levels", str(p.cfg["train_levels"]),
              "--timesteps", str(int(j["timesteps"])), "--workers", str(int(j["envs"])),
              "--out", str(p.out / "joint"), "--resume")
     for item in j.get("set") or []:
         cmd += ["--set", str(item)]
-    run_command(cmd, "joint PPO training")
+    return cmd + p.device
+
+
+def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
+    """MAML (name maml: the config's meta-optimizer) or Reptile (name reptile: the same config
+    with the first-order Reptile meta-optimizer, the cheap comparison)."""
+    if name not in p.cfg["suite"]["agents"]:
+        print(f"{name} is not in suite.agents: nothing to train")
+        return {"skipped": True}
+    run_command(maml_command(p, name),
+                "meta-training" if name == "maml" else "Reptile meta-training")
+    return {"checkpoint": str(p.out / name / "checkpoint.pt")}
+
+
+def stage_joint(p: Pipeline) -> dict[str, Any]:
+    run_command(joint_command(p), "joint PPO training")
     return {"checkpoint": str(p.out / "joint" / "checkpoint.pt")}
 
 
@@ -501,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     p = Pipeline(out, cfg, cfg_file)
     if args.backend == "ray":
         p.backend = ["--backend", "ray"] + (["--address", args.address] if args.address else [])
+    if args.device:
+        p.device = ["--device", args.device]
     p.save()
     t_start = time.monotonic()
     print(f"pipeline {cfg_file.name} → {out} (rerun the same command to resume)", flush=True)

@@ -18,7 +18,10 @@ from meta_train.pipeline import (
     CONFIG_DIR,
     IMAGE_TAGS,
     Pipeline,
+    joint_command,
     load_pipeline_config,
+    maml_command,
+    parse_args,
     suite_command,
 )
 from roms_setup.errors import UserError
@@ -53,6 +56,23 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     for name in ("maml", "reptile", "joint"):
         assert f"{name}={IMAGE_TAGS[name]}" in docker
     assert "--checkpoint" not in " ".join(docker) and "--init" not in " ".join(docker)
+
+
+def test_device_reaches_the_training_stages_and_their_parsers(tmp_path: Path) -> None:
+    import agent.train
+    import meta_train.cli
+
+    p = Pipeline(tmp_path, load_pipeline_config(SMOKE), SMOKE)
+    assert "--device" not in maml_command(p, "maml") + joint_command(p)  # configs decide
+    assert parse_args(["--smoke", "--device", "cpu"]).device == "cpu"
+    with pytest.raises(SystemExit):
+        parse_args(["--smoke", "--device", "tpu"])
+    p.device = ["--device", "cpu"]
+    maml, reptile, joint = maml_command(p, "maml"), maml_command(p, "reptile"), joint_command(p)
+    # the commands as the stages run them (after `python -m MODULE`) parse to device=cpu
+    for cmd in (maml, reptile):
+        assert "device=cpu" in meta_train.cli.parse_train(cmd[3:]).overrides
+    assert "device=cpu" in agent.train.parse_args(joint[3:]).overrides
 
 
 def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
