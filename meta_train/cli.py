@@ -131,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from meta_train.evaluate import evaluate, format_table
+    from meta_train.evaluate import evaluate, format_table, output_paths
 
     if args.tasks < 1 or args.adapt_steps < 0:
         raise UserError("--tasks must be ≥ 1 and --adapt-steps ≥ 0")
@@ -147,7 +147,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        seed=args.seed, inner_lr=lrs, workers=args.workers, out=out,
                        levels=args.levels, device=args.device)
     print(format_table(results))
-    print(f"written: {Path(out).with_suffix('.csv')}, {Path(out).with_suffix('.json')}")
+    print("written: " + ", ".join(str(path) for path in output_paths(out)))
     return 0
 
 

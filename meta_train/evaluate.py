@@ -60,6 +60,15 @@ def _load(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def output_paths(prefix: str | Path) -> tuple[Path, Path]:
+    """PREFIX.csv and PREFIX.json; a prefix ending in .csv or .json loses it, any other dot stays
+    (`alpha0.05` → `alpha0.05.csv`, not `alpha0.csv`)."""
+    prefix = Path(prefix)
+    if prefix.suffix in (".csv", ".json"):
+        prefix = prefix.with_suffix("")
+    return prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
+
+
 def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
              trajectories: int | None = None, pretrained: str | Path | None = None,
              seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
@@ -105,9 +114,9 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
         results[label] = [float(x) for x in curve.mean(axis=0)]
     bar.close()
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out.with_suffix(".csv"), "w", newline="") as f:
+        csv_path, json_path = output_paths(out)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["policy", *[f"return_{j}" for j in range(adapt_steps + 1)],
                         *[f"stderr_{j}" for j in range(adapt_steps + 1)]])
@@ -116,7 +125,7 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
                     else np.zeros(curve.shape[1])
                 w.writerow([label, *[f"{x:.3f}" for x in curve.mean(axis=0)],
                             *[f"{x:.3f}" for x in se]])
-        out.with_suffix(".json").write_text(json.dumps(
+        json_path.write_text(json.dumps(
             {"checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
              "tasks": tasks, "task_list": [describe(t) for t in task_list],
              "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,

@@ -52,10 +52,14 @@ def parse_task(label: str) -> dict[str, float]:
 def run_info(run: Path) -> dict[str, Any]:
     saved = load_checkpoint(run / CHECKPOINT_NAME)
     cfg = saved["config"]
-    rows = read_csv(run / "metrics.csv")
+    iterations = int(saved["iteration"])
+    # one row per iteration of the checkpoint: a row repeated (two processes resumed the same
+    # run) or past the checkpoint (a crash after the row was written) is not counted twice
+    by_iteration = {int(r["iteration"]): r for r in read_csv(run / "metrics.csv")}
+    rows = [by_iteration[i] for i in sorted(by_iteration) if i < iterations]
     return {"name": run.name, "task": str(cfg["task"]["kind"]),
             "meta_optimizer": str(saved["meta_optimizer"]), "seed": int(cfg["seed"]),
-            "joint": bool(saved.get("joint", False)), "iterations": int(saved["iteration"]),
+            "joint": bool(saved.get("joint", False)), "iterations": iterations,
             "env_steps": int(saved["timesteps"]),
             "action_scale": float(cfg["task"].get("action_scale", 1.0)),
             "wall_s": round(sum(float(r["sampling_s"]) + float(r["learning_s"])

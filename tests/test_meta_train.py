@@ -238,3 +238,12 @@ def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_vali
     dist = policy.distribution(params)
     assert torch.allclose(dist.base_dist.scale, torch.full((1, 2), math.exp(LOG_STD_MIN)))
     assert torch.isfinite(dist.log_prob(torch.zeros(1, 2))).all()
+
+
+def test_evaluate_prefix_keeps_dots_in_its_name(tmp_path: Path) -> None:
+    from meta_train.evaluate import output_paths
+
+    csv_path, json_path = output_paths(tmp_path / "eval" / "alpha0.05")
+    assert (csv_path.name, json_path.name) == ("alpha0.05.csv", "alpha0.05.json")
+    assert output_paths("runs/x.csv") == (Path("runs/x.csv"), Path("runs/x.json"))
+    assert output_paths("evaluate")[1] == Path("evaluate.json")

@@ -47,3 +47,23 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     stamp = (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns
     assert reproduction_main(args) == 0  # nothing new: not evaluated again
     assert (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns == stamp
+
+
+def test_repeated_metrics_rows_are_counted_once(tmp_path: Path) -> None:
+    """Two processes that resumed the same run write the same iterations twice; a crash can
+    leave a row past the checkpoint. Neither shifts the steps, iterations or wall time."""
+    from meta_train.reproduction import run_info
+
+    run = tmp_path / "dir-trpo-s1"
+    meta_train_main(["--config", CONFIG, "--out", str(run), "--iterations", "3", *TINY])
+    clean = run_info(run)
+    lines = (run / "metrics.csv").read_text().splitlines()
+    extra = lines[-1].split(",")
+    extra[0] = "3"  # an iteration the checkpoint does not have
+    (run / "metrics.csv").write_text("\n".join([*lines[:3], lines[2], *lines[3:],
+                                               ",".join(extra)]) + "\n")
+    info = run_info(run)
+    assert len(info["metrics"]) == 3 == info["iterations"]
+    assert [r["iteration"] for r in info["metrics"]] == ["0", "1", "2"]
+    assert info["wall_s"] == clean["wall_s"]
+    assert info["metrics"][-1]["env_steps"] == str(info["env_steps"])
