@@ -8,7 +8,6 @@ set such as atari-heldout), and the returns are in the game's units (see meta_tr
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from agent.policies import build_policy
 from evaluation.progress import progress
+from evaluation.report import write_atomic
 from meta_train.maml import MetaLearner
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, describe
@@ -69,6 +69,23 @@ def output_paths(prefix: str | Path) -> tuple[Path, Path]:
     return prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
 
 
+def write_results(out: str | Path, per_task: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    """OUT.csv (mean and standard error over tasks per step and policy) and OUT.json (`info`),
+    each written whole or not at all."""
+    csv_path, json_path = output_paths(out)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    steps = next(iter(per_task.values())).shape[1]
+    lines = [",".join(["policy", *[f"return_{j}" for j in range(steps)],
+                       *[f"stderr_{j}" for j in range(steps)]])]
+    for label, curve in per_task.items():
+        se = curve.std(axis=0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1 \
+            else np.zeros(curve.shape[1])
+        lines.append(",".join([label, *[f"{x:.3f}" for x in curve.mean(axis=0)],
+                               *[f"{x:.3f}" for x in se]]))
+    write_atomic(csv_path, "\n".join(lines) + "\n")
+    write_atomic(json_path, json.dumps(info, indent=2))
+
+
 def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
              trajectories: int | None = None, pretrained: str | Path | None = None,
              seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
@@ -114,22 +131,11 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
         results[label] = [float(x) for x in curve.mean(axis=0)]
     bar.close()
     if out is not None:
-        csv_path, json_path = output_paths(out)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["policy", *[f"return_{j}" for j in range(adapt_steps + 1)],
-                        *[f"stderr_{j}" for j in range(adapt_steps + 1)]])
-            for label, curve in per_task.items():
-                se = curve.std(axis=0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1 \
-                    else np.zeros(curve.shape[1])
-                w.writerow([label, *[f"{x:.3f}" for x in curve.mean(axis=0)],
-                            *[f"{x:.3f}" for x in se]])
-        json_path.write_text(json.dumps(
-            {"checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
-             "tasks": tasks, "task_list": [describe(t) for t in task_list],
-             "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
-             "inner_lr": list(inner_lr) if inner_lr else None, "returns": results}, indent=2))
+        write_results(out, per_task, {
+            "checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
+            "tasks": tasks, "task_list": [describe(t) for t in task_list],
+            "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
+            "inner_lr": list(inner_lr) if inner_lr else None, "returns": results})
     return results
 
 
