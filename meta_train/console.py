@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import runpy
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from evaluation.__main__ import COMMANDS as EVALUATION_COMMANDS
 from roms_setup.commands import Command, command_parser, load_main, parse_command
@@ -64,12 +66,42 @@ def run_agent(args: list[str]) -> int:
     return 0
 
 
+def console_prog(prog: str, name: str, prefix: tuple[str, ...]) -> str:
+    """A command's `python -m MODULE [PREFIX] [NAME] REST` usage name as `sonic-maml NAME REST`."""
+    words = prog.split(" ")
+    if words[:2] != ["python", "-m"]:
+        return prog
+    rest = words[3:]
+    for word in (*prefix, name):
+        if rest[:1] == [word]:
+            rest = rest[1:]
+    return " ".join(["sonic-maml", name, *rest])
+
+
+@contextmanager
+def usage_as(name: str, prefix: tuple[str, ...]) -> Iterator[None]:
+    """While a command runs under `sonic-maml`, its parsers (written with `prog="python -m
+    ..."`) show `usage: sonic-maml NAME ...` in --help and errors."""
+    original = argparse.ArgumentParser.__init__
+
+    def init(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.prog = console_prog(self.prog, name, prefix)
+
+    argparse.ArgumentParser.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.__init__ = original  # type: ignore[method-assign]
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     name, rest = parse_command(parser(), list(sys.argv[1:] if argv is None else argv))
     if name == "agent":
         return run_agent(rest)
-    return load_main(COMMANDS[name])(rest)
+    with usage_as(name, COMMANDS[name][1]):
+        return load_main(COMMANDS[name])(rest)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -115,6 +115,25 @@ def test_console_lists_every_python_m_command() -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown agent")
 
 
+def test_console_commands_show_their_console_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from meta_train.console import console_prog, main
+
+    for argv, usage in ((["evaluate", "--help"], "usage: sonic-maml evaluate "),
+                        (["docker", "up", "--help"], "usage: sonic-maml docker up "),
+                        (["roms", "import", "--help"], "usage: sonic-maml roms import "),
+                        (["run", "--help"], "usage: sonic-maml run ")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0 and capsys.readouterr().out.startswith(usage), argv
+    # outside sonic-maml, the python -m spelling stays
+    assert argparse.ArgumentParser(prog="python -m evaluation run").prog == \
+        "python -m evaluation run"
+    assert console_prog("python -m meta_train evaluate", "evaluate", ("evaluate",)) == \
+        "sonic-maml evaluate"
+
+
 def test_broken_pipe_ends_quietly() -> None:
     """The reader is gone before the command writes (`true` reads nothing): no traceback, no
     "Exception ignored", the exit code of a SIGPIPE."""
