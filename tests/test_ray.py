@@ -179,8 +179,10 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
 def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) -> None:
     out = tmp_path / "s"
     args = ["--backend", "ray", "--address", cluster.address]
+    # 6000 steps: long enough (≈ 8 s of stepping alone) that Ctrl-C one second after the runs
+    # start lands while they play, also on an idle machine (1500 steps could end first)
     proc = subprocess.Popen([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
-                             "--levels", LEVEL, "--seeds", "2", "--budget", "1500", "--out",
+                             "--levels", LEVEL, "--seeds", "2", "--budget", "6000", "--out",
                              str(out), *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
     deadline = time.monotonic() + 120
