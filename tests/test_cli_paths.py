@@ -3,6 +3,7 @@ relative paths, through `sonic-maml` or `python -m`, and from a wheel installed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -226,6 +227,37 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
         names = set(z.namelist())
     assert {"meta_train/configs/halfcheetah-dir.yaml", "agent/configs/ppo2.yaml",
             "roms_setup/data/smoke.csv", "agent/jerk.py"} <= names
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_wheel_install_builds_an_image_that_plays(tmp_path: Path) -> None:
+    """`sonic-maml build` from a wheel install (no checkout anywhere) makes an image that runs."""
+    pytest.importorskip("docker")
+    from evaluation.docker_daemon import find_daemon
+
+    found = find_daemon(timeout=120)
+    if found is None:
+        pytest.skip("no Docker daemon answers (python -m evaluation docker up)")
+    client = found[1]
+    bin_dir = venv_with_wheel(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    tag = "sonic-maml-test-wheel-random:latest"
+    try:
+        build = in_dir(work, str(bin_dir / "sonic-maml"), "build", "--agent", "random", "--tag",
+                       tag, env=env, timeout=1200)
+        assert build.returncode == 0, build.stderr[-2000:]
+        run = in_dir(work, str(bin_dir / "sonic-maml"), "run", "--agent", "random", "--runtime",
+                     "docker", "--image", tag, "--level", LEVEL, "--budget", "300", "--out",
+                     "results/r", env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert results(work / "results/r")["status"] == "budget"
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)
+        client.close()
 
 
 def test_packaged_dockerfile_is_the_top_level_one() -> None:
