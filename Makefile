@@ -23,7 +23,7 @@ test: setup
 		if [ "$${REQUIRE_DOCKER:-0}" = 1 ]; then exit 1; fi; \
 		echo "note: no Docker daemon: the Docker tests will be skipped"; }
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 lint: setup
 	$(PY) -m ruff check .
