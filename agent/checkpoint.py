@@ -11,14 +11,13 @@ A checkpoint is a `torch.save`d dict of tensors and plain Python values only, so
     timesteps, updates, episodes   counters (optional)
     rng           torch / numpy / python RNG states (optional)
 
-Writes are atomic: a temporary file in the same directory, then os.replace.
+Writes are atomic (`sonic_common.files`): a temporary file in the same directory, then
+os.replace.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 
 from agent.policies import ActorCritic, build_policy, check_policy_fits, spec_from_config
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
+from sonic_common.files import atomic_open
 
 FORMAT = "sonic-maml-policy/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -81,24 +81,9 @@ def save_checkpoint(path: str | Path, policy: ActorCritic, *, config: dict[str, 
         data["rng"] = rng_state()
     if extra:
         data.update(extra)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with_suppress_unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        torch.save(data, f)
     return path
-
-
-def with_suppress_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PPO_CONFIG = CONFIG_DIR / "ppo2.yaml"

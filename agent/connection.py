@@ -21,9 +21,7 @@ from evaluation.client import (
     RemoteEnvError,
     connect_from_env,
 )
-
-OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"
-SEED_ENV = "AGENT_SEED"
+from sonic_common.agent_env import OUTPUT_DIR_ENV, SEED_ENV
 
 __all__ = [
     "SOCKET_DIR_ENV", "BudgetExhausted", "RemoteEnv", "RemoteEnvClosed", "RemoteEnvError",
@@ -39,7 +37,7 @@ def make_env(connect_timeout: float = 60.0, copy_obs: bool = True) -> RemoteEnv:
     except (FileNotFoundError, ConnectionRefusedError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and SOCKET_DIR_ENV not in str(e):
             raise
-        from roms_setup.errors import UserError  # only now: the client side stays small
+        from sonic_common.errors import UserError  # only now: the client side stays small
 
         raise UserError(str(e.strerror if isinstance(e, OSError) else e)) from None
 

@@ -36,7 +36,7 @@ from agent.config import apply_overrides, read_yaml
 from agent.config import load_config as shared_load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env
 from agent.wrappers import AllowBacktracking
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "jerk.yaml"
 JUMP, LEFT, RIGHT = 0, 6, 7  # the same indices for Genesis (B, LEFT, RIGHT) and Atari 2600

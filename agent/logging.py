@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from sonic_common.markdown import md_table
+
 PROGRESS_CSV = "progress.csv"
 # TensorBoard tags as CleanRL names them (docs: cleanrl ppo_atari.py), so that dashboards and
 # scripts made for CleanRL runs read ours; episodic return and length are the mean of the last
@@ -33,8 +35,7 @@ def tb_tag(key: str) -> str:
 
 def config_text(config: dict[str, Any]) -> str:
     """The run's config as CleanRL logs it: a markdown table under `hyperparameters`."""
-    rows = "\n".join(f"|{k}|{v}|" for k, v in sorted(config.items()))
-    return f"|param|value|\n|-|-|\n{rows}"
+    return "\n".join(md_table(["param", "value"], sorted(config.items())))
 
 
 CSV_FIELDS = (

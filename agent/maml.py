@@ -87,12 +87,13 @@ from agent.config import CONFIG_DIR, add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
 from agent.policies import ActorCritic
-from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
+from agent.ppo import PPO, PPOConfig, learn
 from agent.vec_env import make_single_vec_env
 from agent.wrappers import wrap_agent_env
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.agent_env import CHECKPOINT_ENV
+from sonic_common.devices import choose_device, set_torch_threads, torch_threads_at_most
+from sonic_common.errors import UserError, exit_on_user_error
 
-CHECKPOINT_ENV = "AGENT_CHECKPOINT"
 MAML_CONFIG = CONFIG_DIR / "maml.yaml"
 ADAPTATION_CSV = "adaptation.csv"
 ADAPTATION_FIELDS = ("step", "mean_return", "steps", "param_change", "seconds")
@@ -250,10 +251,7 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
     rew_buf = np.zeros((horizon, count), dtype=np.float32)
     done_buf = np.zeros((horizon, count), dtype=bool)
     returns = np.zeros(count, dtype=np.float64)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(min(threads, COLLECT_THREADS))
-    try:
+    with torch_threads_at_most(COLLECT_THREADS, device):
         for k in range(count):
             obs, _ = env.reset()
             for t in range(horizon):
@@ -267,8 +265,6 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
                     done_buf[t, k] = True
                     if t + 1 < horizon:
                         obs, _ = env.reset()
-    finally:
-        torch.set_num_threads(threads)
     return Trajectories(obs_buf, act_buf, rew_buf, done_buf, returns)
 
 
@@ -480,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_torch_threads(int(cfg["torch_threads"]))
-    device = pick_device(str(cfg["device"]))
+    device = choose_device(str(cfg["device"]))
     run = MamlRun(cfg, ckpt_path, data, Settings.from_checkpoint(data, cfg, device), device)
     try:
         run.play(seed)

@@ -14,7 +14,6 @@ vector environment (autoreset mode SAME_STEP); `learn` ties both to logging and 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from agent.logging import EpisodeTracker, TrainLogger
 from agent.policies import ActorCritic
 from agent.rollout import Batch, RolloutBuffer
+from sonic_common.devices import torch_threads_at_most
 
 
 @dataclass
@@ -230,13 +230,8 @@ class RolloutCollector:
 
     def collect(self) -> Batch:
         """One rollout of nsteps × nenvs transitions, with advantages and returns."""
-        threads = torch.get_num_threads()
-        if self.ppo.device.type == "cpu" and self.rollout_threads > 0:
-            torch.set_num_threads(min(threads, self.rollout_threads))
-        try:
+        with torch_threads_at_most(self.rollout_threads, self.ppo.device):
             return self._collect()
-        finally:
-            torch.set_num_threads(threads)
 
     @torch.no_grad()
     def _collect(self) -> Batch:
@@ -292,46 +287,3 @@ def learn(ppo: PPO, envs: Any, *, total_timesteps: int | None, logger: TrainLogg
         if on_update is not None:
             on_update(ppo)
     return collector
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
-    """The CPU quota of this process's cgroup in cores (a container's --cpus), or None."""
-    try:  # cgroup v2: "max 100000" or "100000 100000"
-        quota, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota_us = int(open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read())
-        period_us = int(open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read())
-        return None if quota_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
-
-
-def available_cpus() -> int:
-    """Cores this process may use: its affinity, capped by a cgroup CPU quota. In a container
-    limited to 1 CPU on a 2-core host, 2 torch threads fight over one core's quota and are
-    throttled (PPO ran ~7× slower in Docker before this)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    if limit is not None:
-        n = min(n, max(1, math.floor(limit + 0.5)))
-    return max(1, n)
-
-
-def set_torch_threads(n: int = 0) -> int:
-    """torch intra-op threads: `n`, or (0) every core this process may run on."""
-    if n <= 0:
-        n = available_cpus()
-    torch.set_num_threads(max(1, n))
-    return torch.get_num_threads()

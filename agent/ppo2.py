@@ -33,12 +33,12 @@ from agent.checkpoint import (
 from agent.config import add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
-from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
+from agent.ppo import PPO, PPOConfig, learn
 from agent.vec_env import make_single_vec_env
 from agent.wrappers import wrap_agent_env
-from roms_setup.errors import UserError, exit_on_user_error
-
-CHECKPOINT_ENV = "AGENT_CHECKPOINT"
+from sonic_common.agent_env import CHECKPOINT_ENV
+from sonic_common.devices import choose_device, set_torch_threads
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_torch_threads(int(cfg["torch_threads"]))
-    device = pick_device(str(cfg["device"]))
+    device = choose_device(str(cfg["device"]))
     init = args.init or os.environ.get(CHECKPOINT_ENV) or None
     init_data = load_checkpoint(init) if init else None  # fail before connecting
 

@@ -33,13 +33,13 @@ from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, 
 from agent.config import CONFIG_DIR, add_device_option, load_config
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
 from agent.logging import TrainLogger
-from agent.ppo import pick_device, set_torch_threads
 from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
 from agent.vec_env import make_single_vec_env
 from agent.wrappers import wrap_agent_env
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.agent_env import CHECKPOINT_ENV
+from sonic_common.devices import choose_device, set_torch_threads
+from sonic_common.errors import UserError, exit_on_user_error
 
-CHECKPOINT_ENV = "AGENT_CHECKPOINT"
 DEFAULT_CONFIG = CONFIG_DIR / "rainbow.yaml"
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_torch_threads(int(cfg["torch_threads"]))
-    device = pick_device(str(cfg["device"]))
+    device = choose_device(str(cfg["device"]))
     out = output_dir()
     saved, resuming, source = _starting_point(args, out)
 

@@ -331,7 +331,7 @@ def net_for_spaces(checkpoint: dict[str, Any] | None, cfg: RainbowConfig, featur
     """The checkpoint's network if given (it must be a Rainbow network that fits the spaces),
     else a new one."""
     from agent.policies import check_policy_fits
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     if checkpoint is None:
         return RainbowNet(rainbow_spec(observation_space.shape, int(action_space.n), cfg,

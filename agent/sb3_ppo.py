@@ -14,7 +14,7 @@ import sys
 
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed
 from agent.sb3_adapter import contest_gym_env
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -35,10 +35,11 @@ from agent.checkpoint import (
 )
 from agent.config import CONFIG_DIR, add_device_option, apply_overrides, load_config
 from agent.logging import TrainLogger
-from agent.ppo import PPO, PPOConfig, learn, pick_device, set_torch_threads
+from agent.ppo import PPO, PPOConfig, learn
 from agent.vec_env import make_level_vec_env
-from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import resolve_levels
+from sonic_common.devices import choose_device, set_torch_threads
+from sonic_common.errors import UserError, exit_on_user_error
 
 ALGOS = ("ppo", "rainbow")
 DEFAULT_CONFIGS = {"ppo": CONFIG_DIR / "ppo2.yaml", "rainbow": CONFIG_DIR / "rainbow.yaml"}
@@ -165,7 +166,7 @@ def train_ppo(cfg: dict[str, Any], levels: list[str], timesteps: int, ckpt_path:
     np.random.seed(seed)
     torch.manual_seed(seed)
     threads = set_torch_threads(int(cfg["torch_threads"]))
-    device = pick_device(str(cfg["device"]))
+    device = choose_device(str(cfg["device"]))
     out = ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

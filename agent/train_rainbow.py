@@ -18,11 +18,11 @@ import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
 from agent.logging import TrainLogger
-from agent.ppo import pick_device, set_torch_threads
 from agent.rainbow import save_rainbow
 from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
 from agent.vec_env import make_level_vec_env
-from roms_setup.errors import UserError
+from sonic_common.devices import choose_device, set_torch_threads
+from sonic_common.errors import UserError
 
 
 def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: Path,
@@ -37,7 +37,7 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
     np.random.seed(seed)
     torch.manual_seed(seed)
     threads = set_torch_threads(int(cfg["torch_threads"]))
-    device = pick_device(str(cfg["device"]))
+    device = choose_device(str(cfg["device"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     ckpt_path = out / CHECKPOINT_NAME

@@ -33,7 +33,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RecordEpisodeStatistics
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 # Actions of the agent-side discretizers (agent/wrappers.py), by kind and by system for `auto`.
 _ACTIONS = {"sonic": 7, "sonic8": 8, "atari": 18}

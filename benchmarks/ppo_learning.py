@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evaluation.report import Table, load_runs, run_curve  # noqa: E402
+from sonic_common import plots  # noqa: E402
+from sonic_common.files import write_atomic  # noqa: E402
+from sonic_common.markdown import md_table  # noqa: E402
 
 LEVEL = "Seaquest-Atari2600-v0:Start"
 AGENTS = ("ppo2", "jerk", "random")
@@ -96,12 +99,7 @@ def binned_curve(run, edges: np.ndarray) -> np.ndarray:  # noqa: ANN001 (evaluat
 
 
 def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), width_ratios=[2.2, 1])
+    fig, (ax, bx) = plots.figure(12, 4.6, dpi=110, ncols=2, width_ratios=[2.2, 1])
     bins = 10
     edges = np.linspace(0, budget, bins + 1)
     mids = (edges[:-1] + edges[1:]) / 2
@@ -141,12 +139,7 @@ def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None
     bx.set_ylabel("contest score (mean return of all finished episodes)")
     bx.set_title("contest score\nmean over seeds (bar), each seed (dots)", fontsize=9)
     bx.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    plots.save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,23 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     args.docs.mkdir(parents=True, exist_ok=True)
     png = args.docs / "learning_curves.png"
     plot(table, args.level, args.budget, png, stats)
-    rows = ["| agent | contest score ± std over seeds | per seed | episodes | "
-            f"mean return, last {args.budget // 5 // 1000}k steps | ÷ random | "
-            "(− random) / random's episode std | wall clock per run |",
-            "|---|---|---|---|---|---|---|---|"]
-    for agent in AGENTS:
-        s = stats[agent]
-        rows.append(f"| {agent} | {s['score']:.1f} ± {s['seed_std']:.1f} | "
-                    f"{', '.join(f'{v:.1f}' for v in s['seeds'])} | {s['episodes']} | "
-                    f"{s['late']:.1f} | {s['ratio']:.2f} | {s['diff_sd']:+.2f} | "
-                    f"{s['wall_min']:.1f} min |")
-    table_md = "\n".join(rows) + "\n"
+    header_cells = ["agent", "contest score ± std over seeds", "per seed", "episodes",
+                    f"mean return, last {args.budget // 5 // 1000}k steps", "÷ random",
+                    "(− random) / random's episode std", "wall clock per run"]
+    rows = [[agent, f"{s['score']:.1f} ± {s['seed_std']:.1f}",
+             ", ".join(f"{v:.1f}" for v in s["seeds"]), s["episodes"], f"{s['late']:.1f}",
+             f"{s['ratio']:.2f}", f"{s['diff_sd']:+.2f}", f"{s['wall_min']:.1f} min"]
+            for agent, s in ((a, stats[a]) for a in AGENTS)]
+    table_md = "\n".join(md_table(header_cells, rows)) + "\n"
     header = (f"Level `{args.level}`, {args.seeds} seeds (0..{args.seeds - 1}), budget "
               f"{args.budget:,} steps per run, `python -m evaluation suite` with "
               f"{args.workers} workers.\nppo2 arguments: `{args.ppo2_args}`.\n\n")
-    tmp = args.docs / "table.md.tmp"
-    tmp.write_text(header + table_md)
-    tmp.replace(args.docs / "table.md")
+    write_atomic(args.docs / "table.md", header + table_md)
     print(table_md, end="")
     print(f"figure: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}")
     for agent in ("ppo2", "jerk"):

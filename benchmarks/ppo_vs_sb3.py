@@ -43,8 +43,9 @@ def run_ours(timesteps: int, out: mp.Queue) -> None:
     import torch
 
     from agent.policies import build_policy
-    from agent.ppo import PPO, PPOConfig, learn, set_torch_threads
+    from agent.ppo import PPO, PPOConfig, learn
     from agent.vec_env import make_level_vec_env
+    from sonic_common.devices import set_torch_threads
 
     set_torch_threads(0)
     torch.manual_seed(0)
@@ -68,7 +69,7 @@ def run_sb3(timesteps: int, out: mp.Queue) -> None:
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from agent.ppo import set_torch_threads
+    from sonic_common.devices import set_torch_threads
 
     set_torch_threads(0)
     import functools

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation.aggregate import interval  # noqa: E402
 from evaluation.normalize import published_scale  # noqa: E402
 from evaluation.report import Table, load_runs  # noqa: E402
+from sonic_common.markdown import md_table  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start",
          "Seaquest-Atari2600-v0:Start")
@@ -110,14 +111,13 @@ def report(table: Table, args: argparse.Namespace) -> int:
         print(f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
               "the same command to resume", file=sys.stderr)
         return 1
-    print("| game | " + " | ".join(AGENTS) + " | DER 100k (unverified) |")
-    print("|---|" + "---|" * (len(AGENTS) + 1))
+    rows = []
     for j, level in enumerate(GAMES):
         g = game_name(level)
         raw = [np.mean([r.score for r in table.cell(a, level).runs]) for a in AGENTS]
-        print(f"| {g} | " + " | ".join(f"{v:.1f} ({scores[a][:, j].mean():+.3f})"
-                                       for v, a in zip(raw, AGENTS, strict=True))
-              + f" | {DER_100K[g]} |")
+        rows.append([g, *(f"{v:.1f} ({scores[a][:, j].mean():+.3f})"
+                          for v, a in zip(raw, AGENTS, strict=True)), DER_100K[g]])
+    print("\n".join(md_table(["game", *AGENTS, "DER 100k (unverified)"], rows)))
     print("(contest score, mean over seeds; in brackets: human-normalized)")
     iqm = iqm_with_ci(scores, args.reps)
     for a in AGENTS:

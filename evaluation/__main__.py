@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from roms_setup.commands import dispatch
-from roms_setup.errors import exit_on_user_error
+from sonic_common.errors import exit_on_user_error
 
 COMMANDS = {
     "serve": ("evaluation.serve_cli", "serve one contest environment over a Unix socket"),

@@ -20,12 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-# Environment variables the runner sets for every agent.
-SOCKET_DIR_ENV = "CONTEST_SOCKET_DIR"  # the directory holding `sock` and `ob`
-OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"  # where the agent may write its own files
-SEED_ENV = "AGENT_SEED"  # the run's seed, for the agent's own random numbers
-
-# Where the Docker runtime mounts those directories inside the container.
+# Where the Docker runtime mounts the socket and output directories (environment variables:
+# sonic_common.agent_env) inside the container.
 CONTAINER_SOCKET_DIR = "/contest/sock"
 CONTAINER_OUTPUT_DIR = "/contest/output"
 

@@ -23,7 +23,7 @@ from evaluation.images import (
     ensure_base_image,
     image_exists,
 )
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def check_checkpoint(path: Path) -> None:

@@ -42,8 +42,7 @@ from evaluation.protocol import (
     parse_int_fold_shape,
     parse_np_shape,
 )
-
-SOCKET_DIR_ENV = "CONTEST_SOCKET_DIR"
+from sonic_common.agent_env import SOCKET_DIR_ENV
 
 
 class RemoteEnvError(RuntimeError):

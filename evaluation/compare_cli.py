@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import Run, Table, load_runs, read_suite_json, write_atomic
+from evaluation.report import Run, Table, load_runs, read_suite_json
 from evaluation.report_aggregates import DEFAULT_BASELINE
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.files import write_atomic
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import time
 
 from evaluation import docker_daemon as dd
 from evaluation.images import BASE_IMAGE, ensure_base_image, image_exists
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def up(base_image: bool) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 STATE_DIR_ENV = "SONIC_MAML_DOCKER_DIR"

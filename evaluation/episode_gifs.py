@@ -47,8 +47,8 @@ def pick_episodes(runs: list[tuple[Path, int, list[EpisodeRow]]]) -> list[Pick]:
 
 def make_gif(pick: Pick, path: Path) -> bool:
     """Replay the picked episode into `path`; False when its movie is missing."""
-    from evaluation.report import write_atomic
     from evaluation.video_cli import encode_gif, movie_files, replay, scale_frames
+    from sonic_common.files import write_atomic
 
     movies = movie_files(pick.run_dir)
     if pick.episode >= len(movies):
@@ -78,7 +78,7 @@ def episode_gifs(out_dir: Path, cells: dict[tuple[str, str, str], list[tuple[Pat
                 index[key] = source
                 out.setdefault((agent, level), []).append((pick, rel))
     if index:
-        from evaluation.report import write_atomic
+        from sonic_common.files import write_atomic
 
         write_atomic(index_path, json.dumps(index, indent=1, sort_keys=True) + "\n")
     return out

@@ -25,7 +25,8 @@ from docker.errors import APIError, ImageNotFound
 
 from evaluation.docker_daemon import cache_dir, ensure_packages
 from evaluation.packaging import SOURCE_ROOT, copy_build_sources, declared_requirement
-from roms_setup.errors import UserError
+from sonic_common.agent_env import CHECKPOINT_ENV
+from sonic_common.errors import UserError
 
 BASE_IMAGE = "sonic-maml-base:bookworm"
 SUITE = "bookworm"
@@ -53,7 +54,7 @@ TORCH_AGENTS = {"ppo2", "maml", "rainbow"}
 # replay peaks at ~3.9 GiB (docs/benchmarks.md#rainbow_memory).
 AGENT_MEMORY = {"rainbow": "6g"}
 MEMORY_LABEL = "sonic-maml.memory"
-CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env AGENT_CHECKPOINT
+CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env $CHECKPOINT_ENV
 BUILD_LABEL = "sonic-maml.build"  # on the Dockerfile's `deps` stage, pruned after a build
 
 
@@ -285,7 +286,7 @@ CHECKPOINT_DOCKERFILE = f"""\
 ARG AGENT_IMAGE
 FROM ${{AGENT_IMAGE}}
 COPY checkpoint.pt {CHECKPOINT_PATH}
-ENV AGENT_CHECKPOINT={CHECKPOINT_PATH}
+ENV {CHECKPOINT_ENV}={CHECKPOINT_PATH}
 """
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 DIST = "sonic-maml"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, or site-packages
-SOURCE_PACKAGES = ["agent", "evaluation", "roms_setup", "meta_train"]
+SOURCE_PACKAGES = ["sonic_common", "roms_setup", "evaluation", "agent", "meta_train"]
 PACKAGED_DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile")
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)")
 

@@ -17,7 +17,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 RAY_VERSION = "2.60.0"
 BACKENDS = ("local", "ray")

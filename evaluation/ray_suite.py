@@ -20,8 +20,6 @@ records `interrupted`) and returns, and its run is marked `interrupted`, to be r
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -42,7 +40,8 @@ from evaluation.suite import (
     failure_results,
     last_timesteps,
 )
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
+from sonic_common.files import write_atomic, write_json_atomic
 
 GIB = 1024**3
 LOCAL_RUN_MEMORY = 1 * GIB  # an emulator server and a small agent, measured well below this
@@ -117,7 +116,7 @@ def _attempt(config: SuiteConfig, out: Path, combo: Combo, gpus: bool) -> dict[s
         if saved.get("status") not in ("budget", "wallclock", "interrupted"):
             res = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
             run_dir.mkdir(parents=True, exist_ok=True)
-            records.write_json_atomic(run_dir / records.RESULTS, res)
+            write_json_atomic(run_dir / records.RESULTS, res)
     assert res is not None
     return res
 
@@ -163,19 +162,7 @@ def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
     for rel, data in sorted(files.items(), key=lambda kv: kv[0] == records.RESULTS):
         path = run_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(path, data)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, data)
 
 
 OnDone = Callable[[Combo, dict[str, Any]], None]

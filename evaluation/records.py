@@ -20,8 +20,6 @@ import fcntl
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+
+from sonic_common.files import copy_atomic, write_json_atomic
 
 MONITOR = "monitor.csv"
 PROGRESS = "progress.csv"
@@ -53,32 +53,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file in the same directory, then os.replace it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def lock_dir(results_dir: Path, wait_s: float = 0.0) -> DirLock:
     """Hold results_dir/.run.lock (flock): one run at a time writes into a results directory.
 
     Waits up to `wait_s` for a holder to finish; then a one-line UserError.
     """
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     fd = os.open(Path(results_dir) / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     end = time.monotonic() + wait_s
@@ -104,20 +84,6 @@ class DirLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def copy_atomic(src: Path, dest: Path) -> None:
-    """Copy a file to a temporary name beside `dest`, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def publish_records(private_dir: Path, results_dir: Path) -> str | None:

@@ -29,8 +29,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,28 +53,14 @@ from evaluation.report_aggregates import (
 )
 from evaluation.seeds import parse_seeds, seeds_text
 from roms_setup.levels import Level, load_level_set
+from sonic_common.files import write_atomic
+from sonic_common.markdown import md_table
 
 SUMMARY_FIELDS = ("agent", "level", "seed", "score", "episodes", "timesteps", "wallclock_s",
                   "status", "error")
 CURVE_POINTS = 200
 SMOOTH_EPISODES = 10  # curves show the mean return of the last (up to) 10 finished episodes
 FLAG = "†"
-
-
-# ---------------------------------------------------------------- atomic files
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- reading runs
@@ -274,7 +258,7 @@ def run_curve(run: Run, grid: np.ndarray, smooth: int = SMOOTH_EPISODES) -> np.n
 def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: str,
           path: Path) -> None:
     """One line per agent (mean over seeds) with the min-max spread over seeds shaded."""
-    from evaluation import plots
+    from sonic_common import plots
 
     fig, ax = plots.figure()
     drawn, banded = 0, False
@@ -348,12 +332,6 @@ def _pm(mean: float, std: float) -> str:
         return "—"
     d = 1 if abs(mean) >= 10 or (not math.isnan(std) and std >= 10) else 2
     return f"{mean:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return out
 
 
 def _is_validation_set(levels: Sequence[str], suite: dict) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 
 from evaluation import aggregate as agg
 from evaluation.normalize import Scale, level_scales
+from sonic_common.markdown import md_table
 
 if TYPE_CHECKING:
     from evaluation.report import Table
@@ -104,7 +105,7 @@ def too_few_seeds(a: Aggregates) -> list[str]:
 
 
 def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
-    from evaluation.report import FLAG, md_table
+    from evaluation.report import FLAG
 
     rows = [[f"`{lv}`", f"{a.scales[lv].random:g}", f"{a.scales[lv].reference:g}",
              a.scales[lv].source + (f" {FLAG}" if a.scales[lv].flagged else "")]
@@ -121,7 +122,6 @@ def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
 
 
 def improvement_lines(a: Aggregates) -> list[str]:
-    from evaluation.report import md_table
 
     if a.baseline is None:
         return []
@@ -138,7 +138,7 @@ def improvement_lines(a: Aggregates) -> list[str]:
 
 def plot_intervals(a: Aggregates, path: Path) -> None:
     """IQM and mean per agent: the point and its 95% interval as a bar."""
-    from evaluation import plots
+    from sonic_common import plots
 
     agents = list(a.iqm)
     fig, axes = plots.figure(8, 1.2 + 0.45 * max(1, len(agents)), ncols=2, sharey=True)
@@ -162,7 +162,7 @@ def plot_intervals(a: Aggregates, path: Path) -> None:
 
 def plot_profile(a: Aggregates, path: Path) -> None:
     """Fraction of runs (seed × level) above each normalized score, with its interval."""
-    from evaluation import plots
+    from sonic_common import plots
 
     fig, ax = plots.figure(6, 4)
     matrices = {k: a.matrices[k] for k in a.iqm}
@@ -189,7 +189,7 @@ def plot_profile(a: Aggregates, path: Path) -> None:
 def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path) -> None:
     """IQM of the normalized learning curves over seed × level runs, per agent, with the 95%
     interval band; `curves[agent]` is (seeds, levels, points)."""
-    from evaluation import plots
+    from sonic_common import plots
 
     fig, ax = plots.figure()
     drawn, missing = 0, []

@@ -16,8 +16,8 @@ from evaluation.contest_rules import WALLCLOCK_S
 from evaluation.records import lock_dir
 from evaluation.runner import RunSpec, check_results_dir, check_spec, run_one
 from evaluation.serve_cli import summary
-from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import Level
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parser() -> argparse.ArgumentParser:

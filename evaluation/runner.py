@@ -30,9 +30,6 @@ from typing import Any
 from evaluation.agent_process import (
     CONTAINER_OUTPUT_DIR,
     CONTAINER_SOCKET_DIR,
-    OUTPUT_DIR_ENV,
-    SEED_ENV,
-    SOCKET_DIR_ENV,
     AgentHandle,
     AgentOutcome,
     LocalAgent,
@@ -51,11 +48,12 @@ from evaluation.records import (
     read_monitor,
     score,
     utc_now,
-    write_json_atomic,
 )
 from evaluation.serve_cli import MAX_SEED
-from roms_setup.errors import UserError
 from roms_setup.levels import Level
+from sonic_common.agent_env import OUTPUT_DIR_ENV, SEED_ENV, SOCKET_DIR_ENV
+from sonic_common.errors import UserError
+from sonic_common.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_PREFIX = "sonic-maml-agent-"

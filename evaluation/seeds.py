@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
 from evaluation.server import DEFAULT_IDLE_TIMEOUT_S, ServeConfig, serve
-from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import Level
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parser() -> argparse.ArgumentParser:

@@ -56,8 +56,8 @@ from evaluation.protocol import (
     step_reply,
 )
 from evaluation.records import RunRecorder, lock_dir, publish_records
-from roms_setup.errors import UserError
 from roms_setup.levels import Level
+from sonic_common.errors import UserError
 
 TICK_S = 0.25  # how often a blocked server wakes to check the wall clock and idle time
 TICK_MS = int(TICK_S * 1000)

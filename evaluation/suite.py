@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from evaluation import records
-from evaluation.report import write_atomic
 from evaluation.seeds import parse_seeds
-from roms_setup.errors import UserError
 from roms_setup.levels import Level
+from sonic_common.errors import UserError
+from sonic_common.files import write_atomic, write_json_atomic
 
 SUITE_JSON = "suite.json"
 SUITE_VERSION = 1
@@ -387,7 +387,7 @@ class SuiteRunner:
                 res = run_one(self.spec(combo))
             except Exception as e:  # run_one should not raise; record it if it does
                 res = failure_results(combo, self.config, f"{type(e).__name__}: {e}")
-                records.write_json_atomic(run_dir / records.RESULTS, res)
+                write_json_atomic(run_dir / records.RESULTS, res)
                 return res
             return self._mark_interrupted(run_dir, res)
         finally:
@@ -407,7 +407,7 @@ class SuiteRunner:
         if not stopped or status in ("budget", "wallclock", "interrupted"):
             return res
         res = {**res, "status": "interrupted", "status_at_interrupt": status}
-        records.write_json_atomic(run_dir / records.RESULTS, res)
+        write_json_atomic(run_dir / records.RESULTS, res)
         return res
 
     def progress_steps(self) -> int:

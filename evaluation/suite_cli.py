@@ -36,8 +36,8 @@ from evaluation.suite import (
     suite_lock,
     todo,
 )
-from roms_setup.errors import UserError, exit_on_user_error
 from roms_setup.levels import resolve_levels
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import records
-from evaluation.report import write_atomic
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.files import write_atomic
 
 MOVIES = "movies"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from agent.config import add_device_option, apply_overrides, load_config, parse_device
 from meta_train.configs import DEFAULTS, META_OPTIMIZERS
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_train(argv: list[str]) -> argparse.Namespace:

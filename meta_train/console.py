@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from evaluation.__main__ import COMMANDS as EVALUATION_COMMANDS
 from roms_setup.commands import Command, command_parser, load_main, parse_command
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
 
 COMMANDS: dict[str, Command] = {
     "roms": ("roms_setup.cli", (), "ROMs and level sets: import, status, levels"),

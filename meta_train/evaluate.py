@@ -19,12 +19,12 @@ import torch
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from agent.policies import build_policy
 from evaluation.progress import progress
-from evaluation.report import write_atomic
 from meta_train.maml import MetaLearner
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, describe
 from meta_train.train import MAML_FORMAT, make_learner, make_sampler, resolve_device
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
+from sonic_common.files import write_atomic
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training iterations' tasks
 

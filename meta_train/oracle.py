@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 ORACLE_TASKS = {"halfcheetah-dir": [1.0, -1.0], "halfcheetah-vel": [0.2, 0.6, 1.0, 1.4, 1.8]}
 ORACLE_JSON = "oracle.json"

@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import find_config, parse_device, read_yaml
-from evaluation.report import write_atomic
 from evaluation.seeds import parse_seeds, seeds_arg
 from meta_train.configs import CONFIG_DIR
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.files import write_atomic
 
 STATE = "pipeline.json"
 STAGES = ("roms", "maml", "reptile", "joint", "images", "suite", "report")
@@ -326,7 +326,7 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path,
                        title: str = "MAML meta-training (training levels)") -> bool:
     if not rows:
         return False
-    from evaluation import plots
+    from sonic_common import plots
 
     its = _floats(rows, "iteration")
     steps = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("return_"))
@@ -347,7 +347,7 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path,
 def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
     if not rows or "mean_return" not in rows[0]:
         return False
-    from evaluation import plots
+    from sonic_common import plots
 
     fig, ax = plots.figure(6, 3.5)
     x, y = _floats(rows, "timesteps"), _floats(rows, "mean_return")

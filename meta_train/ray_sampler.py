@@ -53,7 +53,7 @@ def lost_node_error(e: BaseException) -> BaseException:
     """A sampler actor that died (its node lost): a one-line error saying how to go on."""
     from ray.exceptions import RayActorError
 
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     if isinstance(e, RayActorError):
         return UserError("a Ray sampler actor died (its node was lost or ran out of memory): "
@@ -110,7 +110,7 @@ class RaySampler:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from evaluation.ray_backend import connect
-        from roms_setup.errors import UserError
+        from sonic_common.errors import UserError
 
         spec = getattr(policy, "spec", None)
         if spec is None:

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from roms_setup.errors import UserError, exit_on_user_error
+from sonic_common import plots
+from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.markdown import md_table
 
 # Read off the public learning curves at horizon 100 (RLlib's MAML on HalfCheetahRandDirec,
 # learn2learn's MAML-TRPO HalfCheetah example); post-update return.
@@ -104,13 +106,8 @@ def oracle_for(task: str, oracles: Path, task_list: list[str]) -> float | None:
 
 
 def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = sorted({i["task"] for i in infos})
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(6.5 * max(1, len(kinds)), 4.5),
+    fig, axes = plots.figure(6.5 * max(1, len(kinds)), 4.5, dpi=110, ncols=max(1, len(kinds)),
                              squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=False):
         for opt in sorted({i["meta_optimizer"] for i in infos if i["task"] == kind}):
@@ -139,9 +136,7 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
         ax.set_ylabel("mean return over the meta-batch")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.88),
                   title="lines: mean over seeds; band: min–max over seeds", title_fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def fmt(mean: float, se: float | None) -> str:
@@ -159,15 +154,14 @@ def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None
     head = [f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
             f"{info['seed']}, evaluated at iteration {iterations} = {steps / 1e6:.1f} M steps; "
             f"the run is at {info['iterations']}, {info['wall_s'] / 3600:.2f} h of training; "
-            f"{result['tasks']} fresh tasks, mean ± standard error over tasks)", "",
-            "| start | 0 steps | 1 step | 2 steps | 3 steps |", "|---|---|---|---|---|"]
+            f"{result['tasks']} fresh tasks, mean ± standard error over tasks)", ""]
+    rows = []
     for label, values in result["returns"].items():
         se = result.get("stderr", {}).get(label, [None] * len(values))
-        head.append(f"| {label} | " + " | ".join(fmt(v, s) for v, s in zip(values, se,
-                                                                         strict=True)) + " |")
+        rows.append([label, *(fmt(v, s) for v, s in zip(values, se, strict=True))])
     if oracle is not None:
-        head.append(f"| oracle | {oracle:.1f} | | | |")
-    return head + [""]
+        rows.append(["oracle", f"{oracle:.1f}", "", "", ""])
+    return head + md_table(["start", "0 steps", "1 step", "2 steps", "3 steps"], rows) + [""]
 
 
 @exit_on_user_error

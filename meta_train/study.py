@@ -26,6 +26,9 @@ from typing import Any
 
 from agent.config import load_config
 from meta_train.configs import CONFIG_DIR, DEFAULTS
+from sonic_common import plots
+from sonic_common.files import atomic_open
+from sonic_common.markdown import md_table
 
 ENVS = {"dir": "halfcheetah-dir.yaml", "vel": "halfcheetah-vel.yaml"}
 
@@ -104,13 +107,8 @@ def plot(out: Path, runs: list[tuple[str, str, int]]) -> None:
     """Per task: the post-adaptation return, and the adaptation gain (return after S steps −
     before, on the same tasks: the task-to-task noise cancels), moving averages over 5
     iterations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     envs = sorted({e for e, _, _ in runs})
-    fig, axes = plt.subplots(2, len(envs), figsize=(6 * len(envs), 7), squeeze=False)
+    fig, axes = plots.figure(6 * len(envs), 7, nrows=2, ncols=len(envs), squeeze=False)
     styles = {1: "-", 2: "--", 3: ":"}
     colors = {"vpg": "tab:blue", "trpo": "tab:orange", "ppo": "tab:green"}
     for col, env in enumerate(envs):
@@ -131,9 +129,7 @@ def plot(out: Path, runs: list[tuple[str, str, int]]) -> None:
             ax.set_xlabel("meta-iteration")
             ax.set_ylabel("mean return")
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "study.png", dpi=100)
-    plt.close(fig)
+    plots.save(fig, out / "study.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,12 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {env} {opt} {steps} step(s)", file=sys.stderr, flush=True)
         rows.append(run_one(args, env, opt, steps, out))
     fields = list(rows[0])
-    tmp = out / "study.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(out / "study.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(out / "study.csv")
     plot(out, runs)
     command = "python -m meta_train.study " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# MAML meta-optimizer study ({time.strftime('%Y-%m-%d')})", "",
@@ -161,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
              "Evaluation: mean return on fresh tasks after 0..S adaptation steps "
              "(`maml_eval_j`), beside a random initialization (`random_eval_j`); "
              "training columns average the last quarter of the iterations.", "",
-             "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
+             *md_table(fields, [[r[k] for k in fields] for r in rows])]
     reading = ""  # a hand-written "## Reading" section survives re-runs
     if (out / "study.md").is_file():
         old = (out / "study.md").read_text()

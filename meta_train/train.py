@@ -32,7 +32,8 @@ from meta_train.maml import MetaLearner, TaskBatch, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, make_env
-from roms_setup.errors import UserError
+from sonic_common.devices import choose_device
+from sonic_common.errors import UserError
 
 METRICS_CSV = "metrics.csv"
 MAML_FORMAT = "maml/1"
@@ -55,16 +56,8 @@ def policy_spec(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_device(cfg: dict[str, Any]) -> torch.device:
-    """`device`: cpu, cuda (an error without a GPU) or auto (cuda when there is one)."""
-    name = str(cfg.get("device", "cpu"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name}: this PyTorch sees no CUDA GPU; use device=cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device {name!r}: use cpu, cuda or auto") from None
+    """The config's `device` (default cpu): cpu, cuda (an error without a GPU) or auto."""
+    return choose_device(str(cfg.get("device", "cpu")))
 
 
 def make_learner(policy: ActorCritic, cfg: dict[str, Any]) -> MetaLearner:

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import BinaryIO
 
 import stable_retro.data as retro_data
 
-from roms_setup.errors import UserError
 from roms_setup.patches import PatchOutcome, patch_custom_games
+from sonic_common.errors import UserError
+from sonic_common.files import write_atomic
 
 MAX_ROM_BYTES = 0x2000000  # 32 MiB, the largest ROM stable-retro supports (see groom_rom)
 MAX_ZIP_BYTES = 1 << 30  # zips bigger than this are not opened
@@ -69,19 +69,6 @@ class ImportResult:
         }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _same_content(path: Path, sha1: str) -> bool:
     if not path.is_file():
         return False
@@ -104,7 +91,7 @@ def install_rom(game_path: Path, ext: str, data: bytes) -> bool:
     changed = False
     for target in targets:
         if not _same_content(target, written_sha):
-            _atomic_write(target, data)
+            write_atomic(target, data)
             changed = True
     return changed
 

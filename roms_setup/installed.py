@@ -6,8 +6,8 @@ import os
 
 import stable_retro.data as retro_data
 
-from roms_setup.errors import UserError
 from roms_setup.levels import Level
+from sonic_common.errors import UserError
 
 # Stable, contrib (the contest's custom levels) and experimental integrations alike.
 ALL_INTEGRATIONS = retro_data.Integrations.ALL

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 _DATA = "data"
 

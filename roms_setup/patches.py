@@ -8,17 +8,16 @@ We run Debian's `xdelta3` program on it and install the result atomically as `ro
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import stable_retro.data as retro_data
 
-from roms_setup.errors import UserError
 from roms_setup.installed import ALL_INTEGRATIONS, game_dir, game_playable, has_file
+from sonic_common.errors import UserError
+from sonic_common.files import atomic_path
 
 XDELTA3 = "xdelta3"
 PATCHED_ROM_NAME = "rom.md"  # stable-retro's extension for Genesis ROMs
@@ -51,11 +50,7 @@ def apply_delta(source: Path, delta: Path, out: Path, expected_sha1: str | None)
     for p, what in ((source, "base ROM"), (delta, "delta")):
         if not Path(p).is_file():
             raise UserError(f"{what} {p} does not exist: import the original ROM first")
-    out = Path(out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         proc = subprocess.run(
             [exe, "-d", "-f", "-s", str(source), str(delta), str(tmp)],
             capture_output=True,
@@ -73,10 +68,7 @@ def apply_delta(source: Path, delta: Path, out: Path, expected_sha1: str | None)
                 f"patching {source} gave SHA-1 {got}, expected {expected_sha1.strip()}: the base "
                 "ROM is the wrong revision; import the ROM whose SHA-1 stable-retro lists"
             )
-        os.replace(tmp, out)
-        return got
-    finally:
-        tmp.unlink(missing_ok=True)
+    return got
 
 
 # ---------------------------------------------------------------------------------------------

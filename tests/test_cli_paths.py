@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.checkpoint import load_checkpoint
-from evaluation.packaging import declared_requirement
+from evaluation.packaging import SOURCE_PACKAGES, declared_requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -167,7 +167,7 @@ def venv_with_wheel(tmp_path: Path) -> Path:
     site-packages, added by a .pth line, so no download). Returns its bin directory."""
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in ("roms_setup", "evaluation", "agent", "meta_train"):
+    for name in SOURCE_PACKAGES:
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "Dockerfile"):
         shutil.copy2(ROOT / name, src / name)

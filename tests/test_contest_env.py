@@ -13,7 +13,7 @@ from evaluation.contest_env import (
     make_retro_env,
 )
 from evaluation.contest_rules import EPISODE_STEPS
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 
 class RecordingEmulator:

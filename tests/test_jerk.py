@@ -33,8 +33,8 @@ from agent.jerk import (
 )
 from evaluation.records import read_monitor
 from evaluation.runner import RunSpec, run_one
-from roms_setup.errors import UserError
 from roms_setup.levels import Level
+from sonic_common.errors import UserError
 
 
 class Corridor(gym.Env):

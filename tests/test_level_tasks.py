@@ -20,7 +20,7 @@ from meta_train.level_sampler import LevelSampler
 from meta_train.sampler import Trajectories
 from meta_train.tasks import TaskDistribution, describe, make_env
 from meta_train.train import check_config, policy_spec, train
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 BREAKOUT = "Breakout-Atari2600-v0:Start"  # random play loses its 5 lives in ~120-250 steps
 QBERT = "Qbert-Atari2600-v0:Start"

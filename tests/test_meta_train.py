@@ -225,7 +225,7 @@ def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_vali
     from agent.policies import LOG_STD_MIN, build_policy
     from meta_train.maml import MetaLearner
     from meta_train.train import check_finite
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     policy = build_policy({"body": "mlp", "obs_shape": [3], "hidden": [4],
                            "action": {"type": "gaussian", "dim": 2}})

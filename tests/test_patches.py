@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from roms_setup.errors import UserError
 from roms_setup.installed import game_known, game_playable
 from roms_setup.patches import apply_delta, base_game, custom_games, patch_custom_games
+from sonic_common.errors import UserError
 
 pytestmark = pytest.mark.skipif(shutil.which("xdelta3") is None, reason="needs xdelta3")
 

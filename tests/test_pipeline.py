@@ -24,7 +24,7 @@ from meta_train.pipeline import (
     parse_args,
     suite_command,
 )
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 SMOKE = CONFIG_DIR / "pipeline-smoke.yaml"
 

@@ -21,7 +21,7 @@ from agent.policies import build_policy
 from agent.ppo import PPO, PPOConfig, learn, ppo_loss
 from agent.rollout import RolloutBuffer, compute_gae
 from agent.vec_env import LevelEnv, assign_levels, discrete_actions, level_system
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

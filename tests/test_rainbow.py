@@ -293,7 +293,7 @@ def test_resume_restores_the_learner(tmp_path: Path) -> None:
     from gymnasium import spaces
 
     from agent.checkpoint import policy_for_spaces
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     with pytest.raises(UserError, match="holds a rainbow network"):
         policy_for_spaces(load_checkpoint(path), {}, spaces.Box(0, 255, (4, 36, 36), np.uint8),

@@ -212,7 +212,7 @@ def test_backend_options_are_checked(tmp_path: Path) -> None:
 
 def test_run_resources_follow_the_runtime_and_the_agents() -> None:
     from evaluation.ray_suite import parse_run_gpus, run_resources
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     base = {"agents": ["ppo2", "jerk"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 1,
             "budget": 10, "wallclock_s": 60.0}
@@ -306,7 +306,7 @@ def test_a_lost_sampler_actor_is_a_one_line_error(cluster: Any) -> None:
     from meta_train.configs import CONFIG_DIR, DEFAULTS
     from meta_train.ray_sampler import RaySampler
     from meta_train.train import policy_spec
-    from roms_setup.errors import UserError
+    from sonic_common.errors import UserError
 
     cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=4"], defaults=DEFAULTS)
     policy = build_policy(policy_spec(cfg))

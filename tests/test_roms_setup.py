@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import stable_retro.data as retro_data
 
-from roms_setup.errors import UserError
 from roms_setup.importer import bundled_roms_dir, import_bundled, import_roms, install_rom
 from roms_setup.installed import game_playable
+from sonic_common.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

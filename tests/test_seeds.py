@@ -10,7 +10,7 @@ import pytest
 from evaluation.seeds import parse_seeds, seeds_arg, seeds_text
 from meta_train.configs import CONFIG_DIR
 from meta_train.pipeline import Pipeline, load_pipeline_config, more_seeds, suite_command
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 SMOKE = CONFIG_DIR / "pipeline-smoke.yaml"
 

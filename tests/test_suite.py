@@ -20,7 +20,7 @@ import pytest
 
 from evaluation.suite import SuiteConfig, last_timesteps, open_suite
 from evaluation.suite_cli import parse_agent_args
-from roms_setup.errors import UserError
+from sonic_common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"

@@ -11,13 +11,16 @@ from typing import Any
 STEPS_LABEL = "environment steps (agent timesteps)"
 
 
-def figure(width: float = 7.0, height: float = 4.0, **subplots: Any) -> tuple[Any, Any]:
+def figure(width: float = 7.0, height: float = 4.0, dpi: int = 100,
+           **subplots: Any) -> tuple[Any, Any]:
+    """A figure of `width` × `height` inches and its axes (`plt.subplots`' keywords), drawn
+    without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=100, **subplots)
+    return plt.subplots(figsize=(width, height), dpi=dpi, **subplots)
 
 
 def _count_text(x: float, _pos: object = None) -> str:
@@ -62,7 +65,7 @@ def save(fig: Any, path: Path) -> None:
     """Write the figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    from evaluation.report import write_atomic
+    from sonic_common.files import write_atomic
 
     lines = sum(t.get_text().count("\n") + 1 for t in fig.texts if t.get_gid() == NOTE_GID)
     inches = lines * 7 * 1.3 / 72 + 0.05  # 7-point lines

@@ -1,0 +1,7 @@
+"""The environment variables a contest run gives its agent (set by evaluation's runner and the
+agent images, read by the agents and the contest client)."""
+
+SOCKET_DIR_ENV = "CONTEST_SOCKET_DIR"  # the directory holding the server's `sock` and `ob`
+OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"  # where the agent may write its own files
+SEED_ENV = "AGENT_SEED"  # the run's seed, for the agent's own random numbers
+CHECKPOINT_ENV = "AGENT_CHECKPOINT"  # a checkpoint to start from (agent images built with one)
