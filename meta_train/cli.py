@@ -1,6 +1,6 @@
 """`python -m meta_train`: meta-train a policy initialization with MAML, or evaluate one.
 
-    python -m meta_train --config meta_train/configs/halfcheetah-dir.yaml --out DIR
+    python -m meta_train [train] --config meta_train/configs/halfcheetah-dir.yaml --out DIR
         [--meta-optimizer vpg|trpo|ppo|reptile] [--adapt-steps N] [--iterations N] [--joint]
         [--resume] [--set key=value ...]
     python -m meta_train oracle --config meta_train/configs/halfcheetah-dir-repro.yaml --out DIR
@@ -23,11 +23,14 @@ steps: plain policy gradient on the task mixture), the "pretrained" baseline of 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from agent.config import add_device_option, apply_overrides, load_config, parse_device
 from meta_train.configs import DEFAULTS, META_OPTIMIZERS
+from roms_setup.commands import command_parser, parse_command
 from sonic_common.errors import UserError, exit_on_user_error
 
 
@@ -151,13 +154,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], argparse.Namespace],
+                             Callable[[argparse.Namespace], int], str]] = {
+    "train": (parse_train, run_train, "meta-train a policy initialization (the default)"),
+    "evaluate": (parse_evaluate, run_evaluate,
+                 "returns of a checkpoint after 0..N adaptation steps on fresh tasks"),
+    "oracle": (parse_oracle, run_oracle, "train and evaluate the oracles of a task family"),
+}
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
+    """`python -m meta_train [train|evaluate|oracle] ...`: no subcommand is `train`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "evaluate":
-        return run_evaluate(parse_evaluate(argv[1:]))
-    if argv and argv[0] == "oracle":
-        return run_oracle(parse_oracle(argv[1:]))
-    return run_train(parse_train(argv))
+    if not argv or argv[0].startswith("-"):
+        argv = ["train", *argv]
+    commands = {name: ("meta_train.cli", (name,), desc)
+                for name, (_, _, desc) in SUBCOMMANDS.items()}
+    name, rest = parse_command(command_parser("python -m meta_train", __doc__.splitlines()[0],
+                                              commands), argv)
+    parse, run, _ = SUBCOMMANDS[name]
+    return run(parse(rest))
