@@ -9,7 +9,7 @@ Parameters are a plain dict `{name: tensor}` (`Params`) run through the policy m
 MAML), otherwise the result is a function of θ only through θ itself.
 
 The data: `Trajectories` (K trajectories of T steps, as the samplers of meta_train and the MAML
-agent collect them) become a `Prepared` batch (flattened, with the advantages Â) for the step.
+agent collect them) become a `AdvantageBatch` batch (flattened, with the advantages Â) for the step.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Trajectories:
 
 
 @dataclass
-class Prepared:
+class AdvantageBatch:
     """One batch of trajectories flattened to (T·K, ...): observations in their stored dtype,
     the normalized GAE advantages of the linear feature baseline, the mean return."""
 
@@ -65,21 +65,21 @@ class Prepared:
     mean_return: float
 
     @classmethod
-    def from_trajectories(cls, traj: Trajectories, gamma: float, lam: float,
-                          ridge: float) -> Prepared:
+    def from_trajectories(cls, traj: Trajectories, gamma: float, gae_lambda: float,
+                          ridge: float) -> AdvantageBatch:
         obs = torch.from_numpy(traj.obs)
         rewards = torch.from_numpy(traj.rewards)
         dones = None if traj.dones is None else torch.from_numpy(traj.dones)
-        adv = advantages(obs, rewards, gamma, lam, ridge, dones=dones)
+        adv = advantages(obs, rewards, gamma, gae_lambda, ridge, dones=dones)
         n = traj.horizon * traj.count
         return cls(obs.reshape(n, *obs.shape[2:]),
                    torch.from_numpy(traj.actions).reshape(n, *traj.actions.shape[2:]),
                    adv.reshape(n), float(traj.returns().mean()))
 
-    def to(self, device: torch.device) -> Prepared:
+    def to(self, device: torch.device) -> AdvantageBatch:
         if self.obs.device == device:
             return self
-        return Prepared(self.obs.to(device), self.actions.to(device),
+        return AdvantageBatch(self.obs.to(device), self.actions.to(device),
                         self.advantages.to(device), self.mean_return)
 
 
@@ -161,7 +161,7 @@ def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: 
     return apply_step(params, names, total, step_sizes, lr)
 
 
-def detached_step(policy: nn.Module, params: Params, data: Prepared,
+def detached_step(policy: nn.Module, params: Params, data: AdvantageBatch,
                   step_sizes: StepSizes | None, lr: float, chunk: int) -> Params:
     """One inner step for sampling: θ' from θ = `params` on `data` by `inner_step_chunked`
     (first order, no graph kept), the result detached. Meta-training's

@@ -94,9 +94,11 @@ def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                defaults: str | Path = DEFAULT_PPO_CONFIG) -> dict[str, Any]:
-    """The defaults file, updated by `path` (any subset of its keys), then by the overrides."""
-    cfg = read_yaml(defaults)
+                defaults: str | Path = DEFAULT_PPO_CONFIG,
+                base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The defaults file (over `base`: typed defaults, e.g. a learner dataclass's, that the file
+    does not restate), updated by `path` (any subset of the keys), then by the overrides."""
+    cfg = {**copy.deepcopy(base or {}), **read_yaml(defaults)}
     if path is not None:
         path = find_config(path, Path(defaults).parent)
         for key, value in _flatten(read_yaml(path)):

@@ -34,7 +34,8 @@ from gymnasium import spaces
 
 from agent.config import apply_overrides, read_yaml
 from agent.config import load_config as shared_load_config
-from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env
+from agent.connection import agent_seed, make_env
+from agent.runtime import play_until_budget
 from agent.wrappers import AllowBacktracking
 from sonic_common.errors import UserError, exit_on_user_error
 
@@ -265,16 +266,10 @@ class Jerk:
 def play(env: gym.Env, config: JerkConfig, seed: int, log: bool = True) -> int:
     """Run JERK on `env` until the server ends the run; the process exit code."""
     jerk = Jerk(env, config, random.Random(seed))
-    try:
-        jerk.run(log=log)
-    except BudgetExhausted as e:
-        print(f"jerk agent: budget spent after {jerk.total_steps} steps, {jerk.episodes} "
-              f"episodes ({jerk.replays} replays, {len(jerk.solutions)} solutions) ({e.reason})")
-        return 0
-    except RemoteEnvClosed as e:
-        print(f"jerk agent: the server closed the connection: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return play_until_budget(
+        "jerk", lambda: jerk.run(log=log),
+        summary=lambda: f"after {jerk.total_steps} steps, {jerk.episodes} episodes "
+                        f"({jerk.replays} replays, {len(jerk.solutions)} solutions)")
 
 
 @exit_on_user_error

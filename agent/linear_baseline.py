@@ -76,7 +76,7 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
     return (feats @ coef).reshape(returns.shape)
 
 
-def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float,
+def gae(rewards: Tensor, values: Tensor, gamma: float, gae_lambda: float,
         dones: Tensor | None = None) -> Tensor:
     """GAE (agent.rollout.compute_gae) over fixed-horizon trajectories (T, K) in float64; V after
     the last step (and after a done) is 0, and no advantage crosses an episode end."""
@@ -84,16 +84,16 @@ def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float,
     ends = torch.zeros(rewards.shape, dtype=torch.bool) if dones is None else dones
     next_values = torch.zeros_like(values)
     next_values[:-1] = values[1:]
-    return compute_gae(rewards, values, next_values, ends, ends, gamma, lam)[0]
+    return compute_gae(rewards, values, next_values, ends, ends, gamma, gae_lambda)[0]
 
 
-def advantages(obs: Tensor, rewards: Tensor, gamma: float = 0.99, lam: float = 1.0,
+def advantages(obs: Tensor, rewards: Tensor, gamma: float = 0.99, gae_lambda: float = 1.0,
                ridge: float = 1e-5, normalize: bool = True,
                dones: Tensor | None = None) -> Tensor:
     """Normalized GAE advantages (T, K) float32, with the linear feature baseline. `dones`
     (T, K) bool marks steps that ended an episode (the trajectory then goes on with a new one)."""
     values = fit_linear_baseline(obs, discounted_returns(rewards, gamma, dones), ridge, dones)
-    adv = gae(rewards, values, gamma, lam, dones)
+    adv = gae(rewards, values, gamma, gae_lambda, dones)
     if normalize:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     return adv.float()

@@ -1,4 +1,4 @@
-"""Training logs: `DIR/progress.csv` (always), TensorBoard events and progress on stderr (a tqdm
+"""Training logs: `DIR/learning.csv` (always), TensorBoard events and progress on stderr (a tqdm
 bar on a terminal, plain lines in a log: `evaluation.progress`).
 
 The agent image has neither tensorboard nor tqdm: both are optional here.
@@ -10,12 +10,14 @@ import csv
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from sonic_common.markdown import md_table
 
-PROGRESS_CSV = "progress.csv"
+LEARNING_CSV = "learning.csv"  # not progress.csv: the contest server writes that one
 # TensorBoard tags as CleanRL names them (docs: cleanrl ppo_atari.py), so that dashboards and
 # scripts made for CleanRL runs read ours; episodic return and length are the mean of the last
 # 100 finished episodes here (CleanRL logs each episode), at the row's timesteps.
@@ -29,7 +31,7 @@ TB_TAGS = {
 
 
 def tb_tag(key: str) -> str:
-    """CleanRL's tag for a progress.csv column; other losses under losses/, the rest charts/."""
+    """CleanRL's tag for a learning.csv column; other losses under losses/, the rest charts/."""
     return TB_TAGS.get(key, f"losses/{key}" if key.endswith("loss") else f"charts/{key}")
 
 
@@ -66,13 +68,61 @@ class EpisodeTracker:
         return sum(self.lengths) / len(self.lengths) if self.lengths else math.nan
 
 
+Scalars = Callable[[dict[str, Any]], Iterable[tuple[str, float, int]]]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def cleanrl_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
+    """A learner's row as TensorBoard scalars: CleanRL's tags, at the row's timesteps."""
+    step = int(row.get("timesteps", 0))
+    for key, value in row.items():
+        if key != "timesteps" and _finite(value):
+            yield tb_tag(key), value, step
+
+
+@dataclass(frozen=True)
+class LogLayout:
+    """What a kind of run logs: its CSV's name and columns, how NaN is written there, and the
+    TensorBoard scalars of a row. The learners' layout is LEARNER_LOG (learning.csv, CleanRL's
+    tags); meta-training's is meta_train.train's (metrics.csv, meta/ and by_env_steps/)."""
+
+    csv_name: str = LEARNING_CSV
+    fields: tuple[str, ...] = CSV_FIELDS
+    scalars: Scalars = cleanrl_scalars
+    nan: str = ""
+
+
+LEARNER_LOG = LogLayout()
+
+
+def _keep_rows(path: Path, fields: Sequence[str], keep_below: int) -> None:
+    """Rewrite the CSV with its rows whose first column is below `keep_below` (a resume after a
+    crash drops the rows of the steps it does again)."""
+    rows: list[dict[str, str]] = []
+    if path.is_file() and keep_below > 0:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r[fields[0]]) < keep_below]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
 class TrainLogger:
-    """Rows to progress.csv (appended on resume) and TensorBoard; a progress bar on stderr."""
+    """Rows to a CSV (learning.csv: appended on resume; or, with `keep_rows_below`, the rows
+    before that step kept) and TensorBoard; a progress bar on stderr. Every learner logs
+    through it, and meta-training (meta_train.train.MetricsLog) too."""
 
     def __init__(self, out_dir: str | Path | None, total_timesteps: int | None = None,
                  start_timesteps: int = 0, tensorboard: bool = True, progress_bar: bool = True,
-                 resume: bool = False, config: dict[str, Any] | None = None) -> None:
+                 resume: bool = False, config: dict[str, Any] | None = None, *,
+                 layout: LogLayout = LEARNER_LOG, keep_rows_below: int | None = None,
+                 unit: str = "step", desc: str | None = None) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.layout = layout
         self.start_time = time.monotonic()
         self._csv_file: TextIO | None = None
         self._csv: csv.DictWriter[str] | None = None
@@ -81,27 +131,26 @@ class TrainLogger:
         self._last_timesteps = start_timesteps
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            path = self.out_dir / PROGRESS_CSV
-            append = resume and path.is_file() and path.stat().st_size > 0
-            self._csv_file = open(path, "a" if append else "w", newline="")
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS,
-                                       extrasaction="ignore")
-            if not append:
-                self._csv.writeheader()
-                self._csv_file.flush()
+            self._open_csv(self.out_dir / layout.csv_name, resume, keep_rows_below)
             if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(str(self.out_dir / "tb"))
-                    if config:
-                        self._tb.add_text("hyperparameters", config_text(config))
-                except ImportError:  # no tensorboard (e.g. in the agent image)
-                    self._tb = None
+                self._tb = _summary_writer(self.out_dir / "tb", keep_rows_below, config)
         if progress_bar:  # a tqdm bar on a terminal, plain lines in a log (or without tqdm)
             from evaluation.progress import progress
 
-            self._bar = progress(total_timesteps, start_timesteps, unit="step")
+            self._bar = progress(total_timesteps, start_timesteps, unit=unit, desc=desc)
+
+    def _open_csv(self, path: Path, resume: bool, keep_rows_below: int | None) -> None:
+        fields = self.layout.fields
+        if keep_rows_below is not None:
+            _keep_rows(path, fields, keep_rows_below)
+            append = True
+        else:
+            append = resume and path.is_file() and path.stat().st_size > 0
+        self._csv_file = open(path, "a" if append else "w", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=fields, extrasaction="ignore")
+        if not append:
+            self._csv.writeheader()
+            self._csv_file.flush()
 
     def advance(self, timesteps: int, postfix: dict[str, Any] | None = None) -> None:
         """Move the progress bar to `timesteps` (total so far)."""
@@ -112,15 +161,16 @@ class TrainLogger:
         self._last_timesteps = timesteps
 
     def log(self, row: dict[str, Any]) -> None:
-        row = {**row, "time_s": round(time.monotonic() - self.start_time, 3)}
+        if "time_s" in self.layout.fields:
+            row = {**row, "time_s": round(time.monotonic() - self.start_time, 3)}
         if self._csv is not None and self._csv_file is not None:
-            self._csv.writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+            self._csv.writerow({k: _fmt(row.get(k, math.nan), self.layout.nan)
+                                for k in self.layout.fields})
             self._csv_file.flush()
         if self._tb is not None:
-            step = int(row.get("timesteps", 0))
-            for key, value in row.items():
-                if key != "timesteps" and isinstance(value, int | float) and math.isfinite(value):
-                    self._tb.add_scalar(tb_tag(key), value, step)
+            for tag, value, step in self.layout.scalars(row):
+                self._tb.add_scalar(tag, value, step)
+            self._tb.flush()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -131,7 +181,20 @@ class TrainLogger:
             self._csv_file.close()
 
 
-def _fmt(value: Any) -> Any:
+def _summary_writer(path: Path, purge_step: int | None, config: dict[str, Any] | None) -> Any:
+    """A TensorBoard writer (None without tensorboard, e.g. in the agent image); the config as
+    text, unless this run goes on from a step where it was written already."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    writer = SummaryWriter(str(path), purge_step=purge_step)
+    if config and not purge_step:
+        writer.add_text("hyperparameters", config_text(config))
+    return writer
+
+
+def _fmt(value: Any, nan: str) -> Any:
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
+        return nan if math.isnan(value) else f"{value:.6g}"
     return "" if value is None else value

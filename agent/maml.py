@@ -41,7 +41,7 @@ It is read and checked before connecting; one without `adaptation` is a one-line
 3. After adaptation (`after_adaptation` in agent/configs/maml.yaml): the adapted θ goes into the
    network (the value head, which MAML does not train, keeps its weights) and then
    `ppo`: PPO (agent/ppo.py) keeps learning from there, as agent.ppo2 does, with the PPO keys of
-   maml.yaml (progress.csv as ppo2); or `act`: the adapted policy keeps acting (sampling), with no
+   maml.yaml (learning.csv as ppo2); or `act`: the adapted policy keeps acting (sampling), with no
    learning, until the budget ends.
 
 The run ends when the server says the budget is spent, in any phase: the agent then saves the
@@ -60,10 +60,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
-import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,22 +75,23 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from torch import Tensor
 from torch.func import functional_call
 
-from agent.adaptation import Params, Prepared, Trajectories, detached_step, policy_parameters
-from agent.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    policy_for_spaces,
-    save_checkpoint,
-)
-from agent.config import CONFIG_DIR, add_device_option, load_config
-from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
+from agent.adaptation import AdvantageBatch, Params, Trajectories, detached_step, policy_parameters
+from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, policy_for_spaces, save_checkpoint
+from agent.config import CONFIG_DIR, load_config
+from agent.connection import make_env, output_dir
 from agent.logging import TrainLogger
 from agent.policies import ActorCritic
 from agent.ppo import PPO, PPOConfig, learn
+from agent.runtime import (
+    CHECKPOINT_ENV,
+    agent_parser,
+    checkpoint_path,
+    play_until_budget,
+    start,
+)
 from agent.vec_env import make_single_vec_env
-from agent.wrappers import wrap_agent_env
-from sonic_common.agent_env import CHECKPOINT_ENV
-from sonic_common.devices import choose_device, set_torch_threads, torch_threads_at_most
+from agent.wrappers import WrapperConfig, wrap_agent_env
+from sonic_common.devices import torch_threads_at_most
 from sonic_common.errors import UserError, exit_on_user_error
 
 MAML_CONFIG = CONFIG_DIR / "maml.yaml"
@@ -126,7 +126,7 @@ def read_maml_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 @dataclass
-class Settings:
+class AdaptationConfig:
     """What one adaptation needs: the checkpoint's settings with the config's overrides."""
 
     adapt_steps: int
@@ -141,7 +141,7 @@ class Settings:
 
     @classmethod
     def from_checkpoint(cls, data: dict[str, Any], cfg: dict[str, Any],
-                        device: torch.device | str = "cpu") -> Settings:
+                        device: torch.device | str = "cpu") -> AdaptationConfig:
         a = data["adaptation"]
 
         def pick(key: str) -> Any:
@@ -226,9 +226,7 @@ def agent_env(env: gym.Env, adaptation: dict[str, Any]) -> tuple[gym.Env, Contes
     wrapped its levels, and the counter at the bottom of it."""
     counter = ContestCounter(env)
     wrapped = wrap_agent_env(RecordEpisodeStatistics(counter),
-                             discretizer=str(adaptation["discretizer"]),
-                             backtracking=bool(adaptation["backtracking"]),
-                             reward_scale=float(adaptation["reward_scale"]))
+                             WrapperConfig.from_dict(adaptation))
     return ResumeEpisode(wrapped), counter
 
 
@@ -269,15 +267,17 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
 
 
 def inner_update(policy: ActorCritic, params: Params, traj: Trajectories,
-                 settings: Settings) -> Params:
+                 settings: AdaptationConfig) -> Params:
     """θ' from θ = `params` on the trajectories: agent.adaptation's inner step (detached)."""
-    data = Prepared.from_trajectories(traj, settings.gamma, settings.gae_lambda, settings.ridge)
+    data = AdvantageBatch.from_trajectories(traj, settings.gamma, settings.gae_lambda,
+                                            settings.ridge)
     return detached_step(policy, params, data, settings.step_sizes, settings.lr,
                          settings.grad_chunk)
 
 
 def adaptation_step(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: Params,
-                    settings: Settings, device: torch.device) -> tuple[Params, Trajectories]:
+                    settings: AdaptationConfig,
+                    device: torch.device) -> tuple[Params, Trajectories]:
     """One inner step: collect K trajectories with θ_i, return θ_{i+1} and the data."""
     traj = collect(env, counter, policy, params, settings.trajectories, settings.horizon, device)
     return inner_update(policy, params, traj, settings), traj
@@ -292,7 +292,7 @@ class Adapter:
     midway."""
 
     def __init__(self, env: gym.Env, counter: ContestCounter, policy: ActorCritic,
-                 settings: Settings, device: torch.device, out: Path | None) -> None:
+                 settings: AdaptationConfig, device: torch.device, out: Path | None) -> None:
         self.env, self.counter, self.policy = env, counter, policy
         self.settings, self.device = settings, device
         self.params: Params = {n: p.detach().clone() for n, p in
@@ -358,19 +358,13 @@ def act_forever(env: gym.Env, policy: ActorCritic, device: torch.device) -> None
 # --- the command ------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.maml",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint",
-                        help=f"MAML checkpoint from meta_train (default: ${CHECKPOINT_ENV})")
-    parser.add_argument("--config", help="YAML file with the keys to change from maml.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="change one config key (repeatable)")
+    parser = agent_parser("maml", __doc__, "maml.yaml",
+                          checkpoint_help="MAML checkpoint from meta_train")
     parser.add_argument("--adapt-steps", type=int, help="inner steps N (config adapt_steps)")
     parser.add_argument("--trajectories", type=int,
                         help="trajectories K per inner step (config trajectories)")
     parser.add_argument("--horizon", type=int, help="steps H per trajectory (config horizon)")
     parser.add_argument("--inner-lr", type=float, help="inner step size α (config inner_lr)")
-    add_device_option(parser)
     return parser.parse_args(argv)
 
 
@@ -380,7 +374,9 @@ def make_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"{key}={value}")
-    cfg = load_config(args.config, overrides, defaults=MAML_CONFIG)
+    # PPO's keys and their defaults: PPOConfig's (the contest baseline's, as agent.ppo2)
+    cfg = load_config(args.config, overrides, defaults=MAML_CONFIG,
+                      base=dataclasses.asdict(PPOConfig()))
     if cfg["after_adaptation"] not in AFTER_ADAPTATION:
         raise UserError(f"after_adaptation must be {' or '.join(AFTER_ADAPTATION)}, "
                         f"not {cfg['after_adaptation']!r}")
@@ -392,7 +388,7 @@ class MamlRun:
     `phase` says where it is when the budget ends; `save` writes the network as it is then."""
 
     def __init__(self, cfg: dict[str, Any], ckpt_path: str, data: dict[str, Any],
-                 settings: Settings, device: torch.device) -> None:
+                 settings: AdaptationConfig, device: torch.device) -> None:
         self.cfg, self.ckpt_path, self.settings, self.device = cfg, ckpt_path, settings, device
         self.env, self.counter = agent_env(make_env(copy_obs=False), data["adaptation"])
         try:
@@ -466,33 +462,16 @@ class MamlRun:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = make_config(args)
-    ckpt_path = args.checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+    ckpt_path = checkpoint_path(args.init)
     if not ckpt_path:
         raise UserError(f"no MAML checkpoint: give --checkpoint FILE or set ${CHECKPOINT_ENV}")
     data = read_maml_checkpoint(ckpt_path)  # fail before connecting
-    seed = agent_seed(int(cfg["seed"]))
-    assert seed is not None
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    set_torch_threads(int(cfg["torch_threads"]))
-    device = choose_device(str(cfg["device"]))
-    run = MamlRun(cfg, ckpt_path, data, Settings.from_checkpoint(data, cfg, device), device)
-    try:
-        run.play(seed)
-    except BudgetExhausted as e:
-        path = run.save()
-        print(f"maml agent: budget spent {run.where()} after {run.counter.timesteps} timesteps "
-              f"({e.reason}); model: {path or 'not saved (no output dir)'}", flush=True)
-        return 0
-    except RemoteEnvClosed as e:
-        run.save()
-        print(f"maml agent: the server closed the connection {'during ' + run.phase}: {e}",
-              file=sys.stderr)
-        return 1
-    finally:
-        run.close()
-    return 0
+    seed, device = start(cfg)
+    run = MamlRun(cfg, ckpt_path, data, AdaptationConfig.from_checkpoint(data, cfg, device), device)
+    return play_until_budget(
+        "maml", lambda: run.play(seed),
+        summary=lambda: f"{run.where()} after {run.counter.timesteps} timesteps",
+        save=run.save, phase=lambda: run.phase, close=run.close)
 
 
 if __name__ == "__main__":

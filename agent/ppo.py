@@ -47,7 +47,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     normalize_advantages: bool = True
     gamma: float = 0.99
-    lam: float = 0.95
+    gae_lambda: float = 0.95
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> PPOConfig:
@@ -56,7 +56,7 @@ class PPOConfig:
         out = cls(**kwargs)
         for name in ("nsteps", "nminibatches", "noptepochs", "schedule_timesteps"):
             setattr(out, name, int(getattr(out, name)))
-        for name in ("lr", "adam_eps", "cliprange", "ent_coef", "vf_coef", "gamma", "lam"):
+        for name in ("lr", "adam_eps", "cliprange", "ent_coef", "vf_coef", "gamma", "gae_lambda"):
             setattr(out, name, float(getattr(out, name)))
         if out.lr_schedule not in ("constant", "linear"):
             raise ValueError(f"lr_schedule must be constant or linear, not {out.lr_schedule!r}")
@@ -259,7 +259,7 @@ class RolloutCollector:
             self.next_obs = next_obs
         _, last_values = policy(self._obs_tensor(self.next_obs))
         cfg = self.ppo.config
-        return buf.finish(last_values, cfg.gamma, cfg.lam, device)
+        return buf.finish(last_values, cfg.gamma, cfg.gae_lambda, device)
 
 
 def learn(ppo: PPO, envs: Any, *, total_timesteps: int | None, logger: TrainLogger | None = None,

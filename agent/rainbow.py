@@ -19,42 +19,27 @@ or meta_train.
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gymnasium.wrappers import RecordEpisodeStatistics
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_rng_state
-from agent.config import CONFIG_DIR, add_device_option, load_config
-from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env, output_dir
+from agent.config import CONFIG_DIR, load_config
+from agent.connection import output_dir
 from agent.logging import TrainLogger
 from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
-from agent.vec_env import make_single_vec_env
-from agent.wrappers import wrap_agent_env
-from sonic_common.agent_env import CHECKPOINT_ENV
-from sonic_common.devices import choose_device, set_torch_threads
+from agent.runtime import agent_parser, checkpoint_path, contest_envs, play_until_budget, start
 from sonic_common.errors import UserError, exit_on_user_error
 
 DEFAULT_CONFIG = CONFIG_DIR / "rainbow.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.rainbow",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file with the keys to change from rainbow.yaml")
-    parser.add_argument("--checkpoint", "--init", dest="init", metavar="FILE",
-                        help=f"Rainbow checkpoint to fine-tune (default: ${CHECKPOINT_ENV}; "
-                        "--init: its old name)")
+    parser = agent_parser("rainbow", __doc__, "rainbow.yaml",
+                          checkpoint_help="Rainbow checkpoint to fine-tune")
     parser.add_argument("--resume", action="store_true",
                         help="continue from $AGENT_OUTPUT_DIR/checkpoint.pt when it exists")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="change one config key (repeatable)")
-    add_device_option(parser)
     return parser.parse_args(argv)
 
 
@@ -73,17 +58,14 @@ def _starting_point(args: argparse.Namespace,
             raise UserError("--resume needs $AGENT_OUTPUT_DIR (where checkpoint.pt is written)")
         if (out / CHECKPOINT_NAME).is_file():
             return load_checkpoint(out / CHECKPOINT_NAME), True, str(out / CHECKPOINT_NAME)
-    init = args.init or os.environ.get(CHECKPOINT_ENV) or None
+    init = checkpoint_path(args.init)
     return (load_checkpoint(init) if init else None), False, str(init)
 
 
 def _connect(cfg: dict[str, Any], rcfg: RainbowConfig, device: torch.device,
              saved: dict[str, Any] | None, resuming: bool, source: str) -> tuple[Any, Rainbow]:
     """The wrapped contest connection (a vector env of 1) and the learner on its spaces."""
-    remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
-    envs = make_single_vec_env(lambda: wrap_agent_env(
-        RecordEpisodeStatistics(remote), discretizer=str(cfg["discretizer"]),
-        backtracking=bool(cfg["backtracking"]), reward_scale=float(cfg["reward_scale"])))
+    envs = contest_envs(cfg)
     try:
         net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
                              envs.single_action_space, source)
@@ -106,13 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         rcfg = RainbowConfig.from_dict(cfg)
     except ValueError as e:
         raise UserError(f"bad Rainbow config: {e}") from None
-    seed = agent_seed(int(cfg["seed"]))
-    assert seed is not None
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    set_torch_threads(int(cfg["torch_threads"]))
-    device = choose_device(str(cfg["device"]))
+    seed, device = start(cfg)
     out = output_dir()
     saved, resuming, source = _starting_point(args, out)
 
@@ -133,23 +109,13 @@ def main(argv: list[str] | None = None) -> int:
            else "learning from scratch")
     print(f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
           f"learning_starts={rcfg.learning_starts} (the replay buffer starts empty)", flush=True)
-    try:
-        learn(agent, envs, total_timesteps=None, logger=logger,
-              log_interval=int(cfg["log_interval"]), on_step=on_step, seed=seed)
-    except BudgetExhausted as e:
-        path = save()
-        print(f"rainbow agent: budget spent after {agent.timesteps} steps, {agent.updates} "
-              f"updates, {agent.episodes} episodes ({e.reason}); model: "
-              f"{path or 'not saved (no output dir)'}", flush=True)
-        return 0
-    except RemoteEnvClosed as e:
-        save()
-        print(f"rainbow agent: the server closed the connection: {e}", file=sys.stderr)
-        return 1
-    finally:
-        logger.close()
-        envs.close()
-    return 0
+    return play_until_budget(
+        "rainbow", lambda: learn(agent, envs, total_timesteps=None, logger=logger,
+                                 log_interval=int(cfg["log_interval"]), on_step=on_step,
+                                 seed=seed),
+        summary=lambda: f"after {agent.timesteps} steps, {agent.updates} updates, "
+                        f"{agent.episodes} episodes",
+        save=save, close=lambda: (logger.close(), envs.close()))
 
 
 if __name__ == "__main__":

@@ -6,35 +6,29 @@ BudgetExhausted (timesteps or wall clock). Any other end of the connection exits
 
 from __future__ import annotations
 
-import sys
+from agent.connection import agent_seed, make_env
+from agent.runtime import play_until_budget
+from sonic_common.errors import exit_on_user_error
 
-from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env
 
-
+@exit_on_user_error
 def main() -> int:
-    try:
-        env = make_env()
-    except (RuntimeError, OSError) as e:  # no $CONTEST_SOCKET_DIR, or no server there
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    env = make_env()  # no $CONTEST_SOCKET_DIR, or no server there: a one-line error, exit 2
     env.action_space.seed(agent_seed(0))
-    steps = episodes = 0
-    try:
+    count = {"steps": 0, "episodes": 0}
+
+    def play() -> None:
         env.reset()
         while True:
             _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            steps += 1
+            count["steps"] += 1
             if terminated or truncated:
-                episodes += 1
+                count["episodes"] += 1
                 env.reset()
-    except BudgetExhausted as e:
-        print(f"random agent: budget spent after {steps} steps, {episodes} episodes ({e.reason})")
-        return 0
-    except RemoteEnvClosed as e:
-        print(f"random agent: the server closed the connection: {e}", file=sys.stderr)
-        return 1
-    finally:
-        env.close()
+
+    return play_until_budget(
+        "random", play, close=env.close,
+        summary=lambda: f"after {count['steps']} steps, {count['episodes']} episodes")
 
 
 if __name__ == "__main__":

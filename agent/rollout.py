@@ -21,7 +21,7 @@ from torch import Tensor
 
 
 def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
-                dones: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+                dones: Tensor, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
     """Advantages and returns (A + V), all tensors of shape (T, N), in the rewards' dtype.
 
     next_values[t] is V of the true next state of step t: V(s_{t+1}) inside an episode, the
@@ -35,7 +35,7 @@ def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated
     last = torch.zeros_like(rewards[0])
     for t in reversed(range(rewards.shape[0])):
         delta = rewards[t] + gamma * not_terminal[t] * next_values[t] - values[t]
-        last = delta + gamma * lam * not_done[t] * last
+        last = delta + gamma * gae_lambda * not_done[t] * last
         advantages[t] = last
     return advantages, advantages + values
 
@@ -104,7 +104,7 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.step >= self.nsteps
 
-    def finish(self, last_values: Tensor, gamma: float, lam: float,
+    def finish(self, last_values: Tensor, gamma: float, gae_lambda: float,
                device: torch.device) -> Batch:
         """GAE over the rollout, flattened to (nsteps·nenvs, ...) on `device`. Resets the buffer.
 
@@ -116,7 +116,7 @@ class RolloutBuffer:
         truncated = self.dones & ~self.terminated
         next_values = torch.where(truncated, self.final_values, next_values)
         advantages, returns = compute_gae(self.rewards, self.values, next_values,
-                                          self.terminated, self.dones, gamma, lam)
+                                          self.terminated, self.dones, gamma, gae_lambda)
         self.step = 0
         n = self.nsteps * self.nenvs
 

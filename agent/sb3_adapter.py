@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from agent.connection import make_env
-from agent.wrappers import wrap_agent_env
+from agent.wrappers import WrapperConfig, wrap_agent_env
 
 
 class ResetAnyTime(gym.Wrapper):
@@ -65,4 +65,4 @@ def contest_gym_env(raw: gym.Env | None = None, **wrapper_args: Any) -> gym.Env:
     """The contest connection ($CONTEST_SOCKET_DIR unless `raw` is given) as a Gymnasium
     environment a library can reset at will; `wrapper_args` go to `wrap_agent_env`."""
     env = ResetAnyTime(raw if raw is not None else make_env())
-    return wrap_agent_env(env, **wrapper_args)
+    return wrap_agent_env(env, WrapperConfig(**wrapper_args))

@@ -8,7 +8,7 @@ E worker subprocesses (one emulator each) play the levels, dealt round-robin; a 
 several levels switches to its next one at every episode end (agent/vec_env.py), so joint PPO
 over the 47 training levels runs with any E. Writes DIR/checkpoint.pt (loadable by
 `python -m agent.ppo2 --init`, or with --algo rainbow by `agent.rainbow --init`; defaults from
-agent/configs/ppo2.yaml or rainbow.yaml), DIR/progress.csv, DIR/tb/ (TensorBoard) and
+agent/configs/ppo2.yaml or rainbow.yaml), DIR/learning.csv, DIR/tb/ (TensorBoard) and
 DIR/config.yaml.
 `--resume` continues from DIR/checkpoint.pt (network, optimizer, counters, RNG states) up to
 the same --timesteps total; the environments start new episodes (and Rainbow's replay buffer
@@ -18,11 +18,9 @@ starts empty: it is not saved).
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -36,9 +34,10 @@ from agent.checkpoint import (
 from agent.config import CONFIG_DIR, add_device_option, apply_overrides, load_config
 from agent.logging import TrainLogger
 from agent.ppo import PPO, PPOConfig, learn
+from agent.runtime import seed_everything, torch_setup
 from agent.vec_env import make_level_vec_env
+from agent.wrappers import WrapperConfig
 from roms_setup.levels import resolve_levels
-from sonic_common.devices import choose_device, set_torch_threads
 from sonic_common.errors import UserError, exit_on_user_error
 
 ALGOS = ("ppo", "rainbow")
@@ -55,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="total environment steps (over all environments)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--workers", "--envs", dest="workers", type=int,
-                        help="worker subprocesses, one emulator each (default: config nenvs; "
+                        help="worker subprocesses, one emulator each (default: config workers; "
                         "--envs: its old name)")
     parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml "
                         "(--algo rainbow: rainbow.yaml)")
@@ -73,7 +72,7 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
     if args.workers is not None:
-        cfg["nenvs"] = args.workers
+        cfg["workers"] = args.workers
     return cfg
 
 
@@ -153,26 +152,29 @@ def restore(ppo: PPO, saved: dict[str, Any] | None) -> None:
         set_rng_state(saved["rng"])
 
 
+def start_training(cfg: dict[str, Any], levels: list[str],
+                   out: Path) -> tuple[int, int, torch.device, Any]:
+    """What every offline training run does first: seed, set up torch, write OUT/config.yaml
+    and start the level workers. (seed, torch threads, device, vector environment)."""
+    seed = int(cfg["seed"])
+    seed_everything(seed)
+    threads, device = torch_setup(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    envs = make_level_vec_env(levels, int(cfg["workers"]), seed=seed,
+                              wrappers=WrapperConfig.from_dict(cfg))
+    return seed, threads, device, envs
+
+
 def train_ppo(cfg: dict[str, Any], levels: list[str], timesteps: int, ckpt_path: Path,
               saved: dict[str, Any] | None) -> int:
     """Seed, build the environments and the learner (restored when resuming), learn, save."""
-    nenvs = int(cfg["nenvs"])
+    nenvs = int(cfg["workers"])
     ppo_cfg = PPOConfig.from_dict(cfg)
     if (ppo_cfg.nsteps * nenvs) // ppo_cfg.nminibatches < 1:
         raise UserError(f"nsteps × envs = {ppo_cfg.nsteps * nenvs} samples cannot make "
                         f"{ppo_cfg.nminibatches} minibatches: lower nminibatches")
-    seed = int(cfg["seed"])
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    threads = set_torch_threads(int(cfg["torch_threads"]))
-    device = choose_device(str(cfg["device"]))
-    out = ckpt_path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    envs = make_level_vec_env(levels, nenvs, seed=seed, discretizer=str(cfg["discretizer"]),
-                              backtracking=bool(cfg["backtracking"]),
-                              reward_scale=float(cfg["reward_scale"]))
+    seed, threads, device, envs = start_training(cfg, levels, ckpt_path.parent)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     try:
         policy = policy_for_spaces(saved, cfg["policy"], obs_space, act_space, str(ckpt_path))

@@ -8,20 +8,14 @@ as in the contest agent (one update per transition entering the replay). The che
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
-import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
 from agent.logging import TrainLogger
 from agent.rainbow import save_rainbow
 from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
-from agent.vec_env import make_level_vec_env
-from sonic_common.devices import choose_device, set_torch_threads
+from agent.train import start_training
 from sonic_common.errors import UserError
 
 
@@ -31,19 +25,9 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
         rcfg = RainbowConfig.from_dict(cfg)
     except ValueError as e:
         raise UserError(f"bad Rainbow config: {e}") from None
-    nenvs = int(cfg["nenvs"])
-    seed = int(cfg["seed"])
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    threads = set_torch_threads(int(cfg["torch_threads"]))
-    device = choose_device(str(cfg["device"]))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    nenvs = int(cfg["workers"])
+    seed, threads, device, envs = start_training(cfg, levels, out)
     ckpt_path = out / CHECKPOINT_NAME
-    envs = make_level_vec_env(levels, nenvs, seed=seed, discretizer=str(cfg["discretizer"]),
-                              backtracking=bool(cfg["backtracking"]),
-                              reward_scale=float(cfg["reward_scale"]))
     try:
         net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
                              envs.single_action_space, str(ckpt_path))

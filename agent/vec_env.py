@@ -1,6 +1,6 @@
 """Parallel local contest environments: Gymnasium's AsyncVectorEnv, one emulator per subprocess.
 
-    envs = make_level_vec_env(levels, nenvs=4, seed=0)      # levels: list of `Game:State`
+    envs = make_level_vec_env(levels, workers=4, seed=0)      # levels: list of `Game:State`
 
 stable-retro allows one emulator per process, and AsyncVectorEnv builds one environment in the
 parent to read the spaces. So the environment here, `LevelEnv`, is lazy: it knows its spaces
@@ -33,6 +33,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RecordEpisodeStatistics
 
+from agent.wrappers import WrapperConfig, wrap_agent_env
 from sonic_common.errors import UserError
 
 # Actions of the agent-side discretizers (agent/wrappers.py), by kind and by system for `auto`.
@@ -73,14 +74,14 @@ class LevelEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, levels: Sequence[str], seed: int | None = None,
-                 discretizer: str = "auto", backtracking: bool = True,
-                 reward_scale: float = 0.01, size: int = 84, stack: int = 4) -> None:
+                 wrappers: WrapperConfig | None = None, size: int = 84,
+                 stack: int = 4) -> None:
         if not levels:
             raise ValueError("LevelEnv needs at least one level")
         self.levels = [str(lv) for lv in levels]
-        self.wrap_kwargs = {"discretizer": discretizer, "backtracking": backtracking,
-                            "reward_scale": reward_scale, "size": size, "stack": stack}
-        counts = {discrete_actions(lv, discretizer) for lv in self.levels}
+        self.wrappers = wrappers or WrapperConfig()
+        self.size, self.stack = size, stack
+        counts = {discrete_actions(lv, self.wrappers.discretizer) for lv in self.levels}
         if len(counts) != 1:
             raise UserError(f"levels {', '.join(self.levels)} have different action sets "
                             f"({sorted(counts)} actions): train them separately")
@@ -93,7 +94,6 @@ class LevelEnv(gym.Env):
         self.played: dict[str, int] = {}  # episodes started per level (joint training's mix)
 
     def _open_next(self) -> None:
-        from agent.wrappers import wrap_agent_env
         from evaluation.contest_env import make_contest_env
 
         if self._env is not None:
@@ -103,7 +103,7 @@ class LevelEnv(gym.Env):
         self._next += 1
         seed = int(self._rng.integers(2**31))
         env = wrap_agent_env(RecordEpisodeStatistics(make_contest_env(self.level, seed=seed)),
-                             **self.wrap_kwargs)  # type: ignore[arg-type]
+                             self.wrappers, size=self.size, stack=self.stack)
         if env.action_space != self.action_space or \
                 env.observation_space.shape != self.observation_space.shape:
             env.close()
@@ -145,23 +145,24 @@ def assign_levels(levels: Sequence[str], nenvs: int) -> list[list[str]]:
     return [list(levels[i::nenvs]) for i in range(nenvs)]
 
 
-def make_level_vec_env(levels: Sequence[str], nenvs: int, seed: int = 0,
-                       discretizer: str = "auto", backtracking: bool = True,
-                       reward_scale: float = 0.01, context: str = "forkserver",
+def make_level_vec_env(levels: Sequence[str], workers: int, seed: int = 0,
+                       wrappers: WrapperConfig | None = None, context: str = "forkserver",
                        asynchronous: bool = True) -> gym.vector.VectorEnv:
-    """`nenvs` workers over `levels` (see the module docstring). asynchronous=False runs them in
-    this process instead (only for one level on one env: one emulator per process)."""
-    groups = assign_levels([str(lv) for lv in levels], nenvs)
-    counts = {discrete_actions(lv, discretizer) for lv in levels}
+    """`workers` worker processes over `levels` (see the module docstring). asynchronous=False
+    runs them in this process instead (only for one level on one env: one emulator per
+    process)."""
+    groups = assign_levels([str(lv) for lv in levels], workers)
+    wrappers = wrappers or WrapperConfig()
+    counts = {discrete_actions(lv, wrappers.discretizer) for lv in levels}
     if len(counts) != 1:
         raise UserError(f"the levels have different action sets ({sorted(counts)} actions): "
                         "train games of one system together")
     fns: list[Callable[[], gym.Env]] = [
-        functools.partial(LevelEnv, group, seed + i, discretizer, backtracking, reward_scale)
+        functools.partial(LevelEnv, group, seed + i, wrappers)
         for i, group in enumerate(groups)
     ]
     if not asynchronous:
-        if nenvs != 1:
+        if workers != 1:
             raise ValueError("in-process environments: one at most (one emulator per process)")
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return AsyncVectorEnv(fns, shared_memory=True, copy=False, context=context,

@@ -6,7 +6,9 @@ the remote contest connection as on a local environment.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -179,14 +181,37 @@ def discretizer_for(env: gym.Env, kind: str = "auto") -> gym.Env:
     raise ValueError(f"unknown discretizer {kind!r}: use auto, sonic, sonic8 or atari")
 
 
-def wrap_agent_env(env: gym.Env, *, discretizer: str = "auto", backtracking: bool = True,
-                   reward_scale: float = 0.01, size: int = 84, stack: int = 4) -> gym.Env:
+@dataclass(frozen=True)
+class WrapperConfig:
+    """The agent-side wrappers' settings, the one source of their defaults (the learners'
+    configs, meta-training's `task:` and a MAML checkpoint's `adaptation` carry these keys)."""
+
+    discretizer: str = "auto"  # auto (Genesis → the 7 Sonic combos, Atari 2600 → 18), sonic,
+    #                            sonic8 (with a no-op) or atari
+    backtracking: bool = True  # reward only new progress: max(0, progress − best so far)
+    reward_scale: float = 0.01  # rewards × this before learning (the baselines' PPO scale)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WrapperConfig:
+        """The settings in a config, task or checkpoint mapping; a key it lacks: the default."""
+        default = cls()
+        return cls(discretizer=str(d.get("discretizer", default.discretizer)),
+                   backtracking=bool(d.get("backtracking", default.backtracking)),
+                   reward_scale=float(d.get("reward_scale", default.reward_scale)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wrap_agent_env(env: gym.Env, config: WrapperConfig | None = None, *, size: int = 84,
+                   stack: int = 4) -> gym.Env:
     """The baselines' agent-side stack: discrete actions, backtracking reward, scaled reward,
     84×84 grayscale, 4 stacked frames (uint8, channel-first)."""
-    env = discretizer_for(env, discretizer)
-    if backtracking:
+    config = config or WrapperConfig()
+    env = discretizer_for(env, config.discretizer)
+    if config.backtracking:
         env = AllowBacktracking(env)
-    if reward_scale != 1.0:
-        env = scale_reward(env, reward_scale)
+    if config.reward_scale != 1.0:
+        env = scale_reward(env, config.reward_scale)
     env = WarpFrame(env, size)
     return FrameStack(env, stack)

@@ -82,7 +82,7 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
     data = synthetic(tasks, frames, seed=1)
     t0 = time.perf_counter()
     if mode.startswith("ours"):
-        from meta_train.maml import MetaLearner, Prepared, TaskBatch
+        from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
         from meta_train.meta_optimizers import flat
 
         chunk = GRAD_CHUNK if mode == "ours" else 0
@@ -91,10 +91,11 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
         for p in params:
             p.grad = None
         for tr_o, tr_a, tr_adv, va_o, va_a, va_adv in data:
-            valid = Prepared(va_o, va_a, va_adv, 0.0)
+            valid = AdvantageBatch(va_o, va_a, va_adv, 0.0)
             with torch.no_grad():  # π_old = the current θ here (the ratio starts at 1)
                 logp, dist_params = learner.log_prob(learner.detached(), valid)
-            batch = TaskBatch({}, [Prepared(tr_o, tr_a, tr_adv, 0.0)], valid, logp, dist_params)
+            batch = TaskBatch({}, [AdvantageBatch(tr_o, tr_a, tr_adv, 0.0)], valid, logp,
+                              dist_params)
             _, grads = learner.meta_gradient([batch])  # one task's graph at a time
             for p, g in zip(params, grads, strict=True):
                 p.grad = g / tasks if p.grad is None else p.grad + g / tasks

@@ -28,7 +28,7 @@ NENVS = 2
 NSTEPS = 2048
 BATCH = 512
 EPOCHS = 3
-HYPER = {"lr": 2e-4, "clip": 0.1, "ent": 0.01, "vf": 0.5, "gamma": 0.99, "lam": 0.95,
+HYPER = {"lr": 2e-4, "clip": 0.1, "ent": 0.01, "vf": 0.5, "gamma": 0.99, "gae_lambda": 0.95,
          "max_grad_norm": 0.5}
 
 
@@ -54,7 +54,7 @@ def run_ours(timesteps: int, out: mp.Queue) -> None:
                            "action": {"type": "discrete", "n": int(envs.single_action_space.n)}})
     cfg = PPOConfig(nsteps=NSTEPS, nminibatches=NENVS * NSTEPS // BATCH, noptepochs=EPOCHS,
                     lr=HYPER["lr"], cliprange=HYPER["clip"], ent_coef=HYPER["ent"],
-                    vf_coef=HYPER["vf"], gamma=HYPER["gamma"], lam=HYPER["lam"],
+                    vf_coef=HYPER["vf"], gamma=HYPER["gamma"], gae_lambda=HYPER["gae_lambda"],
                     max_grad_norm=HYPER["max_grad_norm"])
     ppo = PPO(policy, cfg, "cpu")
     start = time.perf_counter()
@@ -80,7 +80,7 @@ def run_sb3(timesteps: int, out: mp.Queue) -> None:
         "CnnPolicy", envs, n_steps=NSTEPS, batch_size=BATCH, n_epochs=EPOCHS,
         learning_rate=HYPER["lr"], clip_range=HYPER["clip"], clip_range_vf=HYPER["clip"],
         ent_coef=HYPER["ent"], vf_coef=HYPER["vf"], gamma=HYPER["gamma"],
-        gae_lambda=HYPER["lam"], max_grad_norm=HYPER["max_grad_norm"],
+        gae_lambda=HYPER["gae_lambda"], max_grad_norm=HYPER["max_grad_norm"],
         normalize_advantage=True, seed=0, device="cpu", verbose=0,
         # NatureCNN (512 features) shared by both heads, heads straight on it: net_arch=[]
         policy_kwargs={"net_arch": [], "share_features_extractor": True},

@@ -5,8 +5,8 @@ cluster (`ray.cluster_utils.Cluster`, one CPU and a 78 MiB object store per node
    timesteps each. Local: `SuiteRunner` with 2 workers; Ray: `RaySuiteRunner`, one run per node
    at a time (2 at once). Throughput ratio = local seconds / Ray seconds (target ≥ 0.9).
 2. Level meta-iterations (meta_train/configs/atari-train.yaml, smaller): `train` with the local
-   level sampler (`sampler_envs` emulator processes) and with the Ray sampler (one actor per
-   node, each with `sampler_envs / 2` emulators: the same number in all). Ratio = local
+   level sampler (`workers` emulator processes) and with the Ray sampler (one actor per
+   node, each with `workers / 2` emulators: the same number in all). Ratio = local
    seconds / Ray seconds of an iteration (sampling + learning), over the iterations after the
    first (which starts the actors and the emulators) (target ≥ 0.8).
 
@@ -83,7 +83,7 @@ def meta_seconds(out: Path, args: argparse.Namespace, ray_address: str | None) -
     envs = 2 if ray_address is None else 1  # emulators per sampler: 2 in all either way
     cfg = load_config(CONFIG_DIR / "atari-train.yaml", [
         f"iterations={args.iterations}", "meta_batch=2", "trajectories=2",
-        f"task.horizon={args.horizon}", f"sampler_envs={envs}", "tensorboard=false",
+        f"task.horizon={args.horizon}", f"workers={envs}", "tensorboard=false",
         "ppo.epochs=1"], defaults=DEFAULTS)
     if ray_address is not None:
         cfg = {**cfg, "backend": "ray", "ray_address": ray_address}

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from agent.adaptation import Params, Prepared, chunk_loss
+from agent.adaptation import AdvantageBatch, Params, chunk_loss
 from agent.ppo import clipped_surrogate
 
 if TYPE_CHECKING:
     from meta_train.maml import MetaLearner, TaskBatch
 
 
-def chunks(data: Prepared, size: int) -> list[slice]:
+def chunks(data: AdvantageBatch, size: int) -> list[slice]:
     """The samples of `data` in slices of at most `size` (all at once when size ≤ 0)."""
     n = len(data.advantages)
     size = size if size > 0 else n
@@ -53,7 +53,8 @@ def grad(loss: Tensor, wrt: Params, create_graph: bool = False) -> list[Tensor]:
             for g, p in zip(grads, wrt.values(), strict=True)]
 
 
-def chunk_inner_loss(learner: MetaLearner, params: Params, data: Prepared, sl: slice) -> Tensor:
+def chunk_inner_loss(learner: MetaLearner, params: Params, data: AdvantageBatch,
+                     sl: slice) -> Tensor:
     """The chunk's share of L_inner = −mean(log π · Â) (agent.adaptation.chunk_loss)."""
     return chunk_loss(learner.policy, params, data.obs[sl], data.actions[sl],
                       data.advantages[sl], len(data.advantages))
@@ -70,7 +71,7 @@ def chunk_outer_loss(learner: MetaLearner, params: Params, batch: TaskBatch, sl:
     return -objective.sum() / len(data.advantages)
 
 
-def inner_gradient(learner: MetaLearner, theta: Params, data: Prepared) -> list[Tensor]:
+def inner_gradient(learner: MetaLearner, theta: Params, data: AdvantageBatch) -> list[Tensor]:
     """g = ∇ L_inner(θ) on `data`, chunk by chunk (one chunk's graph at a time)."""
     at = leaves(theta)
     total = [torch.zeros_like(p) for p in at.values()]
@@ -80,7 +81,7 @@ def inner_gradient(learner: MetaLearner, theta: Params, data: Prepared) -> list[
     return total
 
 
-def hessian_vector(learner: MetaLearner, theta: Params, data: Prepared,
+def hessian_vector(learner: MetaLearner, theta: Params, data: AdvantageBatch,
                    v: list[Tensor]) -> list[Tensor]:
     """H v, H the Hessian of L_inner at θ on `data`, as a sum of per-chunk products."""
     at = leaves(theta)

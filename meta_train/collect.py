@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from agent.adaptation import Params, Prepared, Trajectories
+from agent.adaptation import AdvantageBatch, Params, Trajectories
 from meta_train.maml import MetaLearner, TaskBatch
 from meta_train.sampler import Job
 from meta_train.tasks import Task
@@ -33,8 +33,8 @@ def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], c
     """`count` trajectories per task and step; seeds[i][j]: the rollout seed of task i, step j."""
     steps = learner.adapt_steps
     current = [learner.detached() for _ in tasks]
-    train: list[list[Prepared]] = [[] for _ in tasks]
-    valid: list[Prepared | None] = [None] * len(tasks)
+    train: list[list[AdvantageBatch]] = [[] for _ in tasks]
+    valid: list[AdvantageBatch | None] = [None] * len(tasks)
 
     def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:  # type: ignore[type-arg]
         chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx],
@@ -59,8 +59,8 @@ def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], c
             for i, task in enumerate(tasks)]
 
 
-def task_batch(learner: MetaLearner, task: Task, train: list[Prepared], valid: Prepared | None,
-               adapted: Params) -> TaskBatch:
+def task_batch(learner: MetaLearner, task: Task, train: list[AdvantageBatch],
+               valid: AdvantageBatch | None, adapted: Params) -> TaskBatch:
     """The task's batch, with π_old: the adapted policy's log-probabilities and distribution
     parameters on D_S at sampling time."""
     assert valid is not None

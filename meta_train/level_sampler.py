@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from agent.wrappers import WrapperConfig
 from meta_train.level_worker import Failure, worker_main
 from meta_train.sampler import Params, Trajectories, done_future, job_seeds, sample_categorical
 from meta_train.tasks import Task
@@ -59,9 +60,7 @@ def trajectory_generators(noise_seed: int, count: int) -> list[torch.Generator]:
 
 def wrap_kwargs(task: Task) -> dict[str, Any]:
     """The agent-side wrapper settings of a level task."""
-    return {"discretizer": str(task.get("discretizer", "auto")),
-            "backtracking": bool(task.get("backtracking", True)),
-            "reward_scale": float(task.get("reward_scale", 0.01))}
+    return WrapperConfig.from_dict(task).as_dict()
 
 
 class LevelSampler:

@@ -46,11 +46,12 @@ class LevelWorker:
 
     def reset(self, level: str, wrap_kwargs: dict[str, Any], seed: int) -> np.ndarray:
         from agent.vec_env import LevelEnv
+        from agent.wrappers import WrapperConfig
 
         key = (level, tuple(sorted(wrap_kwargs.items())))
         if self.env is None or key != self.key:
             self.close()  # one emulator per process: the old one goes before a new one opens
-            self.env = LevelEnv([level], **wrap_kwargs)
+            self.env = LevelEnv([level], wrappers=WrapperConfig(**wrap_kwargs))
             self.key = key
         # LevelEnv closes and reopens its emulator at every seeded reset: each trajectory starts
         # from a freshly loaded state, whatever this worker ran before.

@@ -40,8 +40,8 @@ from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call
 
 from agent.adaptation import (
+    AdvantageBatch,
     Params,
-    Prepared,
     Trajectories,
     detached_step,
     inner_loss,
@@ -58,7 +58,7 @@ from meta_train.stacked import (
 )
 from meta_train.tasks import Task
 
-__all__ = ["MetaLearner", "Params", "Prepared", "TaskBatch", "iteration_seeds"]
+__all__ = ["MetaLearner", "Params", "AdvantageBatch", "TaskBatch", "iteration_seeds"]
 
 
 @dataclass
@@ -66,8 +66,8 @@ class TaskBatch:
     """A task's data for one meta-iteration: D_0..D_{S−1} (inner steps) and D_S (outer)."""
 
     task: Task
-    train: list[Prepared]
-    valid: Prepared
+    train: list[AdvantageBatch]
+    valid: AdvantageBatch
     old_logp: Tensor
     old_dist_params: Tensor
 
@@ -123,16 +123,16 @@ class MetaLearner:
         dist_params, _ = functional_call(self.policy, params, (obs,))
         return dist_params, self.policy.distribution(dist_params)  # type: ignore[operator]
 
-    def log_prob(self, params: Params, data: Prepared) -> tuple[Tensor, Tensor]:
+    def log_prob(self, params: Params, data: AdvantageBatch) -> tuple[Tensor, Tensor]:
         dist_params, dist = self.forward(params, data.obs)
         return dist.log_prob(data.actions), dist_params
 
-    def inner_loss(self, params: Params, data: Prepared) -> Tensor:
+    def inner_loss(self, params: Params, data: AdvantageBatch) -> Tensor:
         return inner_loss(self.policy, params, data.obs, data.actions, data.advantages)
 
     # --- adaptation ---------------------------------------------------------------------------
 
-    def adapt_step(self, params: Params, data: Prepared, create_graph: bool,
+    def adapt_step(self, params: Params, data: AdvantageBatch, create_graph: bool,
                    lr: float | None = None) -> Params:
         """θ' = θ − α ⊙ ∇ L_inner(θ); `lr` overrides α (test-time schedules)."""
         if lr is not None:
@@ -141,12 +141,13 @@ class MetaLearner:
         return inner_step(self.policy, params, data.obs, data.actions, data.advantages,
                           self.step_sizes, self.inner_lr, create_graph)
 
-    def adapt(self, params: Params, train: Sequence[Prepared], create_graph: bool) -> Params:
+    def adapt(self, params: Params, train: Sequence[AdvantageBatch], create_graph: bool) -> Params:
         for data in train:
             params = self.adapt_step(params, data, create_graph)
         return params
 
-    def adapted_detached(self, params: Params, data: Prepared, lr: float | None = None) -> Params:
+    def adapted_detached(self, params: Params, data: AdvantageBatch,
+                         lr: float | None = None) -> Params:
         """One inner step for sampling (agent.adaptation.detached_step): no graph kept, result
         detached; the gradient summed in chunks of `grad_chunk` samples when set (the same
         step, one chunk's graph in memory: image policies). `lr` overrides α."""
@@ -162,9 +163,9 @@ class MetaLearner:
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
-    def prepare(self, traj: Trajectories) -> Prepared:
+    def prepare(self, traj: Trajectories) -> AdvantageBatch:
         """Advantages on the CPU (float64 baseline fit), then the batch on θ's device."""
-        data = Prepared.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
+        data = AdvantageBatch.from_trajectories(traj, self.gamma, self.gae_lambda, self.ridge)
         return data.to(self.device)
 
     # --- outer objective ----------------------------------------------------------------------

@@ -78,7 +78,7 @@ def adam_step(optimizer: torch.optim.Optimizer, learner: MetaLearner,
     return loss
 
 
-class PPO:
+class MetaPPO:
     """The surrogate (PPO's clipped one with `clip`) on the post-update trajectories, `epochs`
     Adam steps over the whole meta-batch; every epoch re-runs the differentiable inner steps
     from the current θ."""
@@ -108,7 +108,7 @@ class PPO:
         self.optimizer.load_state_dict(state)
 
 
-class VPG(PPO):
+class VPG(MetaPPO):
     """Adam on the gradient of the post-update surrogate (garage's MAML-VPG): PPO with one
     epoch and no clip."""
 
@@ -226,12 +226,12 @@ class Reptile:
 
 
 def make_meta_optimizer(name: str, learner: MetaLearner,
-                        cfg: dict[str, Any]) -> VPG | PPO | TRPO | Reptile:
+                        cfg: dict[str, Any]) -> VPG | MetaPPO | TRPO | Reptile:
     if name == "vpg":
         return VPG(learner, lr=float(cfg["vpg"]["lr"]))
     if name == "ppo":
         c = cfg["ppo"]
-        return PPO(learner, lr=float(c["lr"]), epochs=int(c["epochs"]), clip=float(c["clip"]))
+        return MetaPPO(learner, lr=float(c["lr"]), epochs=int(c["epochs"]), clip=float(c["clip"]))
     if name == "trpo":
         c = cfg["trpo"]
         return TRPO(learner, max_kl=float(c["max_kl"]), cg_iters=int(c["cg_iters"]),

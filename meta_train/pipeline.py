@@ -429,7 +429,7 @@ def evaluation_section(suite_report: Path) -> list[str]:
 def stage_report(p: Pipeline, sonic: bool) -> Path:
 
     out = p.out
-    joint_rows = read_csv(out / "joint" / "progress.csv")
+    joint_rows = read_csv(out / "joint" / "learning.csv")
     has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
     stages = p.state["stages"]
     total = sum(float(st.get("seconds", 0.0)) for st in stages.values())

@@ -42,6 +42,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agent.wrappers import WrapperConfig
+
 Task = dict[str, Any]
 
 CTRL_COST_WEIGHT = 0.05
@@ -107,9 +109,7 @@ def make_level_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
     """The lazy environment of a level task: spaces now, the emulator at its first reset."""
     from agent.vec_env import LevelEnv
 
-    return LevelEnv([str(task["level"])], discretizer=str(task["discretizer"]),
-                    backtracking=bool(task["backtracking"]),
-                    reward_scale=float(task["reward_scale"]))
+    return LevelEnv([str(task["level"])], wrappers=WrapperConfig.from_dict(task))
 
 
 def make_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
@@ -130,17 +130,17 @@ class TaskDistribution:
     """Samples tasks of one kind. `sample(n, rng)` is a pure function of the generator."""
 
     def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0,
-                 levels: str | Sequence[str] = "atari-train", discretizer: str = "auto",
-                 backtracking: bool = True, reward_scale: float = 0.01,
-                 action_scale: float = 1.0, fixed: float | None = None) -> None:
+                 levels: str | Sequence[str] = "atari-train",
+                 wrappers: WrapperConfig | None = None, action_scale: float = 1.0,
+                 fixed: float | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
         if horizon < 1:
             raise ValueError(f"horizon must be ≥ 1, got {horizon}")
         self.kind, self.horizon, self.low, self.high = kind, int(horizon), float(low), float(high)
         self.levels: list[str] = []
-        self.discretizer, self.backtracking = str(discretizer), bool(backtracking)
-        self.reward_scale = float(reward_scale)
+        self.wrappers = wrappers or WrapperConfig()
+        self.reward_scale = self.wrappers.reward_scale
         self.action_scale = float(action_scale)
         self.fixed = None if fixed is None else float(fixed)  # one task only: an oracle's
         if not self.action_scale > 0:
@@ -148,7 +148,7 @@ class TaskDistribution:
         if kind == "levels":
             self.levels = self._resolve(levels)
             if not self.reward_scale > 0:
-                raise ValueError(f"task.reward_scale must be > 0, got {reward_scale}")
+                raise ValueError(f"task.reward_scale must be > 0, got {self.reward_scale}")
 
     def _resolve(self, levels: str | Sequence[str]) -> list[str]:
         from agent.vec_env import discrete_actions
@@ -156,7 +156,7 @@ class TaskDistribution:
 
         spec = levels if isinstance(levels, str) else ",".join(str(lv) for lv in levels)
         ids = list(dict.fromkeys(lv.id for lv in resolve_levels(spec)))
-        counts = {discrete_actions(lv, self.discretizer) for lv in ids}
+        counts = {discrete_actions(lv, self.wrappers.discretizer) for lv in ids}
         if len(counts) != 1:
             raise ValueError(f"task.levels {spec!r} mixes action sets ({sorted(counts)} "
                              "actions): meta-train the games of one system together")
@@ -181,8 +181,7 @@ class TaskDistribution:
         if self.kind == "levels":
             idx = rng.choice(len(self.levels), size=n, replace=n > len(self.levels))
             return [{"kind": "levels", "level": self.levels[int(i)], "horizon": self.horizon,
-                     "discretizer": self.discretizer, "backtracking": self.backtracking,
-                     "reward_scale": self.reward_scale} for i in idx]
+                     **self.wrappers.as_dict()} for i in idx]
         if self.kind == "halfcheetah-dir":
             signs = rng.integers(0, 2, size=n) * 2 - 1
             if self.fixed is not None:
@@ -200,9 +199,7 @@ class TaskDistribution:
         t = cfg["task"]
         return cls(str(t["kind"]), int(t["horizon"]), float(t.get("goal_low", 0.0)),
                    float(t.get("goal_high", 2.0)), levels=t.get("levels", "atari-train"),
-                   discretizer=str(t.get("discretizer", "auto")),
-                   backtracking=bool(t.get("backtracking", True)),
-                   reward_scale=float(t.get("reward_scale", 0.01)),
+                   wrappers=WrapperConfig.from_dict(t),
                    action_scale=float(t.get("action_scale", 1.0)),
                    fixed=t.get("direction" if t["kind"] == "halfcheetah-dir" else "goal"))
 

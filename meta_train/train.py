@@ -13,10 +13,9 @@ game's units: the training reward (after the backtracking wrapper, when on) divi
 
 from __future__ import annotations
 
-import csv
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ import torch
 import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from agent.logging import LogLayout, TrainLogger
 from agent.policies import ActorCritic, build_policy, spec_from_config
+from agent.wrappers import WrapperConfig
 from meta_train.collect import collect
 from meta_train.configs import META_OPTIMIZERS
 from meta_train.maml import MetaLearner, TaskBatch, iteration_seeds
@@ -77,9 +78,7 @@ def adaptation_settings(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
             "horizon": int(task["horizon"]), "inner_lr": float(cfg["inner_lr"]),
             "gamma": float(cfg["gamma"]), "gae_lambda": float(cfg["gae_lambda"]),
             "baseline_ridge": float(cfg["baseline_ridge"]),
-            "discretizer": str(task.get("discretizer", "auto")),
-            "backtracking": bool(task.get("backtracking", True)),
-            "reward_scale": float(task.get("reward_scale", 0.01))}
+            **WrapperConfig.from_dict(task).as_dict()}
 
 
 def check_finite(info: dict[str, Any], it: int, learner: MetaLearner, ckpt_path: Path) -> None:
@@ -112,8 +111,8 @@ def check_config(cfg: dict[str, Any]) -> None:
     if cfg["meta_optimizer"] == "reptile" and bool(cfg["learn_inner_lr"]):
         raise UserError("meta_optimizer reptile does not learn the inner step size: "
                         "set learn_inner_lr=false")
-    if int(cfg.get("sampler_envs", 0)) < 0:
-        raise UserError(f"sampler_envs must be ≥ 0, got {cfg['sampler_envs']}")
+    if int(cfg["workers"]) < 0:
+        raise UserError(f"workers must be ≥ 0, got {cfg['workers']}")
     try:
         TaskDistribution.from_config(cfg)
     except ValueError as e:
@@ -122,10 +121,11 @@ def check_config(cfg: dict[str, Any]) -> None:
 
 def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistribution,
                  count: int | None = None, workers: int | None = None) -> Any:
-    """The sampler for the config's tasks. Levels: the level sampler's `sampler_envs` worker
-    processes (0: one per trajectory, `count` or the config's `trajectories`), after checking
-    that every level is playable (a one-line UserError before any worker starts); `workers` is
-    not used. HalfCheetah: `Sampler` with `workers` processes (default: the config's).
+    """The sampler for the config's tasks. Levels: the level sampler with the config's
+    `workers` emulator processes (0: one per trajectory, `count` or the config's
+    `trajectories`), after checking that every level is playable (a one-line UserError before
+    any worker starts); the `workers` argument is not used. HalfCheetah: `Sampler` with
+    `workers` processes (default: the config's).
     `backend: ray`: one such sampler per node of the Ray cluster (meta_train.ray_sampler)."""
     if cfg.get("backend", "local") == "ray":
         from meta_train.ray_sampler import RaySampler
@@ -138,7 +138,7 @@ def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistributio
         from meta_train.level_sampler import LevelSampler
 
         dist.require_playable()
-        envs = int(cfg.get("sampler_envs", 0)) or int(count or cfg["trajectories"])
+        envs = int(cfg["workers"]) or int(count or cfg["trajectories"])
         return LevelSampler(policy, envs=envs)
     return Sampler(policy, workers=int(cfg["workers"] if workers is None else workers))
 
@@ -149,75 +149,39 @@ def metric_fields(adapt_steps: int) -> list[str]:
                "sampling_s", "learning_s", "env_steps"])
 
 
-def _restart_metrics(path: Path, fields: list[str], keep_below: int) -> None:
-    """Rewrite metrics.csv with the rows of iterations < keep_below (resume after a crash)."""
-    rows: list[dict[str, str]] = []
-    if path.is_file() and keep_below > 0:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) < keep_below]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+def meta_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
+    """Each curve twice: by meta-iteration (meta/) and by environment steps so far
+    (by_env_steps/, as CleanRL's global_step), when the row counts them."""
+    steps = row.get("env_steps")
+    for k, v in row.items():
+        if k not in ("iteration", "env_steps") and isinstance(v, int | float) \
+                and math.isfinite(v):
+            yield f"meta/{k}", v, row["iteration"]
+            if isinstance(steps, int | float) and math.isfinite(steps):
+                yield f"by_env_steps/{k}", v, int(steps)
 
 
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
-
-
-class MetricsLog:
+class MetricsLog(TrainLogger):
     """metrics.csv (on resume: the rows of the iterations before `start` kept), TensorBoard
-    `meta/*` scalars when the config asks, and a progress bar over iterations."""
+    `meta/*` scalars when the config asks, and a progress bar over iterations: the learners'
+    TrainLogger with meta-training's layout."""
 
     def __init__(self, out: Path, cfg: dict[str, Any], start: int, desc: str,
                  progress: bool) -> None:
         self.steps = int(cfg["adapt_steps"])
-        self.fields = metric_fields(self.steps)
-        self.path = out / METRICS_CSV
-        _restart_metrics(self.path, self.fields, start)
-        self.tb: Any = None
-        if cfg.get("tensorboard", True):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"), purge_step=start)
-            if start == 0:
-                from agent.logging import config_text
-
-                self.tb.add_text("hyperparameters", config_text(flat_config(cfg)))
-        self.bar: Any = None
-        if progress:
-            from evaluation.progress import progress as progress_bar  # or plain lines in a log
-
-            self.bar = progress_bar(int(cfg["iterations"]), start, unit="it", desc=desc)
+        layout = LogLayout(METRICS_CSV, tuple(metric_fields(self.steps)), meta_scalars, "nan")
+        super().__init__(out, int(cfg["iterations"]), start,
+                         tensorboard=bool(cfg.get("tensorboard", True)), progress_bar=progress,
+                         config=flat_config(cfg), layout=layout, keep_rows_below=start,
+                         unit="it", desc=desc)
 
     def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(
-                {k: _fmt(row.get(k, math.nan)) for k in self.fields})
-        if self.tb is not None:
-            # each curve twice: by meta-iteration (meta/) and by environment steps so far
-            # (by_env_steps/, as CleanRL's global_step), when the row counts them
-            steps = row.get("env_steps")
-            for k, v in row.items():
-                if k not in ("iteration", "env_steps") and isinstance(v, int | float) \
-                        and math.isfinite(v):
-                    self.tb.add_scalar(f"meta/{k}", v, row["iteration"])
-                    if isinstance(steps, int | float) and math.isfinite(steps):
-                        self.tb.add_scalar(f"by_env_steps/{k}", v, int(steps))
-            self.tb.flush()
+        self.log(row)
 
-    def advance(self, row: dict[str, Any]) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix({"R0": f"{row['return_0']:.1f}",
-                                  f"R{self.steps}": f"{row[f'return_{self.steps}']:.1f}",
-                                  "kl": f"{row.get('kl', 0.0):.4f}"}, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+    def advance_row(self, row: dict[str, Any]) -> None:
+        self.advance(int(row["iteration"]) + 1, {
+            "R0": f"{row['return_0']:.1f}", f"R{self.steps}": f"{row[f'return_{self.steps}']:.1f}",
+            "kl": f"{row.get('kl', 0.0):.4f}"})
 
 
 def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -324,7 +288,7 @@ def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: 
             row = metrics_row(it, batches, info, learner, dist, (t1 - t0, t2 - t1), env_steps)
             log.write(row)
             _save(ckpt_path, cfg, learner, opt, it, env_steps, joint)
-            log.advance(row)
+            log.advance_row(row)
     finally:
         sampler.close()
         log.close()

@@ -67,14 +67,14 @@ def ppo_update(device: torch.device) -> Outputs:
 
 def level_meta_iteration(device: torch.device) -> Outputs:
     from agent.policies import build_policy
-    from meta_train.maml import MetaLearner, Prepared, TaskBatch
+    from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
     from meta_train.meta_optimizers import TRPO
 
     torch.manual_seed(0)
     learner = MetaLearner(build_policy(FRAMES).to(device), inner_lr=0.1, grad_chunk=8)
     batches = []
     for task in range(2):
-        train, valid = (Prepared(*(x.to(device) for x in frames(16, 10 * task + k)), 0.0)
+        train, valid = (AdvantageBatch(*(x.to(device) for x in frames(16, 10 * task + k)), 0.0)
                         for k in (1, 2))
         with torch.no_grad():
             logp, dist_params = learner.log_prob(learner.adapted_detached(

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from meta_train.chunked import chunked_meta_gradient
-from meta_train.maml import MetaLearner, Prepared, TaskBatch
+from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
 from meta_train.meta_optimizers import TRPO, VPG, conjugate_gradient
 
 
@@ -43,7 +43,7 @@ class LinearPolicy(nn.Module):
 
 
 def make_data(kind: str, n: int, obs_dim: int, act: int, seed: int,
-              dtype: torch.dtype = torch.float64) -> Prepared:
+              dtype: torch.dtype = torch.float64) -> AdvantageBatch:
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(n, obs_dim, generator=g, dtype=dtype)
     if kind == "gaussian":
@@ -51,7 +51,7 @@ def make_data(kind: str, n: int, obs_dim: int, act: int, seed: int,
     else:
         actions = torch.randint(0, act, (n,), generator=g)
     adv = torch.randn(n, generator=g, dtype=dtype)
-    return Prepared(obs, actions, adv, 0.0)
+    return AdvantageBatch(obs, actions, adv, 0.0)
 
 
 def make_problem(kind: str, steps: int = 1, first_order: bool = False,
@@ -246,7 +246,7 @@ def test_chunked_meta_gradient_equals_autograd(kind: str, steps: int, first_orde
         torch.testing.assert_close(g, e if e is not None else torch.zeros_like(g))
 
 
-def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: Prepared) -> Tensor:
+def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: AdvantageBatch) -> Tensor:
     """−mean(log π(a|o) · Â) written out for the linear policies (no module, no functional_call)."""
     out = data.obs @ p["pi.weight"].T + p["pi.bias"]
     if kind == "discrete":
@@ -258,7 +258,8 @@ def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: Prepared) -> Tensor:
     return -(logp * data.advantages).mean()
 
 
-def _hand_sgd(kind: str, p: dict[str, Tensor], data: Prepared, lr: float) -> dict[str, Tensor]:
+def _hand_sgd(kind: str, p: dict[str, Tensor], data: AdvantageBatch,
+              lr: float) -> dict[str, Tensor]:
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
     grads = torch.autograd.grad(_hand_inner_loss(kind, leaves, data), list(leaves.values()))
     return {k: v.detach() - lr * g for (k, v), g in zip(leaves.items(), grads, strict=True)}

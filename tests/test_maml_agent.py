@@ -19,7 +19,7 @@ from agent.checkpoint import load_checkpoint, save_checkpoint
 from agent.linear_baseline import advantages
 from agent.maml import (
     ADAPTATION_FIELDS,
-    Settings,
+    AdaptationConfig,
     adaptation_step,
     agent_env,
     make_config,
@@ -96,12 +96,12 @@ def test_settings_take_the_checkpoint_then_the_overrides(tmp_path: Path) -> None
     data = {"adaptation": ADAPTATION, "step_sizes": {
         "learned": True, "value": 0.5, "per_parameter": {"pi.bias": torch.full((7,), 0.2)}}}
     cfg = make_config(parse_args([]))
-    s = Settings.from_checkpoint(data, cfg)
+    s = AdaptationConfig.from_checkpoint(data, cfg)
     assert (s.adapt_steps, s.trajectories, s.horizon, s.lr) == (2, 2, 64, 0.5)
     assert s.step_sizes is not None and torch.equal(s.step_sizes["pi.bias"], torch.full((7,), 0.2))
     cfg = make_config(parse_args(["--adapt-steps", "3", "--inner-lr", "0.05",
                                   "--set", "horizon=8"]))
-    s = Settings.from_checkpoint(data, cfg)
+    s = AdaptationConfig.from_checkpoint(data, cfg)
     assert (s.adapt_steps, s.trajectories, s.horizon, s.lr, s.step_sizes) == \
         (3, 2, 8, 0.05, None)
 
@@ -111,8 +111,8 @@ def test_collection_and_inner_step_are_the_inner_step_on_the_recorded_data(closi
     recorded, episode ends included (50-step episodes: two end within 3×40 steps)."""
     from evaluation.contest_env import make_contest_env
 
-    settings = Settings(adapt_steps=1, trajectories=3, horizon=40, gamma=0.99, gae_lambda=0.95,
-                        ridge=1e-5, lr=0.5, step_sizes=None)
+    settings = AdaptationConfig(adapt_steps=1, trajectories=3, horizon=40, gamma=0.99,
+                                gae_lambda=0.95, ridge=1e-5, lr=0.5, step_sizes=None)
     raw = closing(make_contest_env(AIRSTRIKER, seed=0, max_episode_steps=50))
     env, counter = agent_env(raw, ADAPTATION)
     policy = small_policy()
@@ -174,7 +174,7 @@ def test_maml_adapts_then_learns_with_ppo_until_the_budget(tmp_path: Path) -> No
     changed = [k for k, v in initial["policy_state"].items()
                if not torch.equal(v, final["policy_state"][k])]
     assert any(k.startswith("pi.") for k in changed) and "vf.weight" in changed
-    progress = (tmp_path / "run" / "agent" / "progress.csv").read_text().splitlines()
+    progress = (tmp_path / "run" / "agent" / "learning.csv").read_text().splitlines()
     assert len(progress) - 1 == final["updates"]
 
 

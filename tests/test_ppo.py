@@ -45,7 +45,7 @@ def test_gae_hand_computed() -> None:
     dones = [a or b for a, b in zip(TERMINATED, TRUNCATED, strict=True)]
     adv, ret = compute_gae(col(REWARDS), col(VALUES), next_values,
                            torch.tensor(TERMINATED)[:, None], torch.tensor(dones)[:, None],
-                           gamma=0.9, lam=0.8)
+                           gamma=0.9, gae_lambda=0.8)
     assert adv[:, 0].tolist() == pytest.approx(ADVANTAGES)
     assert ret[:, 0].tolist() == pytest.approx([a + v for a, v in zip(ADVANTAGES, VALUES,
                                                                       strict=True)])
@@ -62,7 +62,7 @@ def test_rollout_buffer_bootstraps_truncation_only() -> None:
         if TERMINATED[t]:
             buf.final_values[t, 0] = 99.0  # must be ignored
     assert buf.obs.dtype == torch.uint8
-    batch = buf.finish(torch.tensor([3.0]), gamma=0.9, lam=0.8, device=torch.device("cpu"))
+    batch = buf.finish(torch.tensor([3.0]), gamma=0.9, gae_lambda=0.8, device=torch.device("cpu"))
     assert batch.advantages.tolist() == pytest.approx(ADVANTAGES)
     assert batch.obs[:, 0].tolist() == [0, 1, 2, 3] and batch.actions.tolist() == [0, 1, 0, 1]
     assert not buf.full
@@ -72,7 +72,8 @@ def test_gae_two_envs_are_independent() -> None:
     rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     values = torch.zeros(2, 2)
     zeros = torch.zeros(2, 2, dtype=torch.bool)
-    adv, _ = compute_gae(rewards, values, torch.zeros(2, 2), zeros, zeros, gamma=0.5, lam=1.0)
+    adv, _ = compute_gae(rewards, values, torch.zeros(2, 2), zeros, zeros, gamma=0.5,
+                         gae_lambda=1.0)
     assert adv.flatten().tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0])  # [t][env]
 
 
@@ -147,7 +148,7 @@ def small_ppo(seed: int = 0) -> PPO:
     policy = build_policy({"body": "mlp", "obs_shape": [2], "hidden": [16],
                            "action": {"type": "discrete", "n": 2}})
     cfg = PPOConfig(nsteps=64, nminibatches=4, noptepochs=4, lr=3e-3, cliprange=0.2,
-                    ent_coef=0.0, gamma=0.9, lam=0.95)
+                    ent_coef=0.0, gamma=0.9, gae_lambda=0.95)
     return PPO(policy, cfg)
 
 
@@ -217,10 +218,10 @@ def test_load_checkpoint_errors(tmp_path: Path) -> None:
 def test_default_config_is_the_contest_baseline() -> None:
     cfg = read_yaml(DEFAULT_PPO_CONFIG)
     ppo = PPOConfig.from_dict(cfg)
-    assert cfg["nenvs"] == 1 and cfg["reward_scale"] == 0.01
+    assert cfg["workers"] == 1 and cfg["reward_scale"] == 0.01
     assert (ppo.nsteps, ppo.nminibatches, ppo.noptepochs) == (4096, 8, 3)
     assert (ppo.lr, ppo.lr_schedule, ppo.cliprange, ppo.ent_coef) == (2e-4, "constant", 0.1, 0.01)
-    assert (ppo.gamma, ppo.lam, ppo.vf_coef, ppo.max_grad_norm, ppo.adam_eps) == \
+    assert (ppo.gamma, ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.adam_eps) == \
         (0.99, 0.95, 0.5, 0.5, 1e-5)
     text = DEFAULT_PPO_CONFIG.read_text()
     for key in cfg:  # every key is commented
@@ -304,7 +305,7 @@ def test_train_two_levels_then_resume(tmp_path: Path, atari_roms: None) -> None:
     assert data["timesteps"] == 128 and data["updates"] == 2
     assert data["levels"] == ["Breakout-Atari2600-v0:Start", "Pong-Atari2600-v0:Start"]
     assert data["policy_spec"]["action"] == {"type": "discrete", "n": 18}
-    rows = (out / "progress.csv").read_text().splitlines()
+    rows = (out / "learning.csv").read_text().splitlines()
     assert rows[0].startswith("timesteps,updates,episodes,mean_return") and len(rows) == 3
 
     proc = run_train(*common, "--timesteps", "192", "--resume")
@@ -312,7 +313,7 @@ def test_train_two_levels_then_resume(tmp_path: Path, atari_roms: None) -> None:
     assert "from 128 to 192 steps" in proc.stdout
     data = load_checkpoint(out / "checkpoint.pt")
     assert data["timesteps"] == 192 and data["updates"] == 3
-    rows = (out / "progress.csv").read_text().splitlines()
+    rows = (out / "learning.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[-1].startswith("192,3,")
 
 

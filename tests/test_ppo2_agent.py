@@ -41,7 +41,7 @@ def test_ppo2_learns_until_the_budget_then_fine_tunes(tmp_path: Path) -> None:
     assert data["policy_spec"]["body"] == "cnn"
     assert data["policy_spec"]["action"] == {"type": "discrete", "n": 7}
     assert data["config"]["nsteps"] == 64
-    progress = (tmp_path / "scratch" / "agent" / "progress.csv").read_text().splitlines()
+    progress = (tmp_path / "scratch" / "agent" / "learning.csv").read_text().splitlines()
     assert progress[0].startswith("timesteps,") and len(progress) - 1 == data["updates"]
 
     results = run_one(RunSpec(agent="ppo2", level=LEVEL, seed=2, budget=100,

@@ -329,7 +329,7 @@ def test_ray_sampler_equals_the_local_sampler_levels(cluster: Any, atari_roms: N
     from meta_train.train import policy_spec
 
     cfg = load_config(CONFIG_DIR / "atari-train.yaml",
-                      ["task.horizon=8", "trajectories=2", "sampler_envs=2"], defaults=DEFAULTS)
+                      ["task.horizon=8", "trajectories=2", "workers=2"], defaults=DEFAULTS)
     torch.manual_seed(0)
     policy = build_policy(policy_spec(cfg))
     params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
