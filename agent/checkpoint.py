@@ -114,7 +114,7 @@ def policy_for_spaces(checkpoint: dict[str, Any] | None, policy_cfg: dict[str, A
     if checkpoint is None:
         return build_policy(spec_from_config(policy_cfg, observation_space, action_space))
     kind = checkpoint["policy_spec"].get("kind")
-    if kind is not None:  # e.g. a Rainbow Q-network (agent/rainbow_learner.py)
+    if kind is not None:  # e.g. a Rainbow Q-network (agent/learners/rainbow.py)
         raise UserError(f"cannot load {source}: it holds a {kind} network, not an actor-critic "
                         "policy")
     problem = check_policy_fits(checkpoint["policy_spec"], observation_space, action_space)

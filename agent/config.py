@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +95,38 @@ def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
             node = node[key]
 
 
+@dataclass(frozen=True)
+class TypedDefaults:
+    """A command's defaults from a typed config (a dataclass, nested dataclasses for sections),
+    and the directory of the YAML configs shipped for it (which list only what they change)."""
+
+    config: Callable[[], Any]
+    directory: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config())
+
+    @property
+    def name(self) -> str:
+        return getattr(self.config, "__name__", "the defaults")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                defaults: str | Path = DEFAULT_PPO_CONFIG,
+                defaults: str | Path | TypedDefaults = DEFAULT_PPO_CONFIG,
                 base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The defaults file (over `base`: typed defaults, e.g. a learner dataclass's, that the file
-    does not restate), updated by `path` (any subset of the keys), then by the overrides."""
-    cfg = {**copy.deepcopy(base or {}), **read_yaml(defaults)}
+    """The defaults (a typed config, or a YAML file over `base`: typed defaults, e.g. a learner
+    dataclass's, that the file does not restate), updated by `path` (any subset of the keys,
+    a YAML path or a shipped config's name), then by the overrides."""
+    if isinstance(defaults, TypedDefaults):
+        cfg, directory, name = defaults.as_dict(), defaults.directory, defaults.name
+    else:
+        cfg = {**copy.deepcopy(base or {}), **read_yaml(defaults)}
+        directory, name = Path(defaults).parent, Path(defaults).name
     if path is not None:
-        path = find_config(path, Path(defaults).parent)
+        path = find_config(path, directory)
         for key, value in _flatten(read_yaml(path)):
             _set(cfg, key.split("."), value, str(path))
-    return apply_overrides(cfg, overrides, source=f"{Path(defaults).name} (--set)")
+    return apply_overrides(cfg, overrides, source=f"{name} (--set)")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evaluation.client import (
+from evaluation.contest.client import (
     SOCKET_DIR_ENV,
     BudgetExhausted,
     RemoteEnv,

@@ -20,8 +20,9 @@ It is read and checked before connecting; one without `adaptation` is a one-line
 2. Adaptation: N = adapt_steps inner steps. Each collects K = trajectories trajectories of
    H = horizon steps, one after the other on the one connection, sampling actions from the
    current adapted parameters θ_i (no gradient), then takes the inner step of meta-training
-   (agent.adaptation, on normalized GAE advantages of the linear feature baseline,
-   agent.linear_baseline, with the checkpoint's γ, λ and ridge, and the episode ends marked):
+   (agent.learners.adaptation, on normalized GAE advantages of the linear feature baseline,
+   agent.learners.linear_baseline, with the checkpoint's γ, λ and ridge, and the episode ends
+   marked):
 
        θ_{i+1} = θ_i − α ⊙ ∇ −mean(log π_θ_i(a|s) · Â)
 
@@ -40,9 +41,9 @@ It is read and checked before connecting; one without `adaptation` is a one-line
    server counts them; `param_change`: ‖θ_{i+1} − θ_i‖₂; `seconds`: this step's wall time).
 3. After adaptation (`after_adaptation` in agent/configs/maml.yaml): the adapted θ goes into the
    network (the value head, which MAML does not train, keeps its weights) and then
-   `ppo`: PPO (agent/ppo.py) keeps learning from there, as agent.ppo2 does, with the PPO keys of
-   maml.yaml (learning.csv as ppo2); or `act`: the adapted policy keeps acting (sampling), with no
-   learning, until the budget ends.
+   `ppo`: PPO (agent/learners/ppo.py) keeps learning from there, as agent.ppo2 does, with the
+   PPO keys of maml.yaml (learning.csv as ppo2); or `act`: the adapted policy keeps acting
+   (sampling), with no learning, until the budget ends.
 
 The run ends when the server says the budget is spent, in any phase: the agent then saves the
 network to $AGENT_OUTPUT_DIR/checkpoint.pt (when that is set; during adaptation: the θ adapted
@@ -75,21 +76,27 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from torch import Tensor
 from torch.func import functional_call
 
-from agent.adaptation import AdvantageBatch, Params, Trajectories, detached_step, policy_parameters
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, policy_for_spaces, save_checkpoint
 from agent.config import CONFIG_DIR, load_config
 from agent.connection import make_env, output_dir
-from agent.logging import TrainLogger
+from agent.learners.adaptation import (
+    AdvantageBatch,
+    Params,
+    Trajectories,
+    detached_step,
+    policy_parameters,
+)
+from agent.learners.ppo import PPO, PPOConfig, learn
 from agent.policies import ActorCritic
-from agent.ppo import PPO, PPOConfig, learn
 from agent.runtime import (
     CHECKPOINT_ENV,
     agent_parser,
     checkpoint_path,
+    make_single_vec_env,
     play_until_budget,
     start,
 )
-from agent.vec_env import make_single_vec_env
+from agent.train_log import TrainLogger
 from agent.wrappers import WrapperConfig, wrap_agent_env
 from sonic_common.devices import torch_threads_at_most
 from sonic_common.errors import UserError, exit_on_user_error
@@ -98,11 +105,11 @@ MAML_CONFIG = CONFIG_DIR / "maml.yaml"
 ADAPTATION_CSV = "adaptation.csv"
 ADAPTATION_FIELDS = ("step", "mean_return", "steps", "param_change", "seconds")
 MAML_FORMATS = ("maml/1",)
-# the checkpoint's `adaptation` keys this agent reads (meta_train.train.adaptation_settings)
+# the checkpoint's `adaptation` keys this agent reads (meta_train.loop.adaptation_settings)
 ADAPTATION_KEYS = ("adapt_steps", "trajectories", "horizon", "inner_lr", "gamma", "gae_lambda",
                    "baseline_ridge", "discretizer", "backtracking", "reward_scale")
 AFTER_ADAPTATION = ("ppo", "act")
-COLLECT_THREADS = 1  # torch threads for batch-1 inference while stepping (as agent/ppo.py)
+COLLECT_THREADS = 1  # torch threads for batch-1 inference while stepping (as agent/learners/ppo.py)
 
 
 # --- the checkpoint and the settings ----------------------------------------------------------
@@ -268,7 +275,8 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
 
 def inner_update(policy: ActorCritic, params: Params, traj: Trajectories,
                  settings: AdaptationConfig) -> Params:
-    """θ' from θ = `params` on the trajectories: agent.adaptation's inner step (detached)."""
+    """θ' from θ = `params` on the trajectories: agent.learners.adaptation's inner step
+    (detached)."""
     data = AdvantageBatch.from_trajectories(traj, settings.gamma, settings.gae_lambda,
                                             settings.ridge)
     return detached_step(policy, params, data, settings.step_sizes, settings.lr,

@@ -25,9 +25,9 @@ from agent.checkpoint import (
 )
 from agent.config import load_config
 from agent.connection import output_dir
-from agent.logging import TrainLogger
-from agent.ppo import PPO, PPOConfig, learn
-from agent.runtime import agent_parser, checkpoint_path, contest_envs, play_until_budget, start
+from agent.learners.ppo import PPO, PPOConfig, learn
+from agent.runtime import agent_parser, checkpoint_path, contest_envs, learn_until_budget, start
+from agent.train_log import TrainLogger
 from sonic_common.errors import UserError, exit_on_user_error
 
 
@@ -72,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ppo2 agent: {'fine-tuning ' + str(init) if init else 'learning from scratch'} on "
           f"{device}, nsteps={ppo.config.nsteps} nminibatches={ppo.config.nminibatches}",
           flush=True)
-    return play_until_budget(
-        "ppo2", lambda: learn(ppo, envs, total_timesteps=None, logger=logger,
-                              log_interval=int(cfg["log_interval"]), on_update=on_update,
-                              seed=seed),
-        summary=lambda: f"after {ppo.timesteps} steps, {ppo.updates} updates, "
-                        f"{ppo.episodes} episodes",
-        save=save, close=lambda: (logger.close(), envs.close()))
+    return learn_until_budget("ppo2", ppo, learn, envs=envs, logger=logger, cfg=cfg, seed=seed,
+                              save=save, on_update=on_update)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m agent.rainbow [--config FILE] [--init CHECKPOINT] [--resume] [--set key=value ...]
 
 One environment (the contest connection), the agent-side wrappers with unscaled rewards, Rainbow
-with the settings of agent/configs/rainbow.yaml (agent/rainbow_learner.py). `--init` (or
+with the settings of agent/configs/rainbow.yaml (agent/learners/rainbow.py). `--init` (or
 $AGENT_CHECKPOINT, which agent images built with a checkpoint set) fine-tunes a trained Rainbow
 network, e.g. joint Rainbow from `agent.train --algo rainbow`; otherwise it starts from scratch.
 Every `save_interval` steps and when the server says the budget is spent, it saves
@@ -27,9 +27,9 @@ import torch
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_rng_state
 from agent.config import CONFIG_DIR, load_config
 from agent.connection import output_dir
-from agent.logging import TrainLogger
-from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
-from agent.runtime import agent_parser, checkpoint_path, contest_envs, play_until_budget, start
+from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
+from agent.runtime import agent_parser, checkpoint_path, contest_envs, learn_until_budget, start
+from agent.train_log import TrainLogger
 from sonic_common.errors import UserError, exit_on_user_error
 
 DEFAULT_CONFIG = CONFIG_DIR / "rainbow.yaml"
@@ -109,13 +109,8 @@ def main(argv: list[str] | None = None) -> int:
            else "learning from scratch")
     print(f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
           f"learning_starts={rcfg.learning_starts} (the replay buffer starts empty)", flush=True)
-    return play_until_budget(
-        "rainbow", lambda: learn(agent, envs, total_timesteps=None, logger=logger,
-                                 log_interval=int(cfg["log_interval"]), on_step=on_step,
-                                 seed=seed),
-        summary=lambda: f"after {agent.timesteps} steps, {agent.updates} updates, "
-                        f"{agent.episodes} episodes",
-        save=save, close=lambda: (logger.close(), envs.close()))
+    return learn_until_budget("rainbow", agent, learn, envs=envs, logger=logger, cfg=cfg,
+                              seed=seed, save=save, on_step=on_step)
 
 
 if __name__ == "__main__":

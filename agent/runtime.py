@@ -92,7 +92,6 @@ def contest_envs(cfg: dict[str, Any]) -> Any:
     under them)."""
     from gymnasium.wrappers import RecordEpisodeStatistics
 
-    from agent.vec_env import make_single_vec_env
     from agent.wrappers import WrapperConfig, wrap_agent_env
 
     remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
@@ -124,3 +123,27 @@ def play_until_budget(name: str, play: Callable[[], object], *, summary: Callabl
     finally:
         close()
     return 0
+
+
+def learn_until_budget(name: str, learner: Any, learn: Callable[..., object], *, envs: Any,
+                       logger: Any, cfg: dict[str, Any], seed: int,
+                       save: Callable[[], Path | None], **callback: Any) -> int:
+    """A learner (PPO, Rainbow: `timesteps`, `updates` and `episodes` counters) learning on the
+    contest connection with no step limit of its own, logging every `log_interval`, until the
+    budget ends it (`play_until_budget`); `callback` is its `learn`'s on_update/on_step. Its
+    logger and environments are closed at the end."""
+    def run() -> object:
+        return learn(learner, envs, total_timesteps=None, logger=logger,
+                     log_interval=int(cfg["log_interval"]), seed=seed, **callback)
+
+    return play_until_budget(
+        name, run, save=save, close=lambda: (logger.close(), envs.close()),
+        summary=lambda: f"after {learner.timesteps} steps, {learner.updates} updates, "
+                        f"{learner.episodes} episodes")
+
+
+def make_single_vec_env(env_fn: Callable[[], Any]) -> Any:
+    """One environment in this process as a vector env of 1 (the contest agent's case)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    return SyncVectorEnv([env_fn], autoreset_mode=AutoresetMode.SAME_STEP, copy=False)

@@ -1,7 +1,7 @@
 """A Gymnasium library (Stable-Baselines3, a checker, your own loop) on the contest connection.
 
-The contest environment (`evaluation.client.RemoteEnv`) keeps the 2018 contest's rules, which a
-library written for plain Gymnasium environments runs into:
+The contest environment (`evaluation.contest.client.RemoteEnv`) keeps the 2018 contest's rules,
+which a library written for plain Gymnasium environments runs into:
 
 - **No reset before the episode is done.** The server answers a reset in mid-episode with
   ResetError (5) and the episode goes on; a step after `done` is refused the same way. A library

@@ -82,7 +82,7 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
     data = synthetic(tasks, frames, seed=1)
     t0 = time.perf_counter()
     if mode.startswith("ours"):
-        from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
+        from meta_train.meta_learner import AdvantageBatch, MetaLearner, TaskBatch
         from meta_train.meta_optimizers import flat
 
         chunk = GRAD_CHUNK if mode == "ours" else 0

@@ -59,9 +59,9 @@ class MetaIteration:
         from agent.config import load_config
         from agent.policies import build_policy
         from meta_train.configs import DEFAULTS
+        from meta_train.loop import make_learner, make_sampler, policy_spec
         from meta_train.meta_optimizers import make_meta_optimizer
         from meta_train.tasks import TaskDistribution
-        from meta_train.train import make_learner, make_sampler, policy_spec
 
         self.cfg = load_config(None, [f"meta_batch={args.tasks}",
                                       f"trajectories={args.trajectories}",
@@ -82,7 +82,7 @@ class MetaIteration:
     def run(self, tasks: int | None = None, count: int | None = None) -> tuple[int, float, float]:
         """One meta-iteration: (environment steps, sampling s, learning s)."""
         from meta_train.collect import collect
-        from meta_train.maml import iteration_seeds
+        from meta_train.meta_learner import iteration_seeds
 
         tasks = tasks or int(self.cfg["meta_batch"])
         count = count or int(self.cfg["trajectories"])

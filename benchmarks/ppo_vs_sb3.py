@@ -34,7 +34,7 @@ HYPER = {"lr": 2e-4, "clip": 0.1, "ent": 0.01, "vf": 0.5, "gamma": 0.99, "gae_la
 
 def _sb3_env(rank: int):  # top level: pickled into SB3's worker processes
     from agent.wrappers import wrap_agent_env
-    from evaluation.contest_env import make_contest_env
+    from evaluation.contest.env import make_contest_env
 
     return wrap_agent_env(make_contest_env(LEVEL, seed=rank))
 
@@ -42,9 +42,9 @@ def _sb3_env(rank: int):  # top level: pickled into SB3's worker processes
 def run_ours(timesteps: int, out: mp.Queue) -> None:
     import torch
 
+    from agent.learners.ppo import PPO, PPOConfig, learn
     from agent.policies import build_policy
-    from agent.ppo import PPO, PPOConfig, learn
-    from agent.vec_env import make_level_vec_env
+    from agent.training.level_envs import make_level_vec_env
     from sonic_common.devices import set_torch_threads
 
     set_torch_threads(0)

@@ -2,15 +2,15 @@
 
     python benchmarks/rainbow_memory.py [--capacity 500000] [--updates 50]
 
-Fills agent/replay.py's FrameReplay with `--capacity` steps of 84×84 frames through its real
-`add` (one environment, an episode end every 4500 steps, as the contest's episode limit), then
+Fills agent/learners/replay.py's FrameReplay with `--capacity` steps of 84×84 frames through its
+real `add` (one environment, an episode end every 4500 steps, as the contest's episode limit), then
 runs `--updates` Rainbow updates (the contest's network and batch, CPU), and reports:
 
 - the buffer's bytes per transition (all its arrays, priority trees included), against a naive
   buffer that keeps each transition's stacked observation and next observation (2 × 4 × 7056
   bytes of frames alone);
 - the process's peak resident memory (VmHWM), which is what the agent container's memory limit
-  must hold, against that limit (evaluation/images.py: AGENT_MEMORY).
+  must hold, against that limit (evaluation/docker/images.py: AGENT_MEMORY).
 
 Last line: `BENCH rainbow_memory peak_gib=<peak> target=<container limit in GiB>`.
 """
@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.rainbow_learner import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec  # noqa: E402
-from evaluation.agent_process import parse_memory  # noqa: E402
-from evaluation.images import AGENT_MEMORY  # noqa: E402
+from agent.learners.rainbow import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec  # noqa: E402
+from evaluation.contest.agent_process import parse_memory  # noqa: E402
+from evaluation.docker.images import AGENT_MEMORY  # noqa: E402
 
 FRAME = (84, 84)
 EPISODE = 4500

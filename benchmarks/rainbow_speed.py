@@ -38,7 +38,7 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     import numpy as np
     import torch
 
-    from agent.rainbow_learner import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
+    from agent.learners.rainbow import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.ray_suite import RayOptions, RaySuiteRunner  # noqa: E402
-from evaluation.suite import SuiteRunner, open_suite  # noqa: E402
+from evaluation.suites.ray_suite import RayOptions, RaySuiteRunner  # noqa: E402
+from evaluation.suites.suite import SuiteRunner, open_suite  # noqa: E402
 
 LEVEL = "Airstriker-Genesis-v0:Level1"
 MIB = 1024**2
@@ -78,7 +78,7 @@ def suite_seconds(out: Path, budget: int, ray_address: str | None) -> tuple[floa
 def meta_seconds(out: Path, args: argparse.Namespace, ray_address: str | None) -> list[float]:
     from agent.config import load_config
     from meta_train.configs import CONFIG_DIR, DEFAULTS
-    from meta_train.train import train
+    from meta_train.loop import train
 
     envs = 2 if ray_address is None else 1  # emulators per sampler: 2 in all either way
     cfg = load_config(CONFIG_DIR / "atari-train.yaml", [

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from agent.adaptation import AdvantageBatch, Params, chunk_loss
-from agent.ppo import clipped_surrogate
+from agent.learners.adaptation import AdvantageBatch, Params, chunk_loss
+from agent.learners.ppo import clipped_surrogate
 
 if TYPE_CHECKING:
-    from meta_train.maml import MetaLearner, TaskBatch
+    from meta_train.meta_learner import MetaLearner, TaskBatch
 
 
 def chunks(data: AdvantageBatch, size: int) -> list[slice]:
@@ -55,7 +55,7 @@ def grad(loss: Tensor, wrt: Params, create_graph: bool = False) -> list[Tensor]:
 
 def chunk_inner_loss(learner: MetaLearner, params: Params, data: AdvantageBatch,
                      sl: slice) -> Tensor:
-    """The chunk's share of L_inner = −mean(log π · Â) (agent.adaptation.chunk_loss)."""
+    """The chunk's share of L_inner = −mean(log π · Â) (agent.learners.adaptation.chunk_loss)."""
     return chunk_loss(learner.policy, params, data.obs[sl], data.actions[sl],
                       data.advantages[sl], len(data.advantages))
 

@@ -37,7 +37,8 @@ from sonic_common.errors import UserError, exit_on_user_error
 def parse_train(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m meta_train", description=__doc__.splitlines()[0])
     p.add_argument("--config",
-                   help="YAML with the keys to change from meta_train/configs/defaults.yaml, or "
+                   help="YAML with the keys to change from the defaults (meta_train.configs."
+                   "MetaTrainConfig), or "
                    "a shipped config's name (e.g. halfcheetah-dir)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--meta-optimizer", choices=META_OPTIMIZERS)
@@ -108,7 +109,7 @@ def run_oracle(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from meta_train.train import train
+    from meta_train.loop import train
 
     ckpt = Path(args.out) / CHECKPOINT_NAME
     if args.resume and ckpt.is_file() and args.config is None:

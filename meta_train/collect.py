@@ -16,8 +16,8 @@ from typing import Protocol
 
 import torch
 
-from agent.adaptation import AdvantageBatch, Params, Trajectories
-from meta_train.maml import MetaLearner, TaskBatch
+from agent.learners.adaptation import AdvantageBatch, Params, Trajectories
+from meta_train.meta_learner import MetaLearner, TaskBatch
 from meta_train.sampler import Job
 from meta_train.tasks import Task
 

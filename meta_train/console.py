@@ -53,7 +53,7 @@ def run_agent(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
         raise UserError("say which agent: sonic-maml agent NAME [options], e.g. "
                         "sonic-maml agent jerk")
-    from evaluation.runner import agent_module_exists
+    from evaluation.contest.runner import agent_module_exists
 
     name, rest = args[0], args[1:]
     if not agent_module_exists(name):

@@ -4,7 +4,7 @@ a jointly trained (pretrained on the task mixture) one. Every policy sees the sa
 same rollout seeds.
 
 For levels, the tasks are levels drawn from the training set, or from `levels` (e.g. a held-out
-set such as atari-heldout), and the returns are in the game's units (see meta_train.train)."""
+set such as atari-heldout), and the returns are in the game's units (see meta_train.loop)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import torch
 
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from agent.policies import build_policy
-from evaluation.progress import progress
-from meta_train.maml import MetaLearner
+from meta_train.loop import MAML_FORMAT, make_learner, make_sampler, resolve_device
+from meta_train.meta_learner import MetaLearner
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, describe
-from meta_train.train import MAML_FORMAT, make_learner, make_sampler, resolve_device
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic
+from sonic_common.progress import progress
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training iterations' tasks
 

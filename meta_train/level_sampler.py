@@ -7,8 +7,8 @@ The same interface as `meta_train.sampler.Sampler`, for tasks of kind `levels`
 (meta_train.tasks). stable-retro allows one emulator per process, so:
 
 - `envs` worker processes (forkserver: fresh interpreters that inherit nothing, least of all an
-  emulator) each hold at most one level environment (`agent.vec_env.LevelEnv`: the contest
-  environment plus the agent-side wrappers) and so at most one emulator. A worker switches
+  emulator) each hold at most one level environment (`agent.training.level_envs.LevelEnv`: the
+  contest environment plus the agent-side wrappers) and so at most one emulator. A worker switches
   levels by closing its emulator before opening the next level's (meta_train.level_worker).
   This process never opens an emulator: building the sampler, the policy (whose spaces come
   from the lazy LevelEnv) and sampling all leave it free to open its own.

@@ -45,7 +45,7 @@ class LevelWorker:
         self.opened = 0  # emulators opened so far (each after closing the previous one)
 
     def reset(self, level: str, wrap_kwargs: dict[str, Any], seed: int) -> np.ndarray:
-        from agent.vec_env import LevelEnv
+        from agent.training.level_envs import LevelEnv
         from agent.wrappers import WrapperConfig
 
         key = (level, tuple(sorted(wrap_kwargs.items())))

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from meta_train.configs import META_OPTIMIZERS
-from meta_train.maml import MetaLearner, TaskBatch
+from meta_train.meta_learner import MetaLearner, TaskBatch
 
 
 def flat(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:

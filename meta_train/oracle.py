@@ -55,7 +55,7 @@ def evaluate_oracle(checkpoint: Path, count: int) -> tuple[float, float]:
 
 def train_oracles(cfg: dict[str, Any], out: Path, *, iterations: int = 500, meta_batch: int = 5,
                   eval_trajectories: int = 40, progress: bool = True) -> dict[str, Any]:
-    from meta_train.train import train
+    from meta_train.loop import train
 
     kind = str(cfg["task"]["kind"])
     if kind not in ORACLE_TASKS:

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import find_config, parse_device, read_yaml
-from evaluation.seeds import parse_seeds, seeds_arg
+from evaluation.suites.seeds import parse_seeds, seeds_arg
 from meta_train.configs import CONFIG_DIR
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import write_atomic
@@ -405,7 +405,7 @@ def report_section(text: str, heading: str) -> list[str]:
 def evaluation_section(suite_report: Path) -> list[str]:
     """The suite's overall table, aggregate figures and probability of improvement, with the
     links made relative to the pipeline's report."""
-    from evaluation.suite_cli import overall_table
+    from evaluation.suites.suite_cli import overall_table
 
     text = suite_report.read_text()
     lines = [overall_table(suite_report), "",
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npipeline done in {time.monotonic() - t_start:.0f} s (this call); report: {report}")
     suite_report = out / "suite" / "report.md"
     if suite_report.is_file():
-        from evaluation.suite_cli import overall_table
+        from evaluation.suites.suite_cli import overall_table
 
         print(overall_table(suite_report))
     return 0

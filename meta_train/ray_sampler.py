@@ -1,7 +1,7 @@
 """Meta-training rollouts on a Ray cluster (`python -m meta_train ... --backend ray`).
 
 One actor per node (pinned by node affinity), each owning that node's local sampler: the one
-`meta_train.train.make_sampler` builds from the same config (the level sampler with its
+`meta_train.loop.make_sampler` builds from the same config (the level sampler with its
 emulator processes, or the HalfCheetah sampler with its workers). The trainer keeps the
 policy; `submit` puts each distinct parameter set in the object store once (θ once at the first
 inner step, each task's adapted parameters once at the next), splits the jobs into contiguous
@@ -69,8 +69,8 @@ class SamplerActor:
         import torch
 
         from agent.policies import build_policy
+        from meta_train.loop import make_sampler
         from meta_train.tasks import TaskDistribution
-        from meta_train.train import make_sampler
 
         torch.set_num_threads(1)
         self.policy = build_policy(spec)
@@ -97,7 +97,7 @@ class SamplerActor:
 
 def node_ids(ray: Any) -> list[str]:
     """Live nodes with a CPU for an actor, the head first."""
-    from evaluation.ray_backend import alive_nodes
+    from evaluation.suites.ray_backend import alive_nodes
 
     return [n["NodeID"] for n in alive_nodes(ray) if n.get("Resources", {}).get("CPU", 0) >= 1]
 
@@ -109,7 +109,7 @@ class RaySampler:
                  address: str | None = None, chunks_per_actor: int = CHUNKS_PER_ACTOR) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from evaluation.ray_backend import connect
+        from evaluation.suites.ray_backend import connect
         from sonic_common.errors import UserError
 
         spec = getattr(policy, "spec", None)

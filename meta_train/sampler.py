@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from agent.adaptation import Params, Trajectories
+from agent.learners.adaptation import Params, Trajectories
 from agent.policies import clamped_log_std
 from meta_train.halfcheetah_sim import ACTION_DIM, HalfCheetahSims
 from meta_train.tasks import Task, task_rewards

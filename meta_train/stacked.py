@@ -24,10 +24,10 @@ from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call, vmap
 
-from agent.adaptation import Params
+from agent.learners.adaptation import Params
 
 if TYPE_CHECKING:
-    from meta_train.maml import MetaLearner, TaskBatch
+    from meta_train.meta_learner import MetaLearner, TaskBatch
 
 
 @dataclass

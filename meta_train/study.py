@@ -61,7 +61,7 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
 
 def run_one(args: argparse.Namespace, env: str, opt: str, steps: int, out: Path) -> dict[str, Any]:
     from meta_train.evaluate import evaluate
-    from meta_train.train import train
+    from meta_train.loop import train
 
     run_dir = Path(args.runs) / f"{env}-{opt}-{steps}"
     overrides = [f"meta_batch={args.meta_batch}", f"trajectories={args.trajectories}",

@@ -21,8 +21,8 @@ returns are not comparable with the paper.
 Levels as tasks (`kind: levels`): a task is one game level (`Game:State`) of a level set
 (`roms_setup.levels.resolve_levels`: a set name such as `atari-train` or `sonic-train`, a CSV
 file, or comma-separated ids), played through the contest environment plus the agent-side
-wrappers (`agent.vec_env.LevelEnv`: discrete actions, backtracking and scaled reward, 84×84×4
-uint8 frames):
+wrappers (`agent.training.level_envs.LevelEnv`: discrete actions, backtracking and scaled
+reward, 84×84×4 uint8 frames):
 
     {"kind": "levels", "level": "Qbert-Atari2600-v0:Start", "horizon": 128,
      "discretizer": "auto", "backtracking": True, "reward_scale": 0.01}
@@ -107,7 +107,7 @@ def quiet_mujoco() -> None:
 
 def make_level_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
     """The lazy environment of a level task: spaces now, the emulator at its first reset."""
-    from agent.vec_env import LevelEnv
+    from agent.training.level_envs import LevelEnv
 
     return LevelEnv([str(task["level"])], wrappers=WrapperConfig.from_dict(task))
 
@@ -151,7 +151,7 @@ class TaskDistribution:
                 raise ValueError(f"task.reward_scale must be > 0, got {self.reward_scale}")
 
     def _resolve(self, levels: str | Sequence[str]) -> list[str]:
-        from agent.vec_env import discrete_actions
+        from agent.training.level_envs import discrete_actions
         from roms_setup.levels import resolve_levels
 
         spec = levels if isinstance(levels, str) else ",".join(str(lv) for lv in levels)

@@ -5,12 +5,12 @@
 Checks (each: the same seeded inputs and initial weights on both devices; the relative
 difference ‖gpu − cpu‖ / ‖cpu‖ of every output must stay under the tolerance):
 
-1. ppo-update: one PPO2 update (agent.ppo.PPO, the Nature CNN on 84×84×4 uint8 frames).
+1. ppo-update: one PPO2 update (agent.learners.ppo.PPO, the Nature CNN on 84×84×4 uint8 frames).
 2. level-meta-iteration: a second-order level meta-gradient at 84×84×4 (meta_train's
    MetaLearner with `grad_chunk`, 2 tasks × 16 frames), then a TRPO meta-step on it (3 CG
    iterations: second-order products through the CNN take minutes on a CPU).
 3. maml-agent-adaptation: the MAML agent's inner step on frames
-   (agent.adaptation.inner_step_chunked, as agent.maml calls it).
+   (agent.learners.adaptation.inner_step_chunked, as agent.maml calls it).
 4. halfcheetah-meta-iteration: a HalfCheetah meta-iteration (real MuJoCo rollouts sampled on the
    CPU, the stacked TRPO step on the device).
 
@@ -48,9 +48,9 @@ def frames(n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def ppo_update(device: torch.device) -> Outputs:
+    from agent.learners.ppo import PPO, PPOConfig
+    from agent.learners.rollout import Batch
     from agent.policies import build_policy
-    from agent.ppo import PPO, PPOConfig
-    from agent.rollout import Batch
 
     torch.manual_seed(0)
     policy = build_policy(FRAMES)
@@ -67,7 +67,7 @@ def ppo_update(device: torch.device) -> Outputs:
 
 def level_meta_iteration(device: torch.device) -> Outputs:
     from agent.policies import build_policy
-    from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
+    from meta_train.meta_learner import AdvantageBatch, MetaLearner, TaskBatch
     from meta_train.meta_optimizers import TRPO
 
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def level_meta_iteration(device: torch.device) -> Outputs:
 
 
 def maml_agent_adaptation(device: torch.device) -> Outputs:
-    from agent.adaptation import inner_step_chunked, policy_parameters
+    from agent.learners.adaptation import inner_step_chunked, policy_parameters
     from agent.policies import build_policy
 
     torch.manual_seed(0)
@@ -102,11 +102,11 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
     from agent.policies import build_policy
     from meta_train.collect import collect
     from meta_train.configs import DEFAULTS
-    from meta_train.maml import iteration_seeds
+    from meta_train.loop import make_learner, policy_spec
+    from meta_train.meta_learner import iteration_seeds
     from meta_train.meta_optimizers import TRPO
     from meta_train.sampler import Sampler
     from meta_train.tasks import TaskDistribution
-    from meta_train.train import make_learner, policy_spec
 
     cfg = load_config(None, ["meta_batch=4", "trajectories=4", "task.horizon=50",
                              "task.action_scale=10"], defaults=DEFAULTS)

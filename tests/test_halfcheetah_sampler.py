@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from agent.policies import build_policy
 from meta_train.halfcheetah_sim import HalfCheetahSims
-from meta_train.maml import MetaLearner, TaskBatch
+from meta_train.meta_learner import MetaLearner, TaskBatch
 from meta_train.sampler import Sampler, job_seeds, rollout, rollout_jobs, sample_actions
 from meta_train.tasks import make_env, task_rewards
 

@@ -17,9 +17,9 @@ from agent.config import load_config
 from agent.policies import build_policy
 from meta_train.configs import CONFIG_DIR, DEFAULTS
 from meta_train.level_sampler import LevelSampler
+from meta_train.loop import check_config, policy_spec, train
 from meta_train.sampler import Trajectories
 from meta_train.tasks import TaskDistribution, describe, make_env
-from meta_train.train import check_config, policy_spec, train
 from sonic_common.errors import UserError
 
 BREAKOUT = "Breakout-Atari2600-v0:Start"  # random play loses its 5 lives in ~120-250 steps
@@ -78,7 +78,7 @@ def test_level_task_distribution() -> None:
 
 
 def test_sonic_config_is_valid_without_roms() -> None:
-    from meta_train.train import resolve_device
+    from meta_train.loop import resolve_device
 
     cfg = load_config(CONFIG_DIR / "sonic-train.yaml", defaults=DEFAULTS)
     check_config(cfg)  # the level set, the action set, the optimizer: no ROM needed
@@ -103,7 +103,7 @@ def test_unplayable_level_is_a_one_line_error(atari_roms: None, tmp_path: Path) 
 
 def test_level_sampler_switches_levels_one_emulator_per_process(
         atari_roms: None, policy: torch.nn.Module) -> None:
-    from evaluation.contest_env import make_contest_env
+    from evaluation.contest.env import make_contest_env
 
     params = params_of(policy)
     with LevelSampler(policy, envs=2) as sampler:

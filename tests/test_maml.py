@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from meta_train.chunked import chunked_meta_gradient
-from meta_train.maml import AdvantageBatch, MetaLearner, TaskBatch
+from meta_train.meta_learner import AdvantageBatch, MetaLearner, TaskBatch
 from meta_train.meta_optimizers import TRPO, VPG, conjugate_gradient
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agent.adaptation import inner_step, inner_step_chunked, policy_parameters
 from agent.checkpoint import load_checkpoint, save_checkpoint
-from agent.linear_baseline import advantages
+from agent.learners.adaptation import inner_step, inner_step_chunked, policy_parameters
+from agent.learners.linear_baseline import advantages
 from agent.maml import (
     ADAPTATION_FIELDS,
     AdaptationConfig,
@@ -26,7 +26,7 @@ from agent.maml import (
     parse_args,
 )
 from agent.policies import build_policy, spec_for_spaces
-from evaluation.runner import RunSpec, run_one
+from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +107,9 @@ def test_settings_take_the_checkpoint_then_the_overrides(tmp_path: Path) -> None
 
 
 def test_collection_and_inner_step_are_the_inner_step_on_the_recorded_data(closing) -> None:
-    """The agent's adaptation step gives exactly agent.adaptation.inner_step's θ' on the data it
-    recorded, episode ends included (50-step episodes: two end within 3×40 steps)."""
-    from evaluation.contest_env import make_contest_env
+    """The agent's adaptation step gives exactly agent.learners.adaptation.inner_step's θ' on
+    the data it recorded, episode ends included (50-step episodes: two end within 3×40 steps)."""
+    from evaluation.contest.env import make_contest_env
 
     settings = AdaptationConfig(adapt_steps=1, trajectories=3, horizon=40, gamma=0.99,
                                 gae_lambda=0.95, ridge=1e-5, lr=0.5, step_sizes=None)

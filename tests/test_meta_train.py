@@ -12,15 +12,20 @@ import torch
 
 from agent.checkpoint import load_checkpoint, load_policy
 from agent.config import load_config
-from agent.linear_baseline import advantages, discounted_returns, features, fit_linear_baseline
+from agent.learners.linear_baseline import (
+    advantages,
+    discounted_returns,
+    features,
+    fit_linear_baseline,
+)
 from meta_train.configs import CONFIG_DIR, DEFAULTS
+from meta_train.loop import policy_spec, train
 from meta_train.sampler import rollout
 from meta_train.tasks import (
     CTRL_COST_WEIGHT,
     TaskDistribution,
     make_env,
 )
-from meta_train.train import policy_spec, train
 
 
 @pytest.mark.parametrize("task", [{"kind": "halfcheetah-dir", "horizon": 5, "direction": -1.0},
@@ -103,7 +108,7 @@ def test_linear_baseline_fits_features_exactly() -> None:
 
 
 def test_advantages_do_not_cross_an_episode_end() -> None:
-    from agent.linear_baseline import episode_steps, gae
+    from agent.learners.linear_baseline import episode_steps, gae
 
     g = torch.Generator().manual_seed(1)
     rewards = torch.randn(6, 2, generator=g)
@@ -223,8 +228,8 @@ def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_vali
     import torch
 
     from agent.policies import LOG_STD_MIN, build_policy
-    from meta_train.maml import MetaLearner
-    from meta_train.train import check_finite
+    from meta_train.loop import check_finite
+    from meta_train.meta_learner import MetaLearner
     from sonic_common.errors import UserError
 
     policy = build_policy({"body": "mlp", "obs_shape": [3], "hidden": [4],

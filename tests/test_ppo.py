@@ -17,10 +17,10 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 
 from agent.checkpoint import load_checkpoint, load_policy, save_checkpoint, set_rng_state
 from agent.config import DEFAULT_PPO_CONFIG, load_config, read_yaml
+from agent.learners.ppo import PPO, PPOConfig, learn, ppo_loss
+from agent.learners.rollout import RolloutBuffer, compute_gae
 from agent.policies import build_policy
-from agent.ppo import PPO, PPOConfig, learn, ppo_loss
-from agent.rollout import RolloutBuffer, compute_gae
-from agent.vec_env import LevelEnv, assign_levels, discrete_actions, level_system
+from agent.training.level_envs import LevelEnv, assign_levels, discrete_actions, level_system
 from sonic_common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.logging import TrainLogger
-from evaluation.progress import PlainProgress, progress
+from agent.train_log import TrainLogger
+from sonic_common.progress import PlainProgress, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(?P<desc>.+): (?P<n>[\d.k]+)/(?P<total>[\d.k]+) steps \((?P<pct>\d+)%\), "
@@ -89,7 +89,7 @@ def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
 def test_meta_training_curves_by_iteration_and_env_steps(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from meta_train.train import MetricsLog
+    from meta_train.loop import MetricsLog
 
     log = MetricsLog(tmp_path, {"adapt_steps": 1, "iterations": 2, "task": {"kind": "x"}}, 0,
                      "meta", progress=False)

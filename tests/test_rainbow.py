@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from agent.checkpoint import load_checkpoint
-from agent.rainbow_learner import (
+from agent.learners.rainbow import (
     NoisyLinear,
     Rainbow,
     RainbowConfig,
@@ -20,8 +20,8 @@ from agent.rainbow_learner import (
     project_distribution,
     rainbow_spec,
 )
-from agent.replay import FrameReplay
-from evaluation.runner import RunSpec, run_one
+from agent.learners.replay import FrameReplay
+from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.ray_suite import RayOptions, RaySuiteRunner
-from evaluation.report import write_report
-from evaluation.suite import SuiteConfig, open_suite
+from evaluation.reports.report import write_report
+from evaluation.suites.ray_suite import RayOptions, RaySuiteRunner
+from evaluation.suites.suite import SuiteConfig, open_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -211,7 +211,7 @@ def test_backend_options_are_checked(tmp_path: Path) -> None:
 
 
 def test_run_resources_follow_the_runtime_and_the_agents() -> None:
-    from evaluation.ray_suite import parse_run_gpus, run_resources
+    from evaluation.suites.ray_suite import parse_run_gpus, run_resources
     from sonic_common.errors import UserError
 
     base = {"agents": ["ppo2", "jerk"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 1,
@@ -230,7 +230,7 @@ def test_run_resources_follow_the_runtime_and_the_agents() -> None:
 
 def test_copied_back_files_write_results_json_last(tmp_path: Path) -> None:
     """A copy that fails half-way leaves no results.json: the run does not look finished."""
-    from evaluation.ray_suite import write_run_files
+    from evaluation.suites.ray_suite import write_run_files
 
     run = tmp_path / "run"
     good = {"results.json": b"{}", "monitor.csv": b"r,l,t\n", "agent/model.pt": b"w"}
@@ -273,9 +273,9 @@ def test_ray_sampler_equals_the_local_sampler_halfcheetah(cluster: Any) -> None:
     from agent.config import load_config
     from agent.policies import build_policy
     from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.loop import policy_spec
     from meta_train.ray_sampler import RaySampler
     from meta_train.sampler import Sampler
-    from meta_train.train import policy_spec
 
     cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=6"],
                       defaults=DEFAULTS)
@@ -304,8 +304,8 @@ def test_a_lost_sampler_actor_is_a_one_line_error(cluster: Any) -> None:
     from agent.config import load_config
     from agent.policies import build_policy
     from meta_train.configs import CONFIG_DIR, DEFAULTS
+    from meta_train.loop import policy_spec
     from meta_train.ray_sampler import RaySampler
-    from meta_train.train import policy_spec
     from sonic_common.errors import UserError
 
     cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=4"], defaults=DEFAULTS)
@@ -325,8 +325,8 @@ def test_ray_sampler_equals_the_local_sampler_levels(cluster: Any, atari_roms: N
     from agent.policies import build_policy
     from meta_train.configs import CONFIG_DIR, DEFAULTS
     from meta_train.level_sampler import LevelSampler
+    from meta_train.loop import policy_spec
     from meta_train.ray_sampler import RaySampler
-    from meta_train.train import policy_spec
 
     cfg = load_config(CONFIG_DIR / "atari-train.yaml",
                       ["task.horizon=8", "trajectories=2", "workers=2"], defaults=DEFAULTS)

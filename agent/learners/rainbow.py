@@ -4,7 +4,7 @@ on anyrl 0.11.17), written to be read top to bottom.
     network   Nature CNN convolutions → noisy fc 512 → dueling distributional heads (51 atoms on
               [−200, 200]); every dense layer is a factorized noisy layer, fresh noise each call
     acting    argmax of the mean Q of the online network (with its noise: no ε-greedy)
-    replay    prioritized, 3-step returns, each frame stored once (agent/replay.py)
+    replay    prioritized, 3-step returns, each frame stored once (agent/learners/replay.py)
     update    after each transition enters the replay, once it holds `learning_starts`:
                 a* = argmax_a Q_online(s', a)                       (double Q, fresh noise)
                 target = Φ(r + γ^n z, p_target(s', a*))              (C51 projection)
@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.logging import EpisodeTracker, TrainLogger
+from agent.learners.ppo import finished_episodes, make_adam
+from agent.learners.replay import FrameReplay, ReplayBatch
 from agent.policies import BODY_GAIN, nature_convs, set_channels_last
-from agent.ppo import finished_episodes, make_adam
-from agent.replay import FrameReplay, ReplayBatch
+from agent.train_log import EpisodeTracker, TrainLogger
 
 RainbowSpec = dict[str, Any]
 KIND = "rainbow"

@@ -1,5 +1,5 @@
 """Training logs: `DIR/learning.csv` (always), TensorBoard events and progress on stderr (a tqdm
-bar on a terminal, plain lines in a log: `evaluation.progress`).
+bar on a terminal, plain lines in a log: `sonic_common.progress`).
 
 The agent image has neither tensorboard nor tqdm: both are optional here.
 """
@@ -87,7 +87,7 @@ def cleanrl_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
 class LogLayout:
     """What a kind of run logs: its CSV's name and columns, how NaN is written there, and the
     TensorBoard scalars of a row. The learners' layout is LEARNER_LOG (learning.csv, CleanRL's
-    tags); meta-training's is meta_train.train's (metrics.csv, meta/ and by_env_steps/)."""
+    tags); meta-training's is meta_train.loop's (metrics.csv, meta/ and by_env_steps/)."""
 
     csv_name: str = LEARNING_CSV
     fields: tuple[str, ...] = CSV_FIELDS
@@ -114,7 +114,7 @@ def _keep_rows(path: Path, fields: Sequence[str], keep_below: int) -> None:
 class TrainLogger:
     """Rows to a CSV (learning.csv: appended on resume; or, with `keep_rows_below`, the rows
     before that step kept) and TensorBoard; a progress bar on stderr. Every learner logs
-    through it, and meta-training (meta_train.train.MetricsLog) too."""
+    through it, and meta-training (meta_train.loop.MetricsLog) too."""
 
     def __init__(self, out_dir: str | Path | None, total_timesteps: int | None = None,
                  start_timesteps: int = 0, tensorboard: bool = True, progress_bar: bool = True,
@@ -135,7 +135,7 @@ class TrainLogger:
             if tensorboard:
                 self._tb = _summary_writer(self.out_dir / "tb", keep_rows_below, config)
         if progress_bar:  # a tqdm bar on a terminal, plain lines in a log (or without tqdm)
-            from evaluation.progress import progress
+            from sonic_common.progress import progress
 
             self._bar = progress(total_timesteps, start_timesteps, unit=unit, desc=desc)
 

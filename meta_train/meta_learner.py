@@ -18,7 +18,8 @@ The outer objective of a task is the post-update surrogate on trajectories D_S s
 
     L_outer(θ) = −mean(π_θS(a|s) / π_old(a|s) · Â),   KL = mean KL(π_old ‖ π_θS)
 
-where π_old is θ_S at sampling time (`clip`: PPO's clipped surrogate, agent.ppo.clipped_surrogate).
+where π_old is θ_S at sampling time (`clip`: PPO's clipped surrogate,
+agent.learners.ppo.clipped_surrogate).
 Everything per task is recomputed from θ on demand (`task_objective`), so the meta-gradient can
 be built one task's graph at a time and added up (and TRPO's Hessian-vector products) task by
 task: peak memory is one task's graph, not S·N. `meta_gradient` is the one entry point for the
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call
 
-from agent.adaptation import (
+from agent.learners.adaptation import (
     AdvantageBatch,
     Params,
     Trajectories,
@@ -48,7 +49,7 @@ from agent.adaptation import (
     inner_step,
     policy_parameters,
 )
-from agent.ppo import clipped_surrogate
+from agent.learners.ppo import clipped_surrogate
 from meta_train.chunked import chunked_meta_gradient
 from meta_train.stacked import (
     StackedBatch,
@@ -148,9 +149,9 @@ class MetaLearner:
 
     def adapted_detached(self, params: Params, data: AdvantageBatch,
                          lr: float | None = None) -> Params:
-        """One inner step for sampling (agent.adaptation.detached_step): no graph kept, result
-        detached; the gradient summed in chunks of `grad_chunk` samples when set (the same
-        step, one chunk's graph in memory: image policies). `lr` overrides α."""
+        """One inner step for sampling (agent.learners.adaptation.detached_step): no graph
+        kept, result detached; the gradient summed in chunks of `grad_chunk` samples when set
+        (the same step, one chunk's graph in memory: image policies). `lr` overrides α."""
         if lr is not None:
             return detached_step(self.policy, params, data, None, lr, self.grad_chunk)
         step_sizes = {n: a.detach() for n, a in self.step_sizes.items()}

@@ -24,12 +24,12 @@ import torch
 import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from agent.logging import LogLayout, TrainLogger
 from agent.policies import ActorCritic, build_policy, spec_from_config
+from agent.train_log import LogLayout, TrainLogger
 from agent.wrappers import WrapperConfig
 from meta_train.collect import collect
 from meta_train.configs import META_OPTIMIZERS
-from meta_train.maml import MetaLearner, TaskBatch, iteration_seeds
+from meta_train.meta_learner import MetaLearner, TaskBatch, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, make_env

@@ -1,7 +1,7 @@
 """PPO as openai/baselines' PPO2 did it, written to be read top to bottom (like CleanRL).
 
     collect nsteps × nenvs transitions with the current policy (observations stored as uint8)
-    GAE(γ, λ) advantages, bootstrapping truncated episodes (agent/rollout.py)
+    GAE(γ, λ) advantages, bootstrapping truncated episodes (agent/learners/rollout.py)
     for each of noptepochs epochs, for each of nminibatches shuffled minibatches:
         normalize the minibatch's advantages
         loss = clipped surrogate − ent_coef · entropy + vf_coef · clipped value loss
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.logging import EpisodeTracker, TrainLogger
+from agent.learners.rollout import Batch, RolloutBuffer
 from agent.policies import ActorCritic
-from agent.rollout import Batch, RolloutBuffer
+from agent.train_log import EpisodeTracker, TrainLogger
 from sonic_common.devices import torch_threads_at_most
 
 
@@ -66,8 +66,8 @@ class PPOConfig:
 def clipped_surrogate(ratio: Tensor, advantages: Tensor, clip: float | None) -> Tensor:
     """The per-sample surrogate objective (to maximize) of every policy-gradient loss here:
     r·A, or with `clip` = ε PPO's min(r·A, clip(r, 1−ε, 1+ε)·A). `ppo_loss` takes its mean;
-    the meta-objectives (meta_train.maml, meta_train.stacked, meta_train.chunked) their mean or
-    chunk sums."""
+    the meta-objectives (meta_train.meta_learner, meta_train.stacked, meta_train.chunked)
+    their mean or chunk sums."""
     objective = ratio * advantages
     if clip is not None:
         objective = torch.min(objective, ratio.clamp(1.0 - clip, 1.0 + clip) * advantages)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agent.rollout import compute_gae, discounted_returns
+from agent.learners.rollout import compute_gae, discounted_returns
 
 __all__ = ["advantages", "discounted_returns", "episode_steps", "features",
            "fit_linear_baseline", "gae"]
@@ -78,8 +78,9 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
 
 def gae(rewards: Tensor, values: Tensor, gamma: float, gae_lambda: float,
         dones: Tensor | None = None) -> Tensor:
-    """GAE (agent.rollout.compute_gae) over fixed-horizon trajectories (T, K) in float64; V after
-    the last step (and after a done) is 0, and no advantage crosses an episode end."""
+    """GAE (agent.learners.rollout.compute_gae) over fixed-horizon trajectories (T, K) in
+    float64; V after the last step (and after a done) is 0, and no advantage crosses an
+    episode end."""
     rewards, values = rewards.double(), values.double()
     ends = torch.zeros(rewards.shape, dtype=torch.bool) if dones is None else dones
     next_values = torch.zeros_like(values)

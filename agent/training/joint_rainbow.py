@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
-from agent.logging import TrainLogger
+from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
 from agent.rainbow import save_rainbow
-from agent.rainbow_learner import Rainbow, RainbowConfig, learn, net_for_spaces
-from agent.train import start_training
+from agent.train_log import TrainLogger
+from agent.training.joint import start_training
 from sonic_common.errors import UserError
 
 

@@ -27,7 +27,7 @@ def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated
     next_values[t] is V of the true next state of step t: V(s_{t+1}) inside an episode, the
     value of the final observation on a truncated step (anything on a terminated one).
     The one GAE of the project: PPO's rollouts (below) and MAML's fixed-horizon trajectories
-    (`agent.linear_baseline.gae`, `discounted_returns`) both call it.
+    (`agent.learners.linear_baseline.gae`, `discounted_returns`) both call it.
     """
     not_terminal = 1.0 - terminated.to(rewards.dtype)
     not_done = 1.0 - dones.to(rewards.dtype)

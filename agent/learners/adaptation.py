@@ -1,7 +1,7 @@
 """MAML's inner step, shared by meta-training (meta_train) and the MAML agent (agent.maml), so
 that the agent adapts on a held-out level exactly as the initialization was meta-trained to.
 
-    L_inner(θ) = −mean(log π_θ(a|s) · Â)    Â: normalized GAE advantages (agent.linear_baseline)
+    L_inner(θ) = −mean(log π_θ(a|s) · Â)    Â: normalized GAE advantages (linear_baseline)
     θ'         = θ − α ⊙ ∇ L_inner(θ)       α: a number, or a tensor per parameter (Meta-SGD)
 
 Parameters are a plain dict `{name: tensor}` (`Params`) run through the policy module with
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from agent.linear_baseline import advantages
+from agent.learners.linear_baseline import advantages
 
 Params = dict[str, Tensor]
 StepSizes = Mapping[str, Tensor | float]

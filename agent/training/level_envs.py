@@ -94,7 +94,7 @@ class LevelEnv(gym.Env):
         self.played: dict[str, int] = {}  # episodes started per level (joint training's mix)
 
     def _open_next(self) -> None:
-        from evaluation.contest_env import make_contest_env
+        from evaluation.contest.env import make_contest_env
 
         if self._env is not None:
             self._env.close()  # one emulator per process: close before opening the next
@@ -167,8 +167,3 @@ def make_level_vec_env(levels: Sequence[str], workers: int, seed: int = 0,
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return AsyncVectorEnv(fns, shared_memory=True, copy=False, context=context,
                           autoreset_mode=AutoresetMode.SAME_STEP)
-
-
-def make_single_vec_env(env_fn: Callable[[], gym.Env]) -> gym.vector.VectorEnv:
-    """One environment in this process as a vector env of 1 (the contest agent's case)."""
-    return SyncVectorEnv([env_fn], autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
