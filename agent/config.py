@@ -52,6 +52,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} does not exist: give an existing --config") from None
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if data is None:  # no key (only comments): a config that changes nothing
+        return {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must be a mapping of key: value lines")
     return data

@@ -10,18 +10,16 @@ solution. Solutions are ranked by the mean of their recorded returns; each repla
 
 The agent only uses buttons 0 (jump: B on Genesis, BUTTON on the Atari 2600), 6 (LEFT) and
 7 (RIGHT), so it plays any MultiBinary(12) Genesis or MultiBinary(8) Atari 2600 remote env.
-Hyperparameters: agent/configs/jerk.yaml. Random numbers: our own `random.Random(AGENT_SEED)`
-(the seed is taken from the clock when AGENT_SEED is unset, and printed). Exits 0 when the server
-says the budget is spent (whenever that happens, mid-replay included), 1 if the connection ends
-otherwise.
+Hyperparameters: JerkConfig (the baseline's values). Random numbers: our own
+`random.Random(AGENT_SEED)` (the seed is taken from the clock when AGENT_SEED is unset, and
+printed). Exits 0 when the server says the budget is spent (whenever that happens, mid-replay
+included), 1 if the connection ends otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,12 +30,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agent.config import apply_overrides, read_yaml
+from agent.config import TypedDefaults
 from agent.config import load_config as shared_load_config
 from agent.connection import agent_seed, make_env
 from agent.runtime import play_until_budget
 from agent.wrappers import AllowBacktracking
-from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.errors import exit_on_user_error
 
 CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "jerk.yaml"
 JUMP, LEFT, RIGHT = 0, 6, 7  # the same indices for Genesis (B, LEFT, RIGHT) and Atari 2600
@@ -47,34 +45,34 @@ Action = np.ndarray  # MultiBinary buttons, int8
 
 @dataclass(frozen=True)
 class JerkConfig:
-    """The baseline's hyperparameters (commented in agent/configs/jerk.yaml)."""
+    """The baseline's hyperparameters, its own values (openai/retro-baselines jerk_agent.py): the
+    one source of JERK's defaults; a YAML file (`--config`, e.g. agent/configs/jerk.yaml) or
+    `--set` changes them."""
 
+    # At the start of an episode, replay the best action sequence found so far with probability
+    # exploit_bias + timesteps_taken / total_timesteps (no cap: from (1 − exploit_bias) ·
+    # total_timesteps = 750k steps on it always replays).
     exploit_bias: float = 0.25
-    total_timesteps: int = 1_000_000
+    total_timesteps: int = 1_000_000  # the contest's budget per level; only used just above
+    # Exploration: hold RIGHT for right_steps steps; if that run gained nothing (reward sum
+    # <= 0) and the episode goes on, hold LEFT for left_steps steps; repeat until it ends.
     right_steps: int = 100
     left_steps: int = 70
+    # On each step not already part of a jump, start one with this probability, and hold the
+    # jump button (index 0: B on Genesis, BUTTON on the Atari 2600) this many steps, the
+    # starting one included (a jump is cut short when its run of steps ends).
     jump_prob: float = 0.1
     jump_repeat: int = 4
+    # Put AllowBacktracking (reward = new progress only) under the tracker. jerk_agent.py did
+    # not: its tracker saw the raw reward. True makes "gained nothing" mean "no new ground".
     allow_backtracking: bool = False
 
 
 def load_config(path: Path | None = None, overrides: Sequence[str] = ()) -> JerkConfig:
-    """agent/configs/jerk.yaml, updated by the file `path` (any subset of its keys) and by
+    """JerkConfig's defaults, updated by the file `path` (any subset of its keys) and by
     `key=value` overrides (agent.config's rules); an unknown key is a UserError."""
-    if CONFIG_PATH.is_file():
-        return JerkConfig(**shared_load_config(path, overrides, defaults=CONFIG_PATH))
-    # An installed, non-editable package may lack agent/configs/: the built-in defaults (the
-    # same values) stand in for jerk.yaml.
-    print(f"jerk: {CONFIG_PATH} not found, using the built-in defaults", file=sys.stderr)
-    cfg = dataclasses.asdict(JerkConfig())
-    if path is not None:
-        data = read_yaml(path)
-        unknown = sorted(set(data) - set(cfg))
-        if unknown:
-            raise UserError(f"unknown config key(s) {unknown} in {path}: known keys: "
-                            f"{', '.join(cfg)}")
-        cfg.update(data)
-    return JerkConfig(**apply_overrides(cfg, overrides, source="the JERK defaults (--set)"))
+    defaults = TypedDefaults(JerkConfig, CONFIG_PATH.parent)
+    return JerkConfig(**shared_load_config(path, overrides, defaults=defaults))
 
 
 # --- pure logic -------------------------------------------------------------------------------
@@ -277,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.jerk",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=None,
-                        help=f"YAML hyperparameters (default {CONFIG_PATH})")
+                        help="YAML file with the keys to change from JerkConfig's (the "
+                        f"baseline's); e.g. {CONFIG_PATH.name}, which changes none")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting, e.g. --set left_steps=50")
     parser.add_argument("--quiet", action="store_true", help="no line per episode")
