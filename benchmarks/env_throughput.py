@@ -20,7 +20,7 @@ LEVEL = "Airstriker-Genesis-v0:Level1"
 def raw_frames_per_s(level: str, seconds: float, out: mp.Queue) -> None:
     import numpy as np
 
-    from evaluation.contest_env import make_retro_env
+    from evaluation.contest.env import make_retro_env
 
     env = make_retro_env(level)
     env.reset()
@@ -42,7 +42,7 @@ def wrapped_frames_per_s(level: str, seconds: float, out: mp.Queue) -> None:
     import numpy as np
 
     from agent.wrappers import wrap_agent_env
-    from evaluation.contest_env import StochasticFrameSkip, make_contest_env
+    from evaluation.contest.env import StochasticFrameSkip, make_contest_env
 
     env = wrap_agent_env(make_contest_env(level, seed=0))
     inner = env

@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evaluation.report import Table, load_runs, run_curve  # noqa: E402
+from evaluation.reports.report import Table, load_runs, run_curve  # noqa: E402
 from sonic_common import plots  # noqa: E402
 from sonic_common.files import write_atomic  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
@@ -85,7 +85,7 @@ def episode_stats(table: Table, agent: str, level: str) -> tuple[np.ndarray, lis
     return np.array(returns, dtype=float), [r.score for r in cell.runs]
 
 
-def binned_curve(run, edges: np.ndarray) -> np.ndarray:  # noqa: ANN001 (evaluation.report.Run)
+def binned_curve(run, edges: np.ndarray) -> np.ndarray:  # noqa: ANN001 (evaluation.reports.report.Run)
     """Mean return of the episodes that finished in each timestep bin (NaN: none finished)."""
     ends = np.cumsum([e.l for e in run.episodes])
     out = np.full(len(edges) - 1, np.nan)

@@ -45,15 +45,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evaluation.aggregate import interval  # noqa: E402
-from evaluation.normalize import published_scale  # noqa: E402
-from evaluation.report import Table, load_runs  # noqa: E402
+from evaluation.reports.normalize import published_scale  # noqa: E402
+from evaluation.reports.report import Table, load_runs  # noqa: E402
+from evaluation.reports.stats import interval  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start",
          "Seaquest-Atari2600-v0:Start")
 AGENTS = ("rainbow", "ppo2", "random")
-# Random and human scores: evaluation/data/atari_reference_scores.csv (Mnih et al. 2015).
+# Random and human scores: evaluation/reports/data/atari_reference_scores.csv (Mnih et al. 2015).
 DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}  # unverified, see above
 THREADS = "--set torch_threads=1 --set tensorboard=false"
 PPO2_ARGS = ("--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
@@ -96,7 +96,7 @@ def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
 
 def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[float, float,
                                                                                float]]:
-    """rliable's IQM with its 95% stratified-bootstrap interval (evaluation.aggregate)."""
+    """rliable's IQM with its 95% stratified-bootstrap interval (evaluation.reports.stats)."""
     out = {}
     for a, m in scores.items():
         e = interval(m, "iqm", reps)

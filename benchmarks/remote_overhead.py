@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.client import RemoteEnv  # noqa: E402
-from evaluation.contest_env import make_contest_env  # noqa: E402
+from evaluation.contest.client import RemoteEnv  # noqa: E402
+from evaluation.contest.env import make_contest_env  # noqa: E402
 
 LEVEL = "Airstriker-Genesis-v0:Level1"
 TARGET = 0.90

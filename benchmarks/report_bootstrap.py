@@ -1,4 +1,4 @@
-"""The report's stratified bootstrap (evaluation.aggregate, NumPy over all replications at once)
+"""The report's stratified bootstrap (evaluation.reports.stats, NumPy over all replications at once)
 against rliable's own (`rliable.library.get_interval_estimates`, arch, one call per replication),
 same score matrix, same number of replications: time and the interval each gives.
 
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from rliable import library as rly
     from rliable import metrics
 
-    from evaluation import aggregate as agg
-
+    from evaluation.reports import stats as agg
     m = np.random.default_rng(0).normal(0.5, 0.3, size=(args.seeds, args.levels))
     agg.interval(m, "iqm", reps=100)  # imports and first call outside the timing
     t0 = time.perf_counter()

@@ -16,8 +16,8 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from evaluation.docker_daemon import find_daemon  # noqa: E402
-from evaluation.images import build_agent_image, ensure_base_image, requirements_for  # noqa: E402
+from evaluation.docker.daemon import find_daemon  # noqa: E402
+from evaluation.docker.images import build_agent_image, ensure_base_image, requirements_for  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def test_jerk_image_runs_to_the_budget(jerk_image: str, tmp_path: Path) -> None:
     """The server on the host, `python -m agent.jerk` (the image's entry point, with its config
     read from the installed package data) in a locked-down container, Airstriker, to the end of
     the budget; the arguments after `--` reach the agent."""
-    from evaluation.runner import RunSpec, run_one
+    from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
     spec = RunSpec(agent="jerk", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,
@@ -95,9 +95,9 @@ def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(rainbow_image: s
                                                                tmp_path: Path) -> None:
     """`python -m agent.rainbow` in its container (no --memory: the image's 6g label applies),
     learning from step 40 of a 120-step budget, its checkpoint written through the mount."""
-    from evaluation.docker_daemon import docker_client
-    from evaluation.images import AGENT_MEMORY, image_memory
-    from evaluation.runner import RunSpec, run_one
+    from evaluation.contest.runner import RunSpec, run_one
+    from evaluation.docker.daemon import docker_client
+    from evaluation.docker.images import AGENT_MEMORY, image_memory
     from roms_setup.levels import Level
 
     assert image_memory(docker_client(), rainbow_image) == AGENT_MEMORY["rainbow"] == "6g"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.checkpoint import load_checkpoint
-from evaluation.packaging import SOURCE_PACKAGES, declared_requirement
+from evaluation.docker.packaging import SOURCE_PACKAGES, declared_requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -212,7 +212,8 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
     # pyproject.toml that builds the same packages (configs included), torch pinned as here
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    code = ("import sys; from pathlib import Path; from evaluation import packaging, images; "
+    code = ("import sys; from pathlib import Path; "
+            "from evaluation.docker import packaging, images; "
             "packaging.copy_build_sources(Path(sys.argv[1])); "
             "print(packaging.in_checkout(), images.TORCH_REQUIREMENTS[0])")
     made = in_dir(work, str(bin_dir / "python"), "-c", code, str(ctx), env=env)
@@ -234,7 +235,7 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
 def test_wheel_install_builds_an_image_that_plays(tmp_path: Path) -> None:
     """`sonic-maml build` from a wheel install (no checkout anywhere) makes an image that runs."""
     pytest.importorskip("docker")
-    from evaluation.docker_daemon import find_daemon
+    from evaluation.docker.daemon import find_daemon
 
     found = find_daemon(timeout=120)
     if found is None:
@@ -261,14 +262,16 @@ def test_wheel_install_builds_an_image_that_plays(tmp_path: Path) -> None:
 
 
 def test_packaged_dockerfile_is_the_top_level_one() -> None:
-    """`evaluation build` from an installed package uses evaluation/Dockerfile: the same file."""
-    assert (ROOT / "evaluation" / "Dockerfile").read_bytes() == (ROOT / "Dockerfile").read_bytes()
+    """`evaluation build` from an installed package uses evaluation/docker/Dockerfile: the same
+    file."""
+    packaged = ROOT / "evaluation" / "docker" / "Dockerfile"
+    assert packaged.read_bytes() == (ROOT / "Dockerfile").read_bytes()
 
 
 def test_image_torch_pin_is_pyproject_s() -> None:
     import tomllib
 
-    from evaluation.images import TORCH_REQUIREMENTS
+    from evaluation.docker.images import TORCH_REQUIREMENTS
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert TORCH_REQUIREMENTS[0] in deps and TORCH_REQUIREMENTS[0].startswith("torch==")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from conftest import AIRSTRIKER, BREAKOUT
 
-from evaluation.contest_env import (
+from evaluation.contest.env import (
     StochasticFrameSkip,
     contest_scenario,
     make_contest_env,
     make_retro_env,
 )
-from evaluation.contest_rules import EPISODE_STEPS
+from evaluation.contest.rules import EPISODE_STEPS
 from sonic_common.errors import UserError
 
 

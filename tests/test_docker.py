@@ -14,14 +14,14 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from evaluation.docker_daemon import find_daemon  # noqa: E402
-from evaluation.docker_runtime import DockerAgent, container_options  # noqa: E402
-from evaluation.images import (  # noqa: E402
+from evaluation.docker.daemon import find_daemon  # noqa: E402
+from evaluation.docker.images import (  # noqa: E402
     LIGHT_REQUIREMENTS,
     build_agent_image,
     ensure_base_image,
     image_exists,
 )
+from evaluation.docker.runtime import DockerAgent, container_options  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -128,7 +128,7 @@ def test_container_runs_locked_down_and_is_removed(client: docker.DockerClient, 
 def test_random_agent_image_through_the_runner(image: str, tmp_path: Path) -> None:
     """End to end: the server on the host, the image's own entry point (`python -m agent.random`)
     in the container, talking over the bind-mounted Unix socket until the budget is spent."""
-    from evaluation.runner import RunSpec, run_one
+    from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
     spec = RunSpec(agent="random", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from evaluation.records import read_monitor, score
-from evaluation.runner import RunSpec, run_one
-from evaluation.suite import Combo, SuiteConfig, SuiteRunner, todo
+from evaluation.contest.records import read_monitor, score
+from evaluation.contest.runner import RunSpec, run_one
+from evaluation.suites.suite import Combo, SuiteConfig, SuiteRunner, todo
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
 # marker comment puts the test's own token in the agent's command line, to find leftovers.
 AGENT = """# {token}
 import os, pathlib, signal, subprocess, sys, time
-from evaluation.client import BudgetExhausted, RemoteEnvClosed, connect_from_env
+from evaluation.contest.client import BudgetExhausted, RemoteEnvClosed, connect_from_env
 out = pathlib.Path(os.environ["AGENT_OUTPUT_DIR"])
 env = connect_from_env()
 env.action_space.seed(0)
@@ -405,13 +405,13 @@ def test_7_second_server_does_not_take_the_first_ones_client(base: Path) -> None
 
 
 def _connect(sock: Path) -> Any:
-    from evaluation.client import RemoteEnv
+    from evaluation.contest.client import RemoteEnv
 
     return RemoteEnv(sock, connect_timeout=30)
 
 
 def _play(env: Any, budget: int) -> int:
-    from evaluation.client import BudgetExhausted
+    from evaluation.contest.client import BudgetExhausted
 
     n = 0
     try:
@@ -504,7 +504,7 @@ BAD_VALUES = [
     (["suite", "--wallclock", "nan"], "--wallclock"),
     (["suite", "--agents", ","], "--agents"),
     (["suite", "--levels", f"{LEVEL.id},{LEVEL.id}", "--workers", "2"], "more than once"),
-    (["build", "--agent", "../evaluation/server"], "no agent named"),
+    (["build", "--agent", "../evaluation/contest/server"], "no agent named"),
 ]
 
 

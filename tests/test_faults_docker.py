@@ -23,10 +23,10 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from evaluation.docker_daemon import find_daemon  # noqa: E402
-from evaluation.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
-from evaluation.records import read_monitor, score  # noqa: E402
-from evaluation.runner import RunSpec, run_one  # noqa: E402
+from evaluation.contest.records import read_monitor, score  # noqa: E402
+from evaluation.contest.runner import RunSpec, run_one  # noqa: E402
+from evaluation.docker.daemon import find_daemon  # noqa: E402
+from evaluation.docker.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
 from roms_setup.levels import Level  # noqa: E402
 
 pytestmark = pytest.mark.docker
@@ -36,7 +36,7 @@ LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
 IMAGE = "sonic-maml-test-attack:latest"
 ATTACK = b'''"""A hostile agent for the fault tests (see tests/test_faults_docker.py)."""
 import json, os, sys
-from evaluation.client import RemoteEnvClosed, connect_from_env
+from evaluation.contest.client import RemoteEnvClosed, connect_from_env
 out = os.environ["AGENT_OUTPUT_DIR"]
 sock = os.environ["CONTEST_SOCKET_DIR"]
 attack = sys.argv[1]

@@ -31,8 +31,8 @@ from agent.jerk import (
     move,
     play,
 )
-from evaluation.records import read_monitor
-from evaluation.runner import RunSpec, run_one
+from evaluation.contest.records import read_monitor
+from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 from sonic_common.errors import UserError
 

@@ -94,7 +94,7 @@ def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
 @pytest.mark.docker
 @pytest.mark.timeout(1800)
 def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -> None:
-    from evaluation.docker_daemon import find_daemon
+    from evaluation.docker.daemon import find_daemon
 
     if find_daemon(timeout=600) is None:
         pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.checkpoint import load_checkpoint
-from evaluation.runner import RunSpec, run_one
+from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]

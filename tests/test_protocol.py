@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from evaluation import protocol as p
+from evaluation.contest import protocol as p
 
 
 def test_encode_decode_round_trip() -> None:
@@ -106,8 +106,9 @@ def test_client_side_imports_stay_small() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import sys, agent.connection, agent.random, evaluation.client\n"
-            "heavy = {'stable_retro', 'roms_setup', 'torch', 'evaluation.server', 'docker'}\n"
+    code = ("import sys, agent.connection, agent.random, evaluation.contest.client\n"
+            "heavy = {'stable_retro', 'roms_setup', 'torch', 'evaluation.contest.server',"
+            " 'docker'}\n"
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=60)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.report import Episode, Run, Table, load_runs, run_curve, write_report
+from evaluation.reports.report import Episode, Run, Table, load_runs, run_curve, write_report
 from roms_setup.levels import Level, load_level_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ def test_scores_exclude_cut_off_episodes(suite_dir: Path) -> None:
 
 
 def test_a_run_without_finished_episode_scores_its_cut_off_return(tmp_path: Path) -> None:
-    # the runner's rule (evaluation.records.score), so that summary.csv agrees with results.json
+    # the runner's rule (evaluation.contest.records.score), so that summary.csv agrees with
+    # results.json
     write_run(tmp_path, "A", L1, 0, [(900, 400, 1)])
     (run,) = load_runs(tmp_path)
     assert run.score == 900 and not run.finished

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from test_report import recorded_run, write_run  # noqa: F401 (a fixture)
 
-from evaluation import aggregate as agg
-from evaluation.normalize import atari_references, level_scales, published_scale
-from evaluation.report import Table, load_runs, write_report
-from evaluation.report_aggregates import compute
+from evaluation.reports import stats as agg
+from evaluation.reports.aggregates import compute
+from evaluation.reports.normalize import atari_references, level_scales, published_scale
+from evaluation.reports.report import Table, load_runs, write_report
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.agent_process import LocalAgent, parse_memory
-from evaluation.records import read_monitor
-from evaluation.runner import RunSpec, amend_status, run_one
+from evaluation.contest.agent_process import LocalAgent, parse_memory
+from evaluation.contest.records import read_monitor
+from evaluation.contest.runner import RunSpec, amend_status, run_one
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
 # An agent that plays `episodes` whole episodes, then ends the way the test asks.
 AGENT = """
 import os, signal, sys
-from evaluation.client import connect_from_env
+from evaluation.contest.client import connect_from_env
 env = connect_from_env()
 env.action_space.seed(0)
 for _ in range({episodes}):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.seeds import parse_seeds, seeds_arg, seeds_text
+from evaluation.suites.seeds import parse_seeds, seeds_arg, seeds_text
 from meta_train.configs import CONFIG_DIR
 from meta_train.pipeline import Pipeline, load_pipeline_config, more_seeds, suite_command
 from sonic_common.errors import UserError

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evaluation.client import BudgetExhausted, RemoteEnv, RemoteEnvClosed, RemoteEnvError
-from evaluation.records import read_monitor
+from evaluation.contest.client import BudgetExhausted, RemoteEnv, RemoteEnvClosed, RemoteEnvError
+from evaluation.contest.records import read_monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.suite import SuiteConfig, last_timesteps, open_suite
-from evaluation.suite_cli import parse_agent_args
+from evaluation.suites.suite import SuiteConfig, last_timesteps, open_suite
+from evaluation.suites.suite_cli import parse_agent_args
 from sonic_common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,8 +212,8 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
 
 def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
     """--image NAME=TAG: NAME runs that image (e.g. ppo2 with a baked-in joint checkpoint)."""
-    from evaluation.suite import SuiteRunner
-    from evaluation.suite_cli import parse_images
+    from evaluation.suites.suite import SuiteRunner
+    from evaluation.suites.suite_cli import parse_images
 
     assert parse_images(["joint=sonic-maml-pipeline-joint:latest"]) == {
         "joint": "sonic-maml-pipeline-joint:latest"}
@@ -224,7 +224,7 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
                          images={"joint": "pipe-joint:1"})
     config.validate()
     runner = SuiteRunner(config, tmp_path, 1)
-    from evaluation.suite import Combo
+    from evaluation.suites.suite import Combo
 
     assert runner.spec(Combo("joint", LEVEL, 0)).image == "pipe-joint:1"
     assert runner.spec(Combo("plain", LEVEL, 0)).image == "sonic-maml-agent-ppo2:latest"

@@ -18,7 +18,7 @@ from agent.wrappers import (
     scale_reward,
     wrap_agent_env,
 )
-from evaluation.contest_env import make_contest_env
+from evaluation.contest.env import make_contest_env
 
 
 class RecordedRewards(gym.Env):

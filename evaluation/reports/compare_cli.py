@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import Run, Table, load_runs, read_suite_json
-from evaluation.report_aggregates import DEFAULT_BASELINE
+from evaluation.reports.aggregates import DEFAULT_BASELINE
+from evaluation.reports.report import Run, Table, load_runs, read_suite_json
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import write_atomic
 
@@ -66,7 +66,7 @@ def merge(dirs: list[Path]) -> tuple[Table, dict[str, Any]]:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    from evaluation.report import write_table_report
+    from evaluation.reports.report import write_table_report
 
     args = parse_args(list(argv if argv is not None else sys.argv[1:]))
     table, suite = merge(args.suites)

@@ -1,4 +1,4 @@
-"""Removes an agent's container if the runner dies: `python -m evaluation.docker_reaper ID LOG`.
+"""Removes an agent's container if the runner dies: `python -m evaluation.docker.reaper ID LOG`.
 
 Started by `DockerAgent.start` with its stdin a pipe from the runner. The runner writes `done`
 when it has finished (and removed) the container itself; an end of file without `done` means
@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
         return 0
     from docker.errors import APIError, NotFound
 
-    from evaluation.docker_daemon import docker_client
+    from evaluation.docker.daemon import docker_client
 
     with contextlib.suppress(NotFound, APIError):
         container = docker_client().containers.get(container_id)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.records import EpisodeRow
+from evaluation.contest.records import EpisodeRow
 
 SCALE = 0.5
 EVERY = 8  # one frame in 8 emulator frames, played at 15 fps: twice real time
@@ -47,7 +47,7 @@ def pick_episodes(runs: list[tuple[Path, int, list[EpisodeRow]]]) -> list[Pick]:
 
 def make_gif(pick: Pick, path: Path) -> bool:
     """Replay the picked episode into `path`; False when its movie is missing."""
-    from evaluation.video_cli import encode_gif, movie_files, replay, scale_frames
+    from evaluation.reports.video_cli import encode_gif, movie_files, replay, scale_frames
     from sonic_common.files import write_atomic
 
     movies = movie_files(pick.run_dir)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from evaluation.contest_rules import MAX_EPISODE_RETURN
+from evaluation.contest.rules import MAX_EPISODE_RETURN
 from roms_setup.levels import Level
 
 ATARI_CSV = Path(__file__).parent / "data" / "atari_reference_scores.csv"

@@ -7,11 +7,11 @@ file atomically:
 - `DIR/summary.csv`: one row per run;
 - `DIR/curves/<level slug>.png`: episode return against cumulative timesteps, per agent the mean
   over seeds and the min-max spread; `DIR/curves/overall.png`: the IQM of the normalized curves
-  with its bootstrap band (`evaluation.report_aggregates`);
+  with its bootstrap band (`evaluation.reports.aggregates`);
 - `DIR/intervals.png`, `DIR/profile.png`: the normalized IQM and mean with their intervals, the
   performance profile;
 - `DIR/videos/`: GIFs of each agent's best and median episode per level, for recorded runs
-  (`evaluation.episode_gifs`);
+  (`evaluation.reports.episode_gifs`);
 - `DIR/report.md`: the overall table (normalized IQM and mean with 95% intervals, raw scores),
   the probability of improvement over a baseline, the normalization used, the per-level tables
   (raw), the paper's reference scores when the suite ran the `sonic-validation` set, and per
@@ -36,12 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation import aggregate as agg
-from evaluation import records
-from evaluation.episode_gifs import Pick
-from evaluation.records import EpisodeRow as Episode
-from evaluation.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
-from evaluation.report_aggregates import (
+from evaluation.contest import records
+from evaluation.contest.records import EpisodeRow as Episode
+from evaluation.reports import stats as agg
+from evaluation.reports.aggregates import (
     DEFAULT_BASELINE,
     Aggregates,
     compute,
@@ -51,7 +49,9 @@ from evaluation.report_aggregates import (
     scales_lines,
     too_few_seeds,
 )
-from evaluation.seeds import parse_seeds, seeds_text
+from evaluation.reports.episode_gifs import Pick
+from evaluation.reports.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
+from evaluation.suites.seeds import parse_seeds, seeds_text
 from roms_setup.levels import Level, load_level_set
 from sonic_common.files import write_atomic
 from sonic_common.markdown import md_table
@@ -297,7 +297,7 @@ def curve_grid(runs: Sequence[Run]) -> np.ndarray:
 def write_curves(table: Table, curves_dir: Path, aggregates: Aggregates) -> dict[str, Path]:
     """Per-level PNGs (raw returns) and overall.png (IQM of normalized returns over levels);
     returns {level id or 'overall': path}."""
-    from evaluation.report_aggregates import plot_iqm_curves
+    from evaluation.reports.aggregates import plot_iqm_curves
 
     grid = curve_grid(table.runs)
     ylabel = f"episode return (mean of last {SMOOTH_EPISODES} episodes)"
@@ -508,8 +508,8 @@ def gif_cells(table: Table) -> dict[tuple[str, str, str], list[tuple[Path, int, 
 def write_table_report(table: Table, suite: dict, out_dir: Path,
                        baseline: str | None = DEFAULT_BASELINE) -> Path:
     """summary.csv, the figures, the GIFs of recorded runs and report.md for `table`'s runs."""
-    from evaluation.episode_gifs import episode_gifs
-    from evaluation.report_aggregates import plot_intervals, plot_profile
+    from evaluation.reports.aggregates import plot_intervals, plot_profile
+    from evaluation.reports.episode_gifs import episode_gifs
 
     write_atomic(out_dir / "summary.csv", summary_csv(table.runs))
     aggregates = compute(table, baseline)

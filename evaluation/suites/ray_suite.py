@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation import records
-from evaluation.ray_backend import connect
-from evaluation.suite import (
+from evaluation.contest import records
+from evaluation.suites.ray_backend import connect
+from evaluation.suites.suite import (
     LOCK_WAIT_S,
     Combo,
     Outcome,
@@ -76,8 +76,8 @@ def parse_run_gpus(items: list[str]) -> dict[str, float]:
 
 def run_resources(config: SuiteConfig, agent: str, opts: RayOptions) -> dict[str, Any]:
     """The Ray task options of one run of `agent`: what the run uses on its node."""
-    from evaluation.agent_process import parse_memory
-    from evaluation.docker_runtime import DEFAULT_MEMORY
+    from evaluation.contest.agent_process import parse_memory
+    from evaluation.docker.runtime import DEFAULT_MEMORY
 
     docker = config.runtime == "docker"
     memory = parse_memory(DEFAULT_MEMORY) if docker else LOCAL_RUN_MEMORY
@@ -284,7 +284,7 @@ def check_backend(args: Any) -> None:
             raise UserError("--address and --run-gpus are for --backend ray: add it, or "
                             "leave them out")
         return
-    from evaluation.ray_backend import require_ray
+    from evaluation.suites.ray_backend import require_ray
 
     require_ray()
     if not args.run_cpus > 0:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.agent_process import (
+from evaluation.contest.agent_process import (
     CONTAINER_OUTPUT_DIR,
     CONTAINER_SOCKET_DIR,
     AgentHandle,
@@ -35,9 +35,8 @@ from evaluation.agent_process import (
     LocalAgent,
     parse_memory,
 )
-from evaluation.contest_rules import WALLCLOCK_S
-from evaluation.protocol import SOCKET_NAME
-from evaluation.records import (
+from evaluation.contest.protocol import SOCKET_NAME
+from evaluation.contest.records import (
     MONITOR,
     PROGRESS,
     RESULTS,
@@ -49,13 +48,14 @@ from evaluation.records import (
     score,
     utc_now,
 )
-from evaluation.serve_cli import MAX_SEED
+from evaluation.contest.rules import WALLCLOCK_S
+from evaluation.contest.serve_cli import MAX_SEED
 from roms_setup.levels import Level
 from sonic_common.agent_env import OUTPUT_DIR_ENV, SEED_ENV, SOCKET_DIR_ENV
 from sonic_common.errors import UserError
 from sonic_common.files import write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PREFIX = "sonic-maml-agent-"
 SERVER_START_TIMEOUT_S = 120.0
 AGENT_GRACE_S = 10.0  # after the server ends, how long the agent may take to exit by itself
@@ -187,7 +187,7 @@ def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path,
         return LocalAgent.start(local_agent_cmd(spec), env, log_path, cwd=Path.cwd(),
                                 memory=spec.memory)
     if spec.runtime == "docker":
-        from evaluation.docker_runtime import DockerAgent  # only docker runs need the SDK
+        from evaluation.docker.runtime import DockerAgent  # only docker runs need the SDK
 
         env = {**base_env, SOCKET_DIR_ENV: CONTAINER_SOCKET_DIR,
                OUTPUT_DIR_ENV: CONTAINER_OUTPUT_DIR, "PYTHONUNBUFFERED": "1"}

@@ -2,7 +2,7 @@
 
 Imports only the standard library, numpy and gymnasium (it runs in small agent images).
 
-    from evaluation.client import BudgetExhausted, connect_from_env
+    from evaluation.contest.client import BudgetExhausted, connect_from_env
     env = connect_from_env()          # the directory named by $CONTEST_SOCKET_DIR
     ob, info = env.reset()
     try:
@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from evaluation.protocol import (
+from evaluation.contest.protocol import (
     OB_NAME,
     SOCKET_NAME,
     ErrorId,

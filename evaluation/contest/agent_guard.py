@@ -1,6 +1,6 @@
 """The guard of a local agent: starts it, and ends it with every process it ever started.
 
-    python -I evaluation/agent_guard.py --log LOG [--memory BYTES] [--cwd DIR] -- CMD...
+    python -I evaluation/contest/agent_guard.py --log LOG [--memory BYTES] [--cwd DIR] -- CMD...
 
 Standard library only, run by file path with `-I`, so that nothing in the agent's environment
 changes what the guard imports. The guard is a child subreaper (PR_SET_CHILD_SUBREAPER): a

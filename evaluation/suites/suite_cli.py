@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
-from evaluation.ray_suite import add_backend_arguments, check_backend, make_runner
-from evaluation.report import write_report
-from evaluation.seeds import parse_seeds
-from evaluation.suite import (
+from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.reports.report import write_report
+from evaluation.suites.ray_suite import add_backend_arguments, check_backend, make_runner
+from evaluation.suites.seeds import parse_seeds
+from evaluation.suites.suite import (
     REDO,
     SUITE_JSON,
     Combo,
@@ -158,8 +158,8 @@ def suite_dir(args: argparse.Namespace) -> Path:
 
 
 def progress_bar(total: int, initial: int) -> Any:
-    """A bar with ETA on a terminal; plain progress lines in a log (evaluation.progress)."""
-    from evaluation.progress import progress
+    """A bar with ETA on a terminal; plain progress lines in a log (sonic_common.progress)."""
+    from sonic_common.progress import progress
 
     return progress(total, initial, unit="step", desc="suite", unit_scale=True,
                     bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]"

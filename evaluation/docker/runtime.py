@@ -21,13 +21,13 @@ from docker.types import DeviceRequest, Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from evaluation.agent_process import (
+from evaluation.contest.agent_process import (
     CONTAINER_OUTPUT_DIR,
     CONTAINER_SOCKET_DIR,
     AgentOutcome,
     parse_memory,
 )
-from evaluation.docker_daemon import docker_client
+from evaluation.docker.daemon import docker_client
 
 DEFAULT_MEMORY = "4g"
 DEFAULT_CPUS = 1.0
@@ -90,11 +90,11 @@ class DockerAgent:
         self.log_path = log_path
         self._exit_code: int | None = None
         self._outcome: AgentOutcome | None = None
-        # removes the container if the runner dies (see evaluation/docker_reaper.py)
+        # removes the container if the runner dies (see evaluation/docker/reaper.py)
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "evaluation.docker_reaper", str(container.id), str(log_path)],
+            [sys.executable, "-m", "evaluation.docker.reaper", str(container.id), str(log_path)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            process_group=0, cwd=Path(__file__).resolve().parents[1])
+            process_group=0, cwd=Path(__file__).resolve().parents[2])
 
     @classmethod
     def start(cls, image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
@@ -105,7 +105,7 @@ class DockerAgent:
         """Create and start the container (with vfs, create copies the image: keep it small)."""
         client = docker_client()
         if memory is None:  # an image may ask for more than the default (images.AGENT_MEMORY)
-            from evaluation.images import image_memory
+            from evaluation.docker.images import image_memory
 
             memory = image_memory(client, image)
         _writable_by_agent(output_dir)

@@ -16,7 +16,7 @@ import numpy as np
 import stable_retro
 from gymnasium.wrappers import TimeLimit
 
-from evaluation.contest_rules import EPISODE_STEPS, FRAMES_PER_STEP, STICK_PROB
+from evaluation.contest.rules import EPISODE_STEPS, FRAMES_PER_STEP, STICK_PROB
 from roms_setup.installed import ALL_INTEGRATIONS, has_file, require_playable
 from roms_setup.levels import Level
 

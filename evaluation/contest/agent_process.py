@@ -1,7 +1,7 @@
 """Agent handles: one small interface for an agent running as a local process or a container.
 
 The runner only calls `wait`, `kill` and `finish` (see `AgentHandle`). `LocalAgent` runs a
-command under a guard process (`evaluation/agent_guard.py`) that kills whatever the agent
+command under a guard process (`evaluation/contest/agent_guard.py`) that kills whatever the agent
 started, even a process that left its group with setsid(), and the agent itself when the runner
 dies; its stdout and stderr go to one log file and, when asked, it gets an address-space limit
 (RLIMIT_AS).
@@ -64,7 +64,7 @@ GUARD = Path(__file__).with_name("agent_guard.py")
 
 
 class LocalAgent:
-    """An agent as a local process under its guard (`evaluation/agent_guard.py`).
+    """An agent as a local process under its guard (`evaluation/contest/agent_guard.py`).
 
     The guard is a child subreaper: whatever the agent starts (setsid() included) stays in its
     tree and is killed with it. Its stdin is the lifeline: closing it (here, or by the runner's

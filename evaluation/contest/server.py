@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
-from evaluation.protocol import (
+from evaluation.contest.protocol import (
     OB_NAME,
     RESET_REPLY,
     SOCKET_NAME,
@@ -55,7 +54,8 @@ from evaluation.protocol import (
     scalar_channels,
     step_reply,
 )
-from evaluation.records import RunRecorder, lock_dir, publish_records
+from evaluation.contest.records import RunRecorder, lock_dir, publish_records
+from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from roms_setup.levels import Level
 from sonic_common.errors import UserError
 
@@ -336,7 +336,7 @@ class ContestServer:
         return self.rec.finish(stop.status, stop.error, self.timesteps)
 
     def _setup_and_serve(self, sock_path: Path) -> None:
-        from evaluation.contest_env import make_contest_env
+        from evaluation.contest.env import make_contest_env
 
         cfg = self.cfg
         record_dir = None

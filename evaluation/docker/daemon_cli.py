@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from evaluation import docker_daemon as dd
-from evaluation.images import BASE_IMAGE, ensure_base_image, image_exists
+from evaluation.docker import daemon as dd
+from evaluation.docker.images import BASE_IMAGE, ensure_base_image, image_exists
 from sonic_common.errors import UserError, exit_on_user_error
 
 

@@ -13,8 +13,8 @@ import argparse
 import zipfile
 from pathlib import Path
 
-from evaluation.docker_daemon import docker_client
-from evaluation.images import (
+from evaluation.docker.daemon import docker_client
+from evaluation.docker.images import (
     BASE_IMAGE,
     REPO_ROOT,
     TORCH_AGENTS,

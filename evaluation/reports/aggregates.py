@@ -2,7 +2,8 @@
 aggregates (IQM and mean with intervals, probability of improvement, performance profile), the
 IQM learning curves, their figures and their markdown.
 
-Normalized scores are `evaluation.normalize`'s; aggregates and intervals `evaluation.aggregate`'s.
+Normalized scores are `evaluation.reports.normalize`'s; aggregates and intervals
+`evaluation.reports.stats`'s.
 An agent's matrix holds the seeds that have a score on every level, so that each row is one seed
 across all levels, as the stratified bootstrap needs.
 """
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evaluation import aggregate as agg
-from evaluation.normalize import Scale, level_scales
+from evaluation.reports import stats as agg
+from evaluation.reports.normalize import Scale, level_scales
 from sonic_common.markdown import md_table
 
 if TYPE_CHECKING:
-    from evaluation.report import Table
+    from evaluation.reports.report import Table
 
 DEFAULT_BASELINE = "ppo2"
 PROFILE_POINTS = 101
@@ -105,7 +106,7 @@ def too_few_seeds(a: Aggregates) -> list[str]:
 
 
 def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
-    from evaluation.report import FLAG
+    from evaluation.reports.report import FLAG
 
     rows = [[f"`{lv}`", f"{a.scales[lv].random:g}", f"{a.scales[lv].reference:g}",
              a.scales[lv].source + (f" {FLAG}" if a.scales[lv].flagged else "")]

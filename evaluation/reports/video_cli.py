@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation import records
+from evaluation.contest import records
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import write_atomic
 

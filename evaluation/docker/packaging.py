@@ -2,7 +2,7 @@
 
 From a checkout the context gets the repository's `pyproject.toml`, `README.md` and top-level
 `Dockerfile`. An installed package has none of them beside its sources: it carries the Dockerfile
-as package data (`evaluation/Dockerfile`, kept equal to the top-level one by a test) and the
+as package data (`evaluation/docker/Dockerfile`, kept equal to the top-level one by a test) and the
 context gets a small `pyproject.toml` that builds the same packages, at the installed version.
 
 The pins live in pyproject.toml only: `declared_requirement("torch")` reads the project's own
@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 DIST = "sonic-maml"
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, or site-packages
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or site-packages
 SOURCE_PACKAGES = ["sonic_common", "roms_setup", "evaluation", "agent", "meta_train"]
 PACKAGED_DOCKERFILE = Path(__file__).resolve().with_name("Dockerfile")
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)")

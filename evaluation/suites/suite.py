@@ -6,8 +6,8 @@ Layout of a suite directory DIR:
   suite is made; rerunning it (same arguments, or `--resume DIR`) continues where it stopped,
   and more agents or seeds given then extend it (the runs it has are kept);
 - `DIR/runs/<agent>/<level slug>/seed<k>/`: one run's results directory (results.json,
-  monitor.csv, progress.csv, ...), as `evaluation.runner.run_one` leaves it;
-- `DIR/report.md`, `DIR/summary.csv`, `DIR/curves/`: see `evaluation.report`.
+  monitor.csv, progress.csv, ...), as `evaluation.contest.runner.run_one` leaves it;
+- `DIR/report.md`, `DIR/summary.csv`, `DIR/curves/`: see `evaluation.reports.report`.
 
 Seeds are 0..K-1 for `--seeds K`, or the listed ones (`--seeds 3,4,5`). A run is done, and
 skipped on resume, when its results.json exists with a
@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation import records
-from evaluation.seeds import parse_seeds
+from evaluation.contest import records
+from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic, write_json_atomic
@@ -304,7 +304,7 @@ def server_pids() -> list[int]:
 
 def preflight(config: SuiteConfig) -> None:
     """Fail before any run for what would fail every run: a level not playable, no agent."""
-    from evaluation.runner import agent_module_exists
+    from evaluation.contest.runner import agent_module_exists
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
@@ -351,7 +351,7 @@ class SuiteRunner:
             return self._make_spec(self.config, combo, combo.dir(self.out))
         import sys
 
-        from evaluation.runner import IMAGE_PREFIX, RunSpec
+        from evaluation.contest.runner import IMAGE_PREFIX, RunSpec
 
         entry = self.config.entry(combo.agent)
         aliased = entry != combo.agent
@@ -382,7 +382,7 @@ class SuiteRunner:
         try:
             run_one = self._run_one
             if run_one is None:
-                from evaluation.runner import run_one
+                from evaluation.contest.runner import run_one
             try:
                 res = run_one(self.spec(combo))
             except Exception as e:  # run_one should not raise; record it if it does

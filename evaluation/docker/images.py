@@ -23,8 +23,8 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 
-from evaluation.docker_daemon import cache_dir, ensure_packages
-from evaluation.packaging import SOURCE_ROOT, copy_build_sources, declared_requirement
+from evaluation.docker.daemon import cache_dir, ensure_packages
+from evaluation.docker.packaging import SOURCE_ROOT, copy_build_sources, declared_requirement
 from sonic_common.agent_env import CHECKPOINT_ENV
 from sonic_common.errors import UserError
 

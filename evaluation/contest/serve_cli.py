@@ -7,8 +7,8 @@ import math
 import sys
 from pathlib import Path
 
-from evaluation.contest_rules import BUDGET_STEPS, WALLCLOCK_S
-from evaluation.server import DEFAULT_IDLE_TIMEOUT_S, ServeConfig, serve
+from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.contest.server import DEFAULT_IDLE_TIMEOUT_S, ServeConfig, serve
 from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
 

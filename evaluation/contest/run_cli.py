@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from evaluation.contest_rules import WALLCLOCK_S
-from evaluation.records import lock_dir
-from evaluation.runner import RunSpec, check_results_dir, check_spec, run_one
-from evaluation.serve_cli import summary
+from evaluation.contest.records import lock_dir
+from evaluation.contest.rules import WALLCLOCK_S
+from evaluation.contest.runner import RunSpec, check_results_dir, check_spec, run_one
+from evaluation.contest.serve_cli import summary
 from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
 
@@ -65,8 +65,8 @@ def split_command(text: str | None) -> list[str] | None:
 def watch_progress(out: Path, budget: int, desc: str, tick_s: float = 1.0) -> Iterator[None]:
     """A progress bar with ETA (plain lines without a terminal) that follows the run's
     progress.csv in `out` while the body runs."""
-    from evaluation.progress import progress
-    from evaluation.suite import last_timesteps
+    from evaluation.suites.suite import last_timesteps
+    from sonic_common.progress import progress
 
     bar = progress(budget, 0, unit="step", desc=desc, unit_scale=True)
     stop = threading.Event()
