@@ -1,10 +1,11 @@
-# An agent image: `python -m agent.$AGENT` as uid 1000, with only what the agent needs.
+# An agent image: `python -m $AGENT_MODULE` (the agent's module, from evaluation/agents.py) as
+# uid 1000, with only what the agent needs.
 #
 # Built by `python -m evaluation build --agent NAME [--checkpoint FILE]` from a minimal context
 # (the project's sources, a `.whl/` folder of wheels that pip downloaded on the host, an optional
 # `checkpoint.pt`), with the network off: nothing is fetched during the build. The context mirrors
 # the repository, so where Docker Hub and PyPI are reachable the repository root works too:
-#     docker build --build-arg AGENT=random -t sonic-maml-agent-random .
+#     docker build --build-arg AGENT_MODULE=agent.random -t sonic-maml-agent-random .
 # Written for the classic builder as well as BuildKit (no RUN --mount).
 
 ARG BASE_IMAGE=python:3.11-slim
@@ -14,7 +15,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS deps
 LABEL sonic-maml.build=deps
 ARG REQUIREMENTS="numpy gymnasium pyyaml"
-ARG AGENT=random
+ARG AGENT_MODULE=agent.random
 COPY . /tmp/ctx/
 RUN set -eu; \
     if ls /tmp/ctx/.whl/*.whl >/dev/null 2>&1; then \
@@ -32,7 +33,7 @@ RUN set -eu; \
         cp /tmp/ctx/checkpoint.pt /opt/agent/checkpoint.pt; \
         CKPT_LINE='export AGENT_CHECKPOINT="${AGENT_CHECKPOINT:-/opt/agent/checkpoint.pt}"'; \
     else CKPT_LINE=''; fi; \
-    printf '#!/bin/sh\n%s\nexec /opt/venv/bin/python -m agent.%s "$@"\n' "$CKPT_LINE" "$AGENT" \
+    printf '#!/bin/sh\n%s\nexec /opt/venv/bin/python -m %s "$@"\n' "$CKPT_LINE" "$AGENT_MODULE" \
         > /opt/agent/entrypoint; \
     chmod 755 /opt/agent/entrypoint; \
     chmod -R a+rX /opt/venv /opt/agent; \

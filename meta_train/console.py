@@ -53,14 +53,13 @@ def run_agent(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
         raise UserError("say which agent: sonic-maml agent NAME [options], e.g. "
                         "sonic-maml agent jerk")
-    from evaluation.contest.runner import agent_module_exists
+    from evaluation.agents import agent_entry
 
     name, rest = args[0], args[1:]
-    if not agent_module_exists(name):
-        raise UserError(f"unknown agent {name!r}: there is no module agent.{name}")
-    sys.argv = [f"agent.{name}", *rest]
+    module = agent_entry(name).module
+    sys.argv = [module, *rest]
     try:
-        runpy.run_module(f"agent.{name}", run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

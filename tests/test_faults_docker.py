@@ -86,7 +86,7 @@ def image() -> Iterator[str]:
     client = found[1]
     build_agent_image(client, "attack", IMAGE, ensure_base_image(client),
                       requirements=LIGHT_REQUIREMENTS,
-                      extra_files={"agent/attack.py": ATTACK}, quiet=True)
+                      extra_files={"agent/attack.py": ATTACK}, module="agent.attack", quiet=True)
     yield IMAGE
     client.close()
 

@@ -1,7 +1,8 @@
 """One evaluation run: the environment server and one agent, supervised, with results amended.
 
     server  = python -m evaluation serve ...   (its own process: the emulator lives there)
-    agent   = python -m agent.<name>  (local)  or  image sonic-maml-agent-<name>:latest (docker)
+    agent   = python -m <module>   (local; the module from the registry, evaluation/agents.py)
+              or image sonic-maml-agent-<name>:latest   (docker)
 
 The agent gets CONTEST_SOCKET_DIR (the socket directory), AGENT_OUTPUT_DIR (D/agent) and
 AGENT_SEED. The server enforces the budget and wall clock and writes monitor.csv, progress.csv
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.agents import agent_entry
 from evaluation.contest.agent_process import (
     CONTAINER_OUTPUT_DIR,
     CONTAINER_SOCKET_DIR,
@@ -66,14 +68,14 @@ POLL_S = 0.2
 
 @dataclass
 class RunSpec:
-    agent: str  # name → `python -m agent.<name>` locally, image sonic-maml-agent-<name>:latest
+    agent: str  # a registry name: its module locally, image sonic-maml-agent-<name>:latest
     level: Level
     seed: int
     budget: int
     results_dir: Path
     runtime: str = "local"  # "local" | "docker"
     wallclock_s: float = WALLCLOCK_S
-    agent_cmd: list[str] | None = None  # local: any command instead of python -m agent.<name>
+    agent_cmd: list[str] | None = None  # local: any command instead of the registry's module
     image: str | None = None  # docker: explicit image tag
     gpus: bool = False
     record: bool = False
@@ -89,26 +91,13 @@ def image_for(spec: RunSpec) -> str:
     return spec.image or f"{IMAGE_PREFIX}{spec.agent}:latest"
 
 
-def agent_module_exists(name: str) -> bool:
-    """Is there an `agent/<name>.py` (or package) in the project — found without importing
-    anything, and never in the current directory (a results directory holds an `agent/`)."""
-    if not name.isidentifier():
-        return False
-    base = ROOT / "agent"
-    return (base / f"{name}.py").is_file() or (base / name / "__main__.py").is_file()
-
-
 def local_agent_cmd(spec: RunSpec) -> list[str]:
     if spec.agent_cmd:
         return list(spec.agent_cmd) + list(spec.agent_args)
-    if not agent_module_exists(spec.agent):
-        raise UserError(
-            f"unknown agent {spec.agent!r}: there is no module agent.{spec.agent} "
-            "(give an agent under agent/, or --agent-cmd)"
-        )
+    module = agent_entry(spec.agent).module
     # -P: the agent runs in the user's directory (its relative paths mean what the user meant)
     # without that directory shadowing the project's packages
-    return [sys.executable, "-P", "-m", f"agent.{spec.agent}", *spec.agent_args]
+    return [sys.executable, "-P", "-m", module, *spec.agent_args]
 
 
 def check_results_dir(path: Path) -> None:

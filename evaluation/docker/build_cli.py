@@ -13,11 +13,10 @@ import argparse
 import zipfile
 from pathlib import Path
 
+from evaluation.agents import agent_entry
 from evaluation.docker.daemon import docker_client
 from evaluation.docker.images import (
     BASE_IMAGE,
-    REPO_ROOT,
-    TORCH_AGENTS,
     build_agent_image,
     default_agent_tag,
     ensure_base_image,
@@ -65,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="build even when an image from the same context exists")
     args = parser.parse_args(argv)
-    if not args.agent.isidentifier() or (
-            not (REPO_ROOT / "agent" / f"{args.agent}.py").is_file()
-            and not (REPO_ROOT / "agent" / args.agent / "__main__.py").is_file()):
-        raise UserError(f"no agent named {args.agent!r}: give the name of a module "
-                        "agent/NAME.py, e.g. --agent random")
+    entry = agent_entry(args.agent)
+    if not entry.image:
+        raise UserError(f"agent {args.agent!r} runs locally only ({entry.summary}): "
+                        "use --runtime local")
     if args.checkpoint is not None:
+        if not entry.checkpoint:
+            raise UserError(f"agent {args.agent!r} loads no checkpoint: leave out --checkpoint")
         check_checkpoint(args.checkpoint)
     tag = args.tag or default_agent_tag(args.agent)
     client = docker_client(timeout=1800)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         base = args.base_image
         if not image_exists(client, base):
             print(f"note: {base} is not present locally; the daemon will try to pull it")
-    kind = "torch" if args.agent in TORCH_AGENTS else "light"
+    kind = "torch" if entry.torch else "light"
     print(f"building {tag} from {base} ({kind} agent {args.agent})", flush=True)
     build_agent_image(client, args.agent, tag, base,
                       checkpoint=args.checkpoint.resolve() if args.checkpoint else None,

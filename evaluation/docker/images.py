@@ -23,6 +23,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, ImageNotFound
 
+from evaluation.agents import AGENTS, agent_entry
 from evaluation.docker.daemon import cache_dir, ensure_packages
 from evaluation.docker.packaging import SOURCE_ROOT, copy_build_sources, declared_requirement
 from sonic_common.agent_env import CHECKPOINT_ENV
@@ -48,11 +49,9 @@ TORCH_REQUIREMENTS = [declared_requirement("torch"), "opencv-python-headless", "
                       "gymnasium", "pyyaml"]
 # Needed only to build our own distribution inside the image (pyproject's build backend).
 BUILD_REQUIREMENTS = ["setuptools>=68"]
-TORCH_AGENTS = {"ppo2", "maml", "rainbow"}
-# Container memory limits above the default (docker_runtime.DEFAULT_MEMORY, 4g), written into the
-# image as a label that `run` reads when --memory is not given: Rainbow's 500 000-transition
-# replay peaks at ~3.9 GiB (docs/benchmarks.md#rainbow_memory).
-AGENT_MEMORY = {"rainbow": "6g"}
+# Container memory limits above the default (runtime.DEFAULT_MEMORY, 4g), from the agent
+# registry, written into the image as a label that `run` reads when --memory is not given.
+AGENT_MEMORY = {name: e.memory for name, e in AGENTS.items() if e.memory is not None}
 MEMORY_LABEL = "sonic-maml.memory"
 CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env $CHECKPOINT_ENV
 BUILD_LABEL = "sonic-maml.build"  # on the Dockerfile's `deps` stage, pruned after a build
@@ -71,8 +70,8 @@ def default_agent_tag(agent: str) -> str:
 
 
 def requirements_for(agent: str) -> list[str]:
-    """The pip requirements of an agent kind: torch agents need torch and opencv, others don't."""
-    return TORCH_REQUIREMENTS if agent in TORCH_AGENTS else LIGHT_REQUIREMENTS
+    """The pip requirements of a registered agent: torch and opencv when its entry says so."""
+    return TORCH_REQUIREMENTS if agent_entry(agent).torch else LIGHT_REQUIREMENTS
 
 
 # ---------------------------------------------------------------------------- base image
@@ -261,8 +260,11 @@ def _build_if_changed(client: docker.DockerClient, ctx: Path, tag: str,
 def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
                       checkpoint: Path | None = None, requirements: list[str] | None = None,
                       extra_files: dict[str, bytes] | None = None, quiet: bool = False,
-                      force: bool = False) -> str:
+                      force: bool = False, module: str | None = None) -> str:
     """Build an agent image offline (`network_mode=none`), streaming progress; return its id.
+
+    The image runs `python -m MODULE`: the agent registry's module for `agent`, or `module`
+    (an agent that is not registered, e.g. one added by `extra_files`).
 
     An image already tagged `tag` from the same context (same sources, wheels, checkpoint and
     arguments; see `context_digest`) is kept as it is unless `force`. A `checkpoint` goes in a
@@ -272,11 +274,13 @@ def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_im
     if checkpoint is not None:
         return _build_checkpoint_image(client, agent, tag, base_image, checkpoint,
                                        requirements=requirements, quiet=quiet, force=force)
+    module = module or agent_entry(agent).module
     reqs = requirements if requirements is not None else requirements_for(agent)
     with tempfile.TemporaryDirectory(prefix="agent-ctx-", dir=cache_dir()) as tmp:
         ctx = Path(tmp)
         make_context(ctx, reqs, None, extra_files)
-        buildargs = {"BASE_IMAGE": base_image, "AGENT": agent, "REQUIREMENTS": " ".join(reqs)}
+        buildargs = {"BASE_IMAGE": base_image, "AGENT_MODULE": module,
+                     "REQUIREMENTS": " ".join(reqs)}
         labels = {MEMORY_LABEL: AGENT_MEMORY[agent]} if agent in AGENT_MEMORY else None
         return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
                                  "same sources, wheels and arguments", labels)

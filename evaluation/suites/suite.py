@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.agents import agent_entry
 from evaluation.contest import records
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
@@ -304,16 +305,13 @@ def server_pids() -> list[int]:
 
 def preflight(config: SuiteConfig) -> None:
     """Fail before any run for what would fail every run: a level not playable, no agent."""
-    from evaluation.contest.runner import agent_module_exists
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
         require_playable(Level.parse(lv))
     if config.runtime == "local":
         for a in config.agents:
-            if not agent_module_exists(config.entry(a)):
-                raise UserError(f"unknown agent {config.entry(a)!r}: there is no module "
-                                f"agent.{config.entry(a)}")
+            agent_entry(config.entry(a))  # a one-line error for an unknown agent
 
 
 def failure_results(combo: Combo, config: SuiteConfig, error: str) -> dict[str, Any]:
@@ -360,7 +358,8 @@ class SuiteRunner:
                        runtime=self.config.runtime, wallclock_s=self.config.wallclock_s,
                        record=self.config.record,
                        agent_args=list(self.config.agent_args.get(combo.agent, [])),
-                       agent_cmd=[sys.executable, "-m", f"agent.{entry}"] if aliased else None,
+                       agent_cmd=([sys.executable, "-m", agent_entry(entry).module] if aliased
+                                  else None),
                        image=self.config.images.get(combo.agent)
                        or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None))
 
