@@ -189,9 +189,16 @@ def venv_with_wheel(tmp_path: Path) -> Path:
     return venv / "bin"
 
 
+@pytest.fixture(scope="module")
+def wheel_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheel build and venv for the module's wheel tests (each works in a directory of its
+    own; the first checks that nothing is written into the venv)."""
+    return venv_with_wheel(tmp_path_factory.mktemp("wheel"))
+
+
 @pytest.mark.slow
-def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
-    bin_dir = venv_with_wheel(tmp_path)
+def test_wheel_install_runs_from_another_directory(tmp_path: Path, wheel_bin: Path) -> None:
+    bin_dir = wheel_bin
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -200,13 +207,13 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
                    "print(c.find_config('meta_train/configs/halfcheetah-dir.yaml', "
                    "c.CONFIG_DIR.parent.parent / 'meta_train' / 'configs'))", env=env)
     assert where.returncode == 0, where.stderr
-    assert str(tmp_path / "venv") in where.stdout and str(ROOT) not in where.stdout
+    assert str(bin_dir.parent) in where.stdout and str(ROOT) not in where.stdout
     assert where.stdout.split()[1].endswith("site-packages/meta_train/configs/halfcheetah-dir.yaml")
     proc = in_dir(work, str(bin_dir / "sonic-maml"), "run", "--agent", "jerk", "--level", LEVEL,
                   "--budget", "200", "--out", "results/jerk", env=env)
     assert proc.returncode == 0, proc.stderr
     assert results(work / "results/jerk")["status"] == "budget"
-    assert not list((tmp_path / "venv").rglob("results.json"))  # nothing in site-packages
+    assert not list(bin_dir.parent.rglob("results.json"))  # nothing in site-packages
 
     # `evaluation build`'s context, made from the installed package: its Dockerfile, a
     # pyproject.toml that builds the same packages (configs included), torch pinned as here
@@ -232,7 +239,7 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_wheel_install_builds_an_image_that_plays(tmp_path: Path) -> None:
+def test_wheel_install_builds_an_image_that_plays(tmp_path: Path, wheel_bin: Path) -> None:
     """`sonic-maml build` from a wheel install (no checkout anywhere) makes an image that runs."""
     pytest.importorskip("docker")
     from evaluation.docker.daemon import find_daemon
@@ -241,7 +248,7 @@ def test_wheel_install_builds_an_image_that_plays(tmp_path: Path) -> None:
     if found is None:
         pytest.skip("no Docker daemon answers (python -m evaluation docker up)")
     client = found[1]
-    bin_dir = venv_with_wheel(tmp_path)
+    bin_dir = wheel_bin
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
