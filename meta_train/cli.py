@@ -27,7 +27,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from agent.config import add_device_option, apply_overrides, load_config, parse_device
 from meta_train.configs import DEFAULTS, META_OPTIMIZERS
 from roms_setup.commands import command_parser, parse_command
@@ -109,11 +108,15 @@ def run_oracle(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from meta_train.loop import train
+    # torch (agent.checkpoint, meta_train.loop) is imported only once needed: a bad option or
+    # config is reported without the seconds of its import
+    saved = None
+    if args.resume and args.config is None:
+        from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
-    ckpt = Path(args.out) / CHECKPOINT_NAME
-    if args.resume and ckpt.is_file() and args.config is None:
-        saved = load_checkpoint(ckpt)
+        ckpt = Path(args.out) / CHECKPOINT_NAME
+        saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+    if saved is not None:
         cfg = apply_overrides(saved["config"], args.overrides,
                               source="the checkpoint's config (--set)")
     else:
@@ -128,6 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError("--address is for --backend ray: add it, or leave --address out")
     # where rollouts run is this call's choice, not the run's: a resume may change it
     cfg["backend"], cfg["ray_address"] = args.backend, args.address
+    from meta_train.loop import train
+
     path = train(cfg, args.out, resume=args.resume, joint=args.joint,
                  progress=not args.no_progress)
     print(f"checkpoint: {path}")
