@@ -5,7 +5,7 @@
 # (the project's sources, a `.whl/` folder of wheels that pip downloaded on the host, an optional
 # `checkpoint.pt`), with the network off: nothing is fetched during the build. The context mirrors
 # the repository, so where Docker Hub and PyPI are reachable the repository root works too:
-#     docker build --build-arg AGENT_MODULE=agent.random -t sonic-maml-agent-random .
+#     docker build --build-arg AGENT_MODULE=agent.random_agent -t sonic-maml-agent-random .
 # Written for the classic builder as well as BuildKit (no RUN --mount).
 
 ARG BASE_IMAGE=python:3.11-slim
@@ -15,7 +15,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS deps
 LABEL sonic-maml.build=deps
 ARG REQUIREMENTS="numpy gymnasium pyyaml"
-ARG AGENT_MODULE=agent.random
+ARG AGENT_MODULE=agent.random_agent
 COPY . /tmp/ctx/
 RUN set -eu; \
     if ls /tmp/ctx/.whl/*.whl >/dev/null 2>&1; then \

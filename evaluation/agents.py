@@ -28,7 +28,7 @@ class AgentEntry:
 
 
 AGENTS: dict[str, AgentEntry] = {
-    "random": AgentEntry("agent.random", summary="uniformly random buttons (the floor)"),
+    "random": AgentEntry("agent.random_agent", summary="uniformly random buttons (the floor)"),
     "jerk": AgentEntry("agent.jerk", summary="JERK, the contest's scripted baseline"),
     "ppo2": AgentEntry("agent.ppo2", torch=True, checkpoint=True,
                        summary="PPO from scratch, or fine-tuning a checkpoint (joint PPO)"),

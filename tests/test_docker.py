@@ -26,7 +26,7 @@ from evaluation.docker.runtime import DockerAgent, container_options  # noqa: E4
 pytestmark = pytest.mark.docker
 
 TEST_IMAGE = "sonic-maml-test-random:latest"
-# A throwaway agent module baked into the test image next to the real `agent.random`.
+# A throwaway agent module baked into the test image next to the real `agent.random_agent`.
 PROBE = b'''"""Report what the container looks like from inside, then exit with $PROBE_EXIT."""
 import json, os, socket, sys
 facts = {"uid": os.getuid(), "gid": os.getgid(), "argv": sys.argv[1:]}
@@ -126,8 +126,9 @@ def test_container_runs_locked_down_and_is_removed(client: docker.DockerClient, 
 
 
 def test_random_agent_image_through_the_runner(image: str, tmp_path: Path) -> None:
-    """End to end: the server on the host, the image's own entry point (`python -m agent.random`)
-    in the container, talking over the bind-mounted Unix socket until the budget is spent."""
+    """End to end: the server on the host, the image's own entry point
+    (`python -m agent.random_agent`) in the container, talking over the bind-mounted Unix socket
+    until the budget is spent."""
     from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 

@@ -1,8 +1,8 @@
 """Attacks from inside a locked-down agent container, and a runner killed under a container.
 
 Needs a daemon (`python -m evaluation docker up`); skipped with the reason when none answers.
-One light image: the real `agent.random` plus `agent.attack`, which plays an episode, then does
-what ATTACK (an environment variable) names: truncate the shared `ob` file before every step,
+One light image: the real `agent.random_agent` plus `agent.attack`, which plays an episode, then
+does what ATTACK (an environment variable) names: truncate the shared `ob` file before every step,
 or try to write outside its output directory, or play on forever.
 """
 

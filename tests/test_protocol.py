@@ -106,7 +106,7 @@ def test_client_side_imports_stay_small() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import sys, agent.connection, agent.random, evaluation.contest.client\n"
+    code = ("import sys, agent.connection, agent.random_agent, evaluation.contest.client\n"
             "heavy = {'stable_retro', 'roms_setup', 'torch', 'evaluation.contest.server',"
             " 'docker'}\n"
             "print(sorted(heavy & set(sys.modules)))")

@@ -1,4 +1,6 @@
-"""`python -m agent.random`: uniformly random buttons until the server says the budget is spent.
+"""The agent `random` (`python -m agent.random_agent`, `sonic-maml agent random`, `--agent random`):
+uniformly random buttons until the server says the budget is spent. (Not agent/random.py: that
+name would shadow the standard library's `random` for a script run from this directory.)
 
 A baseline and the smallest complete agent: connect, reset, step, reset when done, exit 0 on
 BudgetExhausted (timesteps or wall clock). Any other end of the connection exits 1.
