@@ -23,11 +23,17 @@ test: setup
 		if [ "$${REQUIRE_DOCKER:-0}" = 1 ]; then exit 1; fi; \
 		echo "note: no Docker daemon: the Docker tests will be skipped"; }
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=30
 
+# ruff, and mypy over the five packages (its settings: [tool.mypy] in pyproject.toml)
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
+# Every benchmark under benchmarks/ with its defaults, each ending with its `BENCH ...` line; the
+# learning ones take long (ppo_learning ~35 min, rainbow_learning hours on CPU). One or a few:
+# `make bench BENCH="env_throughput remote_overhead"`.
+BENCH ?= $(basename $(notdir $(wildcard benchmarks/*.py)))
 bench: setup
-	$(PY) benchmarks/env_throughput.py
-	$(PY) benchmarks/remote_overhead.py
+	@set -e; for b in $(BENCH); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; done

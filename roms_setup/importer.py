@@ -8,6 +8,7 @@ leaves half a ROM behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -113,14 +114,18 @@ def _zip_members(data: BinaryIO, label: str) -> Iterator[tuple[str, str, Opener]
                 except (zipfile.BadZipFile, OSError, ValueError):
                     continue
                 if len(raw) <= MAX_ROM_BYTES:  # an arcade set may be matched as the zip itself
-                    yield info.filename, member_label, lambda raw=raw: io.BytesIO(raw)
+                    yield info.filename, member_label, functools.partial(io.BytesIO, raw)
                 yield from _zip_members(io.BytesIO(raw), member_label)
             elif info.file_size <= MAX_ROM_BYTES:
-                yield (
-                    info.filename,
-                    member_label,
-                    lambda zf=zf, info=info: io.BytesIO(zf.read(info)),
-                )
+                yield info.filename, member_label, functools.partial(_read_member, zf, info)
+
+
+def _open_file(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryIO:
+    return io.BytesIO(zf.read(info))
 
 
 def iter_candidates(paths: list[Path]) -> Iterator[tuple[str, str, Opener]]:
@@ -133,7 +138,7 @@ def iter_candidates(paths: list[Path]) -> Iterator[tuple[str, str, Opener]]:
                 continue
             if path.suffix.lower() == ".zip":
                 if size <= MAX_ROM_BYTES:  # an arcade set may be matched as the zip itself
-                    yield path.name, str(path), lambda p=path: open(p, "rb")
+                    yield path.name, str(path), functools.partial(_open_file, path)
                 if size <= MAX_ZIP_BYTES:
                     try:
                         f = open(path, "rb")
@@ -142,7 +147,7 @@ def iter_candidates(paths: list[Path]) -> Iterator[tuple[str, str, Opener]]:
                     with f:
                         yield from _zip_members(f, str(path))
             elif size <= MAX_ROM_BYTES:
-                yield path.name, str(path), lambda p=path: open(p, "rb")
+                yield path.name, str(path), functools.partial(_open_file, path)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

@@ -9,9 +9,6 @@ from collections.abc import Callable, Iterator
 import gymnasium as gym
 import pytest
 
-AIRSTRIKER = "Airstriker-Genesis-v0:Level1"
-BREAKOUT = "Breakout-Atari2600-v0:Start"
-
 
 @pytest.fixture(scope="session")
 def atari_roms() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import AIRSTRIKER, BREAKOUT
 
 from evaluation.contest.env import (
     StochasticFrameSkip,
@@ -14,6 +13,7 @@ from evaluation.contest.env import (
 )
 from evaluation.contest.rules import EPISODE_STEPS
 from sonic_common.errors import UserError
+from tests.support import AIRSTRIKER, BREAKOUT
 
 
 class RecordingEmulator:

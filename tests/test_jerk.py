@@ -11,7 +11,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import AIRSTRIKER
 from gymnasium import spaces
 
 from agent.connection import BudgetExhausted, RemoteEnvClosed
@@ -35,6 +34,7 @@ from evaluation.contest.records import read_monitor
 from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 from sonic_common.errors import UserError
+from tests.support import AIRSTRIKER
 
 
 class Corridor(gym.Env):

@@ -6,7 +6,6 @@ import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import AIRSTRIKER, BREAKOUT
 from gymnasium import spaces
 
 from agent.wrappers import (
@@ -19,6 +18,7 @@ from agent.wrappers import (
     wrap_agent_env,
 )
 from evaluation.contest.env import make_contest_env
+from tests.support import AIRSTRIKER, BREAKOUT
 
 
 class RecordedRewards(gym.Env):

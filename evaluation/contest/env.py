@@ -54,6 +54,7 @@ class StochasticFrameSkip(gym.Wrapper):
     def _frame_without_picture(self, ac: object) -> tuple[float, bool, dict]:
         """RetroEnv.step minus the screen copy: buttons, emulate, read RAM, reward/done."""
         retro = self._retro
+        assert retro is not None  # only called for a RetroEnv
         key = np.asarray(ac).tobytes()
         masks = self._masks.get(key)
         if masks is None:

@@ -217,6 +217,8 @@ def _listen(sock_path: Path) -> socket.socket:
 
 
 class ContestServer:
+    _action: Any  # the action being played (set when serving starts)
+
     def __init__(self, config: ServeConfig) -> None:
         self.cfg = config
         self.seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -387,9 +389,10 @@ class ContestServer:
         for closable in reversed(self._closables):
             with contextlib.suppress(Exception):
                 closable.close()
-        if getattr(self, "_ob_fd", None) is not None:
-            os.close(self._ob_fd)
-            self._ob_fd = None
+        ob_fd = getattr(self, "_ob_fd", None)
+        if ob_fd is not None:
+            os.close(ob_fd)
+            del self._ob_fd
         for name in (SOCKET_NAME, OB_NAME, LOCK_NAME):
             with contextlib.suppress(OSError):
                 os.unlink(cfg.socket_dir / name)
@@ -496,7 +499,7 @@ class ContestServer:
         self._pending: deque[bytes] = deque()
         self._splitter = MessageSplitter()
         self._last_heard = time.monotonic()
-        self._action: Any = None
+        self._action = None
         self._done = True  # a reset comes first
         self._first_reset = True
         self._poller = select.poll()

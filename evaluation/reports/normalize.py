@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 from evaluation.contest.rules import MAX_EPISODE_RETURN
 from roms_setup.levels import Level
@@ -30,6 +33,7 @@ ATARI_SUFFIX = "-Atari2600-v0"
 ATARI_SOURCE = "random and human scores, Mnih et al. 2015 (Atari-57 table of rliable/dqn_zoo)"
 SONIC_SOURCE = "the contest's scale: score / 10,000 (its maximum per episode)"
 FALLBACK_SOURCE = "no published reference: 0 = zero score, 1 = the best agent of this report"
+S = TypeVar("S", float, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class Scale:
     source: str
     flagged: bool = False  # the reference is the suite's best agent, not a published score
 
-    def __call__(self, score: float) -> float:
+    def __call__(self, score: S) -> S:
+        """A score, or an array of scores, on this level's normalized scale."""
         return (score - self.random) / (self.reference - self.random)
 
 

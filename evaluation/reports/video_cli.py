@@ -108,7 +108,7 @@ def write_mp4(frames: list[np.ndarray], fps: float, out: Path) -> None:
 
     h, w = frames[0].shape[:2]
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
         raise UserError(f"OpenCV cannot write MP4 to {out}: write a .gif instead")
     try:

@@ -379,8 +379,9 @@ class SuiteRunner:
         with self._lock:
             self.running[combo] = run_dir
         try:
-            run_one = self._run_one
-            if run_one is None:
+            if self._run_one is not None:
+                run_one = self._run_one
+            else:
                 from evaluation.contest.runner import run_one
             try:
                 res = run_one(self.spec(combo))
