@@ -203,6 +203,27 @@ def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) ->
         assert results(out, "random", seed)["status"] == "budget"
 
 
+def test_a_relative_out_means_the_drivers_directory(cluster: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out rel/s` on Ray is the driver's rel/s: the runs land there whether the nodes write
+    into it (a path they share) or the driver copies their files back (nodes elsewhere)."""
+    proc = subprocess.run([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
+                           "--levels", LEVEL, "--seeds", "1", "--budget", "100", "--out",
+                           "rel/s", "--backend", "ray", "--address", cluster.address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert results(tmp_path / "rel" / "s", "random", 0)["status"] == "budget"
+
+    monkeypatch.chdir(tmp_path)  # the driver's directory; Ray's workers run in their own
+    for name, shared in (("written", True), ("copied", False)):
+        config = new_suite(Path(name), ["random"], 1, 100)
+        runner = RaySuiteRunner(config, Path(name),
+                                RayOptions(address=cluster.address, shared=shared))
+        outcome = runner.run(list(config.combos()))
+        assert not outcome.interrupted and len(outcome.done) == 1
+        assert results(tmp_path / name, "random", 0)["status"] == "budget"
+
+
 def test_backend_options_are_checked(tmp_path: Path) -> None:
     proc = suite("--agents", "random", "--levels", LEVEL, "--budget", "10", "--address",
                  "auto", "--out", tmp_path / "s")
