@@ -28,7 +28,7 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
                                               {"value": -1.0, "return": 50.0}]}))
     out = tmp_path / "out"
     args = ["--runs", str(runs), "--oracles", str(tmp_path / "oracle"), "--out", str(out),
-            "--eval-tasks", "4"]
+            "--eval-tasks", "4", "--workers", "0"]  # in-process: no sampler processes to start
     assert reproduction_main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary] == ["dir-trpo-s1"]  # the joint run is a baseline only
