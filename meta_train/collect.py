@@ -36,7 +36,7 @@ def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], c
     train: list[list[AdvantageBatch]] = [[] for _ in tasks]
     valid: list[AdvantageBatch | None] = [None] * len(tasks)
 
-    def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:  # type: ignore[type-arg]
+    def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:
         chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx],
                                 count)
         return {fut: ([idx[k] for k in part], step) for part, fut in chunks}

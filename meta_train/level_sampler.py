@@ -166,7 +166,7 @@ class LevelSampler:
             torch.set_num_threads(threads)
 
     def submit(self, jobs: Sequence[tuple[Params, Task, int]],
-               count: int) -> list[tuple[list[int], Future]]:  # type: ignore[type-arg]
+               count: int) -> list[tuple[list[int], Future]]:
         """`sample`, as one finished chunk (the interface of `meta_train.sampler.Sampler`)."""
         return [(list(range(len(jobs))), done_future(self.sample(jobs, count)))]
 

@@ -31,12 +31,12 @@ CHUNKS_PER_ACTOR = 2  # chunks in flight per node: one sampled while the last on
 ACTOR_CPUS = 1.0  # the actor's own reservation (the policy forwards); its workers are its node's
 
 
-def owned(fut: Future) -> Future:  # type: ignore[type-arg]
+def owned(fut: Future) -> Future:
     """The trajectories of `fut` in writable arrays of this process (the object store hands
     out read-only views)."""
-    out: Future = Future()  # type: ignore[type-arg]
+    out: Future = Future()
 
-    def done(f: Future) -> None:  # type: ignore[type-arg]
+    def done(f: Future) -> None:
         try:
             out.set_result([replace(t, obs=np.array(t.obs), actions=np.array(t.actions),
                                     rewards=np.array(t.rewards),
@@ -145,7 +145,7 @@ class RaySampler:
             index.append(seen[key])
         return refs, index
 
-    def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:  # type: ignore[type-arg]
+    def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:
         """Start the jobs; [(indices of the jobs in a chunk, future of their trajectories)]."""
         if not self.actors:
             raise RuntimeError("the Ray sampler is closed")

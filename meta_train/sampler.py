@@ -136,7 +136,7 @@ def chunk_indices(n: int, parts: int) -> list[list[int]]:
     return [list(range(start, min(n, start + size))) for start in range(0, n, size)]
 
 
-def gather(chunks: Sequence[tuple[list[int], Future]], n: int) -> list[Trajectories]:  # type: ignore[type-arg]
+def gather(chunks: Sequence[tuple[list[int], Future]], n: int) -> list[Trajectories]:
     """The trajectories of `submit`'s chunks (waited for), in job order: every sampler's
     `sample`."""
     results: list[Trajectories | None] = [None] * n
@@ -146,8 +146,8 @@ def gather(chunks: Sequence[tuple[list[int], Future]], n: int) -> list[Trajector
     return [r for r in results if r is not None]
 
 
-def done_future(value: Any) -> Future:  # type: ignore[type-arg]
-    fut: Future = Future()  # type: ignore[type-arg]
+def done_future(value: Any) -> Future:
+    fut: Future = Future()
     fut.set_result(value)
     return fut
 
@@ -172,7 +172,7 @@ class Sampler:
                 self.workers, mp_context=mp.get_context("forkserver"),
                 initializer=_worker_init, initargs=(spec,))
 
-    def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:  # type: ignore[type-arg]
+    def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:
         """Start the jobs; [(indices of the jobs in a chunk, future of their trajectories)]."""
         if self._executor is None:
             return [(list(range(len(jobs))), done_future(

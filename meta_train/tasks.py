@@ -67,12 +67,12 @@ def scaled_torque(action: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.asarray(action, dtype=np.float64) / scale, -1.0, 1.0)
 
 
-class HalfCheetahTaskReward(gym.Wrapper):  # type: ignore[type-arg]
+class HalfCheetahTaskReward(gym.Wrapper):
     """Gymnasium's HalfCheetah-v5 as a task: the task's reward and action scale; never terminates
     (v5 does not either). The sampler steps `meta_train.halfcheetah_sim` instead (the same
     numbers, faster); this one is the reference the tests compare it with."""
 
-    def __init__(self, env: gym.Env, task: Task) -> None:  # type: ignore[type-arg]
+    def __init__(self, env: gym.Env, task: Task) -> None:
         super().__init__(env)
         self.task = dict(task)
 
@@ -105,14 +105,14 @@ def quiet_mujoco() -> None:
         pass
 
 
-def make_level_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
+def make_level_env(task: Task) -> gym.Env:
     """The lazy environment of a level task: spaces now, the emulator at its first reset."""
     from agent.training.level_envs import LevelEnv
 
     return LevelEnv([str(task["level"])], wrappers=WrapperConfig.from_dict(task))
 
 
-def make_env(task: Task) -> gym.Env:  # type: ignore[type-arg]
+def make_env(task: Task) -> gym.Env:
     """One environment for `task`: HalfCheetah with the horizon enforced by a TimeLimit, or a
     level's lazy `LevelEnv` (no emulator until reset; the sampler enforces the horizon)."""
     kind = task["kind"]

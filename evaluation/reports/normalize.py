@@ -5,7 +5,7 @@ Where the references come from (`Scale.source` says it in the report):
 - Atari 2600 games: the published random and human scores (`data/atari_reference_scores.csv`,
   Mnih et al. 2015 and the Atari-57 table rliable uses): 0 = random play, 1 = human.
 - Sonic levels: the contest's own scale, which is the same on every level (9,000 for reaching the
-  end plus up to 1,000 of time bonus, `contest_rules.MAX_EPISODE_RETURN`): random = 0, reference =
+  end plus up to 1,000 of time bonus, `contest.rules.MAX_EPISODE_RETURN`): random = 0, reference =
   10,000, so a normalized score is the fraction of the contest's maximum. (The paper's human
   score, 7,438.2 on the validation levels, is 0.74 on this scale.)
 - Any other level: random = 0 and reference = the best agent of the suite on that level (its mean
