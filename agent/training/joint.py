@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
     if saved and args.config is None:  # resume: the run's own config, then this call's --set
+        old = sorted({"nenvs", "lam"} & set(saved))
+        if old:  # written before these keys became `workers` and `gae_lambda`
+            raise UserError(f"the checkpoint's config has the old key(s) {', '.join(old)} "
+                            "(now workers, gae_lambda): resume with --config FILE, the run's "
+                            "settings under the new names")
         cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
