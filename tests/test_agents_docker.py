@@ -16,8 +16,8 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from evaluation.docker.daemon import find_daemon  # noqa: E402
 from evaluation.docker.images import build_agent_image, ensure_base_image, requirements_for  # noqa: E402
+from tests.support import docker_client_or_skip  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -27,11 +27,7 @@ BUDGET = 1500
 
 @pytest.fixture(scope="module")
 def jerk_image() -> str:
-    found = find_daemon(timeout=600)
-    if found is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
-                    "or set DOCKER_HOST)")
-    client = found[1]
+    client = docker_client_or_skip()
     try:
         base = ensure_base_image(client)
         t0 = time.monotonic()
@@ -77,11 +73,7 @@ RAINBOW_IMAGE = "sonic-maml-test-rainbow:latest"
 @pytest.fixture(scope="module")
 def rainbow_image() -> str:
     """The torch image of the Rainbow agent (minutes the first time: torch's wheels)."""
-    found = find_daemon(timeout=600)
-    if found is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
-                    "or set DOCKER_HOST)")
-    client = found[1]
+    client = docker_client_or_skip()
     try:
         base = ensure_base_image(client)
         build_agent_image(client, "rainbow", RAINBOW_IMAGE, base,

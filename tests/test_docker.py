@@ -14,7 +14,6 @@ import pytest
 
 docker = pytest.importorskip("docker")
 
-from evaluation.docker.daemon import find_daemon  # noqa: E402
 from evaluation.docker.images import (  # noqa: E402
     LIGHT_REQUIREMENTS,
     build_agent_image,
@@ -22,6 +21,7 @@ from evaluation.docker.images import (  # noqa: E402
     image_exists,
 )
 from evaluation.docker.runtime import DockerAgent, container_options  # noqa: E402
+from tests.support import docker_client_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -52,12 +52,9 @@ sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[object]:
-    found = find_daemon(timeout=600)
-    if found is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
-                    "or set DOCKER_HOST)")
-    yield found[1]
-    found[1].close()
+    client = docker_client_or_skip()
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from evaluation.contest.runner import RunSpec, run_one  # noqa: E402
 from evaluation.docker.daemon import find_daemon  # noqa: E402
 from evaluation.docker.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
 from roms_setup.levels import Level  # noqa: E402
+from tests.support import docker_client_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -79,11 +80,7 @@ except RemoteEnvClosed:
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
-    found = find_daemon(timeout=600)
-    if found is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
-                    "or set DOCKER_HOST)")
-    client = found[1]
+    client = docker_client_or_skip()
     build_agent_image(client, "attack", IMAGE, ensure_base_image(client),
                       requirements=LIGHT_REQUIREMENTS,
                       extra_files={"agent/attack.py": ATTACK}, module="agent.attack", quiet=True)
