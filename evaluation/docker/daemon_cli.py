@@ -1,4 +1,5 @@
-"""`python -m evaluation docker up|status|down`: a Docker daemon and the offline base image."""
+"""`python -m evaluation docker up|status|prune|down`: a Docker daemon, the offline base image and
+the build caches."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import argparse
 import time
 
 from evaluation.docker import daemon as dd
-from evaluation.docker.images import BASE_IMAGE, ensure_base_image, image_exists
+from evaluation.docker.images import (
+    BASE_IMAGE,
+    BUILD_LABEL,
+    ensure_base_image,
+    image_exists,
+    prune_caches,
+)
 from sonic_common.errors import UserError, exit_on_user_error
 
 
@@ -52,6 +59,22 @@ def status() -> int:
     for img in agents:
         print(f"agent image: {', '.join(img.tags)}  {img.attrs['Size'] / 1e6:.0f} MB  "
               f"{img.short_id}")
+    for img in client.images.list(filters={"label": f"{BUILD_LABEL}=requirements"}):
+        if img.tags:
+            print(f"requirements cache: {', '.join(img.tags)}  {img.attrs['Size'] / 1e6:.0f} MB "
+                  "(`docker prune` drops it; the next build installs the requirements again)")
+    return 0
+
+
+def prune(older_than: str) -> int:
+    found = dd.find_daemon(timeout=30)
+    if found is None:
+        raise UserError("no Docker daemon answers: run `python -m evaluation docker up`")
+    removed, freed = prune_caches(found[1], older_than)
+    for tag in removed:
+        print(f"untagged {tag}")
+    print(f"requirements caches dropped: {len(removed)}; build leftovers older than "
+          f"{older_than}: {freed / 1e6:.0f} MB freed")
     return 0
 
 
@@ -73,12 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--no-base-image", action="store_true",
                       help=f"do not build/import {BASE_IMAGE}")
     sub.add_parser("status", help="daemon, base image, agent images")
+    p_prune = sub.add_parser("prune", help="drop the requirements caches of the agent builds "
+                                           "and old leftovers of interrupted builds")
+    p_prune.add_argument("--older-than", default="1h",
+                         help="leftovers older than this only (a build running now keeps its "
+                              "own; default 1h)")
     sub.add_parser("down", help="stop the private daemon")
     args = parser.parse_args(argv)
     if args.action == "up":
         return up(base_image=not args.no_base_image)
     if args.action == "status":
         return status()
+    if args.action == "prune":
+        return prune(args.older_than)
     if args.action == "down":
         return down()
     raise UserError(f"unknown action {args.action}")

@@ -10,6 +10,7 @@ the wheels that `pip download` fetched on the host, an optional checkpoint) with
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -17,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import docker
@@ -54,7 +56,12 @@ BUILD_REQUIREMENTS = ["setuptools>=68"]
 AGENT_MEMORY = {name: e.memory for name, e in AGENTS.items() if e.memory is not None}
 MEMORY_LABEL = "sonic-maml.memory"
 CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env $CHECKPOINT_ENV
-BUILD_LABEL = "sonic-maml.build"  # on the Dockerfile's `deps` stage, pruned after a build
+# The Dockerfile's stages carry BUILD_LABEL: `requirements` (kept, tagged REQUIREMENTS_REPO:<key>:
+# the cache that makes a rebuild after a source change fast) and `deps` (deleted after the build,
+# found by its BUILD_ID_LABEL, so that two builds at once never delete each other's stages).
+BUILD_LABEL = "sonic-maml.build"
+BUILD_ID_LABEL = "sonic-maml.build-id"
+REQUIREMENTS_REPO = "sonic-maml-requirements"
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -186,14 +193,84 @@ def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
-def prune_build_leftovers(client: docker.DockerClient) -> None:
-    """Drop the untagged `deps` stage images of our builds (labelled in the Dockerfile).
+def prune_build_leftovers(client: docker.DockerClient, build_id: str) -> None:
+    """Drop the untagged `deps` stage images of one build (labelled with its id).
 
-    With vfs every layer is a full copy of the file system, so they fill the disk quickly.
-    The price: the next build of the same agent runs pip install again.
-    """
+    With vfs every layer is a full copy of the file system, so they would fill the disk quickly.
+    Only this build's: another build running at the same time still needs its own."""
     with contextlib.suppress(APIError):
-        client.images.prune(filters={"dangling": True, "label": BUILD_LABEL})
+        client.images.prune(filters={"dangling": True, "label": f"{BUILD_ID_LABEL}={build_id}"})
+
+
+def requirements_tag(base_image: str, requirements: list[str]) -> str:
+    """The tag that keeps the requirements stage of `base_image` + `requirements`."""
+    key = hashlib.sha256(repr((base_image, sorted(requirements))).encode()).hexdigest()[:12]
+    return f"{REQUIREMENTS_REPO}:{key}"
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """An exclusive lock between the processes of this host (a file in the cache directory)."""
+    (cache_dir() / "locks").mkdir(exist_ok=True)
+    with open(cache_dir() / "locks" / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cache_requirements(client: docker.DockerClient, ctx: Path, base_image: str,
+                       requirements: list[str], quiet: bool) -> str:
+    """Build (or find in Docker's cache) the Dockerfile's `requirements` stage and tag it, so
+    that it outlives the clean-up after the build; return the tag.
+
+    One build at a time per requirement set (a lock): a second one waits, then finds it cached
+    instead of installing torch a second time. A tag moved to a new image (new wheels, a changed
+    Dockerfile) drops the old one unless a build still uses it (`docker prune` gets it later)."""
+    tag = requirements_tag(base_image, requirements)
+    with _locked(tag.replace(":", "-")):
+        previous = client.images.get(tag).id if image_exists(client, tag) else None
+        t0 = time.monotonic()
+        for chunk in client.api.build(path=str(ctx), tag=tag, target="requirements",
+                                      buildargs={"BASE_IMAGE": base_image,
+                                                 "REQUIREMENTS": " ".join(requirements)},
+                                      network_mode="none", rm=True, forcerm=True, decode=True):
+            if "error" in chunk:
+                raise UserError(f"docker build of {tag} (the requirements) failed: "
+                                f"{chunk['error'].strip()}")
+            if "stream" in chunk and not quiet:
+                print(chunk["stream"], end="", flush=True)
+        image = client.images.get(tag)
+        if previous is not None and previous != image.id:
+            with contextlib.suppress(APIError):
+                client.images.remove(previous, noprune=False)
+    if not quiet:
+        state = "cached" if previous == image.id else f"built in {time.monotonic() - t0:.0f} s"
+        print(f"requirements {tag} ({image.short_id}): {state}", flush=True)
+    return tag
+
+
+def prune_caches(client: docker.DockerClient, older_than: str = "1h") -> tuple[list[str], int]:
+    """`docker prune`: untag the requirement caches and delete the leftovers of our builds older
+    than `older_than` (an interrupted build's stages; never those of a build still running).
+
+    An image a running build still stands on is only untagged: it goes with that build's
+    clean-up. Return the removed tags and the bytes freed."""
+    removed: list[str] = []
+    for image in client.images.list(filters={"label": f"{BUILD_LABEL}=requirements"}):
+        for tag in image.tags:
+            if tag.startswith(f"{REQUIREMENTS_REPO}:"):
+                with contextlib.suppress(APIError, ImageNotFound):
+                    client.images.remove(tag, noprune=False)
+                    removed.append(tag)
+    freed = 0
+    for stage in ("requirements", "deps"):
+        with contextlib.suppress(APIError):
+            report = client.images.prune(filters={"dangling": True, "until": older_than,
+                                                  "label": f"{BUILD_LABEL}={stage}"})
+            freed += report.get("SpaceReclaimed") or 0
+    return removed, freed
 
 
 CONTEXT_LABEL = "sonic-maml.context"  # digest of the build context: an equal one skips the build
@@ -225,20 +302,27 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: d
     t0 = time.monotonic()
     image_id = None
     previous = client.images.get(tag).id if image_exists(client, tag) else None
-    for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
-                                  network_mode="none", rm=True, forcerm=True, decode=True,
-                                  labels={CONTEXT_LABEL: digest, **(labels or {})}):
-        if "error" in chunk:
-            raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
-        if "stream" in chunk and not quiet:
-            print(chunk["stream"], end="", flush=True)
-        if "aux" in chunk and "ID" in chunk["aux"]:
-            image_id = chunk["aux"]["ID"]
+    build_id = uuid.uuid4().hex
+    if "REQUIREMENTS" in buildargs:  # an agent image (not a checkpoint layer): see the Dockerfile
+        cache_requirements(client, ctx, buildargs["BASE_IMAGE"], buildargs["REQUIREMENTS"].split(),
+                           quiet)
+        buildargs = {**buildargs, "BUILD_ID": build_id}
+    try:
+        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
+                                      network_mode="none", rm=True, forcerm=True, decode=True,
+                                      labels={CONTEXT_LABEL: digest, **(labels or {})}):
+            if "error" in chunk:
+                raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
+            if "stream" in chunk and not quiet:
+                print(chunk["stream"], end="", flush=True)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+    finally:
+        prune_build_leftovers(client, build_id)
     image = client.images.get(tag)
     if previous is not None and previous != image.id:
         with contextlib.suppress(APIError):  # e.g. a container or a derived image uses it
             client.images.remove(previous, noprune=False)
-    prune_build_leftovers(client)
     if not quiet:
         print(f"built {tag} ({image.short_id}): {image.attrs['Size'] / 1e6:.0f} MB "
               f"in {time.monotonic() - t0:.0f} s", flush=True)

@@ -1,0 +1,108 @@
+"""Agent image builds: two at once do not break each other, and a source change reuses the
+requirements layer (the Dockerfile's `requirements` stage, kept as `sonic-maml-requirements:<key>`).
+
+Needs a Docker daemon (`python -m evaluation docker up`). Light agents only (random, jerk): three
+builds, two of them at the same time, from whatever cache the daemon has (none in CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+docker = pytest.importorskip("docker")
+
+from evaluation.docker.images import (  # noqa: E402
+    LIGHT_REQUIREMENTS,
+    build_agent_image,
+    ensure_base_image,
+    requirements_tag,
+)
+from tests.support import AIRSTRIKER, docker_client_or_skip  # noqa: E402
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+TAGS = {"random": "sonic-maml-test-together-random:latest",
+        "jerk": "sonic-maml-test-together-jerk:latest"}
+CHANGED = "sonic-maml-test-changed-random:latest"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    client = docker_client_or_skip()
+    yield client
+    for tag in [*TAGS.values(), CHANGED]:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def together(client: docker.DockerClient) -> dict[str, subprocess.CompletedProcess[str]]:
+    """`python -m evaluation build` of random and of jerk, started at the same moment."""
+    ensure_base_image(client)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = {agent: subprocess.Popen([sys.executable, "-m", "evaluation", "build", "--agent",
+                                      agent, "--tag", tag, "--force"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for agent, tag in TAGS.items()}
+    done = {}
+    for agent, proc in procs.items():
+        out, _ = proc.communicate(timeout=1800)
+        done[agent] = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    return done
+
+
+def _venv_layer(client: docker.DockerClient, tag: str) -> str:
+    """The image's first layer above the base: /opt/venv, copied from the requirements stage."""
+    base = client.images.get(ensure_base_image(client))
+    return client.images.get(tag).attrs["RootFS"]["Layers"][len(base.attrs["RootFS"]["Layers"])]
+
+
+def test_two_builds_at_once_both_succeed_and_play(
+        together: dict[str, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    """The clean-up after one build leaves the other's stages alone (it deleted them, once:
+    "invalid from flag value deps: No such image"); both images play to the budget."""
+    from evaluation.contest.runner import RunSpec, run_one
+    from roms_setup.levels import Level
+
+    for agent, done in together.items():
+        assert done.returncode == 0, (agent, done.stdout[-3000:])
+    for agent, tag in TAGS.items():
+        spec = RunSpec(agent=agent, level=Level(*AIRSTRIKER.split(":")), seed=0, budget=100,
+                       results_dir=tmp_path / agent, runtime="docker", image=tag,
+                       memory="512m")
+        results = run_one(spec)
+        assert results["status"] == "budget", (agent, results,
+                                               (tmp_path / agent / "agent.log").read_text())
+        assert results["timesteps"] == 100
+
+
+def test_a_source_change_reuses_the_requirements_layer(
+        together: dict[str, subprocess.CompletedProcess[str]],
+        client: docker.DockerClient) -> None:
+    """Agents with the same requirements share the venv layer, and a changed source rebuilds
+    only the layer above it: the kept requirements image is the same before and after."""
+    assert all(done.returncode == 0 for done in together.values())
+    base = ensure_base_image(client)
+    cache = requirements_tag(base, LIGHT_REQUIREMENTS)
+    kept = client.images.get(cache).id
+    venv = _venv_layer(client, TAGS["random"])
+    assert _venv_layer(client, TAGS["jerk"]) == venv
+    build_agent_image(client, "random", CHANGED, base, requirements=LIGHT_REQUIREMENTS,
+                      extra_files={"agent/changed_probe.py": b"WHICH = 'changed'\n"}, quiet=True)
+    assert client.images.get(cache).id == kept
+    assert _venv_layer(client, CHANGED) == venv
+    assert (client.images.get(CHANGED).attrs["RootFS"]["Layers"][-1]
+            != client.images.get(TAGS["random"]).attrs["RootFS"]["Layers"][-1])
+    out = client.containers.run(CHANGED, ["-c", "import agent.changed_probe as p; print(p.WHICH)"],
+                                entrypoint="/opt/venv/bin/python", network_mode="none",
+                                remove=True)
+    assert out.decode().strip() == "changed"
