@@ -14,7 +14,7 @@ COMMANDS = {
     "suite": ("evaluation.suites.suite_cli", "agents x levels x seeds, resumable, with a report"),
     "build": ("evaluation.docker.build_cli", "build an agent image"),
     "docker": ("evaluation.docker.daemon_cli",
-               "docker up|status|down: a private daemon and base image"),
+               "docker up|status|prune|down: a private daemon, base image, build caches"),
     "video": ("evaluation.reports.video_cli", "turn a recorded episode (.bk2) into a video or GIF"),
     "compare": ("evaluation.reports.compare_cli",
                 "one report (IQM, intervals, profile) of several suites"),
