@@ -22,6 +22,8 @@ from evaluation.docker.images import (  # noqa: E402
     LIGHT_REQUIREMENTS,
     build_agent_image,
     ensure_base_image,
+    image_exists,
+    prune_caches,
     requirements_tag,
 )
 from tests.support import AIRSTRIKER, docker_client_or_skip  # noqa: E402
@@ -106,3 +108,20 @@ def test_a_source_change_reuses_the_requirements_layer(
                                 entrypoint="/opt/venv/bin/python", network_mode="none",
                                 remove=True)
     assert out.decode().strip() == "changed"
+
+
+def test_prune_drops_the_requirements_cache_not_the_images(
+        together: dict[str, subprocess.CompletedProcess[str]],
+        client: docker.DockerClient) -> None:
+    """`docker prune` (here only the light cache: the torch one costs minutes to remake) untags
+    the kept requirements stage; the images made from it keep their layers and still run."""
+    assert all(done.returncode == 0 for done in together.values())
+    cache = requirements_tag(ensure_base_image(client), LIGHT_REQUIREMENTS)
+    assert image_exists(client, cache)
+    removed, _ = prune_caches(client, only=[cache])
+    assert removed == [cache]
+    assert not image_exists(client, cache)
+    out = client.containers.run(TAGS["jerk"], ["-c", "import numpy, agent.jerk; print('runs')"],
+                                entrypoint="/opt/venv/bin/python", network_mode="none",
+                                remove=True)
+    assert out.decode().strip() == "runs"

@@ -251,16 +251,19 @@ def cache_requirements(client: docker.DockerClient, ctx: Path, base_image: str,
     return tag
 
 
-def prune_caches(client: docker.DockerClient, older_than: str = "1h") -> tuple[list[str], int]:
-    """`docker prune`: untag the requirement caches and delete the leftovers of our builds older
-    than `older_than` (an interrupted build's stages; never those of a build still running).
+def prune_caches(client: docker.DockerClient, older_than: str = "1h",
+                 only: Iterable[str] | None = None) -> tuple[list[str], int]:
+    """`docker prune`: untag the requirement caches (all, or the tags in `only`) and delete the
+    leftovers of our builds older than `older_than` (an interrupted build's stages; never those
+    of a build still running).
 
     An image a running build still stands on is only untagged: it goes with that build's
     clean-up. Return the removed tags and the bytes freed."""
     removed: list[str] = []
+    wanted = None if only is None else set(only)
     for image in client.images.list(filters={"label": f"{BUILD_LABEL}=requirements"}):
         for tag in image.tags:
-            if tag.startswith(f"{REQUIREMENTS_REPO}:"):
+            if tag.startswith(f"{REQUIREMENTS_REPO}:") and (wanted is None or tag in wanted):
                 with contextlib.suppress(APIError, ImageNotFound):
                     client.images.remove(tag, noprune=False)
                     removed.append(tag)
