@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 docker = pytest.importorskip("docker")
 
 from evaluation.docker.images import (  # noqa: E402
+    BUILD_ID_LABEL,
     LIGHT_REQUIREMENTS,
     build_agent_image,
     ensure_base_image,
@@ -69,14 +71,20 @@ def _venv_layer(client: docker.DockerClient, tag: str) -> str:
 
 
 def test_two_builds_at_once_both_succeed_and_play(
-        together: dict[str, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+        together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient,
+        tmp_path: Path) -> None:
     """The clean-up after one build leaves the other's stages alone (it deleted them, once:
-    "invalid from flag value deps: No such image"); both images play to the budget."""
+    "invalid from flag value deps: No such image") and still deletes its own (a second
+    `images.prune` at the same moment is refused by the daemon); both images play."""
     from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
     for agent, done in together.items():
         assert done.returncode == 0, (agent, done.stdout[-3000:])
+        build_id = re.search(r"build id ([0-9a-f]+)", done.stdout)
+        assert build_id, done.stdout[-3000:]
+        left = client.images.list(all=True, filters={"label": f"{BUILD_ID_LABEL}={build_id[1]}"})
+        assert left == [], (agent, "its deps stage was not deleted")
     for agent, tag in TAGS.items():
         spec = RunSpec(agent=agent, level=Level(*AIRSTRIKER.split(":")), seed=0, budget=100,
                        results_dir=tmp_path / agent, runtime="docker", image=tag,

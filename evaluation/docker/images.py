@@ -197,9 +197,16 @@ def prune_build_leftovers(client: docker.DockerClient, build_id: str) -> None:
     """Drop the untagged `deps` stage images of one build (labelled with its id).
 
     With vfs every layer is a full copy of the file system, so they would fill the disk quickly.
-    Only this build's: another build running at the same time still needs its own."""
+    Only this build's: another build running at the same time still needs its own. Removed one
+    by one, not by `images.prune`: the daemon runs one prune at a time and refuses a second ("a
+    prune operation is already running"), which left a stage behind when two builds ended
+    together."""
     with contextlib.suppress(APIError):
-        client.images.prune(filters={"dangling": True, "label": f"{BUILD_ID_LABEL}={build_id}"})
+        leftovers = client.images.list(filters={"dangling": True,
+                                                "label": f"{BUILD_ID_LABEL}={build_id}"})
+        for image in leftovers:  # removing the stage's last image removes its untagged parents
+            with contextlib.suppress(APIError, ImageNotFound):
+                client.images.remove(image.id, noprune=False)
 
 
 def requirements_tag(base_image: str, requirements: list[str]) -> str:
@@ -310,6 +317,8 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: d
         cache_requirements(client, ctx, buildargs["BASE_IMAGE"], buildargs["REQUIREMENTS"].split(),
                            quiet)
         buildargs = {**buildargs, "BUILD_ID": build_id}
+        if not quiet:
+            print(f"building {tag}: build id {build_id} (label {BUILD_ID_LABEL})", flush=True)
     try:
         for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
                                       network_mode="none", rm=True, forcerm=True, decode=True,
