@@ -45,8 +45,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trajectories", type=int, default=10)
     p.add_argument("--horizon", type=int, default=100)
     p.add_argument("--eval-tasks", type=int, default=10)
-    p.add_argument("--families", "--envs", dest="families", default="dir,vel",
-                   help="HalfCheetah task families (--envs: its old name)")
+    p.add_argument("--families", default="dir,vel", help="HalfCheetah task families")
     p.add_argument("--optimizers", default="vpg,trpo,ppo")
     p.add_argument("--steps", default="1,2,3")
     p.add_argument("--seed", type=int, default=1)

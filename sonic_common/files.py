@@ -42,17 +42,19 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         os.fsync(f.fileno())
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write `data` (text as UTF-8) into `path`, creating its directory if needed."""
+def write_atomic(path: str | Path, data: str | bytes, *, make_dir: bool = True) -> None:
+    """Write `data` (text as UTF-8) into `path`, creating its directory if needed (`make_dir`;
+    off where a vanished directory is an error to report, e.g. a run's records)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_dir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: str | Path, data: dict[str, Any], *, make_dir: bool = True) -> None:
     """`data` as indented JSON with a final newline."""
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_atomic(path, json.dumps(data, indent=2) + "\n", make_dir=make_dir)
 
 
 def copy_atomic(src: str | Path, dest: str | Path) -> None:

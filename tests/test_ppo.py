@@ -297,7 +297,7 @@ def test_train_bad_input_is_one_line_error(tmp_path: Path) -> None:
 def test_train_two_levels_then_resume(tmp_path: Path, atari_roms: None) -> None:
     out = tmp_path / "run"
     common = ["--levels", "Breakout-Atari2600-v0:Start,Pong-Atari2600-v0:Start", "--out",
-              str(out), "--envs", "2", "--set", "nsteps=32", "--set", "nminibatches=2",
+              str(out), "--workers", "2", "--set", "nsteps=32", "--set", "nminibatches=2",
               "--set", "noptepochs=1", "--set", "save_interval=1"]
     proc = run_train(*common, "--timesteps", "128")
     assert proc.returncode == 0, proc.stderr
@@ -323,7 +323,7 @@ def test_joint_ppo_alternates_two_levels_on_one_worker(tmp_path: Path, atari_rom
     (Breakout's and Qbert's random-play episodes last ~120-320 steps)."""
     out = tmp_path / "joint"
     levels = "Breakout-Atari2600-v0:Start,Qbert-Atari2600-v0:Start"
-    proc = run_train("--levels", levels, "--out", str(out), "--envs", "1", "--timesteps", "1024",
+    proc = run_train("--levels", levels, "--out", str(out), "--workers", "1", "--timesteps", "1024",
                      "--set", "nsteps=128", "--set", "nminibatches=2", "--set", "noptepochs=1")
     assert proc.returncode == 0, proc.stderr
     data = load_checkpoint(out / "checkpoint.pt")

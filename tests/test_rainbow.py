@@ -236,7 +236,7 @@ def test_joint_rainbow_then_fine_tuned_in_the_contest(tmp_path: Path) -> None:
     """agent.train --algo rainbow on 2 lockstep workers, resumed, then agent.rainbow --init."""
     out = tmp_path / "joint"
     train = [sys.executable, "-m", "agent.train", "--algo", "rainbow", "--levels", str(LEVEL),
-             "--envs", "2", "--out", str(out), *SMALL, "--set", "tensorboard=false"]
+             "--workers", "2", "--out", str(out), *SMALL, "--set", "tensorboard=false"]
     proc = subprocess.run([*train, "--timesteps", "100"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -53,9 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timesteps", type=int, required=True,
                         help="total environment steps (over all environments)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--workers", "--envs", dest="workers", type=int,
-                        help="worker subprocesses, one emulator each (default: config workers; "
-                        "--envs: its old name)")
+    parser.add_argument("--workers", type=int,
+                        help="worker subprocesses, one emulator each (default: config workers)")
     parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml "
                         "(--algo rainbow: rainbow.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],

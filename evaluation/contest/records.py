@@ -266,7 +266,7 @@ class RunRecorder:
         data = self._failed_writes(self.results(status, error, timesteps))
         failed_before = self.write_error
         with self._noting_write_errors():
-            write_json_atomic(self.dir / RESULTS, data)
+            write_json_atomic(self.dir / RESULTS, data, make_dir=False)
         if self.write_error != failed_before:  # results.json itself failed: say so anyway
             data = self._failed_writes(self.results(status, error, timesteps))
         return data
@@ -312,5 +312,5 @@ class RunRecorder:
 
     def write_results(self, status: str, error: str | None, timesteps: int) -> dict[str, Any]:
         data = self.results(status, error, timesteps)
-        write_json_atomic(self.dir / RESULTS, data)
+        write_json_atomic(self.dir / RESULTS, data, make_dir=False)
         return data
