@@ -67,6 +67,11 @@ def status() -> int:
 
 
 def prune(older_than: str) -> int:
+    import re
+
+    if not re.fullmatch(r"\d+(\.\d+)?(s|m|h)", older_than):
+        raise UserError(f"--older-than must be a duration such as 30m, 1h or 90s, "
+                        f"not {older_than!r}")
     found = dd.find_daemon(timeout=30)
     if found is None:
         raise UserError("no Docker daemon answers: run `python -m evaluation docker up`")
