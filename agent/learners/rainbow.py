@@ -313,17 +313,22 @@ def learn(agent: Rainbow, envs: Any, *, total_timesteps: int | None,
             now = time.monotonic()
             fps = (agent.timesteps - last_steps) / max(now - last_time, 1e-9)
             last_time, last_steps = now, agent.timesteps
-            logger.advance(agent.timesteps, {"ret": f"{tracker.mean_return:.1f}",
-                                             "fps": f"{fps:.0f}"})
-            logger.log({"timesteps": agent.timesteps, "updates": agent.updates,
-                        "episodes": agent.episodes, "mean_return": tracker.mean_return,
-                        "mean_length": tracker.mean_length, "fps": fps,
-                        "loss": float(np.mean(losses)) if losses else math.nan,
-                        "lr": cfg.lr})
-            losses.clear()
+            _log_progress(logger, agent, tracker, losses, fps)
         if on_step is not None:
             on_step(agent)
     return tracker
+
+
+def _log_progress(logger: TrainLogger, agent: Rainbow, tracker: EpisodeTracker,
+                  losses: list[float], fps: float) -> None:
+    """One progress line and log row; `losses` (those since the last row) is emptied."""
+    logger.advance(agent.timesteps, {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"})
+    logger.log({"timesteps": agent.timesteps, "updates": agent.updates,
+                "episodes": agent.episodes, "mean_return": tracker.mean_return,
+                "mean_length": tracker.mean_length, "fps": fps,
+                "loss": float(np.mean(losses)) if losses else math.nan,
+                "lr": agent.config.lr})
+    losses.clear()
 
 
 def net_for_spaces(checkpoint: dict[str, Any] | None, cfg: RainbowConfig, features: int,
