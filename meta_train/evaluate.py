@@ -95,18 +95,48 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
     `levels`: for a levels checkpoint, evaluate on this level set instead of the training one.
     `device`: where torch runs, instead of the checkpoint config's."""
     data = _load(checkpoint)
-    cfg = data["config"] if device is None else {**data["config"], "device": device}
+    cfg = _evaluation_config(data["config"], levels, device)
     count = int(trajectories or cfg["trajectories"])
+    dist = _task_distribution(cfg)
+    task_list = dist.sample(tasks, np.random.default_rng([seed, EVAL_SEED_OFFSET]))
+    learners = _learners(data, cfg, seed, pretrained)
+    per_task = _curves(learners, cfg, dist, task_list, count=count, workers=workers,
+                       adapt_steps=adapt_steps, seed=seed, inner_lr=inner_lr)
+    results = {label: [float(x) for x in curve.mean(axis=0)] for label, curve in per_task.items()}
+    if out is not None:
+        write_results(out, per_task, {
+            "checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
+            "tasks": tasks, "task_list": [describe(t) for t in task_list],
+            "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
+            "inner_lr": list(inner_lr) if inner_lr else None, "returns": results})
+    return results
+
+
+def _evaluation_config(cfg: dict[str, Any], levels: str | None,
+                       device: str | None) -> dict[str, Any]:
+    """The checkpoint's config with the evaluation's device and level set, if given."""
+    cfg = cfg if device is None else {**cfg, "device": device}
     if levels is not None:
         if cfg["task"]["kind"] != "levels":
             raise UserError(f"--levels applies to level checkpoints, not {cfg['task']['kind']}")
         cfg = {**cfg, "task": {**cfg["task"], "levels": levels}}
+    return cfg
+
+
+def _task_distribution(cfg: dict[str, Any]) -> TaskDistribution:
+    """The config's tasks, checked playable here (a one-line error otherwise)."""
     try:
         dist = TaskDistribution.from_config(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
     dist.require_playable()
-    task_list = dist.sample(tasks, np.random.default_rng([seed, EVAL_SEED_OFFSET]))
+    return dist
+
+
+def _learners(data: dict[str, Any], cfg: dict[str, Any], seed: int,
+              pretrained: str | Path | None) -> dict[str, MetaLearner]:
+    """The policies compared, by label: the meta-learned one (with its learned step sizes), a
+    random initialization (seeded by `seed`), and the pretrained checkpoint's if given."""
     learners: dict[str, MetaLearner] = {}
     device = resolve_device(cfg)
     meta = make_learner(policy_from_checkpoint(data, device), cfg)
@@ -119,24 +149,23 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
         pdata = _load(pretrained)
         learners["pretrained"] = make_learner(policy_from_checkpoint(pdata, device),
                                               pdata["config"])
-    results: dict[str, list[float]] = {}
+    return learners
+
+
+def _curves(learners: dict[str, MetaLearner], cfg: dict[str, Any], dist: TaskDistribution,
+            task_list: Sequence[dict[str, Any]], *, count: int, workers: int, adapt_steps: int,
+            seed: int, inner_lr: Sequence[float] | None) -> dict[str, np.ndarray]:
+    """Each policy's adaptation curve per task, (tasks, adapt_steps + 1), on the same tasks."""
     per_task: dict[str, np.ndarray] = {}
     # progress in sampling rounds: each policy samples all tasks once per step (0..adapt_steps)
     bar = progress(len(learners) * (adapt_steps + 1), unit="round", desc="evaluate")
     for label, learner in learners.items():
         with make_sampler(cfg, learner.policy, dist, count=count, workers=workers) as sampler:
-            curve = adaptation_curve(learner, sampler, task_list, count, adapt_steps, seed,
-                                     inner_lr, dist.return_scale, tick=lambda: bar.update(1))
-        per_task[label] = curve
-        results[label] = [float(x) for x in curve.mean(axis=0)]
+            per_task[label] = adaptation_curve(learner, sampler, task_list, count, adapt_steps,
+                                               seed, inner_lr, dist.return_scale,
+                                               tick=lambda: bar.update(1))
     bar.close()
-    if out is not None:
-        write_results(out, per_task, {
-            "checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
-            "tasks": tasks, "task_list": [describe(t) for t in task_list],
-            "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
-            "inner_lr": list(inner_lr) if inner_lr else None, "returns": results})
-    return results
+    return per_task
 
 
 def format_table(results: dict[str, list[float]]) -> str:
