@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
 from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
 from agent.rainbow import save_rainbow
@@ -21,6 +23,7 @@ from sonic_common.errors import UserError
 
 def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: Path,
                   saved: dict[str, Any] | None) -> int:
+    """Seed, build the environments and the agent (restored when resuming), learn, save."""
     try:
         rcfg = RainbowConfig.from_dict(cfg)
     except ValueError as e:
@@ -29,16 +32,21 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
     seed, threads, device, envs = start_training(cfg, levels, out)
     ckpt_path = out / CHECKPOINT_NAME
     try:
-        net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
-                             envs.single_action_space, str(ckpt_path))
+        agent = make_agent(cfg, rcfg, envs, device, saved, str(ckpt_path))
     except UserError:
         envs.close()
         raise
-    agent = Rainbow(net, rcfg, device)
-    if saved is not None:
-        agent.load(saved)
-        if "rng" in saved:
-            set_rng_state(saved["rng"])
+    print(f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
+          f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps", flush=True)
+    return learn_rainbow(agent, envs, cfg, levels, timesteps, ckpt_path, seed,
+                         resume=saved is not None)
+
+
+def learn_rainbow(agent: Rainbow, envs: Any, cfg: dict[str, Any], levels: list[str],
+                  timesteps: int, ckpt_path: Path, seed: int, resume: bool) -> int:
+    """Rainbow's loop until `timesteps`, saving every save_interval steps; Ctrl-C saves a
+    checkpoint to --resume from (exit 130)."""
+    nenvs = int(cfg["workers"])
     save_every = max(nenvs, int(cfg["save_interval"]) // nenvs * nenvs)
 
     def save() -> None:
@@ -48,11 +56,9 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
         if a.timesteps % save_every == 0:
             save()
 
-    print(f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
-          f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps", flush=True)
-    logger = TrainLogger(out, total_timesteps=timesteps, start_timesteps=agent.timesteps,
-                         tensorboard=bool(cfg["tensorboard"]), resume=saved is not None,
-                         config=cfg)
+    logger = TrainLogger(ckpt_path.parent, total_timesteps=timesteps,
+                         start_timesteps=agent.timesteps, tensorboard=bool(cfg["tensorboard"]),
+                         resume=resume, config=cfg)
     try:
         tracker = learn(agent, envs, total_timesteps=timesteps, logger=logger,
                         log_interval=int(cfg["log_interval"]), on_step=on_step,
@@ -69,3 +75,17 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
     print(f"done: {agent.timesteps} steps, {agent.updates} updates, {agent.episodes} episodes, "
           f"mean return (last 100) {tracker.mean_return:.1f}; saved {ckpt_path}")
     return 0
+
+
+def make_agent(cfg: dict[str, Any], rcfg: RainbowConfig, envs: Any, device: torch.device,
+               saved: dict[str, Any] | None, source: str) -> Rainbow:
+    """A new Rainbow for the environments' spaces, or the one in `saved` (a resume: target,
+    optimizer, counters and RNG state too)."""
+    net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
+                         envs.single_action_space, source)
+    agent = Rainbow(net, rcfg, device)
+    if saved is not None:
+        agent.load(saved)
+        if "rng" in saved:
+            set_rng_state(saved["rng"])
+    return agent
