@@ -24,6 +24,17 @@ def parser() -> argparse.ArgumentParser:
                    help="directory for the socket `sock` and the observation file `ob`")
     p.add_argument("--out", "--results-dir", dest="out", required=True, type=Path, metavar="DIR",
                    help="the run's results directory (--results-dir: its old name)")
+    _add_limits(p)
+    _add_record_options(p)
+    # used by `evaluation run` only (see ServeConfig): not for users
+    p.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--publish-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """The run's budget, wall clock, frame-skip seed and idle timeout."""
     p.add_argument("--budget", type=int, default=BUDGET_STEPS,
                    help=f"timesteps, resets included (default {BUDGET_STEPS})")
     p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
@@ -33,16 +44,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="S",
                    help="end the run when the agent is silent this long, or has not connected "
                    f"(default {DEFAULT_IDLE_TIMEOUT_S:g}; 0 disables)")
+
+
+def _add_record_options(p: argparse.ArgumentParser) -> None:
+    """What the run records: movies, the names in results.json, the progress lines."""
     p.add_argument("--record", action="store_true", help="keep .bk2 movies in D/movies/")
     p.add_argument("--agent", default="external", help="agent name written to results.json")
     p.add_argument("--runtime", default="external", help="runtime written to results.json")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                    help="seconds between lines of D/progress.csv (also every 50,000 timesteps)")
-    # used by `evaluation run` only (see ServeConfig): not for users
-    p.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--result-fd", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--publish-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    return p
 
 
 MAX_SEED = 2**31 - 1

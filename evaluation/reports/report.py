@@ -397,18 +397,28 @@ def _overall(table: Table, suite: dict, parts: Parts, out_dir: Path) -> list[str
     lines.append("")
     lines += improvement_lines(a)
     if _is_validation_set(table.levels, suite):
-        lines += [f"### Reference scores ({SOURCE})", ""]
-        rows = [[o.agent + " (ours)", _pm(o.score, o.std)] for o in ov]
-        rows += [[ref.agent, ref.text()] for ref in SONIC_VALIDATION]
-        lines += md_table(["agent", "score"], rows)
-        lines += ["", "Ours use this suite's budget; the paper's use 1M timesteps per level.", ""]
+        lines += _reference_scores(ov)
     if "overall" in parts.curves:
-        rel = parts.curves["overall"].relative_to(out_dir).as_posix()
-        lines += ["### Learning curves", "", "IQM over seed × level runs of the normalized "
-                  f"episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
-                  "cumulative timesteps; band: 95% stratified-bootstrap CI.", "",
-                  f"![IQM learning curves]({rel})", ""]
+        lines += _overall_curves(parts.curves["overall"].relative_to(out_dir).as_posix())
     return lines
+
+
+def _reference_scores(ov: list[Overall]) -> list[str]:
+    """Our raw scores next to the published ones on the contest's validation levels."""
+    lines = [f"### Reference scores ({SOURCE})", ""]
+    rows = [[o.agent + " (ours)", _pm(o.score, o.std)] for o in ov]
+    rows += [[ref.agent, ref.text()] for ref in SONIC_VALIDATION]
+    lines += md_table(["agent", "score"], rows)
+    lines += ["", "Ours use this suite's budget; the paper's use 1M timesteps per level.", ""]
+    return lines
+
+
+def _overall_curves(rel: str) -> list[str]:
+    """The IQM learning-curve figure (`rel`: its path relative to the report)."""
+    return ["### Learning curves", "", "IQM over seed × level runs of the normalized "
+            f"episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
+            "cumulative timesteps; band: 95% stratified-bootstrap CI.", "",
+            f"![IQM learning curves]({rel})", ""]
 
 
 def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
