@@ -426,11 +426,47 @@ def evaluation_section(suite_report: Path) -> list[str]:
     return lines
 
 
-def stage_report(p: Pipeline, sonic: bool) -> Path:
+AGENTS_SECTION = (
+    "## Agents", "",
+    "- **maml**: `agent.maml` with the meta-trained initialization: inner "
+    "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
+    "parameters for the rest of the budget.",
+    "- **reptile** (when listed): `agent.maml` with an initialization meta-trained by "
+    "first-order Reptile on the same levels and scale instead of MAML.",
+    "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
+    "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
+    "- **rainbow** (when listed): the contest's Rainbow baseline from scratch "
+    "(`agent.rainbow`).",
+    "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
+    "")
+ATARI_NOTE = (
+    "These are Atari 2600 games, not Sonic levels: the pipeline's ROM-free "
+    "default. Raw scores are game scores; normalized scores use the published "
+    "random and human scores (0 = random play, 1 = human). Compare agents with "
+    "each other, not with the Sonic contest's numbers.", "")
 
+
+def stage_report(p: Pipeline, sonic: bool) -> Path:
     out = p.out
-    joint_rows = read_csv(out / "joint" / "learning.csv")
-    has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
+    lines = _report_intro(p)
+    lines += meta_section(out, "maml", "MAML", "meta_training.png")
+    if (out / "reptile" / "metrics.csv").is_file():
+        lines += meta_section(out, "reptile", "Reptile", "reptile_training.png")
+    lines += joint_section(out)
+    lines += ["## Evaluation on the held-out levels", ""]
+    suite_report = out / "suite" / "report.md"
+    if suite_report.is_file():
+        lines += evaluation_section(suite_report)
+    lines += AGENTS_SECTION
+    if not sonic:
+        lines += ATARI_NOTE
+    path = out / "report.md"
+    write_atomic(path, "\n".join(lines))
+    return path
+
+
+def _report_intro(p: Pipeline) -> list[str]:
+    """The report's title, what was run on which machine, and the stages' times."""
     stages = p.state["stages"]
     total = sum(float(st.get("seconds", 0.0)) for st in stages.values())
     runtime = stages.get("images", {}).get("runtime", "?")
@@ -447,10 +483,14 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
     lines += [f"| {name} | {stages[name].get('seconds', '')} |" for name in STAGES
               if name in stages and not stages[name].get("skipped")]
     lines += [f"| total (without the report) | {total:.0f} |", ""]
-    lines += meta_section(out, "maml", "MAML", "meta_training.png")
-    if (out / "reptile" / "metrics.csv").is_file():
-        lines += meta_section(out, "reptile", "Reptile", "reptile_training.png")
-    lines += ["## Joint PPO", ""]
+    return lines
+
+
+def joint_section(out: Path) -> list[str]:
+    """Joint PPO's last logged figures and its learning-curve figure."""
+    joint_rows = read_csv(out / "joint" / "learning.csv")
+    has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
+    lines = ["## Joint PPO", ""]
     if joint_rows:
         last = joint_rows[-1]
         lines.append(f"{last.get('timesteps')} timesteps and {last.get('episodes')} episodes over "
@@ -459,30 +499,7 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
         lines.append("")
         if has_joint_png:
             lines += ["![joint PPO](joint_ppo.png)", ""]
-    lines += ["## Evaluation on the held-out levels", ""]
-    suite_report = out / "suite" / "report.md"
-    if suite_report.is_file():
-        lines += evaluation_section(suite_report)
-    lines += ["## Agents", "",
-              "- **maml**: `agent.maml` with the meta-trained initialization: inner "
-              "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
-              "parameters for the rest of the budget.",
-              "- **reptile** (when listed): `agent.maml` with an initialization meta-trained by "
-              "first-order Reptile on the same levels and scale instead of MAML.",
-              "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
-              "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
-              "- **rainbow** (when listed): the contest's Rainbow baseline from scratch "
-              "(`agent.rainbow`).",
-              "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
-              ""]
-    if not sonic:
-        lines += ["These are Atari 2600 games, not Sonic levels: the pipeline's ROM-free "
-                  "default. Raw scores are game scores; normalized scores use the published "
-                  "random and human scores (0 = random play, 1 = human). Compare agents with "
-                  "each other, not with the Sonic contest's numbers.", ""]
-    path = out / "report.md"
-    write_atomic(path, "\n".join(lines))
-    return path
+    return lines
 
 
 def _has_cuda() -> bool:
@@ -497,9 +514,15 @@ def _has_cuda() -> bool:
 # ---------------------------------------------------------------------------------- main
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+STAGE_TITLES = {"roms": "games and levels", "maml": "MAML meta-training",
+                "reptile": "Reptile meta-training (the cheap comparison)",
+                "joint": "joint PPO", "images": "agent images",
+                "suite": "contest-style evaluation"}
+
+
+def open_pipeline(args: argparse.Namespace) -> Pipeline:
+    """The pipeline in --out (new, resumed, or --fresh) with the command line's seeds, backend
+    and device."""
     if args.address and args.backend != "ray":
         raise UserError("--address is for --backend ray: add it, or leave --address out")
     cfg_file = config_path(args)
@@ -516,30 +539,48 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         p.device = ["--device", args.device]
     p.save()
+    return p
+
+
+def stage_is_done(p: Pipeline, stage: str, args: argparse.Namespace) -> bool:
+    """Done before, and still valid: the images for another --runtime, or a suite with fewer
+    seeds than asked, are not."""
+    if not p.done(stage):
+        return False
+    if stage == "images":
+        return args.runtime in ("auto", p.state["stages"][stage].get("runtime"))
+    if stage == "suite":
+        return not more_seeds(p)
+    return True
+
+
+def run_stage(p: Pipeline, stage: str, args: argparse.Namespace) -> dict[str, Any]:
+    if stage == "roms":
+        return stage_roms(p, args.sonic)
+    if stage in ("maml", "reptile"):
+        return stage_maml(p, stage)
+    if stage == "joint":
+        return stage_joint(p)
+    if stage == "images":
+        return stage_images(p, args.runtime)
+    return stage_suite(p, str(p.state["stages"]["images"]["runtime"]))
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    p = open_pipeline(args)
+    out = p.out
     t_start = time.monotonic()
-    print(f"pipeline {cfg_file.name} → {out} (rerun the same command to resume)", flush=True)
+    print(f"pipeline {p.cfg_file.name} → {out} (rerun the same command to resume)", flush=True)
     try:
         for stage in STAGES[:-1]:
-            if p.done(stage) and not (stage == "images" and args.runtime not in
-                                      ("auto", p.state["stages"][stage].get("runtime"))) \
-                    and not (stage == "suite" and more_seeds(p)):
+            if stage_is_done(p, stage, args):
                 print(f"== {stage}: done before, skipped", flush=True)
                 continue
-            banner(stage, {"roms": "games and levels", "maml": "MAML meta-training",
-                           "reptile": "Reptile meta-training (the cheap comparison)",
-                           "joint": "joint PPO", "images": "agent images",
-                           "suite": "contest-style evaluation"}[stage])
+            banner(stage, STAGE_TITLES[stage])
             t0 = time.monotonic()
-            if stage == "roms":
-                info = stage_roms(p, args.sonic)
-            elif stage in ("maml", "reptile"):
-                info = stage_maml(p, stage)
-            elif stage == "joint":
-                info = stage_joint(p)
-            elif stage == "images":
-                info = stage_images(p, args.runtime)
-            else:
-                info = stage_suite(p, str(p.state["stages"]["images"]["runtime"]))
+            info = run_stage(p, stage, args)
             p.record(stage, time.monotonic() - t0, **info)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished stages are kept in {out / STATE}; rerun the same command "

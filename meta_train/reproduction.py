@@ -164,8 +164,20 @@ def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None
     return head + md_table(["start", "0 steps", "1 step", "2 steps", "3 steps"], rows) + [""]
 
 
-@exit_on_user_error
-def main(argv: list[str] | None = None) -> int:
+def summary_row(info: dict[str, Any], result: dict[str, Any],
+                oracle: float | None) -> dict[str, Any]:
+    """One run's entry of summary.json: the run, where it was evaluated, MAML's returns."""
+    maml = result["returns"]["maml"]
+    iterations, steps = evaluated_at(info, result)
+    return ({k: info[k] for k in ("name", "task", "meta_optimizer", "seed", "action_scale")}
+            | {"env_steps": steps, "iterations": iterations,
+               "run_iterations": info["iterations"], "run_wall_s": info["wall_s"],
+               "return_0": maml[0], "return_1": maml[1], "returns": maml,
+               "oracle": oracle, "eval_tasks": result["tasks"],
+               "machine": f"{platform.machine()}, {_cores()} cores"})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m meta_train.reproduction",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs/repro")
@@ -174,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--no-eval", action="store_true", help="curves and metrics only")
     p.add_argument("--workers", type=int, default=2, help="sampler processes of the evaluation")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     if not runs.is_dir():
         raise UserError(f"--runs {runs}: no such directory; start the runs with "
@@ -194,15 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         oracle = oracle_for(info["task"], Path(args.oracles), result.get("task_list", []))
         oracles[info["task"]] = oracle
-        maml = result["returns"]["maml"]
-        iterations, steps = evaluated_at(info, result)
-        summary.append({k: info[k] for k in ("name", "task", "meta_optimizer", "seed",
-                                             "action_scale")}
-                       | {"env_steps": steps, "iterations": iterations,
-                          "run_iterations": info["iterations"], "run_wall_s": info["wall_s"],
-                          "return_0": maml[0], "return_1": maml[1], "returns": maml,
-                          "oracle": oracle, "eval_tasks": result["tasks"],
-                          "machine": f"{platform.machine()}, {_cores()} cores"})
+        summary.append(summary_row(info, result, oracle))
         tables += run_table(info, result, oracle)
     plot_curves(infos, oracles, out / "curves.png")
     (out / "table.md").write_text("\n".join(tables))
