@@ -43,6 +43,13 @@ from sonic_common.errors import UserError, exit_on_user_error
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m evaluation suite", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_suite_arguments(ap)
+    _add_run_arguments(ap)
+    return ap.parse_args(argv)
+
+
+def _add_suite_arguments(ap: argparse.ArgumentParser) -> None:
+    """What the suite is: agents, levels, seeds and each run's settings (kept in suite.json)."""
     ap.add_argument("--agents", help="comma-separated agent names (python -m agent.NAME); "
                     "NAME=ENTRY runs agent ENTRY under the name NAME")
     ap.add_argument("--levels", help="a level set name, a CSV file, or Game:State[,Game:State]")
@@ -58,6 +65,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="docker: the image NAME runs (default sonic-maml-agent-ENTRY:latest)")
     ap.add_argument("--record", action="store_true", default=None,
                     help="record every episode as a .bk2 movie (see `evaluation video`)")
+
+
+def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """How this invocation runs it: where, how many at a time, resume, retry, report."""
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
     add_backend_arguments(ap)
     ap.add_argument("--out", type=Path, help="the suite directory")
@@ -70,7 +81,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     ap.add_argument("--baseline", default="ppo2", help="the report's probability of improvement "
                     "compares every agent with this one (default ppo2; `none`: no comparison)")
-    return ap.parse_args(argv)
 
 
 def parse_agent_args(items: list[str]) -> dict[str, list[str]]:
@@ -177,48 +187,58 @@ def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
           file=sys.stderr)
     if not combos:
         return False
-    budget = config.budget
-    bar = progress_bar(total * budget, len(done) * budget)
-    finished_steps = len(done) * budget
-    counts = {"runs": len(done), "failed": 0, "interrupted": 0}
+    progress = SuiteProgress(total, len(done), config.budget)
+    t0 = time.monotonic()
+    runner = make_runner(config, out, workers, backend)
+    outcome = runner.run(combos, progress.on_done, progress.on_tick)
+    progress.close()
+    if outcome.interrupted:
+        runs = progress.counts["runs"]
+        print(f"interrupted after {time.monotonic() - t0:.0f} s: {runs}/{total} runs "
+              f"done; `python -m evaluation suite --out {out} --resume` runs the other "
+              f"{total - runs}", file=sys.stderr)
+    return outcome.interrupted
 
-    def show() -> None:
-        failed = f", {counts['failed']} not by budget" if counts["failed"] else ""
-        bar.set_postfix_str(f"runs {counts['runs']}/{total}{failed}", refresh=False)
 
-    def on_done(combo: Combo, res: dict[str, Any]) -> None:
-        nonlocal finished_steps
-        finished_steps += budget
+class SuiteProgress:
+    """The suite's progress bar in timesteps (finished runs count their whole budget), a line
+    per finished run, and the counts of runs done, not ended by budget, and interrupted."""
+
+    def __init__(self, total: int, done: int, budget: int) -> None:
+        self.total, self.budget = total, budget
+        self.bar = progress_bar(total * budget, done * budget)
+        self.finished_steps = done * budget
+        self.counts = {"runs": done, "failed": 0, "interrupted": 0}
+        self.show()
+
+    def show(self) -> None:
+        failed = f", {self.counts['failed']} not by budget" if self.counts["failed"] else ""
+        self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}",
+                                 refresh=False)
+
+    def on_done(self, combo: Combo, res: dict[str, Any]) -> None:
+        self.finished_steps += self.budget
         status = res.get("status")
         if status in REDO:
-            counts["interrupted"] += 1
+            self.counts["interrupted"] += 1
         else:
-            counts["runs"] += 1
-            counts["failed"] += status != "budget"
+            self.counts["runs"] += 1
+            self.counts["failed"] += status != "budget"
         score = res.get("score")
         score_text = "-" if score is None else f"{score:.1f}"
         err = f" ({res.get('error')})" if res.get("error") else ""
-        bar.write(f"{combo}: {status}, score {score_text}, {res.get('episodes')} episodes, "
-                  f"{res.get('wallclock_s') or 0:.0f} s{err}", file=sys.stderr)
-        show()
+        self.bar.write(f"{combo}: {status}, score {score_text}, {res.get('episodes')} episodes, "
+                       f"{res.get('wallclock_s') or 0:.0f} s{err}", file=sys.stderr)
+        self.show()
 
-    def on_tick(running_steps: int) -> None:
-        bar.n = min(bar.total, finished_steps + running_steps)
-        show()
-        bar.refresh()
+    def on_tick(self, running_steps: int) -> None:
+        self.bar.n = min(self.bar.total, self.finished_steps + running_steps)
+        self.show()
+        self.bar.refresh()
 
-    show()
-    t0 = time.monotonic()
-    runner = make_runner(config, out, workers, backend)
-    outcome = runner.run(combos, on_done, on_tick)
-    on_tick(0)
-    bar.close()
-    if outcome.interrupted:
-        left = total - counts["runs"]
-        print(f"interrupted after {time.monotonic() - t0:.0f} s: {counts['runs']}/{total} runs "
-              f"done; `python -m evaluation suite --out {out} --resume` runs the other {left}",
-              file=sys.stderr)
-    return outcome.interrupted
+    def close(self) -> None:
+        self.on_tick(0)
+        self.bar.close()
 
 
 def _stop_on_signals() -> None:
