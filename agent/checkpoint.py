@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,16 @@ from sonic_common.files import atomic_open
 
 FORMAT = "sonic-maml-policy/1"
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class SpecNetwork(Protocol):
+    """What a checkpoint stores of a network (an ActorCritic, a RainbowNet): the JSON-able
+    spec that rebuilds it, and its weights."""
+
+    @property
+    def spec(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 def rng_state() -> dict[str, Any]:
@@ -59,7 +69,7 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def save_checkpoint(path: str | Path, policy: ActorCritic, *, config: dict[str, Any] | None = None,
+def save_checkpoint(path: str | Path, policy: SpecNetwork, *, config: dict[str, Any] | None = None,
                     optimizer: torch.optim.Optimizer | None = None, timesteps: int = 0,
                     updates: int = 0, episodes: int = 0, with_rng: bool = True,
                     extra: dict[str, Any] | None = None) -> Path:

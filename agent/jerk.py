@@ -117,7 +117,8 @@ def choose_solution(solutions: list[Solution]) -> Solution:
 
 def button_count(space: gym.Space) -> int:
     """The number of buttons of a MultiBinary action space with at least LEFT and RIGHT."""
-    if not isinstance(space, spaces.MultiBinary) or len(space.shape) != 1 or space.n <= RIGHT:
+    if (not isinstance(space, spaces.MultiBinary) or len(space.shape) != 1
+            or space.shape[0] <= RIGHT):
         raise ValueError(f"JERK needs MultiBinary(12) or MultiBinary(8) actions, got {space}")
     return int(space.shape[0])
 

@@ -250,8 +250,10 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
             count: int, horizon: int, device: torch.device) -> Trajectories:
     """`count` trajectories of `horizon` steps, one after the other on `env` (see the module
     docstring for where each starts), actions sampled from the policy at `params`."""
-    space = env.observation_space
-    obs_buf = np.zeros((horizon, count, *space.shape), dtype=np.uint8)
+    shape = env.observation_space.shape
+    if shape is None:
+        raise ValueError(f"the MAML agent needs array observations, got {env.observation_space}")
+    obs_buf = np.zeros((horizon, count, *shape), dtype=np.uint8)
     act_buf = np.zeros((horizon, count), dtype=np.int64)
     rew_buf = np.zeros((horizon, count), dtype=np.float32)
     done_buf = np.zeros((horizon, count), dtype=bool)
@@ -331,6 +333,7 @@ class Adapter:
             self.params = new
             self.done_steps = i + 1
             seconds = time.monotonic() - t0
+            assert traj.contest_returns is not None  # collect records them
             mean_return = float(traj.contest_returns.mean())
             self._write_row({"step": i + 1, "mean_return": f"{mean_return:.6g}",
                              "steps": self.counter.timesteps, "param_change": f"{change:.6g}",

@@ -25,7 +25,7 @@ complete contest agent built on it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -55,7 +55,7 @@ class ResetAnyTime(gym.Wrapper):
         self._done = False
         return self._obs, info
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         self._obs, reward, terminated, truncated, info = self.env.step(action)
         self._done = bool(terminated)
         return self._obs, reward, terminated, truncated, info

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -161,7 +161,10 @@ class FrameStack(gym.Wrapper):
 
 
 def scale_reward(env: gym.Env, scale: float) -> gym.Env:
-    return TransformReward(env, lambda r: r * scale)
+    def scaled(reward: SupportsFloat) -> float:
+        return float(reward) * scale
+
+    return TransformReward(env, scaled)
 
 
 def discretizer_for(env: gym.Env, kind: str = "auto") -> gym.Env:

@@ -66,8 +66,7 @@ def wrap_kwargs(task: Task) -> dict[str, Any]:
 class LevelSampler:
     """Runs rollout jobs `(params, task, seed)` of level tasks on `envs` worker processes."""
 
-    def __init__(self, policy: nn.Module, envs: int, context: str = "forkserver",
-                 threads: int = 1) -> None:
+    def __init__(self, policy: nn.Module, envs: int, threads: int = 1) -> None:
         if int(envs) < 1:
             raise ValueError(f"the level sampler needs at least one worker, got {envs}")
         if getattr(policy, "action_type", "discrete") != "discrete":
@@ -77,7 +76,7 @@ class LevelSampler:
         self.threads = max(1, int(threads))
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        ctx = mp.get_context(context)
+        ctx = mp.get_context("forkserver")  # see the module docstring
         try:
             for _ in range(self.envs):
                 parent, child = ctx.Pipe()

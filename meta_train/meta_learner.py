@@ -50,6 +50,7 @@ from agent.learners.adaptation import (
     policy_parameters,
 )
 from agent.learners.ppo import clipped_surrogate
+from agent.policies import ActorCritic
 from meta_train.chunked import chunked_meta_gradient
 from meta_train.stacked import (
     StackedBatch,
@@ -80,7 +81,7 @@ class TaskBatch:
 class MetaLearner:
     """θ, the inner step size(s) α and the MAML computations on them."""
 
-    def __init__(self, policy: nn.Module, *, adapt_steps: int = 1, inner_lr: float = 0.1,
+    def __init__(self, policy: ActorCritic, *, adapt_steps: int = 1, inner_lr: float = 0.1,
                  learn_inner_lr: bool = False, first_order: bool = False,
                  gamma: float = 0.99, gae_lambda: float = 1.0, ridge: float = 1e-5,
                  grad_chunk: int = 0) -> None:
@@ -122,7 +123,7 @@ class MetaLearner:
 
     def forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Distribution]:
         dist_params, _ = functional_call(self.policy, params, (obs,))
-        return dist_params, self.policy.distribution(dist_params)  # type: ignore[operator]
+        return dist_params, self.policy.distribution(dist_params)
 
     def log_prob(self, params: Params, data: AdvantageBatch) -> tuple[Tensor, Tensor]:
         dist_params, dist = self.forward(params, data.obs)
@@ -185,7 +186,7 @@ class MetaLearner:
         logp = dist.log_prob(batch.valid.actions)
         ratio = (logp - batch.old_logp.to(logp.dtype)).exp()
         loss = -clipped_surrogate(ratio, batch.valid.advantages.to(logp.dtype), clip).mean()
-        old = self.policy.distribution(batch.old_dist_params.to(dist_params.dtype))  # type: ignore[operator]
+        old = self.policy.distribution(batch.old_dist_params.to(dist_params.dtype))
         kl = kl_divergence(old, dist).mean()
         return loss, kl
 
@@ -224,15 +225,16 @@ class MetaLearner:
         n = len(batches)
         total = [torch.zeros_like(p) for p in params]
         value = 0.0
+        task_grads: Sequence[Tensor | None]
         for b in batches:
             if self.grad_chunk > 0:
-                loss_b, grads = chunked_meta_gradient(self, b, clip)
+                loss_b, task_grads = chunked_meta_gradient(self, b, clip)
             else:
                 loss, _ = self.task_objective(b, clip=clip)
                 loss_b = float(loss.detach())
-                grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+                task_grads = torch.autograd.grad(loss, params, allow_unused=True)
             value += loss_b / n
-            for acc, g in zip(total, grads, strict=True):
+            for acc, g in zip(total, task_grads, strict=True):
                 if g is not None:
                     acc += g / n
         return value, total

@@ -214,7 +214,9 @@ class Reptile:
             for k, p in self.learner.params.items():
                 p.add_(delta[k], alpha=self.lr)
         loss_after, kl = self.learner.evaluate(batches)
-        step_norm = float(torch.sqrt(sum((d.double() ** 2).sum() for d in delta.values())))
+        squares = sum(((d.double() ** 2).sum() for d in delta.values()),
+                      torch.zeros((), dtype=torch.float64))
+        step_norm = float(torch.sqrt(squares))
         return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl,
                 "step_norm": self.lr * step_norm}
 

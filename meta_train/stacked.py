@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 from torch.func import functional_call, vmap
 
-from agent.learners.adaptation import Params
+from agent.learners.adaptation import AdvantageBatch, Params
 
 if TYPE_CHECKING:
     from meta_train.meta_learner import MetaLearner, TaskBatch
@@ -49,15 +49,14 @@ def stack_batches(batches: Sequence[TaskBatch]) -> StackedBatch | None:
     if len(sizes) != 1:
         return None
 
-    def stack(get: Callable[[TaskBatch], Tensor]) -> Tensor:
-        return torch.stack([get(b) for b in batches])
+    def stack(parts: Sequence[AdvantageBatch]) -> tuple[Tensor, Tensor, Tensor]:
+        return (torch.stack([p.obs for p in parts]), torch.stack([p.actions for p in parts]),
+                torch.stack([p.advantages for p in parts]))
 
-    train = [(stack(lambda b, j=j: b.train[j].obs), stack(lambda b, j=j: b.train[j].actions),
-              stack(lambda b, j=j: b.train[j].advantages)) for j in range(len(first.train))]
-    valid = (stack(lambda b: b.valid.obs), stack(lambda b: b.valid.actions),
-             stack(lambda b: b.valid.advantages))
-    return StackedBatch(train, valid, stack(lambda b: b.old_logp),
-                        stack(lambda b: b.old_dist_params))
+    train = [stack([b.train[j] for b in batches]) for j in range(len(first.train))]
+    return StackedBatch(train, stack([b.valid for b in batches]),
+                        torch.stack([b.old_logp for b in batches]),
+                        torch.stack([b.old_dist_params for b in batches]))
 
 
 def stacked_distribution(learner: MetaLearner, params: Params, obs: Tensor) -> tuple[
@@ -69,7 +68,7 @@ def stacked_distribution(learner: MetaLearner, params: Params, obs: Tensor) -> t
         return functional_call(policy, p, (o,))[0]
 
     dist_params = vmap(one)(params, obs)
-    return dist_params, policy.distribution(dist_params)  # type: ignore[operator]
+    return dist_params, policy.distribution(dist_params)
 
 
 def stacked_adapt(learner: MetaLearner, theta: Params, data: StackedBatch,
@@ -105,7 +104,7 @@ def stacked_objective(learner: MetaLearner, data: StackedBatch, clip: float | No
     objective = ratio * adv
     if clip is not None:
         objective = torch.min(objective, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-    old = learner.policy.distribution(  # type: ignore[operator]
+    old = learner.policy.distribution(
         data.old_dist_params.to(dist_params.dtype))
     return -objective.mean(), kl_divergence(old, dist).mean()
 

@@ -157,7 +157,8 @@ def inner_step_chunked(policy: nn.Module, params: Params, obs: Tensor, actions: 
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             for i, g in enumerate(grads):
                 if g is not None:
-                    total[i] = g if total[i] is None else total[i] + g
+                    prev = total[i]
+                    total[i] = g if prev is None else prev + g
     return apply_step(params, names, total, step_sizes, lr)
 
 

@@ -221,9 +221,10 @@ class RolloutCollector:
         self.tracker = EpisodeTracker()
         self.next_obs: np.ndarray | None = None
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None) -> np.ndarray:
         obs, _ = self.envs.reset(seed=seed)
         self.next_obs = obs
+        return obs
 
     def _obs_tensor(self, obs: np.ndarray) -> Tensor:
         return torch.from_numpy(np.asarray(obs)).to(self.ppo.device, non_blocking=True)
@@ -235,12 +236,10 @@ class RolloutCollector:
 
     @torch.no_grad()
     def _collect(self) -> Batch:
-        if self.next_obs is None:
-            self.reset()
+        obs = self.next_obs if self.next_obs is not None else self.reset()
         policy, buf, device = self.ppo.policy, self.buffer, self.ppo.device
         policy.eval()
         while not buf.full:
-            obs = self.next_obs
             action, logprob, value = policy.act(self._obs_tensor(obs))
             action_cpu = action.cpu()
             # copy the observation before stepping: a vector env may reuse its memory
@@ -256,8 +255,8 @@ class RolloutCollector:
             for ret, length in finished_episodes(infos):
                 self.tracker.add(ret, length)
                 self.ppo.episodes += 1
-            self.next_obs = next_obs
-        _, last_values = policy(self._obs_tensor(self.next_obs))
+            obs = self.next_obs = next_obs
+        _, last_values = policy(self._obs_tensor(obs))
         cfg = self.ppo.config
         return buf.finish(last_values, cfg.gamma, cfg.gae_lambda, device)
 

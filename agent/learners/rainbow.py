@@ -131,6 +131,8 @@ class RainbowNet(nn.Module):
     """anyrl's NatureDistQNetwork with dueling and noisy layers: forward(obs) is the log
     probabilities (N, actions, atoms) of each action's return distribution."""
 
+    support: Tensor  # the atoms' values, a registered buffer
+
     def __init__(self, spec: RainbowSpec) -> None:
         super().__init__()
         self.spec = dict(spec)
