@@ -1,6 +1,8 @@
-"""Learner configs: a commented YAML file (defaults in agent/configs/) plus `key=value` overrides.
+"""Learner configs: typed defaults (dataclasses, the one source of every default), the YAML
+shipped for the command (only what it changes), a `--config` YAML file, then `key=value`
+overrides.
 
-    cfg = load_config("agent/configs/ppo2.yaml", ["nsteps=64", "policy.body=mlp"])
+    cfg = load_config("mine.yaml", ["nsteps=64", "policy.body=mlp"])   # agent.ppo2's keys
 
 An override's value is parsed as YAML (`lr=3e-4` is a float, `clip_value=false` a bool), and its
 key must exist in the file (dots reach into nested mappings), so a typo is a one-line error
@@ -14,7 +16,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,40 @@ from sonic_common.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PPO_CONFIG = CONFIG_DIR / "ppo2.yaml"
+
+
+@dataclass
+class RunConfig:
+    """The running keys of every learning agent's config (agent.ppo2, agent.rainbow, agent.maml,
+    agent.train), with their defaults."""
+
+    seed: int = 0  # torch/numpy seed; environments get seed + i (the contest agent: $AGENT_SEED)
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...
+    torch_threads: int = 0  # torch CPU threads; 0: all cores this process may use
+    # a learning.csv / TensorBoard row every this many updates (Rainbow: environment steps)
+    log_interval: int = 1
+    # checkpoint.pt every this many updates (Rainbow: environment steps), and at the end
+    save_interval: int = 10
+    tensorboard: bool = True  # also write TensorBoard event files (when tensorboard is installed)
+
+
+@dataclass
+class TrainingRunConfig(RunConfig):
+    """RunConfig, and the environments a PPO or Rainbow learner steps."""
+
+    # environments stepped in parallel (worker subprocesses, one emulator each); the contest
+    # gives an agent exactly 1. `agent.train --workers E` sets it
+    workers: int = 1
+
+
+@dataclass
+class PolicyConfig:
+    """`policy:`, the network (agent.policies.spec_from_config)."""
+
+    body: str = "auto"  # auto (Nature CNN for 84×84×4 frames, MLP otherwise), cnn or mlp
+    features: int = 512  # cnn: width of the Nature CNN's fully connected layer
+    hidden: list[int] = field(default_factory=lambda: [100, 100])  # mlp: layer widths
+    activation: str = "relu"  # mlp: relu or tanh
 
 
 def find_config(value: str | Path, directory: Path) -> Path:
@@ -99,36 +135,46 @@ def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
 
 @dataclass(frozen=True)
 class TypedDefaults:
-    """A command's defaults from a typed config (a dataclass, nested dataclasses for sections),
-    and the directory of the YAML configs shipped for it (which list only what they change)."""
+    """A command's defaults from typed configs (`config`: a dataclass, nested dataclasses for
+    sections, or a function merging several into one dict), the directory of the YAML configs
+    shipped for it (which list only what they change), and `file`, the shipped YAML the command
+    itself reads over the typed defaults (its own changes to them), if any."""
 
     config: Callable[[], Any]
     directory: Path
+    file: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config())
+        value = self.config()
+        cfg = copy.deepcopy(value) if isinstance(value, dict) else dataclasses.asdict(value)
+        if self.file is not None:
+            _update(cfg, read_yaml(self.file), str(self.file))
+        return cfg
 
     @property
     def name(self) -> str:
-        return getattr(self.config, "__name__", "the defaults")
+        return self.file.name if self.file else getattr(self.config, "__name__", "the defaults")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                defaults: str | Path | TypedDefaults = DEFAULT_PPO_CONFIG,
-                base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The defaults (a typed config, or a YAML file over `base`: typed defaults, e.g. a learner
-    dataclass's, that the file does not restate), updated by `path` (any subset of the keys,
-    a YAML path or a shipped config's name), then by the overrides."""
-    if isinstance(defaults, TypedDefaults):
-        cfg, directory, name = defaults.as_dict(), defaults.directory, defaults.name
-    else:
-        cfg = {**copy.deepcopy(base or {}), **read_yaml(defaults)}
-        directory, name = Path(defaults).parent, Path(defaults).name
+                defaults: TypedDefaults | None = None) -> dict[str, Any]:
+    """The defaults (agent.ppo2's when None), updated by `path` (any subset of the keys, a YAML
+    path or a shipped config's name), then by the overrides."""
+    if defaults is None:
+        from agent.configs import PPO2  # torch: only for the commands that need it
+
+        defaults = PPO2
+    cfg = defaults.as_dict()
     if path is not None:
-        path = find_config(path, directory)
-        for key, value in _flatten(read_yaml(path)):
-            _set(cfg, key.split("."), value, str(path))
-    return apply_overrides(cfg, overrides, source=f"{name} (--set)")
+        path = find_config(path, defaults.directory)
+        _update(cfg, read_yaml(path), str(path))
+    return apply_overrides(cfg, overrides, source=f"{defaults.name} (--set)")
+
+
+def _update(cfg: dict[str, Any], changes: dict[str, Any], source: str) -> None:
+    """Set each (dotted) key of `changes` in `cfg`; a key `cfg` lacks is a one-line error."""
+    for key, value in _flatten(changes):
+        _set(cfg, key.split("."), value, source)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

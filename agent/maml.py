@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import math
 import os
 import time
@@ -77,7 +76,8 @@ from torch import Tensor
 from torch.func import functional_call
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, policy_for_spaces, save_checkpoint
-from agent.config import CONFIG_DIR, load_config
+from agent.config import load_config
+from agent.configs import MAML
 from agent.connection import make_env, output_dir
 from agent.learners.adaptation import (
     AdvantageBatch,
@@ -101,7 +101,6 @@ from agent.wrappers import WrapperConfig, wrap_agent_env
 from sonic_common.devices import torch_threads_at_most
 from sonic_common.errors import UserError, exit_on_user_error
 
-MAML_CONFIG = CONFIG_DIR / "maml.yaml"
 ADAPTATION_CSV = "adaptation.csv"
 ADAPTATION_FIELDS = ("step", "mean_return", "steps", "param_change", "seconds")
 MAML_FORMATS = ("maml/1",)
@@ -385,9 +384,8 @@ def make_config(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"{key}={value}")
-    # PPO's keys and their defaults: PPOConfig's (the contest baseline's, as agent.ppo2)
-    cfg = load_config(args.config, overrides, defaults=MAML_CONFIG,
-                      base=dataclasses.asdict(PPOConfig()))
+    # the adaptation's keys, PPO's (PPOConfig: the contest baseline's, as agent.ppo2), the run's
+    cfg = load_config(args.config, overrides, defaults=MAML)
     if cfg["after_adaptation"] not in AFTER_ADAPTATION:
         raise UserError(f"after_adaptation must be {' or '.join(AFTER_ADAPTATION)}, "
                         f"not {cfg['after_adaptation']!r}")

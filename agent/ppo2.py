@@ -3,7 +3,7 @@
     python -m agent.ppo2 [--config FILE] [--init CHECKPOINT] [--set key=value ...]
 
 One environment (the contest connection), the agent-side wrappers, PPO with the settings of
-agent/configs/ppo2.yaml. `--init` (or $AGENT_CHECKPOINT, which agent images built with a
+agent.configs.PPO2 (PPOConfig). `--init` (or $AGENT_CHECKPOINT, which agent images built with a
 checkpoint set) starts from a trained network to fine-tune it, e.g. joint PPO; otherwise the
 network starts from scratch. When the server says the budget is spent, the agent saves its
 final model to $AGENT_OUTPUT_DIR/checkpoint.pt (when that is set) and exits 0.

@@ -3,7 +3,8 @@
     python -m agent.rainbow [--config FILE] [--init CHECKPOINT] [--resume] [--set key=value ...]
 
 One environment (the contest connection), the agent-side wrappers with unscaled rewards, Rainbow
-with the settings of agent/configs/rainbow.yaml (agent/learners/rainbow.py). `--init` (or
+with the contest baseline's settings (agent.configs.RAINBOW: RainbowConfig in
+agent/learners/rainbow.py). `--init` (or
 $AGENT_CHECKPOINT, which agent images built with a checkpoint set) fine-tunes a trained Rainbow
 network, e.g. joint Rainbow from `agent.train --algo rainbow`; otherwise it starts from scratch.
 Every `save_interval` steps and when the server says the budget is spent, it saves
@@ -25,14 +26,13 @@ from typing import Any
 import torch
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_rng_state
-from agent.config import CONFIG_DIR, load_config
+from agent.config import load_config
+from agent.configs import RAINBOW
 from agent.connection import output_dir
 from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
 from agent.runtime import agent_parser, checkpoint_path, contest_envs, learn_until_budget, start
 from agent.train_log import TrainLogger
 from sonic_common.errors import UserError, exit_on_user_error
-
-DEFAULT_CONFIG = CONFIG_DIR / "rainbow.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,7 +83,7 @@ def _connect(cfg: dict[str, Any], rcfg: RainbowConfig, device: torch.device,
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIG)
+    cfg = load_config(args.config, args.overrides, defaults=RAINBOW)
     try:
         rcfg = RainbowConfig.from_dict(cfg)
     except ValueError as e:

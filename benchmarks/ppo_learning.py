@@ -9,7 +9,7 @@ the server) for ppo2, jerk and random on one ROM-free level (Seaquest, Atari 260
 with ale-py), K seeds each, then writes a learning-curve PNG and a table into
 docs/results/ppo_learning/.
 
-PPO2 runs with the contest baseline's settings (agent/configs/ppo2.yaml: Nature CNN on 84×84×4
+PPO2 runs with the contest baseline's settings (agent.configs.PPO2: Nature CNN on 84×84×4
 frames, γ 0.99, λ 0.95, clip 0.1, entropy 0.01, reward × 0.01) except for the rollout and
 optimizer sizes, passed on the command line (`--set`): the baseline's nsteps 4096 with one
 environment makes only ~20 updates in 80k steps, too few to learn anything in a CPU budget;

@@ -12,7 +12,7 @@ episodes finished in the budget), normalizes it by the published random and huma
 (score − random) / (human − random), and reports the interquartile mean over runs × games with
 95% stratified-bootstrap confidence intervals (rliable, Agarwal et al. 2021).
 
-Settings: rainbow with the contest baseline's (agent/configs/rainbow.yaml; no update before
+Settings: rainbow with the contest baseline's (agent.configs.RAINBOW; no update before
 20 000 transitions, 3-step, target every 8192); ppo2 with the Atari settings of
 benchmarks/ppo_learning.py (nsteps 256, 4 × 64 minibatches, 4 epochs, lr 2.5e-4); both with
 torch_threads 1 (`--workers` runs share the cores).

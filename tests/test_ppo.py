@@ -3,6 +3,8 @@ configs, level assignment, and `python -m agent.train` end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 
 from agent.checkpoint import load_checkpoint, load_policy, save_checkpoint, set_rng_state
 from agent.config import DEFAULT_PPO_CONFIG, load_config, read_yaml
+from agent.configs import ppo2_defaults
 from agent.learners.ppo import PPO, PPOConfig, learn, ppo_loss
 from agent.learners.rollout import RolloutBuffer, compute_gae
 from agent.policies import build_policy
@@ -216,17 +219,20 @@ def test_load_checkpoint_errors(tmp_path: Path) -> None:
 
 # --- config --------------------------------------------------------------------------------
 def test_default_config_is_the_contest_baseline() -> None:
-    cfg = read_yaml(DEFAULT_PPO_CONFIG)
+    cfg = load_config(None)
     ppo = PPOConfig.from_dict(cfg)
     assert cfg["workers"] == 1 and cfg["reward_scale"] == 0.01
     assert (ppo.nsteps, ppo.nminibatches, ppo.noptepochs) == (4096, 8, 3)
     assert (ppo.lr, ppo.lr_schedule, ppo.cliprange, ppo.ent_coef) == (2e-4, "constant", 0.1, 0.01)
     assert (ppo.gamma, ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.adam_eps) == \
         (0.99, 0.95, 0.5, 0.5, 1e-5)
-    text = DEFAULT_PPO_CONFIG.read_text()
-    for key in cfg:  # every key is commented
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"{key}:"))
-        assert "#" in line or key == "policy", key
+    # the typed configs are the one source: the shipped YAML restates none of their defaults
+    shipped = read_yaml(DEFAULT_PPO_CONFIG)
+    assert all(ppo2_defaults()[key] != value for key, value in shipped.items()), shipped
+    lines = [ln.strip() for ln in inspect.getsource(PPOConfig).splitlines()]
+    for f in dataclasses.fields(PPOConfig):  # every key is commented where its default is
+        i = next(i for i, ln in enumerate(lines) if ln.startswith(f"{f.name}:"))
+        assert "#" in lines[i] or lines[i - 1].startswith("#"), f.name
 
 
 def test_config_overrides_and_files(tmp_path: Path) -> None:

@@ -31,23 +31,32 @@ from sonic_common.devices import torch_threads_at_most
 
 @dataclass
 class PPOConfig:
-    """The learner's hyperparameters (documented in agent/configs/ppo2.yaml)."""
+    """The learner's hyperparameters, the one source of their defaults: the 2018 Retro Contest
+    baseline's (openai/retro-baselines `ppo2_agent.py` on openai/baselines PPO2; the YAML
+    configs in agent/configs/ list only changes)."""
 
-    nsteps: int = 4096
-    nminibatches: int = 8
-    noptepochs: int = 3
-    lr: float = 2e-4
-    lr_schedule: str = "constant"
+    # --- rollouts
+    nsteps: int = 4096  # steps per environment per rollout: one update sees nsteps × workers
+    # --- optimization
+    nminibatches: int = 8  # minibatches per epoch: 4096 × 1 / 8 = 512 samples each
+    noptepochs: int = 3  # passes over each rollout
+    lr: float = 2e-4  # Adam learning rate
+    lr_schedule: str = "constant"  # constant (the baseline), linear (to 0 over schedule_timesteps)
+    # length of a linear schedule: the contest budget per level; `agent.train` uses its
+    # --timesteps instead
     schedule_timesteps: int = 1_000_000
-    adam_eps: float = 1e-5
-    max_grad_norm: float | None = 0.5
-    cliprange: float = 0.1
+    adam_eps: float = 1e-5  # Adam epsilon, as baselines PPO2
+    max_grad_norm: float | None = 0.5  # clip the global gradient norm to this (None: no clipping)
+    # --- PPO objective
+    cliprange: float = 0.1  # ε of the clipped surrogate min(r·A, clip(r, 1−ε, 1+ε)·A)
+    # baselines' clipped value loss 0.5·max((v−R)², (v_old+clip(v−v_old, ±ε)−R)²)
     clip_value: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    normalize_advantages: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
+    ent_coef: float = 0.01  # weight of the entropy bonus
+    vf_coef: float = 0.5  # weight of the value loss
+    normalize_advantages: bool = True  # (A − mean) / (std + 1e-8) per minibatch, as baselines
+    # --- returns
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE λ
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> PPOConfig:

@@ -42,24 +42,38 @@ KIND = "rainbow"
 
 @dataclass
 class RainbowConfig:
-    """The learner's hyperparameters (documented in agent/configs/rainbow.yaml)."""
+    """The learner's hyperparameters, the one source of their defaults: the 2018 Retro Contest
+    baseline's (openai/retro-baselines `agents/rainbow_agent.py` on anyrl 0.11.17:
+    `rainbow_models(min_val=-200, max_val=200)`, `NStepPlayer(..., 3)`,
+    `PrioritizedReplayBuffer(500000, 0.5, 0.4, epsilon=0.1)`, `dqn.optimize(learning_rate=1e-4)`,
+    `dqn.train(train_interval=1, target_interval=8192, batch_size=32, min_buffer_size=20000)`;
+    the other values are anyrl's defaults at that version)."""
 
-    atoms: int = 51
+    # --- return distribution (C51)
+    atoms: int = 51  # atoms of each action's return distribution (anyrl default)
+    # support [v_min, v_max]: the baseline's min_val / max_val, sized for Sonic's unscaled
+    # rewards (an episode's progress reward is up to 9000)
     v_min: float = -200.0
     v_max: float = 200.0
-    sigma0: float = 0.5
-    n_step: int = 3
-    gamma: float = 0.99
+    sigma0: float = 0.5  # noisy layers: initial σ = sigma0/√inputs (anyrl default; no ε-greedy)
+    # --- returns
+    n_step: int = 3  # n-step returns (NStepPlayer); an episode end inside the window cuts it
+    gamma: float = 0.99  # discount (anyrl DQN default)
+    # --- prioritized replay
+    # transitions kept; each 84×84 frame is stored once (≈7.1 kB a transition,
+    # docs/benchmarks.md#rainbow_memory). Not saved in checkpoints
     capacity: int = 500_000
-    alpha: float = 0.5
-    beta: float = 0.4
-    priority_epsilon: float = 0.1
-    lr: float = 1e-4
-    adam_eps: float = 1.5e-4
-    batch_size: int = 32
-    train_interval: int = 1
+    alpha: float = 0.5  # priority = (error + priority_epsilon)^alpha
+    beta: float = 0.4  # importance weights (N·P(i))^−beta, divided by their largest possible value
+    priority_epsilon: float = 0.1  # added to every error (the loss) before the exponent
+    # --- optimization
+    lr: float = 1e-4  # Adam learning rate
+    adam_eps: float = 1.5e-4  # Adam epsilon (anyrl DQN.optimize default)
+    batch_size: int = 32  # transitions per update
+    train_interval: int = 1  # one update per transition entering the replay
+    # copy the online network to the target network every this many transitions
     target_interval: int = 8192
-    learning_starts: int = 20_000
+    learning_starts: int = 20_000  # no update before the replay holds this many transitions
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> RainbowConfig:

@@ -8,7 +8,7 @@ E worker subprocesses (one emulator each) play the levels, dealt round-robin; a 
 several levels switches to its next one at every episode end (agent/training/level_envs.py),
 so joint PPO over the 47 training levels runs with any E. Writes DIR/checkpoint.pt (loadable by
 `python -m agent.ppo2 --init`, or with --algo rainbow by `agent.rainbow --init`; defaults from
-agent/configs/ppo2.yaml or rainbow.yaml), DIR/learning.csv, DIR/tb/ (TensorBoard) and
+agent.configs: PPO2 or RAINBOW), DIR/learning.csv, DIR/tb/ (TensorBoard) and
 DIR/config.yaml.
 `--resume` continues from DIR/checkpoint.pt (network, optimizer, counters, RNG states) up to
 the same --timesteps total; the environments start new episodes (and Rainbow's replay buffer
@@ -31,7 +31,8 @@ from agent.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agent.config import CONFIG_DIR, add_device_option, apply_overrides, load_config
+from agent.config import add_device_option, apply_overrides, load_config
+from agent.configs import PPO2, RAINBOW
 from agent.learners.ppo import PPO, PPOConfig, learn
 from agent.runtime import seed_everything, torch_setup
 from agent.train_log import TrainLogger
@@ -41,7 +42,7 @@ from roms_setup.levels import resolve_levels
 from sonic_common.errors import UserError, exit_on_user_error
 
 ALGOS = ("ppo", "rainbow")
-DEFAULT_CONFIGS = {"ppo": CONFIG_DIR / "ppo2.yaml", "rainbow": CONFIG_DIR / "rainbow.yaml"}
+DEFAULT_CONFIGS = {"ppo": PPO2, "rainbow": RAINBOW}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

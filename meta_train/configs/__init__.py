@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.config import PolicyConfig as AgentPolicyConfig
 from agent.config import TypedDefaults
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -55,14 +56,11 @@ class TaskConfig:
 
 
 @dataclass
-class PolicyConfig:
-    """`policy:`: an agent.policies spec; MLP 2×100 ReLU, Gaussian with learned
-    state-independent std."""
+class PolicyConfig(AgentPolicyConfig):
+    """`policy:`: an agent.policies spec (the agents' `policy:` keys and defaults: auto is the
+    Nature CNN for 84×84×4 frames (levels), else an MLP 2×100 ReLU), and for Gaussian heads the
+    learned state-independent std's start."""
 
-    body: str = "auto"  # auto: the Nature CNN for 84×84×4 frames (levels), else an MLP; cnn, mlp
-    features: int = 512  # cnn: width of the CNN's fully connected layer
-    hidden: list[int] = field(default_factory=lambda: [100, 100])  # mlp: hidden layer widths
-    activation: str = "relu"  # mlp: relu or tanh
     init_std: float = 1.0  # Gaussian heads (HalfCheetah): initial action std
 
 
