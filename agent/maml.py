@@ -354,15 +354,16 @@ def load_params(policy: ActorCritic, params: Params) -> None:
 
 def act_forever(env: gym.Env, policy: ActorCritic, device: torch.device) -> None:
     """Sample actions from the policy until an exception (the budget) ends it."""
-    torch.set_num_threads(min(torch.get_num_threads(), COLLECT_THREADS))
     policy.eval()
-    obs, _ = env.reset()
-    while True:
-        with torch.no_grad():
-            action, _, _ = policy.act(torch.from_numpy(obs[None]).to(device))
-        obs, _, terminated, truncated, _ = env.step(int(action[0]))
-        if terminated or truncated:
-            obs, _ = env.reset()
+    # device None: at most COLLECT_THREADS whatever the device (collect's limit: on a CPU only)
+    with torch_threads_at_most(COLLECT_THREADS, None):
+        obs, _ = env.reset()
+        while True:
+            with torch.no_grad():
+                action, _, _ = policy.act(torch.from_numpy(obs[None]).to(device))
+            obs, _, terminated, truncated, _ = env.step(int(action[0]))
+            if terminated or truncated:
+                obs, _ = env.reset()
 
 
 # --- the command ------------------------------------------------------------------------------

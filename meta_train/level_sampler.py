@@ -50,6 +50,7 @@ from agent.wrappers import WrapperConfig
 from meta_train.level_worker import Failure, worker_main
 from meta_train.sampler import Params, Trajectories, done_future, job_seeds, sample_categorical
 from meta_train.tasks import Task
+from sonic_common.devices import torch_threads
 
 
 def trajectory_generators(noise_seed: int, count: int) -> list[torch.Generator]:
@@ -157,12 +158,8 @@ class LevelSampler:
     def sample(self, jobs: Sequence[tuple[Params, Task, int]], count: int) -> list[Trajectories]:
         if not self._conns:
             raise RuntimeError("the level sampler is closed")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return [self.rollout(p, task, count, seed) for p, task, seed in jobs]
-        finally:
-            torch.set_num_threads(threads)
 
     def submit(self, jobs: Sequence[tuple[Params, Task, int]],
                count: int) -> list[tuple[list[int], Future]]:

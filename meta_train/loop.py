@@ -33,7 +33,7 @@ from meta_train.meta_learner import MetaLearner, TaskBatch, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
 from meta_train.tasks import TaskDistribution, make_env
-from sonic_common.devices import choose_device
+from sonic_common.devices import choose_device, set_torch_threads
 from sonic_common.errors import UserError
 
 METRICS_CSV = "metrics.csv"
@@ -207,8 +207,9 @@ def _build(cfg: dict[str, Any], saved: dict[str, Any] | None,
            ckpt_path: Path) -> tuple[ActorCritic, MetaLearner, Any, int, int]:
     """(policy, learner, meta-optimizer, first iteration, environment steps so far): seeded,
     or restored from `saved`."""
-    if int(cfg["torch_threads"]) > 0:  # 0: PyTorch's default (all cores)
-        torch.set_num_threads(int(cfg["torch_threads"]))
+    threads = int(cfg["torch_threads"])
+    if threads > 0:  # 0: PyTorch's own default, not set_torch_threads' every allowed core
+        set_torch_threads(threads)
     torch.manual_seed(int(cfg["seed"]))
     spec = saved["policy_spec"] if saved is not None else policy_spec(cfg)
     policy = build_policy(spec)

@@ -66,13 +66,12 @@ class SamplerActor:
     """Lives on one node: that node's local sampler, built from the trainer's config."""
 
     def __init__(self, cfg: dict[str, Any], spec: dict[str, Any], count: int) -> None:
-        import torch
-
         from agent.policies import build_policy
         from meta_train.loop import make_sampler
         from meta_train.tasks import TaskDistribution
+        from sonic_common.devices import set_torch_threads
 
-        torch.set_num_threads(1)
+        set_torch_threads(1)
         self.policy = build_policy(spec)
         dist = TaskDistribution.from_config(cfg)
         self.sampler = make_sampler({**cfg, "backend": "local", "device": "cpu"}, self.policy,

@@ -33,6 +33,7 @@ from agent.learners.adaptation import Params, Trajectories
 from agent.policies import clamped_log_std
 from meta_train.halfcheetah_sim import ACTION_DIM, HalfCheetahSims
 from meta_train.tasks import Task, task_rewards
+from sonic_common.devices import set_torch_threads
 
 
 def job_seeds(seed: int, count: int) -> tuple[list[int], int]:
@@ -120,7 +121,7 @@ _WORKER: dict[str, Any] = {}
 def _worker_init(policy_spec: dict[str, Any]) -> None:
     from agent.policies import build_policy
 
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     _WORKER["policy"] = build_policy(policy_spec)
     _WORKER["sims"] = HalfCheetahSims()
 

@@ -1,4 +1,7 @@
-"""Where torch runs: the device from a config's `device`, and how many CPU threads it uses."""
+"""Where torch runs: the device from a config's `device`, and how many CPU threads it uses.
+
+The one home of thread choice: `set_torch_threads` for a process (a command's
+`torch_threads`, a worker's 1), `torch_threads` and `torch_threads_at_most` for a block."""
 
 from __future__ import annotations
 
@@ -63,14 +66,21 @@ def set_torch_threads(n: int = 0) -> int:
 
 
 @contextlib.contextmanager
-def torch_threads_at_most(n: int, device: torch.device | None = None) -> Iterator[None]:
-    """At most `n` torch threads inside the block (on a CPU device; a GPU device: unchanged).
-    Batch-1 inference while stepping emulators gains nothing from more threads, and spinning
-    OpenMP threads fight the environment workers for the cores."""
+def torch_threads(n: int) -> Iterator[None]:
+    """Exactly `n` torch threads inside the block (0: unchanged); the previous count after."""
     threads = torch.get_num_threads()
-    if n > 0 and (device is None or device.type == "cpu"):
-        torch.set_num_threads(min(threads, n))
+    if n > 0:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def torch_threads_at_most(n: int, device: torch.device | None = None
+                          ) -> contextlib.AbstractContextManager[None]:
+    """At most `n` torch threads inside the block (on a CPU device; a GPU device: unchanged).
+    Batch-1 inference while stepping emulators gains nothing from more threads, and spinning
+    OpenMP threads fight the environment workers for the cores."""
+    on_cpu = device is None or device.type == "cpu"
+    return torch_threads(min(torch.get_num_threads(), n) if n > 0 and on_cpu else 0)
