@@ -27,7 +27,7 @@ import pytest
 
 from evaluation.contest.records import read_monitor, score
 from evaluation.contest.runner import RunSpec, run_one
-from evaluation.suites.suite import Combo, SuiteConfig, SuiteRunner, todo
+from evaluation.suites.suite import RunKey, SuiteConfig, SuiteRunner, todo
 from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,12 +308,12 @@ def test_4_agent_failing_before_it_connects_is_not_retried_forever(base: Path) -
     out = base / "s"
     config = SuiteConfig(["broken"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
 
-    def make_spec(cfg: SuiteConfig, combo: Combo, run_dir: Path) -> RunSpec:
-        return RunSpec(agent=combo.agent, level=LEVEL, seed=combo.seed, budget=cfg.budget,
+    def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
+        return RunSpec(agent=run_key.agent, level=LEVEL, seed=run_key.seed, budget=cfg.budget,
                        results_dir=run_dir, agent_cmd=[
                            sys.executable, "-c", f"# {base}\nimport sys; sys.exit(3)"])
 
-    outcome = SuiteRunner(config, out, 1, make_spec=make_spec).run(list(config.combos()))
+    outcome = SuiteRunner(config, out, 1, make_spec=make_spec).run(list(config.run_keys()))
     [(_, res)] = outcome.done
     assert res["status"] == "agent_crashed" and res["agent_exit_code"] == 3, res
     assert "SIGTERM" not in res["error"]

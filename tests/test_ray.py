@@ -118,7 +118,7 @@ def test_suite_on_two_nodes_reports_like_the_local_backend(cluster: Any,
     out = tmp_path / "ray"
     config = new_suite(out, ["random", "random_b"], 2, 200)
     runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address, shared=False))
-    outcome = runner.run(list(config.combos()))
+    outcome = runner.run(list(config.run_keys()))
     assert not outcome.interrupted and len(outcome.done) == 4
     assert set(runner.placements.values()) == node_ids()  # both nodes ran runs
     write_report(out)
@@ -152,7 +152,7 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
     config = new_suite(out, ["random"], 2, 2000)
     runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address))
     done: list[Any] = []
-    thread = threading.Thread(target=lambda: done.append(runner.run(list(config.combos()))))
+    thread = threading.Thread(target=lambda: done.append(runner.run(list(config.run_keys()))))
     thread.start()
     try:
         logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
@@ -219,7 +219,7 @@ def test_a_relative_out_means_the_drivers_directory(cluster: Any, tmp_path: Path
         config = new_suite(Path(name), ["random"], 1, 100)
         runner = RaySuiteRunner(config, Path(name),
                                 RayOptions(address=cluster.address, shared=shared))
-        outcome = runner.run(list(config.combos()))
+        outcome = runner.run(list(config.run_keys()))
         assert not outcome.interrupted and len(outcome.done) == 1
         assert results(tmp_path / name, "random", 0)["status"] == "budget"
 

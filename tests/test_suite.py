@@ -224,10 +224,10 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
                          images={"joint": "pipe-joint:1"})
     config.validate()
     runner = SuiteRunner(config, tmp_path, 1)
-    from evaluation.suites.suite import Combo
+    from evaluation.suites.suite import RunKey
 
-    assert runner.spec(Combo("joint", LEVEL, 0)).image == "pipe-joint:1"
-    assert runner.spec(Combo("plain", LEVEL, 0)).image == "sonic-maml-agent-ppo2:latest"
-    assert runner.spec(Combo("ppo2", LEVEL, 0)).image is None  # the runner's default
+    assert runner.spec(RunKey("joint", LEVEL, 0)).image == "pipe-joint:1"
+    assert runner.spec(RunKey("plain", LEVEL, 0)).image == "sonic-maml-agent-ppo2:latest"
+    assert runner.spec(RunKey("ppo2", LEVEL, 0)).image is None  # the runner's default
     with pytest.raises(UserError, match="not in --agents"):
         SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, images={"b": "x"}).validate()

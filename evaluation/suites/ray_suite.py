@@ -33,8 +33,8 @@ from evaluation.contest import records
 from evaluation.suites.ray_backend import connect
 from evaluation.suites.suite import (
     LOCK_WAIT_S,
-    Combo,
     Outcome,
+    RunKey,
     SuiteConfig,
     SuiteRunner,
     failure_results,
@@ -97,21 +97,21 @@ class _NodeRunner(SuiteRunner):
         super().__init__(config, out, 1)
         self.gpus = gpus
 
-    def spec(self, combo: Combo) -> Any:
-        spec = super().spec(combo)
+    def spec(self, run_key: RunKey) -> Any:
+        spec = super().spec(run_key)
         if self.gpus:
             spec.gpus = True
         return spec
 
 
-def _attempt(config: SuiteConfig, out: Path, combo: Combo, gpus: bool) -> dict[str, Any]:
+def _attempt(config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool) -> dict[str, Any]:
     runner = _NodeRunner(config, out, gpus)
     try:
-        res = runner._one(combo)
+        res = runner._one(run_key)
     except KeyboardInterrupt:  # ray.cancel: run_one stopped the server, which recorded it
-        run_dir = combo.dir(out)
+        run_dir = run_key.dir(out)
         saved = records.read_results(run_dir) or failure_results(
-            combo, config, "cancelled before the server recorded anything")
+            run_key, config, "cancelled before the server recorded anything")
         res = saved
         if saved.get("status") not in ("budget", "wallclock", "interrupted"):
             res = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
@@ -127,13 +127,13 @@ def read_tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
-def run_task(config_json: dict[str, Any], combo: tuple[str, str, int], out: str, marker: str,
+def run_task(config_json: dict[str, Any], run_key: tuple[str, str, int], out: str, marker: str,
              shared: bool | None, gpus: bool) -> dict[str, Any]:
     """One run on this node: into the suite directory when it is shared, else into a private
     directory whose files are returned."""
     import ray
 
-    config, c = SuiteConfig.from_json(config_json), Combo(*combo)
+    config, c = SuiteConfig.from_json(config_json), RunKey(*run_key)
     node = ray.get_runtime_context().get_node_id()
     direct = (Path(out) / marker).is_file() if shared is None else shared
     if direct:
@@ -165,26 +165,26 @@ def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
         write_atomic(path, data)
 
 
-OnDone = Callable[[Combo, dict[str, Any]], None]
+OnDone = Callable[[RunKey, dict[str, Any]], None]
 
 
 class RaySuiteRunner:
-    """Runs a list of combos as Ray tasks; the same `run` as `SuiteRunner`."""
+    """Runs a list of runs (their RunKeys) as Ray tasks; the same `run` as `SuiteRunner`."""
 
     def __init__(self, config: SuiteConfig, out: Path, opts: RayOptions | None = None) -> None:
         self.config = config
         self.out = Path(out)
         self.opts = opts or RayOptions()
-        self.placements: dict[Combo, str] = {}  # the node (id) each finished run ran on
+        self.placements: dict[RunKey, str] = {}  # the node (id) each finished run ran on
         self._marker = f".ray-{uuid.uuid4().hex}"
 
-    def _submit(self, ray: Any, task: Any, combo: Combo) -> Any:
-        options = run_resources(self.config, combo.agent, self.opts)
-        return task.options(name=f"run {combo}", **options).remote(
-            self.config.to_json(), (combo.agent, combo.level, combo.seed),
+    def _submit(self, ray: Any, task: Any, run_key: RunKey) -> Any:
+        options = run_resources(self.config, run_key.agent, self.opts)
+        return task.options(name=f"run {run_key}", **options).remote(
+            self.config.to_json(), (run_key.agent, run_key.level, run_key.seed),
             str(self.out.resolve()), self._marker, self.opts.shared, options["num_gpus"] > 0)
 
-    def run(self, combos: list[Combo], on_done: OnDone = lambda c, r: None,
+    def run(self, run_keys: list[RunKey], on_done: OnDone = lambda c, r: None,
             on_tick: Callable[[int], None] = lambda steps: None,
             tick_s: float = 1.0) -> Outcome:
         ray = connect(self.opts.address)
@@ -192,7 +192,7 @@ class RaySuiteRunner:
         marker = self.out / self._marker
         marker.write_text("the suite's driver is running on Ray\n")
         outcome = Outcome()
-        refs = {self._submit(ray, task, c): c for c in combos}
+        refs = {self._submit(ray, task, c): c for c in run_keys}
         pending = list(refs)
         try:
             while pending:
@@ -207,7 +207,7 @@ class RaySuiteRunner:
             marker.unlink(missing_ok=True)
         return outcome
 
-    def _cancel(self, ray: Any, pending: list[Any], refs: dict[Any, Combo], outcome: Outcome,
+    def _cancel(self, ray: Any, pending: list[Any], refs: dict[Any, RunKey], outcome: Outcome,
                 on_done: OnDone) -> None:
         """After Ctrl-C: cancel every task and collect what the running ones report."""
         for ref in pending:
@@ -223,7 +223,7 @@ class RaySuiteRunner:
         for ref in pending:  # not back in time: force them
             ray.cancel(ref, force=True)
 
-    def _collect(self, ray: Any, ref: Any, combo: Combo, outcome: Outcome,
+    def _collect(self, ray: Any, ref: Any, run_key: RunKey, outcome: Outcome,
                  on_done: OnDone) -> None:
         from ray.exceptions import RayError, TaskCancelledError
 
@@ -232,19 +232,19 @@ class RaySuiteRunner:
         except TaskCancelledError:
             return  # cancelled before it started: nothing to record, resume runs it
         except RayError as e:  # the node was lost more often than max_retries, ...
-            res = failure_results(combo, self.config, f"Ray: {type(e).__name__}: "
+            res = failure_results(run_key, self.config, f"Ray: {type(e).__name__}: "
                                   f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
             res["status"] = "interrupted"  # not the agent's doing: redone on resume
-            write_run_files(combo.dir(self.out), {records.RESULTS: _json_bytes(res)})
+            write_run_files(run_key.dir(self.out), {records.RESULTS: _json_bytes(res)})
             value = {"results": res, "files": None, "node": None}
         if value["files"] is not None:
-            write_run_files(combo.dir(self.out), value["files"])
+            write_run_files(run_key.dir(self.out), value["files"])
         if value["node"] is not None:
-            self.placements[combo] = value["node"]
-        outcome.done.append((combo, value["results"]))
-        on_done(combo, value["results"])
+            self.placements[run_key] = value["node"]
+        outcome.done.append((run_key, value["results"]))
+        on_done(run_key, value["results"])
 
-    def progress_steps(self, running: list[Combo]) -> int:
+    def progress_steps(self, running: list[RunKey]) -> int:
         """Timesteps of the unfinished runs whose progress shows in the suite directory."""
         total = 0
         for c in running:

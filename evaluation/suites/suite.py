@@ -114,16 +114,19 @@ class SuiteConfig:
         config.seeds = parse_seeds(config.seeds)
         return config
 
-    def combos(self) -> Iterator[Combo]:
+    def run_keys(self) -> Iterator[RunKey]:
         """All runs, seed-major so that a partial suite covers every agent and level early."""
         for seed in self.seeds:
             for level in self.levels:
                 for agent in self.agents:
-                    yield Combo(agent, level, seed)
+                    yield RunKey(agent, level, seed)
 
 
 @dataclass(frozen=True)
-class Combo:
+class RunKey:
+    """One run of a suite: which agent plays which level with which seed (its directory under
+    the suite's `out`, and its name in progress lines)."""
+
     agent: str
     level: str
     seed: int
@@ -249,10 +252,10 @@ def run_state(run_dir: Path) -> str | None:
     return None if res is None else str(res.get("status"))
 
 
-def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[Combo], list[Combo]]:
+def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKey], list[RunKey]]:
     """(runs to do, runs already done) of the suite."""
     do, done = [], []
-    for c in config.combos():
+    for c in config.run_keys():
         status = run_state(c.dir(out))
         if status is None or status in REDO or (retry_failed and status in FAILED):
             do.append(c)
@@ -314,9 +317,9 @@ def preflight(config: SuiteConfig) -> None:
             agent_entry(config.entry(a))  # a one-line error for an unknown agent
 
 
-def failure_results(combo: Combo, config: SuiteConfig, error: str) -> dict[str, Any]:
+def failure_results(run_key: RunKey, config: SuiteConfig, error: str) -> dict[str, Any]:
     """results.json for a run whose run_one raised instead of returning."""
-    return {"level": combo.level, "agent": combo.agent, "seed": combo.seed, "score": None,
+    return {"level": run_key.level, "agent": run_key.agent, "seed": run_key.seed, "score": None,
             "episodes": 0, "timesteps": 0, "wallclock_s": 0.0, "status": "env_error",
             "budget": config.budget, "runtime": config.runtime, "error": error}
 
@@ -326,12 +329,13 @@ RunOne = Callable[[Any], dict[str, Any]]
 
 @dataclass
 class Outcome:
-    done: list[tuple[Combo, dict[str, Any]]] = field(default_factory=list)
+    done: list[tuple[RunKey, dict[str, Any]]] = field(default_factory=list)
     interrupted: bool = False
 
 
 class SuiteRunner:
-    """Runs a list of combos on a thread pool; reports progress through `on_*` callbacks."""
+    """Runs a list of runs (their RunKeys) on a thread pool; reports progress through `on_*`
+    callbacks."""
 
     def __init__(self, config: SuiteConfig, out: Path, workers: int,
                  run_one: RunOne | None = None, make_spec: Callable[..., Any] | None = None):
@@ -341,32 +345,32 @@ class SuiteRunner:
         self._run_one = run_one
         self._make_spec = make_spec
         self.stop = threading.Event()
-        self.running: dict[Combo, Path] = {}
+        self.running: dict[RunKey, Path] = {}
         self._lock = threading.Lock()
 
-    def spec(self, combo: Combo) -> Any:
+    def spec(self, run_key: RunKey) -> Any:
         if self._make_spec is not None:
-            return self._make_spec(self.config, combo, combo.dir(self.out))
+            return self._make_spec(self.config, run_key, run_key.dir(self.out))
         import sys
 
         from evaluation.contest.runner import IMAGE_PREFIX, RunSpec
 
-        entry = self.config.entry(combo.agent)
-        aliased = entry != combo.agent
-        return RunSpec(agent=combo.agent, level=Level.parse(combo.level), seed=combo.seed,
-                       budget=self.config.budget, results_dir=combo.dir(self.out),
+        entry = self.config.entry(run_key.agent)
+        aliased = entry != run_key.agent
+        return RunSpec(agent=run_key.agent, level=Level.parse(run_key.level), seed=run_key.seed,
+                       budget=self.config.budget, results_dir=run_key.dir(self.out),
                        runtime=self.config.runtime, wallclock_s=self.config.wallclock_s,
                        record=self.config.record,
-                       agent_args=list(self.config.agent_args.get(combo.agent, [])),
+                       agent_args=list(self.config.agent_args.get(run_key.agent, [])),
                        agent_cmd=([sys.executable, "-m", agent_entry(entry).module] if aliased
                                   else None),
-                       image=self.config.images.get(combo.agent)
+                       image=self.config.images.get(run_key.agent)
                        or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None))
 
-    def _one(self, combo: Combo) -> dict[str, Any] | None:
+    def _one(self, run_key: RunKey) -> dict[str, Any] | None:
         if self.stop.is_set():
             return None
-        run_dir = combo.dir(self.out)
+        run_dir = run_key.dir(self.out)
         if run_dir.exists():
             # an interrupted or failed attempt: start afresh, once the previous attempt's
             # server (an orphan of a killed suite ends within a second) has let go of it
@@ -377,22 +381,22 @@ class SuiteRunner:
                 lock.close()
         run_dir.mkdir(parents=True)
         with self._lock:
-            self.running[combo] = run_dir
+            self.running[run_key] = run_dir
         try:
             if self._run_one is not None:
                 run_one = self._run_one
             else:
                 from evaluation.contest.runner import run_one
             try:
-                res = run_one(self.spec(combo))
+                res = run_one(self.spec(run_key))
             except Exception as e:  # run_one should not raise; record it if it does
-                res = failure_results(combo, self.config, f"{type(e).__name__}: {e}")
+                res = failure_results(run_key, self.config, f"{type(e).__name__}: {e}")
                 write_json_atomic(run_dir / records.RESULTS, res)
                 return res
             return self._mark_interrupted(run_dir, res)
         finally:
             with self._lock:
-                self.running.pop(combo, None)
+                self.running.pop(run_key, None)
 
     def _mark_interrupted(self, run_dir: Path, res: dict[str, Any]) -> dict[str, Any]:
         """A run cut short by the suite's stop is `interrupted`, whatever its agent did then.
@@ -422,14 +426,14 @@ class SuiteRunner:
             except ProcessLookupError:
                 pass
 
-    def run(self, combos: list[Combo],
-            on_done: Callable[[Combo, dict[str, Any]], None] = lambda c, r: None,
+    def run(self, run_keys: list[RunKey],
+            on_done: Callable[[RunKey, dict[str, Any]], None] = lambda c, r: None,
             on_tick: Callable[[int], None] = lambda steps: None,
             tick_s: float = 1.0) -> Outcome:
         outcome = Outcome()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="run")
-        futures: dict[Future[dict[str, Any] | None], Combo] = {
-            pool.submit(self._one, c): c for c in combos}
+        futures: dict[Future[dict[str, Any] | None], RunKey] = {
+            pool.submit(self._one, c): c for c in run_keys}
         pending = set(futures)
         try:
             while pending:
@@ -447,8 +451,8 @@ class SuiteRunner:
         return outcome
 
     def _drain(self, pending: set[Future[dict[str, Any] | None]],
-               futures: dict[Future[dict[str, Any] | None], Combo], outcome: Outcome,
-               on_done: Callable[[Combo, dict[str, Any]], None]) -> None:
+               futures: dict[Future[dict[str, Any] | None], RunKey], outcome: Outcome,
+               on_done: Callable[[RunKey, dict[str, Any]], None]) -> None:
         """After Ctrl-C: stop the running runs' processes and wait for their results."""
         deadline = time.monotonic() + 60.0
         while True:
@@ -467,11 +471,11 @@ class SuiteRunner:
                 return
 
     @staticmethod
-    def _collect(f: Future[dict[str, Any] | None], combo: Combo, outcome: Outcome,
-                 on_done: Callable[[Combo, dict[str, Any]], None]) -> None:
+    def _collect(f: Future[dict[str, Any] | None], run_key: RunKey, outcome: Outcome,
+                 on_done: Callable[[RunKey, dict[str, Any]], None]) -> None:
         if f.cancelled():
             return
         res = f.result()
         if res is not None:
-            outcome.done.append((combo, res))
-            on_done(combo, res)
+            outcome.done.append((run_key, res))
+            on_done(run_key, res)

@@ -29,7 +29,7 @@ from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
     REDO,
     SUITE_JSON,
-    Combo,
+    RunKey,
     SuiteConfig,
     open_suite,
     preflight,
@@ -179,18 +179,18 @@ def progress_bar(total: int, initial: int) -> Any:
 def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
         backend: argparse.Namespace | None = None) -> bool:
     """Run what is left of the suite; True when it was interrupted."""
-    combos, done = todo(config, out, retry_failed)
-    total = len(done) + len(combos)
+    run_keys, done = todo(config, out, retry_failed)
+    total = len(done) + len(run_keys)
     print(f"suite {out}: {total} runs ({len(config.agents)} agents × {len(config.levels)} "
-          f"levels × {len(config.seeds)} seeds), {len(done)} done, {len(combos)} to run, "
+          f"levels × {len(config.seeds)} seeds), {len(done)} done, {len(run_keys)} to run, "
           f"{'on Ray' if getattr(backend, 'backend', '') == 'ray' else f'{workers} at a time'}",
           file=sys.stderr)
-    if not combos:
+    if not run_keys:
         return False
     progress = SuiteProgress(total, len(done), config.budget)
     t0 = time.monotonic()
     runner = make_runner(config, out, workers, backend)
-    outcome = runner.run(combos, progress.on_done, progress.on_tick)
+    outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
     progress.close()
     if outcome.interrupted:
         runs = progress.counts["runs"]
@@ -216,7 +216,7 @@ class SuiteProgress:
         self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}",
                                  refresh=False)
 
-    def on_done(self, combo: Combo, res: dict[str, Any]) -> None:
+    def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
         self.finished_steps += self.budget
         status = res.get("status")
         if status in REDO:
@@ -227,7 +227,7 @@ class SuiteProgress:
         score = res.get("score")
         score_text = "-" if score is None else f"{score:.1f}"
         err = f" ({res.get('error')})" if res.get("error") else ""
-        self.bar.write(f"{combo}: {status}, score {score_text}, {res.get('episodes')} episodes, "
+        self.bar.write(f"{run_key}: {status}, score {score_text}, {res.get('episodes')} episodes, "
                        f"{res.get('wallclock_s') or 0:.0f} s{err}", file=sys.stderr)
         self.show()
 
