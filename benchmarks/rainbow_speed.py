@@ -9,7 +9,11 @@ noisy dueling C51 heads, double Q: three network calls per update, one with grad
 DQN is uniform 1-step replay with an MLP head and a Huber loss on Q (two calls). SB3 has neither
 prioritized replay nor distributional or noisy heads, so this is the closest "same settings" it
 allows. Each learner runs in its own fresh subprocess, alternating, `--rounds` times; the
-figure is the median of the rounds.
+figure is the median of the rounds (wall clock; the rounds also print updates per CPU second of
+the learner's process, steadier on a loaded machine). A breakdown line gives each side's mean
+milliseconds per update in replay sampling, each network call, Adam and the rest (loss,
+backward, priorities), timed by hooks on the same updates, so a reader sees where the extra
+work of ours goes.
 
     python benchmarks/rainbow_speed.py [--updates 200] [--rounds 3] [--fill 5000] [--threads 1]
 
@@ -25,13 +29,58 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 OBS_SHAPE = (4, 84, 84)
 ACTIONS = 7
 BATCH = 32
+
+
+class Phases:
+    """Seconds spent in named parts of the updates: wrapped functions and module calls."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.spent[name] = self.spent.get(name, 0.0) + seconds
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - start)
+        return timed
+
+    def hook(self, module: Any, name: Callable[[], str]) -> None:
+        """Time each call of `module` under the name `name()` gives at the call."""
+        started: list[float] = []
+        module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+        module.register_forward_hook(
+            lambda *_: self.add(name(), time.perf_counter() - started.pop()))
+
+    def optimizer(self, opt: Any, name: str = "Adam") -> None:
+        started: list[float] = []
+        opt.register_step_pre_hook(lambda *_: started.append(time.perf_counter()))
+        opt.register_step_post_hook(lambda *_: self.add(name, time.perf_counter() - started.pop()))
+
+    def reset(self) -> None:
+        self.spent.clear()
+
+
+def timed_updates(step: Callable[[], None], updates: int, phases: Phases, out: mp.Queue) -> None:
+    phases.reset()
+    start, cpu = time.perf_counter(), time.process_time()
+    step()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    rest = wall - sum(phases.spent.values())
+    out.put((updates / wall, updates / cpu, {**phases.spent, "rest": rest}))
 
 
 def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
@@ -51,12 +100,21 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
         replay.add(np.array([t % ACTIONS]), np.array([rng.normal()]),
                    np.array([t % 1000 == 999]),
                    rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    phases = Phases()
+    replay.sample = phases.wrap("sample", replay.sample)  # type: ignore[method-assign]
+    replay.update_priorities = phases.wrap(  # type: ignore[method-assign]
+        "priorities", replay.update_priorities)
+    phases.hook(agent.online, lambda: "online s (grad)" if torch.is_grad_enabled()
+                else "online s' (argmax)")
+    phases.hook(agent.target, lambda: "target s'")
+    phases.optimizer(agent.optimizer)
     for _ in range(5):  # warm-up
         agent.update(replay, rng)
-    start = time.perf_counter()
-    for _ in range(updates):
-        agent.update(replay, rng)
-    out.put(updates / (time.perf_counter() - start))
+
+    def step() -> None:
+        for _ in range(updates):
+            agent.update(replay, rng)
+    timed_updates(step, updates, phases, out)
 
 
 def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
@@ -82,20 +140,43 @@ def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
         model.replay_buffer.add(obs, nxt, np.array([t % ACTIONS]), np.array([rng.normal()]),
                                 np.array([t % 1000 == 999]), [{}])
         obs = nxt
+    phases = Phases()
+    buffer = model.replay_buffer
+    assert buffer is not None
+    buffer.sample = phases.wrap("sample", buffer.sample)  # type: ignore[method-assign]
+    phases.hook(model.q_net, lambda: "online s (grad)")
+    phases.hook(model.q_net_target, lambda: "target s'")
+    phases.optimizer(model.policy.optimizer)
     model.train(gradient_steps=5, batch_size=BATCH)  # warm-up
-    start = time.perf_counter()
-    model.train(gradient_steps=updates, batch_size=BATCH)
-    out.put(updates / (time.perf_counter() - start))
+    timed_updates(lambda: model.train(gradient_steps=updates, batch_size=BATCH), updates, phases,
+                  out)
 
 
-def measure(fn, updates: int, fill: int, threads: int) -> float:
+Measured = tuple[float, float, dict[str, float]]  # updates/s, per CPU second, seconds by part
+
+
+def measure(fn: Callable[..., None], updates: int, fill: int, threads: int) -> Measured:
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=fn, args=(updates, fill, threads, q))
     proc.start()
     value = q.get()
     proc.join()
-    return float(value)
+    return value
+
+
+PARTS = ("sample", "online s' (argmax)", "target s'", "online s (grad)", "Adam", "priorities",
+         "rest")
+
+
+def breakdown(runs: list[Measured], updates: int) -> str:
+    """Mean milliseconds per update in each part over the rounds."""
+    total: dict[str, float] = {}
+    for _, _, spent in runs:
+        for k, v in spent.items():
+            total[k] = total.get(k, 0.0) + v
+    n = updates * len(runs)
+    return ", ".join(f"{k} {1e3 * total[k] / n:.1f}" for k in PARTS if k in total)
 
 
 def main() -> int:
@@ -110,16 +191,20 @@ def main() -> int:
               "(`.venv/bin/pip install -e '.[bench]'` or `pip install stable-baselines3`)",
               file=sys.stderr)
         return 2
-    ours: list[float] = []
-    sb3: list[float] = []
+    ours: list[Measured] = []
+    sb3: list[Measured] = []
     for r in range(args.rounds):
         ours.append(measure(run_ours, args.updates, args.fill, args.threads))
         sb3.append(measure(run_sb3, args.updates, args.fill, args.threads))
-        print(f"round {r + 1}: ours {ours[-1]:.2f} updates/s, SB3 DQN {sb3[-1]:.2f} updates/s",
-              flush=True)
-    o, s = statistics.median(ours), statistics.median(sb3)
+        print(f"round {r + 1}: ours {ours[-1][0]:.2f} updates/s ({ours[-1][1]:.2f} per CPU s), "
+              f"SB3 DQN {sb3[-1][0]:.2f} updates/s ({sb3[-1][1]:.2f} per CPU s)", flush=True)
+    o, s = statistics.median(m[0] for m in ours), statistics.median(m[0] for m in sb3)
+    oc, sc = statistics.median(m[1] for m in ours), statistics.median(m[1] for m in sb3)
+    print(f"breakdown, ms per update: ours: {breakdown(ours, args.updates)} | "
+          f"SB3 DQN: {breakdown(sb3, args.updates)}")
     print(f"median: ours {o:.2f} updates/s, SB3 DQN {s:.2f} updates/s "
-          f"({args.updates} updates, batch {BATCH}, {args.threads} torch thread(s))")
+          f"({args.updates} updates, batch {BATCH}, {args.threads} torch thread(s)); "
+          f"per CPU second: ours {oc:.2f}, SB3 DQN {sc:.2f} (ratio {oc / sc:.3f})")
     print(f"BENCH rainbow_speed ratio={o / s:.3f} target=1.0")
     return 0
 

@@ -155,6 +155,27 @@ def test_noisy_layer_resamples_and_matches_the_explicit_weights() -> None:
     torch.testing.assert_close(layer(x), a)
 
 
+def test_training_call_first_convolution_in_blocks_matches_the_strided_one() -> None:
+    # with gradients the first convolution runs over 4×4 pixel blocks: the same outputs and
+    # gradients as the plain strided convolution
+    cfg = RainbowConfig(atoms=11, v_min=-10, v_max=10)
+    net = RainbowNet(rainbow_spec((4, 36, 36), 3, cfg, features=16))
+    obs = torch.randint(0, 255, (2, 4, 36, 36), dtype=torch.uint8)
+    conv = net.convs[0]
+    torch.manual_seed(1)
+    blocks = net(obs)
+    grad_blocks = torch.autograd.grad(blocks.exp().pow(2).sum(), [conv.weight, conv.bias])
+    torch.manual_seed(1)
+    plain_first = torch.nn.functional.conv2d(obs.float() / 255.0, conv.weight, conv.bias, 4)
+    h = torch.nn.functional.relu(net.fc(net.convs[2:](torch.relu(plain_first))))
+    adv = net.advantage(h).view(-1, 3, 11)
+    plain = torch.log_softmax(net.value(h).view(-1, 1, 11) + adv - adv.mean(1, keepdim=True), -1)
+    torch.testing.assert_close(blocks, plain)  # float32: the sums run in another order
+    grad_plain = torch.autograd.grad(plain.exp().pow(2).sum(), [conv.weight, conv.bias])
+    for a, b in zip(grad_blocks, grad_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_rainbow_net_outputs_distributions_over_the_support() -> None:
     cfg = RainbowConfig(atoms=11, v_min=-10, v_max=10)
     net = RainbowNet(rainbow_spec((4, 84, 84), 7, cfg, features=32))
