@@ -53,6 +53,22 @@ def test_splitter_caps_an_oversized_message() -> None:
         p.MessageSplitter(max_bytes=10).feed(b"x" * 20 + b"\f")
 
 
+def test_reader_gives_whole_messages_one_at_a_time_then_none() -> None:
+    chunks = [b'{"type": "a"}\f{"type": "b"}\f{"ty', b'pe": "c"}', b"\f", b""]
+    reads: list[bytes] = []
+
+    def read() -> bytes:
+        reads.append(chunks[len(reads)])
+        return reads[-1]
+
+    reader = p.MessageReader()
+    assert [p.decode(reader.next(read) or b"")[0] for _ in range(3)] == ["a", "b", "c"]
+    assert len(reads) == 3  # no read while a whole message was pending
+    assert reader.next(read) is None  # b"": the peer closed
+    with pytest.raises(p.ProtocolError, match="larger than 10"):
+        p.MessageReader(max_bytes=10).next(lambda: b"x" * 20)
+
+
 def test_descriptions_match_the_original_strings() -> None:
     assert p.describe_multibinary(12) == [
         "int_fold", "[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],", {"n": "12", "type": "MultiBinary"}]

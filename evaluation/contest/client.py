@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,16 @@ import gymnasium as gym
 import numpy as np
 
 from evaluation.contest.protocol import (
-    OB_NAME,
-    SOCKET_NAME,
     ErrorId,
     Folder,
-    MessageSplitter,
+    MessageReader,
     ProtocolError,
     decode,
     encode,
+    ob_path,
     parse_int_fold_shape,
     parse_np_shape,
+    socket_path,
 )
 from sonic_common.agent_env import SOCKET_DIR_ENV
 
@@ -99,9 +98,8 @@ class RemoteEnv(gym.Env):
         """
         self.socket_dir = Path(socket_dir)
         self.copy_obs = copy_obs
-        self._sock = self._connect(self.socket_dir / SOCKET_NAME, connect_timeout)
-        self._splitter = MessageSplitter()
-        self._pending: deque[bytes] = deque()
+        self._sock = self._connect(socket_path(self.socket_dir), connect_timeout)
+        self._reader = MessageReader()
         self.closed: RemoteEnvClosed | None = None
         kind, description = self._recv()
         if kind != "description" or not isinstance(description, dict):
@@ -151,19 +149,19 @@ class RemoteEnv(gym.Env):
         shape, dtype = parse_np_shape(shape_text)
         high = np.iinfo(dtype).max if dtype.kind in "ui" else np.inf
         space = gym.spaces.Box(low=0, high=high, shape=shape, dtype=dtype)
-        ob = np.memmap(self.socket_dir / OB_NAME, mode="r", dtype=dtype, shape=shape)
+        ob = np.memmap(ob_path(self.socket_dir), mode="r", dtype=dtype, shape=shape)
         return space, ob
 
     # --- wire ------------------------------------------------------------------------------
 
     def _recv(self) -> tuple[str, Any]:
-        while not self._pending:
-            data = self._sock.recv(65536)
-            if not data:
-                raise RemoteEnvClosed("the server closed the connection",
-                                      ErrorId.SERVER_DISCONNECT)
-            self._pending.extend(self._splitter.feed(data))
-        return decode(self._pending.popleft())
+        raw = self._reader.next(self._read)
+        if raw is None:
+            raise RemoteEnvClosed("the server closed the connection", ErrorId.SERVER_DISCONNECT)
+        return decode(raw)
+
+    def _read(self) -> bytes:
+        return self._sock.recv(65536)
 
     def _request(self, message: bytes) -> dict[str, Any]:
         if self.closed is not None:

@@ -14,8 +14,10 @@ import ast
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,16 @@ SEP = b"\f"
 SOCKET_NAME = "sock"
 OB_NAME = "ob"
 MAX_MESSAGE_BYTES = 1 << 20  # a peer that sends this much without a form feed is cut off
+
+
+def socket_path(directory: Path) -> Path:
+    """The connection's Unix stream socket in its directory."""
+    return directory / SOCKET_NAME
+
+
+def ob_path(directory: Path) -> Path:
+    """The connection's memory-mapped observation in its directory."""
+    return directory / OB_NAME
 
 
 class ErrorId(IntEnum):
@@ -94,6 +106,29 @@ class MessageSplitter:
             if len(part) > self.max_bytes:
                 raise ProtocolError(f"message larger than {self.max_bytes} bytes ({len(part)})")
         return parts
+
+
+class MessageReader:
+    """A peer's messages one at a time, whole (they may arrive several per read, or split):
+    the read loop of both ends of a connection."""
+
+    __slots__ = ("_pending", "_splitter")
+
+    def __init__(self, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._splitter = MessageSplitter(max_bytes)
+        self._pending: deque[bytes] = deque()
+
+    def next(self, read: Callable[[], bytes]) -> bytes | None:
+        """The next message (without its form feed), calling `read` for more bytes while none
+        is whole; None when `read` returns b"" (the peer closed). ProtocolError: a message over
+        the size cap."""
+        pending = self._pending
+        while not pending:
+            data = read()
+            if not data:
+                return None
+            pending.extend(self._splitter.feed(data))
+        return pending.popleft()
 
 
 # --- channel descriptions -------------------------------------------------------------------

@@ -29,7 +29,6 @@ import stat
 import struct
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -43,7 +42,7 @@ from evaluation.contest.protocol import (
     SOCKET_NAME,
     ErrorId,
     Folder,
-    MessageSplitter,
+    MessageReader,
     ProtocolError,
     decode,
     describe_box,
@@ -51,7 +50,9 @@ from evaluation.contest.protocol import (
     describe_multibinary,
     encode,
     error_content,
+    ob_path,
     scalar_channels,
+    socket_path,
     step_reply,
 )
 from evaluation.contest.records import RunRecorder, lock_dir, publish_records
@@ -171,7 +172,7 @@ def _lock_socket_dir(socket_dir: Path) -> int:
 
 
 def _check_socket_dir(socket_dir: Path) -> tuple[Path, int]:
-    sock_path = socket_dir / SOCKET_NAME
+    sock_path = socket_path(socket_dir)
     if len(os.fsencode(sock_path)) > MAX_UNIX_PATH - 8:  # room for the temporary name
         raise UserError(
             f"socket path {sock_path} is longer than {MAX_UNIX_PATH - 8} bytes (a Unix socket "
@@ -432,7 +433,7 @@ class ContestServer:
         space = env.observation_space
         self._ob_dtype = np.dtype(space.dtype)
         nbytes = int(np.prod(space.shape)) * self._ob_dtype.itemsize
-        path = self.cfg.socket_dir / OB_NAME
+        path = ob_path(self.cfg.socket_dir)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
@@ -496,8 +497,7 @@ class ContestServer:
             self.rec.maybe_progress(self.budget.used)
 
     def _start_serving(self, conn: socket.socket) -> None:
-        self._pending: deque[bytes] = deque()
-        self._splitter = MessageSplitter()
+        self._reader = MessageReader()
         self._last_heard = time.monotonic()
         self._action = None
         self._done = True  # a reset comes first
@@ -515,18 +515,21 @@ class ContestServer:
 
     def _next_message(self) -> bytes:
         """The agent's next message (they may arrive several per read, or split)."""
+        try:
+            raw = self._reader.next(self._read)
+        except ProtocolError as e:
+            raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
+        if raw is None:
+            raise self._hung_up()
+        return raw
+
+    def _read(self) -> bytes:
+        """The bytes the agent sent next, once the connection is readable (b"": it hung up)."""
         assert self.conn is not None
-        while not self._pending:
-            self._wait_readable()
-            data = self.conn.recv(65536)
-            if not data:
-                raise self._hung_up()
-            try:
-                self._pending.extend(self._splitter.feed(data))
-            except ProtocolError as e:
-                raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
-            self._last_heard = time.monotonic()
-        return self._pending.popleft()
+        self._wait_readable()
+        data = self.conn.recv(65536)
+        self._last_heard = time.monotonic()
+        return data
 
     def _wait_readable(self) -> None:
         """Block until the connection is readable, waking every tick for `_tick`'s checks. A
