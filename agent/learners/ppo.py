@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from agent.learners.rollout import Batch, RolloutBuffer
 from agent.policies import ActorCritic
 from agent.train_log import EpisodeTracker, TrainLogger
 from sonic_common.devices import torch_threads_at_most
+
+ConfigT = TypeVar("ConfigT")  # a learner's hyperparameters (PPOConfig, RainbowConfig)
 
 
 @dataclass
@@ -123,21 +125,30 @@ def explained_variance(pred: Tensor, target: Tensor) -> float:
     return math.nan if var.item() == 0 else float(1.0 - (target - pred).var() / var)
 
 
-class PPO:
+class Learner(Generic[ConfigT]):
+    """What PPO and Rainbow hold besides their networks and optimizers: the config, the device,
+    and the counters a resume needs (checkpoints save them, agent.runtime.learn_until_budget
+    reports them)."""
+
+    def __init__(self, config: ConfigT, device: torch.device | str) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.timesteps = 0  # environment steps
+        self.updates = 0
+        self.episodes = 0  # finished episodes
+
+
+class PPO(Learner[PPOConfig]):
     """The network, its Adam optimizer and the counters a resume needs."""
 
     def __init__(self, policy: ActorCritic, config: PPOConfig,
                  device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.device = torch.device(device)
+        super().__init__(config, device)
         self.policy = policy.to(self.device)
         use_channels_last = getattr(self.policy.body, "use_channels_last", None)
         if use_channels_last is not None:
             use_channels_last(True)
         self.optimizer = make_adam(self.policy, config.lr, config.adam_eps)
-        self.timesteps = 0
-        self.updates = 0
-        self.episodes = 0
 
     def current_lr(self, total_timesteps: int | None = None) -> float:
         cfg = self.config

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agent.learners.ppo import finished_episodes, make_adam
+from agent.learners.ppo import Learner, finished_episodes, make_adam
 from agent.learners.replay import FrameReplay, ReplayBatch
 from agent.policies import BODY_GAIN, nature_convs, set_channels_last
 from agent.train_log import EpisodeTracker, TrainLogger
@@ -248,21 +248,18 @@ def rainbow_losses(online: RainbowNet, target: RainbowNet, batch: dict[str, Tens
 # ---------------------------------------------------------------------------- learner
 
 
-class Rainbow:
-    """Online and target networks, Adam, and the counters a resume needs."""
+class Rainbow(Learner[RainbowConfig]):
+    """Online and target networks (the target: a frozen copy, synced every `target_interval`
+    transitions), Adam, and the counters a resume needs."""
 
     def __init__(self, net: RainbowNet, config: RainbowConfig,
                  device: torch.device | str = "cpu") -> None:
-        self.config = config
-        self.device = torch.device(device)
+        super().__init__(config, device)
         # not channels-last: at batch 32 it was slower here (unlike PPO's 512-sample minibatches)
         self.online = net.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = make_adam(self.online, config.lr, config.adam_eps)
-        self.timesteps = 0  # environment steps
         self.transitions = 0  # transitions that entered the replay (anyrl's steps_taken)
-        self.updates = 0
-        self.episodes = 0
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
