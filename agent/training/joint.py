@@ -56,8 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--workers", type=int,
                         help="worker subprocesses, one emulator each (default: config workers)")
-    parser.add_argument("--config", help="YAML file with the keys to change from ppo2.yaml "
-                        "(--algo rainbow: rainbow.yaml)")
+    parser.add_argument("--config", help="YAML file with the keys it changes from the "
+                        "baseline's defaults (see agent/configs/ppo2.yaml; --algo rainbow: "
+                        "rainbow.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="change one config key (repeatable)")
     parser.add_argument("--resume", action="store_true",
