@@ -46,8 +46,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -58,8 +63,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     random.setstate(_tuplify(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -69,10 +75,18 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def save_checkpoint(path: str | Path, policy: SpecNetwork, *, config: dict[str, Any] | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, timesteps: int = 0,
-                    updates: int = 0, episodes: int = 0, with_rng: bool = True,
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    policy: SpecNetwork,
+    *,
+    config: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    timesteps: int = 0,
+    updates: int = 0,
+    episodes: int = 0,
+    with_rng: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a checkpoint atomically; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,29 +118,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        raise UserError(
+            f"cannot read checkpoint {path}: {e.__class__.__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     if not isinstance(data, dict) or "policy_spec" not in data or "policy_state" not in data:
         raise UserError(f"{path} is not a policy checkpoint (no policy_spec/policy_state)")
     return data
 
 
-def policy_from_checkpoint(data: dict[str, Any],
-                           device: str | torch.device = "cpu") -> ActorCritic:
+def policy_from_checkpoint(data: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
     policy = build_policy(data["policy_spec"])
     policy.load_state_dict(data["policy_state"])
     return policy.to(device)
 
 
-def policy_for_spaces(checkpoint: dict[str, Any] | None, policy_cfg: dict[str, Any],
-                      observation_space: Any, action_space: Any, source: str) -> ActorCritic:
+def policy_for_spaces(
+    checkpoint: dict[str, Any] | None,
+    policy_cfg: dict[str, Any],
+    observation_space: Any,
+    action_space: Any,
+    source: str,
+) -> ActorCritic:
     """The checkpoint's network if given (it must fit the spaces), else a new one from config."""
     if checkpoint is None:
         return build_policy(spec_from_config(policy_cfg, observation_space, action_space))
     kind = checkpoint["policy_spec"].get("kind")
     if kind is not None:  # e.g. a Rainbow Q-network (agent/learners/rainbow.py)
-        raise UserError(f"cannot load {source}: it holds a {kind} network, not an actor-critic "
-                        "policy")
+        raise UserError(
+            f"cannot load {source}: it holds a {kind} network, not an actor-critic policy"
+        )
     problem = check_policy_fits(checkpoint["policy_spec"], observation_space, action_space)
     if problem:
         raise UserError(f"cannot load {source}: {problem}")

@@ -72,12 +72,14 @@ def find_config(value: str | Path, directory: Path) -> Path:
     shipped = f"{directory.parent.name}/{directory.name}"  # e.g. meta_train/configs
     # a bare name, or the repository's path to a shipped config (as the docs write it) given
     # from another directory or an installed package
-    if (len(path.parts) == 1 or path.parent.as_posix().endswith(shipped)) and \
-            (directory / name).is_file():
+    if (len(path.parts) == 1 or path.parent.as_posix().endswith(shipped)) and (
+        directory / name
+    ).is_file():
         return directory / name
     known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
-    raise UserError(f"config {value} is neither a file nor a shipped config: give a YAML path "
-                    f"or one of {known}")
+    raise UserError(
+        f"config {value} is neither a file nor a shipped config: give a YAML path or one of {known}"
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -111,8 +113,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str],
-                    source: str = "the config") -> dict[str, Any]:
+def apply_overrides(
+    cfg: dict[str, Any], overrides: Sequence[str], source: str = "the config"
+) -> dict[str, Any]:
     cfg = copy.deepcopy(cfg)
     for text in overrides:
         keys, value = parse_override(text)
@@ -156,8 +159,11 @@ class TypedDefaults:
         return self.file.name if self.file else getattr(self.config, "__name__", "the defaults")
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                defaults: TypedDefaults | None = None) -> dict[str, Any]:
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    defaults: TypedDefaults | None = None,
+) -> dict[str, Any]:
     """The defaults (agent.ppo2's when None), updated by `path` (any subset of the keys, a YAML
     path or a shipped config's name), then by the overrides."""
     if defaults is None:
@@ -206,14 +212,25 @@ def parse_device(text: str) -> str:
 class _DeviceOverride(argparse.Action):
     """`--device X` is `--set device=X` (the config key every torch command has)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         items = list(getattr(namespace, self.dest, None) or [])
         setattr(namespace, self.dest, [*items, f"device={values}"])
 
 
 def add_device_option(parser: argparse.ArgumentParser, dest: str = "overrides") -> None:
     """The `--device auto|cpu|cuda` option of every command where torch runs."""
-    parser.add_argument("--device", dest=dest, action=_DeviceOverride, type=parse_device,
-                        default=argparse.SUPPRESS, metavar="auto|cpu|cuda",
-                        help="where torch runs (auto: cuda when available); = --set device=...")
+    parser.add_argument(
+        "--device",
+        dest=dest,
+        action=_DeviceOverride,
+        type=parse_device,
+        default=argparse.SUPPRESS,
+        metavar="auto|cpu|cuda",
+        help="where torch runs (auto: cuda when available); = --set device=...",
+    )

@@ -24,8 +24,14 @@ from evaluation.contest.client import (
 from sonic_common.agent_env import OUTPUT_DIR_ENV, SEED_ENV
 
 __all__ = [
-    "SOCKET_DIR_ENV", "BudgetExhausted", "RemoteEnv", "RemoteEnvClosed", "RemoteEnvError",
-    "agent_seed", "make_env", "output_dir",
+    "SOCKET_DIR_ENV",
+    "BudgetExhausted",
+    "RemoteEnv",
+    "RemoteEnvClosed",
+    "RemoteEnvError",
+    "agent_seed",
+    "make_env",
+    "output_dir",
 ]
 
 

@@ -117,8 +117,11 @@ def choose_solution(solutions: list[Solution]) -> Solution:
 
 def button_count(space: gym.Space) -> int:
     """The number of buttons of a MultiBinary action space with at least LEFT and RIGHT."""
-    if (not isinstance(space, spaces.MultiBinary) or len(space.shape) != 1
-            or space.shape[0] <= RIGHT):
+    if (
+        not isinstance(space, spaces.MultiBinary)
+        or len(space.shape) != 1
+        or space.shape[0] <= RIGHT
+    ):
         raise ValueError(f"JERK needs MultiBinary(12) or MultiBinary(8) actions, got {space}")
     return int(space.shape[0])
 
@@ -158,8 +161,9 @@ class TrackedEnv(gym.Wrapper):
         return best_sequence(self.action_history, self.reward_history)
 
 
-def move(env: gym.Env, num_steps: int, rng: random.Random, config: JerkConfig, n: int,
-         left: bool = False) -> tuple[float, bool]:
+def move(
+    env: gym.Env, num_steps: int, rng: random.Random, config: JerkConfig, n: int, left: bool = False
+) -> tuple[float, bool]:
     """Hold LEFT or RIGHT for up to `num_steps` steps, jumping now and then.
 
     On each step not inside a jump, a jump starts with probability `jump_prob` (one rng draw);
@@ -218,7 +222,8 @@ class Jerk:
     def should_exploit(self) -> bool:
         """Replay? Draws from the rng only when there is a solution (as the baseline)."""
         return bool(self.solutions) and (
-            self.rng.random() < exploit_probability(self.total_steps, self.config))
+            self.rng.random() < exploit_probability(self.total_steps, self.config)
+        )
 
     def explore(self) -> Solution:
         """One exploring episode; its best prefix becomes a new solution."""
@@ -227,8 +232,9 @@ class Jerk:
         while not done:
             gained, done = move(self.env, self.config.right_steps, self.rng, self.config, self.n)
             if not done and gained <= 0:
-                _, done = move(self.env, self.config.left_steps, self.rng, self.config, self.n,
-                               left=True)
+                _, done = move(
+                    self.env, self.config.left_steps, self.rng, self.config, self.n, left=True
+                )
         solution = Solution([max(self.env.reward_history)], self.env.best_sequence())
         self.solutions.append(solution)
         return solution
@@ -257,29 +263,47 @@ class Jerk:
             kind = self.play_episode()
             if log:
                 best = max(self.solutions, key=lambda s: s.mean)
-                print(f"jerk: episode {self.episodes} {kind} return {self.env.total_reward:.1f} "
-                      f"steps {self.total_steps} solutions {len(self.solutions)} "
-                      f"best mean {best.mean:.1f}", flush=True)
+                print(
+                    f"jerk: episode {self.episodes} {kind} return {self.env.total_reward:.1f} "
+                    f"steps {self.total_steps} solutions {len(self.solutions)} "
+                    f"best mean {best.mean:.1f}",
+                    flush=True,
+                )
 
 
 def play(env: gym.Env, config: JerkConfig, seed: int, log: bool = True) -> int:
     """Run JERK on `env` until the server ends the run; the process exit code."""
     jerk = Jerk(env, config, random.Random(seed))
     return play_until_budget(
-        "jerk", lambda: jerk.run(log=log),
-        summary=lambda: f"after {jerk.total_steps} steps, {jerk.episodes} episodes "
-                        f"({jerk.replays} replays, {len(jerk.solutions)} solutions)")
+        "jerk",
+        lambda: jerk.run(log=log),
+        summary=lambda: (
+            f"after {jerk.total_steps} steps, {jerk.episodes} episodes "
+            f"({jerk.replays} replays, {len(jerk.solutions)} solutions)"
+        ),
+    )
 
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.jerk",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML file with the keys to change from JerkConfig's (the "
-                        f"baseline's); e.g. {CONFIG_PATH.name}, which changes none")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override one setting, e.g. --set left_steps=50")
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.jerk", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with the keys to change from JerkConfig's (the "
+        f"baseline's); e.g. {CONFIG_PATH.name}, which changes none",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set left_steps=50",
+    )
     parser.add_argument("--quiet", action="store_true", help="no line per episode")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)

@@ -105,19 +105,32 @@ ADAPTATION_CSV = "adaptation.csv"
 ADAPTATION_FIELDS = ("step", "mean_return", "steps", "param_change", "seconds")
 MAML_FORMATS = ("maml/1",)
 # the checkpoint's `adaptation` keys this agent reads (meta_train.loop.adaptation_settings)
-ADAPTATION_KEYS = ("adapt_steps", "trajectories", "horizon", "inner_lr", "gamma", "gae_lambda",
-                   "baseline_ridge", "discretizer", "backtracking", "reward_scale")
+ADAPTATION_KEYS = (
+    "adapt_steps",
+    "trajectories",
+    "horizon",
+    "inner_lr",
+    "gamma",
+    "gae_lambda",
+    "baseline_ridge",
+    "discretizer",
+    "backtracking",
+    "reward_scale",
+)
 AFTER_ADAPTATION = ("ppo", "act")
 COLLECT_THREADS = 1  # torch threads for batch-1 inference while stepping (as agent/learners/ppo.py)
 
 
 # --- the checkpoint and the settings ----------------------------------------------------------
 
+
 def read_maml_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict; a one-line UserError unless it carries MAML adaptation settings."""
     data = load_checkpoint(path)
-    fix = ("give a checkpoint written by `python -m meta_train`, or fine-tune this one with "
-           f"`python -m agent.ppo2 --init {path}`")
+    fix = (
+        "give a checkpoint written by `python -m meta_train`, or fine-tune this one with "
+        f"`python -m agent.ppo2 --init {path}`"
+    )
     adaptation = data.get("adaptation")
     if not isinstance(adaptation, dict):
         raise UserError(f"{path} has no MAML adaptation settings (no `adaptation` key): {fix}")
@@ -126,8 +139,10 @@ def read_maml_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: the `adaptation` settings lack {', '.join(missing)}: {fix}")
     fmt = data.get("maml_format")
     if fmt is not None and fmt not in MAML_FORMATS:
-        raise UserError(f"{path} has MAML format {fmt!r}, this agent reads "
-                        f"{', '.join(MAML_FORMATS)}: use the agent of the meta_train that wrote it")
+        raise UserError(
+            f"{path} has MAML format {fmt!r}, this agent reads "
+            f"{', '.join(MAML_FORMATS)}: use the agent of the meta_train that wrote it"
+        )
     return data
 
 
@@ -146,8 +161,9 @@ class AdaptationConfig:
     grad_chunk: int = 2048
 
     @classmethod
-    def from_checkpoint(cls, data: dict[str, Any], cfg: dict[str, Any],
-                        device: torch.device | str = "cpu") -> AdaptationConfig:
+    def from_checkpoint(
+        cls, data: dict[str, Any], cfg: dict[str, Any], device: torch.device | str = "cpu"
+    ) -> AdaptationConfig:
         a = data["adaptation"]
 
         def pick(key: str) -> Any:
@@ -162,10 +178,17 @@ class AdaptationConfig:
             per_parameter = sizes.get("per_parameter") or {}
             if sizes.get("learned") and per_parameter:
                 step_sizes = {n: t.to(device) for n, t in per_parameter.items()}
-        out = cls(adapt_steps=int(pick("adapt_steps")), trajectories=int(pick("trajectories")),
-                  horizon=int(pick("horizon")), gamma=float(a["gamma"]),
-                  gae_lambda=float(a["gae_lambda"]), ridge=float(a["baseline_ridge"]),
-                  lr=lr, step_sizes=step_sizes, grad_chunk=int(cfg.get("grad_chunk") or 0))
+        out = cls(
+            adapt_steps=int(pick("adapt_steps")),
+            trajectories=int(pick("trajectories")),
+            horizon=int(pick("horizon")),
+            gamma=float(a["gamma"]),
+            gae_lambda=float(a["gae_lambda"]),
+            ridge=float(a["baseline_ridge"]),
+            lr=lr,
+            step_sizes=step_sizes,
+            grad_chunk=int(cfg.get("grad_chunk") or 0),
+        )
         if out.adapt_steps < 0:
             raise UserError(f"adapt_steps must be ≥ 0, got {out.adapt_steps}")
         for key in ("trajectories", "horizon"):
@@ -177,6 +200,7 @@ class AdaptationConfig:
 
 
 # --- the environment --------------------------------------------------------------------------
+
 
 class ContestCounter(gym.Wrapper):
     """Innermost wrapper: counts the requests the server serves (resets and steps: the budget's
@@ -231,22 +255,30 @@ def agent_env(env: gym.Env, adaptation: dict[str, Any]) -> tuple[gym.Env, Contes
     """The agent's view of a contest environment, wrapped as the checkpoint's meta-training
     wrapped its levels, and the counter at the bottom of it."""
     counter = ContestCounter(env)
-    wrapped = wrap_agent_env(RecordEpisodeStatistics(counter),
-                             WrapperConfig.from_dict(adaptation))
+    wrapped = wrap_agent_env(RecordEpisodeStatistics(counter), WrapperConfig.from_dict(adaptation))
     return ResumeEpisode(wrapped), counter
 
 
 # --- adaptation -------------------------------------------------------------------------------
 
-def sample_action(policy: ActorCritic, params: Params, obs: np.ndarray,
-                  device: torch.device) -> int:
+
+def sample_action(
+    policy: ActorCritic, params: Params, obs: np.ndarray, device: torch.device
+) -> int:
     with torch.no_grad():
         dist_params, _ = functional_call(policy, params, (torch.from_numpy(obs[None]).to(device),))
         return int(policy.distribution(dist_params).sample()[0])
 
 
-def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: Params,
-            count: int, horizon: int, device: torch.device) -> Trajectories:
+def collect(
+    env: gym.Env,
+    counter: ContestCounter,
+    policy: ActorCritic,
+    params: Params,
+    count: int,
+    horizon: int,
+    device: torch.device,
+) -> Trajectories:
     """`count` trajectories of `horizon` steps, one after the other on `env` (see the module
     docstring for where each starts), actions sampled from the policy at `params`."""
     shape = env.observation_space.shape
@@ -274,19 +306,27 @@ def collect(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: 
     return Trajectories(obs_buf, act_buf, rew_buf, done_buf, returns)
 
 
-def inner_update(policy: ActorCritic, params: Params, traj: Trajectories,
-                 settings: AdaptationConfig) -> Params:
+def inner_update(
+    policy: ActorCritic, params: Params, traj: Trajectories, settings: AdaptationConfig
+) -> Params:
     """θ' from θ = `params` on the trajectories: agent.learners.adaptation's inner step
     (detached)."""
-    data = AdvantageBatch.from_trajectories(traj, settings.gamma, settings.gae_lambda,
-                                            settings.ridge)
-    return detached_step(policy, params, data, settings.step_sizes, settings.lr,
-                         settings.grad_chunk)
+    data = AdvantageBatch.from_trajectories(
+        traj, settings.gamma, settings.gae_lambda, settings.ridge
+    )
+    return detached_step(
+        policy, params, data, settings.step_sizes, settings.lr, settings.grad_chunk
+    )
 
 
-def adaptation_step(env: gym.Env, counter: ContestCounter, policy: ActorCritic, params: Params,
-                    settings: AdaptationConfig,
-                    device: torch.device) -> tuple[Params, Trajectories]:
+def adaptation_step(
+    env: gym.Env,
+    counter: ContestCounter,
+    policy: ActorCritic,
+    params: Params,
+    settings: AdaptationConfig,
+    device: torch.device,
+) -> tuple[Params, Trajectories]:
     """One inner step: collect K trajectories with θ_i, return θ_{i+1} and the data."""
     traj = collect(env, counter, policy, params, settings.trajectories, settings.horizon, device)
     return inner_update(policy, params, traj, settings), traj
@@ -300,12 +340,18 @@ class Adapter:
     """Runs the adaptation phase; `params` and `done_steps` stay readable when the budget ends
     midway."""
 
-    def __init__(self, env: gym.Env, counter: ContestCounter, policy: ActorCritic,
-                 settings: AdaptationConfig, device: torch.device, out: Path | None) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        counter: ContestCounter,
+        policy: ActorCritic,
+        settings: AdaptationConfig,
+        device: torch.device,
+        out: Path | None,
+    ) -> None:
         self.env, self.counter, self.policy = env, counter, policy
         self.settings, self.device = settings, device
-        self.params: Params = {n: p.detach().clone() for n, p in
-                               policy_parameters(policy).items()}
+        self.params: Params = {n: p.detach().clone() for n, p in policy_parameters(policy).items()}
         self.done_steps = 0
         self.csv_path = out / ADAPTATION_CSV if out is not None else None
 
@@ -326,21 +372,31 @@ class Adapter:
         self._write_row({}, header=True)
         for i in range(s.adapt_steps):
             t0 = time.monotonic()
-            new, traj = adaptation_step(self.env, self.counter, self.policy, self.params, s,
-                                        self.device)
+            new, traj = adaptation_step(
+                self.env, self.counter, self.policy, self.params, s, self.device
+            )
             change = param_distance(new, self.params)
             self.params = new
             self.done_steps = i + 1
             seconds = time.monotonic() - t0
             assert traj.contest_returns is not None  # collect records them
             mean_return = float(traj.contest_returns.mean())
-            self._write_row({"step": i + 1, "mean_return": f"{mean_return:.6g}",
-                             "steps": self.counter.timesteps, "param_change": f"{change:.6g}",
-                             "seconds": f"{seconds:.3f}"}, header=False)
-            print(f"maml agent: inner step {i + 1}/{s.adapt_steps}: mean return "
-                  f"{mean_return:.1f} over {s.trajectories}×{s.horizon} steps, "
-                  f"|Δθ| {change:.4g}, {self.counter.timesteps} timesteps used, {seconds:.1f} s",
-                  flush=True)
+            self._write_row(
+                {
+                    "step": i + 1,
+                    "mean_return": f"{mean_return:.6g}",
+                    "steps": self.counter.timesteps,
+                    "param_change": f"{change:.6g}",
+                    "seconds": f"{seconds:.3f}",
+                },
+                header=False,
+            )
+            print(
+                f"maml agent: inner step {i + 1}/{s.adapt_steps}: mean return "
+                f"{mean_return:.1f} over {s.trajectories}×{s.horizon} steps, "
+                f"|Δθ| {change:.4g}, {self.counter.timesteps} timesteps used, {seconds:.1f} s",
+                flush=True,
+            )
         return self.params
 
 
@@ -368,12 +424,15 @@ def act_forever(env: gym.Env, policy: ActorCritic, device: torch.device) -> None
 
 # --- the command ------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = agent_parser("maml", __doc__, "maml.yaml",
-                          checkpoint_help="MAML checkpoint from meta_train")
+    parser = agent_parser(
+        "maml", __doc__, "maml.yaml", checkpoint_help="MAML checkpoint from meta_train"
+    )
     parser.add_argument("--adapt-steps", type=int, help="inner steps N (config adapt_steps)")
-    parser.add_argument("--trajectories", type=int,
-                        help="trajectories K per inner step (config trajectories)")
+    parser.add_argument(
+        "--trajectories", type=int, help="trajectories K per inner step (config trajectories)"
+    )
     parser.add_argument("--horizon", type=int, help="steps H per trajectory (config horizon)")
     parser.add_argument("--inner-lr", type=float, help="inner step size α (config inner_lr)")
     return parser.parse_args(argv)
@@ -388,8 +447,10 @@ def make_config(args: argparse.Namespace) -> dict[str, Any]:
     # the adaptation's keys, PPO's (PPOConfig: the contest baseline's, as agent.ppo2), the run's
     cfg = load_config(args.config, overrides, defaults=MAML)
     if cfg["after_adaptation"] not in AFTER_ADAPTATION:
-        raise UserError(f"after_adaptation must be {' or '.join(AFTER_ADAPTATION)}, "
-                        f"not {cfg['after_adaptation']!r}")
+        raise UserError(
+            f"after_adaptation must be {' or '.join(AFTER_ADAPTATION)}, "
+            f"not {cfg['after_adaptation']!r}"
+        )
     return cfg
 
 
@@ -397,13 +458,20 @@ class MamlRun:
     """One run of the agent on the contest connection: adaptation, then `after_adaptation`.
     `phase` says where it is when the budget ends; `save` writes the network as it is then."""
 
-    def __init__(self, cfg: dict[str, Any], ckpt_path: str, data: dict[str, Any],
-                 settings: AdaptationConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        ckpt_path: str,
+        data: dict[str, Any],
+        settings: AdaptationConfig,
+        device: torch.device,
+    ) -> None:
         self.cfg, self.ckpt_path, self.settings, self.device = cfg, ckpt_path, settings, device
         self.env, self.counter = agent_env(make_env(copy_obs=False), data["adaptation"])
         try:
-            self.policy = policy_for_spaces(data, {}, self.env.observation_space,
-                                            self.env.action_space, str(ckpt_path)).to(device)
+            self.policy = policy_for_spaces(
+                data, {}, self.env.observation_space, self.env.action_space, str(ckpt_path)
+            ).to(device)
         except UserError:
             self.env.close()
             raise
@@ -421,20 +489,28 @@ class MamlRun:
             load_params(self.policy, self.adapter.params)
         ppo = self.ppo
         return save_checkpoint(
-            self.out / CHECKPOINT_NAME, self.policy, config=self.cfg,
+            self.out / CHECKPOINT_NAME,
+            self.policy,
+            config=self.cfg,
             optimizer=ppo.optimizer if ppo is not None else None,
-            timesteps=self.counter.timesteps, updates=ppo.updates if ppo is not None else 0,
+            timesteps=self.counter.timesteps,
+            updates=ppo.updates if ppo is not None else 0,
             episodes=ppo.episodes if ppo is not None else 0,
-            extra={"adapted_from": str(self.ckpt_path),
-                   "adapt_steps_done": self.adapter.done_steps})
+            extra={
+                "adapted_from": str(self.ckpt_path),
+                "adapt_steps_done": self.adapter.done_steps,
+            },
+        )
 
     def play(self, seed: int) -> None:
         """Adapt, save, then act or learn with PPO until an exception (the budget) ends it."""
         s = self.settings
         alpha = "learned per-parameter α" if s.step_sizes is not None else f"α={s.lr:g}"
-        print(f"maml agent: adapting {self.ckpt_path} on {self.device}: {s.adapt_steps} inner "
-              f"steps of {s.trajectories}×{s.horizon} steps, {alpha}; then {self.mode}",
-              flush=True)
+        print(
+            f"maml agent: adapting {self.ckpt_path} on {self.device}: {s.adapt_steps} inner "
+            f"steps of {s.trajectories}×{s.horizon} steps, {alpha}; then {self.mode}",
+            flush=True,
+        )
         load_params(self.policy, self.adapter.run())
         self.phase = self.mode
         self.save()
@@ -443,8 +519,9 @@ class MamlRun:
             return
         cfg = self.cfg
         self.ppo = PPO(self.policy, PPOConfig.from_dict(cfg), self.device)
-        self.logger = TrainLogger(self.out, tensorboard=bool(cfg["tensorboard"]),
-                                  progress_bar=False, config=cfg)
+        self.logger = TrainLogger(
+            self.out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False, config=cfg
+        )
         save_interval = max(1, int(cfg["save_interval"]))
 
         def on_update(p: PPO) -> None:
@@ -452,15 +529,23 @@ class MamlRun:
                 self.save()
 
         envs = make_single_vec_env(lambda: self.env)
-        learn(self.ppo, envs, total_timesteps=None, logger=self.logger,
-              log_interval=int(cfg["log_interval"]), on_update=on_update, seed=seed)
+        learn(
+            self.ppo,
+            envs,
+            total_timesteps=None,
+            logger=self.logger,
+            log_interval=int(cfg["log_interval"]),
+            on_update=on_update,
+            seed=seed,
+        )
 
     def where(self) -> str:
-        return {"adaptation": f"during adaptation ({self.adapter.done_steps} of "
-                              f"{self.settings.adapt_steps} inner steps done)",
-                "ppo": f"during PPO after adaptation ({self.ppo.updates if self.ppo else 0} "
-                       "updates)",
-                "act": "while acting with the adapted policy"}[self.phase]
+        return {
+            "adaptation": f"during adaptation ({self.adapter.done_steps} of "
+            f"{self.settings.adapt_steps} inner steps done)",
+            "ppo": f"during PPO after adaptation ({self.ppo.updates if self.ppo else 0} updates)",
+            "act": "while acting with the adapted policy",
+        }[self.phase]
 
     def close(self) -> None:
         if self.logger is not None:
@@ -479,9 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     seed, device = start(cfg)
     run = MamlRun(cfg, ckpt_path, data, AdaptationConfig.from_checkpoint(data, cfg, device), device)
     return play_until_budget(
-        "maml", lambda: run.play(seed),
+        "maml",
+        lambda: run.play(seed),
         summary=lambda: f"{run.where()} after {run.counter.timesteps} timesteps",
-        save=run.save, phase=lambda: run.phase, close=run.close)
+        save=run.save,
+        phase=lambda: run.phase,
+        close=run.close,
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ def ortho_init(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
-
 # A Gaussian head's log-std is clamped where it becomes a distribution: an unstable update (e.g.
 # several MAML inner steps after a bad meta-step) can drive it to −∞, and exp() to a zero scale.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -63,9 +62,12 @@ def nature_convs(obs_shape: Sequence[int]) -> tuple[nn.Sequential, int]:
     width of their output for (C, H, W) frames. Shared by NatureCNN and Rainbow's network."""
     channels, height, width = (int(x) for x in obs_shape)
     convs = nn.Sequential(
-        ortho_init(nn.Conv2d(channels, 32, 8, stride=4), BODY_GAIN), nn.ReLU(),
-        ortho_init(nn.Conv2d(32, 64, 4, stride=2), BODY_GAIN), nn.ReLU(),
-        ortho_init(nn.Conv2d(64, 64, 3, stride=1), BODY_GAIN), nn.ReLU(),
+        ortho_init(nn.Conv2d(channels, 32, 8, stride=4), BODY_GAIN),
+        nn.ReLU(),
+        ortho_init(nn.Conv2d(32, 64, 4, stride=2), BODY_GAIN),
+        nn.ReLU(),
+        ortho_init(nn.Conv2d(64, 64, 3, stride=1), BODY_GAIN),
+        nn.ReLU(),
         nn.Flatten(),
     )
     with torch.no_grad():
@@ -111,8 +113,13 @@ class NatureCNN(nn.Module):
 class MLP(nn.Module):
     """Fully connected body (2×100 ReLU by default) on flattened observations × `obs_scale`."""
 
-    def __init__(self, obs_shape: Sequence[int], hidden: Sequence[int] = (100, 100),
-                 activation: str = "relu", obs_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        hidden: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        obs_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: use relu or tanh")
@@ -190,16 +197,20 @@ def build_policy(spec: PolicySpec) -> ActorCritic:
     if body_kind == "cnn":
         body: nn.Module = NatureCNN(obs_shape, features=int(spec.get("features", 512)))
     elif body_kind == "mlp":
-        body = MLP(obs_shape, hidden=spec.get("hidden", (100, 100)),
-                   activation=spec.get("activation", "relu"),
-                   obs_scale=float(spec.get("obs_scale", 1.0)))
+        body = MLP(
+            obs_shape,
+            hidden=spec.get("hidden", (100, 100)),
+            activation=spec.get("activation", "relu"),
+            obs_scale=float(spec.get("obs_scale", 1.0)),
+        )
     else:
         raise ValueError(f"unknown policy body {body_kind!r}: cnn or mlp")
     return ActorCritic(body, dict(spec["action"]), spec)
 
 
-def spec_for_spaces(observation_space: Any, action_space: Any, body: str = "auto",
-                    **options: Any) -> PolicySpec:
+def spec_for_spaces(
+    observation_space: Any, action_space: Any, body: str = "auto", **options: Any
+) -> PolicySpec:
     """A spec for Gymnasium spaces. body `auto`: the Nature CNN for (C, H, W) uint8 images,
     an MLP otherwise (uint8 inputs scaled by 1/255)."""
     import numpy as np
@@ -222,8 +233,9 @@ def spec_for_spaces(observation_space: Any, action_space: Any, body: str = "auto
     return spec
 
 
-def spec_from_config(policy_cfg: dict[str, Any], observation_space: Any,
-                     action_space: Any) -> PolicySpec:
+def spec_from_config(
+    policy_cfg: dict[str, Any], observation_space: Any, action_space: Any
+) -> PolicySpec:
     """The spec for a config's `policy:` section (body, features, hidden, activation)."""
     body = policy_cfg.get("body", "auto")
     spec = spec_for_spaces(observation_space, action_space, body=body)
@@ -238,8 +250,10 @@ def spec_from_config(policy_cfg: dict[str, Any], observation_space: Any,
 def check_policy_fits(spec: PolicySpec, observation_space: Any, action_space: Any) -> str | None:
     """Why a network of `spec` cannot act in these spaces, or None when it can."""
     if list(spec["obs_shape"]) != list(observation_space.shape):
-        return f"the network takes observations {tuple(spec['obs_shape'])}, " \
-               f"the environment gives {tuple(observation_space.shape)}"
+        return (
+            f"the network takes observations {tuple(spec['obs_shape'])}, "
+            f"the environment gives {tuple(observation_space.shape)}"
+        )
     action = spec["action"]
     n = getattr(action_space, "n", None)
     if action["type"] == "discrete" and (n is None or int(n) != int(action["n"])):

@@ -32,8 +32,9 @@ from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    return agent_parser("ppo2", __doc__, "ppo2.yaml",
-                        checkpoint_help="checkpoint to fine-tune").parse_args(argv)
+    return agent_parser(
+        "ppo2", __doc__, "ppo2.yaml", checkpoint_help="checkpoint to fine-tune"
+    ).parse_args(argv)
 
 
 @exit_on_user_error
@@ -46,34 +47,55 @@ def main(argv: list[str] | None = None) -> int:
 
     envs = contest_envs(cfg)
     try:
-        policy = policy_for_spaces(init_data, cfg["policy"], envs.single_observation_space,
-                                   envs.single_action_space, str(init))
+        policy = policy_for_spaces(
+            init_data,
+            cfg["policy"],
+            envs.single_observation_space,
+            envs.single_action_space,
+            str(init),
+        )
     except UserError:
         envs.close()
         raise
     ppo = PPO(policy, PPOConfig.from_dict(cfg), device)
     out = output_dir()
-    logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False,
-                         config=cfg)
+    logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False, config=cfg)
     save_interval = max(1, int(cfg["save_interval"]))
 
     def save() -> Path | None:
         if out is None:
             return None
-        return save_checkpoint(out / CHECKPOINT_NAME, ppo.policy, config=cfg,
-                               optimizer=ppo.optimizer, timesteps=ppo.timesteps,
-                               updates=ppo.updates, episodes=ppo.episodes,
-                               extra={"init": str(init) if init else None})
+        return save_checkpoint(
+            out / CHECKPOINT_NAME,
+            ppo.policy,
+            config=cfg,
+            optimizer=ppo.optimizer,
+            timesteps=ppo.timesteps,
+            updates=ppo.updates,
+            episodes=ppo.episodes,
+            extra={"init": str(init) if init else None},
+        )
 
     def on_update(p: PPO) -> None:
         if p.updates % save_interval == 0:
             save()
 
-    print(f"ppo2 agent: {'fine-tuning ' + str(init) if init else 'learning from scratch'} on "
-          f"{device}, nsteps={ppo.config.nsteps} nminibatches={ppo.config.nminibatches}",
-          flush=True)
-    return learn_until_budget("ppo2", ppo, learn, envs=envs, logger=logger, cfg=cfg, seed=seed,
-                              save=save, on_update=on_update)
+    print(
+        f"ppo2 agent: {'fine-tuning ' + str(init) if init else 'learning from scratch'} on "
+        f"{device}, nsteps={ppo.config.nsteps} nminibatches={ppo.config.nminibatches}",
+        flush=True,
+    )
+    return learn_until_budget(
+        "ppo2",
+        ppo,
+        learn,
+        envs=envs,
+        logger=logger,
+        cfg=cfg,
+        seed=seed,
+        save=save,
+        on_update=on_update,
+    )
 
 
 if __name__ == "__main__":

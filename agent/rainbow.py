@@ -36,22 +36,35 @@ from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = agent_parser("rainbow", __doc__, "rainbow.yaml",
-                          checkpoint_help="Rainbow checkpoint to fine-tune")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from $AGENT_OUTPUT_DIR/checkpoint.pt when it exists")
+    parser = agent_parser(
+        "rainbow", __doc__, "rainbow.yaml", checkpoint_help="Rainbow checkpoint to fine-tune"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from $AGENT_OUTPUT_DIR/checkpoint.pt when it exists",
+    )
     return parser.parse_args(argv)
 
 
-def save_rainbow(path: Path, agent: Rainbow, cfg: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> Path:
-    return save_checkpoint(path, agent.online, config=cfg, optimizer=agent.optimizer,
-                           timesteps=agent.timesteps, updates=agent.updates,
-                           episodes=agent.episodes, extra={**agent.state(), **(extra or {})})
+def save_rainbow(
+    path: Path, agent: Rainbow, cfg: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
+    return save_checkpoint(
+        path,
+        agent.online,
+        config=cfg,
+        optimizer=agent.optimizer,
+        timesteps=agent.timesteps,
+        updates=agent.updates,
+        episodes=agent.episodes,
+        extra={**agent.state(), **(extra or {})},
+    )
 
 
-def _starting_point(args: argparse.Namespace,
-                    out: Path | None) -> tuple[dict[str, Any] | None, bool, str]:
+def _starting_point(
+    args: argparse.Namespace, out: Path | None
+) -> tuple[dict[str, Any] | None, bool, str]:
     """(checkpoint data, whether it is a resume, its path) — read before connecting."""
     if args.resume:
         if out is None:
@@ -62,13 +75,25 @@ def _starting_point(args: argparse.Namespace,
     return (load_checkpoint(init) if init else None), False, str(init)
 
 
-def _connect(cfg: dict[str, Any], rcfg: RainbowConfig, device: torch.device,
-             saved: dict[str, Any] | None, resuming: bool, source: str) -> tuple[Any, Rainbow]:
+def _connect(
+    cfg: dict[str, Any],
+    rcfg: RainbowConfig,
+    device: torch.device,
+    saved: dict[str, Any] | None,
+    resuming: bool,
+    source: str,
+) -> tuple[Any, Rainbow]:
     """The wrapped contest connection (a vector env of 1) and the learner on its spaces."""
     envs = contest_envs(cfg)
     try:
-        net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
-                             envs.single_action_space, source)
+        net = net_for_spaces(
+            saved,
+            rcfg,
+            int(cfg["features"]),
+            envs.single_observation_space,
+            envs.single_action_space,
+            source,
+        )
     except UserError:
         envs.close()
         raise
@@ -94,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     envs, agent = _connect(cfg, rcfg, device, saved, resuming, source)
     init = None if resuming or saved is None else source
-    logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False,
-                         resume=resuming, config=cfg)
+    logger = TrainLogger(
+        out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False, resume=resuming, config=cfg
+    )
     save_every = max(1, int(cfg["save_interval"]))
 
     def save() -> Path | None:
@@ -105,12 +131,29 @@ def main(argv: list[str] | None = None) -> int:
         if a.timesteps % save_every == 0:
             save()
 
-    how = ("resuming " + source if resuming else "fine-tuning " + source if saved is not None
-           else "learning from scratch")
-    print(f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
-          f"learning_starts={rcfg.learning_starts} (the replay buffer starts empty)", flush=True)
-    return learn_until_budget("rainbow", agent, learn, envs=envs, logger=logger, cfg=cfg,
-                              seed=seed, save=save, on_step=on_step)
+    how = (
+        "resuming " + source
+        if resuming
+        else "fine-tuning " + source
+        if saved is not None
+        else "learning from scratch"
+    )
+    print(
+        f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
+        f"learning_starts={rcfg.learning_starts} (the replay buffer starts empty)",
+        flush=True,
+    )
+    return learn_until_budget(
+        "rainbow",
+        agent,
+        learn,
+        envs=envs,
+        logger=logger,
+        cfg=cfg,
+        seed=seed,
+        save=save,
+        on_step=on_step,
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def main() -> int:
                 env.reset()
 
     return play_until_budget(
-        "random", play, close=env.close,
-        summary=lambda: f"after {count['steps']} steps, {count['episodes']} episodes")
+        "random",
+        play,
+        close=env.close,
+        summary=lambda: f"after {count['steps']} steps, {count['episodes']} episodes",
+    )
 
 
 if __name__ == "__main__":

@@ -35,22 +35,35 @@ if TYPE_CHECKING:
     import torch
 
 
-def agent_parser(name: str, doc: str, config_name: str | None,
-                 checkpoint_help: str | None = None) -> argparse.ArgumentParser:
+def agent_parser(
+    name: str, doc: str, config_name: str | None, checkpoint_help: str | None = None
+) -> argparse.ArgumentParser:
     """`python -m agent.NAME`'s parser with the options every learning agent has: --config,
     --set and --device, and --checkpoint (`init`; --init: its old name) when `checkpoint_help`
     says what it loads."""
-    parser = argparse.ArgumentParser(prog=f"python -m agent.{name}",
-                                     description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m agent.{name}", description=doc.splitlines()[0]
+    )
     if config_name is not None:
-        parser.add_argument("--config",
-                            help=f"YAML file with the keys to change from {config_name}")
+        parser.add_argument(
+            "--config", help=f"YAML file with the keys to change from {config_name}"
+        )
     if checkpoint_help is not None:
-        parser.add_argument("--checkpoint", "--init", dest="init", metavar="FILE",
-                            help=f"{checkpoint_help} (default: ${CHECKPOINT_ENV}; --init: its "
-                            "old name)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="change one config key (repeatable)")
+        parser.add_argument(
+            "--checkpoint",
+            "--init",
+            dest="init",
+            metavar="FILE",
+            help=f"{checkpoint_help} (default: ${CHECKPOINT_ENV}; --init: its old name)",
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one config key (repeatable)",
+    )
     add_device_option(parser)
     return parser
 
@@ -95,14 +108,20 @@ def contest_envs(cfg: dict[str, Any]) -> Any:
     from agent.wrappers import WrapperConfig, wrap_agent_env
 
     remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
-    return make_single_vec_env(lambda: wrap_agent_env(RecordEpisodeStatistics(remote),
-                                                      WrapperConfig.from_dict(cfg)))
+    return make_single_vec_env(
+        lambda: wrap_agent_env(RecordEpisodeStatistics(remote), WrapperConfig.from_dict(cfg))
+    )
 
 
-def play_until_budget(name: str, play: Callable[[], object], *, summary: Callable[[], str],
-                      save: Callable[[], Path | None] | None = None,
-                      phase: Callable[[], str] = lambda: "",
-                      close: Callable[[], object] = lambda: None) -> int:
+def play_until_budget(
+    name: str,
+    play: Callable[[], object],
+    *,
+    summary: Callable[[], str],
+    save: Callable[[], Path | None] | None = None,
+    phase: Callable[[], str] = lambda: "",
+    close: Callable[[], object] = lambda: None,
+) -> int:
     """Run `play` until the server ends the run; the agent's exit code (see the module
     docstring). `summary` says how far the run got ("after 300 steps, ..."), `phase` where it
     was when the connection closed, `close` releases what the agent holds (always called)."""
@@ -125,21 +144,44 @@ def play_until_budget(name: str, play: Callable[[], object], *, summary: Callabl
     return 0
 
 
-def learn_until_budget(name: str, learner: Any, learn: Callable[..., object], *, envs: Any,
-                       logger: Any, cfg: dict[str, Any], seed: int,
-                       save: Callable[[], Path | None], **callback: Any) -> int:
+def learn_until_budget(
+    name: str,
+    learner: Any,
+    learn: Callable[..., object],
+    *,
+    envs: Any,
+    logger: Any,
+    cfg: dict[str, Any],
+    seed: int,
+    save: Callable[[], Path | None],
+    **callback: Any,
+) -> int:
     """A learner (PPO, Rainbow: `timesteps`, `updates` and `episodes` counters) learning on the
     contest connection with no step limit of its own, logging every `log_interval`, until the
     budget ends it (`play_until_budget`); `callback` is its `learn`'s on_update/on_step. Its
     logger and environments are closed at the end."""
+
     def run() -> object:
-        return learn(learner, envs, total_timesteps=None, logger=logger,
-                     log_interval=int(cfg["log_interval"]), seed=seed, **callback)
+        return learn(
+            learner,
+            envs,
+            total_timesteps=None,
+            logger=logger,
+            log_interval=int(cfg["log_interval"]),
+            seed=seed,
+            **callback,
+        )
 
     return play_until_budget(
-        name, run, save=save, close=lambda: (logger.close(), envs.close()),
-        summary=lambda: f"after {learner.timesteps} steps, {learner.updates} updates, "
-                        f"{learner.episodes} episodes")
+        name,
+        run,
+        save=save,
+        close=lambda: (logger.close(), envs.close()),
+        summary=lambda: (
+            f"after {learner.timesteps} steps, {learner.updates} updates, "
+            f"{learner.episodes} episodes"
+        ),
+    )
 
 
 def make_single_vec_env(env_fn: Callable[[], Any]) -> Any:

@@ -44,8 +44,9 @@ class ResetAnyTime(gym.Wrapper):
         self._obs: Any = None
         self.continued = 0  # mid-episode resets answered with the current observation
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if not self._done:
             self.continued += 1
             if seed is not None:  # seeds the env's own np_random, as the connection's reset does

@@ -18,8 +18,7 @@ from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m agent.sb3_ppo",
-                                description=__doc__.splitlines()[1])
+    p = argparse.ArgumentParser(prog="python -m agent.sb3_ppo", description=__doc__.splitlines()[1])
     p.add_argument("--n-steps", type=int, default=128, help="rollout length (SB3 n_steps)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch (SB3 batch_size)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -30,15 +29,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if importlib.util.find_spec("stable_baselines3") is None:
-        raise UserError("Stable-Baselines3 is missing: install the bench extra "
-                        "(pip install -e '.[bench]')")
+        raise UserError(
+            "Stable-Baselines3 is missing: install the bench extra (pip install -e '.[bench]')"
+        )
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     env = contest_gym_env()
-    model = PPO("CnnPolicy", DummyVecEnv([lambda: env]), n_steps=args.n_steps,
-                batch_size=args.batch_size, n_epochs=1, device=args.device,
-                seed=agent_seed(0), verbose=0)
+    model = PPO(
+        "CnnPolicy",
+        DummyVecEnv([lambda: env]),
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=1,
+        device=args.device,
+        seed=agent_seed(0),
+        verbose=0,
+    )
     print(f"sb3_ppo agent: learning (n_steps {args.n_steps}) until the budget", flush=True)
     try:
         model.learn(total_timesteps=10**12)

@@ -22,11 +22,19 @@ LEARNING_CSV = "learning.csv"  # not progress.csv: the contest server writes tha
 # scripts made for CleanRL runs read ours; episodic return and length are the mean of the last
 # 100 finished episodes here (CleanRL logs each episode), at the row's timesteps.
 TB_TAGS = {
-    "mean_return": "charts/episodic_return", "mean_length": "charts/episodic_length",
-    "fps": "charts/SPS", "lr": "charts/learning_rate", "updates": "charts/updates",
-    "episodes": "charts/episodes", "loss": "losses/loss", "pg_loss": "losses/policy_loss",
-    "vf_loss": "losses/value_loss", "entropy": "losses/entropy", "approx_kl": "losses/approx_kl",
-    "clipfrac": "losses/clipfrac", "explained_var": "losses/explained_variance",
+    "mean_return": "charts/episodic_return",
+    "mean_length": "charts/episodic_length",
+    "fps": "charts/SPS",
+    "lr": "charts/learning_rate",
+    "updates": "charts/updates",
+    "episodes": "charts/episodes",
+    "loss": "losses/loss",
+    "pg_loss": "losses/policy_loss",
+    "vf_loss": "losses/value_loss",
+    "entropy": "losses/entropy",
+    "approx_kl": "losses/approx_kl",
+    "clipfrac": "losses/clipfrac",
+    "explained_var": "losses/explained_variance",
 }
 
 
@@ -41,8 +49,21 @@ def config_text(config: dict[str, Any]) -> str:
 
 
 CSV_FIELDS = (
-    "timesteps", "updates", "episodes", "mean_return", "mean_length", "fps", "time_s",
-    "loss", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac", "explained_var", "lr",
+    "timesteps",
+    "updates",
+    "episodes",
+    "mean_return",
+    "mean_length",
+    "fps",
+    "time_s",
+    "loss",
+    "pg_loss",
+    "vf_loss",
+    "entropy",
+    "approx_kl",
+    "clipfrac",
+    "explained_var",
+    "lr",
 )
 
 
@@ -116,11 +137,21 @@ class TrainLogger:
     before that step kept) and TensorBoard; a progress bar on stderr. Every learner logs
     through it, and meta-training (meta_train.loop.MetricsLog) too."""
 
-    def __init__(self, out_dir: str | Path | None, total_timesteps: int | None = None,
-                 start_timesteps: int = 0, tensorboard: bool = True, progress_bar: bool = True,
-                 resume: bool = False, config: dict[str, Any] | None = None, *,
-                 layout: LogLayout = LEARNER_LOG, keep_rows_below: int | None = None,
-                 unit: str = "step", desc: str | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path | None,
+        total_timesteps: int | None = None,
+        start_timesteps: int = 0,
+        tensorboard: bool = True,
+        progress_bar: bool = True,
+        resume: bool = False,
+        config: dict[str, Any] | None = None,
+        *,
+        layout: LogLayout = LEARNER_LOG,
+        keep_rows_below: int | None = None,
+        unit: str = "step",
+        desc: str | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.layout = layout
         self.start_time = time.monotonic()
@@ -164,8 +195,9 @@ class TrainLogger:
         if "time_s" in self.layout.fields:
             row = {**row, "time_s": round(time.monotonic() - self.start_time, 3)}
         if self._csv is not None and self._csv_file is not None:
-            self._csv.writerow({k: _fmt(row.get(k, math.nan), self.layout.nan)
-                                for k in self.layout.fields})
+            self._csv.writerow(
+                {k: _fmt(row.get(k, math.nan), self.layout.nan) for k in self.layout.fields}
+            )
             self._csv_file.flush()
         if self._tb is not None:
             for tag, value, step in self.layout.scalars(row):

@@ -16,31 +16,69 @@ from gymnasium import spaces
 from gymnasium.wrappers import TransformReward
 
 GENESIS_BUTTONS: tuple[str, ...] = (
-    "B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z",
+    "B",
+    "A",
+    "MODE",
+    "START",
+    "UP",
+    "DOWN",
+    "LEFT",
+    "RIGHT",
+    "C",
+    "Y",
+    "X",
+    "Z",
 )
 ATARI2600_BUTTONS: tuple[str | None, ...] = (
-    "BUTTON", None, "SELECT", "RESET", "UP", "DOWN", "LEFT", "RIGHT",
+    "BUTTON",
+    None,
+    "SELECT",
+    "RESET",
+    "UP",
+    "DOWN",
+    "LEFT",
+    "RIGHT",
 )
 
 # The retro-baselines Sonic action set; the "Gotta Learn Fast" paper's adds a no-op (8 actions).
 SONIC_COMBOS: tuple[tuple[str, ...], ...] = (
-    ("LEFT",), ("RIGHT",), ("LEFT", "DOWN"), ("RIGHT", "DOWN"), ("DOWN",), ("DOWN", "B"), ("B",),
+    ("LEFT",),
+    ("RIGHT",),
+    ("LEFT", "DOWN"),
+    ("RIGHT", "DOWN"),
+    ("DOWN",),
+    ("DOWN", "B"),
+    ("B",),
 )
 # ALE's full 18-action set, in ALE's order, with FIRE being the 2600 joystick's BUTTON.
 ATARI_COMBOS: tuple[tuple[str, ...], ...] = (
-    (), ("BUTTON",), ("UP",), ("RIGHT",), ("LEFT",), ("DOWN",),
-    ("UP", "RIGHT"), ("UP", "LEFT"), ("DOWN", "RIGHT"), ("DOWN", "LEFT"),
-    ("UP", "BUTTON"), ("RIGHT", "BUTTON"), ("LEFT", "BUTTON"), ("DOWN", "BUTTON"),
-    ("UP", "RIGHT", "BUTTON"), ("UP", "LEFT", "BUTTON"),
-    ("DOWN", "RIGHT", "BUTTON"), ("DOWN", "LEFT", "BUTTON"),
+    (),
+    ("BUTTON",),
+    ("UP",),
+    ("RIGHT",),
+    ("LEFT",),
+    ("DOWN",),
+    ("UP", "RIGHT"),
+    ("UP", "LEFT"),
+    ("DOWN", "RIGHT"),
+    ("DOWN", "LEFT"),
+    ("UP", "BUTTON"),
+    ("RIGHT", "BUTTON"),
+    ("LEFT", "BUTTON"),
+    ("DOWN", "BUTTON"),
+    ("UP", "RIGHT", "BUTTON"),
+    ("UP", "LEFT", "BUTTON"),
+    ("DOWN", "RIGHT", "BUTTON"),
+    ("DOWN", "LEFT", "BUTTON"),
 )
 
 
 class ButtonDiscretizer(gym.ActionWrapper):
     """Discrete(len(combos)) over a MultiBinary button space: action i presses combos[i]."""
 
-    def __init__(self, env: gym.Env, buttons: Sequence[str | None],
-                 combos: Sequence[Sequence[str]]) -> None:
+    def __init__(
+        self, env: gym.Env, buttons: Sequence[str | None], combos: Sequence[Sequence[str]]
+    ) -> None:
         super().__init__(env)
         space = env.action_space
         if not isinstance(space, spaces.MultiBinary) or int(np.prod(space.shape)) != len(buttons):
@@ -198,16 +236,19 @@ class WrapperConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> WrapperConfig:
         """The settings in a config, task or checkpoint mapping; a key it lacks: the default."""
         default = cls()
-        return cls(discretizer=str(d.get("discretizer", default.discretizer)),
-                   backtracking=bool(d.get("backtracking", default.backtracking)),
-                   reward_scale=float(d.get("reward_scale", default.reward_scale)))
+        return cls(
+            discretizer=str(d.get("discretizer", default.discretizer)),
+            backtracking=bool(d.get("backtracking", default.backtracking)),
+            reward_scale=float(d.get("reward_scale", default.reward_scale)),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def wrap_agent_env(env: gym.Env, config: WrapperConfig | None = None, *, size: int = 84,
-                   stack: int = 4) -> gym.Env:
+def wrap_agent_env(
+    env: gym.Env, config: WrapperConfig | None = None, *, size: int = 84, stack: int = 4
+) -> gym.Env:
     """The baselines' agent-side stack: discrete actions, backtracking reward, scaled reward,
     84×84 grayscale, 4 stacked frames (uint8, channel-first)."""
     config = config or WrapperConfig()

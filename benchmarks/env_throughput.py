@@ -86,17 +86,24 @@ def main() -> None:
     for r in range(args.rounds):
         raw.append(measure(raw_frames_per_s, args.level, args.seconds))
         wrapped.append(measure(wrapped_frames_per_s, args.level, args.seconds))
-        print(f"round {r + 1}: raw {raw[-1]:8.0f} frames/s   contest+wrappers {wrapped[-1]:8.0f} "
-              "frames/s", flush=True)
+        print(
+            f"round {r + 1}: raw {raw[-1]:8.0f} frames/s   contest+wrappers {wrapped[-1]:8.0f} "
+            "frames/s",
+            flush=True,
+        )
     raw_med, wrapped_med = statistics.median(raw), statistics.median(wrapped)
     ratio = wrapped_med / raw_med
     print(f"median raw emulator:            {raw_med:8.0f} frames/s")
-    print(f"median contest env + wrappers:  {wrapped_med:8.0f} frames/s "
-          f"({wrapped_med / 4:.0f} agent steps/s)")
+    print(
+        f"median contest env + wrappers:  {wrapped_med:8.0f} frames/s "
+        f"({wrapped_med / 4:.0f} agent steps/s)"
+    )
     one = measure(wrapped_frames_per_s, args.level, args.seconds, procs=1)
     two = measure(wrapped_frames_per_s, args.level, args.seconds, procs=2)
-    print(f"wrapped env, 1 subprocess: {one:8.0f} frames/s; 2 subprocesses: {two:8.0f} frames/s "
-          f"(x{two / one:.2f})")
+    print(
+        f"wrapped env, 1 subprocess: {one:8.0f} frames/s; 2 subprocesses: {two:8.0f} frames/s "
+        f"(x{two / one:.2f})"
+    )
     print(f"BENCH env_throughput ratio={ratio:.3f} target=0.90")
 
 

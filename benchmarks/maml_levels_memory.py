@@ -65,19 +65,45 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=500)
     parser.add_argument("--grad-chunk", type=int, default=512)
-    parser.add_argument("--meta-optimizer", default="vpg",
-                        help="vpg: one meta-gradient (PPO repeats it per epoch, TRPO adds HVPs)")
+    parser.add_argument(
+        "--meta-optimizer",
+        default="vpg",
+        help="vpg: one meta-gradient (PPO repeats it per epoch, TRPO adds HVPs)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "meta_train", "--config",
-               "meta_train/configs/atari-train.yaml", "--out", d, "--iterations", "1",
-               "--no-progress", "--meta-optimizer", args.meta_optimizer,
-               "--set", f"meta_batch={args.levels}", "--set", f"trajectories={args.trajectories}",
-               "--set", f"task.horizon={args.horizon}", "--set", f"grad_chunk={args.grad_chunk}",
-               "--set", "first_order=false", "--set", "adapt_steps=1",
-               "--set", f"torch_threads={args.threads}", "--set", "tensorboard=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "meta_train",
+            "--config",
+            "meta_train/configs/atari-train.yaml",
+            "--out",
+            d,
+            "--iterations",
+            "1",
+            "--no-progress",
+            "--meta-optimizer",
+            args.meta_optimizer,
+            "--set",
+            f"meta_batch={args.levels}",
+            "--set",
+            f"trajectories={args.trajectories}",
+            "--set",
+            f"task.horizon={args.horizon}",
+            "--set",
+            f"grad_chunk={args.grad_chunk}",
+            "--set",
+            "first_order=false",
+            "--set",
+            "adapt_steps=1",
+            "--set",
+            f"torch_threads={args.threads}",
+            "--set",
+            "tensorboard=false",
+        ]
         print("$ " + " ".join(cmd), flush=True)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=ROOT)
@@ -104,14 +130,20 @@ def main() -> None:
     per_frame = naive_bytes_per_frame(args.threads)
     naive = per_frame * frames
     gb = peak / 1e9
-    print(f"scale: {args.levels} levels × {args.trajectories} trajectories × {args.horizon} "
-          f"steps, 1 inner step, second order, grad_chunk {args.grad_chunk}, "
-          f"{args.meta_optimizer}: {frames} frames of 84×84×4")
-    print(f"ours: peak RSS of the process tree {gb:.2f} GB; meta-iteration "
-          f"{float(row['sampling_s']):.0f} s sampling + {float(row['learning_s']):.0f} s "
-          f"learning (wall {wall:.0f} s with start-up)")
-    print(f"naive (float32 frames, all graphs kept): {per_frame / 2**20:.3f} MiB per frame "
-          f"measured on synthetic frames → {naive / 1e9:.1f} GB at this scale")
+    print(
+        f"scale: {args.levels} levels × {args.trajectories} trajectories × {args.horizon} "
+        f"steps, 1 inner step, second order, grad_chunk {args.grad_chunk}, "
+        f"{args.meta_optimizer}: {frames} frames of 84×84×4"
+    )
+    print(
+        f"ours: peak RSS of the process tree {gb:.2f} GB; meta-iteration "
+        f"{float(row['sampling_s']):.0f} s sampling + {float(row['learning_s']):.0f} s "
+        f"learning (wall {wall:.0f} s with start-up)"
+    )
+    print(
+        f"naive (float32 frames, all graphs kept): {per_frame / 2**20:.3f} MiB per frame "
+        f"measured on synthetic frames → {naive / 1e9:.1f} GB at this scale"
+    )
     print(f"ratio ours/naive: {peak / naive:.3f}")
     print(f"BENCH maml_levels_memory peak_gb={gb:.2f} target=<=8")
 

@@ -94,8 +94,9 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
             valid = AdvantageBatch(va_o, va_a, va_adv, 0.0)
             with torch.no_grad():  # π_old = the current θ here (the ratio starts at 1)
                 logp, dist_params = learner.log_prob(learner.detached(), valid)
-            batch = TaskBatch({}, [AdvantageBatch(tr_o, tr_a, tr_adv, 0.0)], valid, logp,
-                              dist_params)
+            batch = TaskBatch(
+                {}, [AdvantageBatch(tr_o, tr_a, tr_adv, 0.0)], valid, logp, dist_params
+            )
             _, grads = learner.meta_gradient([batch])  # one task's graph at a time
             for p, g in zip(params, grads, strict=True):
                 p.grad = g / tasks if p.grad is None else p.grad + g / tasks
@@ -124,13 +125,26 @@ def child(mode: str, tasks: int, frames: int, threads: int) -> None:
     elapsed = time.perf_counter() - t0
     with tempfile.NamedTemporaryFile(suffix=".pt", delete=False, dir="/tmp") as f:
         torch.save(grad, f.name)
-    print(json.dumps({"mode": mode, "peak_rss_mb": peak_rss_mb(), "seconds": elapsed,
-                      "grad_file": f.name}))
+    print(
+        json.dumps(
+            {"mode": mode, "peak_rss_mb": peak_rss_mb(), "seconds": elapsed, "grad_file": f.name}
+        )
+    )
 
 
 def run_child(mode: str, tasks: int, frames: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--tasks", str(tasks),
-           "--frames", str(frames), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--tasks",
+        str(tasks),
+        "--frames",
+        str(frames),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{mode} failed (rc {out.returncode}): {out.stderr[-2000:]}")
@@ -140,29 +154,46 @@ def run_child(mode: str, tasks: int, frames: int, threads: int) -> dict:
 def halfcheetah_iteration() -> dict:
     """One meta-iteration of halfcheetah-dir.yaml in a subprocess: sampling and learning time."""
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "meta_train", "--config",
-               "meta_train/configs/halfcheetah-dir.yaml", "--out", d, "--iterations", "2",
-               "--no-progress", "--set", "tensorboard=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "meta_train",
+            "--config",
+            "meta_train/configs/halfcheetah-dir.yaml",
+            "--out",
+            d,
+            "--iterations",
+            "2",
+            "--no-progress",
+            "--set",
+            "tensorboard=false",
+        ]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
         import csv
 
         with open(Path(d) / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
     last = rows[-1]  # the second iteration: no start-up costs
-    return {"sampling_s": float(last["sampling_s"]), "learning_s": float(last["learning_s"]),
-            "env_steps": int(last["env_steps"]) - int(rows[0]["env_steps"])}
+    return {
+        "sampling_s": float(last["sampling_s"]),
+        "learning_s": float(last["learning_s"]),
+        "env_steps": int(last["env_steps"]) - int(rows[0]["env_steps"]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--trajectories", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=100,
-                        help="steps per trajectory (spec: 200; scaled down, see the docstring)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help="steps per trajectory (spec: 200; scaled down, see the docstring)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-halfcheetah", action="store_true")
-    parser.add_argument("--child", choices=("ours", "ours-task", "naive"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "ours-task", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -172,29 +203,40 @@ def main() -> None:
     import torch
 
     frames = args.trajectories * args.steps
-    print(f"Nature CNN, categorical (7), second-order MAML, 1 inner step: {args.tasks} tasks x "
-          f"{args.trajectories} trajectories x {args.steps} steps = {frames} frames per task "
-          f"per batch (inner + outer: {2 * frames}); spec scale is 10 x 200", flush=True)
+    print(
+        f"Nature CNN, categorical (7), second-order MAML, 1 inner step: {args.tasks} tasks x "
+        f"{args.trajectories} trajectories x {args.steps} steps = {frames} frames per task "
+        f"per batch (inner + outer: {2 * frames}); spec scale is 10 x 200",
+        flush=True,
+    )
     results = {}
     for mode in ("ours", "ours-task", "naive"):
         results[mode] = run_child(mode, args.tasks, frames, args.threads)
         r = results[mode]
-        print(f"{mode:9s} peak RSS {r['peak_rss_mb']:8.0f} MB   "
-              f"meta-gradient {r['seconds']:6.1f} s", flush=True)
+        print(
+            f"{mode:9s} peak RSS {r['peak_rss_mb']:8.0f} MB   meta-gradient {r['seconds']:6.1f} s",
+            flush=True,
+        )
     g_naive = torch.load(results["naive"]["grad_file"])
     for mode in ("ours", "ours-task"):
         diff = float((torch.load(results[mode]["grad_file"]) - g_naive).abs().max())
-        print(f"same meta-gradient: max |{mode} - naive| = {diff:.3g} "
-              f"(max |g| = {float(g_naive.abs().max()):.3g})")
+        print(
+            f"same meta-gradient: max |{mode} - naive| = {diff:.3g} "
+            f"(max |g| = {float(g_naive.abs().max()):.3g})"
+        )
     for r in results.values():
         Path(r["grad_file"]).unlink()
-    print(f"ours-task / naive = "
-          f"{results['ours-task']['peak_rss_mb'] / results['naive']['peak_rss_mb']:.3f} "
-          f"(uint8 + task by task, without chunked recomputation)")
+    print(
+        f"ours-task / naive = "
+        f"{results['ours-task']['peak_rss_mb'] / results['naive']['peak_rss_mb']:.3f} "
+        f"(uint8 + task by task, without chunked recomputation)"
+    )
     if not args.skip_halfcheetah:
         hc = halfcheetah_iteration()
-        print(f"halfcheetah-dir.yaml meta-iteration (TRPO, {hc['env_steps']} env steps): "
-              f"sampling {hc['sampling_s']:.2f} s, learning {hc['learning_s']:.2f} s")
+        print(
+            f"halfcheetah-dir.yaml meta-iteration (TRPO, {hc['env_steps']} env steps): "
+            f"sampling {hc['sampling_s']:.2f} s, learning {hc['learning_s']:.2f} s"
+        )
     ratio = results["ours"]["peak_rss_mb"] / results["naive"]["peak_rss_mb"]
     print(f"BENCH maml_memory ratio={ratio:.3f} target=0.25")
 

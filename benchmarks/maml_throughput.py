@@ -63,12 +63,19 @@ class MetaIteration:
         from meta_train.meta_optimizers import make_meta_optimizer
         from meta_train.tasks import TaskDistribution
 
-        self.cfg = load_config(None, [f"meta_batch={args.tasks}",
-                                      f"trajectories={args.trajectories}",
-                                      f"task.horizon={args.horizon}", f"workers={args.workers}",
-                                      f"meta_optimizer={args.meta_optimizer}",
-                                      f"task.action_scale={args.action_scale}",
-                                      f"torch_threads={args.workers}"], defaults=DEFAULTS)
+        self.cfg = load_config(
+            None,
+            [
+                f"meta_batch={args.tasks}",
+                f"trajectories={args.trajectories}",
+                f"task.horizon={args.horizon}",
+                f"workers={args.workers}",
+                f"meta_optimizer={args.meta_optimizer}",
+                f"task.action_scale={args.action_scale}",
+                f"torch_threads={args.workers}",
+            ],
+            defaults=DEFAULTS,
+        )
         torch.set_num_threads(args.workers)
         torch.manual_seed(0)
         self.policy = build_policy(policy_spec(self.cfg))
@@ -119,15 +126,20 @@ def main() -> None:
                 raw_rates.append(raw)
                 our_rates.append(steps / total)
                 iters.append(total)
-                print(f"round {r}: raw HalfCheetah-v5 {raw:8.0f} steps/s   meta-training "
-                      f"{steps / total:8.0f} steps/s ({total:.1f} s/iteration: sampling "
-                      f"{sampling:.1f} s, learning {learning:.1f} s)", flush=True)
+                print(
+                    f"round {r}: raw HalfCheetah-v5 {raw:8.0f} steps/s   meta-training "
+                    f"{steps / total:8.0f} steps/s ({total:.1f} s/iteration: sampling "
+                    f"{sampling:.1f} s, learning {learning:.1f} s)",
+                    flush=True,
+                )
         finally:
             ours.sampler.close()
     raw_med, our_med = statistics.median(raw_rates), statistics.median(our_rates)
-    print(f"{args.tasks} tasks × {args.trajectories} trajectories × {args.horizon} steps, 1 inner "
-          f"step, {args.meta_optimizer}, {args.workers} processes: median "
-          f"{statistics.median(iters):.1f} s per meta-iteration")
+    print(
+        f"{args.tasks} tasks × {args.trajectories} trajectories × {args.horizon} steps, 1 inner "
+        f"step, {args.meta_optimizer}, {args.workers} processes: median "
+        f"{statistics.median(iters):.1f} s per meta-iteration"
+    )
     print(f"median raw {raw_med:.0f} steps/s, meta-training {our_med:.0f} steps/s")
     print(f"BENCH maml_throughput ratio={our_med / raw_med:.3f} target={TARGET}")
 

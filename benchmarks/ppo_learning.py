@@ -49,8 +49,10 @@ from sonic_common.markdown import md_table  # noqa: E402
 
 LEVEL = "Seaquest-Atari2600-v0:Start"
 AGENTS = ("ppo2", "jerk", "random")
-PPO2_ARGS = ("--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
-             "--set torch_threads=1 --set tensorboard=false")
+PPO2_ARGS = (
+    "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
+    "--set torch_threads=1 --set tensorboard=false"
+)
 TARGET = 1.5
 COLORS = {"ppo2": "tab:blue", "jerk": "tab:orange", "random": "tab:gray"}
 DOCS = ROOT / "docs" / "results" / "ppo_learning"
@@ -63,19 +65,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--budget", type=int, default=80_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ppo2-args", default=PPO2_ARGS, help="arguments of the ppo2 agent")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "ppo_learning",
-                    help="the suite's directory (resumable: rerun the same command)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "ppo_learning",
+        help="the suite's directory (resumable: rerun the same command)",
+    )
     ap.add_argument("--docs", type=Path, default=DOCS, help="where the PNG and table go")
-    ap.add_argument("--report-only", action="store_true",
-                    help="do not run the suite, only read OUT and write the figures")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="do not run the suite, only read OUT and write the figures",
+    )
     return ap.parse_args(argv)
 
 
 def suite_command(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "evaluation", "suite", "--agents", ",".join(AGENTS),
-            "--levels", args.level, "--seeds", str(args.seeds), "--budget", str(args.budget),
-            "--workers", str(args.workers), "--out", str(args.out),
-            "--agent-args", f"ppo2={args.ppo2_args}"]
+    return [
+        sys.executable,
+        "-m",
+        "evaluation",
+        "suite",
+        "--agents",
+        ",".join(AGENTS),
+        "--levels",
+        args.level,
+        "--seeds",
+        str(args.seeds),
+        "--budget",
+        str(args.budget),
+        "--workers",
+        str(args.workers),
+        "--out",
+        str(args.out),
+        "--agent-args",
+        f"ppo2={args.ppo2_args}",
+    ]
 
 
 def episode_stats(table: Table, agent: str, level: str) -> tuple[np.ndarray, list[float]]:
@@ -114,15 +139,25 @@ def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None
         b = np.array([binned_curve(r, edges) for r in runs])
         with np.errstate(all="ignore"):
             mean = np.nanmean(b, axis=0)
-        ax.plot(mids, mean, color=c, lw=2.4, marker="o", ms=4,
-                label=f"{agent}: score {stats[agent]['score']:.0f}")
+        ax.plot(
+            mids,
+            mean,
+            color=c,
+            lw=2.4,
+            marker="o",
+            ms=4,
+            label=f"{agent}: score {stats[agent]['score']:.0f}",
+        )
     nseeds = len(table.cell(table.agents[0], level).runs)
     ax.set_xlabel("agent steps (the server's count, resets included)")
     ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:.0f}k")
     ax.set_ylabel("episode return")
-    ax.set_title(f"{level}, {budget // 1000}k-step budget\nthick: mean return of the episodes "
-                 f"ending in each {budget // bins // 1000}k-step bin, mean over {nseeds} seeds; "
-                 "thin: each seed, mean of its last 10 episodes", fontsize=9)
+    ax.set_title(
+        f"{level}, {budget // 1000}k-step budget\nthick: mean return of the episodes "
+        f"ending in each {budget // bins // 1000}k-step bin, mean over {nseeds} seeds; "
+        "thin: each seed, mean of its last 10 episodes",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=9)
     ax.set_xlim(0, budget)
@@ -133,8 +168,13 @@ def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None
         c = COLORS.get(agent)
         bx.bar(i, s["score"], color=c, alpha=0.6)
         bx.scatter([i] * len(s["seeds"]), s["seeds"], color="black", s=14, zorder=3)
-        bx.annotate(f"{s['score']:.0f}", (i, s["score"]), xytext=(12, 2),
-                    textcoords="offset points", fontsize=9)
+        bx.annotate(
+            f"{s['score']:.0f}",
+            (i, s["score"]),
+            xytext=(12, 2),
+            textcoords="offset points",
+            fontsize=9,
+        )
     bx.set_xticks(range(len(table.agents)), table.agents)
     bx.set_ylabel("contest score (mean return of all finished episodes)")
     bx.set_title("contest score\nmean over seeds (bar), each seed (dots)", fontsize=9)
@@ -149,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         t0 = time.monotonic()
         done = subprocess.run(cmd, cwd=ROOT)
-        print(f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {done.returncode})",
-              flush=True)
+        print(
+            f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {done.returncode})",
+            flush=True,
+        )
         if done.returncode != 0:
-            print(f"error: the suite failed (exit {done.returncode}); rerun to resume",
-                  file=sys.stderr)
+            print(
+                f"error: the suite failed (exit {done.returncode}); rerun to resume",
+                file=sys.stderr,
+            )
             return done.returncode
 
     runs = load_runs(args.out)
@@ -169,13 +213,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no scored run of {agent} in {args.out}", file=sys.stderr)
             return 1
         # the last fifth of the budget: where the learner stands at the end
-        late = [e.r for r in table.cell(agent, args.level).runs
-                for e, end in zip(r.episodes, np.cumsum([e.l for e in r.episodes]), strict=True)
-                if not e.cut and end > 0.8 * args.budget]
+        late = [
+            e.r
+            for r in table.cell(agent, args.level).runs
+            for e, end in zip(r.episodes, np.cumsum([e.l for e in r.episodes]), strict=True)
+            if not e.cut and end > 0.8 * args.budget
+        ]
         stats[agent] = {
-            "score": float(np.mean(seeds)), "seeds": seeds,
+            "score": float(np.mean(seeds)),
+            "seeds": seeds,
             "seed_std": float(np.std(seeds, ddof=1)) if len(seeds) > 1 else math.nan,
-            "episodes": len(eps), "ep_std": float(np.std(eps, ddof=1)) if len(eps) > 1 else 0.0,
+            "episodes": len(eps),
+            "ep_std": float(np.std(eps, ddof=1)) if len(eps) > 1 else 0.0,
             "late": float(np.mean(late)) if late else math.nan,
             "wall_min": float(np.mean([r.wallclock_s for r in table.cell(agent, args.level).runs]))
             / 60,
@@ -189,29 +238,54 @@ def main(argv: list[str] | None = None) -> int:
     args.docs.mkdir(parents=True, exist_ok=True)
     png = args.docs / "learning_curves.png"
     plot(table, args.level, args.budget, png, stats)
-    header_cells = ["agent", "contest score ± std over seeds", "per seed", "episodes",
-                    f"mean return, last {args.budget // 5 // 1000}k steps", "÷ random",
-                    "(− random) / random's episode std", "wall clock per run"]
-    rows = [[agent, f"{s['score']:.1f} ± {s['seed_std']:.1f}",
-             ", ".join(f"{v:.1f}" for v in s["seeds"]), s["episodes"], f"{s['late']:.1f}",
-             f"{s['ratio']:.2f}", f"{s['diff_sd']:+.2f}", f"{s['wall_min']:.1f} min"]
-            for agent, s in ((a, stats[a]) for a in AGENTS)]
+    header_cells = [
+        "agent",
+        "contest score ± std over seeds",
+        "per seed",
+        "episodes",
+        f"mean return, last {args.budget // 5 // 1000}k steps",
+        "÷ random",
+        "(− random) / random's episode std",
+        "wall clock per run",
+    ]
+    rows = [
+        [
+            agent,
+            f"{s['score']:.1f} ± {s['seed_std']:.1f}",
+            ", ".join(f"{v:.1f}" for v in s["seeds"]),
+            s["episodes"],
+            f"{s['late']:.1f}",
+            f"{s['ratio']:.2f}",
+            f"{s['diff_sd']:+.2f}",
+            f"{s['wall_min']:.1f} min",
+        ]
+        for agent, s in ((a, stats[a]) for a in AGENTS)
+    ]
     table_md = "\n".join(md_table(header_cells, rows)) + "\n"
-    header = (f"Level `{args.level}`, {args.seeds} seeds (0..{args.seeds - 1}), budget "
-              f"{args.budget:,} steps per run, `python -m evaluation suite` with "
-              f"{args.workers} workers.\nppo2 arguments: `{args.ppo2_args}`.\n\n")
+    header = (
+        f"Level `{args.level}`, {args.seeds} seeds (0..{args.seeds - 1}), budget "
+        f"{args.budget:,} steps per run, `python -m evaluation suite` with "
+        f"{args.workers} workers.\nppo2 arguments: `{args.ppo2_args}`.\n\n"
+    )
     write_atomic(args.docs / "table.md", header + table_md)
     print(table_md, end="")
     print(f"figure: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}")
     for agent in ("ppo2", "jerk"):
         s = stats[agent]
-        print(f"{agent} vs random: score ratio {s['ratio']:.3f}, difference "
-              f"{s['score'] - rnd['score']:+.1f} = {s['diff_sd']:+.2f} random episode std "
-              f"({rnd['ep_std']:.1f})")
+        print(
+            f"{agent} vs random: score ratio {s['ratio']:.3f}, difference "
+            f"{s['score'] - rnd['score']:+.1f} = {s['diff_sd']:+.2f} random episode std "
+            f"({rnd['ep_std']:.1f})"
+        )
     jerk = stats["jerk"]["score"]
-    print(f"ppo2 vs jerk: difference {stats['ppo2']['score'] - jerk:+.1f}"
-          + (f", score ratio {stats['ppo2']['score'] / jerk:.3f}" if jerk > 0 else
-             " (JERK's score is not positive: no ratio)"))
+    print(
+        f"ppo2 vs jerk: difference {stats['ppo2']['score'] - jerk:+.1f}"
+        + (
+            f", score ratio {stats['ppo2']['score'] / jerk:.3f}"
+            if jerk > 0
+            else " (JERK's score is not positive: no ratio)"
+        )
+    )
     print(f"BENCH ppo_learning ppo2_vs_random={stats['ppo2']['ratio']:.3f} target=>={TARGET}")
     return 0
 

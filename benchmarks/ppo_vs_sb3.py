@@ -28,8 +28,15 @@ NENVS = 2
 NSTEPS = 2048
 BATCH = 512
 EPOCHS = 3
-HYPER = {"lr": 2e-4, "clip": 0.1, "ent": 0.01, "vf": 0.5, "gamma": 0.99, "gae_lambda": 0.95,
-         "max_grad_norm": 0.5}
+HYPER = {
+    "lr": 2e-4,
+    "clip": 0.1,
+    "ent": 0.01,
+    "vf": 0.5,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "max_grad_norm": 0.5,
+}
 
 
 def _sb3_env(rank: int):  # top level: pickled into SB3's worker processes
@@ -50,12 +57,25 @@ def run_ours(timesteps: int, out: mp.Queue) -> None:
     set_torch_threads(0)
     torch.manual_seed(0)
     envs = make_level_vec_env([LEVEL], NENVS, seed=0)
-    policy = build_policy({"body": "cnn", "obs_shape": [4, 84, 84],
-                           "action": {"type": "discrete", "n": int(envs.single_action_space.n)}})
-    cfg = PPOConfig(nsteps=NSTEPS, nminibatches=NENVS * NSTEPS // BATCH, noptepochs=EPOCHS,
-                    lr=HYPER["lr"], cliprange=HYPER["clip"], ent_coef=HYPER["ent"],
-                    vf_coef=HYPER["vf"], gamma=HYPER["gamma"], gae_lambda=HYPER["gae_lambda"],
-                    max_grad_norm=HYPER["max_grad_norm"])
+    policy = build_policy(
+        {
+            "body": "cnn",
+            "obs_shape": [4, 84, 84],
+            "action": {"type": "discrete", "n": int(envs.single_action_space.n)},
+        }
+    )
+    cfg = PPOConfig(
+        nsteps=NSTEPS,
+        nminibatches=NENVS * NSTEPS // BATCH,
+        noptepochs=EPOCHS,
+        lr=HYPER["lr"],
+        cliprange=HYPER["clip"],
+        ent_coef=HYPER["ent"],
+        vf_coef=HYPER["vf"],
+        gamma=HYPER["gamma"],
+        gae_lambda=HYPER["gae_lambda"],
+        max_grad_norm=HYPER["max_grad_norm"],
+    )
     ppo = PPO(policy, cfg, "cpu")
     start = time.perf_counter()
     learn(ppo, envs, total_timesteps=timesteps, seed=0)
@@ -74,14 +94,27 @@ def run_sb3(timesteps: int, out: mp.Queue) -> None:
     set_torch_threads(0)
     import functools
 
-    envs = SubprocVecEnv([functools.partial(_sb3_env, i) for i in range(NENVS)],
-                         start_method="forkserver")
+    envs = SubprocVecEnv(
+        [functools.partial(_sb3_env, i) for i in range(NENVS)], start_method="forkserver"
+    )
     model = SB3PPO(
-        "CnnPolicy", envs, n_steps=NSTEPS, batch_size=BATCH, n_epochs=EPOCHS,
-        learning_rate=HYPER["lr"], clip_range=HYPER["clip"], clip_range_vf=HYPER["clip"],
-        ent_coef=HYPER["ent"], vf_coef=HYPER["vf"], gamma=HYPER["gamma"],
-        gae_lambda=HYPER["gae_lambda"], max_grad_norm=HYPER["max_grad_norm"],
-        normalize_advantage=True, seed=0, device="cpu", verbose=0,
+        "CnnPolicy",
+        envs,
+        n_steps=NSTEPS,
+        batch_size=BATCH,
+        n_epochs=EPOCHS,
+        learning_rate=HYPER["lr"],
+        clip_range=HYPER["clip"],
+        clip_range_vf=HYPER["clip"],
+        ent_coef=HYPER["ent"],
+        vf_coef=HYPER["vf"],
+        gamma=HYPER["gamma"],
+        gae_lambda=HYPER["gae_lambda"],
+        max_grad_norm=HYPER["max_grad_norm"],
+        normalize_advantage=True,
+        seed=0,
+        device="cpu",
+        verbose=0,
         # NatureCNN (512 features) shared by both heads, heads straight on it: net_arch=[]
         policy_kwargs={"net_arch": [], "share_features_extractor": True},
     )
@@ -104,8 +137,10 @@ def measure(target, timesteps: int) -> tuple[float, int]:
             break
         except queue.Empty:
             if not proc.is_alive():
-                raise SystemExit(f"error: the {target.__name__} learner died (exit code "
-                                 f"{proc.exitcode}); its traceback is above") from None
+                raise SystemExit(
+                    f"error: the {target.__name__} learner died (exit code "
+                    f"{proc.exitcode}); its traceback is above"
+                ) from None
             if time.monotonic() > deadline:
                 proc.kill()
                 raise SystemExit(f"error: {target.__name__} gave no result in 1800 s") from None
@@ -119,12 +154,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (median)")
     args = parser.parse_args()
     if importlib.util.find_spec("stable_baselines3") is None:
-        print("error: Stable-Baselines3 is missing: install the bench extra "
-              "(.venv/bin/pip install -e '.[bench]')", file=sys.stderr)
+        print(
+            "error: Stable-Baselines3 is missing: install the bench extra "
+            "(.venv/bin/pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     timesteps = args.updates * NENVS * NSTEPS
-    print(f"{LEVEL}: {NENVS} envs x {NSTEPS} steps, minibatch {BATCH}, {EPOCHS} epochs, "
-          f"Nature CNN, {args.updates} updates = {timesteps} steps per measurement", flush=True)
+    print(
+        f"{LEVEL}: {NENVS} envs x {NSTEPS} steps, minibatch {BATCH}, {EPOCHS} epochs, "
+        f"Nature CNN, {args.updates} updates = {timesteps} steps per measurement",
+        flush=True,
+    )
     ours, sb3 = [], []
     for r in range(args.rounds):
         rate, threads = measure(run_sb3, timesteps)

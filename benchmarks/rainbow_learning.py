@@ -50,14 +50,12 @@ from evaluation.reports.report import Table, load_runs  # noqa: E402
 from evaluation.reports.stats import interval  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
 
-GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start",
-         "Seaquest-Atari2600-v0:Start")
+GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start", "Seaquest-Atari2600-v0:Start")
 AGENTS = ("rainbow", "ppo2", "random")
 # Random and human scores: evaluation/reports/data/atari_reference_scores.csv (Mnih et al. 2015).
 DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}  # unverified, see above
 THREADS = "--set torch_threads=1 --set tensorboard=false"
-PPO2_ARGS = ("--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 "
-             + THREADS)
+PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,8 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rainbow-args", default=THREADS)
     ap.add_argument("--ppo2-args", default=PPO2_ARGS)
     ap.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "rainbow_learning",
-                    help="the suite's directory (resumable: rerun the same command)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "rainbow_learning",
+        help="the suite's directory (resumable: rerun the same command)",
+    )
     ap.add_argument("--report-only", action="store_true", help="only read OUT")
     return ap.parse_args(argv)
 
@@ -94,8 +96,7 @@ def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
     return out
 
 
-def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[float, float,
-                                                                               float]]:
+def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[float, float, float]]:
     """rliable's IQM with its 95% stratified-bootstrap interval (evaluation.reports.stats)."""
     out = {}
     for a, m in scores.items():
@@ -108,22 +109,35 @@ def report(table: Table, args: argparse.Namespace) -> int:
     scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
     missing = [a for a, m in scores.items() if np.isnan(m).any()]
     if missing:
-        print(f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
-              "the same command to resume", file=sys.stderr)
+        print(
+            f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
+            "the same command to resume",
+            file=sys.stderr,
+        )
         return 1
     rows = []
     for j, level in enumerate(GAMES):
         g = game_name(level)
         raw = [np.mean([r.score for r in table.cell(a, level).runs]) for a in AGENTS]
-        rows.append([g, *(f"{v:.1f} ({scores[a][:, j].mean():+.3f})"
-                          for v, a in zip(raw, AGENTS, strict=True)), DER_100K[g]])
+        rows.append(
+            [
+                g,
+                *(
+                    f"{v:.1f} ({scores[a][:, j].mean():+.3f})"
+                    for v, a in zip(raw, AGENTS, strict=True)
+                ),
+                DER_100K[g],
+            ]
+        )
     print("\n".join(md_table(["game", *AGENTS, "DER 100k (unverified)"], rows)))
     print("(contest score, mean over seeds; in brackets: human-normalized)")
     iqm = iqm_with_ci(scores, args.reps)
     for a in AGENTS:
         p, lo, hi = iqm[a]
-        print(f"{a}: normalized IQM {p:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] "
-              f"({args.seeds} seed(s) × {len(GAMES)} games, {args.steps} steps)")
+        print(
+            f"{a}: normalized IQM {p:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] "
+            f"({args.seeds} seed(s) × {len(GAMES)} games, {args.steps} steps)"
+        )
     gap = iqm["rainbow"][0] - iqm["random"][0]
     print(f"BENCH rainbow_learning iqm_vs_random={gap:+.4f} target=>0")
     return 0
@@ -132,25 +146,50 @@ def report(table: Table, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if importlib.util.find_spec("rliable") is None:
-        print("rliable is missing: run `bash scripts/setup.sh` (a base dependency)",
-              file=sys.stderr)
+        print(
+            "rliable is missing: run `bash scripts/setup.sh` (a base dependency)", file=sys.stderr
+        )
         return 2
-    cmd = [sys.executable, "-m", "evaluation", "suite", "--agents", ",".join(AGENTS),
-           "--levels", ",".join(GAMES), "--seeds", str(args.seeds), "--budget", str(args.steps),
-           "--workers", str(args.workers), "--out", str(args.out),
-           "--agent-args", f"rainbow={args.rainbow_args}",
-           "--agent-args", f"ppo2={args.ppo2_args}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "evaluation",
+        "suite",
+        "--agents",
+        ",".join(AGENTS),
+        "--levels",
+        ",".join(GAMES),
+        "--seeds",
+        str(args.seeds),
+        "--budget",
+        str(args.steps),
+        "--workers",
+        str(args.workers),
+        "--out",
+        str(args.out),
+        "--agent-args",
+        f"rainbow={args.rainbow_args}",
+        "--agent-args",
+        f"ppo2={args.ppo2_args}",
+    ]
     print("$ " + shlex.join(cmd), flush=True)
     if not args.report_only:
-        subprocess.run([sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "roms_setup", "import", "--bundled"],
+            check=True,
+            capture_output=True,
+        )
         t0 = time.monotonic()
         done = subprocess.run(cmd, cwd=ROOT)
-        print(f"suite finished in {(time.monotonic() - t0) / 60:.1f} min "
-              f"(exit {done.returncode})", flush=True)
+        print(
+            f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {done.returncode})",
+            flush=True,
+        )
         if done.returncode != 0:
-            print(f"error: the suite failed (exit {done.returncode}); rerun to resume",
-                  file=sys.stderr)
+            print(
+                f"error: the suite failed (exit {done.returncode}); rerun to resume",
+                file=sys.stderr,
+            )
             return done.returncode
     return report(Table(load_runs(args.out), agents=AGENTS, levels=list(GAMES)), args)
 

@@ -51,16 +51,23 @@ def main() -> int:
     cfg = RainbowConfig(capacity=args.capacity, learning_starts=0)
     agent = Rainbow(RainbowNet(rainbow_spec((4, *FRAME), 7, cfg)), cfg)
     replay = make_replay(cfg, (4, *FRAME), nenvs=1)
-    print(f"after setup: RSS {rss_mb('VmRSS'):.0f} MB, replay arrays "
-          f"{replay.nbytes() / 1e9:.2f} GB "
-          "(allocated, not yet touched)", flush=True)
+    print(
+        f"after setup: RSS {rss_mb('VmRSS'):.0f} MB, replay arrays "
+        f"{replay.nbytes() / 1e9:.2f} GB "
+        "(allocated, not yet touched)",
+        flush=True,
+    )
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (256, 1, *FRAME), dtype=np.uint8)
     replay.start(frames[0])
     t0 = time.monotonic()
     for t in range(args.capacity):
-        replay.add(np.array([t % 7]), np.array([1.0]), np.array([t % EPISODE == EPISODE - 1]),
-                   frames[t % 256])
+        replay.add(
+            np.array([t % 7]),
+            np.array([1.0]),
+            np.array([t % EPISODE == EPISODE - 1]),
+            frames[t % 256],
+        )
         if t % 100_000 == 0 and t:
             print(f"  {t} steps, RSS {rss_mb('VmRSS'):.0f} MB", flush=True)
     fill_s = time.monotonic() - t0
@@ -70,11 +77,15 @@ def main() -> int:
     naive = 2 * 4 * FRAME[0] * FRAME[1]
     peak_gib = rss_mb("VmHWM") / 1024.0
     limit_gib = parse_memory(AGENT_MEMORY["rainbow"]) / 2**30
-    print(f"replay: {replay.size} transitions, {replay.nbytes() / 1e9:.3f} GB, "
-          f"{per_transition:.0f} bytes per transition (naive obs + next_obs frames: {naive}; "
-          f"ratio {per_transition / naive:.3f}); filled in {fill_s:.0f} s")
-    print(f"peak RSS after {args.updates} updates: {peak_gib:.2f} GiB "
-          f"(container limit for rainbow: {AGENT_MEMORY['rainbow']})")
+    print(
+        f"replay: {replay.size} transitions, {replay.nbytes() / 1e9:.3f} GB, "
+        f"{per_transition:.0f} bytes per transition (naive obs + next_obs frames: {naive}; "
+        f"ratio {per_transition / naive:.3f}); filled in {fill_s:.0f} s"
+    )
+    print(
+        f"peak RSS after {args.updates} updates: {peak_gib:.2f} GiB "
+        f"(container limit for rainbow: {AGENT_MEMORY['rainbow']})"
+    )
     print(f"BENCH rainbow_memory peak_gib={peak_gib:.2f} target={limit_gib:.1f}")
     return 0
 

@@ -11,9 +11,10 @@ prioritized replay nor distributional or noisy heads, so this is the closest "sa
 allows. Each learner runs in its own fresh subprocess, alternating, `--rounds` times; the
 figure is the median of the rounds (wall clock; the rounds also print updates per CPU second of
 the learner's process, steadier on a loaded machine). A breakdown line gives each side's mean
-milliseconds per update in replay sampling, each network call, Adam and the rest (loss,
-backward, priorities), timed by hooks on the same updates, so a reader sees where the extra
-work of ours goes.
+milliseconds per update in replay sampling, the network calls on s' without gradients (ours:
+online and target; SB3: target), the online call on s, Adam, our priority update and the rest
+(loss, backward; SB3 also clips the gradient norm), timed on the same updates, so a reader sees
+where the extra work of ours goes.
 
     python benchmarks/rainbow_speed.py [--updates 200] [--rounds 3] [--fill 5000] [--threads 1]
 
@@ -58,12 +59,16 @@ class Phases:
                 self.add(name, time.perf_counter() - start)
         return timed
 
-    def hook(self, module: Any, name: Callable[[], str]) -> None:
-        """Time each call of `module` under the name `name()` gives at the call."""
+    def hook(self, module: Any, name: Callable[[], str | None]) -> None:
+        """Time each call of `module` under the name `name()` gives at the call (None: not)."""
         started: list[float] = []
         module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
-        module.register_forward_hook(
-            lambda *_: self.add(name(), time.perf_counter() - started.pop()))
+
+        def done(*_: Any) -> None:
+            seconds, part = time.perf_counter() - started.pop(), name()
+            if part is not None:
+                self.add(part, seconds)
+        module.register_forward_hook(done)
 
     def optimizer(self, opt: Any, name: str = "Adam") -> None:
         started: list[float] = []
@@ -87,6 +92,7 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     import numpy as np
     import torch
 
+    import agent.learners.rainbow as learner
     from agent.learners.rainbow import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
 
     torch.set_num_threads(threads)
@@ -104,9 +110,9 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     replay.sample = phases.wrap("sample", replay.sample)  # type: ignore[method-assign]
     replay.update_priorities = phases.wrap(  # type: ignore[method-assign]
         "priorities", replay.update_priorities)
-    phases.hook(agent.online, lambda: "online s (grad)" if torch.is_grad_enabled()
-                else "online s' (argmax)")
-    phases.hook(agent.target, lambda: "target s'")
+    # both networks on s' (online for the argmax, target for the distribution), then online on s
+    learner.next_state_log_probs = phases.wrap("s' (no grad)", learner.next_state_log_probs)
+    phases.hook(agent.online, lambda: "online s (grad)" if torch.is_grad_enabled() else None)
     phases.optimizer(agent.optimizer)
     for _ in range(5):  # warm-up
         agent.update(replay, rng)
@@ -145,7 +151,7 @@ def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     assert buffer is not None
     buffer.sample = phases.wrap("sample", buffer.sample)  # type: ignore[method-assign]
     phases.hook(model.q_net, lambda: "online s (grad)")
-    phases.hook(model.q_net_target, lambda: "target s'")
+    phases.hook(model.q_net_target, lambda: "s' (no grad)")
     phases.optimizer(model.policy.optimizer)
     model.train(gradient_steps=5, batch_size=BATCH)  # warm-up
     timed_updates(lambda: model.train(gradient_steps=updates, batch_size=BATCH), updates, phases,
@@ -165,8 +171,7 @@ def measure(fn: Callable[..., None], updates: int, fill: int, threads: int) -> M
     return value
 
 
-PARTS = ("sample", "online s' (argmax)", "target s'", "online s (grad)", "Adam", "priorities",
-         "rest")
+PARTS = ("sample", "s' (no grad)", "online s (grad)", "Adam", "priorities", "rest")
 
 
 def breakdown(runs: list[Measured], updates: int) -> str:

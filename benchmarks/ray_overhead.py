@@ -46,8 +46,9 @@ def start_cluster(tmp: Path) -> Any:
     from ray.cluster_utils import Cluster
 
     (tmp / "ray").mkdir()
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_TMPDIR": str(tmp)})
+    os.environ.update(
+        {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
+    )
     node = {"num_cpus": 1, "object_store_memory": 78 * MIB}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     cluster.add_node(**node)
@@ -58,20 +59,31 @@ def start_cluster(tmp: Path) -> Any:
 
 def suite_seconds(out: Path, budget: int, ray_address: str | None) -> tuple[float, float]:
     """(wall seconds of the suite, mean wall seconds of one run as its results.json says)."""
-    given = {"agents": ["random", "random_b"], "levels": [LEVEL], "levels_spec": LEVEL,
-             "seeds": 4, "budget": budget, "wallclock_s": 600.0, "runtime": "local",
-             "agent_args": {}, "record": False, "aliases": {"random_b": "random"},
-             "images": {}}
+    given = {
+        "agents": ["random", "random_b"],
+        "levels": [LEVEL],
+        "levels_spec": LEVEL,
+        "seeds": 4,
+        "budget": budget,
+        "wallclock_s": 600.0,
+        "runtime": "local",
+        "agent_args": {},
+        "record": False,
+        "aliases": {"random_b": "random"},
+        "images": {},
+    }
     config = open_suite(out, given)
-    runner: Any = (SuiteRunner(config, out, 2) if ray_address is None else
-                   RaySuiteRunner(config, out, RayOptions(address=ray_address)))
+    runner: Any = (
+        SuiteRunner(config, out, 2)
+        if ray_address is None
+        else RaySuiteRunner(config, out, RayOptions(address=ray_address))
+    )
     t0 = time.perf_counter()
     outcome = runner.run(list(config.run_keys()))
     seconds = time.perf_counter() - t0
     statuses = {r.get("status") for _, r in outcome.done}
     if len(outcome.done) != 8 or statuses != {"budget"}:
-        raise SystemExit(f"the suite did not finish cleanly: {len(outcome.done)} runs, "
-                         f"{statuses}")
+        raise SystemExit(f"the suite did not finish cleanly: {len(outcome.done)} runs, {statuses}")
     return seconds, sum(float(r["wallclock_s"]) for _, r in outcome.done) / len(outcome.done)
 
 
@@ -81,10 +93,19 @@ def meta_seconds(out: Path, args: argparse.Namespace, ray_address: str | None) -
     from meta_train.loop import train
 
     envs = 2 if ray_address is None else 1  # emulators per sampler: 2 in all either way
-    cfg = load_config(CONFIG_DIR / "atari-train.yaml", [
-        f"iterations={args.iterations}", "meta_batch=2", "trajectories=2",
-        f"task.horizon={args.horizon}", f"workers={envs}", "tensorboard=false",
-        "ppo.epochs=1"], defaults=DEFAULTS)
+    cfg = load_config(
+        CONFIG_DIR / "atari-train.yaml",
+        [
+            f"iterations={args.iterations}",
+            "meta_batch=2",
+            "trajectories=2",
+            f"task.horizon={args.horizon}",
+            f"workers={envs}",
+            "tensorboard=false",
+            "ppo.epochs=1",
+        ],
+        defaults=DEFAULTS,
+    )
     if ray_address is not None:
         cfg = {**cfg, "backend": "ray", "ray_address": ray_address}
     train(cfg, out, progress=False)
@@ -99,8 +120,9 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=3, help="meta-iterations (≥ 2)")
     ap.add_argument("--horizon", type=int, default=128, help="steps per trajectory")
     args = ap.parse_args()
-    subprocess.run([sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True, capture_output=True
+    )
     tmp = Path(tempfile.mkdtemp(prefix="rayb", dir="/tmp"))
     cluster = None
     try:
@@ -109,16 +131,22 @@ def main() -> int:
         cluster = start_cluster(tmp)
         print(f"2-node cluster up in {time.perf_counter() - t0:.1f} s", flush=True)
         ray_s, ray_run = suite_seconds(tmp / "ray", args.budget, cluster.address)
-        print(f"suite of 8 runs × {args.budget} steps: local (2 workers) {local_s:.1f} s, "
-              f"Ray (2 nodes) {ray_s:.1f} s; one run's own wall clock (mean): local "
-              f"{local_run:.1f} s, Ray {ray_run:.1f} s", flush=True)
+        print(
+            f"suite of 8 runs × {args.budget} steps: local (2 workers) {local_s:.1f} s, "
+            f"Ray (2 nodes) {ray_s:.1f} s; one run's own wall clock (mean): local "
+            f"{local_run:.1f} s, Ray {ray_run:.1f} s",
+            flush=True,
+        )
         meta_local = meta_seconds(tmp / "meta-local", args, None)
         meta_ray = meta_seconds(tmp / "meta-ray", args, cluster.address)
         ml, mr = sum(meta_local) / len(meta_local), sum(meta_ray) / len(meta_ray)
-        print(f"level meta-iteration (2 levels × 2 trajectories × {args.horizon} steps, 1 inner "
-              f"step; iterations 2..{args.iterations}): local {ml:.2f} s, Ray {mr:.2f} s "
-              f"(each: local {[round(x, 2) for x in meta_local]}, Ray "
-              f"{[round(x, 2) for x in meta_ray]})", flush=True)
+        print(
+            f"level meta-iteration (2 levels × 2 trajectories × {args.horizon} steps, 1 inner "
+            f"step; iterations 2..{args.iterations}): local {ml:.2f} s, Ray {mr:.2f} s "
+            f"(each: local {[round(x, 2) for x in meta_local]}, Ray "
+            f"{[round(x, 2) for x in meta_ray]})",
+            flush=True,
+        )
         print(f"BENCH ray_overhead suite_ratio={local_s / ray_s:.3f} target=0.9")
         print(f"BENCH ray_overhead meta_ratio={ml / mr:.3f} target=0.8")
     finally:

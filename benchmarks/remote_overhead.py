@@ -62,10 +62,26 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="bench-"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "serve", "--level", LEVEL, "--socket",
-         str(base / "s"), "--results-dir", str(base / "r"), "--seed", "0",
-         "--budget", str(10 * args.steps * args.rounds + 1000)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "serve",
+            "--level",
+            LEVEL,
+            "--socket",
+            str(base / "s"),
+            "--results-dir",
+            str(base / "r"),
+            "--seed",
+            "0",
+            "--budget",
+            str(10 * args.steps * args.rounds + 1000),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         local = make_contest_env(LEVEL, seed=0)
         local.action_space.seed(0)
@@ -87,8 +103,11 @@ def main() -> int:
             t_local += a
             t_remote += b
             ratios.append(a / b)
-            print(f"round {r + 1}: in-process {args.steps / a:7.1f} steps/s   "
-                  f"remote {args.steps / b:7.1f} steps/s   ratio {a / b:.3f}", flush=True)
+            print(
+                f"round {r + 1}: in-process {args.steps / a:7.1f} steps/s   "
+                f"remote {args.steps / b:7.1f} steps/s   ratio {a / b:.3f}",
+                flush=True,
+            )
         remote.close()
         local.close()
     finally:
@@ -98,13 +117,16 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     n = args.steps * args.rounds
     ratio = statistics.median(ratios)
-    print(f"total: in-process {n / t_local:.1f} steps/s, remote {n / t_remote:.1f} steps/s "
-          f"({n} steps each, {1e6 * (t_remote - t_local) / n:.0f} us/step overhead, "
-          f"ratio of totals {t_local / t_remote:.3f})")
-    print(f"CPU per step: in-process {1e6 * cpu_local / n:.0f} us, remote (server + client) "
-          f"{1e6 * cpu_remote / n:.0f} us")
-    print(f"median of per-round ratios {ratio:.3f} (min {min(ratios):.3f}, "
-          f"max {max(ratios):.3f})")
+    print(
+        f"total: in-process {n / t_local:.1f} steps/s, remote {n / t_remote:.1f} steps/s "
+        f"({n} steps each, {1e6 * (t_remote - t_local) / n:.0f} us/step overhead, "
+        f"ratio of totals {t_local / t_remote:.3f})"
+    )
+    print(
+        f"CPU per step: in-process {1e6 * cpu_local / n:.0f} us, remote (server + client) "
+        f"{1e6 * cpu_remote / n:.0f} us"
+    )
+    print(f"median of per-round ratios {ratio:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
     print(f"BENCH remote_overhead ratio={ratio:.3f} target={TARGET:.2f}")
     return 0
 

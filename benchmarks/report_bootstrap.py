@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from rliable import metrics
 
     from evaluation.reports import stats as agg
+
     m = np.random.default_rng(0).normal(0.5, 0.3, size=(args.seeds, args.levels))
     agg.interval(m, "iqm", reps=100)  # imports and first call outside the timing
     t0 = time.perf_counter()
@@ -35,16 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     _, cis = rly.get_interval_estimates(
-        {"x": m}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=args.reps,
-        random_state=np.random.RandomState(0))
+        {"x": m},
+        lambda s: np.array([metrics.aggregate_iqm(s)]),
+        reps=args.reps,
+        random_state=np.random.RandomState(0),
+    )
     t_rly = time.perf_counter() - t0
     low, high = float(cis["x"][0, 0]), float(cis["x"][1, 0])
     diff = max(abs(ours.low - low), abs(ours.high - high))
-    print(f"IQM of a {args.seeds}×{args.levels} matrix, {args.reps} replications: ours "
-          f"{t_ours:.2f} s [{ours.low:.4f}, {ours.high:.4f}], rliable {t_rly:.2f} s "
-          f"[{low:.4f}, {high:.4f}]; largest difference of the ends {diff:.4f}")
-    print(f"intervals {'agree' if diff < 0.02 else 'DIFFER'} (ends within {diff:.3f}, "
-          "target < 0.02)")
+    print(
+        f"IQM of a {args.seeds}×{args.levels} matrix, {args.reps} replications: ours "
+        f"{t_ours:.2f} s [{ours.low:.4f}, {ours.high:.4f}], rliable {t_rly:.2f} s "
+        f"[{low:.4f}, {high:.4f}]; largest difference of the ends {diff:.4f}"
+    )
+    print(
+        f"intervals {'agree' if diff < 0.02 else 'DIFFER'} (ends within {diff:.3f}, target < 0.02)"
+    )
     print(f"BENCH report_bootstrap speedup={t_rly / t_ours:.0f} target=>10")
     return 0 if diff < 0.02 else 1
 

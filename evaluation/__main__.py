@@ -9,15 +9,21 @@ from sonic_common.errors import exit_on_user_error
 
 COMMANDS = {
     "serve": ("evaluation.contest.serve_cli", "serve one contest environment over a Unix socket"),
-    "run": ("evaluation.contest.run_cli",
-            "evaluate one agent on one level (local process or Docker)"),
+    "run": (
+        "evaluation.contest.run_cli",
+        "evaluate one agent on one level (local process or Docker)",
+    ),
     "suite": ("evaluation.suites.suite_cli", "agents x levels x seeds, resumable, with a report"),
     "build": ("evaluation.docker.build_cli", "build an agent image"),
-    "docker": ("evaluation.docker.daemon_cli",
-               "docker up|status|prune|down: a private daemon, base image, build caches"),
+    "docker": (
+        "evaluation.docker.daemon_cli",
+        "docker up|status|prune|down: a private daemon, base image, build caches",
+    ),
     "video": ("evaluation.reports.video_cli", "turn a recorded episode (.bk2) into a video or GIF"),
-    "compare": ("evaluation.reports.compare_cli",
-                "one report (IQM, intervals, profile) of several suites"),
+    "compare": (
+        "evaluation.reports.compare_cli",
+        "one report (IQM, intervals, profile) of several suites",
+    ),
 }
 
 

@@ -30,16 +30,33 @@ class AgentEntry:
 AGENTS: dict[str, AgentEntry] = {
     "random": AgentEntry("agent.random_agent", summary="uniformly random buttons (the floor)"),
     "jerk": AgentEntry("agent.jerk", summary="JERK, the contest's scripted baseline"),
-    "ppo2": AgentEntry("agent.ppo2", torch=True, checkpoint=True,
-                       summary="PPO from scratch, or fine-tuning a checkpoint (joint PPO)"),
-    "maml": AgentEntry("agent.maml", torch=True, checkpoint=True,
-                       summary="MAML: adapts a meta-trained initialization, then PPO or acts"),
+    "ppo2": AgentEntry(
+        "agent.ppo2",
+        torch=True,
+        checkpoint=True,
+        summary="PPO from scratch, or fine-tuning a checkpoint (joint PPO)",
+    ),
+    "maml": AgentEntry(
+        "agent.maml",
+        torch=True,
+        checkpoint=True,
+        summary="MAML: adapts a meta-trained initialization, then PPO or acts",
+    ),
     # Rainbow's 500 000-transition replay peaks at ~3.9 GiB (docs/benchmarks.md#rainbow_memory)
-    "rainbow": AgentEntry("agent.rainbow", torch=True, checkpoint=True, memory="6g",
-                          summary="Rainbow DQN, from scratch or fine-tuning a checkpoint"),
-    "sb3_ppo": AgentEntry("agent.sb3_ppo", torch=True, image=False,
-                          summary="Stable-Baselines3's PPO through the adapter (local only: "
-                          "the images carry no stable-baselines3)"),
+    "rainbow": AgentEntry(
+        "agent.rainbow",
+        torch=True,
+        checkpoint=True,
+        memory="6g",
+        summary="Rainbow DQN, from scratch or fine-tuning a checkpoint",
+    ),
+    "sb3_ppo": AgentEntry(
+        "agent.sb3_ppo",
+        torch=True,
+        image=False,
+        summary="Stable-Baselines3's PPO through the adapter (local only: "
+        "the images carry no stable-baselines3)",
+    ),
 }
 
 
@@ -47,7 +64,9 @@ def agent_entry(name: str) -> AgentEntry:
     """The registry's entry for `name`; a one-line UserError naming the known agents."""
     entry = AGENTS.get(name)
     if entry is None:
-        raise UserError(f"unknown agent {name!r} (no agent named so in evaluation/agents.py): "
-                        f"choose one of {', '.join(AGENTS)}, or run any command as an agent "
-                        "with `run --agent-cmd`")
+        raise UserError(
+            f"unknown agent {name!r} (no agent named so in evaluation/agents.py): "
+            f"choose one of {', '.join(AGENTS)}, or run any command as an agent "
+            "with `run --agent-cmd`"
+        )
     return entry

@@ -47,21 +47,32 @@ def leaves(params: Params) -> Params:
 
 def grad(loss: Tensor, wrt: Params, create_graph: bool = False) -> list[Tensor]:
     """∂loss/∂wrt, zeros where a parameter is unused."""
-    grads = torch.autograd.grad(loss, list(wrt.values()), create_graph=create_graph,
-                                allow_unused=True)
-    return [g if g is not None else torch.zeros_like(p)
-            for g, p in zip(grads, wrt.values(), strict=True)]
+    grads = torch.autograd.grad(
+        loss, list(wrt.values()), create_graph=create_graph, allow_unused=True
+    )
+    return [
+        g if g is not None else torch.zeros_like(p)
+        for g, p in zip(grads, wrt.values(), strict=True)
+    ]
 
 
-def chunk_inner_loss(learner: MetaLearner, params: Params, data: AdvantageBatch,
-                     sl: slice) -> Tensor:
+def chunk_inner_loss(
+    learner: MetaLearner, params: Params, data: AdvantageBatch, sl: slice
+) -> Tensor:
     """The chunk's share of L_inner = −mean(log π · Â) (agent.learners.adaptation.chunk_loss)."""
-    return chunk_loss(learner.policy, params, data.obs[sl], data.actions[sl],
-                      data.advantages[sl], len(data.advantages))
+    return chunk_loss(
+        learner.policy,
+        params,
+        data.obs[sl],
+        data.actions[sl],
+        data.advantages[sl],
+        len(data.advantages),
+    )
 
 
-def chunk_outer_loss(learner: MetaLearner, params: Params, batch: TaskBatch, sl: slice,
-                     clip: float | None) -> Tensor:
+def chunk_outer_loss(
+    learner: MetaLearner, params: Params, batch: TaskBatch, sl: slice, clip: float | None
+) -> Tensor:
     """The chunk's share of L_outer (the surrogate on D_S, clipped when `clip` is given)."""
     data = batch.valid
     _, dist = learner.forward(params, data.obs[sl])
@@ -81,8 +92,9 @@ def inner_gradient(learner: MetaLearner, theta: Params, data: AdvantageBatch) ->
     return total
 
 
-def hessian_vector(learner: MetaLearner, theta: Params, data: AdvantageBatch,
-                   v: list[Tensor]) -> list[Tensor]:
+def hessian_vector(
+    learner: MetaLearner, theta: Params, data: AdvantageBatch, v: list[Tensor]
+) -> list[Tensor]:
     """H v, H the Hessian of L_inner at θ on `data`, as a sum of per-chunk products."""
     at = leaves(theta)
     total = [torch.zeros_like(p) for p in at.values()]
@@ -94,8 +106,9 @@ def hessian_vector(learner: MetaLearner, theta: Params, data: AdvantageBatch,
     return total
 
 
-def chunked_meta_gradient(learner: MetaLearner, batch: TaskBatch,
-                          clip: float | None = None) -> tuple[float, list[Tensor]]:
+def chunked_meta_gradient(
+    learner: MetaLearner, batch: TaskBatch, clip: float | None = None
+) -> tuple[float, list[Tensor]]:
     """The task's post-update loss and its gradient w.r.t. `learner.meta_parameters()` by the
     recurrence of the module docstring."""
     names = list(learner.params)
@@ -104,8 +117,12 @@ def chunked_meta_gradient(learner: MetaLearner, batch: TaskBatch,
     for data in batch.train:
         g = inner_gradient(learner, thetas[-1], data)
         inner_grads.append(g)
-        thetas.append({n: thetas[-1][n] - learner.fixed_step_size(n) * gn
-                       for n, gn in zip(names, g, strict=True)})
+        thetas.append(
+            {
+                n: thetas[-1][n] - learner.fixed_step_size(n) * gn
+                for n, gn in zip(names, g, strict=True)
+            }
+        )
     at = leaves(thetas[-1])
     big_g = [torch.zeros_like(p) for p in at.values()]
     loss_value = 0.0

@@ -35,20 +35,32 @@ from sonic_common.errors import UserError, exit_on_user_error
 
 def parse_train(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m meta_train", description=__doc__.splitlines()[0])
-    p.add_argument("--config",
-                   help="YAML with the keys to change from the defaults (meta_train.configs."
-                   "MetaTrainConfig), or "
-                   "a shipped config's name (e.g. halfcheetah-dir)")
+    p.add_argument(
+        "--config",
+        help="YAML with the keys to change from the defaults (meta_train.configs."
+        "MetaTrainConfig), or "
+        "a shipped config's name (e.g. halfcheetah-dir)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--meta-optimizer", choices=META_OPTIMIZERS)
     p.add_argument("--adapt-steps", type=int)
     p.add_argument("--iterations", type=int)
-    p.add_argument("--joint", action="store_true",
-                   help="train without adaptation on the task mixture (pretrained baseline)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="rollouts here (default) or on a Ray cluster, one sampler per node")
-    p.add_argument("--address", help="ray: the cluster to join (auto, HOST:6379; default "
-                                     "$RAY_ADDRESS, else a one-node Ray here)")
+    p.add_argument(
+        "--joint",
+        action="store_true",
+        help="train without adaptation on the task mixture (pretrained baseline)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="rollouts here (default) or on a Ray cluster, one sampler per node",
+    )
+    p.add_argument(
+        "--address",
+        help="ray: the cluster to join (auto, HOST:6379; default "
+        "$RAY_ADDRESS, else a one-node Ray here)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -57,36 +69,62 @@ def parse_train(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_evaluate(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m meta_train evaluate",
-                                description="returns after 0..N adaptation steps on fresh tasks")
+    p = argparse.ArgumentParser(
+        prog="python -m meta_train evaluate",
+        description="returns after 0..N adaptation steps on fresh tasks",
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--adapt-steps", type=int, default=3)
     p.add_argument("--trajectories", type=int, help="per task per step (default: training's)")
     p.add_argument("--pretrained", help="a checkpoint trained with --joint, shown beside")
-    p.add_argument("--inner-lr", help="step sizes per step, e.g. 0.1,0.05 (Finn's test schedule; "
-                                      "the last repeats); default: the checkpoint's α")
+    p.add_argument(
+        "--inner-lr",
+        help="step sizes per step, e.g. 0.1,0.05 (Finn's test schedule; "
+        "the last repeats); default: the checkpoint's α",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--prefix", "--out", dest="prefix", metavar="FILE",
-                   help="write FILE.csv and FILE.json (default: evaluate.* beside the "
-                   "checkpoint; --out: its old name)")
-    p.add_argument("--device", type=parse_device, metavar="auto|cpu|cuda",
-                   help="where torch runs (default: the checkpoint's config)")
-    p.add_argument("--levels", help="level checkpoints: evaluate on this level set (e.g. "
-                                    "atari-heldout) instead of the training levels")
+    p.add_argument(
+        "--prefix",
+        "--out",
+        dest="prefix",
+        metavar="FILE",
+        help="write FILE.csv and FILE.json (default: evaluate.* beside the "
+        "checkpoint; --out: its old name)",
+    )
+    p.add_argument(
+        "--device",
+        type=parse_device,
+        metavar="auto|cpu|cuda",
+        help="where torch runs (default: the checkpoint's config)",
+    )
+    p.add_argument(
+        "--levels",
+        help="level checkpoints: evaluate on this level set (e.g. "
+        "atari-heldout) instead of the training levels",
+    )
     return p.parse_args(argv)
 
 
 def parse_oracle(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m meta_train oracle",
-                                description="train and evaluate the oracles of a task family")
-    p.add_argument("--config", required=True,
-                   help="a halfcheetah-dir or -vel config (a path or a shipped config's name)")
+    p = argparse.ArgumentParser(
+        prog="python -m meta_train oracle",
+        description="train and evaluate the oracles of a task family",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="a halfcheetah-dir or -vel config (a path or a shipped config's name)",
+    )
     p.add_argument("--out", required=True, help="output directory (resumable)")
     p.add_argument("--iterations", type=int, default=500)
-    p.add_argument("--meta-batch", type=int, default=5,
-                   help="trajectory batches of `trajectories` per iteration (all the one task)")
+    p.add_argument(
+        "--meta-batch",
+        type=int,
+        default=5,
+        help="trajectory batches of `trajectories` per iteration (all the one task)",
+    )
     p.add_argument("--eval-trajectories", type=int, default=40)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -100,9 +138,14 @@ def run_oracle(args: argparse.Namespace) -> int:
     if args.iterations < 1 or args.meta_batch < 1 or args.eval_trajectories < 2:
         raise UserError("--iterations and --meta-batch must be ≥ 1, --eval-trajectories ≥ 2")
     cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
-    summary = train_oracles(cfg, Path(args.out), iterations=args.iterations,
-                            meta_batch=args.meta_batch, eval_trajectories=args.eval_trajectories,
-                            progress=not args.no_progress)
+    summary = train_oracles(
+        cfg,
+        Path(args.out),
+        iterations=args.iterations,
+        meta_batch=args.meta_batch,
+        eval_trajectories=args.eval_trajectories,
+        progress=not args.no_progress,
+    )
     print(f"oracle mean return {summary['mean']:.1f}: {Path(args.out) / 'oracle.json'}")
     return 0
 
@@ -117,8 +160,9 @@ def run_train(args: argparse.Namespace) -> int:
         ckpt = Path(args.out) / CHECKPOINT_NAME
         saved = load_checkpoint(ckpt) if ckpt.is_file() else None
     if saved is not None:
-        cfg = apply_overrides(saved["config"], args.overrides,
-                              source="the checkpoint's config (--set)")
+        cfg = apply_overrides(
+            saved["config"], args.overrides, source="the checkpoint's config (--set)"
+        )
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
     if args.meta_optimizer:
@@ -133,8 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg["backend"], cfg["ray_address"] = args.backend, args.address
     from meta_train.loop import train
 
-    path = train(cfg, args.out, resume=args.resume, joint=args.joint,
-                 progress=not args.no_progress)
+    path = train(cfg, args.out, resume=args.resume, joint=args.joint, progress=not args.no_progress)
     print(f"checkpoint: {path}")
     return 0
 
@@ -151,20 +194,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--inner-lr {args.inner_lr!r}: give numbers like 0.1,0.05") from None
     out = args.prefix or str(Path(args.checkpoint).with_name("evaluate"))
-    results = evaluate(args.checkpoint, tasks=args.tasks, adapt_steps=args.adapt_steps,
-                       trajectories=args.trajectories, pretrained=args.pretrained,
-                       seed=args.seed, inner_lr=lrs, workers=args.workers, out=out,
-                       levels=args.levels, device=args.device)
+    results = evaluate(
+        args.checkpoint,
+        tasks=args.tasks,
+        adapt_steps=args.adapt_steps,
+        trajectories=args.trajectories,
+        pretrained=args.pretrained,
+        seed=args.seed,
+        inner_lr=lrs,
+        workers=args.workers,
+        out=out,
+        levels=args.levels,
+        device=args.device,
+    )
     print(format_table(results))
     print("written: " + ", ".join(str(path) for path in output_paths(out)))
     return 0
 
 
-SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], argparse.Namespace],
-                             Callable[[argparse.Namespace], int], str]] = {
+SUBCOMMANDS: dict[
+    str, tuple[Callable[[list[str]], argparse.Namespace], Callable[[argparse.Namespace], int], str]
+] = {
     "train": (parse_train, run_train, "meta-train a policy initialization (the default)"),
-    "evaluate": (parse_evaluate, run_evaluate,
-                 "returns of a checkpoint after 0..N adaptation steps on fresh tasks"),
+    "evaluate": (
+        parse_evaluate,
+        run_evaluate,
+        "returns of a checkpoint after 0..N adaptation steps on fresh tasks",
+    ),
     "oracle": (parse_oracle, run_oracle, "train and evaluate the oracles of a task family"),
 }
 
@@ -175,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         argv = ["train", *argv]
-    commands = {name: ("meta_train.cli", (name,), desc)
-                for name, (_, _, desc) in SUBCOMMANDS.items()}
-    name, rest = parse_command(command_parser("python -m meta_train", __doc__.splitlines()[0],
-                                              commands), argv)
+    commands = {
+        name: ("meta_train.cli", (name,), desc) for name, (_, _, desc) in SUBCOMMANDS.items()
+    }
+    name, rest = parse_command(
+        command_parser("python -m meta_train", __doc__.splitlines()[0], commands), argv
+    )
     parse, run, _ = SUBCOMMANDS[name]
     return run(parse(rest))

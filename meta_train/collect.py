@@ -28,8 +28,13 @@ class SubmitsJobs(Protocol):
     def submit(self, jobs: Sequence[Job], count: int) -> Chunks: ...
 
 
-def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], count: int,
-            seeds: Sequence[Sequence[int]]) -> list[TaskBatch]:
+def collect(
+    learner: MetaLearner,
+    sampler: SubmitsJobs,
+    tasks: Sequence[Task],
+    count: int,
+    seeds: Sequence[Sequence[int]],
+) -> list[TaskBatch]:
     """`count` trajectories per task and step; seeds[i][j]: the rollout seed of task i, step j."""
     steps = learner.adapt_steps
     current = [learner.detached() for _ in tasks]
@@ -37,8 +42,7 @@ def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], c
     valid: list[AdvantageBatch | None] = [None] * len(tasks)
 
     def send(idx: Sequence[int], step: int) -> dict[Future, tuple[list[int], int]]:
-        chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx],
-                                count)
+        chunks = sampler.submit([(current[i], tasks[i], int(seeds[i][step])) for i in idx], count)
         return {fut: ([idx[k] for k in part], step) for part, fut in chunks}
 
     pending = send(range(len(tasks)), 0)
@@ -55,12 +59,18 @@ def collect(learner: MetaLearner, sampler: SubmitsJobs, tasks: Sequence[Task], c
                     valid[i] = data
             if step < steps:
                 pending.update(send(idx, step + 1))
-    return [task_batch(learner, task, train[i], valid[i], current[i])
-            for i, task in enumerate(tasks)]
+    return [
+        task_batch(learner, task, train[i], valid[i], current[i]) for i, task in enumerate(tasks)
+    ]
 
 
-def task_batch(learner: MetaLearner, task: Task, train: list[AdvantageBatch],
-               valid: AdvantageBatch | None, adapted: Params) -> TaskBatch:
+def task_batch(
+    learner: MetaLearner,
+    task: Task,
+    train: list[AdvantageBatch],
+    valid: AdvantageBatch | None,
+    adapted: Params,
+) -> TaskBatch:
     """The task's batch, with π_old: the adapted policy's log-probabilities and distribution
     parameters on D_S at sampling time."""
     assert valid is not None

@@ -28,31 +28,44 @@ COMMANDS: dict[str, Command] = {
     **{name: (module, (), desc) for name, (module, desc) in EVALUATION_COMMANDS.items()},
     "train": ("agent.train", (), "train PPO or Rainbow offline on local contest environments"),
     "meta-train": ("meta_train.cli", (), "meta-train a policy initialization (MAML, Reptile)"),
-    "evaluate": ("meta_train.cli", ("evaluate",),
-                 "returns of a meta-trained checkpoint after 0..N adaptation steps"),
+    "evaluate": (
+        "meta_train.cli",
+        ("evaluate",),
+        "returns of a meta-trained checkpoint after 0..N adaptation steps",
+    ),
     "oracle": ("meta_train.cli", ("oracle",), "train and evaluate a task family's oracles"),
     "pipeline": ("meta_train.pipeline", (), "the whole job: meta-train, train, build, evaluate"),
-    "reproduction": ("meta_train.reproduction", (),
-                     "curves and tables of the MAML reproduction runs"),
+    "reproduction": (
+        "meta_train.reproduction",
+        (),
+        "curves and tables of the MAML reproduction runs",
+    ),
     "study": ("meta_train.study", (), "the HalfCheetah meta-optimizer study"),
     # `sonic-maml agent NAME ...` runs `python -m agent.NAME ...`
-    "agent": ("meta_train.console", (), "run an agent: `sonic-maml agent jerk` = "
-              "python -m agent.jerk"),
+    "agent": (
+        "meta_train.console",
+        (),
+        "run an agent: `sonic-maml agent jerk` = python -m agent.jerk",
+    ),
 }
 
 
 def parser() -> argparse.ArgumentParser:
     return command_parser(
-        "sonic-maml", "Few-shot RL on the Retro Contest levels: MAML meta-training, "
-        "contest-style evaluation, baselines.", COMMANDS,
+        "sonic-maml",
+        "Few-shot RL on the Retro Contest levels: MAML meta-training, "
+        "contest-style evaluation, baselines.",
+        COMMANDS,
         epilog="`sonic-maml COMMAND --help` for a command's options. Every command is also "
-        "`python -m MODULE` (e.g. python -m evaluation run).")
+        "`python -m MODULE` (e.g. python -m evaluation run).",
+    )
 
 
 def run_agent(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
-        raise UserError("say which agent: sonic-maml agent NAME [options], e.g. "
-                        "sonic-maml agent jerk")
+        raise UserError(
+            "say which agent: sonic-maml agent NAME [options], e.g. sonic-maml agent jerk"
+        )
     from evaluation.agents import agent_entry
 
     name, rest = args[0], args[1:]
@@ -101,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_agent(rest)
     with usage_as(name, COMMANDS[name][1]):
         return load_main(COMMANDS[name])(rest)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

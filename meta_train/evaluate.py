@@ -29,21 +29,37 @@ from sonic_common.progress import progress
 EVAL_SEED_OFFSET = 1_000_003  # evaluation tasks never coincide with training iterations' tasks
 
 
-def adaptation_curve(learner: MetaLearner, sampler: Sampler, tasks: Sequence[dict[str, Any]],
-                     count: int, steps: int, seed: int,
-                     lrs: Sequence[float] | None = None, return_scale: float = 1.0,
-                     tick: Callable[[], None] = lambda: None) -> np.ndarray:
+def adaptation_curve(
+    learner: MetaLearner,
+    sampler: Sampler,
+    tasks: Sequence[dict[str, Any]],
+    count: int,
+    steps: int,
+    seed: int,
+    lrs: Sequence[float] | None = None,
+    return_scale: float = 1.0,
+    tick: Callable[[], None] = lambda: None,
+) -> np.ndarray:
     """Mean return per task (tasks, steps + 1) after 0..steps inner steps, × `return_scale`;
     `tick` is called after each step's sampling (progress)."""
     # seed of (task i, step j) independent of `steps`: runs with 1 or 3 steps share step 0
-    seeds = np.array([[np.random.SeedSequence([seed, EVAL_SEED_OFFSET, i, j])
-                       .generate_state(1, dtype=np.uint32)[0] for j in range(steps + 1)]
-                      for i in range(len(tasks))])
+    seeds = np.array(
+        [
+            [
+                np.random.SeedSequence([seed, EVAL_SEED_OFFSET, i, j]).generate_state(
+                    1, dtype=np.uint32
+                )[0]
+                for j in range(steps + 1)
+            ]
+            for i in range(len(tasks))
+        ]
+    )
     current = [learner.detached() for _ in tasks]
     out = np.zeros((len(tasks), steps + 1))
     for j in range(steps + 1):
-        trajs = sampler.sample([(current[i], t, int(seeds[i, j])) for i, t in enumerate(tasks)],
-                               count)
+        trajs = sampler.sample(
+            [(current[i], t, int(seeds[i, j])) for i, t in enumerate(tasks)], count
+        )
         tick()
         for i, traj in enumerate(trajs):
             out[i, j] = traj.returns().mean() * return_scale
@@ -75,22 +91,42 @@ def write_results(out: str | Path, per_task: dict[str, np.ndarray], info: dict[s
     csv_path, json_path = output_paths(out)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     steps = next(iter(per_task.values())).shape[1]
-    lines = [",".join(["policy", *[f"return_{j}" for j in range(steps)],
-                       *[f"stderr_{j}" for j in range(steps)]])]
+    lines = [
+        ",".join(
+            [
+                "policy",
+                *[f"return_{j}" for j in range(steps)],
+                *[f"stderr_{j}" for j in range(steps)],
+            ]
+        )
+    ]
     for label, curve in per_task.items():
-        se = curve.std(axis=0, ddof=1) / np.sqrt(len(curve)) if len(curve) > 1 \
+        se = (
+            curve.std(axis=0, ddof=1) / np.sqrt(len(curve))
+            if len(curve) > 1
             else np.zeros(curve.shape[1])
-        lines.append(",".join([label, *[f"{x:.3f}" for x in curve.mean(axis=0)],
-                               *[f"{x:.3f}" for x in se]]))
+        )
+        lines.append(
+            ",".join([label, *[f"{x:.3f}" for x in curve.mean(axis=0)], *[f"{x:.3f}" for x in se]])
+        )
     write_atomic(csv_path, "\n".join(lines) + "\n")
     write_atomic(json_path, json.dumps(info, indent=2))
 
 
-def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
-             trajectories: int | None = None, pretrained: str | Path | None = None,
-             seed: int = 0, inner_lr: Sequence[float] | None = None, workers: int = 0,
-             out: str | Path | None = None, levels: str | None = None,
-             device: str | None = None) -> dict[str, list[float]]:
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    tasks: int = 40,
+    adapt_steps: int = 3,
+    trajectories: int | None = None,
+    pretrained: str | Path | None = None,
+    seed: int = 0,
+    inner_lr: Sequence[float] | None = None,
+    workers: int = 0,
+    out: str | Path | None = None,
+    levels: str | None = None,
+    device: str | None = None,
+) -> dict[str, list[float]]:
     """{label: mean return after 0..adapt_steps steps}; writes `out` (.csv and .json) if given.
     `levels`: for a levels checkpoint, evaluate on this level set instead of the training one.
     `device`: where torch runs, instead of the checkpoint config's."""
@@ -100,20 +136,40 @@ def evaluate(checkpoint: str | Path, *, tasks: int = 40, adapt_steps: int = 3,
     dist = _task_distribution(cfg)
     task_list = dist.sample(tasks, np.random.default_rng([seed, EVAL_SEED_OFFSET]))
     learners = _learners(data, cfg, seed, pretrained)
-    per_task = _curves(learners, cfg, dist, task_list, count=count, workers=workers,
-                       adapt_steps=adapt_steps, seed=seed, inner_lr=inner_lr)
+    per_task = _curves(
+        learners,
+        cfg,
+        dist,
+        task_list,
+        count=count,
+        workers=workers,
+        adapt_steps=adapt_steps,
+        seed=seed,
+        inner_lr=inner_lr,
+    )
     results = {label: [float(x) for x in curve.mean(axis=0)] for label, curve in per_task.items()}
     if out is not None:
-        write_results(out, per_task, {
-            "checkpoint": str(checkpoint), "pretrained": str(pretrained) if pretrained else None,
-            "tasks": tasks, "task_list": [describe(t) for t in task_list],
-            "trajectories": count, "adapt_steps": adapt_steps, "seed": seed,
-            "inner_lr": list(inner_lr) if inner_lr else None, "returns": results})
+        write_results(
+            out,
+            per_task,
+            {
+                "checkpoint": str(checkpoint),
+                "pretrained": str(pretrained) if pretrained else None,
+                "tasks": tasks,
+                "task_list": [describe(t) for t in task_list],
+                "trajectories": count,
+                "adapt_steps": adapt_steps,
+                "seed": seed,
+                "inner_lr": list(inner_lr) if inner_lr else None,
+                "returns": results,
+            },
+        )
     return results
 
 
-def _evaluation_config(cfg: dict[str, Any], levels: str | None,
-                       device: str | None) -> dict[str, Any]:
+def _evaluation_config(
+    cfg: dict[str, Any], levels: str | None, device: str | None
+) -> dict[str, Any]:
     """The checkpoint's config with the evaluation's device and level set, if given."""
     cfg = cfg if device is None else {**cfg, "device": device}
     if levels is not None:
@@ -133,8 +189,9 @@ def _task_distribution(cfg: dict[str, Any]) -> TaskDistribution:
     return dist
 
 
-def _learners(data: dict[str, Any], cfg: dict[str, Any], seed: int,
-              pretrained: str | Path | None) -> dict[str, MetaLearner]:
+def _learners(
+    data: dict[str, Any], cfg: dict[str, Any], seed: int, pretrained: str | Path | None
+) -> dict[str, MetaLearner]:
     """The policies compared, by label: the meta-learned one (with its learned step sizes), a
     random initialization (seeded by `seed`), and the pretrained checkpoint's if given."""
     learners: dict[str, MetaLearner] = {}
@@ -143,27 +200,46 @@ def _learners(data: dict[str, Any], cfg: dict[str, Any], seed: int,
     meta.load_step_size_state(data["step_sizes"])
     learners["maml"] = meta
     torch.manual_seed(seed)
-    learners["random"] = make_learner(build_policy(data["policy_spec"]).to(device),
-                                      {**cfg, "learn_inner_lr": False})
+    learners["random"] = make_learner(
+        build_policy(data["policy_spec"]).to(device), {**cfg, "learn_inner_lr": False}
+    )
     if pretrained is not None:
         pdata = _load(pretrained)
-        learners["pretrained"] = make_learner(policy_from_checkpoint(pdata, device),
-                                              pdata["config"])
+        learners["pretrained"] = make_learner(
+            policy_from_checkpoint(pdata, device), pdata["config"]
+        )
     return learners
 
 
-def _curves(learners: dict[str, MetaLearner], cfg: dict[str, Any], dist: TaskDistribution,
-            task_list: Sequence[dict[str, Any]], *, count: int, workers: int, adapt_steps: int,
-            seed: int, inner_lr: Sequence[float] | None) -> dict[str, np.ndarray]:
+def _curves(
+    learners: dict[str, MetaLearner],
+    cfg: dict[str, Any],
+    dist: TaskDistribution,
+    task_list: Sequence[dict[str, Any]],
+    *,
+    count: int,
+    workers: int,
+    adapt_steps: int,
+    seed: int,
+    inner_lr: Sequence[float] | None,
+) -> dict[str, np.ndarray]:
     """Each policy's adaptation curve per task, (tasks, adapt_steps + 1), on the same tasks."""
     per_task: dict[str, np.ndarray] = {}
     # progress in sampling rounds: each policy samples all tasks once per step (0..adapt_steps)
     bar = progress(len(learners) * (adapt_steps + 1), unit="round", desc="evaluate")
     for label, learner in learners.items():
         with make_sampler(cfg, learner.policy, dist, count=count, workers=workers) as sampler:
-            per_task[label] = adaptation_curve(learner, sampler, task_list, count, adapt_steps,
-                                               seed, inner_lr, dist.return_scale,
-                                               tick=lambda: bar.update(1))
+            per_task[label] = adaptation_curve(
+                learner,
+                sampler,
+                task_list,
+                count,
+                adapt_steps,
+                seed,
+                inner_lr,
+                dist.return_scale,
+                tick=lambda: bar.update(1),
+            )
     bar.close()
     return per_task
 

@@ -81,8 +81,9 @@ class LevelSampler:
         try:
             for _ in range(self.envs):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=worker_main, args=(child,), daemon=True,
-                                   name="level-sampler-worker")
+                proc = ctx.Process(
+                    target=worker_main, args=(child,), daemon=True, name="level-sampler-worker"
+                )
                 proc.start()
                 child.close()
                 self._conns.append(parent)
@@ -97,8 +98,9 @@ class LevelSampler:
         try:
             reply = self._conns[i].recv()
         except (EOFError, ConnectionError, OSError):
-            raise RuntimeError(f"level sampler worker {i} (pid {self._procs[i].pid}) died") \
-                from None
+            raise RuntimeError(
+                f"level sampler worker {i} (pid {self._procs[i].pid}) died"
+            ) from None
         if isinstance(reply, Failure):
             last = reply.text.strip().splitlines()[-1]
             raise RuntimeError(f"level sampler worker {i}: {last}\n{reply.text}")
@@ -136,16 +138,18 @@ class LevelSampler:
         for start in range(0, count, self.envs):
             ks = list(range(start, min(count, start + self.envs)))
             workers = list(range(len(ks)))
-            obs = np.stack(self._call(workers, [("reset", level, wrap, reset_seeds[k])
-                                                for k in ks]))
+            obs = np.stack(
+                self._call(workers, [("reset", level, wrap, reset_seeds[k]) for k in ks])
+            )
             if obs_buf is None:
                 obs_buf = np.zeros((horizon, count, *obs.shape[1:]), dtype=np.uint8)
             sl = slice(ks[0], ks[-1] + 1)
             for t in range(horizon):
                 obs_buf[t, sl] = obs
                 with torch.no_grad():
-                    logits, _ = functional_call(self.policy, detached,
-                                                (torch.from_numpy(obs_buf[t, sl]).to(device),))
+                    logits, _ = functional_call(
+                        self.policy, detached, (torch.from_numpy(obs_buf[t, sl]).to(device),)
+                    )
                 actions = sample_categorical(logits, gens[sl]).numpy()
                 act_buf[t, sl] = actions
                 replies = self._call(workers, [("step", int(a)) for a in actions])
@@ -161,8 +165,9 @@ class LevelSampler:
         with torch_threads(self.threads):
             return [self.rollout(p, task, count, seed) for p, task, seed in jobs]
 
-    def submit(self, jobs: Sequence[tuple[Params, Task, int]],
-               count: int) -> list[tuple[list[int], Future]]:
+    def submit(
+        self, jobs: Sequence[tuple[Params, Task, int]], count: int
+    ) -> list[tuple[list[int], Future]]:
         """`sample`, as one finished chunk (the interface of `meta_train.sampler.Sampler`)."""
         return [(list(range(len(jobs))), done_future(self.sample(jobs, count)))]
 

@@ -62,33 +62,48 @@ def resolve_device(cfg: dict[str, Any]) -> torch.device:
 
 
 def make_learner(policy: ActorCritic, cfg: dict[str, Any]) -> MetaLearner:
-    return MetaLearner(policy, adapt_steps=int(cfg["adapt_steps"]),
-                       inner_lr=float(cfg["inner_lr"]),
-                       learn_inner_lr=bool(cfg["learn_inner_lr"]),
-                       first_order=bool(cfg["first_order"]), gamma=float(cfg["gamma"]),
-                       gae_lambda=float(cfg["gae_lambda"]), ridge=float(cfg["baseline_ridge"]),
-                       grad_chunk=int(cfg.get("grad_chunk", 0)))
+    return MetaLearner(
+        policy,
+        adapt_steps=int(cfg["adapt_steps"]),
+        inner_lr=float(cfg["inner_lr"]),
+        learn_inner_lr=bool(cfg["learn_inner_lr"]),
+        first_order=bool(cfg["first_order"]),
+        gamma=float(cfg["gamma"]),
+        gae_lambda=float(cfg["gae_lambda"]),
+        ridge=float(cfg["baseline_ridge"]),
+        grad_chunk=int(cfg.get("grad_chunk", 0)),
+    )
 
 
 def adaptation_settings(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
     """What an agent needs to adapt as meta-training did (the checkpoint's `adaptation`; the
     per-parameter α, when learned, is in its `step_sizes`)."""
     task = cfg["task"]
-    return {"adapt_steps": int(steps), "trajectories": int(cfg["trajectories"]),
-            "horizon": int(task["horizon"]), "inner_lr": float(cfg["inner_lr"]),
-            "gamma": float(cfg["gamma"]), "gae_lambda": float(cfg["gae_lambda"]),
-            "baseline_ridge": float(cfg["baseline_ridge"]),
-            **WrapperConfig.from_dict(task).as_dict()}
+    return {
+        "adapt_steps": int(steps),
+        "trajectories": int(cfg["trajectories"]),
+        "horizon": int(task["horizon"]),
+        "inner_lr": float(cfg["inner_lr"]),
+        "gamma": float(cfg["gamma"]),
+        "gae_lambda": float(cfg["gae_lambda"]),
+        "baseline_ridge": float(cfg["baseline_ridge"]),
+        **WrapperConfig.from_dict(task).as_dict(),
+    }
 
 
 def check_finite(info: dict[str, Any], it: int, learner: MetaLearner, ckpt_path: Path) -> None:
     """Stop with a one-line error when a meta-step diverged, before it is checkpointed."""
-    bad = [k for k in ("loss_before", "loss_after", "kl") if k in info
-           and not math.isfinite(float(info[k]))]
+    bad = [
+        k
+        for k in ("loss_before", "loss_after", "kl")
+        if k in info and not math.isfinite(float(info[k]))
+    ]
     if bad or not all(torch.isfinite(p).all() for p in learner.meta_parameters()):
         what = ", ".join(f"{k}={info[k]}" for k in bad) or "parameters not finite"
-        raise UserError(f"meta-iteration {it} diverged ({what}); {ckpt_path} keeps iteration "
-                        f"{it - 1}: lower the meta-optimizer's lr or inner_lr and --resume")
+        raise UserError(
+            f"meta-iteration {it} diverged ({what}); {ckpt_path} keeps iteration "
+            f"{it - 1}: lower the meta-optimizer's lr or inner_lr and --resume"
+        )
 
 
 def _int_setting(cfg: dict[str, Any], key: str) -> int:
@@ -106,11 +121,14 @@ def check_config(cfg: dict[str, Any]) -> None:
     if _int_setting(cfg, "adapt_steps") < 0:
         raise UserError(f"adapt_steps must be ≥ 0, got {cfg['adapt_steps']}")
     if cfg["meta_optimizer"] not in META_OPTIMIZERS:
-        raise UserError(f"meta_optimizer must be one of {', '.join(META_OPTIMIZERS)}, "
-                        f"not {cfg['meta_optimizer']!r}")
+        raise UserError(
+            f"meta_optimizer must be one of {', '.join(META_OPTIMIZERS)}, "
+            f"not {cfg['meta_optimizer']!r}"
+        )
     if cfg["meta_optimizer"] == "reptile" and bool(cfg["learn_inner_lr"]):
-        raise UserError("meta_optimizer reptile does not learn the inner step size: "
-                        "set learn_inner_lr=false")
+        raise UserError(
+            "meta_optimizer reptile does not learn the inner step size: set learn_inner_lr=false"
+        )
     if int(cfg["workers"]) < 0:
         raise UserError(f"workers must be ≥ 0, got {cfg['workers']}")
     try:
@@ -119,8 +137,13 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise UserError(str(e)) from None
 
 
-def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistribution,
-                 count: int | None = None, workers: int | None = None) -> Any:
+def make_sampler(
+    cfg: dict[str, Any],
+    policy: ActorCritic,
+    dist: TaskDistribution,
+    count: int | None = None,
+    workers: int | None = None,
+) -> Any:
     """The sampler for the config's tasks. Levels: the level sampler with the config's
     `workers` emulator processes (0: one per trajectory, `count` or the config's
     `trajectories`), after checking that every level is playable (a one-line UserError before
@@ -132,8 +155,9 @@ def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistributio
 
         if dist.kind == "levels":
             dist.require_playable()
-        return RaySampler(policy, cfg, int(count or cfg["trajectories"]),
-                          address=cfg.get("ray_address"))
+        return RaySampler(
+            policy, cfg, int(count or cfg["trajectories"]), address=cfg.get("ray_address")
+        )
     if dist.kind == "levels":
         from meta_train.level_sampler import LevelSampler
 
@@ -144,9 +168,20 @@ def make_sampler(cfg: dict[str, Any], policy: ActorCritic, dist: TaskDistributio
 
 
 def metric_fields(adapt_steps: int) -> list[str]:
-    return (["iteration"] + [f"return_{j}" for j in range(adapt_steps + 1)]
-            + ["loss_before", "loss_after", "kl", "ls_steps", "inner_lr_mean",
-               "sampling_s", "learning_s", "env_steps"])
+    return (
+        ["iteration"]
+        + [f"return_{j}" for j in range(adapt_steps + 1)]
+        + [
+            "loss_before",
+            "loss_after",
+            "kl",
+            "ls_steps",
+            "inner_lr_mean",
+            "sampling_s",
+            "learning_s",
+            "env_steps",
+        ]
+    )
 
 
 def meta_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
@@ -154,8 +189,7 @@ def meta_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
     (by_env_steps/, as CleanRL's global_step), when the row counts them."""
     steps = row.get("env_steps")
     for k, v in row.items():
-        if k not in ("iteration", "env_steps") and isinstance(v, int | float) \
-                and math.isfinite(v):
+        if k not in ("iteration", "env_steps") and isinstance(v, int | float) and math.isfinite(v):
             yield f"meta/{k}", v, row["iteration"]
             if isinstance(steps, int | float) and math.isfinite(steps):
                 yield f"by_env_steps/{k}", v, int(steps)
@@ -166,22 +200,36 @@ class MetricsLog(TrainLogger):
     `meta/*` scalars when the config asks, and a progress bar over iterations: the learners'
     TrainLogger with meta-training's layout."""
 
-    def __init__(self, out: Path, cfg: dict[str, Any], start: int, desc: str,
-                 progress: bool) -> None:
+    def __init__(
+        self, out: Path, cfg: dict[str, Any], start: int, desc: str, progress: bool
+    ) -> None:
         self.steps = int(cfg["adapt_steps"])
         layout = LogLayout(METRICS_CSV, tuple(metric_fields(self.steps)), meta_scalars, "nan")
-        super().__init__(out, int(cfg["iterations"]), start,
-                         tensorboard=bool(cfg.get("tensorboard", True)), progress_bar=progress,
-                         config=flat_config(cfg), layout=layout, keep_rows_below=start,
-                         unit="it", desc=desc)
+        super().__init__(
+            out,
+            int(cfg["iterations"]),
+            start,
+            tensorboard=bool(cfg.get("tensorboard", True)),
+            progress_bar=progress,
+            config=flat_config(cfg),
+            layout=layout,
+            keep_rows_below=start,
+            unit="it",
+            desc=desc,
+        )
 
     def write(self, row: dict[str, Any]) -> None:
         self.log(row)
 
     def advance_row(self, row: dict[str, Any]) -> None:
-        self.advance(int(row["iteration"]) + 1, {
-            "R0": f"{row['return_0']:.1f}", f"R{self.steps}": f"{row[f'return_{self.steps}']:.1f}",
-            "kl": f"{row.get('kl', 0.0):.4f}"})
+        self.advance(
+            int(row["iteration"]) + 1,
+            {
+                "R0": f"{row['return_0']:.1f}",
+                f"R{self.steps}": f"{row[f'return_{self.steps}']:.1f}",
+                "kl": f"{row.get('kl', 0.0):.4f}",
+            },
+        )
 
 
 def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -203,8 +251,9 @@ def _saved_run(ckpt_path: Path, resume: bool) -> dict[str, Any] | None:
     return saved
 
 
-def _build(cfg: dict[str, Any], saved: dict[str, Any] | None,
-           ckpt_path: Path) -> tuple[ActorCritic, MetaLearner, Any, int, int]:
+def _build(
+    cfg: dict[str, Any], saved: dict[str, Any] | None, ckpt_path: Path
+) -> tuple[ActorCritic, MetaLearner, Any, int, int]:
     """(policy, learner, meta-optimizer, first iteration, environment steps so far): seeded,
     or restored from `saved`."""
     threads = int(cfg["torch_threads"])
@@ -221,41 +270,84 @@ def _build(cfg: dict[str, Any], saved: dict[str, Any] | None,
     if saved is None:
         return policy, learner, opt, 0, 0
     if saved.get("meta_optimizer") != opt.name:
-        raise UserError(f"{ckpt_path} was trained with {saved.get('meta_optimizer')}, "
-                        f"not {opt.name}: resume with the same --meta-optimizer")
+        raise UserError(
+            f"{ckpt_path} was trained with {saved.get('meta_optimizer')}, "
+            f"not {opt.name}: resume with the same --meta-optimizer"
+        )
     learner.load_step_size_state(saved["step_sizes"])
     opt.load_state_dict(saved["meta_optimizer_state"])
     return policy, learner, opt, int(saved["iteration"]), int(saved.get("timesteps", 0))
 
 
-def metrics_row(it: int, batches: Sequence[TaskBatch], info: dict[str, Any],
-                learner: MetaLearner, dist: TaskDistribution, seconds: tuple[float, float],
-                env_steps: int) -> dict[str, Any]:
+def metrics_row(
+    it: int,
+    batches: Sequence[TaskBatch],
+    info: dict[str, Any],
+    learner: MetaLearner,
+    dist: TaskDistribution,
+    seconds: tuple[float, float],
+    env_steps: int,
+) -> dict[str, Any]:
     """One metrics.csv row: returns after 0..S inner steps (in the game's units), the
     meta-optimizer's figures, the mean α, times and the environment steps so far."""
-    returns = [dist.return_scale * sum(b.step_returns[j] for b in batches) / len(batches)
-               for j in range(learner.adapt_steps + 1)]
-    alpha = (torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()])
-             .mean().item() if learner.step_sizes else learner.inner_lr)
-    return {"iteration": it, **{f"return_{j}": r for j, r in enumerate(returns)}, **info,
-            "inner_lr_mean": alpha, "sampling_s": seconds[0], "learning_s": seconds[1],
-            "env_steps": env_steps}
+    returns = [
+        dist.return_scale * sum(b.step_returns[j] for b in batches) / len(batches)
+        for j in range(learner.adapt_steps + 1)
+    ]
+    alpha = (
+        torch.cat([a.detach().reshape(-1) for a in learner.step_sizes.values()]).mean().item()
+        if learner.step_sizes
+        else learner.inner_lr
+    )
+    return {
+        "iteration": it,
+        **{f"return_{j}": r for j, r in enumerate(returns)},
+        **info,
+        "inner_lr_mean": alpha,
+        "sampling_s": seconds[0],
+        "learning_s": seconds[1],
+        "env_steps": env_steps,
+    }
 
 
-def _save(ckpt_path: Path, cfg: dict[str, Any], learner: MetaLearner, opt: Any, it: int,
-          env_steps: int, joint: bool) -> None:
+def _save(
+    ckpt_path: Path,
+    cfg: dict[str, Any],
+    learner: MetaLearner,
+    opt: Any,
+    it: int,
+    env_steps: int,
+    joint: bool,
+) -> None:
     steps = learner.adapt_steps
-    save_checkpoint(ckpt_path, learner.policy, config=cfg, timesteps=env_steps, updates=it + 1,
-                    extra={"maml_format": MAML_FORMAT, "iteration": it + 1,
-                           "joint": joint, "meta_optimizer": opt.name,
-                           "meta_optimizer_state": opt.state_dict(),
-                           "step_sizes": learner.step_size_state(),
-                           "adapt_steps": steps, "task": dict(cfg["task"]),
-                           "adaptation": adaptation_settings(cfg, steps)})
+    save_checkpoint(
+        ckpt_path,
+        learner.policy,
+        config=cfg,
+        timesteps=env_steps,
+        updates=it + 1,
+        extra={
+            "maml_format": MAML_FORMAT,
+            "iteration": it + 1,
+            "joint": joint,
+            "meta_optimizer": opt.name,
+            "meta_optimizer_state": opt.state_dict(),
+            "step_sizes": learner.step_size_state(),
+            "adapt_steps": steps,
+            "task": dict(cfg["task"]),
+            "adaptation": adaptation_settings(cfg, steps),
+        },
+    )
 
 
-def train(cfg: dict[str, Any], out: str | Path, *, resume: bool = False, joint: bool = False,
-          progress: bool = True) -> Path:
+def train(
+    cfg: dict[str, Any],
+    out: str | Path,
+    *,
+    resume: bool = False,
+    joint: bool = False,
+    progress: bool = True,
+) -> Path:
     """Meta-train (or, `joint`, train plainly on the task mixture) into `out`; returns the
     checkpoint path. Each iteration: sample tasks → collect → meta-step → log → checkpoint."""
     out = Path(out)

@@ -81,24 +81,36 @@ class TaskBatch:
 class MetaLearner:
     """θ, the inner step size(s) α and the MAML computations on them."""
 
-    def __init__(self, policy: ActorCritic, *, adapt_steps: int = 1, inner_lr: float = 0.1,
-                 learn_inner_lr: bool = False, first_order: bool = False,
-                 gamma: float = 0.99, gae_lambda: float = 1.0, ridge: float = 1e-5,
-                 grad_chunk: int = 0) -> None:
+    def __init__(
+        self,
+        policy: ActorCritic,
+        *,
+        adapt_steps: int = 1,
+        inner_lr: float = 0.1,
+        learn_inner_lr: bool = False,
+        first_order: bool = False,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ridge: float = 1e-5,
+        grad_chunk: int = 0,
+    ) -> None:
         self.policy = policy
         self.grad_chunk = int(grad_chunk)
         self.adapt_steps = int(adapt_steps)
         self.first_order = bool(first_order)
         self.gamma, self.gae_lambda, self.ridge = float(gamma), float(gae_lambda), float(ridge)
         self.params: Params = policy_parameters(policy)
-        self._stack_cache: tuple[tuple[int, ...], list[TaskBatch], StackedBatch | None] | None \
-            = None
+        self._stack_cache: tuple[tuple[int, ...], list[TaskBatch], StackedBatch | None] | None = (
+            None
+        )
         self.learn_inner_lr = bool(learn_inner_lr)
         self.inner_lr = float(inner_lr)
         self.step_sizes: dict[str, nn.Parameter] = {}
         if self.learn_inner_lr:
-            self.step_sizes = {n: nn.Parameter(torch.full_like(p.detach(), self.inner_lr))
-                               for n, p in self.params.items()}
+            self.step_sizes = {
+                n: nn.Parameter(torch.full_like(p.detach(), self.inner_lr))
+                for n, p in self.params.items()
+            }
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -110,8 +122,11 @@ class MetaLearner:
         return {n: p.detach() for n, p in self.params.items()}
 
     def step_size_state(self) -> dict[str, Any]:
-        return {"learned": self.learn_inner_lr, "value": self.inner_lr,
-                "per_parameter": {n: a.detach().clone() for n, a in self.step_sizes.items()}}
+        return {
+            "learned": self.learn_inner_lr,
+            "value": self.inner_lr,
+            "per_parameter": {n: a.detach().clone() for n, a in self.step_sizes.items()},
+        }
 
     def load_step_size_state(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
@@ -134,30 +149,40 @@ class MetaLearner:
 
     # --- adaptation ---------------------------------------------------------------------------
 
-    def adapt_step(self, params: Params, data: AdvantageBatch, create_graph: bool,
-                   lr: float | None = None) -> Params:
+    def adapt_step(
+        self, params: Params, data: AdvantageBatch, create_graph: bool, lr: float | None = None
+    ) -> Params:
         """θ' = θ − α ⊙ ∇ L_inner(θ); `lr` overrides α (test-time schedules)."""
         if lr is not None:
-            return inner_step(self.policy, params, data.obs, data.actions, data.advantages,
-                              None, lr, create_graph)
-        return inner_step(self.policy, params, data.obs, data.actions, data.advantages,
-                          self.step_sizes, self.inner_lr, create_graph)
+            return inner_step(
+                self.policy, params, data.obs, data.actions, data.advantages, None, lr, create_graph
+            )
+        return inner_step(
+            self.policy,
+            params,
+            data.obs,
+            data.actions,
+            data.advantages,
+            self.step_sizes,
+            self.inner_lr,
+            create_graph,
+        )
 
     def adapt(self, params: Params, train: Sequence[AdvantageBatch], create_graph: bool) -> Params:
         for data in train:
             params = self.adapt_step(params, data, create_graph)
         return params
 
-    def adapted_detached(self, params: Params, data: AdvantageBatch,
-                         lr: float | None = None) -> Params:
+    def adapted_detached(
+        self, params: Params, data: AdvantageBatch, lr: float | None = None
+    ) -> Params:
         """One inner step for sampling (agent.learners.adaptation.detached_step): no graph
         kept, result detached; the gradient summed in chunks of `grad_chunk` samples when set
         (the same step, one chunk's graph in memory: image policies). `lr` overrides α."""
         if lr is not None:
             return detached_step(self.policy, params, data, None, lr, self.grad_chunk)
         step_sizes = {n: a.detach() for n, a in self.step_sizes.items()}
-        return detached_step(self.policy, params, data, step_sizes, self.inner_lr,
-                             self.grad_chunk)
+        return detached_step(self.policy, params, data, step_sizes, self.inner_lr, self.grad_chunk)
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -172,9 +197,13 @@ class MetaLearner:
 
     # --- outer objective ----------------------------------------------------------------------
 
-    def task_objective(self, batch: TaskBatch, params: Params | None = None,
-                       clip: float | None = None,
-                       create_graph: bool | None = None) -> tuple[Tensor, Tensor]:
+    def task_objective(
+        self,
+        batch: TaskBatch,
+        params: Params | None = None,
+        clip: float | None = None,
+        create_graph: bool | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """(post-update surrogate loss, mean KL(old ‖ new)) of one task, differentiable in θ
         (and α). `clip`: PPO's clipped surrogate instead of the plain ratio."""
         if params is None:
@@ -210,8 +239,9 @@ class MetaLearner:
             self._stack_cache = (key, list(batches), data)
         return self._stack_cache[2]
 
-    def meta_gradient(self, batches: Sequence[TaskBatch],
-                      clip: float | None = None) -> tuple[float, list[Tensor]]:
+    def meta_gradient(
+        self, batches: Sequence[TaskBatch], clip: float | None = None
+    ) -> tuple[float, list[Tensor]]:
         """The mean over tasks of the post-update loss and its gradient w.r.t.
         `meta_parameters()`, by whichever of the three equal ways fits: stacked tasks, task by
         task, or task by task in chunks of `grad_chunk` samples."""
@@ -220,8 +250,10 @@ class MetaLearner:
         if data is not None:
             loss, _ = stacked_objective(self, data, clip)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            return float(loss.detach()), [g if g is not None else torch.zeros_like(p)
-                                          for g, p in zip(grads, params, strict=True)]
+            return float(loss.detach()), [
+                g if g is not None else torch.zeros_like(p)
+                for g, p in zip(grads, params, strict=True)
+            ]
         n = len(batches)
         total = [torch.zeros_like(p) for p in params]
         value = 0.0
@@ -239,8 +271,9 @@ class MetaLearner:
                     acc += g / n
         return value, total
 
-    def kl_hvp(self, batches: Sequence[TaskBatch],
-               at_sampling: bool = False) -> Callable[[Tensor], Tensor]:
+    def kl_hvp(
+        self, batches: Sequence[TaskBatch], at_sampling: bool = False
+    ) -> Callable[[Tensor], Tensor]:
         """v ↦ H·v, H the Hessian w.r.t. the flat meta-parameters of the mean-over-tasks KL
         between the sampling and the new post-update policies, exact through the inner steps.
         Stacked: the graphs are built once and every product reuses them; `at_sampling` (θ is
@@ -250,8 +283,12 @@ class MetaLearner:
         params = self.meta_parameters()
 
         def flat(grads: Sequence[Tensor | None]) -> Tensor:
-            return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                              for g, p in zip(grads, params, strict=True)])
+            return torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
 
         data = self.stacked(batches)
         if data is not None and at_sampling:
@@ -259,18 +296,22 @@ class MetaLearner:
         if data is not None:
             _, kl = stacked_objective(self, data, create_graph=True)
             kl_grad = flat(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True))
-            return lambda v: flat(torch.autograd.grad(kl_grad, params, v, retain_graph=True,
-                                                      allow_unused=True)).detach()
+            return lambda v: flat(
+                torch.autograd.grad(kl_grad, params, v, retain_graph=True, allow_unused=True)
+            ).detach()
 
         def per_task(v: Tensor) -> Tensor:
             out = torch.zeros_like(v)
             for b in batches:
                 _, kl = self.task_objective(b, create_graph=True)
-                grads = torch.autograd.grad(kl / len(batches), params, create_graph=True,
-                                            allow_unused=True)
-                out += flat(torch.autograd.grad(flat(grads).dot(v), params,
-                                                allow_unused=True)).detach()
+                grads = torch.autograd.grad(
+                    kl / len(batches), params, create_graph=True, allow_unused=True
+                )
+                out += flat(
+                    torch.autograd.grad(flat(grads).dot(v), params, allow_unused=True)
+                ).detach()
             return out
+
         return per_task
 
     def evaluate(self, batches: Sequence[TaskBatch]) -> tuple[float, float]:
@@ -288,8 +329,9 @@ class MetaLearner:
         return loss_sum / n, kl_sum / n
 
 
-def iteration_seeds(seed: int, iteration: int, tasks: int, steps: int) -> tuple[
-        np.random.Generator, list[list[int]]]:
+def iteration_seeds(
+    seed: int, iteration: int, tasks: int, steps: int
+) -> tuple[np.random.Generator, list[list[int]]]:
     """The task-sampling generator and the rollout seeds [task][step] of one meta-iteration:
     functions of (seed, iteration) only, so a resumed run samples exactly what a straight run
     would."""

@@ -35,8 +35,12 @@ from meta_train.meta_learner import MetaLearner, TaskBatch
 
 
 def flat(tensors: Sequence[Tensor | None], like: Sequence[Tensor]) -> Tensor:
-    return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1)
-                      for t, p in zip(tensors, like, strict=True)])
+    return torch.cat(
+        [
+            (t if t is not None else torch.zeros_like(p)).reshape(-1)
+            for t, p in zip(tensors, like, strict=True)
+        ]
+    )
 
 
 def assign_flat(params: Sequence[Tensor], vector: Tensor) -> None:
@@ -44,12 +48,13 @@ def assign_flat(params: Sequence[Tensor], vector: Tensor) -> None:
     with torch.no_grad():
         for p in params:
             n = p.numel()
-            p.copy_(vector[offset:offset + n].view_as(p))
+            p.copy_(vector[offset : offset + n].view_as(p))
             offset += n
 
 
-def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
-                       tol: float = 1e-10) -> Tensor:
+def conjugate_gradient(
+    hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, tol: float = 1e-10
+) -> Tensor:
     """Solve H x = b for symmetric positive-definite H given only products H·v."""
     x = torch.zeros_like(b)
     r = b.clone()
@@ -68,8 +73,12 @@ def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
     return x
 
 
-def adam_step(optimizer: torch.optim.Optimizer, learner: MetaLearner,
-              batches: Sequence[TaskBatch], clip: float | None = None) -> float:
+def adam_step(
+    optimizer: torch.optim.Optimizer,
+    learner: MetaLearner,
+    batches: Sequence[TaskBatch],
+    clip: float | None = None,
+) -> float:
     """One optimizer step on the meta-gradient of the mean post-update loss; returns the loss."""
     loss, grads = learner.meta_gradient(batches, clip)
     for p, g in zip(learner.meta_parameters(), grads, strict=True):
@@ -85,8 +94,9 @@ class MetaPPO:
 
     name = "ppo"
 
-    def __init__(self, learner: MetaLearner, lr: float = 3e-4, epochs: int = 5,
-                 clip: float | None = 0.2) -> None:
+    def __init__(
+        self, learner: MetaLearner, lr: float = 3e-4, epochs: int = 5, clip: float | None = 0.2
+    ) -> None:
         self.learner = learner
         self.epochs = int(epochs)
         self.clip = None if clip is None else float(clip)
@@ -129,8 +139,15 @@ class TRPO:
 
     name = "trpo"
 
-    def __init__(self, learner: MetaLearner, max_kl: float = 0.01, cg_iters: int = 10,
-                 cg_damping: float = 1e-5, ls_ratio: float = 0.8, ls_max_steps: int = 15) -> None:
+    def __init__(
+        self,
+        learner: MetaLearner,
+        max_kl: float = 0.01,
+        cg_iters: int = 10,
+        cg_damping: float = 1e-5,
+        ls_ratio: float = 0.8,
+        ls_max_steps: int = 15,
+    ) -> None:
         self.learner = learner
         self.max_kl, self.cg_iters = float(max_kl), int(cg_iters)
         self.cg_damping = float(cg_damping)
@@ -156,13 +173,12 @@ class TRPO:
         x = conjugate_gradient(hvp, g, self.cg_iters)
         shs = 0.5 * x.dot(hvp(x))
         old = flat([p.detach() for p in params], params).clone()
-        info = {"loss_before": loss_before, "loss_after": loss_before, "kl": 0.0,
-                "ls_steps": -1.0}
+        info = {"loss_before": loss_before, "loss_after": loss_before, "kl": 0.0, "ls_steps": -1.0}
         if not torch.isfinite(shs) or shs <= 0:
             return info
         full_step = -x * torch.sqrt(self.max_kl / shs)
         for i in range(self.ls_max_steps):
-            assign_flat(params, old + self.ls_ratio ** i * full_step)
+            assign_flat(params, old + self.ls_ratio**i * full_step)
             loss, kl = self.learner.evaluate(batches)
             if loss < loss_before and kl <= self.max_kl:
                 info.update(loss_after=loss, kl=kl, ls_steps=float(i))
@@ -185,8 +201,7 @@ class Reptile:
 
     def __init__(self, learner: MetaLearner, lr: float = 0.1, inner_epochs: int = 1) -> None:
         if learner.learn_inner_lr:
-            raise ValueError("reptile does not learn the inner step size: set "
-                             "learn_inner_lr=false")
+            raise ValueError("reptile does not learn the inner step size: set learn_inner_lr=false")
         if inner_epochs < 0:
             raise ValueError(f"reptile.inner_epochs must be ≥ 0, got {inner_epochs}")
         self.learner = learner
@@ -214,11 +229,16 @@ class Reptile:
             for k, p in self.learner.params.items():
                 p.add_(delta[k], alpha=self.lr)
         loss_after, kl = self.learner.evaluate(batches)
-        squares = sum(((d.double() ** 2).sum() for d in delta.values()),
-                      torch.zeros((), dtype=torch.float64))
+        squares = sum(
+            ((d.double() ** 2).sum() for d in delta.values()), torch.zeros((), dtype=torch.float64)
+        )
         step_norm = float(torch.sqrt(squares))
-        return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl,
-                "step_norm": self.lr * step_norm}
+        return {
+            "loss_before": loss_before,
+            "loss_after": loss_after,
+            "kl": kl,
+            "step_norm": self.lr * step_norm,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -227,8 +247,9 @@ class Reptile:
         pass
 
 
-def make_meta_optimizer(name: str, learner: MetaLearner,
-                        cfg: dict[str, Any]) -> VPG | MetaPPO | TRPO | Reptile:
+def make_meta_optimizer(
+    name: str, learner: MetaLearner, cfg: dict[str, Any]
+) -> VPG | MetaPPO | TRPO | Reptile:
     if name == "vpg":
         return VPG(learner, lr=float(cfg["vpg"]["lr"]))
     if name == "ppo":
@@ -236,11 +257,17 @@ def make_meta_optimizer(name: str, learner: MetaLearner,
         return MetaPPO(learner, lr=float(c["lr"]), epochs=int(c["epochs"]), clip=float(c["clip"]))
     if name == "trpo":
         c = cfg["trpo"]
-        return TRPO(learner, max_kl=float(c["max_kl"]), cg_iters=int(c["cg_iters"]),
-                    cg_damping=float(c["cg_damping"]), ls_ratio=float(c["ls_ratio"]),
-                    ls_max_steps=int(c["ls_max_steps"]))
+        return TRPO(
+            learner,
+            max_kl=float(c["max_kl"]),
+            cg_iters=int(c["cg_iters"]),
+            cg_damping=float(c["cg_damping"]),
+            ls_ratio=float(c["ls_ratio"]),
+            ls_max_steps=int(c["ls_max_steps"]),
+        )
     if name == "reptile":
         c = cfg.get("reptile", {})
-        return Reptile(learner, lr=float(c.get("lr", 0.1)),
-                       inner_epochs=int(c.get("inner_epochs", 1)))
+        return Reptile(
+            learner, lr=float(c.get("lr", 0.1)), inner_epochs=int(c.get("inner_epochs", 1))
+        )
     raise ValueError(f"unknown meta-optimizer {name!r}: {', '.join(META_OPTIMIZERS)}")

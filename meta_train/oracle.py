@@ -32,11 +32,17 @@ def task_name(kind: str, value: float) -> str:
     return f"dir{value:+.0f}" if kind == "halfcheetah-dir" else f"vel{value:.2f}"
 
 
-def oracle_config(cfg: dict[str, Any], value: float, iterations: int,
-                  meta_batch: int) -> dict[str, Any]:
+def oracle_config(
+    cfg: dict[str, Any], value: float, iterations: int, meta_batch: int
+) -> dict[str, Any]:
     key = "direction" if cfg["task"]["kind"] == "halfcheetah-dir" else "goal"
-    return {**cfg, "task": {**cfg["task"], key: value}, "adapt_steps": 0,
-            "iterations": iterations, "meta_batch": meta_batch}
+    return {
+        **cfg,
+        "task": {**cfg["task"], key: value},
+        "adapt_steps": 0,
+        "iterations": iterations,
+        "meta_batch": meta_batch,
+    }
 
 
 def evaluate_oracle(checkpoint: Path, count: int) -> tuple[float, float]:
@@ -53,8 +59,15 @@ def evaluate_oracle(checkpoint: Path, count: int) -> tuple[float, float]:
     return float(returns.mean()), float(returns.std(ddof=1) / np.sqrt(len(returns)))
 
 
-def train_oracles(cfg: dict[str, Any], out: Path, *, iterations: int = 500, meta_batch: int = 5,
-                  eval_trajectories: int = 40, progress: bool = True) -> dict[str, Any]:
+def train_oracles(
+    cfg: dict[str, Any],
+    out: Path,
+    *,
+    iterations: int = 500,
+    meta_batch: int = 5,
+    eval_trajectories: int = 40,
+    progress: bool = True,
+) -> dict[str, Any]:
     from meta_train.loop import train
 
     kind = str(cfg["task"]["kind"])
@@ -67,14 +80,28 @@ def train_oracles(cfg: dict[str, Any], out: Path, *, iterations: int = 500, meta
         ckpt = train(ocfg, out / name, resume=True, joint=True, progress=progress)
         mean, stderr = evaluate_oracle(ckpt, eval_trajectories)
         saved = load_checkpoint(ckpt)
-        rows.append({"task": name, "value": value, "return": mean, "stderr": stderr,
-                     "iterations": int(saved["iteration"]), "env_steps": int(saved["timesteps"]),
-                     "trajectories": eval_trajectories})
-        print(f"oracle {name}: {mean:.1f} ± {stderr:.1f} after {saved['iteration']} iterations",
-              flush=True)
-    summary = {"kind": kind, "horizon": int(cfg["task"]["horizon"]),
-               "action_scale": float(cfg["task"].get("action_scale", 1.0)), "tasks": rows,
-               "mean": float(np.mean([r["return"] for r in rows]))}
+        rows.append(
+            {
+                "task": name,
+                "value": value,
+                "return": mean,
+                "stderr": stderr,
+                "iterations": int(saved["iteration"]),
+                "env_steps": int(saved["timesteps"]),
+                "trajectories": eval_trajectories,
+            }
+        )
+        print(
+            f"oracle {name}: {mean:.1f} ± {stderr:.1f} after {saved['iteration']} iterations",
+            flush=True,
+        )
+    summary = {
+        "kind": kind,
+        "horizon": int(cfg["task"]["horizon"]),
+        "action_scale": float(cfg["task"].get("action_scale", 1.0)),
+        "tasks": rows,
+        "mean": float(np.mean([r["return"] for r in rows])),
+    }
     tmp = out / (ORACLE_JSON + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / ORACLE_JSON)
@@ -90,5 +117,6 @@ def oracle_return(summary: dict[str, Any], tasks: list[dict[str, Any]]) -> float
         lookup = dict(zip(values.tolist(), returns.tolist(), strict=True))
         return float(np.mean([lookup[float(t["direction"])] for t in tasks]))
     order = np.argsort(values)
-    return float(np.mean(np.interp([float(t["goal"]) for t in tasks], values[order],
-                                   returns[order])))
+    return float(
+        np.mean(np.interp([float(t["goal"]) for t in tasks], values[order], returns[order]))
+    )

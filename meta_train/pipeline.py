@@ -56,37 +56,63 @@ from sonic_common.files import write_atomic
 STATE = "pipeline.json"
 STAGES = ("roms", "maml", "reptile", "joint", "images", "suite", "report")
 KNOWN_AGENTS = ("maml", "reptile", "joint", "ppo2", "rainbow", "jerk", "random")
-IMAGE_TAGS = {"maml": "sonic-maml-pipeline-maml:latest",
-              "reptile": "sonic-maml-pipeline-reptile:latest",
-              "joint": "sonic-maml-pipeline-joint:latest"}
+IMAGE_TAGS = {
+    "maml": "sonic-maml-pipeline-maml:latest",
+    "reptile": "sonic-maml-pipeline-reptile:latest",
+    "joint": "sonic-maml-pipeline-joint:latest",
+}
 # agent name in the suite → (agent program, checkpoint stage, option naming the checkpoint)
-CHECKPOINT_AGENTS = {"maml": ("maml", "maml", "--checkpoint"),
-                     "reptile": ("maml", "reptile", "--checkpoint"),
-                     "joint": ("ppo2", "joint", "--checkpoint")}
-PRESETS = {"default": "pipeline-atari.yaml", "sonic": "pipeline-sonic.yaml",
-           "smoke": "pipeline-smoke.yaml"}
+CHECKPOINT_AGENTS = {
+    "maml": ("maml", "maml", "--checkpoint"),
+    "reptile": ("maml", "reptile", "--checkpoint"),
+    "joint": ("ppo2", "joint", "--checkpoint"),
+}
+PRESETS = {
+    "default": "pipeline-atari.yaml",
+    "sonic": "pipeline-sonic.yaml",
+    "smoke": "pipeline-smoke.yaml",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m meta_train.pipeline",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m meta_train.pipeline", description=__doc__.splitlines()[0]
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--config", help="a pipeline YAML (default: pipeline-atari.yaml)")
-    which.add_argument("--sonic", action="store_true",
-                       help="sonic-train → sonic-validation at the contest's budget (needs ROMs)")
+    which.add_argument(
+        "--sonic",
+        action="store_true",
+        help="sonic-train → sonic-validation at the contest's budget (needs ROMs)",
+    )
     which.add_argument("--smoke", action="store_true", help="the smallest run of every stage")
     p.add_argument("--out", default="runs/pipeline", help="output directory")
-    p.add_argument("--runtime", choices=("auto", "docker", "local"), default="auto",
-                   help="where agents run: docker, local processes, or docker when available")
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "docker", "local"),
+        default="auto",
+        help="where agents run: docker, local processes, or docker when available",
+    )
     p.add_argument("--fresh", action="store_true", help="delete OUT and start over")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="meta-training rollouts and suite runs here, or on a Ray cluster")
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="meta-training rollouts and suite runs here, or on a Ray cluster",
+    )
     p.add_argument("--address", help="ray: the cluster to join (see docs/cluster.md)")
-    p.add_argument("--device", type=parse_device, metavar="auto|cpu|cuda",
-                   help="where the training stages (maml, reptile, joint) run torch (default: "
-                   "their configs' device, auto); the suite's agents pick their own")
-    p.add_argument("--seeds", help="the suite's seeds, instead of the config's suite.seeds: a "
-                   "count (3) or a list (3,4,5); more than a finished run had extends its suite")
+    p.add_argument(
+        "--device",
+        type=parse_device,
+        metavar="auto|cpu|cuda",
+        help="where the training stages (maml, reptile, joint) run torch (default: "
+        "their configs' device, auto); the suite's agents pick their own",
+    )
+    p.add_argument(
+        "--seeds",
+        help="the suite's seeds, instead of the config's suite.seeds: a "
+        "count (3) or a list (3,4,5); more than a finished run had extends its suite",
+    )
     return p.parse_args(argv)
 
 
@@ -98,21 +124,29 @@ def config_path(args: argparse.Namespace) -> Path:
 
 def load_pipeline_config(path: Path) -> dict[str, Any]:
     cfg = read_yaml(path)
-    required = {"train_levels": (), "test_levels": (), "maml": ("config",),
-                "joint": ("timesteps", "envs"),
-                "suite": ("agents", "seeds", "budget", "wallclock", "workers")}
+    required = {
+        "train_levels": (),
+        "test_levels": (),
+        "maml": ("config",),
+        "joint": ("timesteps", "envs"),
+        "suite": ("agents", "seeds", "budget", "wallclock", "workers"),
+    }
     for key, inner in required.items():
         if key not in cfg:
             raise UserError(f"{path} has no {key!r}: see meta_train/configs/pipeline-atari.yaml")
         missing = [k for k in inner if not isinstance(cfg[key], dict) or k not in cfg[key]]
         if missing:
-            raise UserError(f"{path}: {key} has no {', '.join(missing)}: see "
-                            "meta_train/configs/pipeline-atari.yaml")
+            raise UserError(
+                f"{path}: {key} has no {', '.join(missing)}: see "
+                "meta_train/configs/pipeline-atari.yaml"
+            )
     cfg["suite"]["seeds"] = parse_seeds(cfg["suite"]["seeds"])
     unknown = [a for a in cfg["suite"]["agents"] if a not in KNOWN_AGENTS]
     if unknown:
-        raise UserError(f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
-                        f"choose from {', '.join(KNOWN_AGENTS)}")
+        raise UserError(
+            f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
+            f"choose from {', '.join(KNOWN_AGENTS)}"
+        )
     return cfg
 
 
@@ -132,14 +166,15 @@ class Pipeline:
         # more seeds extend the suite (its runs are kept), so they do not make another pipeline
         same = {**cfg, "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"}}
         self.digest = hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:16]
-        self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest,
-                                      "stages": {}}
+        self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest, "stages": {}}
         path = out / STATE
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("digest") != self.digest:
-                raise UserError(f"{out} was made with another pipeline config "
-                                f"({saved.get('config')}): use another --out, or --fresh")
+                raise UserError(
+                    f"{out} was made with another pipeline config "
+                    f"({saved.get('config')}): use another --out, or --fresh"
+                )
             self.state = saved
 
     def save(self) -> None:
@@ -163,8 +198,10 @@ def run_command(cmd: list[str], what: str) -> None:
     if proc.returncode == 130:
         raise KeyboardInterrupt
     if proc.returncode != 0:
-        raise UserError(f"{what} failed (exit {proc.returncode}); its output is above. Fix it "
-                        "and rerun the same command: finished stages are kept")
+        raise UserError(
+            f"{what} failed (exit {proc.returncode}); its output is above. Fix it "
+            "and rerun the same command: finished stages are kept"
+        )
 
 
 def banner(stage: str, text: str) -> None:
@@ -187,8 +224,16 @@ def stage_roms(p: Pipeline, sonic: bool) -> dict[str, Any]:
 
 
 def maml_command(p: Pipeline, name: str) -> list[str]:
-    cmd = py("meta_train", "--config", str(maml_config_file(p.cfg)), "--out",
-             str(p.out / name), "--resume", "--set", f"task.levels={p.cfg['train_levels']}")
+    cmd = py(
+        "meta_train",
+        "--config",
+        str(maml_config_file(p.cfg)),
+        "--out",
+        str(p.out / name),
+        "--resume",
+        "--set",
+        f"task.levels={p.cfg['train_levels']}",
+    )
     if name == "reptile":
         cmd += ["--meta-optimizer", "reptile", "--set", "learn_inner_lr=false"]
     for item in p.cfg["maml"].get("set") or []:
@@ -198,9 +243,20 @@ def maml_command(p: Pipeline, name: str) -> list[str]:
 
 def joint_command(p: Pipeline) -> list[str]:
     j = p.cfg["joint"]
-    cmd = py("agent.train", "--algo", "ppo", "--levels", str(p.cfg["train_levels"]),
-             "--timesteps", str(int(j["timesteps"])), "--workers", str(int(j["envs"])),
-             "--out", str(p.out / "joint"), "--resume")
+    cmd = py(
+        "agent.train",
+        "--algo",
+        "ppo",
+        "--levels",
+        str(p.cfg["train_levels"]),
+        "--timesteps",
+        str(int(j["timesteps"])),
+        "--workers",
+        str(int(j["envs"])),
+        "--out",
+        str(p.out / "joint"),
+        "--resume",
+    )
     for item in j.get("set") or []:
         cmd += ["--set", str(item)]
     return cmd + p.device
@@ -212,8 +268,9 @@ def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
     if name not in p.cfg["suite"]["agents"]:
         print(f"{name} is not in suite.agents: nothing to train")
         return {"skipped": True}
-    run_command(maml_command(p, name),
-                "meta-training" if name == "maml" else "Reptile meta-training")
+    run_command(
+        maml_command(p, name), "meta-training" if name == "maml" else "Reptile meta-training"
+    )
     return {"checkpoint": str(p.out / name / "checkpoint.pt")}
 
 
@@ -238,17 +295,28 @@ def stage_images(p: Pipeline, runtime: str) -> dict[str, Any]:
     if not ok:
         if runtime == "docker":
             raise UserError(f"--runtime docker, but no Docker daemon can be had: {why}")
-        print(f"NOTE: no Docker daemon can be had ({why}).\nThe agents will run as local "
-              "processes, with the same server, budget and scoring but without the container's "
-              "isolation. `python -m evaluation docker up` says what is missing.", flush=True)
+        print(
+            f"NOTE: no Docker daemon can be had ({why}).\nThe agents will run as local "
+            "processes, with the same server, budget and scoring but without the container's "
+            "isolation. `python -m evaluation docker up` says what is missing.",
+            flush=True,
+        )
         return {"runtime": "local", "why": why}
     print(f"Docker: {why}", flush=True)
     agents = p.cfg["suite"]["agents"]
     for agent in agents:
         if agent in CHECKPOINT_AGENTS:
             program, stage, _ = CHECKPOINT_AGENTS[agent]
-            cmd = py("evaluation", "build", "--agent", program, "--checkpoint",
-                     str(p.out / stage / "checkpoint.pt"), "--tag", IMAGE_TAGS[agent])
+            cmd = py(
+                "evaluation",
+                "build",
+                "--agent",
+                program,
+                "--checkpoint",
+                str(p.out / stage / "checkpoint.pt"),
+                "--tag",
+                IMAGE_TAGS[agent],
+            )
         else:
             cmd = py("evaluation", "build", "--agent", agent)
         run_command(cmd, f"building the {agent} image")
@@ -257,13 +325,32 @@ def stage_images(p: Pipeline, runtime: str) -> dict[str, Any]:
 
 def suite_command(p: Pipeline, runtime: str) -> list[str]:
     s = p.cfg["suite"]
-    agents = [f"{a}={CHECKPOINT_AGENTS[a][0]}" if a in CHECKPOINT_AGENTS and
-              CHECKPOINT_AGENTS[a][0] != a else a for a in s["agents"]]
-    cmd = py("evaluation", "suite", "--agents", ",".join(agents), "--levels",
-             str(p.cfg["test_levels"]), "--seeds", seeds_arg(parse_seeds(s["seeds"])),
-             "--budget",
-             str(int(s["budget"])), "--wallclock", str(float(s["wallclock"])), "--runtime",
-             runtime, "--workers", str(int(s["workers"])), "--out", str(p.out / "suite"))
+    agents = [
+        f"{a}={CHECKPOINT_AGENTS[a][0]}"
+        if a in CHECKPOINT_AGENTS and CHECKPOINT_AGENTS[a][0] != a
+        else a
+        for a in s["agents"]
+    ]
+    cmd = py(
+        "evaluation",
+        "suite",
+        "--agents",
+        ",".join(agents),
+        "--levels",
+        str(p.cfg["test_levels"]),
+        "--seeds",
+        seeds_arg(parse_seeds(s["seeds"])),
+        "--budget",
+        str(int(s["budget"])),
+        "--wallclock",
+        str(float(s["wallclock"])),
+        "--runtime",
+        runtime,
+        "--workers",
+        str(int(s["workers"])),
+        "--out",
+        str(p.out / "suite"),
+    )
     cmd += p.backend
     if s.get("record"):
         cmd.append("--record")
@@ -276,8 +363,7 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
         program, stage, option = CHECKPOINT_AGENTS[agent]
         args[agent] = ppo_set + (maml_set if program == "maml" else [])
         if runtime == "local":
-            args[agent] = [option, str((p.out / stage / "checkpoint.pt").resolve()),
-                           *args[agent]]
+            args[agent] = [option, str((p.out / stage / "checkpoint.pt").resolve()), *args[agent]]
         else:
             cmd += ["--image", f"{agent}={IMAGE_TAGS[agent]}"]
     if "ppo2" in s["agents"] and ppo_set:
@@ -322,8 +408,9 @@ def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
     return out
 
 
-def plot_meta_training(rows: list[dict[str, str]], path: Path,
-                       title: str = "MAML meta-training (training levels)") -> bool:
+def plot_meta_training(
+    rows: list[dict[str, str]], path: Path, title: str = "MAML meta-training (training levels)"
+) -> bool:
     if not rows:
         return False
     from sonic_common import plots
@@ -332,8 +419,12 @@ def plot_meta_training(rows: list[dict[str, str]], path: Path,
     steps = sorted(int(k.split("_")[1]) for k in rows[0] if k.startswith("return_"))
     fig, ax = plots.figure(6, 3.5)
     for j in steps:
-        ax.plot(its, _floats(rows, f"return_{j}"), marker=".",
-                label="before adaptation" if j == 0 else f"after {j} inner step(s)")
+        ax.plot(
+            its,
+            _floats(rows, f"return_{j}"),
+            marker=".",
+            label="before adaptation" if j == 0 else f"after {j} inner step(s)",
+        )
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("mean trajectory return (game units)")
     plots.count_axis(ax.xaxis)
@@ -371,14 +462,19 @@ def meta_section(out: Path, stage: str, title: str, png: str) -> list[str]:
     if not rows:
         return lines + ["No metrics.", ""]
     steps = sorted(int(k.split("_")[1]) for k in rows[-1] if k.startswith("return_"))
-    lines += [f"{len(rows)} meta-iterations; mean trajectory return on the sampled training "
-              "levels before adaptation and after each inner step:", "",
-              "| iteration | " + " | ".join("before" if j == 0 else f"after {j}"
-                                          for j in steps) + " |",
-              "|---|" + "---|" * len(steps)]
+    lines += [
+        f"{len(rows)} meta-iterations; mean trajectory return on the sampled training "
+        "levels before adaptation and after each inner step:",
+        "",
+        "| iteration | " + " | ".join("before" if j == 0 else f"after {j}" for j in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
     for r in (rows[0], rows[-1]) if len(rows) > 1 else (rows[0],):
-        lines.append(f"| {r['iteration']} | " + " | ".join(
-            f"{float(r[f'return_{j}']):.1f}" for j in steps) + " |")
+        lines.append(
+            f"| {r['iteration']} | "
+            + " | ".join(f"{float(r[f'return_{j}']):.1f}" for j in steps)
+            + " |"
+        )
     lines.append("")
     if plot_meta_training(rows, out / png, f"{title} meta-training (training levels)"):
         lines += [f"![{title} meta-training]({png})", ""]
@@ -394,9 +490,9 @@ def report_section(text: str, heading: str) -> list[str]:
     if start is None:
         return []
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         hashes = len(line) - len(line.lstrip("#"))
-        if 0 < hashes <= level and line[hashes:hashes + 1] == " ":
+        if 0 < hashes <= level and line[hashes : hashes + 1] == " ":
             break
         out.append(line)
     return out
@@ -408,26 +504,34 @@ def evaluation_section(suite_report: Path) -> list[str]:
     from evaluation.suites.suite_cli import overall_table
 
     text = suite_report.read_text()
-    lines = [overall_table(suite_report), "",
-             "IQM and mean: of the normalized scores over all seed × level runs, with 95% "
-             "stratified-bootstrap confidence intervals over seeds (rliable); raw: game units. "
-             "Normalization, per-level tables, learning curves and each agent's best and median "
-             "episode per level: [suite/report.md](suite/report.md).", ""]
-    for png, alt in (("intervals.png", "IQM and mean with intervals"),
-                     ("profile.png", "performance profile"),
-                     ("curves/overall.png", "IQM learning curves")):
+    lines = [
+        overall_table(suite_report),
+        "",
+        "IQM and mean: of the normalized scores over all seed × level runs, with 95% "
+        "stratified-bootstrap confidence intervals over seeds (rliable); raw: game units. "
+        "Normalization, per-level tables, learning curves and each agent's best and median "
+        "episode per level: [suite/report.md](suite/report.md).",
+        "",
+    ]
+    for png, alt in (
+        ("intervals.png", "IQM and mean with intervals"),
+        ("profile.png", "performance profile"),
+        ("curves/overall.png", "IQM learning curves"),
+    ):
         if (suite_report.parent / png).is_file():
             lines += [f"![{alt}](suite/{png})", ""]
     poi = report_section(text, "### Probability of improvement")
     if poi:
-        heading = next(line for line in text.splitlines()
-                       if line.startswith("### Probability of improvement"))
+        heading = next(
+            line for line in text.splitlines() if line.startswith("### Probability of improvement")
+        )
         lines += [heading, *poi]
     return lines
 
 
 AGENTS_SECTION = (
-    "## Agents", "",
+    "## Agents",
+    "",
     "- **maml**: `agent.maml` with the meta-trained initialization: inner "
     "policy-gradient steps with the meta-learned step size, then PPO from the adapted "
     "parameters for the rest of the budget.",
@@ -435,15 +539,17 @@ AGENTS_SECTION = (
     "first-order Reptile on the same levels and scale instead of MAML.",
     "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
     "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
-    "- **rainbow** (when listed): the contest's Rainbow baseline from scratch "
-    "(`agent.rainbow`).",
+    "- **rainbow** (when listed): the contest's Rainbow baseline from scratch (`agent.rainbow`).",
     "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
-    "")
+    "",
+)
 ATARI_NOTE = (
     "These are Atari 2600 games, not Sonic levels: the pipeline's ROM-free "
     "default. Raw scores are game scores; normalized scores use the published "
     "random and human scores (0 = random play, 1 = human). Compare agents with "
-    "each other, not with the Sonic contest's numbers.", "")
+    "each other, not with the Sonic contest's numbers.",
+    "",
+)
 
 
 def stage_report(p: Pipeline, sonic: bool) -> Path:
@@ -471,17 +577,27 @@ def _report_intro(p: Pipeline) -> list[str]:
     total = sum(float(st.get("seconds", 0.0)) for st in stages.values())
     runtime = stages.get("images", {}).get("runtime", "?")
     lines = [
-        "# Pipeline report", "",
+        "# Pipeline report",
+        "",
         f"Config `{p.cfg_file.name}`: MAML and joint PPO on `{p.cfg['train_levels']}`, "
         f"evaluated on `{p.cfg['test_levels']}` with {len(p.cfg['suite']['seeds'])} seed(s) × "
-        f"{p.cfg['suite']['budget']} timesteps per run.", "",
+        f"{p.cfg['suite']['budget']} timesteps per run.",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), "
         f"{'CUDA' if _has_cuda() else 'no GPU'}, Python {platform.python_version()}. "
         f"Agents ran {'in Docker containers' if runtime == 'docker' else 'as local processes'}"
         f"{'' if runtime == 'docker' else ' (' + str(stages.get('images', {}).get('why')) + ')'}.",
-        "", "## Stages", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {stages[name].get('seconds', '')} |" for name in STAGES
-              if name in stages and not stages[name].get("skipped")]
+        "",
+        "## Stages",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {name} | {stages[name].get('seconds', '')} |"
+        for name in STAGES
+        if name in stages and not stages[name].get("skipped")
+    ]
     lines += [f"| total (without the report) | {total:.0f} |", ""]
     return lines
 
@@ -493,9 +609,11 @@ def joint_section(out: Path) -> list[str]:
     lines = ["## Joint PPO", ""]
     if joint_rows:
         last = joint_rows[-1]
-        lines.append(f"{last.get('timesteps')} timesteps and {last.get('episodes')} episodes over "
-                     "the training levels; mean return of the last 100 episodes (game units, "
-                     f"all levels together): {last.get('mean_return') or 'none finished'}.")
+        lines.append(
+            f"{last.get('timesteps')} timesteps and {last.get('episodes')} episodes over "
+            "the training levels; mean return of the last 100 episodes (game units, "
+            f"all levels together): {last.get('mean_return') or 'none finished'}."
+        )
         lines.append("")
         if has_joint_png:
             lines += ["![joint PPO](joint_ppo.png)", ""]
@@ -514,10 +632,14 @@ def _has_cuda() -> bool:
 # ---------------------------------------------------------------------------------- main
 
 
-STAGE_TITLES = {"roms": "games and levels", "maml": "MAML meta-training",
-                "reptile": "Reptile meta-training (the cheap comparison)",
-                "joint": "joint PPO", "images": "agent images",
-                "suite": "contest-style evaluation"}
+STAGE_TITLES = {
+    "roms": "games and levels",
+    "maml": "MAML meta-training",
+    "reptile": "Reptile meta-training (the cheap comparison)",
+    "joint": "joint PPO",
+    "images": "agent images",
+    "suite": "contest-style evaluation",
+}
 
 
 def open_pipeline(args: argparse.Namespace) -> Pipeline:
@@ -583,8 +705,11 @@ def main(argv: list[str] | None = None) -> int:
             info = run_stage(p, stage, args)
             p.record(stage, time.monotonic() - t0, **info)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished stages are kept in {out / STATE}; rerun the same command "
-              "to go on", file=sys.stderr)
+        print(
+            f"\ninterrupted: finished stages are kept in {out / STATE}; rerun the same command "
+            "to go on",
+            file=sys.stderr,
+        )
         return 130
     report = stage_report(p, args.sonic)
     print(f"\npipeline done in {time.monotonic() - t_start:.0f} s (this call); report: {report}")

@@ -38,10 +38,18 @@ def owned(fut: Future) -> Future:
 
     def done(f: Future) -> None:
         try:
-            out.set_result([replace(t, obs=np.array(t.obs), actions=np.array(t.actions),
-                                    rewards=np.array(t.rewards),
-                                    dones=None if t.dones is None else np.array(t.dones))
-                            for t in f.result()])
+            out.set_result(
+                [
+                    replace(
+                        t,
+                        obs=np.array(t.obs),
+                        actions=np.array(t.actions),
+                        rewards=np.array(t.rewards),
+                        dones=None if t.dones is None else np.array(t.dones),
+                    )
+                    for t in f.result()
+                ]
+            )
         except BaseException as e:  # the actor failed: the trainer sees its error
             out.set_exception(lost_node_error(e))
 
@@ -56,9 +64,11 @@ def lost_node_error(e: BaseException) -> BaseException:
     from sonic_common.errors import UserError
 
     if isinstance(e, RayActorError):
-        return UserError("a Ray sampler actor died (its node was lost or ran out of memory): "
-                         "rerun the same command with --resume to go on from the last "
-                         "iteration's checkpoint")
+        return UserError(
+            "a Ray sampler actor died (its node was lost or ran out of memory): "
+            "rerun the same command with --resume to go on from the last "
+            "iteration's checkpoint"
+        )
     return e
 
 
@@ -74,16 +84,18 @@ class SamplerActor:
         set_torch_threads(1)
         self.policy = build_policy(spec)
         dist = TaskDistribution.from_config(cfg)
-        self.sampler = make_sampler({**cfg, "backend": "local", "device": "cpu"}, self.policy,
-                                    dist, count=count)
+        self.sampler = make_sampler(
+            {**cfg, "backend": "local", "device": "cpu"}, self.policy, dist, count=count
+        )
 
     def node(self) -> str:
         import ray
 
         return str(ray.get_runtime_context().get_node_id())
 
-    def sample(self, params: list[Any], jobs: list[tuple[int, Task, int]],
-               count: int) -> list[Trajectories]:
+    def sample(
+        self, params: list[Any], jobs: list[tuple[int, Task, int]], count: int
+    ) -> list[Trajectories]:
         """Jobs (index into `params`, task, seed); `params`: object refs of parameter sets."""
         import ray
 
@@ -104,8 +116,14 @@ def node_ids(ray: Any) -> list[str]:
 class RaySampler:
     """One `SamplerActor` per node; `submit`/`sample`/`close` as `meta_train.sampler.Sampler`."""
 
-    def __init__(self, policy: nn.Module, cfg: dict[str, Any], count: int,
-                 address: str | None = None, chunks_per_actor: int = CHUNKS_PER_ACTOR) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        cfg: dict[str, Any],
+        count: int,
+        address: str | None = None,
+        chunks_per_actor: int = CHUNKS_PER_ACTOR,
+    ) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from evaluation.suites.ray_backend import connect
@@ -120,10 +138,15 @@ class RaySampler:
         if not nodes:
             raise UserError("the Ray cluster has no node with a free CPU for a sampler actor")
         actor = self.ray.remote(SamplerActor)
-        self.actors = [actor.options(
-            num_cpus=ACTOR_CPUS, max_restarts=0, name=None,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-        ).remote(dict(cfg), dict(spec), int(count)) for node in nodes]
+        self.actors = [
+            actor.options(
+                num_cpus=ACTOR_CPUS,
+                max_restarts=0,
+                name=None,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            ).remote(dict(cfg), dict(spec), int(count))
+            for node in nodes
+        ]
         try:
             self.nodes = self.ray.get([a.node.remote() for a in self.actors])
         except Exception:
@@ -156,7 +179,8 @@ class RaySampler:
             local = {j: k for k, j in enumerate(used)}
             chunk = [(local[index[i]], jobs[i][1], int(jobs[i][2])) for i in idx]
             ref = self.actors[n % len(self.actors)].sample.remote(
-                [refs[j] for j in used], chunk, int(count))
+                [refs[j] for j in used], chunk, int(count)
+            )
             out.append((idx, owned(ref.future())))
         return out
 

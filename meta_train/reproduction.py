@@ -34,8 +34,13 @@ from sonic_common.markdown import md_table
 
 # Read off the public learning curves at horizon 100 (RLlib's MAML on HalfCheetahRandDirec,
 # learn2learn's MAML-TRPO HalfCheetah example); post-update return.
-REFERENCES = {"halfcheetah-dir": ("references: RLlib's plateau ≈ 250–270 (≈ 60 M steps),\n"
-                                   "learn2learn ≈ 265 (300 updates)", 250.0, 270.0)}
+REFERENCES = {
+    "halfcheetah-dir": (
+        "references: RLlib's plateau ≈ 250–270 (≈ 60 M steps),\nlearn2learn ≈ 265 (300 updates)",
+        250.0,
+        270.0,
+    )
+}
 SHORT = {"halfcheetah-dir": "dir", "halfcheetah-vel": "vel"}
 
 
@@ -59,17 +64,23 @@ def run_info(run: Path) -> dict[str, Any]:
     # run) or past the checkpoint (a crash after the row was written) is not counted twice
     by_iteration = {int(r["iteration"]): r for r in read_csv(run / "metrics.csv")}
     rows = [by_iteration[i] for i in sorted(by_iteration) if i < iterations]
-    return {"name": run.name, "task": str(cfg["task"]["kind"]),
-            "meta_optimizer": str(saved["meta_optimizer"]), "seed": int(cfg["seed"]),
-            "joint": bool(saved.get("joint", False)), "iterations": iterations,
-            "env_steps": int(saved["timesteps"]),
-            "action_scale": float(cfg["task"].get("action_scale", 1.0)),
-            "wall_s": round(sum(float(r["sampling_s"]) + float(r["learning_s"])
-                                for r in rows), 1), "metrics": rows}
+    return {
+        "name": run.name,
+        "task": str(cfg["task"]["kind"]),
+        "meta_optimizer": str(saved["meta_optimizer"]),
+        "seed": int(cfg["seed"]),
+        "joint": bool(saved.get("joint", False)),
+        "iterations": iterations,
+        "env_steps": int(saved["timesteps"]),
+        "action_scale": float(cfg["task"].get("action_scale", 1.0)),
+        "wall_s": round(sum(float(r["sampling_s"]) + float(r["learning_s"]) for r in rows), 1),
+        "metrics": rows,
+    }
 
 
-def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int,
-                 workers: int = 2) -> dict[str, Any]:
+def evaluate_run(
+    info: dict[str, Any], runs: Path, out: Path, tasks: int, workers: int = 2
+) -> dict[str, Any]:
     from meta_train.evaluate import evaluate
 
     path = out / "eval" / f"{info['name']}.json"
@@ -78,13 +89,19 @@ def evaluate_run(info: dict[str, Any], runs: Path, out: Path, tasks: int,
         if done.get("iterations") == info["iterations"] and done.get("tasks") == tasks:
             return done
     joint = runs / f"{SHORT[info['task']]}-joint-s{info['seed']}" / CHECKPOINT_NAME
-    evaluate(runs / info["name"] / CHECKPOINT_NAME, tasks=tasks, adapt_steps=3,
-             pretrained=joint if joint.is_file() else None, out=path.with_suffix(""),
-             workers=workers)
+    evaluate(
+        runs / info["name"] / CHECKPOINT_NAME,
+        tasks=tasks,
+        adapt_steps=3,
+        pretrained=joint if joint.is_file() else None,
+        out=path.with_suffix(""),
+        workers=workers,
+    )
     result = json.loads(path.read_text())
     with open(path.with_suffix(".csv"), newline="") as f:
-        result["stderr"] = {r["policy"]: [float(r[f"stderr_{j}"]) for j in range(4)]
-                            for r in csv.DictReader(f)}
+        result["stderr"] = {
+            r["policy"]: [float(r[f"stderr_{j}"]) for j in range(4)] for r in csv.DictReader(f)
+        }
     result["iterations"] = info["iterations"]
     path.write_text(json.dumps(result, indent=2))
     return result
@@ -107,25 +124,36 @@ def oracle_for(task: str, oracles: Path, task_list: list[str]) -> float | None:
 
 def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
     kinds = sorted({i["task"] for i in infos})
-    fig, axes = plots.figure(6.5 * max(1, len(kinds)), 4.5, dpi=110, ncols=max(1, len(kinds)),
-                             squeeze=False)
+    fig, axes = plots.figure(
+        6.5 * max(1, len(kinds)), 4.5, dpi=110, ncols=max(1, len(kinds)), squeeze=False
+    )
     for ax, kind in zip(axes[0], kinds, strict=False):
         for opt in sorted({i["meta_optimizer"] for i in infos if i["task"] == kind}):
-            group = [i for i in infos if i["task"] == kind and i["meta_optimizer"] == opt
-                     and not i["joint"]]
+            group = [
+                i
+                for i in infos
+                if i["task"] == kind and i["meta_optimizer"] == opt and not i["joint"]
+            ]
             if not group:
                 continue
             n = min(len(i["metrics"]) for i in group)
             x = np.array([float(r["env_steps"]) for r in group[0]["metrics"][:n]]) / 1e6
             ys = np.array([[float(r["return_1"]) for r in i["metrics"][:n]] for i in group])
             label = f"MAML-{opt.upper()} ({len(group)} seed{'s' if len(group) > 1 else ''})"
-            line, = ax.plot(x, ys.mean(axis=0), label=label)
+            (line,) = ax.plot(x, ys.mean(axis=0), label=label)
             before = np.array([[float(r["return_0"]) for r in i["metrics"][:n]] for i in group])
-            ax.plot(x, before.mean(axis=0), ls=":", lw=1, color=line.get_color(),
-                    label=f"MAML-{opt.upper()} before the step")
+            ax.plot(
+                x,
+                before.mean(axis=0),
+                ls=":",
+                lw=1,
+                color=line.get_color(),
+                label=f"MAML-{opt.upper()} before the step",
+            )
             if len(group) > 1:
-                ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
-                                color=line.get_color())
+                ax.fill_between(
+                    x, ys.min(axis=0), ys.max(axis=0), alpha=0.2, color=line.get_color()
+                )
         if kind in REFERENCES:
             text, low, high = REFERENCES[kind]
             ax.axhspan(low, high, color="grey", alpha=0.25, label=text)
@@ -134,8 +162,13 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
         ax.set_title(f"HalfCheetah {SHORT[kind]}: return after one inner step (training)")
         ax.set_xlabel("environment steps (millions)")
         ax.set_ylabel("mean return over the meta-batch")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.88),
-                  title="lines: mean over seeds; band: min–max over seeds", title_fontsize=7)
+        ax.legend(
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(0.0, 0.88),
+            title="lines: mean over seeds; band: min–max over seeds",
+            title_fontsize=7,
+        )
     plots.save(fig, path)
 
 
@@ -151,10 +184,13 @@ def evaluated_at(info: dict[str, Any], result: dict[str, Any]) -> tuple[int, int
 
 def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None) -> list[str]:
     iterations, steps = evaluated_at(info, result)
-    head = [f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
-            f"{info['seed']}, evaluated at iteration {iterations} = {steps / 1e6:.1f} M steps; "
-            f"the run is at {info['iterations']}, {info['wall_s'] / 3600:.2f} h of training; "
-            f"{result['tasks']} fresh tasks, mean ± standard error over tasks)", ""]
+    head = [
+        f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
+        f"{info['seed']}, evaluated at iteration {iterations} = {steps / 1e6:.1f} M steps; "
+        f"the run is at {info['iterations']}, {info['wall_s'] / 3600:.2f} h of training; "
+        f"{result['tasks']} fresh tasks, mean ± standard error over tasks)",
+        "",
+    ]
     rows = []
     for label, values in result["returns"].items():
         se = result.get("stderr", {}).get(label, [None] * len(values))
@@ -164,22 +200,30 @@ def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None
     return head + md_table(["start", "0 steps", "1 step", "2 steps", "3 steps"], rows) + [""]
 
 
-def summary_row(info: dict[str, Any], result: dict[str, Any],
-                oracle: float | None) -> dict[str, Any]:
+def summary_row(
+    info: dict[str, Any], result: dict[str, Any], oracle: float | None
+) -> dict[str, Any]:
     """One run's entry of summary.json: the run, where it was evaluated, MAML's returns."""
     maml = result["returns"]["maml"]
     iterations, steps = evaluated_at(info, result)
-    return ({k: info[k] for k in ("name", "task", "meta_optimizer", "seed", "action_scale")}
-            | {"env_steps": steps, "iterations": iterations,
-               "run_iterations": info["iterations"], "run_wall_s": info["wall_s"],
-               "return_0": maml[0], "return_1": maml[1], "returns": maml,
-               "oracle": oracle, "eval_tasks": result["tasks"],
-               "machine": f"{platform.machine()}, {_cores()} cores"})
+    return {k: info[k] for k in ("name", "task", "meta_optimizer", "seed", "action_scale")} | {
+        "env_steps": steps,
+        "iterations": iterations,
+        "run_iterations": info["iterations"],
+        "run_wall_s": info["wall_s"],
+        "return_0": maml[0],
+        "return_1": maml[1],
+        "returns": maml,
+        "oracle": oracle,
+        "eval_tasks": result["tasks"],
+        "machine": f"{platform.machine()}, {_cores()} cores",
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m meta_train.reproduction",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m meta_train.reproduction", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--runs", default="runs/repro")
     p.add_argument("--oracles", default="runs/oracle")
     p.add_argument("--out", default="docs/results/maml_reproduction")
@@ -194,19 +238,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     if not runs.is_dir():
-        raise UserError(f"--runs {runs}: no such directory; start the runs with "
-                        "scripts/maml-reproduction or give their directory")
+        raise UserError(
+            f"--runs {runs}: no such directory; start the runs with "
+            "scripts/maml-reproduction or give their directory"
+        )
     (out / "metrics").mkdir(parents=True, exist_ok=True)
-    infos = [run_info(r) for r in sorted(runs.iterdir())
-             if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()]
+    infos = [
+        run_info(r)
+        for r in sorted(runs.iterdir())
+        if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()
+    ]
     summary, tables, oracles = [], [], {}
     for info in infos:
-        shutil.copyfile(runs / info["name"] / "metrics.csv",
-                        out / "metrics" / f"{info['name']}.csv")
+        shutil.copyfile(
+            runs / info["name"] / "metrics.csv", out / "metrics" / f"{info['name']}.csv"
+        )
         if info["joint"]:
             continue
-        result = (last_evaluation(info, out) if args.no_eval
-                  else evaluate_run(info, runs, out, args.eval_tasks, args.workers))
+        result = (
+            last_evaluation(info, out)
+            if args.no_eval
+            else evaluate_run(info, runs, out, args.eval_tasks, args.workers)
+        )
         if result is None:
             continue
         oracle = oracle_for(info["task"], Path(args.oracles), result.get("task_list", []))
@@ -218,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / "summary.json")
-    print(f"written: {out / 'curves.png'}, {out / 'table.md'}, {out / 'summary.json'} "
-          f"({len(infos)} runs)")
+    print(
+        f"written: {out / 'curves.png'}, {out / 'table.md'}, {out / 'summary.json'} "
+        f"({len(infos)} runs)"
+    )
     return 0
 
 

@@ -42,16 +42,18 @@ def job_seeds(seed: int, count: int) -> tuple[list[int], int]:
     return [int(s) for s in children[:count]], int(children[count])
 
 
-def sample_categorical(logits: Tensor,
-                       generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
+def sample_categorical(
+    logits: Tensor, generator: torch.Generator | Sequence[torch.Generator]
+) -> Tensor:
     """The samplers' categorical draw: each row of `logits` sampled from its softmax, computed
     in float64 on the CPU (the same draw whatever device the policy ran on), with one private
     generator for all rows or one per row. int64, shape logits.shape[:-1]."""
     probs = torch.softmax(logits.detach().to("cpu", torch.float64), dim=-1)
     if isinstance(generator, torch.Generator):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return torch.stack([torch.multinomial(probs[k], 1, generator=g)[0]
-                        for k, g in enumerate(generator)])
+    return torch.stack(
+        [torch.multinomial(probs[k], 1, generator=g)[0] for k, g in enumerate(generator)]
+    )
 
 
 def sample_actions(policy: nn.Module, dist_params: Tensor, gen: torch.Generator) -> Tensor:
@@ -71,8 +73,9 @@ def action_scale(task: Task) -> float:
     return float(task.get("action_scale", 1.0))
 
 
-def rollout_jobs(policy: nn.Module, jobs: Sequence[Job], count: int,
-                 sims: HalfCheetahSims | None = None) -> list[Trajectories]:
+def rollout_jobs(
+    policy: nn.Module, jobs: Sequence[Job], count: int, sims: HalfCheetahSims | None = None
+) -> list[Trajectories]:
     """`count` trajectories of each HalfCheetah job `(params, task, seed)`, all jobs stepped in
     lock-step. A job's trajectories depend only on its own (params, task, seed): its reset seeds
     and its private noise generator, whichever jobs it is batched with."""
@@ -103,12 +106,20 @@ def rollout_jobs(policy: nn.Module, jobs: Sequence[Job], count: int,
         nxt, x_velocity = sims.step(torques)
         rew_buf[t] = task_rewards(tasks, x_velocity, torques).reshape(n_jobs, count)
         obs = nxt.astype(np.float32)
-    return [Trajectories(obs_buf[:, j].copy(), act_buf[:, j].copy(), rew_buf[:, j].copy())
-            for j in range(n_jobs)]
+    return [
+        Trajectories(obs_buf[:, j].copy(), act_buf[:, j].copy(), rew_buf[:, j].copy())
+        for j in range(n_jobs)
+    ]
 
 
-def rollout(policy: nn.Module, params: Params, task: Task, count: int, seed: int,
-            sims: HalfCheetahSims | None = None) -> Trajectories:
+def rollout(
+    policy: nn.Module,
+    params: Params,
+    task: Task,
+    count: int,
+    seed: int,
+    sims: HalfCheetahSims | None = None,
+) -> Trajectories:
     """`count` trajectories of `task` with the policy at `params`, stepped together."""
     return rollout_jobs(policy, [(params, task, seed)], count, sims)[0]
 
@@ -170,18 +181,27 @@ class Sampler:
             if spec is None:
                 raise ValueError("workers > 0 needs a policy built by agent.policies.build_policy")
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=mp.get_context("forkserver"),
-                initializer=_worker_init, initargs=(spec,))
+                self.workers,
+                mp_context=mp.get_context("forkserver"),
+                initializer=_worker_init,
+                initargs=(spec,),
+            )
 
     def submit(self, jobs: Sequence[Job], count: int) -> list[tuple[list[int], Future]]:
         """Start the jobs; [(indices of the jobs in a chunk, future of their trajectories)]."""
         if self._executor is None:
-            return [(list(range(len(jobs))), done_future(
-                rollout_jobs(self.policy, jobs, count, self.sims)))]
+            return [
+                (
+                    list(range(len(jobs))),
+                    done_future(rollout_jobs(self.policy, jobs, count, self.sims)),
+                )
+            ]
         out = []
         for idx in chunk_indices(len(jobs), self.workers * self.chunks_per_worker):
-            chunk = [({k: v.detach().cpu() for k, v in jobs[i][0].items()}, jobs[i][1],
-                      jobs[i][2]) for i in idx]
+            chunk = [
+                ({k: v.detach().cpu() for k, v in jobs[i][0].items()}, jobs[i][1], jobs[i][2])
+                for i in idx
+            ]
             out.append((idx, self._executor.submit(_worker_rollout, chunk, count)))
         return out
 

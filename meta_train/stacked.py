@@ -50,17 +50,24 @@ def stack_batches(batches: Sequence[TaskBatch]) -> StackedBatch | None:
         return None
 
     def stack(parts: Sequence[AdvantageBatch]) -> tuple[Tensor, Tensor, Tensor]:
-        return (torch.stack([p.obs for p in parts]), torch.stack([p.actions for p in parts]),
-                torch.stack([p.advantages for p in parts]))
+        return (
+            torch.stack([p.obs for p in parts]),
+            torch.stack([p.actions for p in parts]),
+            torch.stack([p.advantages for p in parts]),
+        )
 
     train = [stack([b.train[j] for b in batches]) for j in range(len(first.train))]
-    return StackedBatch(train, stack([b.valid for b in batches]),
-                        torch.stack([b.old_logp for b in batches]),
-                        torch.stack([b.old_dist_params for b in batches]))
+    return StackedBatch(
+        train,
+        stack([b.valid for b in batches]),
+        torch.stack([b.old_logp for b in batches]),
+        torch.stack([b.old_dist_params for b in batches]),
+    )
 
 
-def stacked_distribution(learner: MetaLearner, params: Params, obs: Tensor) -> tuple[
-        Tensor, Distribution]:
+def stacked_distribution(
+    learner: MetaLearner, params: Params, obs: Tensor
+) -> tuple[Tensor, Distribution]:
     """Each task's policy on its observations: params (B, ...), obs (B, N, ...)."""
     policy = learner.policy
 
@@ -71,8 +78,9 @@ def stacked_distribution(learner: MetaLearner, params: Params, obs: Tensor) -> t
     return dist_params, policy.distribution(dist_params)
 
 
-def stacked_adapt(learner: MetaLearner, theta: Params, data: StackedBatch,
-                  create_graph: bool) -> Params:
+def stacked_adapt(
+    learner: MetaLearner, theta: Params, data: StackedBatch, create_graph: bool
+) -> Params:
     """Θ_S: every task's inner steps from θ, stacked (B, ...)."""
     count = data.valid[2].shape[0]
     params = {n: p.unsqueeze(0).expand(count, *p.shape) for n, p in theta.items()}
@@ -82,15 +90,22 @@ def stacked_adapt(learner: MetaLearner, theta: Params, data: StackedBatch,
             logp = dist.log_prob(actions)
             loss = -(logp * adv.to(logp.dtype)).mean(dim=1).sum()
             names = list(params)
-            grads = torch.autograd.grad(loss, [params[n] for n in names],
-                                        create_graph=create_graph, allow_unused=True)
-        params = {n: params[n] if g is None else params[n] - learner.step_size(n) * g
-                  for n, g in zip(names, grads, strict=True)}
+            grads = torch.autograd.grad(
+                loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
+            )
+        params = {
+            n: params[n] if g is None else params[n] - learner.step_size(n) * g
+            for n, g in zip(names, grads, strict=True)
+        }
     return params
 
 
-def stacked_objective(learner: MetaLearner, data: StackedBatch, clip: float | None = None,
-                      create_graph: bool | None = None) -> tuple[Tensor, Tensor]:
+def stacked_objective(
+    learner: MetaLearner,
+    data: StackedBatch,
+    clip: float | None = None,
+    create_graph: bool | None = None,
+) -> tuple[Tensor, Tensor]:
     """(mean over tasks of the post-update surrogate, mean KL(old ‖ new)), differentiable in θ
     (and α); `clip`: PPO's clipped surrogate."""
     if create_graph is None:
@@ -104,8 +119,7 @@ def stacked_objective(learner: MetaLearner, data: StackedBatch, clip: float | No
     objective = ratio * adv
     if clip is not None:
         objective = torch.min(objective, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-    old = learner.policy.distribution(
-        data.old_dist_params.to(dist_params.dtype))
+    old = learner.policy.distribution(data.old_dist_params.to(dist_params.dtype))
     return -objective.mean(), kl_divergence(old, dist).mean()
 
 
@@ -139,10 +153,14 @@ def gauss_newton_kl_hvp(learner: MetaLearner, data: StackedBatch) -> Callable[[T
 
     def hvp(v: Tensor) -> Tensor:
         parts = list(torch.split(v, [p.numel() for p in params]))
-        vs = [parts[i].view_as(p) for i, p in enumerate(params)
-              if jt_probe[i] is not None]
+        vs = [parts[i].view_as(p) for i, p in enumerate(params) if jt_probe[i] is not None]
         jv = torch.autograd.grad([g for g, _ in live], probe, vs, retain_graph=True)[0]
         jt = torch.autograd.grad(out, params, metric(jv), retain_graph=True, allow_unused=True)
-        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                          for g, p in zip(jt, params, strict=True)]).detach()
+        return torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                for g, p in zip(jt, params, strict=True)
+            ]
+        ).detach()
+
     return hvp

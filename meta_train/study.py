@@ -34,12 +34,19 @@ ENVS = {"dir": "halfcheetah-dir.yaml", "vel": "halfcheetah-vel.yaml"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m meta_train.study",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/results/maml_study",
-                   help="summaries: study.csv/.png/.md and a copy of each run's metrics.csv")
-    p.add_argument("--runs", default="runs/maml_study",
-                   help="training runs (checkpoints; git-ignored by default)")
+    p = argparse.ArgumentParser(
+        prog="python -m meta_train.study", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--out",
+        default="docs/results/maml_study",
+        help="summaries: study.csv/.png/.md and a copy of each run's metrics.csv",
+    )
+    p.add_argument(
+        "--runs",
+        default="runs/maml_study",
+        help="training runs (checkpoints; git-ignored by default)",
+    )
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--meta-batch", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=10)
@@ -63,10 +70,17 @@ def run_one(args: argparse.Namespace, env: str, opt: str, steps: int, out: Path)
     from meta_train.loop import train
 
     run_dir = Path(args.runs) / f"{env}-{opt}-{steps}"
-    overrides = [f"meta_batch={args.meta_batch}", f"trajectories={args.trajectories}",
-                 f"task.horizon={args.horizon}", f"iterations={args.iterations}",
-                 f"meta_optimizer={opt}", f"adapt_steps={steps}", f"seed={args.seed}",
-                 f"workers={args.workers}", "tensorboard=false"]
+    overrides = [
+        f"meta_batch={args.meta_batch}",
+        f"trajectories={args.trajectories}",
+        f"task.horizon={args.horizon}",
+        f"iterations={args.iterations}",
+        f"meta_optimizer={opt}",
+        f"adapt_steps={steps}",
+        f"seed={args.seed}",
+        f"workers={args.workers}",
+        "tensorboard=false",
+    ]
     cfg = load_config(CONFIG_DIR / ENVS[env], overrides, defaults=DEFAULTS)
     ckpt = train(cfg, run_dir, resume=True, progress=True)
     eval_base = run_dir / f"evaluate-it{args.iterations}"  # re-evaluated after more iterations
@@ -74,15 +88,25 @@ def run_one(args: argparse.Namespace, env: str, opt: str, steps: int, out: Path)
     if eval_file.is_file() and json.loads(eval_file.read_text())["tasks"] == args.eval_tasks:
         returns = json.loads(eval_file.read_text())["returns"]
     else:
-        returns = evaluate(ckpt, tasks=args.eval_tasks, adapt_steps=steps, seed=args.seed,
-                           out=eval_base, workers=args.workers)
+        returns = evaluate(
+            ckpt,
+            tasks=args.eval_tasks,
+            adapt_steps=steps,
+            seed=args.seed,
+            out=eval_base,
+            workers=args.workers,
+        )
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "metrics.csv", out / "metrics" / f"{env}-{opt}-{steps}.csv")
     rows = read_metrics(run_dir / "metrics.csv")
-    tail = rows[-max(1, len(rows) // 4):]
+    tail = rows[-max(1, len(rows) // 4) :]
     mean = lambda key: sum(float(r[key]) for r in tail) / len(tail)  # noqa: E731
-    row: dict[str, Any] = {"env": env, "optimizer": opt, "adapt_steps": steps,
-                           "iterations": len(rows)}
+    row: dict[str, Any] = {
+        "env": env,
+        "optimizer": opt,
+        "adapt_steps": steps,
+        "iterations": len(rows),
+    }
     columns = max(int(s) for s in args.steps.split(",")) + 1  # the study's most steps
     for j in range(columns):
         row[f"train_return_{j}"] = f"{mean(f'return_{j}'):.2f}" if j <= steps else ""
@@ -97,7 +121,7 @@ def run_one(args: argparse.Namespace, env: str, opt: str, steps: int, out: Path)
 def _smooth(values: list[float], window: int = 5) -> list[float]:
     out = []
     for i in range(len(values)):
-        part = values[max(0, i - window + 1):i + 1]
+        part = values[max(0, i - window + 1) : i + 1]
         out.append(sum(part) / len(part))
     return out
 
@@ -135,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [(e, o, int(s)) for e in args.families.split(",") for o in args.optimizers.split(",")
-            for s in args.steps.split(",")]
+    runs = [
+        (e, o, int(s))
+        for e in args.families.split(",")
+        for o in args.optimizers.split(",")
+        for s in args.steps.split(",")
+    ]
     rows = []
     t0 = time.monotonic()
     for env, opt, steps in runs:
@@ -149,20 +177,27 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     plot(out, runs)
     command = "python -m meta_train.study " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [f"# MAML meta-optimizer study ({time.strftime('%Y-%m-%d')})", "",
-             f"Command: `{command}`", "",
-             "Evaluation: mean return on fresh tasks after 0..S adaptation steps "
-             "(`maml_eval_j`), beside a random initialization (`random_eval_j`); "
-             "training columns average the last quarter of the iterations.", "",
-             *md_table(fields, [[r[k] for k in fields] for r in rows])]
+    lines = [
+        f"# MAML meta-optimizer study ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Evaluation: mean return on fresh tasks after 0..S adaptation steps "
+        "(`maml_eval_j`), beside a random initialization (`random_eval_j`); "
+        "training columns average the last quarter of the iterations.",
+        "",
+        *md_table(fields, [[r[k] for k in fields] for r in rows]),
+    ]
     reading = ""  # a hand-written "## Reading" section survives re-runs
     if (out / "study.md").is_file():
         old = (out / "study.md").read_text()
         if "## Reading" in old:
-            reading = "\n" + old[old.index("## Reading"):]
+            reading = "\n" + old[old.index("## Reading") :]
     (out / "study.md").write_text("\n".join(lines) + "\n" + reading)
-    print(f"study: {len(rows)} runs, {time.monotonic() - t0:.0f} s this call; "
-          f"written {out / 'study.csv'}, {out / 'study.png'}, {out / 'study.md'}")
+    print(
+        f"study: {len(rows)} runs, {time.monotonic() - t0:.0f} s this call; "
+        f"written {out / 'study.csv'}, {out / 'study.png'}, {out / 'study.md'}"
+    )
     return 0
 
 

@@ -95,6 +95,7 @@ def quiet_mujoco() -> None:
 
         if getattr(quiet_mujoco, "done", False):
             return
+
         def handler(msg: str) -> None:
             if "settotalmass" not in msg:
                 warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2)
@@ -121,18 +122,26 @@ def make_env(task: Task) -> gym.Env:
     if kind == "levels":
         return make_level_env(task)
     quiet_mujoco()
-    env = gym.make("HalfCheetah-v5", ctrl_cost_weight=CTRL_COST_WEIGHT,
-                   max_episode_steps=int(task["horizon"]))
+    env = gym.make(
+        "HalfCheetah-v5", ctrl_cost_weight=CTRL_COST_WEIGHT, max_episode_steps=int(task["horizon"])
+    )
     return HalfCheetahTaskReward(env, task)
 
 
 class TaskDistribution:
     """Samples tasks of one kind. `sample(n, rng)` is a pure function of the generator."""
 
-    def __init__(self, kind: str, horizon: int = 100, low: float = 0.0, high: float = 2.0,
-                 levels: str | Sequence[str] = "atari-train",
-                 wrappers: WrapperConfig | None = None, action_scale: float = 1.0,
-                 fixed: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        horizon: int = 100,
+        low: float = 0.0,
+        high: float = 2.0,
+        levels: str | Sequence[str] = "atari-train",
+        wrappers: WrapperConfig | None = None,
+        action_scale: float = 1.0,
+        fixed: float | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: one of {', '.join(KINDS)}")
         if horizon < 1:
@@ -158,8 +167,10 @@ class TaskDistribution:
         ids = list(dict.fromkeys(lv.id for lv in resolve_levels(spec)))
         counts = {discrete_actions(lv, self.wrappers.discretizer) for lv in ids}
         if len(counts) != 1:
-            raise ValueError(f"task.levels {spec!r} mixes action sets ({sorted(counts)} "
-                             "actions): meta-train the games of one system together")
+            raise ValueError(
+                f"task.levels {spec!r} mixes action sets ({sorted(counts)} "
+                "actions): meta-train the games of one system together"
+            )
         return ids
 
     @property
@@ -180,28 +191,54 @@ class TaskDistribution:
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
         if self.kind == "levels":
             idx = rng.choice(len(self.levels), size=n, replace=n > len(self.levels))
-            return [{"kind": "levels", "level": self.levels[int(i)], "horizon": self.horizon,
-                     **self.wrappers.as_dict()} for i in idx]
+            return [
+                {
+                    "kind": "levels",
+                    "level": self.levels[int(i)],
+                    "horizon": self.horizon,
+                    **self.wrappers.as_dict(),
+                }
+                for i in idx
+            ]
         if self.kind == "halfcheetah-dir":
             signs = rng.integers(0, 2, size=n) * 2 - 1
             if self.fixed is not None:
                 signs = np.full(n, self.fixed)
-            return [{"kind": self.kind, "horizon": self.horizon, "direction": float(s),
-                     "action_scale": self.action_scale} for s in signs]
+            return [
+                {
+                    "kind": self.kind,
+                    "horizon": self.horizon,
+                    "direction": float(s),
+                    "action_scale": self.action_scale,
+                }
+                for s in signs
+            ]
         goals = rng.uniform(self.low, self.high, size=n)
         if self.fixed is not None:
             goals = np.full(n, self.fixed)
-        return [{"kind": self.kind, "horizon": self.horizon, "goal": float(g),
-                 "action_scale": self.action_scale} for g in goals]
+        return [
+            {
+                "kind": self.kind,
+                "horizon": self.horizon,
+                "goal": float(g),
+                "action_scale": self.action_scale,
+            }
+            for g in goals
+        ]
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TaskDistribution:
         t = cfg["task"]
-        return cls(str(t["kind"]), int(t["horizon"]), float(t.get("goal_low", 0.0)),
-                   float(t.get("goal_high", 2.0)), levels=t.get("levels", "atari-train"),
-                   wrappers=WrapperConfig.from_dict(t),
-                   action_scale=float(t.get("action_scale", 1.0)),
-                   fixed=t.get("direction" if t["kind"] == "halfcheetah-dir" else "goal"))
+        return cls(
+            str(t["kind"]),
+            int(t["horizon"]),
+            float(t.get("goal_low", 0.0)),
+            float(t.get("goal_high", 2.0)),
+            levels=t.get("levels", "atari-train"),
+            wrappers=WrapperConfig.from_dict(t),
+            action_scale=float(t.get("action_scale", 1.0)),
+            fixed=t.get("direction" if t["kind"] == "halfcheetah-dir" else "goal"),
+        )
 
 
 def describe(task: Task) -> str:

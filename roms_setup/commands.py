@@ -14,10 +14,14 @@ from collections.abc import Callable, Mapping
 Command = tuple[str, tuple[str, ...], str]
 
 
-def command_parser(prog: str, description: str, commands: Mapping[str, Command],
-                   epilog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog or
-                                f"`{prog} COMMAND --help` for a command's options.")
+def command_parser(
+    prog: str, description: str, commands: Mapping[str, Command], epilog: str | None = None
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog or f"`{prog} COMMAND --help` for a command's options.",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, _, desc) in commands.items():
         sp = sub.add_parser(name, help=desc, add_help=False)  # --help is the command's
@@ -40,7 +44,6 @@ def load_main(command: Command) -> Callable[[list[str]], int]:
     return lambda argv: int(main([*prefix, *argv]) or 0)
 
 
-def dispatch(prog: str, description: str, commands: Mapping[str, Command],
-             argv: list[str]) -> int:
+def dispatch(prog: str, description: str, commands: Mapping[str, Command], argv: list[str]) -> int:
     name, rest = parse_command(command_parser(prog, description, commands), argv)
     return load_main(commands[name])(rest)

@@ -61,4 +61,3 @@ def require_playable(level: Level) -> None:
     if level.state not in retro_data.list_states(level.game, ALL_INTEGRATIONS):
         states = ", ".join(retro_data.list_states(level.game, ALL_INTEGRATIONS)[:8])
         raise UserError(f"game {level.game} has no state {level.state!r}: known states: {states}")
-

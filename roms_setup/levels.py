@@ -32,8 +32,7 @@ class Level:
         game, sep, state = text.strip().partition(":")
         if not sep or not game or not state:
             raise UserError(
-                f"bad level id {text!r}: write it as Game:State, "
-                "e.g. Airstriker-Genesis-v0:Level1"
+                f"bad level id {text!r}: write it as Game:State, e.g. Airstriker-Genesis-v0:Level1"
             )
         return cls(game, state)
 
@@ -60,9 +59,7 @@ def _parse_csv(text: str, source: str) -> list[Level]:
 
 def level_set_csv(name: str) -> str:
     if name not in level_set_names():
-        raise UserError(
-            f"unknown level set {name!r}: choose one of {', '.join(level_set_names())}"
-        )
+        raise UserError(f"unknown level set {name!r}: choose one of {', '.join(level_set_names())}")
     return resources.files("roms_setup").joinpath(_DATA, f"{name}.csv").read_text()
 
 

@@ -43,8 +43,11 @@ def rel_diff(a: Tensor, b: Tensor) -> float:
 
 def frames(n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, 4, 84, 84), generator=g, dtype=torch.uint8),
-            torch.randint(0, 7, (n,), generator=g), torch.randn(n, generator=g))
+    return (
+        torch.randint(0, 256, (n, 4, 84, 84), generator=g, dtype=torch.uint8),
+        torch.randint(0, 7, (n,), generator=g),
+        torch.randn(n, generator=g),
+    )
 
 
 def ppo_update(device: torch.device) -> Outputs:
@@ -59,8 +62,9 @@ def ppo_update(device: torch.device) -> Outputs:
     with torch.no_grad():
         dist_params, values = ppo.policy(obs.to(device))
         logp = ppo.policy.distribution(dist_params).log_prob(actions.to(device))
-    batch = Batch(obs.to(device), actions.to(device), logp, values, adv.to(device),
-                  (values + adv.to(device)))
+    batch = Batch(
+        obs.to(device), actions.to(device), logp, values, adv.to(device), (values + adv.to(device))
+    )
     ppo.update(batch, generator=torch.Generator().manual_seed(2))
     return [p.detach() for p in ppo.policy.parameters()]
 
@@ -74,11 +78,13 @@ def level_meta_iteration(device: torch.device) -> Outputs:
     learner = MetaLearner(build_policy(FRAMES).to(device), inner_lr=0.1, grad_chunk=8)
     batches = []
     for task in range(2):
-        train, valid = (AdvantageBatch(*(x.to(device) for x in frames(16, 10 * task + k)), 0.0)
-                        for k in (1, 2))
+        train, valid = (
+            AdvantageBatch(*(x.to(device) for x in frames(16, 10 * task + k)), 0.0) for k in (1, 2)
+        )
         with torch.no_grad():
-            logp, dist_params = learner.log_prob(learner.adapted_detached(
-                learner.detached(), train), valid)
+            logp, dist_params = learner.log_prob(
+                learner.adapted_detached(learner.detached(), train), valid
+            )
         batches.append(TaskBatch({"kind": "levels"}, [train], valid, logp, dist_params))
     loss, grads = learner.meta_gradient(batches)
     TRPO(learner, max_kl=0.01, cg_iters=3).step(batches)  # CG iterations: the CPU side's time
@@ -92,8 +98,9 @@ def maml_agent_adaptation(device: torch.device) -> Outputs:
     torch.manual_seed(0)
     policy = build_policy(FRAMES).to(device)
     obs, actions, adv = frames(96, 3)  # frames stay on the CPU, chunks move, as in agent.maml
-    adapted = inner_step_chunked(policy, policy_parameters(policy), obs, actions, adv,
-                                 lr=0.1, chunk=40)
+    adapted = inner_step_chunked(
+        policy, policy_parameters(policy), obs, actions, adv, lr=0.1, chunk=40
+    )
     return list(adapted.values())
 
 
@@ -108,8 +115,11 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
     from meta_train.sampler import Sampler
     from meta_train.tasks import TaskDistribution
 
-    cfg = load_config(None, ["meta_batch=4", "trajectories=4", "task.horizon=50",
-                             "task.action_scale=10"], defaults=DEFAULTS)
+    cfg = load_config(
+        None,
+        ["meta_batch=4", "trajectories=4", "task.horizon=50", "task.action_scale=10"],
+        defaults=DEFAULTS,
+    )
     torch.manual_seed(0)
     cpu_policy = build_policy(policy_spec(cfg))
     dist = TaskDistribution.from_config(cfg)
@@ -123,14 +133,15 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
             data.advantages = data.advantages.to(device)
         b.old_logp, b.old_dist_params = b.old_logp.to(device), b.old_dist_params.to(device)
     info = TRPO(learner, max_kl=0.01).step(batches)
-    return [torch.tensor([info["loss_before"], info["loss_after"]]),
-            *learner.meta_parameters()]
+    return [torch.tensor([info["loss_before"], info["loss_after"]]), *learner.meta_parameters()]
 
 
 CHECKS: dict[str, Callable[[torch.device], Outputs]] = {
-    "ppo-update": ppo_update, "level-meta-iteration": level_meta_iteration,
+    "ppo-update": ppo_update,
+    "level-meta-iteration": level_meta_iteration,
     "maml-agent-adaptation": maml_agent_adaptation,
-    "halfcheetah-meta-iteration": halfcheetah_meta_iteration}
+    "halfcheetah-meta-iteration": halfcheetah_meta_iteration,
+}
 
 
 def run_check(name: str, device: torch.device, tolerance: float) -> bool:
@@ -143,8 +154,10 @@ def run_check(name: str, device: torch.device, tolerance: float) -> bool:
         print(f"FAIL {name}: {type(e).__name__}: {e}")
         return False
     ok = worst <= tolerance
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: max relative difference {worst:.2e} "
-          f"(tolerance {tolerance:g}, {time.perf_counter() - start:.1f} s)")
+    print(
+        f"{'ok  ' if ok else 'FAIL'} {name}: max relative difference {worst:.2e} "
+        f"(tolerance {tolerance:g}, {time.perf_counter() - start:.1f} s)"
+    )
     return ok
 
 
@@ -157,13 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n for n in args.checks.split(",") if n]
     unknown = sorted(set(names) - set(CHECKS))
     if unknown or not names:
-        print(f"error: unknown check(s) {', '.join(unknown) or '(none)'}: choose from "
-              f"{', '.join(CHECKS)}", file=sys.stderr)
+        print(
+            f"error: unknown check(s) {', '.join(unknown) or '(none)'}: choose from "
+            f"{', '.join(CHECKS)}",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: this PyTorch ({torch.__version__}) sees no CUDA device: run gpu-check on "
-              "a machine with a GPU and a CUDA build of torch", file=sys.stderr)
+        print(
+            f"error: this PyTorch ({torch.__version__}) sees no CUDA device: run gpu-check on "
+            "a machine with a GPU and a CUDA build of torch",
+            file=sys.stderr,
+        )
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -77,8 +77,9 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def torch_threads_at_most(n: int, device: torch.device | None = None
-                          ) -> contextlib.AbstractContextManager[None]:
+def torch_threads_at_most(
+    n: int, device: torch.device | None = None
+) -> contextlib.AbstractContextManager[None]:
     """At most `n` torch threads inside the block (on a CPU device; a GPU device: unchanged).
     Batch-1 inference while stepping emulators gains nothing from more threads, and spinning
     OpenMP threads fight the environment workers for the cores."""

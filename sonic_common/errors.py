@@ -59,11 +59,16 @@ def _quiet_stdout() -> None:
 
 
 # A path that cannot be made, read or written: the user's input or machine, not a bug.
-PATH_FAULTS = {errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
-               errno.EACCES: "choose a path you may write, or fix its permissions",
-               errno.EPERM: "choose a path you may write, or fix its permissions",
-               errno.EROFS: "choose a writable file system", errno.EISDIR: "name a file",
-               errno.ENOSPC: "free some space", errno.EDQUOT: "free some space"}
+PATH_FAULTS = {
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.EACCES: "choose a path you may write, or fix its permissions",
+    errno.EPERM: "choose a path you may write, or fix its permissions",
+    errno.EROFS: "choose a writable file system",
+    errno.EISDIR: "name a file",
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+}
 
 
 def environment_fault(e: OSError) -> str | None:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 def md_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> list[str]:
     """The lines of a markdown table; a `|` inside a cell is escaped."""
+
     def line(cells: Sequence[object]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 

@@ -11,8 +11,9 @@ from typing import Any
 STEPS_LABEL = "environment steps (agent timesteps)"
 
 
-def figure(width: float = 7.0, height: float = 4.0, dpi: int = 100,
-           **subplots: Any) -> tuple[Any, Any]:
+def figure(
+    width: float = 7.0, height: float = 4.0, dpi: int = 100, **subplots: Any
+) -> tuple[Any, Any]:
     """A figure of `width` × `height` inches and its axes (`plt.subplots`' keywords), drawn
     without a display."""
     import matplotlib
@@ -42,8 +43,9 @@ def count_axis(axis: Any) -> None:
 
 def no_data(ax: Any, text: str = "no data yet") -> None:
     """An empty plot says so, on axes that do not pretend to a scale."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray",
-            fontsize=12)
+    ax.text(
+        0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray", fontsize=12
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -57,8 +59,16 @@ def note(ax: Any, text: str) -> None:
     import textwrap
 
     width = int(ax.figure.get_figwidth() * 20)  # characters of 7-point text per line
-    ax.figure.text(0.01, 0.01, textwrap.fill(text, width), ha="left", va="bottom", fontsize=7,
-                   color="dimgray", gid=NOTE_GID)
+    ax.figure.text(
+        0.01,
+        0.01,
+        textwrap.fill(text, width),
+        ha="left",
+        va="bottom",
+        fontsize=7,
+        color="dimgray",
+        gid=NOTE_GID,
+    )
 
 
 def save(fig: Any, path: Path) -> None:

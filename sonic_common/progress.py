@@ -45,9 +45,15 @@ def _count(x: float) -> str:
 class PlainProgress:
     """The subset of tqdm's interface the project uses, as periodic plain lines."""
 
-    def __init__(self, total: float | None, initial: float = 0, unit: str = "step",
-                 desc: str | None = None, file: TextIO | None = None,
-                 every_s: float | None = None) -> None:
+    def __init__(
+        self,
+        total: float | None,
+        initial: float = 0,
+        unit: str = "step",
+        desc: str | None = None,
+        file: TextIO | None = None,
+        every_s: float | None = None,
+    ) -> None:
         self.total, self.n, self.unit, self.desc = total, initial, unit, desc
         self.file = file if file is not None else sys.stderr
         self.every_s = interval_s() if every_s is None else every_s
@@ -86,8 +92,9 @@ class PlainProgress:
     def refresh(self) -> None:
         self._maybe_print()
 
-    def set_postfix(self, values: dict[str, Any] | None = None, refresh: bool = True,
-                    **kw: Any) -> None:
+    def set_postfix(
+        self, values: dict[str, Any] | None = None, refresh: bool = True, **kw: Any
+    ) -> None:
         items = {**(values or {}), **kw}
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
         if refresh:
@@ -111,16 +118,30 @@ class PlainProgress:
                 self._maybe_print(force=True)
 
 
-def progress(total: float | None, initial: float = 0, unit: str = "step",
-             desc: str | None = None, file: TextIO | None = None, **tqdm_kw: Any) -> Any:
+def progress(
+    total: float | None,
+    initial: float = 0,
+    unit: str = "step",
+    desc: str | None = None,
+    file: TextIO | None = None,
+    **tqdm_kw: Any,
+) -> Any:
     """A tqdm bar with ETA on a terminal; a PlainProgress elsewhere (or without tqdm)."""
     stream = file if file is not None else sys.stderr
     if stream.isatty():
         try:
             from tqdm import tqdm
 
-            return tqdm(total=total, initial=initial, unit=unit, desc=desc, file=stream,
-                        dynamic_ncols=True, smoothing=0.1, **tqdm_kw)
+            return tqdm(
+                total=total,
+                initial=initial,
+                unit=unit,
+                desc=desc,
+                file=stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+                **tqdm_kw,
+            )
         except ImportError:
             pass
     return PlainProgress(total, initial, unit, desc, stream)

@@ -13,8 +13,9 @@ import pytest
 @pytest.fixture(scope="session")
 def atari_roms() -> None:
     """The Atari 2600 ROMs bundled with ale-py, imported into stable-retro (idempotent)."""
-    subprocess.run([sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "roms_setup", "import", "--bundled"], check=True, capture_output=True
+    )
 
 
 @pytest.fixture

@@ -31,8 +31,9 @@ def jerk_image() -> str:
     try:
         base = ensure_base_image(client)
         t0 = time.monotonic()
-        build_agent_image(client, "jerk", TEST_IMAGE, base, requirements=requirements_for("jerk"),
-                          quiet=True)
+        build_agent_image(
+            client, "jerk", TEST_IMAGE, base, requirements=requirements_for("jerk"), quiet=True
+        )
         size = client.images.get(TEST_IMAGE).attrs["Size"]
         print(f"\nbuilt {TEST_IMAGE}: {size / 1e6:.0f} MB in {time.monotonic() - t0:.0f} s")
     finally:
@@ -47,9 +48,17 @@ def test_jerk_image_runs_to_the_budget(jerk_image: str, tmp_path: Path) -> None:
     from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
-    spec = RunSpec(agent="jerk", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,
-                   budget=BUDGET, results_dir=tmp_path / "run", runtime="docker",
-                   image=jerk_image, memory="512m", agent_args=["--set", "right_steps=50"])
+    spec = RunSpec(
+        agent="jerk",
+        level=Level("Airstriker-Genesis-v0", "Level1"),
+        seed=0,
+        budget=BUDGET,
+        results_dir=tmp_path / "run",
+        runtime="docker",
+        image=jerk_image,
+        memory="512m",
+        agent_args=["--set", "right_steps=50"],
+    )
     results = run_one(spec)
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget", (results, log)
@@ -76,15 +85,22 @@ def rainbow_image() -> str:
     client = docker_client_or_skip()
     try:
         base = ensure_base_image(client)
-        build_agent_image(client, "rainbow", RAINBOW_IMAGE, base,
-                          requirements=requirements_for("rainbow"), quiet=True)
+        build_agent_image(
+            client,
+            "rainbow",
+            RAINBOW_IMAGE,
+            base,
+            requirements=requirements_for("rainbow"),
+            quiet=True,
+        )
     finally:
         client.close()
     return RAINBOW_IMAGE
 
 
-def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(rainbow_image: str,
-                                                               tmp_path: Path) -> None:
+def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(
+    rainbow_image: str, tmp_path: Path
+) -> None:
     """`python -m agent.rainbow` in its container (no --memory: the image's 6g label applies),
     learning from step 40 of a 120-step budget, its checkpoint written through the mount."""
     from evaluation.contest.runner import RunSpec, run_one
@@ -93,10 +109,16 @@ def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(rainbow_image: s
     from roms_setup.levels import Level
 
     assert image_memory(docker_client(), rainbow_image) == AGENT_MEMORY["rainbow"] == "6g"
-    spec = RunSpec(agent="rainbow", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,
-                   budget=120, results_dir=tmp_path / "run", runtime="docker",
-                   image=rainbow_image,
-                   agent_args=["--set", "learning_starts=40", "--set", "capacity=1000"])
+    spec = RunSpec(
+        agent="rainbow",
+        level=Level("Airstriker-Genesis-v0", "Level1"),
+        seed=0,
+        budget=120,
+        results_dir=tmp_path / "run",
+        runtime="docker",
+        image=rainbow_image,
+        agent_args=["--set", "learning_starts=40", "--set", "capacity=1000"],
+    )
     results = run_one(spec)
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, (results, log)

@@ -37,9 +37,15 @@ def test_build_refuses_what_the_registry_rules_out() -> None:
     checked before any Docker call)."""
     local_only = next(n for n, e in AGENTS.items() if not e.image)
     no_ckpt = next(n for n, e in AGENTS.items() if e.image and not e.checkpoint)
-    for args, message in (([local_only], "runs locally only"),
-                          ([no_ckpt, "--checkpoint", "x.pt"], "loads no checkpoint")):
-        proc = subprocess.run([sys.executable, "-m", "evaluation", "build", "--agent", *args],
-                              capture_output=True, text=True, timeout=120)
+    for args, message in (
+        ([local_only], "runs locally only"),
+        ([no_ckpt, "--checkpoint", "x.pt"], "loads no checkpoint"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "evaluation", "build", "--agent", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.splitlines()) == 1

@@ -27,18 +27,23 @@ def long_functions(source: str, name: str, limit: int = MAX_LINES) -> list[str]:
 def test_no_function_in_the_packages_is_longer_than_60_lines() -> None:
     files = sorted(f for pkg in PACKAGES for f in (ROOT / pkg).rglob("*.py"))
     assert len(files) > 50  # the packages were found
-    found = [hit for f in files
-             for hit in long_functions(f.read_text(), str(f.relative_to(ROOT)))]
-    assert not found, (f"functions longer than {MAX_LINES} lines (file:line name length); split "
-                       "them into named steps:\n" + "\n".join(found))
+    found = [hit for f in files for hit in long_functions(f.read_text(), str(f.relative_to(ROOT)))]
+    assert not found, (
+        f"functions longer than {MAX_LINES} lines (file:line name length); split "
+        "them into named steps:\n" + "\n".join(found)
+    )
 
 
 def test_the_measure_counts_from_def_to_the_last_line() -> None:
     def source(body_lines: int) -> str:
         body = "".join(f"x{i} = {i}\n" for i in range(body_lines))
         method = "async def g(self):\n" + textwrap.indent(body, "    ")
-        return ("@decorator\ndef f():\n" + textwrap.indent(body, "    ")
-                + "\n\nclass C:\n" + textwrap.indent(method, "    "))
+        return (
+            "@decorator\ndef f():\n"
+            + textwrap.indent(body, "    ")
+            + "\n\nclass C:\n"
+            + textwrap.indent(method, "    ")
+        )
 
     assert long_functions(source(59), "m.py") == []  # def line + 59 = 60 lines: allowed
     assert long_functions(source(60), "m.py") == ["m.py:2 f 61", "m.py:66 g 61"]

@@ -98,7 +98,7 @@ def test_each_step_runs_four_frames_and_sums_their_rewards(closing):
     for m in masks[1:]:  # frame 0 is reset's own blank frame
         _, r, *_ = raw.step(np.frombuffer(m, dtype=np.uint8))
         frame_rewards.append(r)
-    sums = [sum(frame_rewards[4 * i: 4 * i + 4]) for i in range(len(step_rewards))]
+    sums = [sum(frame_rewards[4 * i : 4 * i + 4]) for i in range(len(step_rewards))]
     assert sums == pytest.approx(step_rewards)
     assert sum(step_rewards) > 0  # random play scores in Airstriker
 
@@ -117,7 +117,7 @@ def test_previous_action_sticks_on_first_frame_with_probability_quarter(closing)
         for t in range(100):
             act = a if t % 2 == 0 else b
             _, _, term, trunc, _ = env.step(act)
-            frames = rec.frames[start + 4 * t: start + 4 * t + 4]
+            frames = rec.frames[start + 4 * t : start + 4 * t + 4]
             # frames 2..4 of every step always carry the new action
             assert all(f == act.astype(np.uint8).tobytes() for f in frames[1:])
             if prev is None:

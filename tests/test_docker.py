@@ -62,8 +62,15 @@ def image(client: docker.DockerClient) -> str:
     """The test image: the real `random` agent plus `agent.docker_probe`, built once."""
     base = ensure_base_image(client)
     t0 = time.monotonic()
-    build_agent_image(client, "random", TEST_IMAGE, base, requirements=LIGHT_REQUIREMENTS,
-                      extra_files={"agent/docker_probe.py": PROBE}, quiet=True)
+    build_agent_image(
+        client,
+        "random",
+        TEST_IMAGE,
+        base,
+        requirements=LIGHT_REQUIREMENTS,
+        extra_files={"agent/docker_probe.py": PROBE},
+        quiet=True,
+    )
     size = client.images.get(TEST_IMAGE).attrs["Size"]
     print(f"\nbuilt {TEST_IMAGE}: {size / 1e6:.0f} MB in {time.monotonic() - t0:.0f} s")
     return TEST_IMAGE
@@ -78,13 +85,13 @@ def _dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {"CONTEST_SOCKET_DIR": "/contest/sock", "AGENT_OUTPUT_DIR": "/contest/output",
-            **extra}
+    return {"CONTEST_SOCKET_DIR": "/contest/sock", "AGENT_OUTPUT_DIR": "/contest/output", **extra}
 
 
 def test_options_lock_the_container_down(tmp_path: Path) -> None:
-    opts = container_options("img", tmp_path, tmp_path, {}, memory="1g", cpus=0.5, pids=64,
-                             gpus=True, name=None)
+    opts = container_options(
+        "img", tmp_path, tmp_path, {}, memory="1g", cpus=0.5, pids=64, gpus=True, name=None
+    )
     assert opts["network_mode"] == "none" and opts["read_only"] is True
     assert opts["user"] == "1000:1000" and opts["cap_drop"] == ["ALL"]
     assert opts["mem_limit"] == opts["memswap_limit"] == 1 << 30
@@ -94,14 +101,22 @@ def test_options_lock_the_container_down(tmp_path: Path) -> None:
     assert opts["device_requests"]
 
 
-def test_container_runs_locked_down_and_is_removed(client: docker.DockerClient, image: str,
-                                                   tmp_path: Path) -> None:
+def test_container_runs_locked_down_and_is_removed(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
     sock, out = _dirs(tmp_path)
     log = tmp_path / "logs" / "agent.log"
     t0 = time.monotonic()
-    agent = DockerAgent.start(image, sock, out, _env(PROBE_EXIT="3"), log_path=log,
-                              memory="256m", entrypoint=["python", "-m", "agent.docker_probe"],
-                              command=["a", "b"])
+    agent = DockerAgent.start(
+        image,
+        sock,
+        out,
+        _env(PROBE_EXIT="3"),
+        log_path=log,
+        memory="256m",
+        entrypoint=["python", "-m", "agent.docker_probe"],
+        command=["a", "b"],
+    )
     started = time.monotonic() - t0
     container_id = agent.id
     assert agent.wait(60) == 3
@@ -129,9 +144,16 @@ def test_random_agent_image_through_the_runner(image: str, tmp_path: Path) -> No
     from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
-    spec = RunSpec(agent="random", level=Level("Airstriker-Genesis-v0", "Level1"), seed=0,
-                   budget=300, results_dir=tmp_path / "run", runtime="docker", image=image,
-                   memory="512m")
+    spec = RunSpec(
+        agent="random",
+        level=Level("Airstriker-Genesis-v0", "Level1"),
+        seed=0,
+        budget=300,
+        results_dir=tmp_path / "run",
+        runtime="docker",
+        image=image,
+        memory="512m",
+    )
     results = run_one(spec)
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["timesteps"] == 300, (results, log)
@@ -139,23 +161,37 @@ def test_random_agent_image_through_the_runner(image: str, tmp_path: Path) -> No
     assert results["status"] not in ("oom", "agent_crashed"), results
 
 
-def test_out_of_memory_is_detected(client: docker.DockerClient, image: str,
-                                   tmp_path: Path) -> None:
+def test_out_of_memory_is_detected(client: docker.DockerClient, image: str, tmp_path: Path) -> None:
     sock, out = _dirs(tmp_path)
     hog = "b = []\nwhile True: b.append(bytearray(16 << 20))"
-    agent = DockerAgent.start(image, sock, out, _env(), log_path=tmp_path / "oom.log",
-                              memory="64m", entrypoint=["python", "-c", hog])
+    agent = DockerAgent.start(
+        image,
+        sock,
+        out,
+        _env(),
+        log_path=tmp_path / "oom.log",
+        memory="64m",
+        entrypoint=["python", "-c", hog],
+    )
     assert agent.wait(120) is not None
     outcome = agent.finish()
     assert outcome.oom_killed, outcome
     assert outcome.exit_code == 137
 
 
-def test_wait_times_out_then_kill_and_finish(client: docker.DockerClient, image: str,
-                                             tmp_path: Path) -> None:
+def test_wait_times_out_then_kill_and_finish(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
     sock, out = _dirs(tmp_path)
-    agent = DockerAgent.start(image, sock, out, _env(), log_path=tmp_path / "sleep.log",
-                              memory="64m", entrypoint=["sleep", "300"])
+    agent = DockerAgent.start(
+        image,
+        sock,
+        out,
+        _env(),
+        log_path=tmp_path / "sleep.log",
+        memory="64m",
+        entrypoint=["sleep", "300"],
+    )
     assert agent.wait(0.5) is None
     agent.kill()
     agent.kill()  # twice is fine

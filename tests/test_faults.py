@@ -117,8 +117,10 @@ def server_dirs(token: str) -> tuple[Path, Path]:
     for pid in processes_with(token):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if b"serve" in argv and b"--socket" in argv:
-            return (Path(argv[argv.index(b"--socket") + 1].decode()),
-                    Path(argv[len(argv) - 1 - argv[::-1].index(b"--out") + 1].decode()))
+            return (
+                Path(argv[argv.index(b"--socket") + 1].decode()),
+                Path(argv[len(argv) - 1 - argv[::-1].index(b"--out") + 1].decode()),
+            )
     raise AssertionError("no server found")
 
 
@@ -130,10 +132,16 @@ def server_pid(token: str) -> int:
     raise AssertionError("no server found")
 
 
-def run_cli(*args: str | Path, cwd: Path = ROOT, timeout: float = 180
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str | Path, cwd: Path = ROOT, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def finished_rows(results_dir: Path) -> list[Any]:
@@ -157,6 +165,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
 
 # ------------------------------------------------------------------------------ 1: ob truncated
 
+
 def test_1_agent_truncating_ob_does_not_kill_the_server(base: Path) -> None:
     """The agent truncates the shared observation file between steps, again and again."""
     then = """
@@ -172,9 +181,19 @@ except RemoteEnvClosed:
     pass
 """
     d = base / "r"
-    proc = run_cli("run", "--agent", "trunc", "--level", LEVEL.id, "--budget", "1500",
-                   "--results-dir", d, "--agent-cmd", " ".join(
-                       map(quote, agent_cmd(base, 1, then))))
+    proc = run_cli(
+        "run",
+        "--agent",
+        "trunc",
+        "--level",
+        LEVEL.id,
+        "--budget",
+        "1500",
+        "--results-dir",
+        d,
+        "--agent-cmd",
+        " ".join(map(quote, agent_cmd(base, 1, then))),
+    )
     assert proc.returncode == 0, proc.stderr
     res = results_of(d)
     assert res["status"] == "budget" and res["timesteps"] == 1500, res
@@ -192,13 +211,31 @@ def quote(arg: str) -> str:
 
 # --------------------------------------------------------------- 2: the runner SIGKILLed
 
+
 def test_2_sigkill_of_run_leaves_no_process_and_records_interrupted(base: Path) -> None:
     d = base / "r"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "k", "--level", LEVEL.id,
-         "--budget", "1000000", "--results-dir", str(d), "--agent-cmd",
-         " ".join(map(quote, agent_cmd(base, 2, PLAY_ON)))],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "k",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "1000000",
+            "--results-dir",
+            str(d),
+            "--agent-cmd",
+            " ".join(map(quote, agent_cmd(base, 2, PLAY_ON))),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: (d / "agent" / "played").exists(), 120, "two episodes")
         sock_dir, records = server_dirs(str(base))
@@ -212,7 +249,8 @@ def test_2_sigkill_of_run_leaves_no_process_and_records_interrupted(base: Path) 
     res = results_of(d)
     assert res["status"] == "interrupted" and "runner" in res["error"], res
     assert res["episodes"] >= 2 and res["episodes"] == len(
-        [r for r in finished_rows(d) if not r.cut])
+        [r for r in finished_rows(d) if not r.cut]
+    )
     # a process leaves /proc's cmdline empty a moment before its descriptors close
     wait_until(lambda: not (d / ".run.lock").exists() or _lock_free(d), 10, "the lock's release")
 
@@ -232,11 +270,26 @@ def test_2_sigkill_of_suite_then_resume_is_not_written_into(base: Path) -> None:
     """A killed suite's children end; a quick resume redoes the run, and no previous attempt
     writes into it: its results match its own monitor.csv."""
     out = base / "s"
-    args = ["suite", "--agents", "random", "--levels", LEVEL.id, "--seeds", "1",
-            "--budget", "20000", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        "suite",
+        "--agents",
+        "random",
+        "--levels",
+        LEVEL.id,
+        "--seeds",
+        "1",
+        "--budget",
+        "20000",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evaluation", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     run_dir = out / "runs" / "random" / LEVEL.slug / "seed0"
     try:
         wait_until(lambda: (run_dir / "monitor.csv").exists(), 120, "the run to start")
@@ -260,10 +313,17 @@ def test_2_sigkill_of_suite_then_resume_is_not_written_into(base: Path) -> None:
 
 # --------------------------------------------------------------- 3: the server dies
 
+
 def test_3_sigkilled_server_is_env_error_and_keeps_its_episodes(base: Path) -> None:
     d = base / "r"
-    spec = RunSpec(agent="victim", level=LEVEL, seed=0, budget=1_000_000, results_dir=d,
-                   agent_cmd=agent_cmd(base, 3, PLAY_ON))
+    spec = RunSpec(
+        agent="victim",
+        level=LEVEL,
+        seed=0,
+        budget=1_000_000,
+        results_dir=d,
+        agent_cmd=agent_cmd(base, 3, PLAY_ON),
+    )
 
     def kill_server_after_three_episodes() -> None:
         wait_until(lambda: (d / "agent" / "played").exists(), 120, "three episodes")
@@ -284,9 +344,16 @@ def test_3_sigkilled_server_is_env_error_and_keeps_its_episodes(base: Path) -> N
 
 def test_3_hung_server_caught_by_the_backstop_keeps_its_episodes(base: Path) -> None:
     d = base / "r"
-    spec = RunSpec(agent="victim", level=LEVEL, seed=0, budget=1_000_000, results_dir=d,
-                   wallclock_s=4.0, wallclock_grace_s=1.0,
-                   agent_cmd=agent_cmd(base, 1, PLAY_ON))
+    spec = RunSpec(
+        agent="victim",
+        level=LEVEL,
+        seed=0,
+        budget=1_000_000,
+        results_dir=d,
+        wallclock_s=4.0,
+        wallclock_grace_s=1.0,
+        agent_cmd=agent_cmd(base, 1, PLAY_ON),
+    )
 
     def stop_server() -> None:
         wait_until(lambda: (d / "agent" / "played").exists(), 120, "one episode")
@@ -304,14 +371,20 @@ def test_3_hung_server_caught_by_the_backstop_keeps_its_episodes(base: Path) -> 
 
 # --------------------------------------------------------------- 4: early failure in a suite
 
+
 def test_4_agent_failing_before_it_connects_is_not_retried_forever(base: Path) -> None:
     out = base / "s"
     config = SuiteConfig(["broken"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
 
     def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
-        return RunSpec(agent=run_key.agent, level=LEVEL, seed=run_key.seed, budget=cfg.budget,
-                       results_dir=run_dir, agent_cmd=[
-                           sys.executable, "-c", f"# {base}\nimport sys; sys.exit(3)"])
+        return RunSpec(
+            agent=run_key.agent,
+            level=LEVEL,
+            seed=run_key.seed,
+            budget=cfg.budget,
+            results_dir=run_dir,
+            agent_cmd=[sys.executable, "-c", f"# {base}\nimport sys; sys.exit(3)"],
+        )
 
     outcome = SuiteRunner(config, out, 1, make_spec=make_spec).run(list(config.run_keys()))
     [(_, res)] = outcome.done
@@ -323,6 +396,7 @@ def test_4_agent_failing_before_it_connects_is_not_retried_forever(base: Path) -
 
 
 # --------------------------------------------------------------- 5: a local agent forges
+
 
 def test_5_local_agent_cannot_forge_its_result(base: Path) -> None:
     forge = """
@@ -344,9 +418,19 @@ forge()  # after the budget, too, like the attack in the issue
 time.sleep(0.5)
 """
     d = base / "r"
-    proc = run_cli("run", "--agent", "forger", "--level", LEVEL.id, "--budget", "2000",
-                   "--results-dir", d, "--agent-cmd", " ".join(
-                       map(quote, agent_cmd(base, 1, forge))))
+    proc = run_cli(
+        "run",
+        "--agent",
+        "forger",
+        "--level",
+        LEVEL.id,
+        "--budget",
+        "2000",
+        "--results-dir",
+        d,
+        "--agent-cmd",
+        " ".join(map(quote, agent_cmd(base, 1, forge))),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "99999" not in proc.stdout
     res = results_of(d)
@@ -360,6 +444,7 @@ time.sleep(0.5)
 
 # --------------------------------------------------------------- 6: setsid escape
 
+
 def test_6_child_that_calls_setsid_does_not_survive(base: Path) -> None:
     escape = f"""
 child = subprocess.Popen([sys.executable, "-c", "# {base}\\nimport time; time.sleep(300)"],
@@ -367,8 +452,16 @@ child = subprocess.Popen([sys.executable, "-c", "# {base}\\nimport time; time.sl
 (out / "child.pid").write_text(str(child.pid))
 """
     d = base / "r"
-    res = run_one(RunSpec(agent="escaper", level=LEVEL, seed=0, budget=100_000,
-                          results_dir=d, agent_cmd=agent_cmd(base, 1, escape)))
+    res = run_one(
+        RunSpec(
+            agent="escaper",
+            level=LEVEL,
+            seed=0,
+            budget=100_000,
+            results_dir=d,
+            agent_cmd=agent_cmd(base, 1, escape),
+        )
+    )
     assert res["status"] == "agent_exited", res
     pid = int((d / "agent" / "child.pid").read_text())
     assert pid not in processes_with(str(base)), "the setsid child survived its agent"
@@ -377,19 +470,36 @@ child = subprocess.Popen([sys.executable, "-c", "# {base}\\nimport time; time.sl
 
 # --------------------------------------------------------------- 7: a second server
 
+
 def serve_cmd(sock: Path, results: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "evaluation", "serve", "--level", LEVEL.id, "--socket",
-            str(sock), "--results-dir", str(results), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "evaluation",
+        "serve",
+        "--level",
+        LEVEL.id,
+        "--socket",
+        str(sock),
+        "--results-dir",
+        str(results),
+        *extra,
+    ]
 
 
 def test_7_second_server_does_not_take_the_first_ones_client(base: Path) -> None:
     sock, r1, r2 = base / "s", base / "r1", base / "r2"
-    first = subprocess.Popen(serve_cmd(sock, r1, "--budget", "300"), cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        serve_cmd(sock, r1, "--budget", "300"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: (sock / "sock").exists(), 60, "the first server")
-        second = subprocess.run(serve_cmd(sock, r2), cwd=ROOT, capture_output=True, text=True,
-                                timeout=60)
+        second = subprocess.run(
+            serve_cmd(sock, r2), cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         one_line_error(second, "already")
         env = _connect(sock)
         try:
@@ -428,11 +538,22 @@ def _play(env: Any, budget: int) -> int:
 
 # --------------------------------------------------------------- 8: started in a results dir
 
+
 def test_8_run_from_a_results_directory_with_results_dir_dot(base: Path) -> None:
     d = base / "r"
     (d / "agent").mkdir(parents=True)  # what a previous run leaves
-    proc = run_cli("run", "--agent", "random", "--level", LEVEL.id, "--budget", "300",
-                   "--results-dir", ".", cwd=d)
+    proc = run_cli(
+        "run",
+        "--agent",
+        "random",
+        "--level",
+        LEVEL.id,
+        "--budget",
+        "300",
+        "--results-dir",
+        ".",
+        cwd=d,
+    )
     assert proc.returncode == 0, proc.stderr
     assert results_of(d)["status"] == "budget"
     assert not (ROOT / "agent" / "agent").exists()
@@ -440,13 +561,18 @@ def test_8_run_from_a_results_directory_with_results_dir_dot(base: Path) -> None
 
 # --------------------------------------------------------------- 9: socket before listen
 
+
 def test_9_the_socket_file_appears_only_once_the_server_listens(base: Path) -> None:
     """Like the 2018 client: wait only for the file to exist, then connect at once."""
     refused = 0
     for i in range(15):
         sock, res = base / f"s{i}", base / f"r{i}"
-        server = subprocess.Popen(serve_cmd(sock, res, "--idle-timeout", "20"), cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            serve_cmd(sock, res, "--idle-timeout", "20"),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             end = time.monotonic() + 60
             while not os.path.exists(sock / "sock"):
@@ -466,14 +592,19 @@ def test_9_the_socket_file_appears_only_once_the_server_listens(base: Path) -> N
 
 # --------------------------------------------------------------- 10: status names
 
-@pytest.mark.parametrize("raw, what", [
-    (b'{"type": "update", "content": ' + b"[" * 200_000 + b"\f", "deeply nested JSON"),
-    ('{"type": "update", "content": {"reset": true}}'.encode("utf-16") + b"\f", "UTF-16"),
-])
+
+@pytest.mark.parametrize(
+    "raw, what",
+    [
+        (b'{"type": "update", "content": ' + b"[" * 200_000 + b"\f", "deeply nested JSON"),
+        ('{"type": "update", "content": {"reset": true}}'.encode("utf-16") + b"\f", "UTF-16"),
+    ],
+)
 def test_10_malformed_json_is_a_protocol_error(base: Path, raw: bytes, what: str) -> None:
     sock, res = base / "s", base / "r"
-    server = subprocess.Popen(serve_cmd(sock, res), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        serve_cmd(sock, res), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_until(lambda: (sock / "sock").exists(), 60, "the server")
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -512,12 +643,34 @@ BAD_VALUES = [
 def test_11_bad_values_are_a_one_line_error(base: Path, args: list[str], word: str) -> None:
     command, rest = args[0], args[1:]
     defaults = {
-        "run": ["--agent", "random", "--level", LEVEL.id, "--budget", "100",
-                "--results-dir", str(base / "r")],
-        "serve": ["--level", LEVEL.id, "--socket", str(base / "s"), "--results-dir",
-                  str(base / "r")],
-        "suite": ["--agents", "random", "--levels", LEVEL.id, "--budget", "100",
-                  "--out", str(base / "o")],
+        "run": [
+            "--agent",
+            "random",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "100",
+            "--results-dir",
+            str(base / "r"),
+        ],
+        "serve": [
+            "--level",
+            LEVEL.id,
+            "--socket",
+            str(base / "s"),
+            "--results-dir",
+            str(base / "r"),
+        ],
+        "suite": [
+            "--agents",
+            "random",
+            "--levels",
+            LEVEL.id,
+            "--budget",
+            "100",
+            "--out",
+            str(base / "o"),
+        ],
         "build": [],
     }[command]
     argv = dict(zip(defaults[::2], defaults[1::2], strict=True))
@@ -531,23 +684,48 @@ def test_11_bad_values_are_a_one_line_error(base: Path, args: list[str], word: s
 
 def test_11_meta_train_set_of_a_non_number_is_a_one_line_error(base: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "meta_train", "--config", "meta_train/configs/halfcheetah-dir.yaml",
-         "--out", str(base / "m"), "--set", "iterations=abc"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "meta_train",
+            "--config",
+            "meta_train/configs/halfcheetah-dir.yaml",
+            "--out",
+            str(base / "m"),
+            "--set",
+            "iterations=abc",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     one_line_error(proc, "iterations")
 
 
 # --------------------------------------------------------------- 12: reused and shared dirs
 
+
 def test_12_reused_results_dir_keeps_nothing_of_the_previous_run(base: Path) -> None:
     d = base / "r"
-    first = run_cli("run", "--agent", "random", "--level", LEVEL.id, "--budget", "400",
-                    "--results-dir", d, "--record")
+    first = run_cli(
+        "run",
+        "--agent",
+        "random",
+        "--level",
+        LEVEL.id,
+        "--budget",
+        "400",
+        "--results-dir",
+        d,
+        "--record",
+    )
     assert first.returncode == 0, first.stderr
     assert list((d / "movies").glob("*.bk2"))
     (d / "agent" / "old.txt").write_text("from the previous run")
-    second = run_cli("run", "--agent", "random", "--level", LEVEL.id, "--budget", "300",
-                     "--results-dir", d)
+    second = run_cli(
+        "run", "--agent", "random", "--level", LEVEL.id, "--budget", "300", "--results-dir", d
+    )
     assert second.returncode == 0, second.stderr
     assert not (d / "movies").exists() and not (d / "agent" / "old.txt").exists()
     assert results_of(d)["timesteps"] == 300
@@ -556,13 +734,29 @@ def test_12_reused_results_dir_keeps_nothing_of_the_previous_run(base: Path) -> 
 def test_12_two_runs_into_one_directory_are_refused(base: Path) -> None:
     d = base / "r"
     first = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "random", "--level", LEVEL.id,
-         "--budget", "1000000", "--results-dir", str(d)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "random",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "1000000",
+            "--results-dir",
+            str(d),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: (d / "results.json").exists(), 120, "the first run")
-        second = run_cli("run", "--agent", "random", "--level", LEVEL.id, "--budget", "300",
-                         "--results-dir", d)
+        second = run_cli(
+            "run", "--agent", "random", "--level", LEVEL.id, "--budget", "300", "--results-dir", d
+        )
         one_line_error(second, "another run")
         assert first.poll() is None
         first.send_signal(signal.SIGTERM)
@@ -577,6 +771,7 @@ def test_12_two_runs_into_one_directory_are_refused(base: Path) -> None:
 
 
 # --------------------------------------------------------------- 13: full disk, deleted dir
+
 
 @pytest.fixture
 def small_disk(base: Path) -> Iterator[Path]:
@@ -606,7 +801,8 @@ def fill(disk: Path) -> None:
 
 @pytest.mark.parametrize("where", ["results dir", "results and temporary dirs"])
 def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
-        base: Path, small_disk: Path, where: str) -> None:
+    base: Path, small_disk: Path, where: str
+) -> None:
     """The disk of the results directory fills up mid-run; in the second case the server's
     private records and socket directory (TMPDIR) are on it too."""
     d = small_disk / "r"
@@ -614,10 +810,28 @@ def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
     if where != "results dir":
         env["TMPDIR"] = str(small_disk)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "filler", "--level", LEVEL.id,
-         "--budget", "4000", "--results-dir", str(d), "--agent-cmd",
-         " ".join(map(quote, agent_cmd(base, 1, "time.sleep(1)\n" + PLAY_ON)))],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "filler",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "4000",
+            "--results-dir",
+            str(d),
+            "--agent-cmd",
+            " ".join(map(quote, agent_cmd(base, 1, "time.sleep(1)\n" + PLAY_ON))),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     wait_until(lambda: (d / "agent" / "played").exists(), 120, "one episode")
     fill(small_disk)
     out, err = proc.communicate(timeout=180)
@@ -651,9 +865,19 @@ def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
 def test_13_results_dir_deleted_mid_run_is_recreated_with_everything(base: Path) -> None:
     d = base / "r"
     delete = "shutil.rmtree(out.parent)\n"
-    proc = run_cli("run", "--agent", "deleter", "--level", LEVEL.id, "--budget", "2000",
-                   "--results-dir", d, "--agent-cmd", " ".join(
-                       map(quote, agent_cmd(base, 1, "import shutil\n" + delete + PLAY_ON))))
+    proc = run_cli(
+        "run",
+        "--agent",
+        "deleter",
+        "--level",
+        LEVEL.id,
+        "--budget",
+        "2000",
+        "--results-dir",
+        d,
+        "--agent-cmd",
+        " ".join(map(quote, agent_cmd(base, 1, "import shutil\n" + delete + PLAY_ON))),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     res = results_of(d)
@@ -666,6 +890,7 @@ def test_13_results_dir_deleted_mid_run_is_recreated_with_everything(base: Path)
 
 # --------------------------------------------------------------- 14: checkpoint validated
 
+
 @pytest.mark.parametrize("content", ["random bytes", "zip without a policy"])
 def test_14_build_refuses_a_checkpoint_that_is_not_one(base: Path, content: str) -> None:
     ckpt = base / "checkpoint.pt"
@@ -675,8 +900,16 @@ def test_14_build_refuses_a_checkpoint_that_is_not_one(base: Path, content: str)
         import torch
 
         torch.save({"weights": torch.zeros(3)}, ckpt)
-    proc = run_cli("build", "--agent", "maml", "--checkpoint", ckpt, "--tag",
-                   "sonic-maml-test-never-built:latest", timeout=120)
+    proc = run_cli(
+        "build",
+        "--agent",
+        "maml",
+        "--checkpoint",
+        ckpt,
+        "--tag",
+        "sonic-maml-test-never-built:latest",
+        timeout=120,
+    )
     one_line_error(proc, "checkpoint")
 
 
@@ -684,8 +917,13 @@ def test_13_serve_whose_results_dir_is_deleted_ends_with_a_clear_status(base: Pa
     """The standalone server: its results directory vanishes mid-run; the run goes on to the
     budget and ends `env_error`, saying why, with no traceback."""
     sock, res = base / "s", base / "r"
-    server = subprocess.Popen(serve_cmd(sock, res, "--budget", "1500"), cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        serve_cmd(sock, res, "--budget", "1500"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: (sock / "sock").exists(), 60, "the server")
         env = _connect(sock)

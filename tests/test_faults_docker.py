@@ -81,9 +81,16 @@ except RemoteEnvClosed:
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
     client = docker_client_or_skip()
-    build_agent_image(client, "attack", IMAGE, ensure_base_image(client),
-                      requirements=LIGHT_REQUIREMENTS,
-                      extra_files={"agent/attack.py": ATTACK}, module="agent.attack", quiet=True)
+    build_agent_image(
+        client,
+        "attack",
+        IMAGE,
+        ensure_base_image(client),
+        requirements=LIGHT_REQUIREMENTS,
+        extra_files={"agent/attack.py": ATTACK},
+        module="agent.attack",
+        quiet=True,
+    )
     yield IMAGE
     client.close()
 
@@ -102,9 +109,17 @@ def containers_of(image: str) -> list[object]:
 
 
 def spec(base: Path, attack: str, budget: int) -> RunSpec:
-    return RunSpec(agent="attack", level=LEVEL, seed=0, budget=budget,
-                   results_dir=base / "r", runtime="docker", image=IMAGE, memory="512m",
-                   agent_args=[attack])
+    return RunSpec(
+        agent="attack",
+        level=LEVEL,
+        seed=0,
+        budget=budget,
+        results_dir=base / "r",
+        runtime="docker",
+        image=IMAGE,
+        memory="512m",
+        agent_args=[attack],
+    )
 
 
 def test_1_container_truncating_ob_does_not_kill_the_server(image: str, base: Path) -> None:
@@ -130,10 +145,33 @@ def test_5_container_cannot_write_outside_its_output_directory(image: str, base:
 def test_2_sigkilled_runner_leaves_no_container(image: str, base: Path) -> None:
     d = base / "r"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "attack", "--level", LEVEL.id,
-         "--budget", "1000000", "--results-dir", str(d), "--runtime", "docker", "--image",
-         IMAGE, "--memory", "512m", "--", "play"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "attack",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "1000000",
+            "--results-dir",
+            str(d),
+            "--runtime",
+            "docker",
+            "--image",
+            IMAGE,
+            "--memory",
+            "512m",
+            "--",
+            "play",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         end = time.monotonic() + 180
         while not (d / "agent" / "played").exists():

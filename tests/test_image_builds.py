@@ -33,8 +33,10 @@ from tests.support import AIRSTRIKER, docker_client_or_skip  # noqa: E402
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-TAGS = {"random": "sonic-maml-test-together-random:latest",
-        "jerk": "sonic-maml-test-together-jerk:latest"}
+TAGS = {
+    "random": "sonic-maml-test-together-random:latest",
+    "jerk": "sonic-maml-test-together-jerk:latest",
+}
 CHANGED = "sonic-maml-test-changed-random:latest"
 
 
@@ -53,10 +55,27 @@ def together(client: docker.DockerClient) -> dict[str, subprocess.CompletedProce
     """`python -m evaluation build` of random and of jerk, started at the same moment."""
     ensure_base_image(client)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    procs = {agent: subprocess.Popen([sys.executable, "-m", "evaluation", "build", "--agent",
-                                      agent, "--tag", tag, "--force"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for agent, tag in TAGS.items()}
+    procs = {
+        agent: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "evaluation",
+                "build",
+                "--agent",
+                agent,
+                "--tag",
+                tag,
+                "--force",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for agent, tag in TAGS.items()
+    }
     done = {}
     for agent, proc in procs.items():
         out, _ = proc.communicate(timeout=1800)
@@ -71,8 +90,10 @@ def _venv_layer(client: docker.DockerClient, tag: str) -> str:
 
 
 def test_two_builds_at_once_both_succeed_and_play(
-        together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient,
-        tmp_path: Path) -> None:
+    together: dict[str, subprocess.CompletedProcess[str]],
+    client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
     """The clean-up after one build leaves the other's stages alone (it deleted them, once:
     "invalid from flag value deps: No such image") and still deletes its own (a second
     `images.prune` at the same moment is refused by the daemon); both images play."""
@@ -86,18 +107,28 @@ def test_two_builds_at_once_both_succeed_and_play(
         left = client.images.list(all=True, filters={"label": f"{BUILD_ID_LABEL}={build_id[1]}"})
         assert left == [], (agent, "its deps stage was not deleted")
     for agent, tag in TAGS.items():
-        spec = RunSpec(agent=agent, level=Level(*AIRSTRIKER.split(":")), seed=0, budget=100,
-                       results_dir=tmp_path / agent, runtime="docker", image=tag,
-                       memory="512m")
+        spec = RunSpec(
+            agent=agent,
+            level=Level(*AIRSTRIKER.split(":")),
+            seed=0,
+            budget=100,
+            results_dir=tmp_path / agent,
+            runtime="docker",
+            image=tag,
+            memory="512m",
+        )
         results = run_one(spec)
-        assert results["status"] == "budget", (agent, results,
-                                               (tmp_path / agent / "agent.log").read_text())
+        assert results["status"] == "budget", (
+            agent,
+            results,
+            (tmp_path / agent / "agent.log").read_text(),
+        )
         assert results["timesteps"] == 100
 
 
 def test_a_source_change_reuses_the_requirements_layer(
-        together: dict[str, subprocess.CompletedProcess[str]],
-        client: docker.DockerClient) -> None:
+    together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient
+) -> None:
     """Agents with the same requirements share the venv layer, and a changed source rebuilds
     only the layer above it: the kept requirements image is the same before and after."""
     assert all(done.returncode == 0 for done in together.values())
@@ -106,21 +137,34 @@ def test_a_source_change_reuses_the_requirements_layer(
     kept = client.images.get(cache).id
     venv = _venv_layer(client, TAGS["random"])
     assert _venv_layer(client, TAGS["jerk"]) == venv
-    build_agent_image(client, "random", CHANGED, base, requirements=LIGHT_REQUIREMENTS,
-                      extra_files={"agent/changed_probe.py": b"WHICH = 'changed'\n"}, quiet=True)
+    build_agent_image(
+        client,
+        "random",
+        CHANGED,
+        base,
+        requirements=LIGHT_REQUIREMENTS,
+        extra_files={"agent/changed_probe.py": b"WHICH = 'changed'\n"},
+        quiet=True,
+    )
     assert client.images.get(cache).id == kept
     assert _venv_layer(client, CHANGED) == venv
-    assert (client.images.get(CHANGED).attrs["RootFS"]["Layers"][-1]
-            != client.images.get(TAGS["random"]).attrs["RootFS"]["Layers"][-1])
-    out = client.containers.run(CHANGED, ["-c", "import agent.changed_probe as p; print(p.WHICH)"],
-                                entrypoint="/opt/venv/bin/python", network_mode="none",
-                                remove=True)
+    assert (
+        client.images.get(CHANGED).attrs["RootFS"]["Layers"][-1]
+        != client.images.get(TAGS["random"]).attrs["RootFS"]["Layers"][-1]
+    )
+    out = client.containers.run(
+        CHANGED,
+        ["-c", "import agent.changed_probe as p; print(p.WHICH)"],
+        entrypoint="/opt/venv/bin/python",
+        network_mode="none",
+        remove=True,
+    )
     assert out.decode().strip() == "changed"
 
 
 def test_prune_drops_the_requirements_cache_not_the_images(
-        together: dict[str, subprocess.CompletedProcess[str]],
-        client: docker.DockerClient) -> None:
+    together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient
+) -> None:
     """`docker prune` (here only the light cache: the torch one costs minutes to remake) untags
     the kept requirements stage; the images made from it keep their layers and still run."""
     assert all(done.returncode == 0 for done in together.values())
@@ -129,7 +173,11 @@ def test_prune_drops_the_requirements_cache_not_the_images(
     removed, _ = prune_caches(client, only=[cache])
     assert removed == [cache]
     assert not image_exists(client, cache)
-    out = client.containers.run(TAGS["jerk"], ["-c", "import numpy, agent.jerk; print('runs')"],
-                                entrypoint="/opt/venv/bin/python", network_mode="none",
-                                remove=True)
+    out = client.containers.run(
+        TAGS["jerk"],
+        ["-c", "import numpy, agent.jerk; print('runs')"],
+        entrypoint="/opt/venv/bin/python",
+        network_mode="none",
+        remove=True,
+    )
     assert out.decode().strip() == "runs"

@@ -42,9 +42,14 @@ class Corridor(gym.Env):
     horizontal progress); done after `horizon` steps. Records every action it receives. After
     `budget` steps in all, the next step raises `ending` (like the server's close)."""
 
-    def __init__(self, horizon: int = 20, wall: int = 10**9, buttons: int = 12,
-                 budget: int | None = None, ending: type[RemoteEnvClosed] = BudgetExhausted
-                 ) -> None:
+    def __init__(
+        self,
+        horizon: int = 20,
+        wall: int = 10**9,
+        buttons: int = 12,
+        budget: int | None = None,
+        ending: type[RemoteEnvClosed] = BudgetExhausted,
+    ) -> None:
         self.horizon, self.wall, self.budget, self.ending = horizon, wall, budget, ending
         self.action_space = spaces.MultiBinary(buttons)
         self.observation_space = spaces.Box(0, 255, (1,), np.uint8)
@@ -252,8 +257,14 @@ def test_budget_spent_mid_replay_ends_cleanly() -> None:
 def test_config_file_matches_the_baseline() -> None:
     assert load_config() == load_config(CONFIG_PATH) == JerkConfig()
     cfg = load_config(CONFIG_PATH)
-    assert (cfg.exploit_bias, cfg.total_timesteps, cfg.right_steps, cfg.left_steps,
-            cfg.jump_prob, cfg.jump_repeat) == (0.25, 1_000_000, 100, 70, 0.1, 4)
+    assert (
+        cfg.exploit_bias,
+        cfg.total_timesteps,
+        cfg.right_steps,
+        cfg.left_steps,
+        cfg.jump_prob,
+        cfg.jump_repeat,
+    ) == (0.25, 1_000_000, 100, 70, 0.1, 4)
 
 
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
@@ -291,8 +302,14 @@ def results_dir() -> Iterator[Path]:
 
 
 def test_jerk_on_airstriker_until_the_budget(results_dir: Path) -> None:
-    spec = RunSpec(agent="jerk", level=Level.parse(AIRSTRIKER), seed=0, budget=1500,
-                   results_dir=results_dir, wallclock_s=120.0)
+    spec = RunSpec(
+        agent="jerk",
+        level=Level.parse(AIRSTRIKER),
+        seed=0,
+        budget=1500,
+        results_dir=results_dir,
+        wallclock_s=120.0,
+    )
     results = run_one(spec)
     assert results["status"] == "budget", results.get("error")
     assert results["agent_exit_code"] == 0 and results["timesteps"] == 1500

@@ -48,8 +48,13 @@ def _expand(spec: dict[str, str]) -> set[Level]:
 
 def test_level_set_names():
     assert set(level_set_names()) >= {
-        "sonic-train", "sonic-validation", "sonic-custom-test", "sonic-leaderboard",
-        "smoke", "atari-train", "atari-heldout",
+        "sonic-train",
+        "sonic-validation",
+        "sonic-custom-test",
+        "sonic-leaderboard",
+        "smoke",
+        "atari-train",
+        "atari-heldout",
     }
 
 

@@ -27,14 +27,30 @@ QBERT = "Qbert-Atari2600-v0:Start"
 
 
 def level_cfg(*overrides: str) -> dict:
-    return load_config(CONFIG_DIR / "atari-train.yaml",
-                       ["task.horizon=8", "meta_batch=2", "trajectories=2", "iterations=1",
-                        "tensorboard=false", "ppo.epochs=1", *overrides], defaults=DEFAULTS)
+    return load_config(
+        CONFIG_DIR / "atari-train.yaml",
+        [
+            "task.horizon=8",
+            "meta_batch=2",
+            "trajectories=2",
+            "iterations=1",
+            "tensorboard=false",
+            "ppo.epochs=1",
+            *overrides,
+        ],
+        defaults=DEFAULTS,
+    )
 
 
 def task(level: str, horizon: int = 8) -> dict:
-    return {"kind": "levels", "level": level, "horizon": horizon, "discretizer": "auto",
-            "backtracking": True, "reward_scale": 0.01}
+    return {
+        "kind": "levels",
+        "level": level,
+        "horizon": horizon,
+        "discretizer": "auto",
+        "backtracking": True,
+        "reward_scale": 0.01,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +74,14 @@ def test_level_task_distribution() -> None:
     a = dist.sample(5, np.random.default_rng(7))
     assert a == dist.sample(5, np.random.default_rng(7))  # a pure function of the generator
     assert len({t["level"] for t in a}) == 5  # without replacement
-    assert a[0] == {"kind": "levels", "level": a[0]["level"], "horizon": 8, "discretizer": "auto",
-                    "backtracking": True, "reward_scale": 0.01}
+    assert a[0] == {
+        "kind": "levels",
+        "level": a[0]["level"],
+        "horizon": 8,
+        "discretizer": "auto",
+        "backtracking": True,
+        "reward_scale": 0.01,
+    }
     assert describe(a[0]) == a[0]["level"]
     assert len({t["level"] for t in dist.sample(16, np.random.default_rng(1))}) == 16
     many = dist.sample(40, np.random.default_rng(0))  # more than 16: with replacement
@@ -102,7 +124,8 @@ def test_unplayable_level_is_a_one_line_error(atari_roms: None, tmp_path: Path) 
 
 
 def test_level_sampler_switches_levels_one_emulator_per_process(
-        atari_roms: None, policy: torch.nn.Module) -> None:
+    atari_roms: None, policy: torch.nn.Module
+) -> None:
     from evaluation.contest.env import make_contest_env
 
     params = params_of(policy)
@@ -126,8 +149,9 @@ def test_level_sampler_switches_levels_one_emulator_per_process(
     assert not np.array_equal(first[0].obs, first[1].obs)  # two different games
 
 
-def test_level_trajectories_are_seeded_and_compact(atari_roms: None,
-                                                   policy: torch.nn.Module) -> None:
+def test_level_trajectories_are_seeded_and_compact(
+    atari_roms: None, policy: torch.nn.Module
+) -> None:
     params = params_of(policy)
     with LevelSampler(policy, envs=3) as three, LevelSampler(policy, envs=2) as two:
         a, c = three.sample([(params, task(QBERT, 12), 5), (params, task(QBERT, 12), 6)], 3)
@@ -142,8 +166,7 @@ def test_level_trajectories_are_seeded_and_compact(atari_roms: None,
     assert (a.obs[0] == a.obs[0, :, :1]).all()  # a reset fills the frame stack with one frame
 
 
-def test_episode_end_mid_trajectory_sets_dones(atari_roms: None,
-                                               policy: torch.nn.Module) -> None:
+def test_episode_end_mid_trajectory_sets_dones(atari_roms: None, policy: torch.nn.Module) -> None:
     with LevelSampler(policy, envs=2) as sampler:
         traj = sampler.sample([(params_of(policy), task(BREAKOUT, 300), 0)], 2)[0]
     assert traj.dones is not None and traj.dones.any()
@@ -153,15 +176,36 @@ def test_episode_end_mid_trajectory_sets_dones(atari_roms: None,
 
 
 @pytest.mark.parametrize("optimizer", ["ppo", "reptile"])
-def test_meta_train_on_levels_end_to_end(atari_roms: None, tmp_path: Path,
-                                         optimizer: str) -> None:
+def test_meta_train_on_levels_end_to_end(atari_roms: None, tmp_path: Path, optimizer: str) -> None:
     from meta_train.cli import main
 
     out = tmp_path / optimizer
-    assert main(["--config", str(CONFIG_DIR / "atari-train.yaml"), "--out", str(out),
-                 "--meta-optimizer", optimizer, "--set", "iterations=1", "--set", "meta_batch=2",
-                 "--set", "trajectories=2", "--set", "task.horizon=16", "--set", "ppo.epochs=1",
-                 "--set", "tensorboard=false", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(CONFIG_DIR / "atari-train.yaml"),
+                "--out",
+                str(out),
+                "--meta-optimizer",
+                optimizer,
+                "--set",
+                "iterations=1",
+                "--set",
+                "meta_batch=2",
+                "--set",
+                "trajectories=2",
+                "--set",
+                "task.horizon=16",
+                "--set",
+                "ppo.epochs=1",
+                "--set",
+                "tensorboard=false",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["env_steps"] == str(2 * 2 * 16 * 2)
@@ -171,13 +215,34 @@ def test_meta_train_on_levels_end_to_end(atari_roms: None, tmp_path: Path,
     assert spec["body"] == "cnn" and spec["obs_shape"] == [4, 84, 84]
     assert spec["action"] == {"type": "discrete", "n": 18}
     assert data["meta_optimizer"] == optimizer and data["iteration"] == 1
-    assert data["adaptation"] == {"adapt_steps": 1, "trajectories": 2, "horizon": 16,
-                                  "inner_lr": pytest.approx(0.5), "gamma": 0.99,
-                                  "gae_lambda": 1.0, "baseline_ridge": 1e-5,
-                                  "discretizer": "auto", "backtracking": True,
-                                  "reward_scale": 0.01}
+    assert data["adaptation"] == {
+        "adapt_steps": 1,
+        "trajectories": 2,
+        "horizon": 16,
+        "inner_lr": pytest.approx(0.5),
+        "gamma": 0.99,
+        "gae_lambda": 1.0,
+        "baseline_ridge": 1e-5,
+        "discretizer": "auto",
+        "backtracking": True,
+        "reward_scale": 0.01,
+    }
     if optimizer == "reptile":  # evaluation on a held-out level, as the CLI runs it
-        assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--tasks", "1",
-                     "--adapt-steps", "1", "--levels", BREAKOUT]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--checkpoint",
+                    str(out / "checkpoint.pt"),
+                    "--tasks",
+                    "1",
+                    "--adapt-steps",
+                    "1",
+                    "--levels",
+                    BREAKOUT,
+                ]
+            )
+            == 0
+        )
         rows = (out / "evaluate.csv").read_text().splitlines()
         assert rows[0].startswith("policy,return_0,return_1") and len(rows) == 3

@@ -42,8 +42,9 @@ class LinearPolicy(nn.Module):
         return Independent(Normal(mean, log_std.exp()), 1)
 
 
-def make_data(kind: str, n: int, obs_dim: int, act: int, seed: int,
-              dtype: torch.dtype = torch.float64) -> AdvantageBatch:
+def make_data(
+    kind: str, n: int, obs_dim: int, act: int, seed: int, dtype: torch.dtype = torch.float64
+) -> AdvantageBatch:
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(n, obs_dim, generator=g, dtype=dtype)
     if kind == "gaussian":
@@ -54,14 +55,24 @@ def make_data(kind: str, n: int, obs_dim: int, act: int, seed: int,
     return AdvantageBatch(obs, actions, adv, 0.0)
 
 
-def make_problem(kind: str, steps: int = 1, first_order: bool = False,
-                 learn_inner_lr: bool = False, lr: float = 0.5,
-                 seed: int = 0) -> tuple[MetaLearner, TaskBatch]:
+def make_problem(
+    kind: str,
+    steps: int = 1,
+    first_order: bool = False,
+    learn_inner_lr: bool = False,
+    lr: float = 0.5,
+    seed: int = 0,
+) -> tuple[MetaLearner, TaskBatch]:
     torch.manual_seed(seed)
     act = 2 if kind == "gaussian" else 3
     policy = LinearPolicy(3, act, kind, torch.float64)
-    learner = MetaLearner(policy, adapt_steps=steps, inner_lr=lr, first_order=first_order,
-                          learn_inner_lr=learn_inner_lr)
+    learner = MetaLearner(
+        policy,
+        adapt_steps=steps,
+        inner_lr=lr,
+        first_order=first_order,
+        learn_inner_lr=learn_inner_lr,
+    )
     train = [make_data(kind, 8, 3, act, seed + 1 + j) for j in range(steps)]
     valid = make_data(kind, 8, 3, act, seed + 100)
     # "old" = a nearby policy, so the ratio is not identically 1
@@ -79,7 +90,7 @@ def test_inner_step_gaussian_matches_hand_computation() -> None:
     log_std = learner.params["log_std"].detach()
     var = (2 * log_std).exp()
     mu = data.obs @ W.T + b
-    z = (data.actions - mu) / var                       # ∂ log π / ∂μ
+    z = (data.actions - mu) / var  # ∂ log π / ∂μ
     A, n = data.advantages, len(data.advantages)
     grad_W = -(A[:, None, None] * z[:, :, None] * data.obs[:, None, :]).sum(0) / n
     grad_b = -(A[:, None] * z).sum(0) / n
@@ -129,10 +140,12 @@ def _finite_difference(learner: MetaLearner, batch: TaskBatch, eps: float = 1e-6
     return out
 
 
-@pytest.mark.parametrize("kind,steps,learn_lr", [("gaussian", 1, False), ("discrete", 2, False),
-                                                 ("gaussian", 2, True)])
-def test_second_order_meta_gradient_matches_finite_differences(kind: str, steps: int,
-                                                                learn_lr: bool) -> None:
+@pytest.mark.parametrize(
+    "kind,steps,learn_lr", [("gaussian", 1, False), ("discrete", 2, False), ("gaussian", 2, True)]
+)
+def test_second_order_meta_gradient_matches_finite_differences(
+    kind: str, steps: int, learn_lr: bool
+) -> None:
     learner, batch = make_problem(kind, steps=steps, learn_inner_lr=learn_lr)
     analytic = _meta_grad(learner, batch)
     numeric = _finite_difference(learner, batch)
@@ -154,8 +167,9 @@ def test_first_order_drops_the_second_order_term() -> None:
         torch.testing.assert_close(a, b)
 
 
-def _post_loss(learner: MetaLearner, batch: TaskBatch,
-               adapted: dict[str, Tensor]) -> tuple[Tensor, None]:
+def _post_loss(
+    learner: MetaLearner, batch: TaskBatch, adapted: dict[str, Tensor]
+) -> tuple[Tensor, None]:
     logp, _ = learner.log_prob(adapted, batch.valid)
     ratio = (logp - batch.old_logp).exp()
     return -(ratio * batch.valid.advantages).mean(), None
@@ -170,8 +184,9 @@ def test_task_by_task_accumulation_equals_joint_gradient() -> None:
         (learner.task_objective(b)[0] / 2).backward()
     accumulated = [p.grad.clone() for p in learner.meta_parameters()]  # type: ignore[union-attr]
     joint = (learner.task_objective(b1)[0] + learner.task_objective(b2)[0]) / 2
-    for a, g in zip(accumulated, torch.autograd.grad(joint, learner.meta_parameters()),
-                    strict=True):
+    for a, g in zip(
+        accumulated, torch.autograd.grad(joint, learner.meta_parameters()), strict=True
+    ):
         torch.testing.assert_close(a, g)
 
 
@@ -188,8 +203,11 @@ def test_trpo_hvp_matches_finite_differences_of_kl_gradient() -> None:
     learner, batch = make_problem("gaussian")
     trpo = TRPO(learner, cg_damping=0.0)
     params = learner.meta_parameters()
-    v = torch.randn(sum(p.numel() for p in params), dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(3))
+    v = torch.randn(
+        sum(p.numel() for p in params),
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(3),
+    )
     hv = trpo.hvp([batch], v)
 
     def kl_grad() -> Tensor:
@@ -197,6 +215,7 @@ def test_trpo_hvp_matches_finite_differences_of_kl_gradient() -> None:
         return torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, params)])
 
     from meta_train.meta_optimizers import assign_flat, flat
+
     base = flat([p.detach() for p in params], params).clone()
     eps = 1e-6
     assign_flat(params, base + eps * v)
@@ -221,8 +240,9 @@ def test_trpo_step_respects_kl_bound(kind: str) -> None:
     loss, kl = learner.evaluate([batch])
     assert kl <= max_kl + 1e-12
     assert math.isclose(kl, info["kl"], rel_tol=1e-9, abs_tol=1e-12)
-    moved = any(not torch.equal(a, p) for a, p in zip(before, learner.meta_parameters(),
-                                                      strict=True))
+    moved = any(
+        not torch.equal(a, p) for a, p in zip(before, learner.meta_parameters(), strict=True)
+    )
     if info["ls_steps"] >= 0:
         assert moved and loss < info["loss_before"]
         assert kl > 0.1 * max_kl  # the step is scaled to the bound, not timid
@@ -230,13 +250,21 @@ def test_trpo_step_respects_kl_bound(kind: str) -> None:
         assert not moved
 
 
-@pytest.mark.parametrize("kind,steps,first_order,learn_lr,clip", [
-    ("gaussian", 1, False, False, None), ("discrete", 2, False, True, None),
-    ("gaussian", 2, False, True, 0.2), ("gaussian", 2, True, True, None)])
-def test_chunked_meta_gradient_equals_autograd(kind: str, steps: int, first_order: bool,
-                                               learn_lr: bool, clip: float | None) -> None:
-    learner, batch = make_problem(kind, steps=steps, first_order=first_order,
-                                  learn_inner_lr=learn_lr)
+@pytest.mark.parametrize(
+    "kind,steps,first_order,learn_lr,clip",
+    [
+        ("gaussian", 1, False, False, None),
+        ("discrete", 2, False, True, None),
+        ("gaussian", 2, False, True, 0.2),
+        ("gaussian", 2, True, True, None),
+    ],
+)
+def test_chunked_meta_gradient_equals_autograd(
+    kind: str, steps: int, first_order: bool, learn_lr: bool, clip: float | None
+) -> None:
+    learner, batch = make_problem(
+        kind, steps=steps, first_order=first_order, learn_inner_lr=learn_lr
+    )
     loss, _ = learner.task_objective(batch, clip=clip)
     expected = torch.autograd.grad(loss, learner.meta_parameters(), allow_unused=True)
     learner.grad_chunk = 3  # 8 samples: chunks of 3, 3, 2
@@ -254,21 +282,25 @@ def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: AdvantageBatch) -> T
     else:
         log_std = p["log_std"]
         z = (data.actions - out) / log_std.exp()
-        logp = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
     return -(logp * data.advantages).mean()
 
 
-def _hand_sgd(kind: str, p: dict[str, Tensor], data: AdvantageBatch,
-              lr: float) -> dict[str, Tensor]:
+def _hand_sgd(
+    kind: str, p: dict[str, Tensor], data: AdvantageBatch, lr: float
+) -> dict[str, Tensor]:
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in p.items()}
     grads = torch.autograd.grad(_hand_inner_loss(kind, leaves, data), list(leaves.values()))
     return {k: v.detach() - lr * g for (k, v), g in zip(leaves.items(), grads, strict=True)}
 
 
-@pytest.mark.parametrize("kind,steps,inner_epochs,grad_chunk", [
-    ("gaussian", 1, 1, 0), ("discrete", 2, 2, 3), ("discrete", 1, 0, 0)])
+@pytest.mark.parametrize(
+    "kind,steps,inner_epochs,grad_chunk",
+    [("gaussian", 1, 1, 0), ("discrete", 2, 2, 3), ("discrete", 1, 0, 0)],
+)
 def test_reptile_update_is_theta_plus_eps_mean_of_phi_minus_theta(
-        kind: str, steps: int, inner_epochs: int, grad_chunk: int) -> None:
+    kind: str, steps: int, inner_epochs: int, grad_chunk: int
+) -> None:
     from meta_train.meta_optimizers import Reptile
 
     alpha, eps = 0.3, 0.7

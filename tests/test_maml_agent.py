@@ -32,13 +32,30 @@ from roms_setup.levels import Level
 ROOT = Path(__file__).resolve().parents[1]
 AIRSTRIKER = "Airstriker-Genesis-v0:Level1"
 LEVEL = Level.parse(AIRSTRIKER)
-SMALL_PPO = ["--set", "nsteps=32", "--set", "nminibatches=2", "--set", "noptepochs=1",
-             "--set", "tensorboard=false"]
+SMALL_PPO = [
+    "--set",
+    "nsteps=32",
+    "--set",
+    "nminibatches=2",
+    "--set",
+    "noptepochs=1",
+    "--set",
+    "tensorboard=false",
+]
 # Airstriker pays its first points ~40 steps in, then every 10 to 200 steps: 2 trajectories of 64
 # steps give each inner step some reward (on all-zero rewards the advantages are zero: no change).
-ADAPTATION = {"adapt_steps": 2, "trajectories": 2, "horizon": 64, "inner_lr": 0.5,
-              "gamma": 0.99, "gae_lambda": 1.0, "baseline_ridge": 1e-5, "discretizer": "auto",
-              "backtracking": True, "reward_scale": 0.01}
+ADAPTATION = {
+    "adapt_steps": 2,
+    "trajectories": 2,
+    "horizon": 64,
+    "inner_lr": 0.5,
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "baseline_ridge": 1e-5,
+    "discretizer": "auto",
+    "backtracking": True,
+    "reward_scale": 0.01,
+}
 OBS = spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
 ACTIONS = spaces.Discrete(7)  # Airstriker is Genesis: the 7 Sonic combos
 
@@ -51,9 +68,16 @@ def small_policy(seed: int = 0):
 def maml_checkpoint(path: Path, adaptation: dict[str, Any] | None = None) -> Path:
     policy = small_policy()
     lr = float((adaptation or ADAPTATION)["inner_lr"])
-    return save_checkpoint(path, policy, config={"task": {"kind": "levels"}}, extra={
-        "maml_format": "maml/1", "adaptation": dict(adaptation or ADAPTATION),
-        "step_sizes": {"learned": False, "value": lr, "per_parameter": {}}})
+    return save_checkpoint(
+        path,
+        policy,
+        config={"task": {"kind": "levels"}},
+        extra={
+            "maml_format": "maml/1",
+            "adaptation": dict(adaptation or ADAPTATION),
+            "step_sizes": {"learned": False, "value": lr, "per_parameter": {}},
+        },
+    )
 
 
 def adaptation_rows(path: Path) -> list[dict[str, str]]:
@@ -63,11 +87,15 @@ def adaptation_rows(path: Path) -> list[dict[str, str]]:
 
 # --- pieces -----------------------------------------------------------------------------------
 
+
 def test_maml_agent_imports_neither_stable_retro_nor_meta_train() -> None:
-    code = ("import sys, agent.maml; "
-            "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, agent.maml; "
+        "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -82,10 +110,8 @@ def test_inner_step_chunked_equals_inner_step() -> None:
     sizes = {n: torch.full_like(p, 0.3) for n, p in params.items() if n.startswith("pi.")}
     for step_sizes in (None, sizes):
         whole = inner_step(policy, params, obs, actions, adv, step_sizes, lr=0.7)
-        parts = inner_step_chunked(policy, params, obs, actions, adv, step_sizes, lr=0.7,
-                                   chunk=3)
-        same = inner_step_chunked(policy, params, obs, actions, adv, step_sizes, lr=0.7,
-                                  chunk=10)
+        parts = inner_step_chunked(policy, params, obs, actions, adv, step_sizes, lr=0.7, chunk=3)
+        same = inner_step_chunked(policy, params, obs, actions, adv, step_sizes, lr=0.7, chunk=10)
         for n in params:
             assert torch.equal(same[n], whole[n]), n  # one chunk: inner_step itself
             torch.testing.assert_close(parts[n], whole[n], rtol=1e-5, atol=1e-7)
@@ -93,17 +119,23 @@ def test_inner_step_chunked_equals_inner_step() -> None:
 
 
 def test_settings_take_the_checkpoint_then_the_overrides(tmp_path: Path) -> None:
-    data = {"adaptation": ADAPTATION, "step_sizes": {
-        "learned": True, "value": 0.5, "per_parameter": {"pi.bias": torch.full((7,), 0.2)}}}
+    data = {
+        "adaptation": ADAPTATION,
+        "step_sizes": {
+            "learned": True,
+            "value": 0.5,
+            "per_parameter": {"pi.bias": torch.full((7,), 0.2)},
+        },
+    }
     cfg = make_config(parse_args([]))
     s = AdaptationConfig.from_checkpoint(data, cfg)
     assert (s.adapt_steps, s.trajectories, s.horizon, s.lr) == (2, 2, 64, 0.5)
     assert s.step_sizes is not None and torch.equal(s.step_sizes["pi.bias"], torch.full((7,), 0.2))
-    cfg = make_config(parse_args(["--adapt-steps", "3", "--inner-lr", "0.05",
-                                  "--set", "horizon=8"]))
+    cfg = make_config(
+        parse_args(["--adapt-steps", "3", "--inner-lr", "0.05", "--set", "horizon=8"])
+    )
     s = AdaptationConfig.from_checkpoint(data, cfg)
-    assert (s.adapt_steps, s.trajectories, s.horizon, s.lr, s.step_sizes) == \
-        (3, 2, 8, 0.05, None)
+    assert (s.adapt_steps, s.trajectories, s.horizon, s.lr, s.step_sizes) == (3, 2, 8, 0.05, None)
 
 
 def test_collection_and_inner_step_are_the_inner_step_on_the_recorded_data(closing) -> None:
@@ -111,8 +143,16 @@ def test_collection_and_inner_step_are_the_inner_step_on_the_recorded_data(closi
     the data it recorded, episode ends included (50-step episodes: two end within 3×40 steps)."""
     from evaluation.contest.env import make_contest_env
 
-    settings = AdaptationConfig(adapt_steps=1, trajectories=3, horizon=40, gamma=0.99,
-                                gae_lambda=0.95, ridge=1e-5, lr=0.5, step_sizes=None)
+    settings = AdaptationConfig(
+        adapt_steps=1,
+        trajectories=3,
+        horizon=40,
+        gamma=0.99,
+        gae_lambda=0.95,
+        ridge=1e-5,
+        lr=0.5,
+        step_sizes=None,
+    )
     raw = closing(make_contest_env(AIRSTRIKER, seed=0, max_episode_steps=50))
     env, counter = agent_env(raw, ADAPTATION)
     policy = small_policy()
@@ -143,8 +183,13 @@ def test_collection_and_inner_step_are_the_inner_step_on_the_recorded_data(closi
 
 def test_checkpoint_without_adaptation_is_a_one_line_error(tmp_path: Path) -> None:
     plain = save_checkpoint(tmp_path / "ppo.pt", small_policy())
-    proc = subprocess.run([sys.executable, "-m", "agent.maml", "--checkpoint", str(plain)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.maml", "--checkpoint", str(plain)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and "adaptation" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -152,12 +197,20 @@ def test_checkpoint_without_adaptation_is_a_one_line_error(tmp_path: Path) -> No
 
 # --- real contest runs ------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_maml_adapts_then_learns_with_ppo_until_the_budget(tmp_path: Path) -> None:
     ckpt = maml_checkpoint(tmp_path / "maml.pt")
-    results = run_one(RunSpec(agent="maml", level=LEVEL, seed=1, budget=330,
-                              results_dir=tmp_path / "run",
-                              agent_args=["--checkpoint", str(ckpt), *SMALL_PPO]))
+    results = run_one(
+        RunSpec(
+            agent="maml",
+            level=LEVEL,
+            seed=1,
+            budget=330,
+            results_dir=tmp_path / "run",
+            agent_args=["--checkpoint", str(ckpt), *SMALL_PPO],
+        )
+    )
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget", log
     assert results["agent_exit_code"] == 0 and results["timesteps"] == 330, log
@@ -171,8 +224,11 @@ def test_maml_adapts_then_learns_with_ppo_until_the_budget(tmp_path: Path) -> No
     initial = load_checkpoint(ckpt)
     assert final["adapted_from"] == str(ckpt) and final["adapt_steps_done"] == 2
     assert final["updates"] >= 1 and final["timesteps"] == 330
-    changed = [k for k, v in initial["policy_state"].items()
-               if not torch.equal(v, final["policy_state"][k])]
+    changed = [
+        k
+        for k, v in initial["policy_state"].items()
+        if not torch.equal(v, final["policy_state"][k])
+    ]
     assert any(k.startswith("pi.") for k in changed) and "vf.weight" in changed
     progress = (tmp_path / "run" / "agent" / "learning.csv").read_text().splitlines()
     assert len(progress) - 1 == final["updates"]
@@ -181,10 +237,23 @@ def test_maml_adapts_then_learns_with_ppo_until_the_budget(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_maml_act_mode_acts_until_the_budget(tmp_path: Path) -> None:
     ckpt = maml_checkpoint(tmp_path / "maml.pt")
-    results = run_one(RunSpec(agent="maml", level=LEVEL, seed=2, budget=200,
-                              results_dir=tmp_path / "run",
-                              agent_args=["--checkpoint", str(ckpt), "--adapt-steps", "1",
-                                          "--set", "after_adaptation=act"]))
+    results = run_one(
+        RunSpec(
+            agent="maml",
+            level=LEVEL,
+            seed=2,
+            budget=200,
+            results_dir=tmp_path / "run",
+            agent_args=[
+                "--checkpoint",
+                str(ckpt),
+                "--adapt-steps",
+                "1",
+                "--set",
+                "after_adaptation=act",
+            ],
+        )
+    )
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, log
     assert results["timesteps"] == 200
@@ -199,9 +268,16 @@ def test_maml_act_mode_acts_until_the_budget(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_maml_budget_ending_during_adaptation_saves_what_was_adapted(tmp_path: Path) -> None:
     ckpt = maml_checkpoint(tmp_path / "maml.pt")
-    results = run_one(RunSpec(agent="maml", level=LEVEL, seed=3, budget=180,
-                              results_dir=tmp_path / "run",
-                              agent_args=["--checkpoint", str(ckpt)]))
+    results = run_one(
+        RunSpec(
+            agent="maml",
+            level=LEVEL,
+            seed=3,
+            budget=180,
+            results_dir=tmp_path / "run",
+            agent_args=["--checkpoint", str(ckpt)],
+        )
+    )
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, log
     assert results["timesteps"] == 180

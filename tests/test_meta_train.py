@@ -28,9 +28,14 @@ from meta_train.tasks import (
 )
 
 
-@pytest.mark.parametrize("task", [{"kind": "halfcheetah-dir", "horizon": 5, "direction": -1.0},
-                                  {"kind": "halfcheetah-dir", "horizon": 5, "direction": 1.0},
-                                  {"kind": "halfcheetah-vel", "horizon": 5, "goal": 1.3}])
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"kind": "halfcheetah-dir", "horizon": 5, "direction": -1.0},
+        {"kind": "halfcheetah-dir", "horizon": 5, "direction": 1.0},
+        {"kind": "halfcheetah-vel", "horizon": 5, "goal": 1.3},
+    ],
+)
 def test_task_rewards_match_formulas(task: dict) -> None:
     env = make_env(task)
     try:
@@ -40,9 +45,12 @@ def test_task_rewards_match_formulas(task: dict) -> None:
             a = rng.uniform(-1, 1, size=6)
             _, r, terminated, truncated, info = env.step(a)
             v = info["x_velocity"]
-            cost = CTRL_COST_WEIGHT * float(np.sum(a ** 2))
-            expected = (task["direction"] * v - cost if task["kind"] == "halfcheetah-dir"
-                        else -abs(v - task["goal"]) - cost)
+            cost = CTRL_COST_WEIGHT * float(np.sum(a**2))
+            expected = (
+                task["direction"] * v - cost
+                if task["kind"] == "halfcheetah-dir"
+                else -abs(v - task["goal"]) - cost
+            )
             assert r == pytest.approx(expected, abs=1e-9)
             assert not terminated
             assert truncated == (t == 4)  # the horizon
@@ -63,9 +71,11 @@ def test_task_distributions() -> None:
 
 
 def tiny_cfg(**changes: object) -> dict:
-    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml",
-                      ["task.horizon=8", "meta_batch=2", "trajectories=2", "iterations=2",
-                       "tensorboard=false"], defaults=DEFAULTS)
+    cfg = load_config(
+        CONFIG_DIR / "halfcheetah-dir.yaml",
+        ["task.horizon=8", "meta_batch=2", "trajectories=2", "iterations=2", "tensorboard=false"],
+        defaults=DEFAULTS,
+    )
     cfg.update(changes)
     return cfg
 
@@ -96,13 +106,15 @@ def test_linear_baseline_fits_features_exactly() -> None:
     assert feats.shape == (10, 3, 4 + 4 + 4)
     coef = torch.randn(feats.shape[-1], generator=g, dtype=torch.float64)
     target = feats @ coef
-    torch.testing.assert_close(fit_linear_baseline(obs, target, ridge=1e-10), target,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        fit_linear_baseline(obs, target, ridge=1e-10), target, rtol=1e-5, atol=1e-5
+    )
     images = torch.zeros(5, 2, 4, 84, 84, dtype=torch.uint8)
     assert features(images).shape[-1] == 4  # time features only for images
     rewards = torch.ones(3, 1)
-    torch.testing.assert_close(discounted_returns(rewards, 0.5),
-                               torch.tensor([[1.75], [1.5], [1.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        discounted_returns(rewards, 0.5), torch.tensor([[1.75], [1.5], [1.0]], dtype=torch.float64)
+    )
     adv = advantages(obs, torch.randn(10, 3, generator=g))
     assert abs(float(adv.mean())) < 1e-5 and abs(float(adv.std()) - 1) < 1e-4
 
@@ -128,8 +140,9 @@ def test_advantages_do_not_cross_an_episode_end() -> None:
     ret = discounted_returns(later, 0.5, dones)
     torch.testing.assert_close(ret[:3, 0], discounted_returns(rewards, 0.5, dones)[:3, 0])
     assert float(ret[2, 0]) == pytest.approx(float(rewards[2, 0]))
-    torch.testing.assert_close(episode_steps(dones)[:, 0],
-                               torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.float64))
+    torch.testing.assert_close(
+        episode_steps(dones)[:, 0], torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.float64)
+    )
     torch.testing.assert_close(episode_steps(dones)[:, 1], torch.arange(6, dtype=torch.float64))
     obs = torch.randn(6, 2, 3, generator=g)
     adv = advantages(obs, rewards, dones=dones)  # the baseline's time feature restarts too
@@ -152,8 +165,9 @@ def test_checkpoint_and_seeded_resume_continue_identically(tmp_path: Path, optim
     straight = train(cfg, tmp_path / "straight", progress=False)
     train({**cfg, "iterations": 1}, tmp_path / "resumed", progress=False)
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
-    assert _metrics(tmp_path / "straight" / "metrics.csv") == \
-        _metrics(tmp_path / "resumed" / "metrics.csv")
+    assert _metrics(tmp_path / "straight" / "metrics.csv") == _metrics(
+        tmp_path / "resumed" / "metrics.csv"
+    )
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     assert a["iteration"] == b["iteration"] == 2
     for k, v in a["policy_state"].items():
@@ -175,19 +189,71 @@ def test_joint_training_has_no_adaptation(tmp_path: Path) -> None:
     assert "return_0" in header and "return_1" not in header
 
 
-def test_cli_train_evaluate_and_one_line_errors(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_train_evaluate_and_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from meta_train.cli import main
 
-    tiny = ["--set", "task.horizon=5", "--set", "meta_batch=2", "--set", "trajectories=2",
-            "--set", "tensorboard=false", "--no-progress"]
-    assert main(["--config", str(CONFIG_DIR / "halfcheetah-vel.yaml"), "--out",
-                 str(tmp_path / "m"), "--iterations", "1", "--meta-optimizer", "vpg", *tiny]) == 0
-    assert main(["--config", str(CONFIG_DIR / "halfcheetah-vel.yaml"), "--out",
-                 str(tmp_path / "j"), "--iterations", "1", "--joint", *tiny]) == 0
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "m" / "checkpoint.pt"), "--tasks",
-                 "2", "--adapt-steps", "2", "--pretrained", str(tmp_path / "j" / "checkpoint.pt"),
-                 "--inner-lr", "0.1,0.05"]) == 0
+    tiny = [
+        "--set",
+        "task.horizon=5",
+        "--set",
+        "meta_batch=2",
+        "--set",
+        "trajectories=2",
+        "--set",
+        "tensorboard=false",
+        "--no-progress",
+    ]
+    assert (
+        main(
+            [
+                "--config",
+                str(CONFIG_DIR / "halfcheetah-vel.yaml"),
+                "--out",
+                str(tmp_path / "m"),
+                "--iterations",
+                "1",
+                "--meta-optimizer",
+                "vpg",
+                *tiny,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--config",
+                str(CONFIG_DIR / "halfcheetah-vel.yaml"),
+                "--out",
+                str(tmp_path / "j"),
+                "--iterations",
+                "1",
+                "--joint",
+                *tiny,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "m" / "checkpoint.pt"),
+                "--tasks",
+                "2",
+                "--adapt-steps",
+                "2",
+                "--pretrained",
+                str(tmp_path / "j" / "checkpoint.pt"),
+                "--inner-lr",
+                "0.1,0.05",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "maml" in out and "random" in out and "pretrained" in out and "2 steps" in out
     rows = (tmp_path / "m" / "evaluate.csv").read_text().splitlines()
@@ -212,8 +278,10 @@ def test_worker_sampling_equals_in_process() -> None:
     torch.manual_seed(0)
     policy = build_policy(policy_spec(tiny_cfg()))
     params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
-    jobs = [(params, {"kind": "halfcheetah-dir", "horizon": 6, "direction": d}, s)
-            for d, s in ((1.0, 5), (-1.0, 6))]
+    jobs = [
+        (params, {"kind": "halfcheetah-dir", "horizon": 6, "direction": d}, s)
+        for d, s in ((1.0, 5), (-1.0, 6))
+    ]
     with Sampler(policy, workers=0) as local, Sampler(policy, workers=2) as remote:
         for a, b in zip(local.sample(jobs, 2), remote.sample(jobs, 2), strict=True):
             np.testing.assert_array_equal(a.obs, b.obs)
@@ -222,7 +290,8 @@ def test_worker_sampling_equals_in_process() -> None:
 
 
 def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_valid(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import math
 
     import torch
@@ -232,8 +301,9 @@ def test_a_diverged_meta_step_is_a_one_line_error_and_a_collapsed_std_stays_vali
     from meta_train.meta_learner import MetaLearner
     from sonic_common.errors import UserError
 
-    policy = build_policy({"body": "mlp", "obs_shape": [3], "hidden": [4],
-                           "action": {"type": "gaussian", "dim": 2}})
+    policy = build_policy(
+        {"body": "mlp", "obs_shape": [3], "hidden": [4], "action": {"type": "gaussian", "dim": 2}}
+    )
     learner = MetaLearner(policy)
     check_finite({"loss_after": 0.1, "kl": 0.01}, 5, learner, tmp_path / "c.pt")  # fine
     with pytest.raises(UserError, match=r"meta-iteration 5 diverged \(kl=nan\).*keeps iteration 4"):

@@ -47,10 +47,17 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     assert args["maml"][:2] == ["--checkpoint", str((tmp_path / "maml/checkpoint.pt").resolve())]
     assert args["joint"][:2] == ["--checkpoint", str((tmp_path / "joint/checkpoint.pt").resolve())]
     assert args["reptile"][:2] == [
-        "--checkpoint", str((tmp_path / "reptile/checkpoint.pt").resolve())]
+        "--checkpoint",
+        str((tmp_path / "reptile/checkpoint.pt").resolve()),
+    ]
     # the three learners get the same PPO settings, so only their initialization differs
-    assert args["maml"][2:] == args["reptile"][2:] == args["joint"][2:] == args["ppo2"] == [
-        "--set", "nsteps=64", "--set", "nminibatches=2", "--set", "noptepochs=1"]
+    assert (
+        args["maml"][2:]
+        == args["reptile"][2:]
+        == args["joint"][2:]
+        == args["ppo2"]
+        == ["--set", "nsteps=64", "--set", "nminibatches=2", "--set", "noptepochs=1"]
+    )
     assert "--image" not in local
     docker = suite_command(p, "docker")
     for name in ("maml", "reptile", "joint"):
@@ -99,13 +106,27 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
     if find_daemon(timeout=600) is None:
         pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root)")
     out = tmp_path / "pipe"
-    cmd = [sys.executable, "-m", "meta_train.pipeline", "--smoke", "--runtime", "docker",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "meta_train.pipeline",
+        "--smoke",
+        "--runtime",
+        "docker",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = json.loads((out / "pipeline.json").read_text())
     assert [s for s in state["stages"] if state["stages"][s]["status"] == "done"] == [
-        "roms", "maml", "reptile", "joint", "images", "suite"]
+        "roms",
+        "maml",
+        "reptile",
+        "joint",
+        "images",
+        "suite",
+    ]
     assert state["stages"]["images"]["runtime"] == "docker"
     for stage in ("maml", "reptile"):
         with open(out / stage / "metrics.csv", newline="") as f:
@@ -132,8 +153,20 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
 
 
 def test_sonic_without_roms_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "meta_train.pipeline", "--sonic", "--runtime",
-                           "local", "--out", str(tmp_path / "p")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meta_train.pipeline",
+            "--sonic",
+            "--runtime",
+            "local",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "roms_setup import" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -19,8 +19,13 @@ from agent.policies import (
 )
 
 CNN_SPEC = {"body": "cnn", "obs_shape": [4, 84, 84], "action": {"type": "discrete", "n": 7}}
-MLP_SPEC = {"body": "mlp", "obs_shape": [17], "hidden": [100, 100], "activation": "relu",
-            "action": {"type": "gaussian", "dim": 6, "init_std": 1.0}}
+MLP_SPEC = {
+    "body": "mlp",
+    "obs_shape": [17],
+    "hidden": [100, 100],
+    "activation": "relu",
+    "action": {"type": "gaussian", "dim": 6, "init_std": 1.0},
+}
 
 
 def test_nature_cnn_architecture_and_uint8_input() -> None:
@@ -28,7 +33,10 @@ def test_nature_cnn_architecture_and_uint8_input() -> None:
     cnn = NatureCNN((4, 84, 84))
     convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (32, (8, 8), (4, 4)), (64, (4, 4), (2, 2)), (64, (3, 3), (1, 1))]
+        (32, (8, 8), (4, 4)),
+        (64, (4, 4), (2, 2)),
+        (64, (3, 3), (1, 1)),
+    ]
     fc = cnn.fc[0]
     assert (fc.in_features, fc.out_features) == (64 * 7 * 7, 512)
     frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
@@ -75,8 +83,11 @@ def test_functional_call_with_other_parameters(spec: dict) -> None:
     torch.manual_seed(0)
     policy = build_policy(spec)
     shape = spec["obs_shape"]
-    obs = (torch.randint(0, 256, (3, *shape), dtype=torch.uint8) if spec["body"] == "cnn"
-           else torch.randn(3, *shape))
+    obs = (
+        torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+        if spec["body"] == "cnn"
+        else torch.randn(3, *shape)
+    )
     own = dict(policy.named_parameters())
     out_own = functional_call(policy, own, (obs,))
     out_fwd = policy(obs)
@@ -109,8 +120,12 @@ def test_gaussian_log_std_is_a_plugged_in_parameter() -> None:
 def test_specs_from_spaces_and_config() -> None:
     frames = spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
     spec = spec_from_config({"body": "auto", "features": 256}, frames, spaces.Discrete(7))
-    assert spec == {"body": "cnn", "obs_shape": [4, 84, 84], "features": 256,
-                    "action": {"type": "discrete", "n": 7}}
+    assert spec == {
+        "body": "cnn",
+        "obs_shape": [4, 84, 84],
+        "features": 256,
+        "action": {"type": "discrete", "n": 7},
+    }
     assert build_policy(spec).body.out_features == 256
     vec = spaces.Box(-np.inf, np.inf, (17,), dtype=np.float32)
     spec = spec_for_spaces(vec, spaces.Box(-1, 1, (6,), dtype=np.float32))

@@ -46,20 +46,33 @@ def test_gae_hand_computed() -> None:
     col = lambda xs: torch.tensor(xs, dtype=torch.float32)[:, None]  # noqa: E731
     next_values = col([1.0, 99.0, 10.0, 3.0])  # V(s1); anything (terminated); V(final); last
     dones = [a or b for a, b in zip(TERMINATED, TRUNCATED, strict=True)]
-    adv, ret = compute_gae(col(REWARDS), col(VALUES), next_values,
-                           torch.tensor(TERMINATED)[:, None], torch.tensor(dones)[:, None],
-                           gamma=0.9, gae_lambda=0.8)
+    adv, ret = compute_gae(
+        col(REWARDS),
+        col(VALUES),
+        next_values,
+        torch.tensor(TERMINATED)[:, None],
+        torch.tensor(dones)[:, None],
+        gamma=0.9,
+        gae_lambda=0.8,
+    )
     assert adv[:, 0].tolist() == pytest.approx(ADVANTAGES)
-    assert ret[:, 0].tolist() == pytest.approx([a + v for a, v in zip(ADVANTAGES, VALUES,
-                                                                      strict=True)])
+    assert ret[:, 0].tolist() == pytest.approx(
+        [a + v for a, v in zip(ADVANTAGES, VALUES, strict=True)]
+    )
 
 
 def test_rollout_buffer_bootstraps_truncation_only() -> None:
     buf = RolloutBuffer(4, 1, (2,), torch.uint8, (), torch.long)
     for t in range(4):
-        buf.add(np.full((1, 2), t, dtype=np.uint8), torch.tensor([t % 2]), torch.tensor([-0.5]),
-                torch.tensor([VALUES[t]]), np.array([REWARDS[t]]), np.array([TERMINATED[t]]),
-                np.array([TRUNCATED[t]]))
+        buf.add(
+            np.full((1, 2), t, dtype=np.uint8),
+            torch.tensor([t % 2]),
+            torch.tensor([-0.5]),
+            torch.tensor([VALUES[t]]),
+            np.array([REWARDS[t]]),
+            np.array([TERMINATED[t]]),
+            np.array([TRUNCATED[t]]),
+        )
         if TRUNCATED[t]:
             buf.final_values[t, 0] = 10.0
         if TERMINATED[t]:
@@ -75,8 +88,9 @@ def test_gae_two_envs_are_independent() -> None:
     rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     values = torch.zeros(2, 2)
     zeros = torch.zeros(2, 2, dtype=torch.bool)
-    adv, _ = compute_gae(rewards, values, torch.zeros(2, 2), zeros, zeros, gamma=0.5,
-                         gae_lambda=1.0)
+    adv, _ = compute_gae(
+        rewards, values, torch.zeros(2, 2), zeros, zeros, gamma=0.5, gae_lambda=1.0
+    )
     assert adv.flatten().tolist() == pytest.approx([1.0, 0.5, 0.0, 1.0])  # [t][env]
 
 
@@ -89,8 +103,9 @@ def test_ppo_loss_terms_hand_computed() -> None:
     new_v, old_v = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.1])
     ret = torch.tensor([2.0, -1.0])
     entropy = torch.tensor([1.0, 0.5])
-    t = ppo_loss(new, old, adv, new_v, old_v, ret, entropy, cliprange=0.2, vf_coef=0.5,
-                 ent_coef=0.01)
+    t = ppo_loss(
+        new, old, adv, new_v, old_v, ret, entropy, cliprange=0.2, vf_coef=0.5, ent_coef=0.01
+    )
     # surrogate: max(−1·1.5, −1·1.2) = −1.2 ; max(2·0.5, 2·0.8) = 1.6  → mean 0.2
     assert float(t["pg_loss"]) == pytest.approx(0.2)
     # value: max((1−2)², (0.7−2)²) = 1.69 ; max((0+1)², (0.0+1)²) = 1 → 0.5·mean = 0.6725
@@ -98,9 +113,10 @@ def test_ppo_loss_terms_hand_computed() -> None:
     assert float(t["entropy"]) == pytest.approx(0.75)
     assert float(t["loss"]) == pytest.approx(0.2 - 0.01 * 0.75 + 0.5 * 0.6725)
     assert float(t["clipfrac"]) == 1.0
-    assert float(t["approx_kl"]) == pytest.approx(0.25 * (math.log(1.5)**2 + math.log(0.5)**2))
-    unclipped = ppo_loss(new, old, adv, new_v, old_v, ret, entropy, 0.2, 0.5, 0.01,
-                         clip_value=False)
+    assert float(t["approx_kl"]) == pytest.approx(0.25 * (math.log(1.5) ** 2 + math.log(0.5) ** 2))
+    unclipped = ppo_loss(
+        new, old, adv, new_v, old_v, ret, entropy, 0.2, 0.5, 0.01, clip_value=False
+    )
     assert float(unclipped["vf_loss"]) == pytest.approx(0.5)
     # both ratios sit on the pessimistic clipped side: no policy gradient at all
     new_req = new.clone().requires_grad_(True)
@@ -142,16 +158,27 @@ class ContextBandit(gym.Env):
 
 
 def bandit_envs(n: int = 2) -> SyncVectorEnv:
-    return SyncVectorEnv([lambda: RecordEpisodeStatistics(ContextBandit())] * n,
-                         autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(
+        [lambda: RecordEpisodeStatistics(ContextBandit())] * n,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
 
 
 def small_ppo(seed: int = 0) -> PPO:
     torch.manual_seed(seed)
-    policy = build_policy({"body": "mlp", "obs_shape": [2], "hidden": [16],
-                           "action": {"type": "discrete", "n": 2}})
-    cfg = PPOConfig(nsteps=64, nminibatches=4, noptepochs=4, lr=3e-3, cliprange=0.2,
-                    ent_coef=0.0, gamma=0.9, gae_lambda=0.95)
+    policy = build_policy(
+        {"body": "mlp", "obs_shape": [2], "hidden": [16], "action": {"type": "discrete", "n": 2}}
+    )
+    cfg = PPOConfig(
+        nsteps=64,
+        nminibatches=4,
+        noptepochs=4,
+        lr=3e-3,
+        cliprange=0.2,
+        ent_coef=0.0,
+        gamma=0.9,
+        gae_lambda=0.95,
+    )
     return PPO(policy, cfg)
 
 
@@ -175,9 +202,15 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
     ppo = small_ppo()
     envs = bandit_envs()
     learn(ppo, envs, total_timesteps=256, seed=0)
-    path = save_checkpoint(tmp_path / "checkpoint.pt", ppo.policy, config={"nsteps": 64},
-                           optimizer=ppo.optimizer, timesteps=ppo.timesteps,
-                           updates=ppo.updates, episodes=ppo.episodes)
+    path = save_checkpoint(
+        tmp_path / "checkpoint.pt",
+        ppo.policy,
+        config={"nsteps": 64},
+        optimizer=ppo.optimizer,
+        timesteps=ppo.timesteps,
+        updates=ppo.updates,
+        episodes=ppo.episodes,
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
     rng_after_save = torch.rand(3)
 
@@ -205,8 +238,9 @@ def test_checkpoint_round_trip_and_resume(tmp_path: Path) -> None:
     learn(resumed, envs, total_timesteps=384, seed=1)
     envs.close()
     assert resumed.timesteps == 384 and resumed.updates == 3
-    assert any(not torch.equal(a, b) for a, b in zip(before, resumed.policy.parameters(),
-                                                     strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, resumed.policy.parameters(), strict=True)
+    )
 
 
 def test_load_checkpoint_errors(tmp_path: Path) -> None:
@@ -224,8 +258,13 @@ def test_default_config_is_the_contest_baseline() -> None:
     assert cfg["workers"] == 1 and cfg["reward_scale"] == 0.01
     assert (ppo.nsteps, ppo.nminibatches, ppo.noptepochs) == (4096, 8, 3)
     assert (ppo.lr, ppo.lr_schedule, ppo.cliprange, ppo.ent_coef) == (2e-4, "constant", 0.1, 0.01)
-    assert (ppo.gamma, ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.adam_eps) == \
-        (0.99, 0.95, 0.5, 0.5, 1e-5)
+    assert (ppo.gamma, ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.adam_eps) == (
+        0.99,
+        0.95,
+        0.5,
+        0.5,
+        1e-5,
+    )
     # the typed configs are the one source: the shipped YAML restates none of their defaults
     shipped = read_yaml(DEFAULT_PPO_CONFIG)
     assert all(ppo2_defaults()[key] != value for key, value in shipped.items()), shipped
@@ -283,8 +322,13 @@ def test_level_env_is_lazy_and_switches_level_each_episode(atari_roms: None) -> 
 
 # --- python -m agent.train -----------------------------------------------------------------
 def run_train(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.train", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_train_bad_input_is_one_line_error(tmp_path: Path) -> None:
@@ -302,9 +346,22 @@ def test_train_bad_input_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_train_two_levels_then_resume(tmp_path: Path, atari_roms: None) -> None:
     out = tmp_path / "run"
-    common = ["--levels", "Breakout-Atari2600-v0:Start,Pong-Atari2600-v0:Start", "--out",
-              str(out), "--workers", "2", "--set", "nsteps=32", "--set", "nminibatches=2",
-              "--set", "noptepochs=1", "--set", "save_interval=1"]
+    common = [
+        "--levels",
+        "Breakout-Atari2600-v0:Start,Pong-Atari2600-v0:Start",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--set",
+        "nsteps=32",
+        "--set",
+        "nminibatches=2",
+        "--set",
+        "noptepochs=1",
+        "--set",
+        "save_interval=1",
+    ]
     proc = run_train(*common, "--timesteps", "128")
     assert proc.returncode == 0, proc.stderr
     data = load_checkpoint(out / "checkpoint.pt")
@@ -329,8 +386,22 @@ def test_joint_ppo_alternates_two_levels_on_one_worker(tmp_path: Path, atari_rom
     (Breakout's and Qbert's random-play episodes last ~120-320 steps)."""
     out = tmp_path / "joint"
     levels = "Breakout-Atari2600-v0:Start,Qbert-Atari2600-v0:Start"
-    proc = run_train("--levels", levels, "--out", str(out), "--workers", "1", "--timesteps", "1024",
-                     "--set", "nsteps=128", "--set", "nminibatches=2", "--set", "noptepochs=1")
+    proc = run_train(
+        "--levels",
+        levels,
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--timesteps",
+        "1024",
+        "--set",
+        "nsteps=128",
+        "--set",
+        "nminibatches=2",
+        "--set",
+        "noptepochs=1",
+    )
     assert proc.returncode == 0, proc.stderr
     data = load_checkpoint(out / "checkpoint.pt")
     played = data["level_episodes"]

@@ -18,18 +18,29 @@ SMALL = ["--set", "nsteps=64", "--set", "nminibatches=2", "--set", "noptepochs=1
 
 
 def test_ppo2_imports_neither_stable_retro_nor_meta_train() -> None:
-    code = ("import sys, agent.ppo2; "
-            "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, agent.ppo2; "
+        "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
 @pytest.mark.slow
 def test_ppo2_learns_until_the_budget_then_fine_tunes(tmp_path: Path) -> None:
-    results = run_one(RunSpec(agent="ppo2", level=LEVEL, seed=1, budget=200,
-                              results_dir=tmp_path / "scratch", agent_args=SMALL))
+    results = run_one(
+        RunSpec(
+            agent="ppo2",
+            level=LEVEL,
+            seed=1,
+            budget=200,
+            results_dir=tmp_path / "scratch",
+            agent_args=SMALL,
+        )
+    )
     log = (tmp_path / "scratch" / "agent.log").read_text()
     assert results["status"] == "budget", log
     assert results["agent_exit_code"] == 0 and results["timesteps"] == 200
@@ -44,9 +55,16 @@ def test_ppo2_learns_until_the_budget_then_fine_tunes(tmp_path: Path) -> None:
     progress = (tmp_path / "scratch" / "agent" / "learning.csv").read_text().splitlines()
     assert progress[0].startswith("timesteps,") and len(progress) - 1 == data["updates"]
 
-    results = run_one(RunSpec(agent="ppo2", level=LEVEL, seed=2, budget=100,
-                              results_dir=tmp_path / "tuned",
-                              agent_args=[*SMALL, "--init", str(ckpt)]))
+    results = run_one(
+        RunSpec(
+            agent="ppo2",
+            level=LEVEL,
+            seed=2,
+            budget=100,
+            results_dir=tmp_path / "tuned",
+            agent_args=[*SMALL, "--init", str(ckpt)],
+        )
+    )
     log = (tmp_path / "tuned" / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, log
     assert f"fine-tuning {ckpt}" in log
@@ -55,7 +73,12 @@ def test_ppo2_learns_until_the_budget_then_fine_tunes(tmp_path: Path) -> None:
 
 
 def test_ppo2_bad_init_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.ppo2", "--init", str(tmp_path / "x.pt")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.ppo2", "--init", str(tmp_path / "x.pt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: checkpoint") and "Traceback" not in proc.stderr

@@ -14,8 +14,10 @@ from agent.train_log import TrainLogger
 from sonic_common.progress import PlainProgress, progress
 
 ROOT = Path(__file__).resolve().parents[1]
-LINE = re.compile(r"^(?P<desc>.+): (?P<n>[\d.k]+)/(?P<total>[\d.k]+) steps \((?P<pct>\d+)%\), "
-                  r"\S+ elapsed(, ETA \S+)?")
+LINE = re.compile(
+    r"^(?P<desc>.+): (?P<n>[\d.k]+)/(?P<total>[\d.k]+) steps \((?P<pct>\d+)%\), "
+    r"\S+ elapsed(, ETA \S+)?"
+)
 
 
 def test_plain_progress_lines() -> None:
@@ -54,9 +56,26 @@ def test_nothing_done_prints_nothing() -> None:
 def test_evaluation_run_prints_progress_lines_in_a_log(tmp_path: Path) -> None:
     env = {**os.environ, "PROGRESS_INTERVAL_S": "0.5"}
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "random", "--level",
-         "Airstriker-Genesis-v0:Level1", "--budget", "1000", "--out", str(tmp_path / "r")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "random",
+            "--level",
+            "Airstriker-Genesis-v0:Level1",
+            "--budget",
+            "1000",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [m for m in map(LINE.match, proc.stderr.splitlines()) if m]
     assert lines, proc.stderr
@@ -68,20 +87,44 @@ def test_evaluation_run_prints_progress_lines_in_a_log(tmp_path: Path) -> None:
 def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = TrainLogger(tmp_path, tensorboard=True, progress_bar=False,
-                         config={"lr": 2e-4, "nsteps": 128})
-    logger.log({"timesteps": 512, "updates": 1, "episodes": 3, "mean_return": 1.5,
-                "mean_length": 40.0, "fps": 300.0, "pg_loss": 0.1, "vf_loss": 0.2,
-                "entropy": 1.7, "approx_kl": 0.01, "clipfrac": 0.1, "explained_var": 0.3,
-                "lr": 2e-4, "td_loss": 0.5})
+    logger = TrainLogger(
+        tmp_path, tensorboard=True, progress_bar=False, config={"lr": 2e-4, "nsteps": 128}
+    )
+    logger.log(
+        {
+            "timesteps": 512,
+            "updates": 1,
+            "episodes": 3,
+            "mean_return": 1.5,
+            "mean_length": 40.0,
+            "fps": 300.0,
+            "pg_loss": 0.1,
+            "vf_loss": 0.2,
+            "entropy": 1.7,
+            "approx_kl": 0.01,
+            "clipfrac": 0.1,
+            "explained_var": 0.3,
+            "lr": 2e-4,
+            "td_loss": 0.5,
+        }
+    )
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS",
-            "charts/learning_rate", "losses/value_loss", "losses/policy_loss", "losses/entropy",
-            "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
-            "losses/td_loss"} <= scalars
+    assert {
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "charts/learning_rate",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+        "losses/td_loss",
+    } <= scalars
     assert events.Scalars("charts/episodic_return")[0].step == 512
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
@@ -91,11 +134,22 @@ def test_meta_training_curves_by_iteration_and_env_steps(tmp_path: Path) -> None
 
     from meta_train.loop import MetricsLog
 
-    log = MetricsLog(tmp_path, {"adapt_steps": 1, "iterations": 2, "task": {"kind": "x"}}, 0,
-                     "meta", progress=False)
+    log = MetricsLog(
+        tmp_path,
+        {"adapt_steps": 1, "iterations": 2, "task": {"kind": "x"}},
+        0,
+        "meta",
+        progress=False,
+    )
     for it in range(2):
-        log.write({"iteration": it, "return_0": 1.0 + it, "return_1": 2.0 + it,
-                   "env_steps": 8192 * (it + 1)})
+        log.write(
+            {
+                "iteration": it,
+                "return_0": 1.0 + it,
+                "return_1": 2.0 + it,
+                "env_steps": 8192 * (it + 1),
+            }
+        )
     log.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()

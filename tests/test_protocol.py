@@ -17,8 +17,9 @@ def test_encode_decode_round_trip() -> None:
     assert p.decode(raw[:-1]) == ("update", {"ac": 5, "reset": True})
 
 
-@pytest.mark.parametrize("raw", [b"\x00\xffgarbage", b"{not json", b"[1, 2]", b'{"content": 1}',
-                                 b'{"type": 3}', b""])
+@pytest.mark.parametrize(
+    "raw", [b"\x00\xffgarbage", b"{not json", b"[1, 2]", b'{"content": 1}', b'{"type": 3}', b""]
+)
 def test_decode_rejects_malformed(raw: bytes) -> None:
     with pytest.raises(p.ProtocolError):
         p.decode(raw)
@@ -31,7 +32,7 @@ def test_splitter_across_chunk_boundaries() -> None:
         splitter = p.MessageSplitter()
         out: list[bytes] = []
         for start in range(0, len(stream), chunk):
-            out.extend(splitter.feed(stream[start:start + chunk]))
+            out.extend(splitter.feed(stream[start : start + chunk]))
         assert [p.decode(m) for m in out] == [("update", {"ac": i}) for i in range(50)]
         assert splitter.pending == 0
 
@@ -71,11 +72,20 @@ def test_reader_gives_whole_messages_one_at_a_time_then_none() -> None:
 
 def test_descriptions_match_the_original_strings() -> None:
     assert p.describe_multibinary(12) == [
-        "int_fold", "[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],", {"n": "12", "type": "MultiBinary"}]
+        "int_fold",
+        "[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],",
+        {"n": "12", "type": "MultiBinary"},
+    ]
     assert p.describe_box((224, 320, 3), np.uint8) == [
-        "np", '(224, 320, 3), dtype("|u1")', {"type": "Box", "shape": "(224, 320, 3)"}]
+        "np",
+        '(224, 320, 3), dtype("|u1")',
+        {"type": "Box", "shape": "(224, 320, 3)"},
+    ]
     assert p.scalar_channels() == {
-        "reward": ["float", None, {}], "done": ["bool", None, {}], "reset": ["bool", None, {}]}
+        "reward": ["float", None, {}],
+        "done": ["bool", None, {}],
+        "reset": ["bool", None, {}],
+    }
 
 
 def test_shape_strings_parse_like_the_original_eval() -> None:
@@ -110,9 +120,13 @@ def test_fast_replies_are_the_json_the_original_sends() -> None:
         raw = p.step_reply(reward, done)
         assert raw.endswith(b"\f")
         assert json.loads(raw[:-1]) == {
-            "type": "update", "content": {"ob": True, "reward": reward, "done": done}}
+            "type": "update",
+            "content": {"ob": True, "reward": reward, "done": done},
+        }
     assert json.loads(p.RESET_REPLY[:-1]) == {
-        "type": "update", "content": {"ob": True, "reset": False, "reward": 0, "done": False}}
+        "type": "update",
+        "content": {"ob": True, "reset": False, "reward": 0, "done": False},
+    }
     assert json.loads(p.step_reply(float("nan"), False)[:-1])["content"]["reward"] != 0
 
 
@@ -122,11 +136,18 @@ def test_client_side_imports_stay_small() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import sys, agent.connection, agent.random_agent, evaluation.contest.client\n"
-            "heavy = {'stable_retro', 'roms_setup', 'torch', 'evaluation.contest.server',"
-            " 'docker'}\n"
-            "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=60)
+    code = (
+        "import sys, agent.connection, agent.random_agent, evaluation.contest.client\n"
+        "heavy = {'stable_retro', 'roms_setup', 'torch', 'evaluation.contest.server',"
+        " 'docker'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

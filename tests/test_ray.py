@@ -36,8 +36,11 @@ SLUG = "Airstriker-Genesis-v0_Level1"
 MIB = 1024**2
 NODE = {"num_cpus": 1, "object_store_memory": 78 * MIB}
 # a lost node is noticed within seconds, not Ray's default half minute
-FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-               "health_check_failure_threshold": 4}
+FAST_HEALTH = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 4,
+}
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +53,15 @@ def cluster() -> Iterator[Any]:
     env = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    c = Cluster(initialize_head=True, head_node_args={
-        **NODE, "resources": {"node_a": 1}, "include_dashboard": False,
-        "_system_config": FAST_HEALTH})
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={
+            **NODE,
+            "resources": {"node_a": 1},
+            "include_dashboard": False,
+            "_system_config": FAST_HEALTH,
+        },
+    )
     try:
         c.add_node(**NODE, resources={"node_b": 1})
         c.wait_for_nodes()
@@ -76,22 +85,39 @@ def node_ids() -> set[str]:
 
 
 def suite(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", "suite", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", "suite", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def new_suite(out: Path, agents: list[str], seeds: int, budget: int) -> SuiteConfig:
-    given = {"agents": agents, "levels": [LEVEL], "levels_spec": LEVEL, "seeds": seeds,
-             "budget": budget, "wallclock_s": 300.0, "runtime": "local", "agent_args": {},
-             "record": False, "aliases": {a: "random" for a in agents if a != "random"},
-             "images": {}}
+    given = {
+        "agents": agents,
+        "levels": [LEVEL],
+        "levels_spec": LEVEL,
+        "seeds": seeds,
+        "budget": budget,
+        "wallclock_s": 300.0,
+        "runtime": "local",
+        "agent_args": {},
+        "record": False,
+        "aliases": {a: "random" for a in agents if a != "random"},
+        "images": {},
+    }
     return open_suite(out, given)
 
 
 def report_body(out: Path) -> list[str]:
     """report.md without its first lines (the date and the suite's path)."""
-    return [line for line in (out / "report.md").read_text().splitlines()
-            if not line.startswith("Generated ")]
+    return [
+        line
+        for line in (out / "report.md").read_text().splitlines()
+        if not line.startswith("Generated ")
+    ]
 
 
 def summary(out: Path) -> list[dict[str, str]]:
@@ -106,13 +132,26 @@ def results(out: Path, agent: str, seed: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- suites
 
 
-def test_suite_on_two_nodes_reports_like_the_local_backend(cluster: Any,
-                                                           tmp_path: Path) -> None:
+def test_suite_on_two_nodes_reports_like_the_local_backend(cluster: Any, tmp_path: Path) -> None:
     """Runs land on both nodes; with results copied back by the driver (as when the suite
     directory is not shared), the report and summary equal the local backend's."""
     local = tmp_path / "local"
-    proc = suite("--agents", "random,random_b=random", "--levels", LEVEL, "--seeds", "2",
-                 "--budget", "200", "--wallclock", "300", "--workers", "2", "--out", local)
+    proc = suite(
+        "--agents",
+        "random,random_b=random",
+        "--levels",
+        LEVEL,
+        "--seeds",
+        "2",
+        "--budget",
+        "200",
+        "--wallclock",
+        "300",
+        "--workers",
+        "2",
+        "--out",
+        local,
+    )
     assert proc.returncode == 0, proc.stderr
 
     out = tmp_path / "ray"
@@ -126,8 +165,9 @@ def test_suite_on_two_nodes_reports_like_the_local_backend(cluster: Any,
     assert {r["status"] for r in summary(out)} == {"budget"}
     assert report_body(out) == report_body(local)
     for run in (out / "runs").glob("*/*/seed*"):  # every file of a run came back
-        assert {"results.json", "monitor.csv", "progress.csv", "server.log",
-                "agent.log"} <= {p.name for p in run.iterdir()}
+        assert {"results.json", "monitor.csv", "progress.csv", "server.log", "agent.log"} <= {
+            p.name for p in run.iterdir()
+        }
 
 
 def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path: Path) -> None:
@@ -143,8 +183,10 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
         def ping(self) -> bool:
             return True
 
-    blockers = [Blocker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n, soft=False)).remote() for n in sorted(before)]
+    blockers = [
+        Blocker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+        for n in sorted(before)
+    ]
     ray.get([b.ping.remote() for b in blockers])
     doomed = cluster.add_node(num_cpus=2, object_store_memory=78 * MIB)
     cluster.wait_for_nodes()
@@ -181,9 +223,28 @@ def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) ->
     args = ["--backend", "ray", "--address", cluster.address]
     # 6000 steps: long enough (≈ 8 s of stepping alone) that Ctrl-C one second after the runs
     # start lands while they play, also on an idle machine (1500 steps could end first)
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
-                             "--levels", LEVEL, "--seeds", "2", "--budget", "6000", "--out",
-                             str(out), *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "suite",
+            "--agents",
+            "random",
+            "--levels",
+            LEVEL,
+            "--seeds",
+            "2",
+            "--budget",
+            "6000",
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     logs = [out / "runs" / "random" / SLUG / f"seed{s}" / "server.log" for s in (0, 1)]
     deadline = time.monotonic() + 120
     while not all(p.is_file() for p in logs):
@@ -203,30 +264,64 @@ def test_resume_after_the_driver_is_interrupted(cluster: Any, tmp_path: Path) ->
         assert results(out, "random", seed)["status"] == "budget"
 
 
-def test_a_relative_out_means_the_drivers_directory(cluster: Any, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_out_means_the_drivers_directory(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`--out rel/s` on Ray is the driver's rel/s: the runs land there whether the nodes write
     into it (a path they share) or the driver copies their files back (nodes elsewhere)."""
-    proc = subprocess.run([sys.executable, "-m", "evaluation", "suite", "--agents", "random",
-                           "--levels", LEVEL, "--seeds", "1", "--budget", "100", "--out",
-                           "rel/s", "--backend", "ray", "--address", cluster.address],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "suite",
+            "--agents",
+            "random",
+            "--levels",
+            LEVEL,
+            "--seeds",
+            "1",
+            "--budget",
+            "100",
+            "--out",
+            "rel/s",
+            "--backend",
+            "ray",
+            "--address",
+            cluster.address,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     assert results(tmp_path / "rel" / "s", "random", 0)["status"] == "budget"
 
     monkeypatch.chdir(tmp_path)  # the driver's directory; Ray's workers run in their own
     for name, shared in (("written", True), ("copied", False)):
         config = new_suite(Path(name), ["random"], 1, 100)
-        runner = RaySuiteRunner(config, Path(name),
-                                RayOptions(address=cluster.address, shared=shared))
+        runner = RaySuiteRunner(
+            config, Path(name), RayOptions(address=cluster.address, shared=shared)
+        )
         outcome = runner.run(list(config.run_keys()))
         assert not outcome.interrupted and len(outcome.done) == 1
         assert results(tmp_path / name, "random", 0)["status"] == "budget"
 
 
 def test_backend_options_are_checked(tmp_path: Path) -> None:
-    proc = suite("--agents", "random", "--levels", LEVEL, "--budget", "10", "--address",
-                 "auto", "--out", tmp_path / "s")
+    proc = suite(
+        "--agents",
+        "random",
+        "--levels",
+        LEVEL,
+        "--budget",
+        "10",
+        "--address",
+        "auto",
+        "--out",
+        tmp_path / "s",
+    )
     assert proc.returncode == 2 and "--backend ray" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -235,8 +330,14 @@ def test_run_resources_follow_the_runtime_and_the_agents() -> None:
     from evaluation.suites.ray_suite import parse_run_gpus, run_resources
     from sonic_common.errors import UserError
 
-    base = {"agents": ["ppo2", "jerk"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 1,
-            "budget": 10, "wallclock_s": 60.0}
+    base = {
+        "agents": ["ppo2", "jerk"],
+        "levels": [LEVEL],
+        "levels_spec": LEVEL,
+        "seeds": 1,
+        "budget": 10,
+        "wallclock_s": 60.0,
+    }
     opts = RayOptions(cpus=2.0, gpus=parse_run_gpus(["ppo2=0.5"]))
     docker = run_resources(SuiteConfig(**base, runtime="docker"), "ppo2", opts)
     assert docker["resources"] == {"docker": 1} and docker["num_gpus"] == 0.5
@@ -272,7 +373,7 @@ def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     assert "--backend" not in suite_command(p, "local")  # the local default: unchanged
     p.backend = ["--backend", "ray", "--address", "HEAD:6379"]
     cmd = suite_command(p, "local")
-    assert cmd[cmd.index("--backend"):cmd.index("--backend") + 4] == p.backend
+    assert cmd[cmd.index("--backend") : cmd.index("--backend") + 4] == p.backend
     with pytest.raises(SystemExit) as e:
         main(["--smoke", "--out", str(tmp_path / "p"), "--address", "HEAD:6379"])
     assert e.value.code == 2
@@ -298,15 +399,19 @@ def test_ray_sampler_equals_the_local_sampler_halfcheetah(cluster: Any) -> None:
     from meta_train.ray_sampler import RaySampler
     from meta_train.sampler import Sampler
 
-    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=6"],
-                      defaults=DEFAULTS)
+    cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=6"], defaults=DEFAULTS)
     torch.manual_seed(0)
     policy = build_policy(policy_spec(cfg))
     params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
     other = {k: v + 0.01 for k, v in params.items()}
-    jobs = [(params if i % 2 else other, {"kind": "halfcheetah-dir", "horizon": 6,
-                                          "direction": float(1 - 2 * (i % 2))}, 100 + i)
-            for i in range(5)]
+    jobs = [
+        (
+            params if i % 2 else other,
+            {"kind": "halfcheetah-dir", "horizon": 6, "direction": float(1 - 2 * (i % 2))},
+            100 + i,
+        )
+        for i in range(5)
+    ]
     with Sampler(policy, workers=0) as local:
         want = local.sample(jobs, 2)
     with RaySampler(policy, {**cfg, "workers": 0}, 2, address=cluster.address) as remote:
@@ -332,8 +437,9 @@ def test_a_lost_sampler_actor_is_a_one_line_error(cluster: Any) -> None:
     cfg = load_config(CONFIG_DIR / "halfcheetah-dir.yaml", ["task.horizon=4"], defaults=DEFAULTS)
     policy = build_policy(policy_spec(cfg))
     params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
-    jobs = [(params, {"kind": "halfcheetah-dir", "horizon": 4, "direction": 1.0}, i)
-            for i in range(4)]
+    jobs = [
+        (params, {"kind": "halfcheetah-dir", "horizon": 4, "direction": 1.0}, i) for i in range(4)
+    ]
     with RaySampler(policy, {**cfg, "workers": 0}, 2, address=cluster.address) as remote:
         ray.kill(remote.actors[0])
         with pytest.raises(UserError, match="--resume"):
@@ -349,15 +455,25 @@ def test_ray_sampler_equals_the_local_sampler_levels(cluster: Any, atari_roms: N
     from meta_train.loop import policy_spec
     from meta_train.ray_sampler import RaySampler
 
-    cfg = load_config(CONFIG_DIR / "atari-train.yaml",
-                      ["task.horizon=8", "trajectories=2", "workers=2"], defaults=DEFAULTS)
+    cfg = load_config(
+        CONFIG_DIR / "atari-train.yaml",
+        ["task.horizon=8", "trajectories=2", "workers=2"],
+        defaults=DEFAULTS,
+    )
     torch.manual_seed(0)
     policy = build_policy(policy_spec(cfg))
     params = {k: v.detach() for k, v in policy.named_parameters() if not k.startswith("vf.")}
-    task = {"kind": "levels", "horizon": 8, "discretizer": "auto", "backtracking": True,
-            "reward_scale": 0.01}
-    jobs = [(params, {**task, "level": lv}, seed) for lv, seed in (
-        ("Breakout-Atari2600-v0:Start", 3), ("Qbert-Atari2600-v0:Start", 4))]
+    task = {
+        "kind": "levels",
+        "horizon": 8,
+        "discretizer": "auto",
+        "backtracking": True,
+        "reward_scale": 0.01,
+    }
+    jobs = [
+        (params, {**task, "level": lv}, seed)
+        for lv, seed in (("Breakout-Atari2600-v0:Start", 3), ("Qbert-Atari2600-v0:Start", 4))
+    ]
     with LevelSampler(policy, envs=2) as local:
         want = local.sample(jobs, 2)
     with RaySampler(policy, cfg, 2, address=cluster.address) as remote:
@@ -371,13 +487,36 @@ def test_meta_training_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None
     from meta_train.cli import main
     from meta_train.configs import CONFIG_DIR
 
-    common = ["--config", str(CONFIG_DIR / "halfcheetah-dir.yaml"), "--set", "iterations=1",
-              "--set", "meta_batch=3", "--set", "trajectories=2", "--set", "task.horizon=6",
-              "--set", "tensorboard=false", "--no-progress"]
+    common = [
+        "--config",
+        str(CONFIG_DIR / "halfcheetah-dir.yaml"),
+        "--set",
+        "iterations=1",
+        "--set",
+        "meta_batch=3",
+        "--set",
+        "trajectories=2",
+        "--set",
+        "task.horizon=6",
+        "--set",
+        "tensorboard=false",
+        "--no-progress",
+    ]
     assert main([*common, "--out", str(tmp_path / "local")]) == 0
-    assert main([*common, "--out", str(tmp_path / "ray"), "--backend", "ray", "--address",
-                 cluster.address]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(tmp_path / "ray"),
+                "--backend",
+                "ray",
+                "--address",
+                cluster.address,
+            ]
+        )
+        == 0
+    )
     rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").open())) for d in ("local", "ray")]
     keys = [k for k in rows[0][0] if k.startswith(("return_", "loss_", "kl"))]
-    assert [{k: r[k] for k in keys} for r in rows[0]] == [{k: r[k] for k in keys}
-                                                          for r in rows[1]]
+    assert [{k: r[k] for k in keys} for r in rows[0]] == [{k: r[k] for k in keys} for r in rows[1]]

@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 L1, L2 = "Game-v0:Stage1", "Game-v0:Stage2"
 
 
-def write_run(out: Path, agent: str, level: str, seed: int, episodes: list[tuple[float, int, int]],
-              status: str = "budget", error: str | None = None) -> Path:
+def write_run(
+    out: Path,
+    agent: str,
+    level: str,
+    seed: int,
+    episodes: list[tuple[float, int, int]],
+    status: str = "budget",
+    error: str | None = None,
+) -> Path:
     """A run directory as the runner leaves it; episodes are (return, length, cut)."""
     d = out / "runs" / agent / Level.parse(level).slug / f"seed{seed}"
     d.mkdir(parents=True)
@@ -29,10 +36,17 @@ def write_run(out: Path, agent: str, level: str, seed: int, episodes: list[tuple
     (d / "monitor.csv").write_text("\n".join(lines) + "\n")
     finished = [r for r, _, cut in episodes if not cut]
     results = {
-        "level": level, "agent": agent, "seed": seed,
+        "level": level,
+        "agent": agent,
+        "seed": seed,
         "score": sum(finished) / len(finished) if finished else 12345.0,  # not read back
-        "episodes": len(finished), "timesteps": sum(n for _, n, _ in episodes),
-        "wallclock_s": 12.5, "status": status, "budget": 400, "runtime": "local", "error": error,
+        "episodes": len(finished),
+        "timesteps": sum(n for _, n, _ in episodes),
+        "wallclock_s": 12.5,
+        "status": status,
+        "budget": 400,
+        "runtime": "local",
+        "error": error,
     }
     (d / "results.json").write_text(json.dumps(results))
     return d
@@ -51,9 +65,19 @@ def suite_dir(tmp_path: Path) -> Path:
     write_run(out, "B", L1, 1, [])  # not a step played: no score
     write_run(out, "B", L2, 0, [(50, 200, 0), (1, 200, 1)])  # 50
     write_run(out, "B", L2, 1, [(70, 390, 0)], status="agent_crashed", error="exit code 1")
-    (out / "suite.json").write_text(json.dumps({
-        "agents": ["A", "B"], "levels": [L1, L2], "levels_spec": f"{L1},{L2}", "seeds": 2,
-        "budget": 400, "wallclock_s": 60, "runtime": "local"}))
+    (out / "suite.json").write_text(
+        json.dumps(
+            {
+                "agents": ["A", "B"],
+                "levels": [L1, L2],
+                "levels_spec": f"{L1},{L2}",
+                "seeds": 2,
+                "budget": 400,
+                "wallclock_s": 60,
+                "runtime": "local",
+            }
+        )
+    )
     return out
 
 
@@ -141,9 +165,19 @@ def test_validation_set_shows_reference_scores(tmp_path: Path) -> None:
     levels = [lv.id for lv in load_level_set("sonic-validation")]
     for lv in levels:
         write_run(tmp_path, "jerk", lv, 0, [(1000, 4500, 0), (3000, 4500, 0)])
-    (tmp_path / "suite.json").write_text(json.dumps({
-        "agents": ["jerk"], "levels": levels, "levels_spec": "sonic-validation", "seeds": 1,
-        "budget": 9000, "wallclock_s": 60, "runtime": "local"}))
+    (tmp_path / "suite.json").write_text(
+        json.dumps(
+            {
+                "agents": ["jerk"],
+                "levels": levels,
+                "levels_spec": "sonic-validation",
+                "seeds": 1,
+                "budget": 9000,
+                "wallclock_s": 60,
+                "runtime": "local",
+            }
+        )
+    )
     text = write_report(tmp_path).read_text()
     assert "| jerk (ours) | 2000.0 |" in text
     assert "| JERK | 1904.0 ± 21.9 |" in text
@@ -178,8 +212,13 @@ env.close()
 
 
 def video(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", "video", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", "video", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +250,18 @@ def test_video_gif_of_a_numbered_episode(recorded_run: Path) -> None:
     from PIL import Image
 
     out = recorded_run / "e2.gif"
-    proc = video("--results-dir", recorded_run, "--episode", "2", "--out", out, "--scale", "0.5",
-                  "--every", "8")
+    proc = video(
+        "--results-dir",
+        recorded_run,
+        "--episode",
+        "2",
+        "--out",
+        out,
+        "--scale",
+        "0.5",
+        "--every",
+        "8",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "episode 2 " in proc.stdout and "16 frames" in proc.stdout  # 120 // 8 + 1
     with Image.open(out) as im:

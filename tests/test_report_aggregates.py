@@ -58,8 +58,9 @@ def test_iqm_and_mean_by_hand(tmp_path: Path) -> None:
     # 4 seeds × 2 levels = 8 normalized scores: 0.0 .. 0.7 with an outlier 5.0 (seed 3, Boxing).
     # IQM drops the 2 lowest and 2 highest of the 8: mean(0.2, 0.3, 0.4, 0.5) = 0.35.
     # Mean: (0 + .1 + .2 + .3 + .4 + .5 + .6 + 5.0) / 8 = 0.8875.
-    out = atari_suite(tmp_path, {"A": {BREAKOUT: [0.0, 0.2, 0.4, 0.6],
-                                       BOXING: [0.1, 0.3, 0.5, 5.0]}})
+    out = atari_suite(
+        tmp_path, {"A": {BREAKOUT: [0.0, 0.2, 0.4, 0.6], BOXING: [0.1, 0.3, 0.5, 5.0]}}
+    )
     a = compute(Table(load_runs(out)), baseline=None)
     assert a.seeds["A"] == [0, 1, 2, 3]
     assert a.iqm["A"].point == pytest.approx(0.35)
@@ -76,8 +77,9 @@ def test_interval_narrows_with_more_seeds(tmp_path: Path) -> None:
     widths = []
     for copies in (1, 2, 4):
         per_seed = [0.0, 0.5, 1.0] * copies
-        out = atari_suite(tmp_path / str(copies), {"A": {BREAKOUT: per_seed,
-                                                         BOXING: [v + 0.2 for v in per_seed]}})
+        out = atari_suite(
+            tmp_path / str(copies), {"A": {BREAKOUT: per_seed, BOXING: [v + 0.2 for v in per_seed]}}
+        )
         e = compute(Table(load_runs(out)), baseline=None).iqm["A"]
         assert e.point == pytest.approx(0.6)  # IQM of 0, .2, .5, .7, 1, 1.2 (× copies)
         widths.append(e.high - e.low)
@@ -102,8 +104,11 @@ def test_intervals_match_rliable() -> None:
     m = np.array([[0.1, 0.9, 2.0], [0.4, 0.3, 1.1], [0.8, 0.2, 0.0], [0.5, 1.5, 0.7]])
     ours = agg.interval(m, "iqm", reps=4000)
     _, cis = rly.get_interval_estimates(
-        {"x": m}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=4000,
-        random_state=np.random.RandomState(3))
+        {"x": m},
+        lambda s: np.array([metrics.aggregate_iqm(s)]),
+        reps=4000,
+        random_state=np.random.RandomState(3),
+    )
     assert ours.low == pytest.approx(cis["x"][0, 0], abs=0.05)
     assert ours.high == pytest.approx(cis["x"][1, 0], abs=0.05)
 
@@ -111,8 +116,13 @@ def test_intervals_match_rliable() -> None:
 def test_probability_of_improvement_by_hand(tmp_path: Path) -> None:
     # Breakout: A's 3 seeds all beat B's 3 → 1.0. Boxing: A 0.1,0.2,0.3 vs B 0.2,0.2,0.2:
     # pairs greater 3 (0.3 > each), ties 3 (0.2 = each) → (3 + 3/2) / 9 = 0.5. Mean: 0.75.
-    out = atari_suite(tmp_path, {"A": {BREAKOUT: [0.8, 0.9, 1.0], BOXING: [0.1, 0.2, 0.3]},
-                                 "B": {BREAKOUT: [0.1, 0.2, 0.3], BOXING: [0.2, 0.2, 0.2]}})
+    out = atari_suite(
+        tmp_path,
+        {
+            "A": {BREAKOUT: [0.8, 0.9, 1.0], BOXING: [0.1, 0.2, 0.3]},
+            "B": {BREAKOUT: [0.1, 0.2, 0.3], BOXING: [0.2, 0.2, 0.2]},
+        },
+    )
     a = compute(Table(load_runs(out)), baseline="B")
     p = a.improvement["A"]
     assert p.point == pytest.approx(0.75) and p.low <= 0.75 <= p.high
@@ -127,15 +137,22 @@ def test_probability_of_improvement_by_hand(tmp_path: Path) -> None:
 
 
 def compare(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", "compare", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", "compare", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_compare_merges_two_suites(tmp_path: Path) -> None:
-    base = atari_suite(tmp_path / "base", {"ppo2": {BREAKOUT: [0.1, 0.2, 0.3],
-                                                    BOXING: [0.0, 0.1, 0.2]}})
-    new = atari_suite(tmp_path / "new", {"mine": {BREAKOUT: [0.5, 0.6, 0.7],
-                                                  BOXING: [0.4, 0.5, 0.6]}})
+    base = atari_suite(
+        tmp_path / "base", {"ppo2": {BREAKOUT: [0.1, 0.2, 0.3], BOXING: [0.0, 0.1, 0.2]}}
+    )
+    new = atari_suite(
+        tmp_path / "new", {"mine": {BREAKOUT: [0.5, 0.6, 0.7], BOXING: [0.4, 0.5, 0.6]}}
+    )
     proc = compare(base, new, "--out", tmp_path / "both")
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "both" / "report.md").read_text()
@@ -153,8 +170,7 @@ def test_compare_merges_two_suites(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- GIFs of a recorded suite
 
 
-def test_recorded_suite_report_shows_its_gifs(
-        recorded_run: Path, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
+def test_recorded_suite_report_shows_its_gifs(recorded_run: Path, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
     from PIL import Image
 
     level = "Airstriker-Genesis-v0:Level1"
@@ -162,9 +178,20 @@ def test_recorded_suite_report_shows_its_gifs(
     run.parent.mkdir(parents=True)
     shutil.copytree(recorded_run, run)
     # episodes (monitor.csv): 10, 50, and 900 cut off: best = episode 1, median = episode 0
-    (run / "results.json").write_text(json.dumps({
-        "level": level, "agent": "A", "seed": 0, "score": 30.0, "episodes": 2, "timesteps": 105,
-        "wallclock_s": 1.0, "status": "budget"}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "level": level,
+                "agent": "A",
+                "seed": 0,
+                "score": 30.0,
+                "episodes": 2,
+                "timesteps": 105,
+                "wallclock_s": 1.0,
+                "status": "budget",
+            }
+        )
+    )
     text = write_report(tmp_path / "s").read_text()
     for kind, ret in (("best", 50), ("median", 10)):
         gif = f"videos/A/{Level.parse(level).slug}/{kind}.gif"

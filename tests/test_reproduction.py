@@ -11,24 +11,59 @@ from meta_train.cli import main as meta_train_main
 from meta_train.reproduction import main as reproduction_main
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "meta_train/configs/halfcheetah-dir.yaml")
-TINY = ["--set", "meta_batch=2", "--set", "trajectories=2", "--set", "task.horizon=8",
-        "--set", "tensorboard=false", "--no-progress"]
+TINY = [
+    "--set",
+    "meta_batch=2",
+    "--set",
+    "trajectories=2",
+    "--set",
+    "task.horizon=8",
+    "--set",
+    "tensorboard=false",
+    "--no-progress",
+]
 
 
 def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    meta_train_main(["--config", CONFIG, "--out", str(runs / "dir-trpo-s1"), "--iterations", "2",
-                     *TINY])
-    meta_train_main(["--config", CONFIG, "--out", str(runs / "dir-joint-s1"), "--joint",
-                     "--iterations", "1", *TINY])
+    meta_train_main(
+        ["--config", CONFIG, "--out", str(runs / "dir-trpo-s1"), "--iterations", "2", *TINY]
+    )
+    meta_train_main(
+        [
+            "--config",
+            CONFIG,
+            "--out",
+            str(runs / "dir-joint-s1"),
+            "--joint",
+            "--iterations",
+            "1",
+            *TINY,
+        ]
+    )
     oracle = tmp_path / "oracle" / "dir"
     oracle.mkdir(parents=True)
-    oracle.joinpath("oracle.json").write_text(json.dumps(
-        {"kind": "halfcheetah-dir", "tasks": [{"value": 1.0, "return": 100.0},
-                                              {"value": -1.0, "return": 50.0}]}))
+    oracle.joinpath("oracle.json").write_text(
+        json.dumps(
+            {
+                "kind": "halfcheetah-dir",
+                "tasks": [{"value": 1.0, "return": 100.0}, {"value": -1.0, "return": 50.0}],
+            }
+        )
+    )
     out = tmp_path / "out"
-    args = ["--runs", str(runs), "--oracles", str(tmp_path / "oracle"), "--out", str(out),
-            "--eval-tasks", "4", "--workers", "0"]  # in-process: no sampler processes to start
+    args = [
+        "--runs",
+        str(runs),
+        "--oracles",
+        str(tmp_path / "oracle"),
+        "--out",
+        str(out),
+        "--eval-tasks",
+        "4",
+        "--workers",
+        "0",
+    ]  # in-process: no sampler processes to start
     assert reproduction_main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary] == ["dir-trpo-s1"]  # the joint run is a baseline only
@@ -60,8 +95,9 @@ def test_repeated_metrics_rows_are_counted_once(tmp_path: Path) -> None:
     lines = (run / "metrics.csv").read_text().splitlines()
     extra = lines[-1].split(",")
     extra[0] = "3"  # an iteration the checkpoint does not have
-    (run / "metrics.csv").write_text("\n".join([*lines[:3], lines[2], *lines[3:],
-                                               ",".join(extra)]) + "\n")
+    (run / "metrics.csv").write_text(
+        "\n".join([*lines[:3], lines[2], *lines[3:], ",".join(extra)]) + "\n"
+    )
     info = run_info(run)
     assert len(info["metrics"]) == 3 == info["iterations"]
     assert [r["iteration"] for r in info["metrics"]] == ["0", "1", "2"]

@@ -140,8 +140,14 @@ def fake_integration(tmp_path: Path) -> Iterator[Path]:
     (custom_dir / "rom.sha").write_text(hashlib.sha1(bytes(target)).hexdigest() + "\n")
     if shutil.which("xdelta3"):
         subprocess.run(
-            ["xdelta3", "-e", "-s", str(rom), str(tmp_path / "target.bin"),
-             str(custom_dir / "rom.delta")],
+            [
+                "xdelta3",
+                "-e",
+                "-s",
+                str(rom),
+                str(tmp_path / "target.bin"),
+                str(custom_dir / "rom.delta"),
+            ],
             check=True,
         )
     retro_data.Integrations.add_custom_path(str(root))
@@ -223,8 +229,13 @@ def test_cli_status_json():
     assert proc.returncode == 0, proc.stderr
     sets = json.loads(proc.stdout)["sets"]
     assert set(sets) == {
-        "smoke", "atari-train", "atari-heldout", "sonic-train", "sonic-validation",
-        "sonic-custom-test", "sonic-leaderboard",
+        "smoke",
+        "atari-train",
+        "atari-heldout",
+        "sonic-train",
+        "sonic-validation",
+        "sonic-custom-test",
+        "sonic-leaderboard",
     }
     assert (sets["smoke"]["playable"], sets["smoke"]["total"]) == (1, 1)
     assert (sets["atari-train"]["playable"], sets["atari-train"]["total"]) == (16, 16)

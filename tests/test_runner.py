@@ -52,9 +52,27 @@ def results_dir() -> Iterator[Path]:
 
 def test_run_random_agent_end_to_end(results_dir: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "random", "--level", LEVEL.id,
-         "--budget", "600", "--results-dir", str(results_dir), "--seed", "5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "random",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "600",
+            "--results-dir",
+            str(results_dir),
+            "--seed",
+            "5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert "status=budget" in last and "score=" in last
@@ -70,8 +88,14 @@ def test_run_random_agent_end_to_end(results_dir: Path) -> None:
 
 
 def test_agent_killed_mid_run_keeps_its_episodes(results_dir: Path) -> None:
-    spec = RunSpec(agent="killed", level=LEVEL, seed=0, budget=100_000, results_dir=results_dir,
-                   agent_cmd=agent_cmd(2, "os.kill(os.getpid(), signal.SIGKILL)"))
+    spec = RunSpec(
+        agent="killed",
+        level=LEVEL,
+        seed=0,
+        budget=100_000,
+        results_dir=results_dir,
+        agent_cmd=agent_cmd(2, "os.kill(os.getpid(), signal.SIGKILL)"),
+    )
     results = run_one(spec)
     assert results["status"] == "agent_crashed"
     assert results["agent_exit_code"] == -9 and "-9" in results["error"]
@@ -83,16 +107,28 @@ def test_agent_killed_mid_run_keeps_its_episodes(results_dir: Path) -> None:
 
 
 def test_agent_that_exits_early_with_code_0(results_dir: Path) -> None:
-    spec = RunSpec(agent="quitter", level=LEVEL, seed=0, budget=100_000,
-                   results_dir=results_dir, agent_cmd=agent_cmd(1, "env.close()"))
+    spec = RunSpec(
+        agent="quitter",
+        level=LEVEL,
+        seed=0,
+        budget=100_000,
+        results_dir=results_dir,
+        agent_cmd=agent_cmd(1, "env.close()"),
+    )
     results = run_one(spec)
     assert results["status"] == "agent_exited" and results["agent_exit_code"] == 0
     assert results["episodes"] == 1
 
 
 def test_agent_that_never_connects(results_dir: Path) -> None:
-    spec = RunSpec(agent="broken", level=LEVEL, seed=0, budget=1000, results_dir=results_dir,
-                   agent_cmd=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    spec = RunSpec(
+        agent="broken",
+        level=LEVEL,
+        seed=0,
+        budget=1000,
+        results_dir=results_dir,
+        agent_cmd=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
+    )
     results = run_one(spec)
     assert results["status"] == "agent_crashed" and results["agent_exit_code"] == 3
     assert results["timesteps"] == 0 and results["score"] is None
@@ -100,20 +136,28 @@ def test_agent_that_never_connects(results_dir: Path) -> None:
 
 
 def test_agent_out_of_memory(results_dir: Path) -> None:
-    spec = RunSpec(agent="hungry", level=LEVEL, seed=0, budget=1000, results_dir=results_dir,
-                   memory="400m",
-                   agent_cmd=[sys.executable, "-c", "x = bytearray(2 << 30)"])
+    spec = RunSpec(
+        agent="hungry",
+        level=LEVEL,
+        seed=0,
+        budget=1000,
+        results_dir=results_dir,
+        memory="400m",
+        agent_cmd=[sys.executable, "-c", "x = bytearray(2 << 30)"],
+    )
     results = run_one(spec)
     assert results["status"] == "oom" and results["agent_oom"] is True
 
 
 def test_local_agent_kill_reaches_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    script = ("import os, subprocess, sys, time\n"
-              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-              f"open({str(pid_file)!r} + '.tmp', 'w').write(str(p.pid))\n"
-              f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
-              "time.sleep(60)\n")
+    script = (
+        "import os, subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r} + '.tmp', 'w').write(str(p.pid))\n"
+        f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
+        "time.sleep(60)\n"
+    )
     agent = LocalAgent.start([sys.executable, "-c", script], {}, tmp_path / "a.log")
     end = time.monotonic() + 30
     while not pid_file.exists():
@@ -148,20 +192,32 @@ def test_amend_status() -> None:
     assert parse_memory("4g") == 4 << 30 and parse_memory("512m") == 512 << 20
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--agent", "nosuchagent"], "unknown agent 'nosuchagent'"),
-    (["--level", "NoSuchGame-Genesis-v0:Level1"], "unknown game"),
-    (["--level", "SonicTheHedgehog-Genesis-v0:GreenHillZone.Act1"], "is not imported"),
-    (["--results-dir", "/dev/null/results"], "cannot create results dir"),
-    (["--budget", "0"], "--budget must be positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--agent", "nosuchagent"], "unknown agent 'nosuchagent'"),
+        (["--level", "NoSuchGame-Genesis-v0:Level1"], "unknown game"),
+        (["--level", "SonicTheHedgehog-Genesis-v0:GreenHillZone.Act1"], "is not imported"),
+        (["--results-dir", "/dev/null/results"], "cannot create results dir"),
+        (["--budget", "0"], "--budget must be positive"),
+    ],
+)
 def test_run_cli_bad_input_is_one_line(results_dir: Path, args: list[str], message: str) -> None:
-    base = {"--agent": "random", "--level": LEVEL.id, "--budget": "10",
-            "--results-dir": str(results_dir)}
+    base = {
+        "--agent": "random",
+        "--level": LEVEL.id,
+        "--budget": "10",
+        "--results-dir": str(results_dir),
+    }
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = [x for kv in base.items() for x in kv]
-    proc = subprocess.run([sys.executable, "-m", "evaluation", "run", *argv], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation", "run", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -169,9 +225,25 @@ def test_run_cli_bad_input_is_one_line(results_dir: Path, args: list[str], messa
 
 def test_sigterm_to_run_cli_records_interrupted_and_leaves_nothing(results_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "run", "--agent", "random", "--level", LEVEL.id,
-         "--budget", "1000000", "--results-dir", str(results_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "run",
+            "--agent",
+            "random",
+            "--level",
+            LEVEL.id,
+            "--budget",
+            "1000000",
+            "--results-dir",
+            str(results_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     progress = results_dir / "monitor.csv"
     for _ in range(200):  # until the first episode is recorded
         if progress.is_file() and len(progress.read_text().splitlines()) > 2:

@@ -38,9 +38,13 @@ except BudgetExhausted:
 
 def run(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = tmp_path / name
-    proc = subprocess.run([sys.executable, "-m", "evaluation", "run", "--level", LEVEL,
-                           "--out", str(out), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation", "run", "--level", LEVEL, "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, json.loads((out / "results.json").read_text())
 
 
@@ -48,15 +52,17 @@ def test_a_library_that_resets_at_will_fails_raw_and_runs_adapted(tmp_path: Path
     script = tmp_path / "lib.py"
     script.write_text(CHECK)
     cmd = shlex.join([sys.executable, str(script)])
-    proc, res = run(tmp_path, "raw", "--agent", "lib", "--budget", "600", "--agent-cmd",
-                    cmd + " raw")
+    proc, res = run(
+        tmp_path, "raw", "--agent", "lib", "--budget", "600", "--agent-cmd", cmd + " raw"
+    )
     log = (tmp_path / "raw" / "agent.log").read_text()
     assert proc.returncode == 1 and res["status"] == "agent_crashed", res
     assert "RemoteEnvError: RESET (5): reset before the episode is done" in log, log[-2000:]
     assert "status=agent_crashed" in proc.stderr and "RESET (5)" in proc.stderr
 
-    proc, res = run(tmp_path, "adapted", "--agent", "lib", "--budget", "600", "--agent-cmd",
-                    cmd + " adapted")
+    proc, res = run(
+        tmp_path, "adapted", "--agent", "lib", "--budget", "600", "--agent-cmd", cmd + " adapted"
+    )
     log = (tmp_path / "adapted" / "agent.log").read_text()
     assert proc.returncode == 0 and res["status"] == "budget", log[-2000:]
     assert "budget spent" in log
@@ -68,8 +74,21 @@ def test_a_library_that_resets_at_will_fails_raw_and_runs_adapted(tmp_path: Path
 
 def test_stable_baselines3_ppo_learns_in_the_contest(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3", reason="Stable-Baselines3 is the bench extra")
-    proc, res = run(tmp_path, "sb3", "--agent", "sb3_ppo", "--budget", "150", "--", "--n-steps",
-                    "64", "--batch-size", "32", "--device", "cpu")
+    proc, res = run(
+        tmp_path,
+        "sb3",
+        "--agent",
+        "sb3_ppo",
+        "--budget",
+        "150",
+        "--",
+        "--n-steps",
+        "64",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+    )
     log = (tmp_path / "sb3" / "agent.log").read_text()
     assert proc.returncode == 0 and res["status"] == "budget", log[-2000:]
     assert "budget spent after" in log and res["timesteps"] == 150

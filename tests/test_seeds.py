@@ -15,17 +15,35 @@ from sonic_common.errors import UserError
 SMOKE = CONFIG_DIR / "pipeline-smoke.yaml"
 
 
-@pytest.mark.parametrize(("text", "seeds"), [
-    ("3", [0, 1, 2]), (" 1 ", [0]), ("3,4,5", [3, 4, 5]), ("7,", [7]), ("5,0", [5, 0]),
-    (2, [0, 1]), ([4, 2], [4, 2])])
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [
+        ("3", [0, 1, 2]),
+        (" 1 ", [0]),
+        ("3,4,5", [3, 4, 5]),
+        ("7,", [7]),
+        ("5,0", [5, 0]),
+        (2, [0, 1]),
+        ([4, 2], [4, 2]),
+    ],
+)
 def test_a_count_or_a_list(text: str | int | list[int], seeds: list[int]) -> None:
     assert parse_seeds(text) == seeds
     assert parse_seeds(seeds_arg(seeds)) == seeds  # what the pipeline passes to the suite
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("0", "at least 1"), ("-2", "at least 1"), ("x", "a count (3) or a list"),
-    ("1,a", "whole numbers"), ("1,-1", "0 or more"), ("2,2", "seed 2 twice"), (",", "0 or more")])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("0", "at least 1"),
+        ("-2", "at least 1"),
+        ("x", "a count (3) or a list"),
+        ("1,a", "whole numbers"),
+        ("1,-1", "0 or more"),
+        ("2,2", "seed 2 twice"),
+        (",", "0 or more"),
+    ],
+)
 def test_bad_seeds_are_one_line_errors(text: str, says: str) -> None:
     with pytest.raises(UserError, match=re.escape(says)):
         parse_seeds(text)

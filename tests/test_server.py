@@ -37,9 +37,23 @@ class Server:
         self.log = results_dir.parent / "server.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "evaluation", "serve", "--level", level,
-                 "--socket", str(sock_dir), "--results-dir", str(results_dir), *args],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "evaluation",
+                    "serve",
+                    "--level",
+                    level,
+                    "--socket",
+                    str(sock_dir),
+                    "--results-dir",
+                    str(results_dir),
+                    *args,
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         end = time.monotonic() + 30
         while not (sock_dir / "sock").exists():
             assert self.proc.poll() is None, self.log.read_text()
@@ -132,16 +146,24 @@ def test_description_play_until_done_and_reset(start: Any, dirs: tuple[Path, Pat
     client = RawClient(sock_dir)
     assert stat.S_IMODE(os.stat(sock_dir / "ob").st_mode) == 0o666
     content = client.description["content"]
-    assert content["ac"] == ["int_fold", "[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],",
-                             {"n": "12", "type": "MultiBinary"}]
-    assert content["ob"] == ["np", '(224, 320, 3), dtype("|u1")',
-                             {"type": "Box", "shape": "(224, 320, 3)"}]
+    assert content["ac"] == [
+        "int_fold",
+        "[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],",
+        {"n": "12", "type": "MultiBinary"},
+    ]
+    assert content["ob"] == [
+        "np",
+        '(224, 320, 3), dtype("|u1")',
+        {"type": "Box", "shape": "(224, 320, 3)"},
+    ]
     assert content["reward"][0] == "float" and content["done"][0] == "bool"
     assert content["reset"] == ["bool", None, {}]
 
     reply = client.request({"reset": True})
-    assert reply == {"type": "update",
-                     "content": {"ob": True, "reset": False, "reward": 0, "done": False}}
+    assert reply == {
+        "type": "update",
+        "content": {"ob": True, "reset": False, "reward": 0, "done": False},
+    }
     first = np.array(client.ob)
     assert first.any(), "the observation file should hold the first frame"
     rng = np.random.default_rng(0)
@@ -176,8 +198,10 @@ def test_budget_is_exact(start: Any, dirs: tuple[Path, Path]) -> None:
             break
         served += 1
         done = reply["content"]["done"]
-    assert reply == {"type": "close",
-                     "content": {"reason": "timestep budget of 50 used up", "exception": 1}}
+    assert reply == {
+        "type": "close",
+        "content": {"reason": "timestep budget of 50 used up", "exception": 1},
+    }
     assert served == 50
     assert server.wait() == 0
     results = server.results()
@@ -187,8 +211,9 @@ def test_budget_is_exact(start: Any, dirs: tuple[Path, Path]) -> None:
     assert sum(row.l for row in rows) == results["steps"]
 
 
-def test_early_reset_and_step_after_done_are_exceptions(start: Any,
-                                                        dirs: tuple[Path, Path]) -> None:
+def test_early_reset_and_step_after_done_are_exceptions(
+    start: Any, dirs: tuple[Path, Path]
+) -> None:
     server = start()
     client = RawClient(dirs[0])
     assert client.request({"ac": 1})["content"]["exception"] == 5  # a step before any reset
@@ -251,15 +276,19 @@ def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
     assert 1.0 <= results["wallclock_s"] < 3.0
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    (b"\x00\xff\xfegarbage\f", "not UTF-8 JSON"),
-    (b'{"type": "bogus", "content": {}}\f', "unknown message type"),
-    (b'{"type": "update", "content": {"ac": 4096}}\f', "bad action"),
-    (b'{"type": "update", "content": {"ac": "left"}}\f', "bad action"),
-    (b'{"type": "update", "content": {"ob": 1}}\f', "unknown channel"),
-])
-def test_malformed_messages_end_the_run_cleanly(start: Any, dirs: tuple[Path, Path],
-                                                payload: bytes, fragment: str) -> None:
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        (b"\x00\xff\xfegarbage\f", "not UTF-8 JSON"),
+        (b'{"type": "bogus", "content": {}}\f', "unknown message type"),
+        (b'{"type": "update", "content": {"ac": 4096}}\f', "bad action"),
+        (b'{"type": "update", "content": {"ac": "left"}}\f', "bad action"),
+        (b'{"type": "update", "content": {"ob": 1}}\f', "unknown channel"),
+    ],
+)
+def test_malformed_messages_end_the_run_cleanly(
+    start: Any, dirs: tuple[Path, Path], payload: bytes, fragment: str
+) -> None:
     server = start()
     client = RawClient(dirs[0])
     client.request({"reset": True})
@@ -334,19 +363,37 @@ def test_sigterm_writes_results_and_the_cut_episode(start: Any, dirs: tuple[Path
 
 def test_bad_level_is_a_one_line_error(dirs: tuple[Path, Path]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluation", "serve", "--level", "NoSuchGame-Genesis-v0:Level1",
-         "--socket", str(dirs[0]), "--results-dir", str(dirs[1])],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "serve",
+            "--level",
+            "NoSuchGame-Genesis-v0:Level1",
+            "--socket",
+            str(dirs[0]),
+            "--results-dir",
+            str(dirs[1]),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown game") and "Traceback" not in proc.stderr
 
 
-def test_atari_game_is_described_from_its_spaces(start: Any, dirs: tuple[Path, Path],
-                                                 atari_roms: None) -> None:
+def test_atari_game_is_described_from_its_spaces(
+    start: Any, dirs: tuple[Path, Path], atari_roms: None
+) -> None:
     server = start("--budget", "3", level="Breakout-Atari2600-v0:Start")
     env = RemoteEnv(dirs[0])
-    assert env.description["ac"] == ["int_fold", "[2, 2, 2, 2, 2, 2, 2, 2],",
-                                     {"n": "8", "type": "MultiBinary"}]
+    assert env.description["ac"] == [
+        "int_fold",
+        "[2, 2, 2, 2, 2, 2, 2, 2],",
+        {"n": "8", "type": "MultiBinary"},
+    ]
     assert env.observation_space.shape == (210, 160, 3)
     ob, _ = env.reset()
     assert ob.shape == (210, 160, 3)

@@ -25,13 +25,28 @@ from sonic_common.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
 SLUG = "Airstriker-Genesis-v0_Level1"
-ARGS = ["--agents", "random,random_b=random", "--levels", LEVEL, "--seeds", "2",
-        "--budget", "200", "--workers", "2"]
+ARGS = [
+    "--agents",
+    "random,random_b=random",
+    "--levels",
+    LEVEL,
+    "--seeds",
+    "2",
+    "--budget",
+    "200",
+    "--workers",
+    "2",
+]
 
 
 def suite(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "evaluation", "suite", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", "suite", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def results(out: Path, agent: str, seed: int) -> Path:
@@ -55,7 +70,11 @@ def test_suite_runs_every_combination_and_reports(finished_suite: Path) -> None:
     out = finished_suite
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert sorted((r["agent"], r["seed"]) for r in rows) == [
-        ("random", "0"), ("random", "1"), ("random_b", "0"), ("random_b", "1")]
+        ("random", "0"),
+        ("random", "1"),
+        ("random_b", "0"),
+        ("random_b", "1"),
+    ]
     assert {r["status"] for r in rows} == {"budget"}
     assert {r["timesteps"] for r in rows} == {"200"}
     assert all(r["level"] == LEVEL and r["score"] != "" for r in rows)
@@ -119,8 +138,9 @@ def test_more_seeds_and_agents_extend_a_suite(finished_suite: Path, tmp_path: Pa
     finished_suite = Path(shutil.copytree(finished_suite, tmp_path / "s", symlinks=True))
     runs = sorted((finished_suite / "runs").glob("*/*/seed*/results.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
-    proc = suite("--resume", finished_suite, "--seeds", "0,1,3", "--agents",
-                 "random,random_b=random,jerk")
+    proc = suite(
+        "--resume", finished_suite, "--seeds", "0,1,3", "--agents", "random,random_b=random,jerk"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4 done, 5 to run" in proc.stderr, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in runs} == before
@@ -144,10 +164,30 @@ def test_ctrl_c_ends_running_runs_as_interrupted(tmp_path: Path, how: str) -> No
     suite on the same directory is refused."""
     out = tmp_path / "s"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evaluation", "suite", "--agents", "random", "--levels", LEVEL,
-         "--seeds", "2", "--budget", "1000000", "--workers", "1", "--out", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "suite",
+            "--agents",
+            "random",
+            "--levels",
+            LEVEL,
+            "--seeds",
+            "2",
+            "--budget",
+            "1000000",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     first = out / "runs" / "random" / SLUG / "seed0"
     try:
         deadline = time.monotonic() + 60
@@ -182,8 +222,14 @@ def test_unknown_agent_fails_before_anything_is_written(tmp_path: Path) -> None:
 
 
 def test_open_suite_checks_arguments(tmp_path: Path) -> None:
-    given = {"agents": ["a"], "levels": [LEVEL], "levels_spec": LEVEL, "seeds": 2,
-             "budget": 100, "wallclock_s": 60.0}
+    given = {
+        "agents": ["a"],
+        "levels": [LEVEL],
+        "levels_spec": LEVEL,
+        "seeds": 2,
+        "budget": 100,
+        "wallclock_s": 60.0,
+    }
     config = open_suite(tmp_path, given)
     assert open_suite(tmp_path, {"seeds": 2}) == config  # same arguments: the saved suite
     with pytest.raises(UserError, match="agents"):
@@ -201,11 +247,13 @@ def test_open_suite_checks_arguments(tmp_path: Path) -> None:
 
 def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
     assert parse_agent_args(['ppo=--lr 3e-4 --name "a b"']) == {
-        "ppo": ["--lr", "3e-4", "--name", "a b"]}
+        "ppo": ["--lr", "3e-4", "--name", "a b"]
+    }
     with pytest.raises(UserError):
         parse_agent_args(["--lr 3"])
     (tmp_path / "progress.csv").write_text(
-        "timesteps,episodes,elapsed_s,mean_return_last10\n50000,3,1.0,\n100000,7,2.0,5.5\n")
+        "timesteps,episodes,elapsed_s,mean_return_last10\n50000,3,1.0,\n100000,7,2.0,5.5\n"
+    )
     assert last_timesteps(tmp_path) == 100000
     assert last_timesteps(tmp_path / "missing") == 0
 
@@ -216,12 +264,21 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
     from evaluation.suites.suite_cli import parse_images
 
     assert parse_images(["joint=sonic-maml-pipeline-joint:latest"]) == {
-        "joint": "sonic-maml-pipeline-joint:latest"}
+        "joint": "sonic-maml-pipeline-joint:latest"
+    }
     with pytest.raises(UserError, match="NAME=TAG"):
         parse_images(["joint"])
-    config = SuiteConfig(["joint", "ppo2", "plain"], [LEVEL], LEVEL, 1, 10, 60.0,
-                         runtime="docker", aliases={"joint": "ppo2", "plain": "ppo2"},
-                         images={"joint": "pipe-joint:1"})
+    config = SuiteConfig(
+        ["joint", "ppo2", "plain"],
+        [LEVEL],
+        LEVEL,
+        1,
+        10,
+        60.0,
+        runtime="docker",
+        aliases={"joint": "ppo2", "plain": "ppo2"},
+        images={"joint": "pipe-joint:1"},
+    )
     config.validate()
     runner = SuiteRunner(config, tmp_path, 1)
     from evaluation.suites.suite import RunKey

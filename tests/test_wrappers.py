@@ -49,8 +49,15 @@ def test_sonic_discretizer_table():
     env = SonicDiscretizer(RecordedRewards([0.0] * 10))
     names = ("B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z")
     pressed = [tuple(names[i] for i in np.flatnonzero(row)) for row in env.table]
-    assert pressed == [("LEFT",), ("RIGHT",), ("DOWN", "LEFT"), ("DOWN", "RIGHT"), ("DOWN",),
-                       ("B", "DOWN"), ("B",)]
+    assert pressed == [
+        ("LEFT",),
+        ("RIGHT",),
+        ("DOWN", "LEFT"),
+        ("DOWN", "RIGHT"),
+        ("DOWN",),
+        ("B", "DOWN"),
+        ("B",),
+    ]
     assert env.action_space == spaces.Discrete(7)
     env.reset()
     env.step(5)
@@ -100,8 +107,9 @@ def test_warp_frame_matches_cv2_gray_then_area_resize(closing):
     env = closing(make_contest_env(AIRSTRIKER, seed=0))
     warped = WarpFrame(env)
     raw, _ = env.reset(seed=0)
-    expected = cv2.resize(cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY), (84, 84),
-                          interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(
+        cv2.cvtColor(raw, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA
+    )
     got = warped.observation(raw)
     assert got.shape == (84, 84) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)

@@ -42,16 +42,23 @@ class MamlConfig:
 
 def ppo2_defaults() -> dict[str, Any]:
     """agent.ppo2's and `agent.train --algo ppo`'s keys: the contest baseline's PPO2."""
-    return {**asdict(TrainingRunConfig()), **asdict(PPOConfig()), **WrapperConfig().as_dict(),
-            "policy": asdict(PolicyConfig())}
+    return {
+        **asdict(TrainingRunConfig()),
+        **asdict(PPOConfig()),
+        **WrapperConfig().as_dict(),
+        "policy": asdict(PolicyConfig()),
+    }
 
 
 def rainbow_defaults() -> dict[str, Any]:
     """agent.rainbow's and `agent.train --algo rainbow`'s keys (rainbow.yaml changes some)."""
-    return {**asdict(TrainingRunConfig()), **asdict(RainbowConfig()),
-            **WrapperConfig().as_dict(),
-            # the noisy fully connected layer after the Nature CNN: as wide as PPO's
-            "features": PolicyConfig().features}
+    return {
+        **asdict(TrainingRunConfig()),
+        **asdict(RainbowConfig()),
+        **WrapperConfig().as_dict(),
+        # the noisy fully connected layer after the Nature CNN: as wide as PPO's
+        "features": PolicyConfig().features,
+    }
 
 
 def maml_defaults() -> dict[str, Any]:

@@ -25,8 +25,14 @@ from torch import Tensor
 
 from agent.learners.rollout import compute_gae, discounted_returns
 
-__all__ = ["advantages", "discounted_returns", "episode_steps", "features",
-           "fit_linear_baseline", "gae"]
+__all__ = [
+    "advantages",
+    "discounted_returns",
+    "episode_steps",
+    "features",
+    "fit_linear_baseline",
+    "gae",
+]
 
 MAX_OBS_FEATURES = 1024
 
@@ -57,8 +63,9 @@ def features(obs: Tensor, dones: Tensor | None = None) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
-                        dones: Tensor | None = None) -> Tensor:
+def fit_linear_baseline(
+    obs: Tensor, returns: Tensor, ridge: float = 1e-5, dones: Tensor | None = None
+) -> Tensor:
     """Baseline values (T, K) float64 from a ridge fit of `returns` on the features of `obs`."""
     feats = features(obs, dones)
     feats = feats.reshape(-1, feats.shape[-1])
@@ -76,8 +83,9 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, ridge: float = 1e-5,
     return (feats @ coef).reshape(returns.shape)
 
 
-def gae(rewards: Tensor, values: Tensor, gamma: float, gae_lambda: float,
-        dones: Tensor | None = None) -> Tensor:
+def gae(
+    rewards: Tensor, values: Tensor, gamma: float, gae_lambda: float, dones: Tensor | None = None
+) -> Tensor:
     """GAE (agent.learners.rollout.compute_gae) over fixed-horizon trajectories (T, K) in
     float64; V after the last step (and after a done) is 0, and no advantage crosses an
     episode end."""
@@ -88,9 +96,15 @@ def gae(rewards: Tensor, values: Tensor, gamma: float, gae_lambda: float,
     return compute_gae(rewards, values, next_values, ends, ends, gamma, gae_lambda)[0]
 
 
-def advantages(obs: Tensor, rewards: Tensor, gamma: float = 0.99, gae_lambda: float = 1.0,
-               ridge: float = 1e-5, normalize: bool = True,
-               dones: Tensor | None = None) -> Tensor:
+def advantages(
+    obs: Tensor,
+    rewards: Tensor,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+    ridge: float = 1e-5,
+    normalize: bool = True,
+    dones: Tensor | None = None,
+) -> Tensor:
     """Normalized GAE advantages (T, K) float32, with the linear feature baseline. `dones`
     (T, K) bool marks steps that ended an episode (the trajectory then goes on with a new one)."""
     values = fit_linear_baseline(obs, discounted_returns(rewards, gamma, dones), ridge, dones)

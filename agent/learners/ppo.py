@@ -85,10 +85,19 @@ def clipped_surrogate(ratio: Tensor, advantages: Tensor, clip: float | None) -> 
     return objective
 
 
-def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-             new_values: Tensor, old_values: Tensor, returns: Tensor, entropy: Tensor,
-             cliprange: float, vf_coef: float, ent_coef: float,
-             clip_value: bool = True) -> dict[str, Tensor]:
+def ppo_loss(
+    new_logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    new_values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    entropy: Tensor,
+    cliprange: float,
+    vf_coef: float,
+    ent_coef: float,
+    clip_value: bool = True,
+) -> dict[str, Tensor]:
     """baselines PPO2's loss on one minibatch (advantages already normalized if wanted).
 
     pg_loss = −mean(min(A·r, A·clip(r, 1−ε, 1+ε))),  r = exp(logπ − logπ_old)
@@ -108,8 +117,14 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
     with torch.no_grad():
         approx_kl = 0.5 * log_ratio.pow(2).mean()  # baselines' approxkl
         clipfrac = ((ratio - 1.0).abs() > cliprange).float().mean()
-    return {"loss": loss, "pg_loss": pg_loss, "vf_loss": vf_loss, "entropy": ent,
-            "approx_kl": approx_kl, "clipfrac": clipfrac}
+    return {
+        "loss": loss,
+        "pg_loss": pg_loss,
+        "vf_loss": vf_loss,
+        "entropy": ent,
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
 
 
 def make_adam(policy: nn.Module, lr: float, eps: float) -> torch.optim.Adam:
@@ -141,8 +156,9 @@ class Learner(Generic[ConfigT]):
 class PPO(Learner[PPOConfig]):
     """The network, its Adam optimizer and the counters a resume needs."""
 
-    def __init__(self, policy: ActorCritic, config: PPOConfig,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, policy: ActorCritic, config: PPOConfig, device: torch.device | str = "cpu"
+    ) -> None:
         super().__init__(config, device)
         self.policy = policy.to(self.device)
         use_channels_last = getattr(self.policy.body, "use_channels_last", None)
@@ -157,8 +173,9 @@ class PPO(Learner[PPOConfig]):
         horizon = total_timesteps or cfg.schedule_timesteps
         return cfg.lr * max(0.0, 1.0 - self.timesteps / max(1, horizon))
 
-    def update(self, batch: Batch, lr: float | None = None,
-               generator: torch.Generator | None = None) -> dict[str, float]:
+    def update(
+        self, batch: Batch, lr: float | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
         """noptepochs passes of nminibatches shuffled minibatches; mean statistics."""
         cfg = self.config
         if lr is not None:
@@ -174,7 +191,7 @@ class PPO(Learner[PPOConfig]):
         for _ in range(cfg.noptepochs):
             perm = torch.randperm(n, generator=generator).to(self.device)
             for start in range(0, mb_size * cfg.nminibatches, mb_size):
-                mb = batch.index(perm[start:start + mb_size])
+                mb = batch.index(perm[start : start + mb_size])
                 stats = self._minibatch_step(mb)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -192,9 +209,19 @@ class PPO(Learner[PPOConfig]):
         advantages = mb.advantages
         if cfg.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        terms = ppo_loss(dist.log_prob(mb.actions), mb.logprobs, advantages, values, mb.values,
-                         mb.returns, dist.entropy(), cfg.cliprange, cfg.vf_coef, cfg.ent_coef,
-                         cfg.clip_value)
+        terms = ppo_loss(
+            dist.log_prob(mb.actions),
+            mb.logprobs,
+            advantages,
+            values,
+            mb.values,
+            mb.returns,
+            dist.entropy(),
+            cfg.cliprange,
+            cfg.vf_coef,
+            cfg.ent_coef,
+            cfg.clip_value,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if cfg.max_grad_norm is not None:
@@ -235,9 +262,13 @@ class RolloutCollector:
         obs_dtype = torch.from_numpy(np.zeros(0, dtype=obs_space.dtype)).dtype
         is_discrete = ppo.policy.action_type == "discrete"
         self.buffer = RolloutBuffer(
-            ppo.config.nsteps, self.nenvs, obs_space.shape, obs_dtype,
+            ppo.config.nsteps,
+            self.nenvs,
+            obs_space.shape,
+            obs_dtype,
             () if is_discrete else act_space.shape,
-            torch.long if is_discrete else torch.float32)
+            torch.long if is_discrete else torch.float32,
+        )
         self.tracker = EpisodeTracker()
         self.next_obs: np.ndarray | None = None
 
@@ -270,8 +301,9 @@ class RolloutCollector:
             if len(truncated_only):
                 final_obs = np.stack([infos["final_obs"][i] for i in truncated_only])
                 _, final_values = policy(self._obs_tensor(final_obs))
-                buf.final_values[buf.step - 1, torch.from_numpy(truncated_only)] = \
+                buf.final_values[buf.step - 1, torch.from_numpy(truncated_only)] = (
                     final_values.cpu()
+                )
             for ret, length in finished_episodes(infos):
                 self.tracker.add(ret, length)
                 self.ppo.episodes += 1
@@ -281,9 +313,17 @@ class RolloutCollector:
         return buf.finish(last_values, cfg.gamma, cfg.gae_lambda, device)
 
 
-def learn(ppo: PPO, envs: Any, *, total_timesteps: int | None, logger: TrainLogger | None = None,
-          log_interval: int = 1, on_update: Callable[[PPO], None] | None = None,
-          seed: int | None = None, rollout_threads: int = 1) -> RolloutCollector:
+def learn(
+    ppo: PPO,
+    envs: Any,
+    *,
+    total_timesteps: int | None,
+    logger: TrainLogger | None = None,
+    log_interval: int = 1,
+    on_update: Callable[[PPO], None] | None = None,
+    seed: int | None = None,
+    rollout_threads: int = 1,
+) -> RolloutCollector:
     """Alternate rollouts and updates until `total_timesteps` (None: until an exception, e.g.
     the contest's BudgetExhausted). `on_update(ppo)` runs after each update (checkpoints)."""
     collector = RolloutCollector(envs, ppo, rollout_threads)
@@ -297,12 +337,21 @@ def learn(ppo: PPO, envs: Any, *, total_timesteps: int | None, logger: TrainLogg
         last_time, last_steps = now, ppo.timesteps
         tracker = collector.tracker
         if logger is not None:
-            logger.advance(ppo.timesteps,
-                           {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"})
+            logger.advance(
+                ppo.timesteps, {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"}
+            )
             if ppo.updates % max(1, log_interval) == 0:
-                logger.log({"timesteps": ppo.timesteps, "updates": ppo.updates,
-                            "episodes": ppo.episodes, "mean_return": tracker.mean_return,
-                            "mean_length": tracker.mean_length, "fps": fps, **stats})
+                logger.log(
+                    {
+                        "timesteps": ppo.timesteps,
+                        "updates": ppo.updates,
+                        "episodes": ppo.episodes,
+                        "mean_return": tracker.mean_return,
+                        "mean_length": tracker.mean_length,
+                        "fps": fps,
+                        **stats,
+                    }
+                )
         if on_update is not None:
             on_update(ppo)
     return collector

@@ -20,8 +20,15 @@ import torch
 from torch import Tensor
 
 
-def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
-                dones: Tensor, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+def compute_gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    dones: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
     """Advantages and returns (A + V), all tensors of shape (T, N), in the rewards' dtype.
 
     next_values[t] is V of the true next state of step t: V(s_{t+1}) inside an episode, the
@@ -64,16 +71,28 @@ class Batch:
         return int(self.obs.shape[0])
 
     def index(self, idx: Tensor) -> Batch:
-        return Batch(self.obs[idx], self.actions[idx], self.logprobs[idx], self.values[idx],
-                     self.advantages[idx], self.returns[idx])
+        return Batch(
+            self.obs[idx],
+            self.actions[idx],
+            self.logprobs[idx],
+            self.values[idx],
+            self.advantages[idx],
+            self.returns[idx],
+        )
 
 
 class RolloutBuffer:
     """Preallocated CPU tensors for one rollout; observations in their own dtype (uint8)."""
 
-    def __init__(self, nsteps: int, nenvs: int, obs_shape: Sequence[int],
-                 obs_dtype: torch.dtype, action_shape: Sequence[int],
-                 action_dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        nsteps: int,
+        nenvs: int,
+        obs_shape: Sequence[int],
+        obs_dtype: torch.dtype,
+        action_shape: Sequence[int],
+        action_dtype: torch.dtype,
+    ) -> None:
         self.nsteps, self.nenvs = nsteps, nenvs
         self.obs = torch.zeros((nsteps, nenvs, *obs_shape), dtype=obs_dtype)
         self.actions = torch.zeros((nsteps, nenvs, *action_shape), dtype=action_dtype)
@@ -86,8 +105,16 @@ class RolloutBuffer:
         self.final_values = torch.zeros((nsteps, nenvs))
         self.step = 0
 
-    def add(self, obs: np.ndarray, actions: Tensor, logprobs: Tensor, values: Tensor,
-            rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: Tensor,
+        logprobs: Tensor,
+        values: Tensor,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
         t = self.step
         self.obs[t].copy_(torch.from_numpy(np.asarray(obs)))
         self.actions[t].copy_(actions)
@@ -104,8 +131,9 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.step >= self.nsteps
 
-    def finish(self, last_values: Tensor, gamma: float, gae_lambda: float,
-               device: torch.device) -> Batch:
+    def finish(
+        self, last_values: Tensor, gamma: float, gae_lambda: float, device: torch.device
+    ) -> Batch:
         """GAE over the rollout, flattened to (nsteps·nenvs, ...) on `device`. Resets the buffer.
 
         last_values: V of the observations that follow the last step (the next rollout's first).
@@ -115,13 +143,20 @@ class RolloutBuffer:
         next_values[-1] = last_values.cpu()
         truncated = self.dones & ~self.terminated
         next_values = torch.where(truncated, self.final_values, next_values)
-        advantages, returns = compute_gae(self.rewards, self.values, next_values,
-                                          self.terminated, self.dones, gamma, gae_lambda)
+        advantages, returns = compute_gae(
+            self.rewards, self.values, next_values, self.terminated, self.dones, gamma, gae_lambda
+        )
         self.step = 0
         n = self.nsteps * self.nenvs
 
         def flat(x: Tensor) -> Tensor:
             return x.reshape(n, *x.shape[2:]).to(device, non_blocking=True)
 
-        return Batch(flat(self.obs), flat(self.actions), flat(self.logprobs), flat(self.values),
-                     flat(advantages), flat(returns))
+        return Batch(
+            flat(self.obs),
+            flat(self.actions),
+            flat(self.logprobs),
+            flat(self.values),
+            flat(advantages),
+            flat(returns),
+        )

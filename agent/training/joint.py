@@ -46,23 +46,42 @@ DEFAULT_CONFIGS = {"ppo": PPO2, "rainbow": RAINBOW}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m agent.train",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.train", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--algo", choices=ALGOS, default="ppo")
-    parser.add_argument("--levels", required=True,
-                        help="a level set name, a CSV file, or Game:State,Game:State,...")
-    parser.add_argument("--timesteps", type=int, required=True,
-                        help="total environment steps (over all environments)")
+    parser.add_argument(
+        "--levels", required=True, help="a level set name, a CSV file, or Game:State,Game:State,..."
+    )
+    parser.add_argument(
+        "--timesteps",
+        type=int,
+        required=True,
+        help="total environment steps (over all environments)",
+    )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--workers", type=int,
-                        help="worker subprocesses, one emulator each (default: config workers)")
-    parser.add_argument("--config", help="YAML file with the keys it changes from the "
-                        "baseline's defaults (see agent/configs/ppo2.yaml; --algo rainbow: "
-                        "rainbow.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="change one config key (repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.pt when it exists")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker subprocesses, one emulator each (default: config workers)",
+    )
+    parser.add_argument(
+        "--config",
+        help="YAML file with the keys it changes from the "
+        "baseline's defaults (see agent/configs/ppo2.yaml; --algo rainbow: "
+        "rainbow.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one config key (repeatable)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists"
+    )
     add_device_option(parser)
     return parser.parse_args(argv)
 
@@ -71,9 +90,11 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
     if saved and args.config is None:  # resume: the run's own config, then this call's --set
         old = sorted({"nenvs", "lam"} & set(saved))
         if old:  # written before these keys became `workers` and `gae_lambda`
-            raise UserError(f"the checkpoint's config has the old key(s) {', '.join(old)} "
-                            "(now workers, gae_lambda): resume with --config FILE, the run's "
-                            "settings under the new names")
+            raise UserError(
+                f"the checkpoint's config has the old key(s) {', '.join(old)} "
+                "(now workers, gae_lambda): resume with --config FILE, the run's "
+                "settings under the new names"
+            )
         cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
@@ -89,8 +110,10 @@ def _resume_point(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None
     if args.resume and saved is None:
         print(f"no checkpoint at {ckpt_path}: starting from scratch")
     if saved is not None and saved["policy_spec"].get("kind", "ppo") != args.algo:
-        raise UserError(f"{ckpt_path} was trained with --algo "
-                        f"{saved['policy_spec'].get('kind', 'ppo')}, not {args.algo}")
+        raise UserError(
+            f"{ckpt_path} was trained with --algo "
+            f"{saved['policy_spec'].get('kind', 'ppo')}, not {args.algo}"
+        )
     return ckpt_path, saved
 
 
@@ -109,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo == "rainbow":
         from agent.training.joint_rainbow import train_rainbow
 
-        return train_rainbow(cfg, [lv.id for lv in levels], args.timesteps, Path(args.out),
-                             saved)
+        return train_rainbow(cfg, [lv.id for lv in levels], args.timesteps, Path(args.out), saved)
     return train_ppo(cfg, [lv.id for lv in levels], args.timesteps, ckpt_path, saved)
 
 
@@ -118,8 +140,15 @@ class LevelRun:
     """A PPO run on levels: its vector environment, learner and checkpoint, and the episodes
     started per level (added up over resumes)."""
 
-    def __init__(self, cfg: dict[str, Any], levels: list[str], ckpt_path: Path,
-                 saved: dict[str, Any] | None, envs: Any, ppo: PPO) -> None:
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        levels: list[str],
+        ckpt_path: Path,
+        saved: dict[str, Any] | None,
+        envs: Any,
+        ppo: PPO,
+    ) -> None:
         self.cfg, self.levels, self.ckpt_path = cfg, levels, ckpt_path
         self.envs, self.ppo = envs, ppo
         self.played: dict[str, int] = dict((saved or {}).get("level_episodes", {}))
@@ -127,9 +156,16 @@ class LevelRun:
 
     def save(self) -> None:
         ppo = self.ppo
-        save_checkpoint(self.ckpt_path, ppo.policy, config=self.cfg, optimizer=ppo.optimizer,
-                        timesteps=ppo.timesteps, updates=ppo.updates, episodes=ppo.episodes,
-                        extra={"levels": self.levels, "level_episodes": self.played})
+        save_checkpoint(
+            self.ckpt_path,
+            ppo.policy,
+            config=self.cfg,
+            optimizer=ppo.optimizer,
+            timesteps=ppo.timesteps,
+            updates=ppo.updates,
+            episodes=ppo.episodes,
+            extra={"levels": self.levels, "level_episodes": self.played},
+        )
 
     def count_played(self) -> None:
         """Add the workers' per-level episode counts (episodes started) to `played`."""
@@ -158,8 +194,9 @@ def restore(ppo: PPO, saved: dict[str, Any] | None) -> None:
         set_rng_state(saved["rng"])
 
 
-def start_training(cfg: dict[str, Any], levels: list[str],
-                   out: Path) -> tuple[int, int, torch.device, Any]:
+def start_training(
+    cfg: dict[str, Any], levels: list[str], out: Path
+) -> tuple[int, int, torch.device, Any]:
     """What every offline training run does first: seed, set up torch, write OUT/config.yaml
     and start the level workers. (seed, torch threads, device, vector environment)."""
     seed = int(cfg["seed"])
@@ -167,19 +204,27 @@ def start_training(cfg: dict[str, Any], levels: list[str],
     threads, device = torch_setup(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    envs = make_level_vec_env(levels, int(cfg["workers"]), seed=seed,
-                              wrappers=WrapperConfig.from_dict(cfg))
+    envs = make_level_vec_env(
+        levels, int(cfg["workers"]), seed=seed, wrappers=WrapperConfig.from_dict(cfg)
+    )
     return seed, threads, device, envs
 
 
-def train_ppo(cfg: dict[str, Any], levels: list[str], timesteps: int, ckpt_path: Path,
-              saved: dict[str, Any] | None) -> int:
+def train_ppo(
+    cfg: dict[str, Any],
+    levels: list[str],
+    timesteps: int,
+    ckpt_path: Path,
+    saved: dict[str, Any] | None,
+) -> int:
     """Seed, build the environments and the learner (restored when resuming), learn, save."""
     nenvs = int(cfg["workers"])
     ppo_cfg = PPOConfig.from_dict(cfg)
     if (ppo_cfg.nsteps * nenvs) // ppo_cfg.nminibatches < 1:
-        raise UserError(f"nsteps × envs = {ppo_cfg.nsteps * nenvs} samples cannot make "
-                        f"{ppo_cfg.nminibatches} minibatches: lower nminibatches")
+        raise UserError(
+            f"nsteps × envs = {ppo_cfg.nsteps * nenvs} samples cannot make "
+            f"{ppo_cfg.nminibatches} minibatches: lower nminibatches"
+        )
     seed, threads, device, envs = start_training(cfg, levels, ckpt_path.parent)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     try:
@@ -189,28 +234,45 @@ def train_ppo(cfg: dict[str, Any], levels: list[str], timesteps: int, ckpt_path:
         raise
     ppo = PPO(policy, ppo_cfg, device)
     restore(ppo, saved)
-    print(f"training ppo on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
-          f"{threads} torch thread(s), from {ppo.timesteps} to {timesteps} steps", flush=True)
-    return learn_levels(LevelRun(cfg, levels, ckpt_path, saved, envs, ppo), timesteps,
-                        resume=saved is not None)
+    print(
+        f"training ppo on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
+        f"{threads} torch thread(s), from {ppo.timesteps} to {timesteps} steps",
+        flush=True,
+    )
+    return learn_levels(
+        LevelRun(cfg, levels, ckpt_path, saved, envs, ppo), timesteps, resume=saved is not None
+    )
 
 
 def learn_levels(run: LevelRun, timesteps: int, resume: bool) -> int:
     """PPO's loop until `timesteps`; Ctrl-C saves a checkpoint to --resume from (exit 130)."""
     cfg, ppo = run.cfg, run.ppo
-    logger = TrainLogger(run.ckpt_path.parent, total_timesteps=timesteps,
-                         start_timesteps=ppo.timesteps, tensorboard=bool(cfg["tensorboard"]),
-                         resume=resume, config=cfg)
+    logger = TrainLogger(
+        run.ckpt_path.parent,
+        total_timesteps=timesteps,
+        start_timesteps=ppo.timesteps,
+        tensorboard=bool(cfg["tensorboard"]),
+        resume=resume,
+        config=cfg,
+    )
     try:
         try:
-            collector = learn(ppo, run.envs, total_timesteps=timesteps, logger=logger,
-                              log_interval=int(cfg["log_interval"]), on_update=run.on_update,
-                              seed=int(cfg["seed"]) + ppo.updates)
+            collector = learn(
+                ppo,
+                run.envs,
+                total_timesteps=timesteps,
+                logger=logger,
+                log_interval=int(cfg["log_interval"]),
+                on_update=run.on_update,
+                seed=int(cfg["seed"]) + ppo.updates,
+            )
         except KeyboardInterrupt:
             run.count_played()
             run.save()
-            print(f"interrupted: saved {run.ckpt_path} at {ppo.timesteps} steps "
-                  "(continue with --resume)")
+            print(
+                f"interrupted: saved {run.ckpt_path} at {ppo.timesteps} steps "
+                "(continue with --resume)"
+            )
             return 130
         finally:
             logger.close()
@@ -218,10 +280,14 @@ def learn_levels(run: LevelRun, timesteps: int, resume: bool) -> int:
     finally:
         run.envs.close()
     run.save()
-    print(f"done: {ppo.timesteps} steps, {ppo.updates} updates, {ppo.episodes} episodes, "
-          f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {run.ckpt_path}")
-    print("episodes started per level: " + ", ".join(f"{lv} {n}" for lv, n in sorted(
-        run.played.items())))
+    print(
+        f"done: {ppo.timesteps} steps, {ppo.updates} updates, {ppo.episodes} episodes, "
+        f"mean return (last 100) {collector.tracker.mean_return:.1f}; saved {run.ckpt_path}"
+    )
+    print(
+        "episodes started per level: "
+        + ", ".join(f"{lv} {n}" for lv, n in sorted(run.played.items()))
+    )
     return 0
 
 

@@ -21,8 +21,9 @@ from agent.training.joint import start_training
 from sonic_common.errors import UserError
 
 
-def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: Path,
-                  saved: dict[str, Any] | None) -> int:
+def train_rainbow(
+    cfg: dict[str, Any], levels: list[str], timesteps: int, out: Path, saved: dict[str, Any] | None
+) -> int:
     """Seed, build the environments and the agent (restored when resuming), learn, save."""
     try:
         rcfg = RainbowConfig.from_dict(cfg)
@@ -36,14 +37,26 @@ def train_rainbow(cfg: dict[str, Any], levels: list[str], timesteps: int, out: P
     except UserError:
         envs.close()
         raise
-    print(f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
-          f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps", flush=True)
-    return learn_rainbow(agent, envs, cfg, levels, timesteps, ckpt_path, seed,
-                         resume=saved is not None)
+    print(
+        f"training rainbow on {len(levels)} level(s) with {nenvs} env(s), device {device}, "
+        f"{threads} torch thread(s), from {agent.timesteps} to {timesteps} steps",
+        flush=True,
+    )
+    return learn_rainbow(
+        agent, envs, cfg, levels, timesteps, ckpt_path, seed, resume=saved is not None
+    )
 
 
-def learn_rainbow(agent: Rainbow, envs: Any, cfg: dict[str, Any], levels: list[str],
-                  timesteps: int, ckpt_path: Path, seed: int, resume: bool) -> int:
+def learn_rainbow(
+    agent: Rainbow,
+    envs: Any,
+    cfg: dict[str, Any],
+    levels: list[str],
+    timesteps: int,
+    ckpt_path: Path,
+    seed: int,
+    resume: bool,
+) -> int:
     """Rainbow's loop until `timesteps`, saving every save_interval steps; Ctrl-C saves a
     checkpoint to --resume from (exit 130)."""
     nenvs = int(cfg["workers"])
@@ -56,33 +69,57 @@ def learn_rainbow(agent: Rainbow, envs: Any, cfg: dict[str, Any], levels: list[s
         if a.timesteps % save_every == 0:
             save()
 
-    logger = TrainLogger(ckpt_path.parent, total_timesteps=timesteps,
-                         start_timesteps=agent.timesteps, tensorboard=bool(cfg["tensorboard"]),
-                         resume=resume, config=cfg)
+    logger = TrainLogger(
+        ckpt_path.parent,
+        total_timesteps=timesteps,
+        start_timesteps=agent.timesteps,
+        tensorboard=bool(cfg["tensorboard"]),
+        resume=resume,
+        config=cfg,
+    )
     try:
-        tracker = learn(agent, envs, total_timesteps=timesteps, logger=logger,
-                        log_interval=int(cfg["log_interval"]), on_step=on_step,
-                        seed=seed + agent.timesteps)
+        tracker = learn(
+            agent,
+            envs,
+            total_timesteps=timesteps,
+            logger=logger,
+            log_interval=int(cfg["log_interval"]),
+            on_step=on_step,
+            seed=seed + agent.timesteps,
+        )
     except KeyboardInterrupt:
         save()
-        print(f"interrupted: saved {ckpt_path} at {agent.timesteps} steps "
-              "(continue with --resume)")
+        print(f"interrupted: saved {ckpt_path} at {agent.timesteps} steps (continue with --resume)")
         return 130
     finally:
         logger.close()
         envs.close()
     save()
-    print(f"done: {agent.timesteps} steps, {agent.updates} updates, {agent.episodes} episodes, "
-          f"mean return (last 100) {tracker.mean_return:.1f}; saved {ckpt_path}")
+    print(
+        f"done: {agent.timesteps} steps, {agent.updates} updates, {agent.episodes} episodes, "
+        f"mean return (last 100) {tracker.mean_return:.1f}; saved {ckpt_path}"
+    )
     return 0
 
 
-def make_agent(cfg: dict[str, Any], rcfg: RainbowConfig, envs: Any, device: torch.device,
-               saved: dict[str, Any] | None, source: str) -> Rainbow:
+def make_agent(
+    cfg: dict[str, Any],
+    rcfg: RainbowConfig,
+    envs: Any,
+    device: torch.device,
+    saved: dict[str, Any] | None,
+    source: str,
+) -> Rainbow:
     """A new Rainbow for the environments' spaces, or the one in `saved` (a resume: target,
     optimizer, counters and RNG state too)."""
-    net = net_for_spaces(saved, rcfg, int(cfg["features"]), envs.single_observation_space,
-                         envs.single_action_space, source)
+    net = net_for_spaces(
+        saved,
+        rcfg,
+        int(cfg["features"]),
+        envs.single_observation_space,
+        envs.single_action_space,
+        source,
+    )
     agent = Rainbow(net, rcfg, device)
     if saved is not None:
         agent.load(saved)

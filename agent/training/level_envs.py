@@ -55,8 +55,10 @@ def discrete_actions(level_id: str, discretizer: str = "auto") -> int:
     if kind == "auto":
         system = level_system(level_id)
         if system not in _AUTO_KIND:
-            raise UserError(f"no default action set for {level_id} (system {system}): "
-                            "set discretizer to sonic, sonic8 or atari")
+            raise UserError(
+                f"no default action set for {level_id} (system {system}): "
+                "set discretizer to sonic, sonic8 or atari"
+            )
         kind = _AUTO_KIND[system]
     if kind not in _ACTIONS:
         raise UserError(f"unknown discretizer {kind!r}: use auto, sonic, sonic8 or atari")
@@ -73,9 +75,14 @@ class LevelEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, levels: Sequence[str], seed: int | None = None,
-                 wrappers: WrapperConfig | None = None, size: int = 84,
-                 stack: int = 4) -> None:
+    def __init__(
+        self,
+        levels: Sequence[str],
+        seed: int | None = None,
+        wrappers: WrapperConfig | None = None,
+        size: int = 84,
+        stack: int = 4,
+    ) -> None:
         if not levels:
             raise ValueError("LevelEnv needs at least one level")
         self.levels = [str(lv) for lv in levels]
@@ -83,8 +90,10 @@ class LevelEnv(gym.Env):
         self.size, self.stack = size, stack
         counts = {discrete_actions(lv, self.wrappers.discretizer) for lv in self.levels}
         if len(counts) != 1:
-            raise UserError(f"levels {', '.join(self.levels)} have different action sets "
-                            f"({sorted(counts)} actions): train them separately")
+            raise UserError(
+                f"levels {', '.join(self.levels)} have different action sets "
+                f"({sorted(counts)} actions): train them separately"
+            )
         self.action_space = spaces.Discrete(counts.pop())
         self.observation_space = spaces.Box(0, 255, (stack, size, size), dtype=np.uint8)
         self._rng = np.random.default_rng(seed)
@@ -102,14 +111,22 @@ class LevelEnv(gym.Env):
         self.level = self.levels[self._next % len(self.levels)]
         self._next += 1
         seed = int(self._rng.integers(2**31))
-        env = wrap_agent_env(RecordEpisodeStatistics(make_contest_env(self.level, seed=seed)),
-                             self.wrappers, size=self.size, stack=self.stack)
-        if env.action_space != self.action_space or \
-                env.observation_space.shape != self.observation_space.shape:
+        env = wrap_agent_env(
+            RecordEpisodeStatistics(make_contest_env(self.level, seed=seed)),
+            self.wrappers,
+            size=self.size,
+            stack=self.stack,
+        )
+        if (
+            env.action_space != self.action_space
+            or env.observation_space.shape != self.observation_space.shape
+        ):
             env.close()
-            raise RuntimeError(f"{self.level}: spaces {env.action_space}, "
-                               f"{env.observation_space} differ from the expected "
-                               f"{self.action_space}, {self.observation_space}")
+            raise RuntimeError(
+                f"{self.level}: spaces {env.action_space}, "
+                f"{env.observation_space} differ from the expected "
+                f"{self.action_space}, {self.observation_space}"
+            )
         self._env = env
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -145,9 +162,14 @@ def assign_levels(levels: Sequence[str], nenvs: int) -> list[list[str]]:
     return [list(levels[i::nenvs]) for i in range(nenvs)]
 
 
-def make_level_vec_env(levels: Sequence[str], workers: int, seed: int = 0,
-                       wrappers: WrapperConfig | None = None, context: str = "forkserver",
-                       asynchronous: bool = True) -> gym.vector.VectorEnv:
+def make_level_vec_env(
+    levels: Sequence[str],
+    workers: int,
+    seed: int = 0,
+    wrappers: WrapperConfig | None = None,
+    context: str = "forkserver",
+    asynchronous: bool = True,
+) -> gym.vector.VectorEnv:
     """`workers` worker processes over `levels` (see the module docstring). asynchronous=False
     runs them in this process instead (only for one level on one env: one emulator per
     process)."""
@@ -155,15 +177,17 @@ def make_level_vec_env(levels: Sequence[str], workers: int, seed: int = 0,
     wrappers = wrappers or WrapperConfig()
     counts = {discrete_actions(lv, wrappers.discretizer) for lv in levels}
     if len(counts) != 1:
-        raise UserError(f"the levels have different action sets ({sorted(counts)} actions): "
-                        "train games of one system together")
+        raise UserError(
+            f"the levels have different action sets ({sorted(counts)} actions): "
+            "train games of one system together"
+        )
     fns: list[Callable[[], gym.Env]] = [
-        functools.partial(LevelEnv, group, seed + i, wrappers)
-        for i, group in enumerate(groups)
+        functools.partial(LevelEnv, group, seed + i, wrappers) for i, group in enumerate(groups)
     ]
     if not asynchronous:
         if workers != 1:
             raise ValueError("in-process environments: one at most (one emulator per process)")
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    return AsyncVectorEnv(fns, shared_memory=True, copy=False, context=context,
-                          autoreset_mode=AutoresetMode.SAME_STEP)
+    return AsyncVectorEnv(
+        fns, shared_memory=True, copy=False, context=context, autoreset_mode=AutoresetMode.SAME_STEP
+    )

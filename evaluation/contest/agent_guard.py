@@ -52,7 +52,7 @@ def descendants(root: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(name))
     found, todo = [], list(children.get(root, []))
     while todo:
@@ -97,8 +97,15 @@ def start_agent(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     with open(args.log, "ab") as log:
-        return subprocess.Popen(args.cmd, cwd=args.cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, process_group=0, preexec_fn=limit)
+        return subprocess.Popen(
+            args.cmd,
+            cwd=args.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=limit,
+        )
 
 
 def supervise(agent: subprocess.Popen[bytes]) -> int:

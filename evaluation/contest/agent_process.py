@@ -71,8 +71,9 @@ class LocalAgent:
     death) ends the agent and all its processes.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path,
-                 memory_bytes: int | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], log_path: Path, memory_bytes: int | None
+    ) -> None:
         self.proc = proc
         self.log_path = log_path
         self.memory_bytes = memory_bytes
@@ -81,8 +82,14 @@ class LocalAgent:
         self._reported = False
 
     @classmethod
-    def start(cls, cmd: Sequence[str], env: Mapping[str, str], log_path: Path,
-              cwd: Path | None = None, memory: str | int | None = None) -> LocalAgent:
+    def start(
+        cls,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        memory: str | int | None = None,
+    ) -> LocalAgent:
         memory_bytes = parse_memory(memory)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         guard = [sys.executable, "-I", str(GUARD), "--log", str(log_path)]
@@ -91,8 +98,13 @@ class LocalAgent:
         if cwd is not None:
             guard += ["--cwd", str(cwd)]
         proc = subprocess.Popen(
-            [*guard, "--", *cmd], env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, process_group=0)
+            [*guard, "--", *cmd],
+            env=dict(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+        )
         agent = cls(proc, log_path, memory_bytes)
         agent._read_started()
         return agent
@@ -157,5 +169,12 @@ class LocalAgent:
                 tail = f.read().decode("utf-8", "replace")
         except OSError:
             return False
-        return any(s in tail for s in ("MemoryError", "std::bad_alloc", "Cannot allocate memory",
-                                       "DefaultCPUAllocator: can't allocate memory"))
+        return any(
+            s in tail
+            for s in (
+                "MemoryError",
+                "std::bad_alloc",
+                "Cannot allocate memory",
+                "DefaultCPUAllocator: can't allocate memory",
+            )
+        )

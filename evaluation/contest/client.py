@@ -89,8 +89,12 @@ class RemoteEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, socket_dir: str | os.PathLike[str], connect_timeout: float = 60.0,
-                 copy_obs: bool = True) -> None:
+    def __init__(
+        self,
+        socket_dir: str | os.PathLike[str],
+        connect_timeout: float = 60.0,
+        copy_obs: bool = True,
+    ) -> None:
         """Connect, retrying up to `connect_timeout` s while the server is not yet listening.
 
         copy_obs: return a copy of each observation (the memory-mapped one changes on the next
@@ -123,8 +127,9 @@ class RemoteEnv(gym.Env):
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 sock.close()
                 if time.monotonic() + delay > end:
-                    raise type(e)(e.errno, f"no contest server listening at {path} "
-                                           f"(waited {timeout:g} s)") from None
+                    raise type(e)(
+                        e.errno, f"no contest server listening at {path} (waited {timeout:g} s)"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -200,8 +205,9 @@ class RemoteEnv(gym.Env):
 
     # --- gymnasium -------------------------------------------------------------------------
 
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._request(encode("update", {"reset": True}))
         return self._obs(), {}

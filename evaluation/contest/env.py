@@ -33,8 +33,13 @@ class StochasticFrameSkip(gym.Wrapper):
     which keeps the contest environment as fast as stepping the emulator itself.
     """
 
-    def __init__(self, env: gym.Env, n: int = FRAMES_PER_STEP, stickprob: float = STICK_PROB,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        n: int = FRAMES_PER_STEP,
+        stickprob: float = STICK_PROB,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(env)
         self.n = n
         self.stickprob = stickprob
@@ -117,9 +122,12 @@ def make_retro_env(level: Level | str, record_dir: str | None = None) -> stable_
     )
 
 
-def make_contest_env(level: Level | str, seed: int | None = None,
-                     record_dir: str | None = None,
-                     max_episode_steps: int = EPISODE_STEPS) -> gym.Env:
+def make_contest_env(
+    level: Level | str,
+    seed: int | None = None,
+    record_dir: str | None = None,
+    max_episode_steps: int = EPISODE_STEPS,
+) -> gym.Env:
     """A level's environment with the contest's rules. One per process (stable-retro's rule)."""
     env = make_retro_env(level, record_dir=record_dir)
     env = StochasticFrameSkip(env, n=FRAMES_PER_STEP, stickprob=STICK_PROB, seed=seed)

@@ -65,7 +65,8 @@ def decode(raw: bytes) -> tuple[str, Any]:
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError; deep nesting
         preview = bytes(raw[:40])
         raise ProtocolError(
-            f"message is not UTF-8 JSON ({e.__class__.__name__}): {preview!r}") from None
+            f"message is not UTF-8 JSON ({e.__class__.__name__}): {preview!r}"
+        ) from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(f"message is not an object with a string 'type': {bytes(raw[:40])!r}")
     return message["type"], message.get("content")
@@ -91,8 +92,12 @@ class MessageSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages (form feeds stripped), in order."""
-        if (not self._pending and len(data) <= self.max_bytes and data.endswith(SEP)
-                and data.count(SEP) == 1):
+        if (
+            not self._pending
+            and len(data) <= self.max_bytes
+            and data.endswith(SEP)
+            and data.count(SEP) == 1
+        ):
             return [data[:-1]]  # the common case: exactly one whole message per recv
         parts = (self._pending + data).split(SEP)
         self._pending = parts.pop()
@@ -132,6 +137,7 @@ class MessageReader:
 
 
 # --- channel descriptions -------------------------------------------------------------------
+
 
 def int_fold_shape(folds: Sequence[int]) -> str:
     """The original IntFoldChannel's SHAPE: `str(list) + ','`, e.g. "[2, 2, 2],"."""
@@ -179,7 +185,7 @@ def parse_int_fold_shape(text: str) -> list[int]:
 
 
 def parse_np_shape(text: str) -> tuple[tuple[int, ...], np.dtype]:
-    """ '(224, 320, 3), dtype("|u1")' → ((224, 320, 3), dtype('uint8'))."""
+    """'(224, 320, 3), dtype("|u1")' → ((224, 320, 3), dtype('uint8'))."""
     match = _NP_SHAPE.match(text)
     if not match:
         raise ProtocolError(f"bad np shape {text!r}")
@@ -197,6 +203,7 @@ def parse_np_shape(text: str) -> tuple[tuple[int, ...], np.dtype]:
 
 # --- folding MultiBinary actions into one integer -----------------------------------------------
 
+
 class Folder:
     """Mixed-radix folding of the original IntFoldChannel: bit i = button i for [2]*n."""
 
@@ -212,8 +219,9 @@ class Folder:
         return int(np.dot(self.weights, arr % self.folds))
 
     def unfold(self, value: int, dtype: Any = np.int8) -> np.ndarray:
-        return (np.full(self.folds.shape, value, dtype=np.int64) // self.weights % self.folds
-                ).astype(dtype)
+        return (
+            np.full(self.folds.shape, value, dtype=np.int64) // self.weights % self.folds
+        ).astype(dtype)
 
 
 # --- fast server replies -------------------------------------------------------------------------

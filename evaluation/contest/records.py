@@ -69,8 +69,10 @@ def lock_dir(results_dir: Path, wait_s: float = 0.0) -> DirLock:
         except BlockingIOError:
             if time.monotonic() >= end:
                 os.close(fd)
-                raise UserError(f"another run is writing into {results_dir}: wait for it to "
-                                "end, or choose another results directory") from None
+                raise UserError(
+                    f"another run is writing into {results_dir}: wait for it to "
+                    "end, or choose another results directory"
+                ) from None
             time.sleep(0.1)
 
 
@@ -127,8 +129,9 @@ def read_monitor(path: Path) -> tuple[dict[str, Any], list[EpisodeRow]]:
             meta = {}
         lines = lines[1:]
     rows = [
-        EpisodeRow(float(row["r"]), int(float(row["l"])), float(row["t"]),
-                   bool(int(row.get("cut") or 0)))
+        EpisodeRow(
+            float(row["r"]), int(float(row["l"])), float(row["t"]), bool(int(row.get("cut") or 0))
+        )
         for row in csv.DictReader(io.StringIO("\n".join(lines)))
     ]
     return meta, rows
@@ -146,10 +149,21 @@ def score(rows: list[EpisodeRow]) -> float | None:
 class RunRecorder:
     """Records one served run. The hot path (`step`) only adds two numbers."""
 
-    def __init__(self, results_dir: Path, *, level: str, seed: int, agent: str, runtime: str,
-                 budget: int, wallclock_s: float, progress_every_s: float = 30.0,
-                 progress_every_steps: int = 50_000, extra: dict[str, Any] | None = None,
-                 on_progress: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        results_dir: Path,
+        *,
+        level: str,
+        seed: int,
+        agent: str,
+        runtime: str,
+        budget: int,
+        wallclock_s: float,
+        progress_every_s: float = 30.0,
+        progress_every_steps: int = 50_000,
+        extra: dict[str, Any] | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
         self.dir = Path(results_dir)
         self.level = level
         self.seed = seed
@@ -244,8 +258,9 @@ class RunRecorder:
 
     # --- the end ---------------------------------------------------------------------------
 
-    def finish(self, status: str, error: str | None, timesteps: int,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def finish(
+        self, status: str, error: str | None, timesteps: int, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Write the cut-off episode (if it had steps), a last progress line and results.json.
 
         Never raises for a failed write (disk full, directory deleted): the run ends
@@ -276,8 +291,11 @@ class RunRecorder:
         if self.write_error is None:
             return data
         error = f"{data['error']}; " if data["error"] else ""
-        return {**data, "status": "env_error",
-                "error": f"{error}cannot write the records: {self.write_error}"}
+        return {
+            **data,
+            "status": "env_error",
+            "error": f"{error}cannot write the records: {self.write_error}",
+        }
 
     @contextlib.contextmanager
     def _noting_write_errors(self) -> Any:

@@ -28,26 +28,54 @@ def parser() -> argparse.ArgumentParser:
         "0 when the run ended by its budget or wall clock, 1 otherwise (agent crashed, "
         "protocol or environment error, out of memory), 2 for bad input.",
     )
-    p.add_argument("--agent", required=True,
-                   help="agent name: `python -m agent.NAME` locally, image "
-                   "sonic-maml-agent-NAME:latest in docker")
+    p.add_argument(
+        "--agent",
+        required=True,
+        help="agent name: `python -m agent.NAME` locally, image "
+        "sonic-maml-agent-NAME:latest in docker",
+    )
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
     p.add_argument("--budget", required=True, type=int, help="timesteps (resets count)")
-    p.add_argument("--out", "--results-dir", dest="out", required=True, type=Path, metavar="DIR",
-                   help="the run's results directory (--results-dir: its old name)")
+    p.add_argument(
+        "--out",
+        "--results-dir",
+        dest="out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the run's results directory (--results-dir: its old name)",
+    )
     p.add_argument("--runtime", choices=("local", "docker"), default="local")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
-                   help=f"wall-clock limit in seconds (default {WALLCLOCK_S})")
-    p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
-                   help="end the run when the agent is silent this long (server default: 3600)")
+    p.add_argument(
+        "--wallclock",
+        type=float,
+        default=WALLCLOCK_S,
+        metavar="S",
+        help=f"wall-clock limit in seconds (default {WALLCLOCK_S})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="end the run when the agent is silent this long (server default: 3600)",
+    )
     p.add_argument("--gpus", action="store_true", help="docker: give the container the GPUs")
     p.add_argument("--record", action="store_true", help="keep .bk2 movies in D/movies/")
-    p.add_argument("--agent-cmd", default=None, metavar="CMD",
-                   help="local: run this command instead of python -m agent.NAME")
+    p.add_argument(
+        "--agent-cmd",
+        default=None,
+        metavar="CMD",
+        help="local: run this command instead of python -m agent.NAME",
+    )
     p.add_argument("--image", default=None, metavar="TAG", help="docker: the image to run")
-    p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="agent memory limit, e.g. 4g (local: address-space limit)")
+    p.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="agent memory limit, e.g. 4g (local: address-space limit)",
+    )
     p.add_argument("--cpus", type=float, default=None, help="docker: CPU limit")
     return p
 
@@ -149,7 +177,8 @@ def check_docker_paths(spec: RunSpec) -> None:
                 f"agent argument {arg!r} names a file on this machine, which the container "
                 f"cannot see: bake a checkpoint into an image (`evaluation build --agent "
                 f"{spec.agent} --checkpoint FILE --tag TAG`, then `run --image TAG`), or use "
-                "--runtime local")
+                "--runtime local"
+            )
 
 
 ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
@@ -162,8 +191,11 @@ def exit_code(results: dict, out: Path) -> int:
     status = results.get("status")
     if status in ENDED_BY_LIMIT:
         return 0
-    print(f"the run did not end by its budget or wall clock: status={status}"
-          + (f" ({results['error']})" if results.get("error") else ""), file=sys.stderr)
+    print(
+        f"the run did not end by its budget or wall clock: status={status}"
+        + (f" ({results['error']})" if results.get("error") else ""),
+        file=sys.stderr,
+    )
     log = Path(results.get("agent_log") or out / "agent.log")
     tail = log_tail(log, LOG_TAIL_LINES)
     if tail:

@@ -111,10 +111,24 @@ def check_results_dir(path: Path) -> None:
 
 def server_cmd(spec: RunSpec, socket_dir: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "evaluation", "serve",
-        "--level", spec.level.id, "--socket", str(socket_dir), "--budget", str(spec.budget),
-        "--wallclock", repr(float(spec.wallclock_s)), "--seed", str(spec.seed),
-        "--agent", spec.agent, "--runtime", spec.runtime,
+        sys.executable,
+        "-m",
+        "evaluation",
+        "serve",
+        "--level",
+        spec.level.id,
+        "--socket",
+        str(socket_dir),
+        "--budget",
+        str(spec.budget),
+        "--wallclock",
+        repr(float(spec.wallclock_s)),
+        "--seed",
+        str(spec.seed),
+        "--agent",
+        spec.agent,
+        "--runtime",
+        spec.runtime,
     ]
     if spec.idle_timeout_s is not None:
         cmd += ["--idle-timeout", repr(float(spec.idle_timeout_s))]
@@ -154,7 +168,8 @@ def amend_status(status: str, exit_code: int | None, oom: bool, agent_ended_firs
     oom, agent_crashed (non-zero code or a signal) or agent_exited (code 0).
     """
     agent_ended = status == "agent_exited" or (
-        agent_ended_first and status in ("interrupted", "running"))
+        agent_ended_first and status in ("interrupted", "running")
+    )
     if not agent_ended:
         return status
     if oom:
@@ -164,25 +179,36 @@ def amend_status(status: str, exit_code: int | None, oom: bool, agent_ended_firs
     return "agent_exited"
 
 
-def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path,
-                 log_path: Path) -> AgentHandle:
+def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path, log_path: Path) -> AgentHandle:
     base_env = {OUTPUT_DIR_ENV: str(output_dir.resolve()), SEED_ENV: str(spec.seed)}
     if spec.runtime == "local":
         env = {**os.environ, **base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
         # `python -m agent.X` must find the project's packages wherever it is started from;
         # it runs in the user's directory, where the paths among its arguments were given
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        return LocalAgent.start(local_agent_cmd(spec), env, log_path, cwd=Path.cwd(),
-                                memory=spec.memory)
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        return LocalAgent.start(
+            local_agent_cmd(spec), env, log_path, cwd=Path.cwd(), memory=spec.memory
+        )
     if spec.runtime == "docker":
         from evaluation.docker.runtime import DockerAgent  # only docker runs need the SDK
 
-        env = {**base_env, SOCKET_DIR_ENV: CONTAINER_SOCKET_DIR,
-               OUTPUT_DIR_ENV: CONTAINER_OUTPUT_DIR, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **base_env,
+            SOCKET_DIR_ENV: CONTAINER_SOCKET_DIR,
+            OUTPUT_DIR_ENV: CONTAINER_OUTPUT_DIR,
+            "PYTHONUNBUFFERED": "1",
+        }
         return DockerAgent.start(
-            image=image_for(spec), socket_dir=socket_dir, output_dir=output_dir, env=env,
-            memory=spec.memory, cpus=spec.cpus, pids=spec.pids, gpus=spec.gpus,
+            image=image_for(spec),
+            socket_dir=socket_dir,
+            output_dir=output_dir,
+            env=env,
+            memory=spec.memory,
+            cpus=spec.cpus,
+            pids=spec.pids,
+            gpus=spec.gpus,
             log_path=log_path,
             # the image's entry point runs `python -m agent.NAME "$@"`: the args after `--`
             command=list(spec.agent_args) or None,
@@ -198,8 +224,10 @@ def _wait_for_socket(server: subprocess.Popen[bytes], sock: Path, server_log: Pa
             raise UserError(f"the environment server did not start: {detail} (see {server_log})")
         if time.monotonic() > end:
             _stop_process(server, 5.0)
-            raise UserError(f"the environment server did not listen within "
-                            f"{SERVER_START_TIMEOUT_S:g} s (see {server_log})")
+            raise UserError(
+                f"the environment server did not listen within "
+                f"{SERVER_START_TIMEOUT_S:g} s (see {server_log})"
+            )
         time.sleep(0.02)
 
 
@@ -212,8 +240,7 @@ def check_spec(spec: RunSpec) -> None:
         raise UserError(f"budget must be positive, got {spec.budget}")
     if not 0 <= spec.seed <= MAX_SEED:
         raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {spec.seed}")
-    for name, value in (("--wallclock", spec.wallclock_s), ("--idle-timeout",
-                                                           spec.idle_timeout_s)):
+    for name, value in (("--wallclock", spec.wallclock_s), ("--idle-timeout", spec.idle_timeout_s)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{name} must be a finite number of seconds, got {value}")
     if spec.wallclock_s <= 0:
@@ -280,13 +307,26 @@ def _start_server(spec: RunSpec, lock: DirLock) -> Running:
     life_r, life_w = os.pipe()
     res_r, res_w = os.pipe()
     cmd = server_cmd(spec, socket_dir) + [
-        "--out", str(records), "--publish-dir", str(spec.results_dir.resolve()),
-        "--lifeline-fd", str(life_r), "--result-fd", str(res_w)]
+        "--out",
+        str(records),
+        "--publish-dir",
+        str(spec.results_dir.resolve()),
+        "--lifeline-fd",
+        str(life_r),
+        "--result-fd",
+        str(res_w),
+    ]
     try:
         with open(spec.results_dir / "server.log", "wb") as slog:
             # the server keeps the results directory's lock: an orphan still holds it
-            server = subprocess.Popen(cmd, cwd=ROOT, stdout=slog, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, pass_fds=(life_r, res_w, lock.fd))
+            server = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=slog,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(life_r, res_w, lock.fd),
+            )
     except BaseException:
         for fd in (life_r, life_w, res_r, res_w):
             os.close(fd)
@@ -393,13 +433,23 @@ def recovered_results(spec: RunSpec, records: Path, error: str) -> dict[str, Any
         _, rows = read_monitor(records / MONITOR)
     steps = sum(row.l for row in rows)
     return {
-        "level": spec.level.id, "agent": spec.agent, "seed": spec.seed, "score": score(rows),
+        "level": spec.level.id,
+        "agent": spec.agent,
+        "seed": spec.seed,
+        "score": score(rows),
         "episodes": len([r for r in rows if not r.cut]),
         "timesteps": max(steps + len(rows), _progress_timesteps(records)),
-        "wallclock_s": rows[-1].t if rows else None, "status": "env_error",
-        "budget": spec.budget, "wallclock_limit_s": spec.wallclock_s, "runtime": spec.runtime,
-        "error": error, "started_at": None, "finished_at": utc_now(), "steps": steps,
-        "resets": len(rows), "cut_episode": None,
+        "wallclock_s": rows[-1].t if rows else None,
+        "status": "env_error",
+        "budget": spec.budget,
+        "wallclock_limit_s": spec.wallclock_s,
+        "runtime": spec.runtime,
+        "error": error,
+        "started_at": None,
+        "finished_at": utc_now(),
+        "steps": steps,
+        "resets": len(rows),
+        "cut_episode": None,
     }
 
 
@@ -418,32 +468,37 @@ def _server_results(run: Running) -> dict[str, Any]:
     if results is not None and results.get("status") != "running":
         return results
     code = run.server.returncode
-    how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
-           else f"exit code {code}")
+    how = (
+        f"killed by {signal.Signals(-code).name}"
+        if code is not None and code < 0
+        else f"exit code {code}"
+    )
     detail = _last_line(run.spec.results_dir / "server.log")
     if run.backstop:
         error = "the server did not end at its wall-clock limit: the runner stopped it"
     else:
         error = f"the environment server died ({how}) without its results"
-    return recovered_results(run.spec, run.records, f"{error}: {detail}" if detail and code
-                             and code > 0 else error)
+    return recovered_results(
+        run.spec, run.records, f"{error}: {detail}" if detail and code and code > 0 else error
+    )
 
 
-def _amend(run: Running, outcome: AgentOutcome | None,
-           start_error: str | None = None) -> dict[str, Any]:
+def _amend(
+    run: Running, outcome: AgentOutcome | None, start_error: str | None = None
+) -> dict[str, Any]:
     spec = run.spec
     results = _server_results(run)
     exit_code = outcome.exit_code if outcome else None
     oom = outcome.oom_killed if outcome else False
-    status = amend_status(results.get("status", "env_error"), exit_code, oom,
-                          run.agent_ended_first)
+    status = amend_status(results.get("status", "env_error"), exit_code, oom, run.agent_ended_first)
     if start_error:
         status, results["error"] = "agent_crashed", start_error
     elif status in ("agent_crashed", "oom", "agent_exited") and run.agent_ended_first:
         # the runner stopped the server because the agent had ended: the agent's end is the
         # news, not the server's "stopped by SIGTERM"
-        results["error"] = (f"the agent exited with code {exit_code} after "
-                            f"{results.get('timesteps', 0)} timesteps")
+        results["error"] = (
+            f"the agent exited with code {exit_code} after {results.get('timesteps', 0)} timesteps"
+        )
     elif status == "agent_crashed" and not results.get("error"):
         results["error"] = f"the agent exited with code {exit_code}"
     elif status == "agent_crashed" and exit_code is not None:
@@ -451,8 +506,11 @@ def _amend(run: Running, outcome: AgentOutcome | None,
     results["status"] = status
     results["agent_exit_code"] = exit_code
     results["agent_oom"] = oom
-    results["agent_cmd"] = (shlex.join(local_agent_cmd(spec)) if spec.runtime == "local"
-                            else shlex.join([image_for(spec), *spec.agent_args]))
+    results["agent_cmd"] = (
+        shlex.join(local_agent_cmd(spec))
+        if spec.runtime == "local"
+        else shlex.join([image_for(spec), *spec.agent_args])
+    )
     results["agent_log"] = str(outcome.log_path) if outcome else None
     _publish(run, results)
     return results
@@ -476,4 +534,5 @@ def _publish(run: Running, results: dict[str, Any]) -> None:
             f"cannot write the results into {spec.results_dir} ({error}): free some space or "
             f"check the directory; the run ended with status={results['status']} "
             f"score={results.get('score')} episodes={results.get('episodes')}, and its records "
-            f"are kept in {run.records}")
+            f"are kept in {run.records}"
+        )

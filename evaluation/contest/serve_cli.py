@@ -20,10 +20,22 @@ def parser() -> argparse.ArgumentParser:
         "socket DIR/sock, observation DIR/ob. Results go to --out.",
     )
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
-    p.add_argument("--socket", required=True, type=Path, metavar="DIR",
-                   help="directory for the socket `sock` and the observation file `ob`")
-    p.add_argument("--out", "--results-dir", dest="out", required=True, type=Path, metavar="DIR",
-                   help="the run's results directory (--results-dir: its old name)")
+    p.add_argument(
+        "--socket",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory for the socket `sock` and the observation file `ob`",
+    )
+    p.add_argument(
+        "--out",
+        "--results-dir",
+        dest="out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the run's results directory (--results-dir: its old name)",
+    )
     _add_limits(p)
     _add_record_options(p)
     # used by `evaluation run` only (see ServeConfig): not for users
@@ -35,15 +47,33 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
     """The run's budget, wall clock, frame-skip seed and idle timeout."""
-    p.add_argument("--budget", type=int, default=BUDGET_STEPS,
-                   help=f"timesteps, resets included (default {BUDGET_STEPS})")
-    p.add_argument("--wallclock", type=float, default=WALLCLOCK_S, metavar="S",
-                   help=f"wall-clock limit in seconds (default {WALLCLOCK_S})")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the stochastic frame skip (default: random, recorded)")
-    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="S",
-                   help="end the run when the agent is silent this long, or has not connected "
-                   f"(default {DEFAULT_IDLE_TIMEOUT_S:g}; 0 disables)")
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=BUDGET_STEPS,
+        help=f"timesteps, resets included (default {BUDGET_STEPS})",
+    )
+    p.add_argument(
+        "--wallclock",
+        type=float,
+        default=WALLCLOCK_S,
+        metavar="S",
+        help=f"wall-clock limit in seconds (default {WALLCLOCK_S})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the stochastic frame skip (default: random, recorded)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        metavar="S",
+        help="end the run when the agent is silent this long, or has not connected "
+        f"(default {DEFAULT_IDLE_TIMEOUT_S:g}; 0 disables)",
+    )
 
 
 def _add_record_options(p: argparse.ArgumentParser) -> None:
@@ -51,8 +81,13 @@ def _add_record_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true", help="keep .bk2 movies in D/movies/")
     p.add_argument("--agent", default="external", help="agent name written to results.json")
     p.add_argument("--runtime", default="external", help="runtime written to results.json")
-    p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
-                   help="seconds between lines of D/progress.csv (also every 50,000 timesteps)")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between lines of D/progress.csv (also every 50,000 timesteps)",
+    )
 
 
 MAX_SEED = 2**31 - 1
@@ -74,14 +109,17 @@ def check_seed(value: int | None) -> None:
 
 def summary(results: dict) -> str:
     """One line; any field may be missing or None (a run whose server died early)."""
+
     def num(key: str, unit: str = "") -> str:
         value = results.get(key)
         return "n/a" if not isinstance(value, int | float) else f"{value:.1f}{unit}"
 
-    line = (f"{results.get('level')} agent={results.get('agent')} seed={results.get('seed')} "
-            f"status={results.get('status')} score={num('score')} "
-            f"episodes={results.get('episodes')} timesteps={results.get('timesteps')} "
-            f"wallclock={num('wallclock_s', 's')}")
+    line = (
+        f"{results.get('level')} agent={results.get('agent')} seed={results.get('seed')} "
+        f"status={results.get('status')} score={num('score')} "
+        f"episodes={results.get('episodes')} timesteps={results.get('timesteps')} "
+        f"wallclock={num('wallclock_s', 's')}"
+    )
     if results.get("error"):
         line += f" error={results['error']}"
     return line

@@ -93,8 +93,9 @@ class ServeConfig:
 class Stop(Exception):
     """Ends serving: the status for results.json and the `close` to send, if any."""
 
-    def __init__(self, status: str, error: str | None, close_id: ErrorId | None,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self, status: str, error: str | None, close_id: ErrorId | None, reason: str | None = None
+    ) -> None:
         super().__init__(error or status)
         self.status = status
         self.error = error
@@ -117,8 +118,9 @@ class Budget:
 
     def check_steps(self) -> None:
         if self.used >= self.steps:
-            raise Stop("budget", None, ErrorId.TIMESTEP_TIMEOUT,
-                       f"timestep budget of {self.steps} used up")
+            raise Stop(
+                "budget", None, ErrorId.TIMESTEP_TIMEOUT, f"timestep budget of {self.steps} used up"
+            )
 
     def check_clock(self, now: float) -> None:
         if now >= self.deadline:
@@ -142,8 +144,11 @@ def parse_update(raw: bytes, n_actions: int) -> tuple[bool, int | None]:
     for key, value in content.items():
         if key == "ac":
             if type(value) is not int or not 0 <= value < n_actions:
-                raise Stop("protocol_error", f"bad action {value!r}: expected an integer in "
-                           f"[0, {n_actions})", ErrorId.GYM_REMOTE)
+                raise Stop(
+                    "protocol_error",
+                    f"bad action {value!r}: expected an integer in [0, {n_actions})",
+                    ErrorId.GYM_REMOTE,
+                )
             action = value
         elif key == "reset":
             if type(value) is not bool:
@@ -166,8 +171,9 @@ def _lock_socket_dir(socket_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UserError(f"a server is already serving in {socket_dir}: choose another --socket"
-                        ) from None
+        raise UserError(
+            f"a server is already serving in {socket_dir}: choose another --socket"
+        ) from None
     return fd
 
 
@@ -182,8 +188,9 @@ def _check_socket_dir(socket_dir: Path) -> tuple[Path, int]:
         socket_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the socket directory {socket_dir}: {e.strerror}") from e
-    if (sock_path.exists() or sock_path.is_symlink()) and \
-            not stat.S_ISSOCK(sock_path.lstat().st_mode):
+    if (sock_path.exists() or sock_path.is_symlink()) and not stat.S_ISSOCK(
+        sock_path.lstat().st_mode
+    ):
         raise UserError(f"{sock_path} exists and is not a socket: choose another --socket")
     lock_fd = _lock_socket_dir(socket_dir)
     with contextlib.suppress(FileNotFoundError):
@@ -292,17 +299,25 @@ class ContestServer:
         if cfg.publish_dir is None:  # under `run`, the runner holds the lock of its directory
             self._closables.append(lock_dir(cfg.results_dir))
         self.rec = RunRecorder(
-            cfg.results_dir, level=cfg.level.id, seed=self.seed, agent=cfg.agent,
-            runtime=cfg.runtime, budget=cfg.budget, wallclock_s=cfg.wallclock_s,
-            progress_every_s=cfg.progress_every_s, progress_every_steps=cfg.progress_every_steps,
+            cfg.results_dir,
+            level=cfg.level.id,
+            seed=self.seed,
+            agent=cfg.agent,
+            runtime=cfg.runtime,
+            budget=cfg.budget,
+            wallclock_s=cfg.wallclock_s,
+            progress_every_s=cfg.progress_every_s,
+            progress_every_steps=cfg.progress_every_steps,
             extra={"protocol": "gym-remote", "agent_connected": False, "close_exception": None},
             on_progress=self._publish,
         )
         try:
             self.rec.start()
         except OSError as e:
-            raise UserError(f"cannot write the records in {cfg.results_dir}: {e.strerror}: "
-                            "free some space or choose another results directory") from e
+            raise UserError(
+                f"cannot write the records in {cfg.results_dir}: {e.strerror}: "
+                "free some space or choose another results directory"
+            ) from e
         self._publish()
 
     def _serve_and_record(self, sock_path: Path) -> dict[str, Any]:
@@ -315,27 +330,42 @@ class ContestServer:
         except Stop as s:
             stop = s
         except Interrupted as e:
-            stop = Stop("interrupted", str(e), ErrorId.SERVER_DISCONNECT,
-                        "the evaluation was interrupted")
+            stop = Stop(
+                "interrupted", str(e), ErrorId.SERVER_DISCONNECT, "the evaluation was interrupted"
+            )
         except (BrokenPipeError, ConnectionResetError):
-            stop = Stop("agent_exited", f"the agent hung up after {self.timesteps} timesteps",
-                        None)
+            stop = Stop("agent_exited", f"the agent hung up after {self.timesteps} timesteps", None)
         except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: replies pile up unread
-            stop = Stop("protocol_error",
-                        f"the agent stopped reading its replies for {SEND_TIMEOUT_S} s", None)
+            stop = Stop(
+                "protocol_error",
+                f"the agent stopped reading its replies for {SEND_TIMEOUT_S} s",
+                None,
+            )
         except Exception as e:  # the emulator, the file system: all recorded, none raised
-            stop = Stop("env_error", f"{e.__class__.__name__}: {e}",
-                        ErrorId.SERVER_DISCONNECT, "the environment failed")
+            stop = Stop(
+                "env_error",
+                f"{e.__class__.__name__}: {e}",
+                ErrorId.SERVER_DISCONNECT,
+                "the environment failed",
+            )
         if stop.status not in ("budget", "wallclock", "interrupted") and self._runner_gone():
             # the agent's guard ended it because the runner died: not the agent's doing
-            stop = Stop("interrupted", RUNNER_GONE, ErrorId.SERVER_DISCONNECT,
-                        "the evaluation was interrupted")
+            stop = Stop(
+                "interrupted",
+                RUNNER_GONE,
+                ErrorId.SERVER_DISCONNECT,
+                "the evaluation was interrupted",
+            )
             self.stop_signal = RUNNER_GONE
         if self.conn is not None and stop.close_id is not None:
             self._send_close(self.conn, stop.close_id, stop.reason)
         self.rec.extra["close_exception"] = (
-            int(stop.close_id) if stop.close_id is not None
-            else int(ErrorId.CLIENT_DISCONNECT) if stop.status == "agent_exited" else None)
+            int(stop.close_id)
+            if stop.close_id is not None
+            else int(ErrorId.CLIENT_DISCONNECT)
+            if stop.status == "agent_exited"
+            else None
+        )
         return self.rec.finish(stop.status, stop.error, self.timesteps)
 
     def _setup_and_serve(self, sock_path: Path) -> None:
@@ -346,8 +376,9 @@ class ContestServer:
         if cfg.record:  # movies are not results: straight into the published directory
             record_dir = (cfg.publish_dir or cfg.results_dir) / "movies"
             record_dir.mkdir(parents=True, exist_ok=True)
-        env = make_contest_env(cfg.level, seed=self.seed,
-                               record_dir=str(record_dir) if record_dir else None)
+        env = make_contest_env(
+            cfg.level, seed=self.seed, record_dir=str(record_dir) if record_dir else None
+        )
         self._closables.append(env)
         description = self._describe(env)
         self._ob_fd = self._make_ob_file(env)
@@ -361,8 +392,9 @@ class ContestServer:
         self.connected = True
         self.rec.extra["agent_connected"] = True
         conn.settimeout(None)  # blocking; waits go through poll() with a tick
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                        struct.pack("ll", int(SEND_TIMEOUT_S), 0))
+        conn.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(SEND_TIMEOUT_S), 0)
+        )
         conn.sendall(encode("description", description))
         self._serve(env, conn)
 
@@ -371,8 +403,11 @@ class ContestServer:
         if self.cfg.publish_dir is not None:
             error = publish_records(self.cfg.results_dir, self.cfg.publish_dir)
             if error is not None:  # the runner publishes again at the end, or says why not
-                print(f"cannot publish the records into {self.cfg.publish_dir}: {error}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"cannot publish the records into {self.cfg.publish_dir}: {error}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def _report(self, results: dict[str, Any]) -> None:
         """Publish, and send the final results to the runner through the result pipe."""
@@ -457,11 +492,13 @@ class ContestServer:
                 self._check_signal()
                 now = time.monotonic()
                 if now >= self.budget.deadline:
-                    raise Stop("wallclock", "no agent connected within the wall-clock limit",
-                               None) from None
+                    raise Stop(
+                        "wallclock", "no agent connected within the wall-clock limit", None
+                    ) from None
                 if idle and now - start >= idle:
-                    raise Stop("idle_timeout", f"no agent connected within {idle:g} s",
-                               None) from None
+                    raise Stop(
+                        "idle_timeout", f"no agent connected within {idle:g} s", None
+                    ) from None
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -472,8 +509,12 @@ class ContestServer:
         self.budget.check_clock(now)
         idle = self.cfg.idle_timeout_s
         if idle and now - self._last_heard >= idle:
-            raise Stop("idle_timeout", f"the agent was silent for {idle:g} s",
-                       ErrorId.GYM_REMOTE, f"idle for {idle:g} s")
+            raise Stop(
+                "idle_timeout",
+                f"the agent was silent for {idle:g} s",
+                ErrorId.GYM_REMOTE,
+                f"idle for {idle:g} s",
+            )
 
     def _serve(self, env: Any, conn: socket.socket) -> None:
         """Answer the agent's messages one by one until something ends the run (a Stop)."""
@@ -505,13 +546,17 @@ class ContestServer:
         self._poller = select.poll()
         self._poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
         if self.cfg.lifeline_fd is not None:
-            self._poller.register(self.cfg.lifeline_fd,
-                                  select.POLLIN | select.POLLHUP | select.POLLERR)
+            self._poller.register(
+                self.cfg.lifeline_fd, select.POLLIN | select.POLLHUP | select.POLLERR
+            )
         self._conn_only = [(conn.fileno(), select.POLLIN)]
 
     def _hung_up(self) -> Stop:
-        return Stop("agent_exited",
-                    f"the agent closed the connection after {self.timesteps} timesteps", None)
+        return Stop(
+            "agent_exited",
+            f"the agent closed the connection after {self.timesteps} timesteps",
+            None,
+        )
 
     def _next_message(self) -> bytes:
         """The agent's next message (they may arrive several per read, or split)."""
@@ -548,7 +593,8 @@ class ContestServer:
         if action is None:
             folder = self._folder
             action = self._actions[index] = (
-                folder.unfold(index, np.int8) if folder is not None else index)
+                folder.unfold(index, np.int8) if folder is not None else index
+            )
         return action
 
     def _reply_reset_error(self, text: str) -> bool:
@@ -578,8 +624,9 @@ class ContestServer:
         if self._done:
             return self._reply_reset_error("step after the episode is done: reset first")
         if self._action is None:
-            raise Stop("protocol_error", "step without an action (no 'ac' sent yet)",
-                       ErrorId.GYM_REMOTE)
+            raise Stop(
+                "protocol_error", "step without an action (no 'ac' sent yet)", ErrorId.GYM_REMOTE
+            )
         ob, reward, terminated, truncated, _ = env.step(self._action)
         self._write_ob(ob)
         self._done = done = terminated or truncated

@@ -32,8 +32,10 @@ def check_checkpoint(path: Path) -> None:
     if not path.is_file():
         raise UserError(f"checkpoint {path} is not a file: give the path of a checkpoint.pt")
     if not zipfile.is_zipfile(path):
-        raise UserError(f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip "
-                        "archive): give the checkpoint.pt that meta_train or agent.train wrote")
+        raise UserError(
+            f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip "
+            "archive): give the checkpoint.pt that meta_train or agent.train wrote"
+        )
     try:
         import torch
     except ImportError:
@@ -42,32 +44,46 @@ def check_checkpoint(path: Path) -> None:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise UserError(f"cannot read checkpoint {path} ({e.__class__.__name__}: {first}): "
-                        "give the checkpoint.pt that meta_train or agent.train wrote") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({e.__class__.__name__}: {first}): "
+            "give the checkpoint.pt that meta_train or agent.train wrote"
+        ) from None
     if not isinstance(data, dict) or not {"policy_spec", "policy_state"} <= set(data):
-        raise UserError(f"{path} is not a policy checkpoint (no policy_spec/policy_state): "
-                        "give the checkpoint.pt that meta_train or agent.train wrote")
+        raise UserError(
+            f"{path} is not a policy checkpoint (no policy_spec/policy_state): "
+            "give the checkpoint.pt that meta_train or agent.train wrote"
+        )
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation build", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agent", required=True,
-                        help="agent entry point: the image runs `python -m agent.NAME`")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="copied to /opt/agent/checkpoint.pt (env AGENT_CHECKPOINT)")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--agent", required=True, help="agent entry point: the image runs `python -m agent.NAME`"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="copied to /opt/agent/checkpoint.pt (env AGENT_CHECKPOINT)"
+    )
     parser.add_argument("--tag", help="image tag (default sonic-maml-agent-NAME:latest)")
-    parser.add_argument("--base-image", default=None,
-                        help=f"base image with python3.11 (default {BASE_IMAGE}, made offline "
-                             "if missing; python:3.11-slim where Docker Hub is reachable)")
-    parser.add_argument("--force", action="store_true",
-                        help="build even when an image from the same context exists")
+    parser.add_argument(
+        "--base-image",
+        default=None,
+        help=f"base image with python3.11 (default {BASE_IMAGE}, made offline "
+        "if missing; python:3.11-slim where Docker Hub is reachable)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="build even when an image from the same context exists"
+    )
     args = parser.parse_args(argv)
     entry = agent_entry(args.agent)
     if not entry.image:
-        raise UserError(f"agent {args.agent!r} runs locally only ({entry.summary}): "
-                        "use --runtime local")
+        raise UserError(
+            f"agent {args.agent!r} runs locally only ({entry.summary}): use --runtime local"
+        )
     if args.checkpoint is not None:
         if not entry.checkpoint:
             raise UserError(f"agent {args.agent!r} loads no checkpoint: leave out --checkpoint")
@@ -82,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {base} is not present locally; the daemon will try to pull it")
     kind = "torch" if entry.torch else "light"
     print(f"building {tag} from {base} ({kind} agent {args.agent})", flush=True)
-    build_agent_image(client, args.agent, tag, base,
-                      checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
-                      force=args.force)
+    build_agent_image(
+        client,
+        args.agent,
+        tag,
+        base,
+        checkpoint=args.checkpoint.resolve() if args.checkpoint else None,
+        force=args.force,
+    )
     return 0

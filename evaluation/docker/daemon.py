@@ -93,11 +93,15 @@ def docker_client(timeout: int = 300) -> docker.DockerClient:
     if found is not None:
         return found[1]
     if os.environ.get("DOCKER_HOST"):
-        raise UserError(f"no Docker daemon answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: "
-                        "start it, or unset DOCKER_HOST and run `python -m evaluation docker up`")
-    raise UserError("no Docker daemon is running: run `python -m evaluation docker up` "
-                    "(as root; it installs docker.io and starts a private daemon), "
-                    "or set DOCKER_HOST to a daemon you can use")
+        raise UserError(
+            f"no Docker daemon answers at DOCKER_HOST={os.environ['DOCKER_HOST']}: "
+            "start it, or unset DOCKER_HOST and run `python -m evaluation docker up`"
+        )
+    raise UserError(
+        "no Docker daemon is running: run `python -m evaluation docker up` "
+        "(as root; it installs docker.io and starts a private daemon), "
+        "or set DOCKER_HOST to a daemon you can use"
+    )
 
 
 def private_daemon_pid() -> int | None:
@@ -116,13 +120,16 @@ def ensure_packages(commands: dict[str, str]) -> None:
     if not missing:
         return
     if os.getuid() != 0:
-        raise UserError(f"{', '.join(missing)} not installed and not root: "
-                        f"run `apt-get install -y {' '.join(missing)}` as root")
+        raise UserError(
+            f"{', '.join(missing)} not installed and not root: "
+            f"run `apt-get install -y {' '.join(missing)}` as root"
+        )
     print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                          env=env)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env
+    )
     if done.returncode != 0:
         raise UserError(f"apt-get install {' '.join(missing)} failed (exit {done.returncode})")
 
@@ -135,8 +142,10 @@ def start_private_daemon() -> docker.DockerClient:
     """Start dockerd (overlay2 where it works, else vfs, or what $SONIC_MAML_DOCKER_STORAGE
     says; no bridge, no iptables) on the private socket; wait until it answers."""
     if os.getuid() != 0:
-        raise UserError("no Docker daemon is running and starting one needs root: run "
-                        "`sudo python -m evaluation docker up`, or set DOCKER_HOST to a daemon")
+        raise UserError(
+            "no Docker daemon is running and starting one needs root: run "
+            "`sudo python -m evaluation docker up`, or set DOCKER_HOST to a daemon"
+        )
     ensure_packages({"dockerd": "docker.io"})
     requested = os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
     drivers = ["overlay2", "vfs"] if requested == "auto" else [requested]
@@ -163,12 +172,22 @@ def _start_dockerd(storage: str) -> docker.DockerClient:
     private_socket().unlink(missing_ok=True)
     # one data root per driver: their layer stores are not interchangeable
     root = d / "root" if storage == "vfs" else d / f"root-{storage}"
-    cmd = [_which("dockerd") or "dockerd", f"--storage-driver={storage}", "--iptables=false",
-           "--ip6tables=false", "--bridge=none", f"--data-root={root}",
-           f"--exec-root={d / 'exec'}", "-H", private_url(), f"--pidfile={d / 'pid'}"]
+    cmd = [
+        _which("dockerd") or "dockerd",
+        f"--storage-driver={storage}",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--data-root={root}",
+        f"--exec-root={d / 'exec'}",
+        "-H",
+        private_url(),
+        f"--pidfile={d / 'pid'}",
+    ]
     with open(d / "dockerd.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -178,8 +197,9 @@ def _start_dockerd(storage: str) -> docker.DockerClient:
             if client is not None:
                 return client
         time.sleep(0.1)
-    raise UserError(f"dockerd did not answer within {START_TIMEOUT_S:.0f} s: "
-                    f"see {d / 'dockerd.log'}")
+    raise UserError(
+        f"dockerd did not answer within {START_TIMEOUT_S:.0f} s: see {d / 'dockerd.log'}"
+    )
 
 
 def stop_private_daemon(timeout: float = 20.0) -> bool:

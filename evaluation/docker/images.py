@@ -36,8 +36,16 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ["python3", "python3-venv", "python-is-python3"]
 # Dropped from the base rootfs: caches, docs, manuals, translations.
-TRIM = ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-        "usr/share/info", "usr/share/locale", "usr/share/lintian", "var/log"]
+TRIM = [
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "var/log",
+]
 BASE_CHANGES = [
     "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV LANG=C.UTF-8",
@@ -47,8 +55,13 @@ BASE_CHANGES = [
 REPO_ROOT = SOURCE_ROOT  # the checkout, or site-packages when installed
 LIGHT_REQUIREMENTS = ["numpy", "gymnasium", "pyyaml"]
 # torch as pyproject.toml pins it (the one place): the images learn with the host's version
-TORCH_REQUIREMENTS = [declared_requirement("torch"), "opencv-python-headless", "numpy",
-                      "gymnasium", "pyyaml"]
+TORCH_REQUIREMENTS = [
+    declared_requirement("torch"),
+    "opencv-python-headless",
+    "numpy",
+    "gymnasium",
+    "pyyaml",
+]
 # Needed only to build our own distribution inside the image (pyproject's build backend).
 BUILD_REQUIREMENTS = ["setuptools>=68"]
 # Container memory limits above the default (runtime.DEFAULT_MEMORY, 4g), from the agent
@@ -90,8 +103,10 @@ def base_rootfs_tarball() -> Path:
     if tarball.exists():
         return tarball
     if os.getuid() != 0:
-        raise UserError(f"building the base image {BASE_IMAGE} needs root (debootstrap): run "
-                        "`python -m evaluation docker up` as root, or pass --base-image IMAGE")
+        raise UserError(
+            f"building the base image {BASE_IMAGE} needs root (debootstrap): run "
+            "`python -m evaluation docker up` as root, or pass --base-image IMAGE"
+        )
     ensure_packages({"debootstrap": "debootstrap"})
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_dir()))
     rootfs = work / "rootfs"
@@ -99,9 +114,18 @@ def base_rootfs_tarball() -> Path:
         print(f"debootstrap {SUITE} (minbase + {', '.join(BASE_PACKAGES)}) ...", flush=True)
         t0 = time.monotonic()
         done = subprocess.run(
-            [shutil.which("debootstrap") or "/usr/sbin/debootstrap", "--variant=minbase",
-             f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                shutil.which("debootstrap") or "/usr/sbin/debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                MIRROR,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if done.returncode != 0:
             tail = "\n".join(done.stdout.splitlines()[-15:])
             print(tail, file=sys.stderr)
@@ -113,8 +137,9 @@ def base_rootfs_tarball() -> Path:
                 shutil.rmtree(target)
                 target.mkdir()
         partial = work / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
-                       check=True)
+        subprocess.run(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True
+        )
         partial.replace(tarball)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -129,11 +154,13 @@ def ensure_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str
     tarball = base_rootfs_tarball()
     repository, _, version = tag.rpartition(":")
     print(f"docker import {tarball.name} -> {tag}", flush=True)
-    client.api.import_image_from_file(str(tarball), repository=repository, tag=version,
-                                      changes=BASE_CHANGES)
+    client.api.import_image_from_file(
+        str(tarball), repository=repository, tag=version, changes=BASE_CHANGES
+    )
     size = client.images.get(tag).attrs["Size"]
-    print(f"base image {tag}: {size / 1e6:.0f} MB, ready in {time.monotonic() - t0:.1f} s",
-          flush=True)
+    print(
+        f"base image {tag}: {size / 1e6:.0f} MB, ready in {time.monotonic() - t0:.1f} s", flush=True
+    )
     return tag
 
 
@@ -154,8 +181,18 @@ def download_wheels(requirements: Iterable[str]) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     print(f"pip download {' '.join(reqs)} ...", flush=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:",
-                           "--dest", str(partial), *reqs])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--only-binary=:all:",
+            "--dest",
+            str(partial),
+            *reqs,
+        ]
+    )
     if done.returncode != 0:
         raise UserError(f"pip download failed (exit {done.returncode}) for: {' '.join(reqs)}")
     (partial / "requirements.txt").write_text("\n".join(reqs) + "\n")
@@ -165,8 +202,12 @@ def download_wheels(requirements: Iterable[str]) -> Path:
     return target
 
 
-def make_context(dest: Path, requirements: list[str], checkpoint: Path | None = None,
-                 extra_files: dict[str, bytes] | None = None) -> None:
+def make_context(
+    dest: Path,
+    requirements: list[str],
+    checkpoint: Path | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> None:
     """A minimal build context in `dest`: Dockerfile, sources, `.whl/` wheels, checkpoint.
 
     `extra_files` ({relative path: content}) adds files to the sources, e.g. a test agent module.
@@ -202,8 +243,9 @@ def prune_build_leftovers(client: docker.DockerClient, build_id: str) -> None:
     prune operation is already running"), which left a stage behind when two builds ended
     together."""
     with contextlib.suppress(APIError):
-        leftovers = client.images.list(filters={"dangling": True,
-                                                "label": f"{BUILD_ID_LABEL}={build_id}"})
+        leftovers = client.images.list(
+            filters={"dangling": True, "label": f"{BUILD_ID_LABEL}={build_id}"}
+        )
         for image in leftovers:  # removing the stage's last image removes its untagged parents
             with contextlib.suppress(APIError, ImageNotFound):
                 client.images.remove(image.id, noprune=False)
@@ -227,8 +269,9 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def cache_requirements(client: docker.DockerClient, ctx: Path, base_image: str,
-                       requirements: list[str], quiet: bool) -> str:
+def cache_requirements(
+    client: docker.DockerClient, ctx: Path, base_image: str, requirements: list[str], quiet: bool
+) -> str:
     """Build (or find in Docker's cache) the Dockerfile's `requirements` stage and tag it, so
     that it outlives the clean-up after the build; return the tag.
 
@@ -239,13 +282,20 @@ def cache_requirements(client: docker.DockerClient, ctx: Path, base_image: str,
     with _locked(tag.replace(":", "-")):
         previous = client.images.get(tag).id if image_exists(client, tag) else None
         t0 = time.monotonic()
-        for chunk in client.api.build(path=str(ctx), tag=tag, target="requirements",
-                                      buildargs={"BASE_IMAGE": base_image,
-                                                 "REQUIREMENTS": " ".join(requirements)},
-                                      network_mode="none", rm=True, forcerm=True, decode=True):
+        for chunk in client.api.build(
+            path=str(ctx),
+            tag=tag,
+            target="requirements",
+            buildargs={"BASE_IMAGE": base_image, "REQUIREMENTS": " ".join(requirements)},
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
             if "error" in chunk:
-                raise UserError(f"docker build of {tag} (the requirements) failed: "
-                                f"{chunk['error'].strip()}")
+                raise UserError(
+                    f"docker build of {tag} (the requirements) failed: {chunk['error'].strip()}"
+                )
             if "stream" in chunk and not quiet:
                 print(chunk["stream"], end="", flush=True)
         image = client.images.get(tag)
@@ -258,8 +308,9 @@ def cache_requirements(client: docker.DockerClient, ctx: Path, base_image: str,
     return tag
 
 
-def prune_caches(client: docker.DockerClient, older_than: str = "1h",
-                 only: Iterable[str] | None = None) -> tuple[list[str], int]:
+def prune_caches(
+    client: docker.DockerClient, older_than: str = "1h", only: Iterable[str] | None = None
+) -> tuple[list[str], int]:
     """`docker prune`: untag the requirement caches (all, or the tags in `only`) and delete the
     leftovers of our builds older than `older_than` (an interrupted build's stages; never those
     of a build still running).
@@ -277,8 +328,9 @@ def prune_caches(client: docker.DockerClient, older_than: str = "1h",
     freed = 0
     for stage in ("requirements", "deps"):
         with contextlib.suppress(APIError):
-            report = client.images.prune(filters={"dangling": True, "until": older_than,
-                                                  "label": f"{BUILD_LABEL}={stage}"})
+            report = client.images.prune(
+                filters={"dangling": True, "until": older_than, "label": f"{BUILD_LABEL}={stage}"}
+            )
             freed += report.get("SpaceReclaimed") or 0
     return removed, freed
 
@@ -307,22 +359,37 @@ def _label(client: docker.DockerClient, tag: str) -> str | None:
     return labels.get(CONTEXT_LABEL)
 
 
-def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: dict[str, str],
-                  digest: str, quiet: bool, labels: dict[str, str] | None = None) -> str:
+def _docker_build(
+    client: docker.DockerClient,
+    ctx: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    digest: str,
+    quiet: bool,
+    labels: dict[str, str] | None = None,
+) -> str:
     t0 = time.monotonic()
     image_id = None
     previous = client.images.get(tag).id if image_exists(client, tag) else None
     build_id = uuid.uuid4().hex
     if "REQUIREMENTS" in buildargs:  # an agent image (not a checkpoint layer): see the Dockerfile
-        cache_requirements(client, ctx, buildargs["BASE_IMAGE"], buildargs["REQUIREMENTS"].split(),
-                           quiet)
+        cache_requirements(
+            client, ctx, buildargs["BASE_IMAGE"], buildargs["REQUIREMENTS"].split(), quiet
+        )
         buildargs = {**buildargs, "BUILD_ID": build_id}
         if not quiet:
             print(f"building {tag}: build id {build_id} (label {BUILD_ID_LABEL})", flush=True)
     try:
-        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs,
-                                      network_mode="none", rm=True, forcerm=True, decode=True,
-                                      labels={CONTEXT_LABEL: digest, **(labels or {})}):
+        for chunk in client.api.build(
+            path=str(ctx),
+            tag=tag,
+            buildargs=buildargs,
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            decode=True,
+            labels={CONTEXT_LABEL: digest, **(labels or {})},
+        ):
             if "error" in chunk:
                 raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
             if "stream" in chunk and not quiet:
@@ -336,16 +403,27 @@ def _docker_build(client: docker.DockerClient, ctx: Path, tag: str, buildargs: d
         with contextlib.suppress(APIError):  # e.g. a container or a derived image uses it
             client.images.remove(previous, noprune=False)
     if not quiet:
-        print(f"built {tag} ({image.short_id}): {image.attrs['Size'] / 1e6:.0f} MB "
-              f"in {time.monotonic() - t0:.0f} s", flush=True)
+        print(
+            f"built {tag} ({image.short_id}): {image.attrs['Size'] / 1e6:.0f} MB "
+            f"in {time.monotonic() - t0:.0f} s",
+            flush=True,
+        )
     return image_id or image.id
 
 
-def _build_if_changed(client: docker.DockerClient, ctx: Path, tag: str,
-                      buildargs: dict[str, str], quiet: bool, force: bool, same: str,
-                      labels: dict[str, str] | None = None) -> str:
-    digest = context_digest(ctx, {**buildargs, **{f"label {k}": v for k, v in
-                                                  (labels or {}).items()}})
+def _build_if_changed(
+    client: docker.DockerClient,
+    ctx: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    quiet: bool,
+    force: bool,
+    same: str,
+    labels: dict[str, str] | None = None,
+) -> str:
+    digest = context_digest(
+        ctx, {**buildargs, **{f"label {k}": v for k, v in (labels or {}).items()}}
+    )
     if not force and _label(client, tag) == digest:
         if not quiet:
             print(f"{tag} is up to date ({same})", flush=True)
@@ -353,10 +431,19 @@ def _build_if_changed(client: docker.DockerClient, ctx: Path, tag: str,
     return _docker_build(client, ctx, tag, buildargs, digest, quiet, labels)
 
 
-def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_image: str, *,
-                      checkpoint: Path | None = None, requirements: list[str] | None = None,
-                      extra_files: dict[str, bytes] | None = None, quiet: bool = False,
-                      force: bool = False, module: str | None = None) -> str:
+def build_agent_image(
+    client: docker.DockerClient,
+    agent: str,
+    tag: str,
+    base_image: str,
+    *,
+    checkpoint: Path | None = None,
+    requirements: list[str] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    quiet: bool = False,
+    force: bool = False,
+    module: str | None = None,
+) -> str:
     """Build an agent image offline (`network_mode=none`), streaming progress; return its id.
 
     The image runs `python -m MODULE`: the agent registry's module for `agent`, or `module`
@@ -368,18 +455,30 @@ def build_agent_image(client: docker.DockerClient, agent: str, tag: str, base_im
     tag when the checkpoint image itself takes the default tag; built first when missing or
     stale), so a new checkpoint costs seconds, not a pip install."""
     if checkpoint is not None:
-        return _build_checkpoint_image(client, agent, tag, base_image, checkpoint,
-                                       requirements=requirements, quiet=quiet, force=force)
+        return _build_checkpoint_image(
+            client,
+            agent,
+            tag,
+            base_image,
+            checkpoint,
+            requirements=requirements,
+            quiet=quiet,
+            force=force,
+        )
     module = module or agent_entry(agent).module
     reqs = requirements if requirements is not None else requirements_for(agent)
     with tempfile.TemporaryDirectory(prefix="agent-ctx-", dir=cache_dir()) as tmp:
         ctx = Path(tmp)
         make_context(ctx, reqs, None, extra_files)
-        buildargs = {"BASE_IMAGE": base_image, "AGENT_MODULE": module,
-                     "REQUIREMENTS": " ".join(reqs)}
+        buildargs = {
+            "BASE_IMAGE": base_image,
+            "AGENT_MODULE": module,
+            "REQUIREMENTS": " ".join(reqs),
+        }
         labels = {MEMORY_LABEL: AGENT_MEMORY[agent]} if agent in AGENT_MEMORY else None
-        return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
-                                 "same sources, wheels and arguments", labels)
+        return _build_if_changed(
+            client, ctx, tag, buildargs, quiet, force, "same sources, wheels and arguments", labels
+        )
 
 
 CHECKPOINT_DOCKERFILE = f"""\
@@ -390,24 +489,34 @@ ENV {CHECKPOINT_ENV}={CHECKPOINT_PATH}
 """
 
 
-def _build_checkpoint_image(client: docker.DockerClient, agent: str, tag: str, base_image: str,
-                            checkpoint: Path, *, requirements: list[str] | None, quiet: bool,
-                            force: bool) -> str:
+def _build_checkpoint_image(
+    client: docker.DockerClient,
+    agent: str,
+    tag: str,
+    base_image: str,
+    checkpoint: Path,
+    *,
+    requirements: list[str] | None,
+    quiet: bool,
+    force: bool,
+) -> str:
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} is not a file")
     plain = default_agent_tag(agent)
     if plain == tag:  # the checkpoint image takes the default tag: its base gets another one
         plain = plain.rsplit(":", 1)[0] + ":plain"
-    plain_id = build_agent_image(client, agent, plain, base_image, requirements=requirements,
-                                 quiet=quiet)
+    plain_id = build_agent_image(
+        client, agent, plain, base_image, requirements=requirements, quiet=quiet
+    )
     with tempfile.TemporaryDirectory(prefix="agent-ckpt-", dir=cache_dir()) as tmp:
         ctx = Path(tmp)
         (ctx / "Dockerfile").write_text(CHECKPOINT_DOCKERFILE)
         shutil.copy2(checkpoint, ctx / "checkpoint.pt")
         os.chmod(ctx / "checkpoint.pt", 0o644)  # readable by the container's uid 1000
         buildargs = {"AGENT_IMAGE": plain_id}
-        return _build_if_changed(client, ctx, tag, buildargs, quiet, force,
-                                 "same agent image and checkpoint")
+        return _build_if_changed(
+            client, ctx, tag, buildargs, quiet, force, "same agent image and checkpoint"
+        )
 
 
 def image_memory(client: docker.DockerClient, tag: str) -> str | None:

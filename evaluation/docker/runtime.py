@@ -36,11 +36,20 @@ AGENT_UID = "1000:1000"
 TMPFS_SIZE = "512m"
 
 
-def container_options(image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
-                      memory: str | int | None, cpus: float | None, pids: int | None,
-                      gpus: bool, name: str | None,
-                      entrypoint: list[str] | None = None,
-                      command: list[str] | None = None) -> dict[str, object]:
+def container_options(
+    image: str,
+    socket_dir: Path,
+    output_dir: Path,
+    env: dict[str, str],
+    *,
+    memory: str | int | None,
+    cpus: float | None,
+    pids: int | None,
+    gpus: bool,
+    name: str | None,
+    entrypoint: list[str] | None = None,
+    command: list[str] | None = None,
+) -> dict[str, object]:
     """The keyword arguments of `containers.create` for one agent (kept apart to be testable)."""
     mem = parse_memory(memory if memory is not None else DEFAULT_MEMORY)
     options: dict[str, object] = dict(
@@ -93,15 +102,30 @@ class DockerAgent:
         # removes the container if the runner dies (see evaluation/docker/reaper.py)
         self._reaper = subprocess.Popen(
             [sys.executable, "-m", "evaluation.docker.reaper", str(container.id), str(log_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            process_group=0, cwd=Path(__file__).resolve().parents[2])
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
     @classmethod
-    def start(cls, image: str, socket_dir: Path, output_dir: Path, env: dict[str, str], *,
-              memory: str | int | None = DEFAULT_MEMORY, cpus: float | None = DEFAULT_CPUS,
-              pids: int | None = DEFAULT_PIDS, gpus: bool = False, log_path: Path,
-              name: str | None = None, entrypoint: list[str] | None = None,
-              command: list[str] | None = None) -> DockerAgent:
+    def start(
+        cls,
+        image: str,
+        socket_dir: Path,
+        output_dir: Path,
+        env: dict[str, str],
+        *,
+        memory: str | int | None = DEFAULT_MEMORY,
+        cpus: float | None = DEFAULT_CPUS,
+        pids: int | None = DEFAULT_PIDS,
+        gpus: bool = False,
+        log_path: Path,
+        name: str | None = None,
+        entrypoint: list[str] | None = None,
+        command: list[str] | None = None,
+    ) -> DockerAgent:
         """Create and start the container (with vfs, create copies the image: keep it small)."""
         client = docker_client()
         if memory is None:  # an image may ask for more than the default (images.AGENT_MEMORY)
@@ -110,9 +134,19 @@ class DockerAgent:
             memory = image_memory(client, image)
         _writable_by_agent(output_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        options = container_options(image, socket_dir, output_dir, env, memory=memory,
-                                    cpus=cpus, pids=pids, gpus=gpus, name=name,
-                                    entrypoint=entrypoint, command=command)
+        options = container_options(
+            image,
+            socket_dir,
+            output_dir,
+            env,
+            memory=memory,
+            cpus=cpus,
+            pids=pids,
+            gpus=gpus,
+            name=name,
+            entrypoint=entrypoint,
+            command=command,
+        )
         container = client.containers.create(**options)
         agent = cls(client, container, log_path)
         try:

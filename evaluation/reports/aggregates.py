@@ -46,8 +46,9 @@ class Aggregates:
     improvement: dict[str, agg.Estimate] = field(default_factory=dict)  # P(agent > baseline)
 
 
-def agent_matrix(table: Table, agent: str, scales: dict[str, Scale]
-                 ) -> tuple[np.ndarray, list[int]]:
+def agent_matrix(
+    table: Table, agent: str, scales: dict[str, Scale]
+) -> tuple[np.ndarray, list[int]]:
     """(seeds, levels) normalized scores of the seeds scored on every level, and those seeds."""
     per_seed: dict[int, dict[str, float]] = {}
     for lv in table.levels:
@@ -78,11 +79,13 @@ def compute(table: Table, baseline: str | None = DEFAULT_BASELINE) -> Aggregates
         for agent in table.agents:
             if agent != baseline and agent in out.iqm:
                 out.improvement[agent] = agg.probability_of_improvement(
-                    out.matrices[agent], out.matrices[baseline])
+                    out.matrices[agent], out.matrices[baseline]
+                )
     return out
 
 
 # ---------------------------------------------------------------- text
+
 
 def fixed(x: float, digits: int) -> str:
     """`x` with `digits` decimals, never "-0.00"."""
@@ -94,31 +97,46 @@ def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
     if e is None or math.isnan(e.point):
         return "—"
     text = fixed(e.point, digits)
-    return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval
-                   else "")
+    return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval else "")
 
 
 def too_few_seeds(a: Aggregates) -> list[str]:
     """A sentence per agent whose aggregates have no interval."""
-    return [f"{agent}: {len(a.seeds[agent])} seed(s) with a score on every level; an interval "
-            f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
-            for agent in a.iqm if not a.iqm[agent].has_interval]
+    return [
+        f"{agent}: {len(a.seeds[agent])} seed(s) with a score on every level; an interval "
+        f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
+        for agent in a.iqm
+        if not a.iqm[agent].has_interval
+    ]
 
 
 def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
     from evaluation.reports.report import FLAG
 
-    rows = [[f"`{lv}`", f"{a.scales[lv].random:g}", f"{a.scales[lv].reference:g}",
-             a.scales[lv].source + (f" {FLAG}" if a.scales[lv].flagged else "")]
-            for lv in levels]
-    lines = ["## Normalization", "",
-             "Each run's score is normalized per level as (score − random) / (reference − "
-             "random): 0 is the random reference, 1 the reference.", ""]
+    rows = [
+        [
+            f"`{lv}`",
+            f"{a.scales[lv].random:g}",
+            f"{a.scales[lv].reference:g}",
+            a.scales[lv].source + (f" {FLAG}" if a.scales[lv].flagged else ""),
+        ]
+        for lv in levels
+    ]
+    lines = [
+        "## Normalization",
+        "",
+        "Each run's score is normalized per level as (score − random) / (reference − "
+        "random): 0 is the random reference, 1 the reference.",
+        "",
+    ]
     lines += md_table(["level", "random", "reference", "source"], rows)
     if any(a.scales[lv].flagged for lv in levels):
-        lines += ["", f"{FLAG} No published reference for this level: its scale comes from "
-                  "this report's agents (the best agent's mean score is 1), so its normalized "
-                  "scores change with the agents compared."]
+        lines += [
+            "",
+            f"{FLAG} No published reference for this level: its scale comes from "
+            "this report's agents (the best agent's mean score is 1), so its normalized "
+            "scores change with the agents compared.",
+        ]
     return lines + [""]
 
 
@@ -126,16 +144,23 @@ def improvement_lines(a: Aggregates) -> list[str]:
 
     if a.baseline is None:
         return []
-    lines = [f"### Probability of improvement over {a.baseline}", "",
-             f"P(X > {a.baseline}): the probability that a run of X on a level drawn at random "
-             f"scores higher than a run of {a.baseline} there (ties count half), from the "
-             "normalized scores; 0.5 is no difference. [95% stratified-bootstrap CI]", ""]
-    lines += md_table(["agent", f"P(agent > {a.baseline})"],
-                      [[agent, estimate_text(e)] for agent, e in a.improvement.items()])
+    lines = [
+        f"### Probability of improvement over {a.baseline}",
+        "",
+        f"P(X > {a.baseline}): the probability that a run of X on a level drawn at random "
+        f"scores higher than a run of {a.baseline} there (ties count half), from the "
+        "normalized scores; 0.5 is no difference. [95% stratified-bootstrap CI]",
+        "",
+    ]
+    lines += md_table(
+        ["agent", f"P(agent > {a.baseline})"],
+        [[agent, estimate_text(e)] for agent, e in a.improvement.items()],
+    )
     return lines + [""]
 
 
 # ---------------------------------------------------------------- figures
+
 
 def plot_intervals(a: Aggregates, path: Path) -> None:
     """IQM and mean per agent: the point and its 95% interval as a bar."""
@@ -156,8 +181,12 @@ def plot_intervals(a: Aggregates, path: Path) -> None:
         ax.set_xlabel(f"{name} of normalized scores")
         ax.grid(axis="x", alpha=0.3)
     axes[0].invert_yaxis()
-    fig.suptitle("tick: point estimate; bar: 95% stratified-bootstrap CI over seeds "
-                 "(none: fewer than 3 seeds)", fontsize=8, color="dimgray")
+    fig.suptitle(
+        "tick: point estimate; bar: 95% stratified-bootstrap CI over seeds "
+        "(none: fewer than 3 seeds)",
+        fontsize=8,
+        color="dimgray",
+    )
     plots.save(fig, path)
 
 
@@ -172,8 +201,7 @@ def plot_profile(a: Aggregates, path: Path) -> None:
     if not profiles:
         plots.no_data(ax)
     for i, (agent, (frac, band)) in enumerate(profiles.items()):
-        ax.plot(taus, frac, color=f"C{i}", lw=1.8,
-                label=f"{agent} ({len(a.seeds[agent])} seed(s))")
+        ax.plot(taus, frac, color=f"C{i}", lw=1.8, label=f"{agent} ({len(a.seeds[agent])} seed(s))")
         if band is not None:
             ax.fill_between(taus, band[0], band[1], color=f"C{i}", alpha=0.2, lw=0)
     if profiles:
@@ -212,8 +240,14 @@ def plot_iqm_curves(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path)
         plots.count_axis(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        plots.note(ax, "line: IQM over runs (from where every run has finished an episode); "
-                   "band: 95% stratified-bootstrap CI (none: < 3 seeds)"
-                   + (f"; not drawn (a run without a finished episode): {', '.join(missing)}"
-                      if missing else ""))
+        plots.note(
+            ax,
+            "line: IQM over runs (from where every run has finished an episode); "
+            "band: 95% stratified-bootstrap CI (none: < 3 seeds)"
+            + (
+                f"; not drawn (a run without a finished episode): {', '.join(missing)}"
+                if missing
+                else ""
+            ),
+        )
     plots.save(fig, path)

@@ -26,13 +26,19 @@ from sonic_common.files import write_atomic
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m evaluation compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("suites", nargs="+", type=Path, metavar="DIR", help="suite directories")
     ap.add_argument("--out", type=Path, required=True, help="where to write the report")
-    ap.add_argument("--baseline", default=DEFAULT_BASELINE,
-                    help=f"agent the others are compared with (default {DEFAULT_BASELINE}; "
-                    "`none` for no probability of improvement)")
+    ap.add_argument(
+        "--baseline",
+        default=DEFAULT_BASELINE,
+        help=f"agent the others are compared with (default {DEFAULT_BASELINE}; "
+        "`none` for no probability of improvement)",
+    )
     return ap.parse_args(argv)
 
 
@@ -51,16 +57,30 @@ def merge(dirs: list[Path]) -> tuple[Table, dict[str, Any]]:
         for r in mine:
             key = (r.agent, r.level, r.seed)
             if key in where:
-                raise UserError(f"{r.agent} · {r.level} · seed {r.seed} is in both {where[key]} "
-                                f"and {d}: rename the agent in one suite (--agents NAME=ENTRY)")
+                raise UserError(
+                    f"{r.agent} · {r.level} · seed {r.seed} is in both {where[key]} "
+                    f"and {d}: rename the agent in one suite (--agents NAME=ENTRY)"
+                )
             where[key] = d
         runs += mine
-        agents += [a for a in suite.get("agents") or dict.fromkeys(r.agent for r in mine)
-                   if a not in agents]
-        levels += [lv for lv in suite.get("levels") or dict.fromkeys(r.level for r in mine)
-                   if lv not in levels]
-        sources.append(f"{d}" + (f" (budget {suite['budget']}, seeds {suite.get('seeds')})"
-                                 if "budget" in suite else ""))
+        agents += [
+            a
+            for a in suite.get("agents") or dict.fromkeys(r.agent for r in mine)
+            if a not in agents
+        ]
+        levels += [
+            lv
+            for lv in suite.get("levels") or dict.fromkeys(r.level for r in mine)
+            if lv not in levels
+        ]
+        sources.append(
+            f"{d}"
+            + (
+                f" (budget {suite['budget']}, seeds {suite.get('seeds')})"
+                if "budget" in suite
+                else ""
+            )
+        )
     return Table(runs, agents, levels), {"sources": sources}
 
 
@@ -73,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if not table.runs:
         raise UserError("the suites given hold no finished run yet: nothing to compare")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "compare.json", json.dumps(
-        {"suites": [str(d.resolve()) for d in args.suites], "baseline": args.baseline},
-        indent=2) + "\n")
+    write_atomic(
+        args.out / "compare.json",
+        json.dumps(
+            {"suites": [str(d.resolve()) for d in args.suites], "baseline": args.baseline}, indent=2
+        )
+        + "\n",
+    )
     baseline = None if args.baseline == "none" else args.baseline
     report = write_table_report(table, suite, args.out, baseline)
     print(report)

@@ -41,8 +41,10 @@ def pick_episodes(runs: list[tuple[Path, int, list[EpisodeRow]]]) -> list[Pick]:
         return []
     ranked = sorted(chosen, key=lambda x: (x[3].r, -x[1], -x[2]))
     best, median = ranked[-1], ranked[(len(ranked) - 1) // 2]
-    return [Pick(kind, d, s, i, float(e.r)) for kind, (d, s, i, e) in
-            (("best", best), ("median", median))]
+    return [
+        Pick(kind, d, s, i, float(e.r))
+        for kind, (d, s, i, e) in (("best", best), ("median", median))
+    ]
 
 
 def make_gif(pick: Pick, path: Path) -> bool:
@@ -58,8 +60,9 @@ def make_gif(pick: Pick, path: Path) -> bool:
     return True
 
 
-def episode_gifs(out_dir: Path, cells: dict[tuple[str, str, str], list[tuple[Path, int,
-                 list[EpisodeRow]]]]) -> dict[tuple[str, str], list[tuple[Pick, Path]]]:
+def episode_gifs(
+    out_dir: Path, cells: dict[tuple[str, str, str], list[tuple[Path, int, list[EpisodeRow]]]]
+) -> dict[tuple[str, str], list[tuple[Pick, Path]]]:
     """GIFs for every (agent, level, level slug) cell with movies: {(agent, level): [(pick,
     path)]}; paths are relative to `out_dir`."""
     videos = out_dir / "videos"

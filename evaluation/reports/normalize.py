@@ -75,8 +75,13 @@ def level_scales(best: Mapping[str, float]) -> dict[str, Scale]:
         scale = published_scale(level)
         if scale is None:
             ok = not math.isnan(top) and top > 0
-            scale = Scale(0.0, top if ok else 1.0, FALLBACK_SOURCE if ok else
-                          "no published reference and no agent above 0: raw scores",
-                          flagged=True)
+            scale = Scale(
+                0.0,
+                top if ok else 1.0,
+                FALLBACK_SOURCE
+                if ok
+                else "no published reference and no agent above 0: raw scores",
+                flagged=True,
+            )
         out[level] = scale
     return out

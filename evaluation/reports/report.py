@@ -56,14 +56,24 @@ from roms_setup.levels import Level, load_level_set
 from sonic_common.files import write_atomic
 from sonic_common.markdown import md_table
 
-SUMMARY_FIELDS = ("agent", "level", "seed", "score", "episodes", "timesteps", "wallclock_s",
-                  "status", "error")
+SUMMARY_FIELDS = (
+    "agent",
+    "level",
+    "seed",
+    "score",
+    "episodes",
+    "timesteps",
+    "wallclock_s",
+    "status",
+    "error",
+)
 CURVE_POINTS = 200
 SMOOTH_EPISODES = 10  # curves show the mean return of the last (up to) 10 finished episodes
 FLAG = "†"
 
 
 # ---------------------------------------------------------------- reading runs
+
 
 @dataclass
 class Run:
@@ -133,6 +143,7 @@ def read_suite_json(out_dir: Path) -> dict:
 
 # ---------------------------------------------------------------- aggregates
 
+
 def sample_std(values: Sequence[float]) -> float:
     """Sample standard deviation (ddof=1); NaN for fewer than two values."""
     return float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
@@ -178,8 +189,12 @@ class Overall:
 class Table:
     """Runs indexed by agent and level, in the suite's order."""
 
-    def __init__(self, runs: Iterable[Run], agents: Sequence[str] | None = None,
-                 levels: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        runs: Iterable[Run],
+        agents: Sequence[str] | None = None,
+        levels: Sequence[str] | None = None,
+    ) -> None:
         self.runs = list(runs)
         self.agents = list(agents or dict.fromkeys(r.agent for r in self.runs))
         self.levels = list(levels or dict.fromkeys(r.level for r in self.runs))
@@ -202,18 +217,28 @@ class Table:
             for r in c.runs:
                 if not math.isnan(r.score):
                     per_seed.setdefault(r.seed, {})[lv] = r.score
-        seed_means = [float(np.mean(list(s.values()))) for s in per_seed.values()
-                      if len(s) == len(self.levels)]
+        seed_means = [
+            float(np.mean(list(s.values())))
+            for s in per_seed.values()
+            if len(s) == len(self.levels)
+        ]
         runs = [r for c in cells for r in c.runs]
         return Overall(
-            agent=agent, score=score, std=sample_std(seed_means), levels_scored=len(scored),
-            levels=len(self.levels), seeds_complete=len(seed_means),
-            episodes=sum(len(r.finished) for r in runs), timesteps=sum(r.timesteps for r in runs),
-            runs=len(runs), runs_not_by_budget=sum(not r.by_budget for r in runs),
+            agent=agent,
+            score=score,
+            std=sample_std(seed_means),
+            levels_scored=len(scored),
+            levels=len(self.levels),
+            seeds_complete=len(seed_means),
+            episodes=sum(len(r.finished) for r in runs),
+            timesteps=sum(r.timesteps for r in runs),
+            runs=len(runs),
+            runs_not_by_budget=sum(not r.by_budget for r in runs),
         )
 
 
 # ---------------------------------------------------------------- summary.csv
+
 
 def _num(x: float, digits: int = 3) -> str:
     return "" if x is None or math.isnan(x) else f"{x:.{digits}f}"
@@ -224,12 +249,24 @@ def summary_csv(runs: Sequence[Run]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(SUMMARY_FIELDS)
     for r in sorted(runs, key=lambda r: (r.agent, r.level, r.seed)):
-        w.writerow([r.agent, r.level, r.seed, _num(r.score), len(r.finished), r.timesteps,
-                    _num(r.wallclock_s, 1), r.status, (r.error or "").replace("\n", " ")])
+        w.writerow(
+            [
+                r.agent,
+                r.level,
+                r.seed,
+                _num(r.score),
+                len(r.finished),
+                r.timesteps,
+                _num(r.wallclock_s, 1),
+                r.status,
+                (r.error or "").replace("\n", " "),
+            ]
+        )
     return buf.getvalue()
 
 
 # ---------------------------------------------------------------- learning curves
+
 
 def run_curve(run: Run, grid: np.ndarray, smooth: int = SMOOTH_EPISODES) -> np.ndarray:
     """The run's smoothed episode return at each grid timestep; NaN where it has no data.
@@ -255,8 +292,9 @@ def run_curve(run: Run, grid: np.ndarray, smooth: int = SMOOTH_EPISODES) -> np.n
     return out
 
 
-def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: str,
-          path: Path) -> None:
+def _plot(
+    curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: str, path: Path
+) -> None:
     """One line per agent (mean over seeds) with the min-max spread over seeds shaded."""
     from sonic_common import plots
 
@@ -283,14 +321,16 @@ def _plot(curves: dict[str, np.ndarray], grid: np.ndarray, title: str, ylabel: s
         plots.count_axis(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-        plots.note(ax, "line: mean over seeds" + ("; band: min–max over seeds" if banded
-                                                  else "; one seed: no band"))
+        plots.note(
+            ax,
+            "line: mean over seeds"
+            + ("; band: min–max over seeds" if banded else "; one seed: no band"),
+        )
     plots.save(fig, path)
 
 
 def curve_grid(runs: Sequence[Run]) -> np.ndarray:
-    top = max([r.timesteps for r in runs] + [int(sum(e.l for e in r.episodes)) for r in runs]
-              + [1])
+    top = max([r.timesteps for r in runs] + [int(sum(e.l for e in r.episodes)) for r in runs] + [1])
     return np.linspace(0, top, CURVE_POINTS)
 
 
@@ -316,8 +356,8 @@ def write_curves(table: Table, curves_dir: Path, aggregates: Aggregates) -> dict
     for agent in table.agents:
         seeds = aggregates.seeds.get(agent, [])
         normalized[agent] = np.array(
-            [[aggregates.scales[lv](per_level[agent][lv][s]) for lv in table.levels]
-             for s in seeds]).reshape(len(seeds), len(table.levels), grid.size)
+            [[aggregates.scales[lv](per_level[agent][lv][s]) for lv in table.levels] for s in seeds]
+        ).reshape(len(seeds), len(table.levels), grid.size)
     path = curves_dir / "overall.png"
     plot_iqm_curves(normalized, grid, path)
     written["overall"] = path
@@ -325,6 +365,7 @@ def write_curves(table: Table, curves_dir: Path, aggregates: Aggregates) -> dict
 
 
 # ---------------------------------------------------------------- report.md
+
 
 def _pm(mean: float, std: float) -> str:
     """`mean ± std`: one decimal, two for small numbers (Atari returns); no ± for one seed."""
@@ -356,8 +397,10 @@ class Parts:
 def _header(table: Table, suite: dict, out_dir: Path) -> list[str]:
     seeds = parse_seeds(suite["seeds"]) if suite.get("seeds") else None
     lines = ["# Evaluation report", ""]
-    lines.append(f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from "
-                 f"{len(table.runs)} run(s) in `{out_dir}`.")
+    lines.append(
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from "
+        f"{len(table.runs)} run(s) in `{out_dir}`."
+    )
     if suite.get("sources"):
         lines.append("Compared suites: " + ", ".join(f"`{s}`" for s in suite["sources"]) + ".")
     elif suite:
@@ -365,14 +408,19 @@ def _header(table: Table, suite: dict, out_dir: Path) -> list[str]:
             f"Suite: agents {', '.join(table.agents)}; levels `{suite.get('levels_spec')}` "
             f"({len(table.levels)}); seeds {seeds_text(seeds) if seeds else '?'}; budget "
             f"{suite.get('budget')} timesteps; wall clock {suite.get('wallclock_s')} s; "
-            f"runtime {suite.get('runtime')}.")
-    lines += ["", "A run's score is the mean return of its finished episodes: the episode cut off "
-              "by the budget does not count (a run without any finished episode is scored by "
-              "its cut-off episode's return, and flagged). Agents are compared on normalized "
-              "scores (see Normalization): the interquartile mean (IQM, the mean of the middle "
-              "50% of all seed × level scores) and the mean, each with a 95% stratified-bootstrap "
-              f"confidence interval over seeds (rliable, Agarwal et al. 2021; {agg.REPS:,} "
-              "replications).", ""]
+            f"runtime {suite.get('runtime')}."
+        )
+    lines += [
+        "",
+        "A run's score is the mean return of its finished episodes: the episode cut off "
+        "by the budget does not count (a run without any finished episode is scored by "
+        "its cut-off episode's return, and flagged). Agents are compared on normalized "
+        "scores (see Normalization): the interquartile mean (IQM, the mean of the middle "
+        "50% of all seed × level scores) and the mean, each with a 95% stratified-bootstrap "
+        f"confidence interval over seeds (rliable, Agarwal et al. 2021; {agg.REPS:,} "
+        "replications).",
+        "",
+    ]
     return lines
 
 
@@ -381,17 +429,43 @@ def _overall(table: Table, suite: dict, parts: Parts, out_dir: Path) -> list[str
     lines = ["## Overall", ""]
     ov = [table.overall(x) for x in table.agents]
     lines += md_table(
-        ["agent", "IQM [95% CI]", "mean [95% CI]", "raw mean over levels ± std", "seeds on all "
-         "levels", "episodes", "timesteps", "runs", "not ended by budget"],
-        [[o.agent, estimate_text(a.iqm.get(o.agent)), estimate_text(a.mean.get(o.agent)),
-          _pm(o.score, o.std), o.seeds_complete, o.episodes, o.timesteps, o.runs,
-          o.runs_not_by_budget] for o in ov])
-    lines += ["", "IQM and mean: of the normalized scores. Raw: the mean over levels of the "
-              "per-level mean over seeds, in game units; ± is the sample standard deviation over "
-              "seeds of the per-seed mean over levels (none for one seed)."]
+        [
+            "agent",
+            "IQM [95% CI]",
+            "mean [95% CI]",
+            "raw mean over levels ± std",
+            "seeds on all levels",
+            "episodes",
+            "timesteps",
+            "runs",
+            "not ended by budget",
+        ],
+        [
+            [
+                o.agent,
+                estimate_text(a.iqm.get(o.agent)),
+                estimate_text(a.mean.get(o.agent)),
+                _pm(o.score, o.std),
+                o.seeds_complete,
+                o.episodes,
+                o.timesteps,
+                o.runs,
+                o.runs_not_by_budget,
+            ]
+            for o in ov
+        ],
+    )
+    lines += [
+        "",
+        "IQM and mean: of the normalized scores. Raw: the mean over levels of the "
+        "per-level mean over seeds, in game units; ± is the sample standard deviation over "
+        "seeds of the per-seed mean over levels (none for one seed).",
+    ]
     lines += [f"- {t}" for t in too_few_seeds(a)]
-    for key, alt in (("intervals", "IQM and mean with intervals"),
-                     ("profile", "performance profile")):
+    for key, alt in (
+        ("intervals", "IQM and mean with intervals"),
+        ("profile", "performance profile"),
+    ):
         if key in parts.figures:
             lines += ["", f"![{alt}]({parts.figures[key].as_posix()})"]
     lines.append("")
@@ -415,24 +489,35 @@ def _reference_scores(ov: list[Overall]) -> list[str]:
 
 def _overall_curves(rel: str) -> list[str]:
     """The IQM learning-curve figure (`rel`: its path relative to the report)."""
-    return ["### Learning curves", "", "IQM over seed × level runs of the normalized "
-            f"episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
-            "cumulative timesteps; band: 95% stratified-bootstrap CI.", "",
-            f"![IQM learning curves]({rel})", ""]
+    return [
+        "### Learning curves",
+        "",
+        "IQM over seed × level runs of the normalized "
+        f"episode return (mean of the last {SMOOTH_EPISODES} finished episodes) against "
+        "cumulative timesteps; band: 95% stratified-bootstrap CI.",
+        "",
+        f"![IQM learning curves]({rel})",
+        "",
+    ]
 
 
 def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
-    lines = ["## Per level (raw scores)", "",
-             f"Cells: mean ± sample standard deviation of the score over seeds, in game units "
-             f"(number of seeds with a score). {FLAG}: a run that did not end by using its "
-             "budget, or has no finished episode (listed below). —: no score.", ""]
+    lines = [
+        "## Per level (raw scores)",
+        "",
+        f"Cells: mean ± sample standard deviation of the score over seeds, in game units "
+        f"(number of seeds with a score). {FLAG}: a run that did not end by using its "
+        "budget, or has no finished episode (listed below). —: no score.",
+        "",
+    ]
     rows = []
     for lv in table.levels:
         row = [f"`{lv}`"]
         for x in table.agents:
             c = table.cell(x, lv)
-            row.append(f"{_pm(c.mean, c.std)} ({len(c.scores)})" + (f" {FLAG}" if c.flagged
-                                                                    else ""))
+            row.append(
+                f"{_pm(c.mean, c.std)} ({len(c.scores)})" + (f" {FLAG}" if c.flagged else "")
+            )
         rows.append(row)
     lines += md_table(["level", *table.agents], rows)
     flagged = [r for c in table.cells.values() for r in c.flagged]
@@ -451,17 +536,22 @@ def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
 def _level_sections(table: Table, parts: Parts, out_dir: Path) -> list[str]:
     """Per level: each agent's row (raw, normalized, its best and median episodes as GIFs)
     and the level's learning curves."""
-    lines = ["## Levels", "",
-             "Per level and agent: the raw score (mean ± sample std over seeds, number of seeds), "
-             "the normalized mean, and, for recorded suites, the best and the median finished "
-             "episode over all seeds (GIF of its start, downscaled, 2× speed; caption: return and "
-             "seed). Curves: line the mean over seeds, band the min–max over seeds.", ""]
+    lines = [
+        "## Levels",
+        "",
+        "Per level and agent: the raw score (mean ± sample std over seeds, number of seeds), "
+        "the normalized mean, and, for recorded suites, the best and the median finished "
+        "episode over all seeds (GIF of its start, downscaled, 2× speed; caption: return and "
+        "seed). Curves: line the mean over seeds, band the min–max over seeds.",
+        "",
+    ]
     for lv in table.levels:
         lines += [f"### `{lv}`", ""]
         scale = parts.aggregates.scales.get(lv)
         has_gifs = any((x, lv) in parts.gifs for x in table.agents)
-        header = ["agent", "raw score", "normalized"] + (["best episode", "median episode"]
-                                                         if has_gifs else [])
+        header = ["agent", "raw score", "normalized"] + (
+            ["best episode", "median episode"] if has_gifs else []
+        )
         rows = []
         for x in table.agents:
             c = table.cell(x, lv)
@@ -469,9 +559,13 @@ def _level_sections(table: Table, parts: Parts, out_dir: Path) -> list[str]:
             row = [x, f"{_pm(c.mean, c.std)} ({len(c.scores)})", norm]
             if has_gifs:
                 picks = {p.kind: (p, rel) for p, rel in parts.gifs.get((x, lv), [])}
-                row += [f"![{k} {x}]({picks[k][1].as_posix()})<br>{picks[k][0].ret:g} "
-                        f"(seed {picks[k][0].seed})" if k in picks else "—"
-                        for k in ("best", "median")]
+                row += [
+                    f"![{k} {x}]({picks[k][1].as_posix()})<br>{picks[k][0].ret:g} "
+                    f"(seed {picks[k][0].seed})"
+                    if k in picks
+                    else "—"
+                    for k in ("best", "median")
+                ]
             rows.append(row)
         lines += md_table(header, rows)
         if lv in parts.curves:
@@ -503,28 +597,42 @@ def _missing_runs(table: Table, seeds: list[int] | None) -> list[tuple[str, str,
     if not seeds:
         return []
     have = {(r.agent, r.level, r.seed) for r in table.runs}
-    return [(a, lv, s) for a in table.agents for lv in table.levels for s in seeds
-            if (a, lv, s) not in have]
+    return [
+        (a, lv, s)
+        for a in table.agents
+        for lv in table.levels
+        for s in seeds
+        if (a, lv, s) not in have
+    ]
 
 
 # ---------------------------------------------------------------- entry point
 
+
 def gif_cells(table: Table) -> dict[tuple[str, str, str], list[tuple[Path, int, list[Episode]]]]:
-    return {(a, lv, Level.parse(lv).slug): [(r.path, r.seed, r.episodes)
-                                            for r in table.cell(a, lv).runs if r.path]
-            for a in table.agents for lv in table.levels}
+    return {
+        (a, lv, Level.parse(lv).slug): [
+            (r.path, r.seed, r.episodes) for r in table.cell(a, lv).runs if r.path
+        ]
+        for a in table.agents
+        for lv in table.levels
+    }
 
 
-def write_table_report(table: Table, suite: dict, out_dir: Path,
-                       baseline: str | None = DEFAULT_BASELINE) -> Path:
+def write_table_report(
+    table: Table, suite: dict, out_dir: Path, baseline: str | None = DEFAULT_BASELINE
+) -> Path:
     """summary.csv, the figures, the GIFs of recorded runs and report.md for `table`'s runs."""
     from evaluation.reports.aggregates import plot_intervals, plot_profile
     from evaluation.reports.episode_gifs import episode_gifs
 
     write_atomic(out_dir / "summary.csv", summary_csv(table.runs))
     aggregates = compute(table, baseline)
-    parts = Parts(write_curves(table, out_dir / "curves", aggregates), aggregates,
-                  episode_gifs(out_dir, gif_cells(table)))
+    parts = Parts(
+        write_curves(table, out_dir / "curves", aggregates),
+        aggregates,
+        episode_gifs(out_dir, gif_cells(table)),
+    )
     for key, plot in (("intervals", plot_intervals), ("profile", plot_profile)):
         rel = Path(f"{key}.png")
         plot(aggregates, out_dir / rel)

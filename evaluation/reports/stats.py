@@ -59,7 +59,7 @@ def _iqm_rows(flat: np.ndarray) -> np.ndarray:
     """trim_mean(row, 0.25) of each row of (reps, n), as scipy computes it."""
     n = flat.shape[1]
     cut = int(0.25 * n)
-    return np.sort(flat, axis=1)[:, cut:n - cut].mean(axis=1)
+    return np.sort(flat, axis=1)[:, cut : n - cut].mean(axis=1)
 
 
 ROW_FUNCS = {"iqm": _iqm_rows, "mean": lambda flat: flat.mean(axis=1)}
@@ -112,8 +112,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = REPS) -
     if min(x.shape[0], y.shape[0]) < MIN_SEEDS:
         return Estimate(point)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    values = np.concatenate([_poi(resample(x, n, rng), resample(y, n, rng))
-                             for n in _chunks(reps)])
+    values = np.concatenate([_poi(resample(x, n, rng), resample(y, n, rng)) for n in _chunks(reps)])
     return Estimate(point, *_percentiles(values))
 
 
@@ -121,8 +120,9 @@ def _chunks(reps: int, size: int = 2_000) -> list[int]:
     return [min(size, reps - i) for i in range(0, reps, size)]
 
 
-def performance_profile(matrices: Mapping[str, np.ndarray], taus: np.ndarray,
-                        reps: int = 2_000) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+def performance_profile(
+    matrices: Mapping[str, np.ndarray], taus: np.ndarray, reps: int = 2_000
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per agent: the fraction of runs (seed × level) with a normalized score above each tau
     (rliable's `run_score_deviation`), and its (2, len(taus)) interval, None with too few seeds."""
     from rliable.library import run_score_deviation
@@ -140,8 +140,7 @@ def performance_profile(matrices: Mapping[str, np.ndarray], taus: np.ndarray,
     return out
 
 
-def iqm_curve(curves: np.ndarray, reps: int = CURVE_REPS
-              ) -> tuple[np.ndarray, np.ndarray | None]:
+def iqm_curve(curves: np.ndarray, reps: int = CURVE_REPS) -> tuple[np.ndarray, np.ndarray | None]:
     """IQM over (seeds × levels) at each point of `curves` (seeds, levels, points), NaN where a
     run has no data yet; and the (2, points) interval, None with too few seeds."""
     curves = np.asarray(curves, dtype=float)
@@ -157,7 +156,8 @@ def iqm_curve(curves: np.ndarray, reps: int = CURVE_REPS
         rng = np.random.default_rng(BOOTSTRAP_SEED)
         idx = rng.integers(0, seeds, size=(reps, seeds, levels))
         boot = curves[idx, np.arange(levels)[None, None, :], :][..., complete]
-        values = np.stack([_iqm_rows(boot[..., k].reshape(reps, -1))
-                           for k in range(complete.size)], axis=1)
+        values = np.stack(
+            [_iqm_rows(boot[..., k].reshape(reps, -1)) for k in range(complete.size)], axis=1
+        )
         band[:, complete] = percentile_band(values)
     return mid, band

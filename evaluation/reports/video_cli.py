@@ -27,6 +27,7 @@ MOVIES = "movies"
 
 def movie_files(results_dir: Path) -> list[Path]:
     """The run's movies in episode order (by the episode number at the end of the name)."""
+
     def key(p: Path) -> tuple[int, str]:
         m = re.search(r"(\d+)$", p.stem)
         return (int(m.group(1)) if m else -1, p.name)
@@ -39,13 +40,16 @@ def pick_episode(results_dir: Path, episode: str) -> int:
         try:
             n = int(episode)
         except ValueError:
-            raise UserError(f"--episode {episode!r}: give `best` or an episode number "
-                            "(0 for the first)") from None
+            raise UserError(
+                f"--episode {episode!r}: give `best` or an episode number (0 for the first)"
+            ) from None
         return n
     monitor = results_dir / records.MONITOR
     if not monitor.is_file():
-        raise UserError(f"{monitor} does not exist: `--episode best` needs the run's "
-                        "monitor.csv; give --episode N instead")
+        raise UserError(
+            f"{monitor} does not exist: `--episode best` needs the run's "
+            "monitor.csv; give --episode N instead"
+        )
     rows = records.read_monitor(monitor)[1]
     finished = [i for i, row in enumerate(rows) if not row.cut] or list(range(len(rows)))
     if not finished:
@@ -60,8 +64,13 @@ def replay(movie_path: Path, every: int = 4, max_frames: int | None = None) -> l
     movie = stable_retro.Movie(str(movie_path))
     movie.step()
     env = stable_retro.make(
-        game=movie.get_game(), state=None, use_restricted_actions=stable_retro.Actions.ALL,
-        players=movie.players, render_mode=None, inttype=stable_retro.data.Integrations.ALL)
+        game=movie.get_game(),
+        state=None,
+        use_restricted_actions=stable_retro.Actions.ALL,
+        players=movie.players,
+        render_mode=None,
+        inttype=stable_retro.data.Integrations.ALL,
+    )
     try:
         env.initial_state = movie.get_state()
         obs, _ = env.reset()
@@ -98,8 +107,15 @@ def encode_gif(frames: list[np.ndarray], fps: float) -> bytes:
 
     images = [Image.fromarray(f) for f in frames]
     buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
-                   duration=round(1000 / fps), loop=0, optimize=False)
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        loop=0,
+        optimize=False,
+    )
     return buf.getvalue()
 
 
@@ -120,19 +136,47 @@ def write_mp4(frames: list[np.ndarray], fps: float, out: Path) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m evaluation video", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", "--results-dir", dest="run", required=True, type=Path,
-                    metavar="DIR", help="a run's results directory (its --out), made with "
-                    "--record (--results-dir: its old name)")
-    ap.add_argument("--episode", default="best",
-                    help="`best` (highest return in monitor.csv) or an episode number from 0")
-    ap.add_argument("--video", "--out", dest="video", required=True, type=Path,
-                    metavar="FILE", help="FILE.gif or FILE.mp4 to write (--out: its old name)")
-    ap.add_argument("--every", type=int, default=4,
-                    help="keep one emulator frame in this many (default 4: one per agent step)")
-    ap.add_argument("--fps", type=float, default=None,
-                    help="frames per second of the video (default: real time, 60/every)")
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation video",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--run",
+        "--results-dir",
+        dest="run",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="a run's results directory (its --out), made with "
+        "--record (--results-dir: its old name)",
+    )
+    ap.add_argument(
+        "--episode",
+        default="best",
+        help="`best` (highest return in monitor.csv) or an episode number from 0",
+    )
+    ap.add_argument(
+        "--video",
+        "--out",
+        dest="video",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="FILE.gif or FILE.mp4 to write (--out: its old name)",
+    )
+    ap.add_argument(
+        "--every",
+        type=int,
+        default=4,
+        help="keep one emulator frame in this many (default 4: one per agent step)",
+    )
+    ap.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second of the video (default: real time, 60/every)",
+    )
     ap.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     return ap.parse_args(argv)
@@ -149,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     d: Path = args.run
     movies = movie_files(d)
     if not movies:
-        raise UserError(f"no movie in {d / MOVIES}: record the run with "
-                        "`python -m evaluation run ... --record`")
+        raise UserError(
+            f"no movie in {d / MOVIES}: record the run with `python -m evaluation run ... --record`"
+        )
     n = pick_episode(d, args.episode)
     if not 0 <= n < len(movies):
-        raise UserError(f"episode {n} has no movie: {d / MOVIES} holds episodes "
-                        f"0..{len(movies) - 1}")
+        raise UserError(
+            f"episode {n} has no movie: {d / MOVIES} holds episodes 0..{len(movies) - 1}"
+        )
     frames = scale_frames(replay(movies[n], args.every, args.max_frames), args.scale)
     fps = args.fps or 60.0 / args.every
     args.video.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,10 @@ def require_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise UserError("--backend ray needs Ray: pip install -e '.[cluster]' (ray[default]=="
-                        f"{RAY_VERSION}), or use --backend local") from None
+        raise UserError(
+            "--backend ray needs Ray: pip install -e '.[cluster]' (ray[default]=="
+            f"{RAY_VERSION}), or use --backend local"
+        ) from None
     return ray
 
 
@@ -45,14 +47,14 @@ def connect(address: str | None = None) -> ModuleType:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot join the Ray cluster at {address or 'RAY_ADDRESS/local'}: "
-                        f"{first} (start one with `ray start --head`, or check --address)") \
-            from None
+        raise UserError(
+            f"cannot join the Ray cluster at {address or 'RAY_ADDRESS/local'}: "
+            f"{first} (start one with `ray start --head`, or check --address)"
+        ) from None
     return ray
 
 
 def alive_nodes(ray: ModuleType) -> list[dict[str, Any]]:
     """The cluster's live nodes (ray.nodes() entries), the head first."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return sorted(nodes, key=lambda n: not n.get("Resources", {}).get(
-        "node:__internal_head__"))
+    return sorted(nodes, key=lambda n: not n.get("Resources", {}).get("node:__internal_head__"))

@@ -81,10 +81,14 @@ def run_resources(config: SuiteConfig, agent: str, opts: RayOptions) -> dict[str
 
     docker = config.runtime == "docker"
     memory = parse_memory(DEFAULT_MEMORY) if docker else LOCAL_RUN_MEMORY
-    return {"num_cpus": opts.cpus, "num_gpus": opts.gpus.get(agent, 0.0),
-            "memory": int(memory or LOCAL_RUN_MEMORY),
-            "resources": {DOCKER_RESOURCE: 1} if docker else {},
-            "max_retries": opts.max_retries, "retry_exceptions": False}
+    return {
+        "num_cpus": opts.cpus,
+        "num_gpus": opts.gpus.get(agent, 0.0),
+        "memory": int(memory or LOCAL_RUN_MEMORY),
+        "resources": {DOCKER_RESOURCE: 1} if docker else {},
+        "max_retries": opts.max_retries,
+        "retry_exceptions": False,
+    }
 
 
 # ---------------------------------------------------------------- on the node
@@ -111,7 +115,8 @@ def _attempt(config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool) -> dic
     except KeyboardInterrupt:  # ray.cancel: run_one stopped the server, which recorded it
         run_dir = run_key.dir(out)
         saved = records.read_results(run_dir) or failure_results(
-            run_key, config, "cancelled before the server recorded anything")
+            run_key, config, "cancelled before the server recorded anything"
+        )
         res = saved
         if saved.get("status") not in ("budget", "wallclock", "interrupted"):
             res = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
@@ -123,12 +128,21 @@ def _attempt(config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool) -> dic
 
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every file under `root`, by its path relative to `root`."""
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
-def run_task(config_json: dict[str, Any], run_key: tuple[str, str, int], out: str, marker: str,
-             shared: bool | None, gpus: bool) -> dict[str, Any]:
+def run_task(
+    config_json: dict[str, Any],
+    run_key: tuple[str, str, int],
+    out: str,
+    marker: str,
+    shared: bool | None,
+    gpus: bool,
+) -> dict[str, Any]:
     """One run on this node: into the suite directory when it is shared, else into a private
     directory whose files are returned."""
     import ray
@@ -181,12 +195,21 @@ class RaySuiteRunner:
     def _submit(self, ray: Any, task: Any, run_key: RunKey) -> Any:
         options = run_resources(self.config, run_key.agent, self.opts)
         return task.options(name=f"run {run_key}", **options).remote(
-            self.config.to_json(), (run_key.agent, run_key.level, run_key.seed),
-            str(self.out.resolve()), self._marker, self.opts.shared, options["num_gpus"] > 0)
+            self.config.to_json(),
+            (run_key.agent, run_key.level, run_key.seed),
+            str(self.out.resolve()),
+            self._marker,
+            self.opts.shared,
+            options["num_gpus"] > 0,
+        )
 
-    def run(self, run_keys: list[RunKey], on_done: OnDone = lambda c, r: None,
-            on_tick: Callable[[int], None] = lambda steps: None,
-            tick_s: float = 1.0) -> Outcome:
+    def run(
+        self,
+        run_keys: list[RunKey],
+        on_done: OnDone = lambda c, r: None,
+        on_tick: Callable[[int], None] = lambda steps: None,
+        tick_s: float = 1.0,
+    ) -> Outcome:
         ray = connect(self.opts.address)
         task = ray.remote(run_task)
         marker = self.out / self._marker
@@ -207,8 +230,14 @@ class RaySuiteRunner:
             marker.unlink(missing_ok=True)
         return outcome
 
-    def _cancel(self, ray: Any, pending: list[Any], refs: dict[Any, RunKey], outcome: Outcome,
-                on_done: OnDone) -> None:
+    def _cancel(
+        self,
+        ray: Any,
+        pending: list[Any],
+        refs: dict[Any, RunKey],
+        outcome: Outcome,
+        on_done: OnDone,
+    ) -> None:
         """After Ctrl-C: cancel every task and collect what the running ones report."""
         for ref in pending:
             ray.cancel(ref)
@@ -223,8 +252,9 @@ class RaySuiteRunner:
         for ref in pending:  # not back in time: force them
             ray.cancel(ref, force=True)
 
-    def _collect(self, ray: Any, ref: Any, run_key: RunKey, outcome: Outcome,
-                 on_done: OnDone) -> None:
+    def _collect(
+        self, ray: Any, ref: Any, run_key: RunKey, outcome: Outcome, on_done: OnDone
+    ) -> None:
         from ray.exceptions import RayError, TaskCancelledError
 
         try:
@@ -232,8 +262,12 @@ class RaySuiteRunner:
         except TaskCancelledError:
             return  # cancelled before it started: nothing to record, resume runs it
         except RayError as e:  # the node was lost more often than max_retries, ...
-            res = failure_results(run_key, self.config, f"Ray: {type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            res = failure_results(
+                run_key,
+                self.config,
+                f"Ray: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+            )
             res["status"] = "interrupted"  # not the agent's doing: redone on resume
             write_run_files(run_key.dir(self.out), {records.RESULTS: _json_bytes(res)})
             value = {"results": res, "files": None, "node": None}
@@ -265,24 +299,42 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
 
 def add_backend_arguments(ap: Any) -> None:
     """`suite`'s --backend options."""
-    ap.add_argument("--backend", choices=("local", "ray"), default="local",
-                    help="where runs execute: here, --workers at a time (local, default), or "
-                         "on a Ray cluster, as many at a time as its resources allow (ray)")
-    ap.add_argument("--address", help="ray: the cluster to join: auto (started by `ray start` "
-                    "here), HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a "
-                    "one-node Ray on this machine)")
-    ap.add_argument("--run-cpus", type=float, default=1.0, metavar="N",
-                    help="ray: CPUs each run reserves (default 1)")
-    ap.add_argument("--run-gpus", action="append", default=[], metavar="NAME=N",
-                    help="ray: GPUs each run of agent NAME reserves (repeatable)")
+    ap.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where runs execute: here, --workers at a time (local, default), or "
+        "on a Ray cluster, as many at a time as its resources allow (ray)",
+    )
+    ap.add_argument(
+        "--address",
+        help="ray: the cluster to join: auto (started by `ray start` "
+        "here), HOST:6379 or ray://HOST:10001 (default: $RAY_ADDRESS, else a "
+        "one-node Ray on this machine)",
+    )
+    ap.add_argument(
+        "--run-cpus",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="ray: CPUs each run reserves (default 1)",
+    )
+    ap.add_argument(
+        "--run-gpus",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="ray: GPUs each run of agent NAME reserves (repeatable)",
+    )
 
 
 def check_backend(args: Any) -> None:
     """One-line errors for --backend options before anything is written."""
     if getattr(args, "backend", "local") == "local":
         if getattr(args, "address", None) or getattr(args, "run_gpus", None):
-            raise UserError("--address and --run-gpus are for --backend ray: add it, or "
-                            "leave them out")
+            raise UserError(
+                "--address and --run-gpus are for --backend ray: add it, or leave them out"
+            )
         return
     from evaluation.suites.ray_backend import require_ray
 
@@ -292,14 +344,16 @@ def check_backend(args: Any) -> None:
     parse_run_gpus(args.run_gpus)
 
 
-def make_runner(config: SuiteConfig, out: Path, workers: int,
-                args: Any = None) -> SuiteRunner | RaySuiteRunner:
+def make_runner(
+    config: SuiteConfig, out: Path, workers: int, args: Any = None
+) -> SuiteRunner | RaySuiteRunner:
     """The runner `--backend` names (local when `args` has none)."""
     check_backend(args)
     if getattr(args, "backend", "local") == "local":
         return SuiteRunner(config, out, workers)
-    opts = RayOptions(address=args.address, cpus=float(args.run_cpus),
-                      gpus=parse_run_gpus(args.run_gpus))
+    opts = RayOptions(
+        address=args.address, cpus=float(args.run_cpus), gpus=parse_run_gpus(args.run_gpus)
+    )
     unknown = sorted(set(opts.gpus) - set(config.agents))
     if unknown:
         raise UserError(f"--run-gpus for {', '.join(unknown)}, which is not in --agents")

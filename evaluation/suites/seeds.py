@@ -25,8 +25,9 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
         try:
             return _count(int(s), text)
         except ValueError:
-            raise UserError(f"--seeds {text!r}: give a count (3) or a list of seeds "
-                            "(3,4,5)") from None
+            raise UserError(
+                f"--seeds {text!r}: give a count (3) or a list of seeds (3,4,5)"
+            ) from None
     return _listed([p for p in s.split(",") if p.strip()], text)
 
 

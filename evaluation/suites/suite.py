@@ -76,8 +76,10 @@ class SuiteConfig:
             raise UserError("--levels names no level: give a level set, a CSV or Game:State")
         twice = sorted({lv for lv in self.levels if self.levels.count(lv) > 1})
         if twice:
-            raise UserError(f"--levels names {', '.join(twice)} more than once: list each "
-                            "level once (--seeds gives repeated runs)")
+            raise UserError(
+                f"--levels names {', '.join(twice)} more than once: list each "
+                "level once (--seeds gives repeated runs)"
+            )
         for a in self.agents:
             if not AGENT_NAME.match(a):
                 raise UserError(f"agent name {a!r}: use letters, digits, '_', '.', '-'")
@@ -87,10 +89,11 @@ class SuiteConfig:
         if unknown:
             raise UserError(f"--agent-args for {', '.join(unknown)}, which is not in --agents")
         self.seeds = parse_seeds(self.seeds)
-        if self.budget < 1 or not (
-                math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
-            raise UserError("--budget must be at least 1, --wallclock a finite "
-                            f"number of seconds above 0 (got {self.wallclock_s})")
+        if self.budget < 1 or not (math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
+            raise UserError(
+                "--budget must be at least 1, --wallclock a finite "
+                f"number of seconds above 0 (got {self.wallclock_s})"
+            )
         if self.runtime not in ("local", "docker"):
             raise UserError(f"--runtime {self.runtime!r}: choose local or docker")
         for name, entry in self.aliases.items():
@@ -140,8 +143,18 @@ class RunKey:
 
 # ---------------------------------------------------------------- suite.json
 
-IDENTITY = ("agents", "levels", "seeds", "budget", "wallclock_s", "runtime", "agent_args",
-            "record", "aliases", "images")
+IDENTITY = (
+    "agents",
+    "levels",
+    "seeds",
+    "budget",
+    "wallclock_s",
+    "runtime",
+    "agent_args",
+    "record",
+    "aliases",
+    "images",
+)
 
 
 # a suite grows by more agents or seeds, and keeps the runs it has
@@ -182,8 +195,9 @@ def conflicts(saved: SuiteConfig, given: dict[str, Any]) -> list[str]:
     return out
 
 
-def open_suite(out: Path, given: dict[str, Any],
-               check: Callable[[SuiteConfig], None] | None = None) -> SuiteConfig:
+def open_suite(
+    out: Path, given: dict[str, Any], check: Callable[[SuiteConfig], None] | None = None
+) -> SuiteConfig:
     """The suite in `out`: the saved one (checking `given` against it) or a new one from `given`.
 
     `given` holds the SuiteConfig fields the user gave; a new suite needs them all. `check`
@@ -197,8 +211,10 @@ def open_suite(out: Path, given: dict[str, Any],
             raise UserError(f"{path} is not a suite file ({e}): choose another --out") from None
         bad = conflicts(saved, given)
         if bad:
-            raise UserError(f"{out} holds a suite made with other arguments: {'; '.join(bad)}. "
-                            f"Continue it with `suite --resume {out}`, or choose another --out")
+            raise UserError(
+                f"{out} holds a suite made with other arguments: {'; '.join(bad)}. "
+                f"Continue it with `suite --resume {out}`, or choose another --out"
+            )
         grown = extend(saved, given)
         if grown is not None:
             if check is not None:
@@ -210,8 +226,9 @@ def open_suite(out: Path, given: dict[str, Any],
         return saved
     missing = [k for k in ("agents", "levels") if k not in given]
     if missing:
-        raise UserError(f"{path} does not exist: a new suite needs "
-                        f"{' and '.join('--' + m for m in missing)}")
+        raise UserError(
+            f"{path} does not exist: a new suite needs {' and '.join('--' + m for m in missing)}"
+        )
     config = SuiteConfig(**given)
     config.validate()
     if check is not None:
@@ -232,8 +249,10 @@ def suite_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             pid = f.read().strip() or "?"
-            raise UserError(f"another suite (pid {pid}) is running in {out}: wait for it or "
-                            "stop it (Ctrl-C) first") from None
+            raise UserError(
+                f"another suite (pid {pid}) is running in {out}: wait for it or "
+                "stop it (Ctrl-C) first"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -245,6 +264,7 @@ def suite_lock(out: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- which runs to do
+
 
 def run_state(run_dir: Path) -> str | None:
     """The status of the run recorded in `run_dir`; None when there is none."""
@@ -265,6 +285,7 @@ def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKe
 
 
 # ---------------------------------------------------------------- running
+
 
 def last_timesteps(run_dir: Path) -> int:
     """The timesteps of the last line of the run's progress.csv, read from its end; 0 if none."""
@@ -295,7 +316,7 @@ def server_pids() -> list[int]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat[stat.rfind(")") + 2:].split()
+            fields = stat[stat.rfind(")") + 2 :].split()
             if len(fields) < 2 or int(fields[1]) != me:
                 continue
             argv = (entry / "cmdline").read_bytes().split(b"\0")
@@ -319,9 +340,19 @@ def preflight(config: SuiteConfig) -> None:
 
 def failure_results(run_key: RunKey, config: SuiteConfig, error: str) -> dict[str, Any]:
     """results.json for a run whose run_one raised instead of returning."""
-    return {"level": run_key.level, "agent": run_key.agent, "seed": run_key.seed, "score": None,
-            "episodes": 0, "timesteps": 0, "wallclock_s": 0.0, "status": "env_error",
-            "budget": config.budget, "runtime": config.runtime, "error": error}
+    return {
+        "level": run_key.level,
+        "agent": run_key.agent,
+        "seed": run_key.seed,
+        "score": None,
+        "episodes": 0,
+        "timesteps": 0,
+        "wallclock_s": 0.0,
+        "status": "env_error",
+        "budget": config.budget,
+        "runtime": config.runtime,
+        "error": error,
+    }
 
 
 RunOne = Callable[[Any], dict[str, Any]]
@@ -337,8 +368,14 @@ class SuiteRunner:
     """Runs a list of runs (their RunKeys) on a thread pool; reports progress through `on_*`
     callbacks."""
 
-    def __init__(self, config: SuiteConfig, out: Path, workers: int,
-                 run_one: RunOne | None = None, make_spec: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        config: SuiteConfig,
+        out: Path,
+        workers: int,
+        run_one: RunOne | None = None,
+        make_spec: Callable[..., Any] | None = None,
+    ):
         self.config = config
         self.out = out
         self.workers = max(1, workers)
@@ -357,15 +394,20 @@ class SuiteRunner:
 
         entry = self.config.entry(run_key.agent)
         aliased = entry != run_key.agent
-        return RunSpec(agent=run_key.agent, level=Level.parse(run_key.level), seed=run_key.seed,
-                       budget=self.config.budget, results_dir=run_key.dir(self.out),
-                       runtime=self.config.runtime, wallclock_s=self.config.wallclock_s,
-                       record=self.config.record,
-                       agent_args=list(self.config.agent_args.get(run_key.agent, [])),
-                       agent_cmd=([sys.executable, "-m", agent_entry(entry).module] if aliased
-                                  else None),
-                       image=self.config.images.get(run_key.agent)
-                       or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None))
+        return RunSpec(
+            agent=run_key.agent,
+            level=Level.parse(run_key.level),
+            seed=run_key.seed,
+            budget=self.config.budget,
+            results_dir=run_key.dir(self.out),
+            runtime=self.config.runtime,
+            wallclock_s=self.config.wallclock_s,
+            record=self.config.record,
+            agent_args=list(self.config.agent_args.get(run_key.agent, [])),
+            agent_cmd=([sys.executable, "-m", agent_entry(entry).module] if aliased else None),
+            image=self.config.images.get(run_key.agent)
+            or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None),
+        )
 
     def _one(self, run_key: RunKey) -> dict[str, Any] | None:
         if self.stop.is_set():
@@ -407,7 +449,8 @@ class SuiteRunner:
         """
         status = res.get("status")
         stopped = self.stop.is_set() or str(res.get("error") or "").startswith(
-            "server stopped by SIG")
+            "server stopped by SIG"
+        )
         if not stopped or status in ("budget", "wallclock", "interrupted"):
             return res
         res = {**res, "status": "interrupted", "status_at_interrupt": status}
@@ -426,14 +469,18 @@ class SuiteRunner:
             except ProcessLookupError:
                 pass
 
-    def run(self, run_keys: list[RunKey],
-            on_done: Callable[[RunKey, dict[str, Any]], None] = lambda c, r: None,
-            on_tick: Callable[[int], None] = lambda steps: None,
-            tick_s: float = 1.0) -> Outcome:
+    def run(
+        self,
+        run_keys: list[RunKey],
+        on_done: Callable[[RunKey, dict[str, Any]], None] = lambda c, r: None,
+        on_tick: Callable[[int], None] = lambda steps: None,
+        tick_s: float = 1.0,
+    ) -> Outcome:
         outcome = Outcome()
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="run")
         futures: dict[Future[dict[str, Any] | None], RunKey] = {
-            pool.submit(self._one, c): c for c in run_keys}
+            pool.submit(self._one, c): c for c in run_keys
+        }
         pending = set(futures)
         try:
             while pending:
@@ -450,9 +497,13 @@ class SuiteRunner:
             pool.shutdown(wait=True, cancel_futures=True)
         return outcome
 
-    def _drain(self, pending: set[Future[dict[str, Any] | None]],
-               futures: dict[Future[dict[str, Any] | None], RunKey], outcome: Outcome,
-               on_done: Callable[[RunKey, dict[str, Any]], None]) -> None:
+    def _drain(
+        self,
+        pending: set[Future[dict[str, Any] | None]],
+        futures: dict[Future[dict[str, Any] | None], RunKey],
+        outcome: Outcome,
+        on_done: Callable[[RunKey, dict[str, Any]], None],
+    ) -> None:
         """After Ctrl-C: stop the running runs' processes and wait for their results."""
         deadline = time.monotonic() + 60.0
         while True:
@@ -471,8 +522,12 @@ class SuiteRunner:
                 return
 
     @staticmethod
-    def _collect(f: Future[dict[str, Any] | None], run_key: RunKey, outcome: Outcome,
-                 on_done: Callable[[RunKey, dict[str, Any]], None]) -> None:
+    def _collect(
+        f: Future[dict[str, Any] | None],
+        run_key: RunKey,
+        outcome: Outcome,
+        on_done: Callable[[RunKey, dict[str, Any]], None],
+    ) -> None:
         if f.cancelled():
             return
         res = f.result()

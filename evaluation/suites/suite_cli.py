@@ -41,8 +41,11 @@ from sonic_common.errors import UserError, exit_on_user_error
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m evaluation suite", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation suite",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_suite_arguments(ap)
     _add_run_arguments(ap)
     return ap.parse_args(argv)
@@ -50,21 +53,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _add_suite_arguments(ap: argparse.ArgumentParser) -> None:
     """What the suite is: agents, levels, seeds and each run's settings (kept in suite.json)."""
-    ap.add_argument("--agents", help="comma-separated agent names (python -m agent.NAME); "
-                    "NAME=ENTRY runs agent ENTRY under the name NAME")
+    ap.add_argument(
+        "--agents",
+        help="comma-separated agent names (python -m agent.NAME); "
+        "NAME=ENTRY runs agent ENTRY under the name NAME",
+    )
     ap.add_argument("--levels", help="a level set name, a CSV file, or Game:State[,Game:State]")
-    ap.add_argument("--seeds", help="a count K (seeds 0..K-1, default 1) or a list of seeds "
-                    "(3,4,5); more seeds or agents than a suite has extend it")
+    ap.add_argument(
+        "--seeds",
+        help="a count K (seeds 0..K-1, default 1) or a list of seeds "
+        "(3,4,5); more seeds or agents than a suite has extend it",
+    )
     ap.add_argument("--budget", type=int, help=f"timesteps per run (default {BUDGET_STEPS})")
-    ap.add_argument("--wallclock", type=float,
-                    help=f"wall-clock seconds per run (default {WALLCLOCK_S})")
+    ap.add_argument(
+        "--wallclock", type=float, help=f"wall-clock seconds per run (default {WALLCLOCK_S})"
+    )
     ap.add_argument("--runtime", choices=("local", "docker"), help="default local")
-    ap.add_argument("--agent-args", action="append", default=[], metavar='NAME="ARGS"',
-                    help="extra command-line arguments for one agent (repeatable)")
-    ap.add_argument("--image", action="append", default=[], metavar="NAME=TAG",
-                    help="docker: the image NAME runs (default sonic-maml-agent-ENTRY:latest)")
-    ap.add_argument("--record", action="store_true", default=None,
-                    help="record every episode as a .bk2 movie (see `evaluation video`)")
+    ap.add_argument(
+        "--agent-args",
+        action="append",
+        default=[],
+        metavar='NAME="ARGS"',
+        help="extra command-line arguments for one agent (repeatable)",
+    )
+    ap.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=TAG",
+        help="docker: the image NAME runs (default sonic-maml-agent-ENTRY:latest)",
+    )
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        default=None,
+        help="record every episode as a .bk2 movie (see `evaluation video`)",
+    )
 
 
 def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
@@ -72,15 +96,28 @@ def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
     add_backend_arguments(ap)
     ap.add_argument("--out", type=Path, help="the suite directory")
-    ap.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                    help="continue the suite in --out (it must exist); `--resume DIR`, the old "
-                    "spelling, still works")
-    ap.add_argument("--retry-failed", action="store_true",
-                    help="run again the runs that failed (crashed, protocol error, ...)")
+    ap.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="continue the suite in --out (it must exist); `--resume DIR`, the old "
+        "spelling, still works",
+    )
+    ap.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the runs that failed (crashed, protocol error, ...)",
+    )
     ap.add_argument("--report-only", action="store_true", help="only write the report")
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    ap.add_argument("--baseline", default="ppo2", help="the report's probability of improvement "
-                    "compares every agent with this one (default ppo2; `none`: no comparison)")
+    ap.add_argument(
+        "--baseline",
+        default="ppo2",
+        help="the report's probability of improvement "
+        "compares every agent with this one (default ppo2; `none`: no comparison)",
+    )
 
 
 def parse_agent_args(items: list[str]) -> dict[str, list[str]]:
@@ -100,6 +137,7 @@ def absolute_paths(args: list[str]) -> list[str]:
     """Agent arguments that name an existing file or directory here (`--checkpoint
     runs/joint/checkpoint.pt`, `--config=my.yaml`) made absolute: the suite keeps them, and
     resumes from any directory."""
+
     def fix(text: str) -> str:
         return str(Path(text).resolve()) if text and Path(text).exists() else text
 
@@ -129,16 +167,20 @@ def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
     if args.agents is not None:
         names = [a.strip() for a in args.agents.split(",") if a.strip()]
         given["agents"] = [n.partition("=")[0].strip() for n in names]
-        given["aliases"] = {n.partition("=")[0].strip(): n.partition("=")[2].strip()
-                            for n in names if "=" in n}
+        given["aliases"] = {
+            n.partition("=")[0].strip(): n.partition("=")[2].strip() for n in names if "=" in n
+        }
     if args.levels is not None:
         given["levels"] = [lv.id for lv in resolve_levels(args.levels)]
         given["levels_spec"] = args.levels
     if args.seeds is not None:
         given["seeds"] = parse_seeds(args.seeds)
-    for key, value in (("budget", args.budget),
-                       ("wallclock_s", args.wallclock), ("runtime", args.runtime),
-                       ("record", args.record)):
+    for key, value in (
+        ("budget", args.budget),
+        ("wallclock_s", args.wallclock),
+        ("runtime", args.runtime),
+        ("record", args.record),
+    ):
         if value is not None:
             given[key] = value
     if args.agent_args:
@@ -146,9 +188,16 @@ def given_config(args: argparse.Namespace, new: bool) -> dict[str, Any]:
     if args.image:
         given["images"] = parse_images(args.image)
     if new:
-        defaults = {"seeds": 1, "budget": BUDGET_STEPS, "wallclock_s": float(WALLCLOCK_S),
-                    "runtime": "local", "agent_args": {}, "record": False, "aliases": {},
-                    "images": {}}
+        defaults = {
+            "seeds": 1,
+            "budget": BUDGET_STEPS,
+            "wallclock_s": float(WALLCLOCK_S),
+            "runtime": "local",
+            "agent_args": {},
+            "record": False,
+            "aliases": {},
+            "images": {},
+        }
         given = {**defaults, **given}
     return given
 
@@ -162,8 +211,10 @@ def suite_dir(args: argparse.Namespace) -> Path:
     if args.out is None:
         raise UserError("say where the suite lives: --out DIR")
     if args.resume and not (args.out / SUITE_JSON).is_file():
-        raise UserError(f"--resume: {args.out} holds no {SUITE_JSON}: it is not a suite "
-                        "directory (leave out --resume to start one)")
+        raise UserError(
+            f"--resume: {args.out} holds no {SUITE_JSON}: it is not a suite "
+            "directory (leave out --resume to start one)"
+        )
     return args.out
 
 
@@ -171,20 +222,32 @@ def progress_bar(total: int, initial: int) -> Any:
     """A bar with ETA on a terminal; plain progress lines in a log (sonic_common.progress)."""
     from sonic_common.progress import progress
 
-    return progress(total, initial, unit="step", desc="suite", unit_scale=True,
-                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]"
-                               "{postfix}")
+    return progress(
+        total,
+        initial,
+        unit="step",
+        desc="suite",
+        unit_scale=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}",
+    )
 
 
-def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
-        backend: argparse.Namespace | None = None) -> bool:
+def run(
+    config: SuiteConfig,
+    out: Path,
+    workers: int,
+    retry_failed: bool,
+    backend: argparse.Namespace | None = None,
+) -> bool:
     """Run what is left of the suite; True when it was interrupted."""
     run_keys, done = todo(config, out, retry_failed)
     total = len(done) + len(run_keys)
-    print(f"suite {out}: {total} runs ({len(config.agents)} agents × {len(config.levels)} "
-          f"levels × {len(config.seeds)} seeds), {len(done)} done, {len(run_keys)} to run, "
-          f"{'on Ray' if getattr(backend, 'backend', '') == 'ray' else f'{workers} at a time'}",
-          file=sys.stderr)
+    print(
+        f"suite {out}: {total} runs ({len(config.agents)} agents × {len(config.levels)} "
+        f"levels × {len(config.seeds)} seeds), {len(done)} done, {len(run_keys)} to run, "
+        f"{'on Ray' if getattr(backend, 'backend', '') == 'ray' else f'{workers} at a time'}",
+        file=sys.stderr,
+    )
     if not run_keys:
         return False
     progress = SuiteProgress(total, len(done), config.budget)
@@ -194,9 +257,12 @@ def run(config: SuiteConfig, out: Path, workers: int, retry_failed: bool,
     progress.close()
     if outcome.interrupted:
         runs = progress.counts["runs"]
-        print(f"interrupted after {time.monotonic() - t0:.0f} s: {runs}/{total} runs "
-              f"done; `python -m evaluation suite --out {out} --resume` runs the other "
-              f"{total - runs}", file=sys.stderr)
+        print(
+            f"interrupted after {time.monotonic() - t0:.0f} s: {runs}/{total} runs "
+            f"done; `python -m evaluation suite --out {out} --resume` runs the other "
+            f"{total - runs}",
+            file=sys.stderr,
+        )
     return outcome.interrupted
 
 
@@ -213,8 +279,7 @@ class SuiteProgress:
 
     def show(self) -> None:
         failed = f", {self.counts['failed']} not by budget" if self.counts["failed"] else ""
-        self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}",
-                                 refresh=False)
+        self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}", refresh=False)
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
         self.finished_steps += self.budget
@@ -227,8 +292,11 @@ class SuiteProgress:
         score = res.get("score")
         score_text = "-" if score is None else f"{score:.1f}"
         err = f" ({res.get('error')})" if res.get("error") else ""
-        self.bar.write(f"{run_key}: {status}, score {score_text}, {res.get('episodes')} episodes, "
-                       f"{res.get('wallclock_s') or 0:.0f} s{err}", file=sys.stderr)
+        self.bar.write(
+            f"{run_key}: {status}, score {score_text}, {res.get('episodes')} episodes, "
+            f"{res.get('wallclock_s') or 0:.0f} s{err}",
+            file=sys.stderr,
+        )
         self.show()
 
     def on_tick(self, running_steps: int) -> None:
@@ -244,6 +312,7 @@ class SuiteProgress:
 def _stop_on_signals() -> None:
     """Ctrl-C and SIGTERM both stop the suite cleanly (KeyboardInterrupt in the main thread),
     also when started in the background by a shell that made it ignore SIGINT."""
+
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -266,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signals()
     out.mkdir(parents=True, exist_ok=True)
     with suite_lock(out):
-        config = open_suite(out, given_config(args, new=not (out / SUITE_JSON).is_file()),
-                            check=preflight)
+        config = open_suite(
+            out, given_config(args, new=not (out / SUITE_JSON).is_file()), check=preflight
+        )
         interrupted = run(config, out, args.workers, args.retry_failed, args)
         if not args.no_report:
             report = write_report(out, None if args.baseline == "none" else args.baseline)
@@ -283,7 +353,7 @@ def overall_table(report: Path) -> str:
     if start is None:
         return ""
     table = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("|"):
             table.append(line)
         elif table:

@@ -18,6 +18,8 @@ def docker_client_or_skip(timeout: float = 600) -> Any:
 
     found = find_daemon(timeout=timeout)
     if found is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root, "
-                    "or set DOCKER_HOST)")
+        pytest.skip(
+            "no Docker daemon answers (run `python -m evaluation docker up` as root, "
+            "or set DOCKER_HOST)"
+        )
     return found[1]
