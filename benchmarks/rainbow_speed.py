@@ -92,7 +92,6 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     import numpy as np
     import torch
 
-    import agent.learners.rainbow as learner
     from agent.learners.rainbow import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
 
     torch.set_num_threads(threads)
@@ -111,8 +110,9 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     replay.update_priorities = phases.wrap(  # type: ignore[method-assign]
         "priorities", replay.update_priorities)
     # both networks on s' (online for the argmax, target for the distribution), then online on s
-    learner.next_state_log_probs = phases.wrap("s' (no grad)", learner.next_state_log_probs)
-    phases.hook(agent.online, lambda: "online s (grad)" if torch.is_grad_enabled() else None)
+    phases.hook(agent.online,
+                lambda: "online s (grad)" if torch.is_grad_enabled() else "s' (no grad)")
+    phases.hook(agent.target, lambda: "s' (no grad)")
     phases.optimizer(agent.optimizer)
     for _ in range(5):  # warm-up
         agent.update(replay, rng)

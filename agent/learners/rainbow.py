@@ -150,8 +150,8 @@ def _first_conv_in_blocks(obs: Tensor, conv: nn.Module) -> Tensor | None:
     if (obs.device.type != "cpu" or not isinstance(conv, nn.Conv2d) or conv.kernel_size != (8, 8)
             or conv.stride != (4, 4) or conv.padding != (0, 0) or h % 4 or w % 4):
         return None
-    blocks = obs.view(n, c, h // 4, 4, w // 4, 4).permute(0, 1, 3, 5, 2, 4)
-    x = blocks.float().div_(255.0).reshape(n, c * 16, h // 4, w // 4)
+    blocks = obs.reshape(n, c, h // 4, 4, w // 4, 4).permute(0, 1, 3, 5, 2, 4)
+    x = blocks.to(torch.float32, copy=True).div_(255.0).reshape(n, c * 16, h // 4, w // 4)
     o = conv.out_channels
     weight = conv.weight.view(o, c, 2, 4, 2, 4).permute(0, 1, 3, 5, 2, 4)
     return F.conv2d(x, weight.reshape(o, c * 16, 2, 2), conv.bias)
