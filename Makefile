@@ -23,12 +23,15 @@ test: setup
 		if [ "$${REQUIRE_DOCKER:-0}" = 1 ]; then exit 1; fi; \
 		echo "note: no Docker daemon: the Docker tests will be skipped"; }
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=30
 
-# ruff, and mypy over the five packages (its settings: [tool.mypy] in pyproject.toml)
+# ruff's lint rules and formatter (`ruff format .` fixes the layout), and mypy over the five
+# packages (its settings: [tool.mypy] in pyproject.toml)
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # Every benchmark under benchmarks/ with its defaults, each ending with its `BENCH ...` line; the

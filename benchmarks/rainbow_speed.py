@@ -57,6 +57,7 @@ class Phases:
                 return fn(*args, **kwargs)
             finally:
                 self.add(name, time.perf_counter() - start)
+
         return timed
 
     def hook(self, module: Any, name: Callable[[], str | None]) -> None:
@@ -68,6 +69,7 @@ class Phases:
             seconds, part = time.perf_counter() - started.pop(), name()
             if part is not None:
                 self.add(part, seconds)
+
         module.register_forward_hook(done)
 
     def optimizer(self, opt: Any, name: str = "Adam") -> None:
@@ -102,16 +104,21 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     rng = np.random.default_rng(0)
     replay.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
     for t in range(fill):
-        replay.add(np.array([t % ACTIONS]), np.array([rng.normal()]),
-                   np.array([t % 1000 == 999]),
-                   rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+        replay.add(
+            np.array([t % ACTIONS]),
+            np.array([rng.normal()]),
+            np.array([t % 1000 == 999]),
+            rng.integers(0, 256, (1, 84, 84), dtype=np.uint8),
+        )
     phases = Phases()
     replay.sample = phases.wrap("sample", replay.sample)  # type: ignore[method-assign]
     replay.update_priorities = phases.wrap(  # type: ignore[method-assign]
-        "priorities", replay.update_priorities)
+        "priorities", replay.update_priorities
+    )
     # both networks on s' (online for the argmax, target for the distribution), then online on s
-    phases.hook(agent.online,
-                lambda: "online s (grad)" if torch.is_grad_enabled() else "s' (no grad)")
+    phases.hook(
+        agent.online, lambda: "online s (grad)" if torch.is_grad_enabled() else "s' (no grad)"
+    )
     phases.hook(agent.target, lambda: "s' (no grad)")
     phases.optimizer(agent.optimizer)
     for _ in range(5):  # warm-up
@@ -120,6 +127,7 @@ def run_ours(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     def step() -> None:
         for _ in range(updates):
             agent.update(replay, rng)
+
     timed_updates(step, updates, phases, out)
 
 
@@ -135,16 +143,32 @@ def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
         action_space = gym.spaces.Discrete(ACTIONS)
 
     torch.set_num_threads(threads)
-    model = DQN("CnnPolicy", Frames(), learning_rate=1e-4, buffer_size=max(fill, 1000),
-                learning_starts=0, batch_size=BATCH, train_freq=1, gradient_steps=1,
-                target_update_interval=8192, device="cpu", seed=0)
+    model = DQN(
+        "CnnPolicy",
+        Frames(),
+        learning_rate=1e-4,
+        buffer_size=max(fill, 1000),
+        learning_starts=0,
+        batch_size=BATCH,
+        train_freq=1,
+        gradient_steps=1,
+        target_update_interval=8192,
+        device="cpu",
+        seed=0,
+    )
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(0)
     obs = rng.integers(0, 256, (1, *OBS_SHAPE), dtype=np.uint8)
     for t in range(fill):
         nxt = rng.integers(0, 256, (1, *OBS_SHAPE), dtype=np.uint8)
-        model.replay_buffer.add(obs, nxt, np.array([t % ACTIONS]), np.array([rng.normal()]),
-                                np.array([t % 1000 == 999]), [{}])
+        model.replay_buffer.add(
+            obs,
+            nxt,
+            np.array([t % ACTIONS]),
+            np.array([rng.normal()]),
+            np.array([t % 1000 == 999]),
+            [{}],
+        )
         obs = nxt
     phases = Phases()
     buffer = model.replay_buffer
@@ -154,8 +178,9 @@ def run_sb3(updates: int, fill: int, threads: int, out: mp.Queue) -> None:
     phases.hook(model.q_net_target, lambda: "s' (no grad)")
     phases.optimizer(model.policy.optimizer)
     model.train(gradient_steps=5, batch_size=BATCH)  # warm-up
-    timed_updates(lambda: model.train(gradient_steps=updates, batch_size=BATCH), updates, phases,
-                  out)
+    timed_updates(
+        lambda: model.train(gradient_steps=updates, batch_size=BATCH), updates, phases, out
+    )
 
 
 Measured = tuple[float, float, dict[str, float]]  # updates/s, per CPU second, seconds by part
@@ -192,24 +217,33 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both")
     args = ap.parse_args()
     if importlib.util.find_spec("stable_baselines3") is None:
-        print("stable-baselines3 is missing: install the bench extra "
-              "(`.venv/bin/pip install -e '.[bench]'` or `pip install stable-baselines3`)",
-              file=sys.stderr)
+        print(
+            "stable-baselines3 is missing: install the bench extra "
+            "(`.venv/bin/pip install -e '.[bench]'` or `pip install stable-baselines3`)",
+            file=sys.stderr,
+        )
         return 2
     ours: list[Measured] = []
     sb3: list[Measured] = []
     for r in range(args.rounds):
         ours.append(measure(run_ours, args.updates, args.fill, args.threads))
         sb3.append(measure(run_sb3, args.updates, args.fill, args.threads))
-        print(f"round {r + 1}: ours {ours[-1][0]:.2f} updates/s ({ours[-1][1]:.2f} per CPU s), "
-              f"SB3 DQN {sb3[-1][0]:.2f} updates/s ({sb3[-1][1]:.2f} per CPU s)", flush=True)
+        print(
+            f"round {r + 1}: ours {ours[-1][0]:.2f} updates/s ({ours[-1][1]:.2f} per CPU s), "
+            f"SB3 DQN {sb3[-1][0]:.2f} updates/s ({sb3[-1][1]:.2f} per CPU s)",
+            flush=True,
+        )
     o, s = statistics.median(m[0] for m in ours), statistics.median(m[0] for m in sb3)
     oc, sc = statistics.median(m[1] for m in ours), statistics.median(m[1] for m in sb3)
-    print(f"breakdown, ms per update: ours: {breakdown(ours, args.updates)} | "
-          f"SB3 DQN: {breakdown(sb3, args.updates)}")
-    print(f"median: ours {o:.2f} updates/s, SB3 DQN {s:.2f} updates/s "
-          f"({args.updates} updates, batch {BATCH}, {args.threads} torch thread(s)); "
-          f"per CPU second: ours {oc:.2f}, SB3 DQN {sc:.2f} (ratio {oc / sc:.3f})")
+    print(
+        f"breakdown, ms per update: ours: {breakdown(ours, args.updates)} | "
+        f"SB3 DQN: {breakdown(sb3, args.updates)}"
+    )
+    print(
+        f"median: ours {o:.2f} updates/s, SB3 DQN {s:.2f} updates/s "
+        f"({args.updates} updates, batch {BATCH}, {args.threads} torch thread(s)); "
+        f"per CPU second: ours {oc:.2f}, SB3 DQN {sc:.2f} (ratio {oc / sc:.3f})"
+    )
     print(f"BENCH rainbow_speed ratio={o / s:.3f} target=1.0")
     return 0
 

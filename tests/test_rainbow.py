@@ -26,9 +26,22 @@ from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
-SMALL = ["--set", "learning_starts=80", "--set", "torch_threads=1", "--set", "capacity=1000",
-         "--set", "target_interval=50", "--set", "log_interval=50", "--set", "features=64",
-         "--set", "atoms=11"]
+SMALL = [
+    "--set",
+    "learning_starts=80",
+    "--set",
+    "torch_threads=1",
+    "--set",
+    "capacity=1000",
+    "--set",
+    "target_interval=50",
+    "--set",
+    "log_interval=50",
+    "--set",
+    "features=64",
+    "--set",
+    "atoms=11",
+]
 
 
 # ---------------------------------------------------------------------------- projection
@@ -36,25 +49,26 @@ SMALL = ["--set", "learning_starts=80", "--set", "torch_threads=1", "--set", "ca
 
 def test_projection_matches_a_hand_computed_case() -> None:
     support = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
-    probs = torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2],
-                          [0.1, 0.2, 0.3, 0.2, 0.2],
-                          [0.2, 0.2, 0.2, 0.2, 0.2]])
+    probs = torch.tensor(
+        [[0.1, 0.2, 0.3, 0.2, 0.2], [0.1, 0.2, 0.3, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2, 0.2]]
+    )
     returns = torch.tensor([0.5, 5.0, -0.25])
     discounts = torch.tensor([0.5, 1.0, 0.0])
     out = project_distribution(probs, returns, discounts, support)
     # row 0: 0.5 + 0.5·z = −0.5, 0, 0.5, 1, 1.5 → halves to the neighbours, exact atoms kept
     # row 1: everything beyond v_max lands on v_max; row 2: γ = 0, all mass at −0.25
-    expected = torch.tensor([[0.0, 0.05, 0.4, 0.45, 0.1],
-                             [0.0, 0.0, 0.0, 0.0, 1.0],
-                             [0.0, 0.25, 0.75, 0.0, 0.0]])
+    expected = torch.tensor(
+        [[0.0, 0.05, 0.4, 0.45, 0.1], [0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.25, 0.75, 0.0, 0.0]]
+    )
     torch.testing.assert_close(out, expected)
 
 
 # ---------------------------------------------------------------------------- replay
 
 
-def filled(nenvs: int, steps: int, capacity: int, dones_at: set[int], n_step: int = 3,
-           seed: int = 0) -> tuple[FrameReplay, list[dict]]:
+def filled(
+    nenvs: int, steps: int, capacity: int, dones_at: set[int], n_step: int = 3, seed: int = 0
+) -> tuple[FrameReplay, list[dict]]:
     """A replay and a naive record of the same steps: full stacked obs per step, like the
     agent's FrameStack (a reset repeats the first frame)."""
     rng = np.random.default_rng(seed)
@@ -69,8 +83,15 @@ def filled(nenvs: int, steps: int, capacity: int, dones_at: set[int], n_step: in
         dones = np.array([(t * nenvs + e) in dones_at for e in range(nenvs)])
         nxt = rng.integers(0, 256, (nenvs, 3, 2), dtype=np.uint8)
         for e in range(nenvs):
-            naive.append({"obs": stacks[e].copy(), "action": actions[e], "reward": rewards[e],
-                          "done": dones[e], "env": e})
+            naive.append(
+                {
+                    "obs": stacks[e].copy(),
+                    "action": actions[e],
+                    "reward": rewards[e],
+                    "done": dones[e],
+                    "env": e,
+                }
+            )
         replay.add(actions, rewards, dones, nxt)
         for e in range(nenvs):
             if dones[e]:
@@ -88,8 +109,11 @@ def test_frame_sharing_replay_returns_the_naive_observations(nenvs: int) -> None
     live = np.flatnonzero(replay.ready)
     assert replay.size == len(live) > 0
     for slot in live:
-        g = next(g for g in range(len(naive)) if g % replay.slots == slot
-                 and g >= replay.written - replay.capacity)
+        g = next(
+            g
+            for g in range(len(naive))
+            if g % replay.slots == slot and g >= replay.written - replay.capacity
+        )
         np.testing.assert_array_equal(replay.stacked(np.array([slot]))[0], naive[g]["obs"])
         batch_returns, discounts = replay.n_step_returns(np.array([slot]))
         if discounts[0] > 0:  # the next observation is the one n steps later, same env
@@ -102,8 +126,9 @@ def test_n_step_returns_stop_at_an_episode_end() -> None:
     replay.start(np.zeros((1, 1, 1), np.uint8))
     rewards = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     for t, r in enumerate(rewards):
-        ready = replay.add(np.array([0]), np.array([r]), np.array([t == 3]),
-                           np.zeros((1, 1, 1), np.uint8))
+        ready = replay.add(
+            np.array([0]), np.array([r]), np.array([t == 3]), np.zeros((1, 1, 1), np.uint8)
+        )
         if t == 3:  # the episode end makes the pending transitions sampleable at once
             assert list(ready) == [1, 2, 3]
     assert replay.size == 4  # t=4 and t=5 wait for their third step
@@ -114,12 +139,12 @@ def test_n_step_returns_stop_at_an_episode_end() -> None:
 
 
 def test_prioritized_sampling_proportions_and_importance_weights() -> None:
-    replay = FrameReplay(100, (1, 1), stack=4, n_step=1, gamma=0.9, alpha=0.5, beta=0.4,
-                         epsilon=0.1)
+    replay = FrameReplay(
+        100, (1, 1), stack=4, n_step=1, gamma=0.9, alpha=0.5, beta=0.4, epsilon=0.1
+    )
     replay.start(np.zeros((1, 1, 1), np.uint8))
     for _ in range(4):
-        replay.add(np.array([0]), np.array([0.0]), np.array([False]),
-                   np.zeros((1, 1, 1), np.uint8))
+        replay.add(np.array([0]), np.array([0.0]), np.array([False]), np.zeros((1, 1, 1), np.uint8))
     assert replay.size == 4
     errors = np.array([0.0, 0.5, 1.5, 3.9])
     replay.update_priorities(np.arange(4), errors)
@@ -193,8 +218,12 @@ def test_update_moves_the_online_network_towards_the_target() -> None:
     rng = np.random.default_rng(0)
     replay.start(np.zeros((1, 36, 36), np.uint8))
     for t in range(100):
-        replay.add(np.array([t % 2]), np.array([1.0]), np.array([t % 10 == 9]),
-                   np.zeros((1, 36, 36), np.uint8))
+        replay.add(
+            np.array([t % 2]),
+            np.array([1.0]),
+            np.array([t % 10 == 9]),
+            np.zeros((1, 36, 36), np.uint8),
+        )
     obs = torch.zeros(1, 4, 36, 36, dtype=torch.uint8)
     with torch.no_grad():
         before = agent.online.q_values(agent.online(obs)).mean()
@@ -211,18 +240,22 @@ def test_update_moves_the_online_network_towards_the_target() -> None:
 
 
 def test_rainbow_imports_neither_stable_retro_nor_meta_train() -> None:
-    code = ("import sys, agent.rainbow; "
-            "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, agent.rainbow; "
+        "print(sorted(m for m in ('stable_retro', 'meta_train', 'retro') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
 def test_rainbow_agent_to_the_budget_then_resumed(tmp_path: Path) -> None:
     run = tmp_path / "scratch"
-    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100,
-                              results_dir=run, agent_args=SMALL))
+    results = run_one(
+        RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100, results_dir=run, agent_args=SMALL)
+    )
     log = (run / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, log
     assert results["timesteps"] == 100 and "budget spent after" in log
@@ -237,11 +270,21 @@ def test_rainbow_agent_to_the_budget_then_resumed(tmp_path: Path) -> None:
 
     # an agent restarted within its run finds its checkpoint in $AGENT_OUTPUT_DIR
     resumed_dir = tmp_path / "resumed"
-    restart = (f'cp {run / "agent" / "checkpoint.pt"} "$AGENT_OUTPUT_DIR/checkpoint.pt" && '
-               f'exec {sys.executable} -m agent.rainbow "$@"')
-    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=1, budget=100,
-                              results_dir=resumed_dir, agent_cmd=["sh", "-c", restart, "sh"],
-                              agent_args=[*SMALL, "--resume"]))
+    restart = (
+        f'cp {run / "agent" / "checkpoint.pt"} "$AGENT_OUTPUT_DIR/checkpoint.pt" && '
+        f'exec {sys.executable} -m agent.rainbow "$@"'
+    )
+    results = run_one(
+        RunSpec(
+            agent="rainbow",
+            level=LEVEL,
+            seed=1,
+            budget=100,
+            results_dir=resumed_dir,
+            agent_cmd=["sh", "-c", restart, "sh"],
+            agent_args=[*SMALL, "--resume"],
+        )
+    )
     log = (resumed_dir / "agent.log").read_text()
     assert results["status"] == "budget" and "resuming" in log, log
     resumed = load_checkpoint(resumed_dir / "agent" / "checkpoint.pt")
@@ -256,26 +299,70 @@ def test_rainbow_agent_to_the_budget_then_resumed(tmp_path: Path) -> None:
 def test_joint_rainbow_then_fine_tuned_in_the_contest(tmp_path: Path) -> None:
     """agent.train --algo rainbow on 2 lockstep workers, resumed, then agent.rainbow --init."""
     out = tmp_path / "joint"
-    train = [sys.executable, "-m", "agent.train", "--algo", "rainbow", "--levels", str(LEVEL),
-             "--workers", "2", "--out", str(out), *SMALL, "--set", "tensorboard=false"]
-    proc = subprocess.run([*train, "--timesteps", "100"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    train = [
+        sys.executable,
+        "-m",
+        "agent.train",
+        "--algo",
+        "rainbow",
+        "--levels",
+        str(LEVEL),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        *SMALL,
+        "--set",
+        "tensorboard=false",
+    ]
+    proc = subprocess.run(
+        [*train, "--timesteps", "100"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     first = load_checkpoint(out / "checkpoint.pt")
     assert first["timesteps"] == 100 and first["levels"] == [str(LEVEL)]
     assert first["updates"] == first["transitions"] - 79 > 0
-    proc = subprocess.run([*train, "--timesteps", "120", "--resume"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*train, "--timesteps", "120", "--resume"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "from 100 to 120 steps" in proc.stdout, proc.stderr
     assert load_checkpoint(out / "checkpoint.pt")["timesteps"] == 120
-    proc = subprocess.run([sys.executable, "-m", "agent.train", "--algo", "ppo", "--levels",
-                           str(LEVEL), "--out", str(out), "--timesteps", "200", "--resume"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.train",
+            "--algo",
+            "ppo",
+            "--levels",
+            str(LEVEL),
+            "--out",
+            str(out),
+            "--timesteps",
+            "200",
+            "--resume",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "trained with --algo rainbow" in proc.stderr
 
-    results = run_one(RunSpec(agent="rainbow", level=LEVEL, seed=2, budget=30,
-                              results_dir=tmp_path / "tuned",
-                              agent_args=[*SMALL, "--init", str(out / "checkpoint.pt")]))
+    results = run_one(
+        RunSpec(
+            agent="rainbow",
+            level=LEVEL,
+            seed=2,
+            budget=30,
+            results_dir=tmp_path / "tuned",
+            agent_args=[*SMALL, "--init", str(out / "checkpoint.pt")],
+        )
+    )
     log = (tmp_path / "tuned" / "agent.log").read_text()
     assert results["status"] == "budget" and "fine-tuning" in log, log
     tuned = load_checkpoint(tmp_path / "tuned" / "agent" / "checkpoint.pt")
@@ -292,8 +379,9 @@ def test_resume_restores_the_learner(tmp_path: Path) -> None:
     replay = FrameReplay(200, (36, 36), stack=4, n_step=3, gamma=cfg.gamma)
     replay.start(np.zeros((1, 36, 36), np.uint8))
     for t in range(30):
-        replay.add(np.array([t % 3]), np.array([1.0]), np.array([False]),
-                   np.full((1, 36, 36), t, np.uint8))
+        replay.add(
+            np.array([t % 3]), np.array([1.0]), np.array([False]), np.full((1, 36, 36), t, np.uint8)
+        )
     for _ in range(5):
         agent.update(replay, np.random.default_rng(0))
     agent.sync_target()
@@ -303,11 +391,18 @@ def test_resume_restores_the_learner(tmp_path: Path) -> None:
     restored = Rainbow(RainbowNet(spec), cfg)
     restored.load(load_checkpoint(path))
     for name in ("online", "target"):
-        for (k, a), b in zip(getattr(agent, name).state_dict().items(),
-                             getattr(restored, name).state_dict().values(), strict=True):
+        for (k, a), b in zip(
+            getattr(agent, name).state_dict().items(),
+            getattr(restored, name).state_dict().values(),
+            strict=True,
+        ):
             torch.testing.assert_close(a, b, msg=f"{name}.{k}")
-    assert (restored.timesteps, restored.transitions, restored.updates, restored.episodes) == \
-        (30, 28, 6, 2)
+    assert (restored.timesteps, restored.transitions, restored.updates, restored.episodes) == (
+        30,
+        28,
+        6,
+        2,
+    )
     step = restored.optimizer.state_dict()["state"][0]["step"]
     assert float(step) == 6.0
     # a PPO agent refuses it in one line
@@ -317,20 +412,41 @@ def test_resume_restores_the_learner(tmp_path: Path) -> None:
     from sonic_common.errors import UserError
 
     with pytest.raises(UserError, match="holds a rainbow network"):
-        policy_for_spaces(load_checkpoint(path), {}, spaces.Box(0, 255, (4, 36, 36), np.uint8),
-                          spaces.Discrete(3), str(path))
+        policy_for_spaces(
+            load_checkpoint(path),
+            {},
+            spaces.Box(0, 255, (4, 36, 36), np.uint8),
+            spaces.Discrete(3),
+            str(path),
+        )
 
 
 def test_rainbow_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--set", "atom=3"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.rainbow", "--set", "atom=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown config key 'atom'")
-    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--set", "capacity=10"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.rainbow", "--set", "capacity=10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "error: bad Rainbow config: capacity must be at least 1000 transitions, not 10")
-    proc = subprocess.run([sys.executable, "-m", "agent.rainbow", "--init", str(tmp_path / "x")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+        "error: bad Rainbow config: capacity must be at least 1000 transitions, not 10"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.rainbow", "--init", str(tmp_path / "x")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: checkpoint")
     assert "Traceback" not in proc.stderr
 
@@ -344,7 +460,8 @@ def test_pipeline_configs_list_rainbow_with_its_settings(tmp_path: Path) -> None
     assert "rainbow" in cmd[cmd.index("--agents") + 1].split(",")
     atari = load_pipeline_config(CONFIG_DIR / "pipeline-atari.yaml")
     atari["suite"]["agents"] = [*atari["suite"]["agents"], "rainbow"]
-    cmd = suite_command(Pipeline(tmp_path / "a", atari, CONFIG_DIR / "pipeline-atari.yaml"),
-                        "local")
-    args = cmd[cmd.index("--agent-args", cmd.index("--agents")):]
+    cmd = suite_command(
+        Pipeline(tmp_path / "a", atari, CONFIG_DIR / "pipeline-atari.yaml"), "local"
+    )
+    args = cmd[cmd.index("--agent-args", cmd.index("--agents")) :]
     assert any(a.startswith("rainbow=--set learning_starts=2000") for a in args), cmd

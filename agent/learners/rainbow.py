@@ -85,8 +85,11 @@ class RainbowConfig:
                 setattr(out, f.name, kind(cfg[f.name]))
         if out.atoms < 2 or out.v_max <= out.v_min:
             raise ValueError("need atoms ≥ 2 and v_max > v_min")
-        small = [k for k in ("n_step", "batch_size", "train_interval", "target_interval")
-                 if getattr(out, k) < 1]
+        small = [
+            k
+            for k in ("n_step", "batch_size", "train_interval", "target_interval")
+            if getattr(out, k) < 1
+        ]
         if small:
             raise ValueError(f"{', '.join(small)} must be at least 1")
         if out.capacity < 1000:
@@ -111,8 +114,9 @@ class NoisyLinear(nn.Module):
     `gain` when given (anyrl's fc layer); μ_b: 0; σ_w, σ_b: truncated normal with std σ0/√in.
     """
 
-    def __init__(self, n_in: int, n_out: int, sigma0: float = 0.5,
-                 gain: float | None = None) -> None:
+    def __init__(
+        self, n_in: int, n_out: int, sigma0: float = 0.5, gain: float | None = None
+    ) -> None:
         super().__init__()
         self.n_in, self.n_out = n_in, n_out
         self.weight_mu = nn.Parameter(torch.empty(n_out, n_in))
@@ -130,15 +134,19 @@ class NoisyLinear(nn.Module):
 
     def sample_noise(self) -> tuple[Tensor, Tensor, Tensor]:
         dev = self.weight_mu.device
-        return (_signed_sqrt(torch.randn(self.n_in, device=dev)),
-                _signed_sqrt(torch.randn(self.n_out, device=dev)),
-                torch.randn(self.n_out, device=dev))
+        return (
+            _signed_sqrt(torch.randn(self.n_in, device=dev)),
+            _signed_sqrt(torch.randn(self.n_out, device=dev)),
+            torch.randn(self.n_out, device=dev),
+        )
 
     def forward(self, x: Tensor, noise: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         eps_in, eps_out, eps_b = noise if noise is not None else self.sample_noise()
         # x·(σ_w ⊙ ε_in ε_outᵀ) = ((x ⊙ ε_in)·σ_w) ⊙ ε_out: no in×out noise matrix per call
-        return (F.linear(x, self.weight_mu, self.bias_mu + self.bias_sigma * eps_b)
-                + F.linear(x * eps_in, self.weight_sigma) * eps_out)
+        return (
+            F.linear(x, self.weight_mu, self.bias_mu + self.bias_sigma * eps_b)
+            + F.linear(x * eps_in, self.weight_sigma) * eps_out
+        )
 
 
 def _first_conv_in_blocks(obs: Tensor, conv: nn.Module) -> Tensor | None:
@@ -147,8 +155,15 @@ def _first_conv_in_blocks(obs: Tensor, conv: nn.Module) -> Tensor | None:
     On CPU its weight gradient takes about half the time of the strided one (the forward alone
     is slower, so only training calls use it); None where it does not apply."""
     n, c, h, w = obs.shape
-    if (obs.device.type != "cpu" or not isinstance(conv, nn.Conv2d) or conv.kernel_size != (8, 8)
-            or conv.stride != (4, 4) or conv.padding != (0, 0) or h % 4 or w % 4):
+    if (
+        obs.device.type != "cpu"
+        or not isinstance(conv, nn.Conv2d)
+        or conv.kernel_size != (8, 8)
+        or conv.stride != (4, 4)
+        or conv.padding != (0, 0)
+        or h % 4
+        or w % 4
+    ):
         return None
     blocks = obs.reshape(n, c, h // 4, 4, w // 4, 4).permute(0, 1, 3, 5, 2, 4)
     x = blocks.to(torch.float32, copy=True).div_(255.0).reshape(n, c * 16, h // 4, w // 4)
@@ -172,8 +187,9 @@ class RainbowNet(nn.Module):
         self.fc = NoisyLinear(flat, int(spec["features"]), sigma0, gain=BODY_GAIN)
         self.advantage = NoisyLinear(int(spec["features"]), self.n_actions * self.atoms, sigma0)
         self.value = NoisyLinear(int(spec["features"]), self.atoms, sigma0)
-        self.register_buffer("support", torch.linspace(float(spec["v_min"]),
-                                                       float(spec["v_max"]), self.atoms))
+        self.register_buffer(
+            "support", torch.linspace(float(spec["v_min"]), float(spec["v_max"]), self.atoms)
+        )
         self.channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> None:
@@ -201,20 +217,29 @@ class RainbowNet(nn.Module):
         return (log_probs.exp() * self.support).sum(-1)
 
 
-def rainbow_spec(obs_shape: tuple[int, ...], n_actions: int, cfg: RainbowConfig,
-                 features: int = 512) -> RainbowSpec:
-    return {"kind": KIND, "obs_shape": [int(x) for x in obs_shape], "n_actions": int(n_actions),
-            "atoms": cfg.atoms, "v_min": cfg.v_min, "v_max": cfg.v_max, "sigma0": cfg.sigma0,
-            "features": int(features),
-            # what agent.checkpoint.check_policy_fits reads
-            "action": {"type": "discrete", "n": int(n_actions)}}
+def rainbow_spec(
+    obs_shape: tuple[int, ...], n_actions: int, cfg: RainbowConfig, features: int = 512
+) -> RainbowSpec:
+    return {
+        "kind": KIND,
+        "obs_shape": [int(x) for x in obs_shape],
+        "n_actions": int(n_actions),
+        "atoms": cfg.atoms,
+        "v_min": cfg.v_min,
+        "v_max": cfg.v_max,
+        "sigma0": cfg.sigma0,
+        "features": int(features),
+        # what agent.checkpoint.check_policy_fits reads
+        "action": {"type": "discrete", "n": int(n_actions)},
+    }
 
 
 # ---------------------------------------------------------------------------- loss
 
 
-def project_distribution(probs: Tensor, returns: Tensor, discounts: Tensor,
-                         support: Tensor) -> Tensor:
+def project_distribution(
+    probs: Tensor, returns: Tensor, discounts: Tensor, support: Tensor
+) -> Tensor:
     """C51's projection of the distribution r + γ·Z (Z: `probs` on `support`) back onto the
     support, as anyrl's ActionDist.add_rewards: each atom's mass is split between the two
     nearest atoms in proportion to closeness; values outside the support go to its ends."""
@@ -239,8 +264,9 @@ def rainbow_losses(online: RainbowNet, target: RainbowNet, batch: dict[str, Tens
     with torch.no_grad():
         next_actions = online.q_values(online(batch["next_obs"])).argmax(dim=1)
         target_probs = target(batch["next_obs"])[rows, next_actions].exp()
-        projected = project_distribution(target_probs, batch["returns"], batch["discounts"],
-                                         online.support)
+        projected = project_distribution(
+            target_probs, batch["returns"], batch["discounts"], online.support
+        )
     log_q = online(batch["obs"])[rows, batch["actions"]]
     return (torch.special.xlogy(projected, projected) - projected * log_q).sum(dim=-1)
 
@@ -252,8 +278,9 @@ class Rainbow(Learner[RainbowConfig]):
     """Online and target networks (the target: a frozen copy, synced every `target_interval`
     transitions), Adam, and the counters a resume needs."""
 
-    def __init__(self, net: RainbowNet, config: RainbowConfig,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, net: RainbowNet, config: RainbowConfig, device: torch.device | str = "cpu"
+    ) -> None:
         super().__init__(config, device)
         # not channels-last: at batch 32 it was slower here (unlike PPO's 512-sample minibatches)
         self.online = net.to(self.device)
@@ -287,8 +314,10 @@ class Rainbow(Learner[RainbowConfig]):
         return float(loss.detach())
 
     def state(self) -> dict[str, Any]:
-        return {"target_state": {k: v.detach().cpu() for k, v in self.target.state_dict().items()},
-                "transitions": self.transitions}
+        return {
+            "target_state": {k: v.detach().cpu() for k, v in self.target.state_dict().items()},
+            "transitions": self.transitions,
+        }
 
     def load(self, saved: dict[str, Any], *, optimizer: bool = True) -> None:
         """Weights (and, for a resume, target, optimizer and counters) from a checkpoint."""
@@ -302,15 +331,30 @@ class Rainbow(Learner[RainbowConfig]):
 
 
 def make_replay(config: RainbowConfig, obs_shape: tuple[int, ...], nenvs: int) -> FrameReplay:
-    return FrameReplay(config.capacity, tuple(obs_shape[1:]), stack=int(obs_shape[0]),
-                       n_step=config.n_step, gamma=config.gamma, nenvs=nenvs,
-                       alpha=config.alpha, beta=config.beta, epsilon=config.priority_epsilon)
+    return FrameReplay(
+        config.capacity,
+        tuple(obs_shape[1:]),
+        stack=int(obs_shape[0]),
+        n_step=config.n_step,
+        gamma=config.gamma,
+        nenvs=nenvs,
+        alpha=config.alpha,
+        beta=config.beta,
+        epsilon=config.priority_epsilon,
+    )
 
 
-def learn(agent: Rainbow, envs: Any, *, total_timesteps: int | None,
-          logger: TrainLogger | None = None, log_interval: int = 1000,
-          on_step: Callable[[Rainbow], None] | None = None, seed: int | None = None,
-          replay: FrameReplay | None = None) -> EpisodeTracker:
+def learn(
+    agent: Rainbow,
+    envs: Any,
+    *,
+    total_timesteps: int | None,
+    logger: TrainLogger | None = None,
+    log_interval: int = 1000,
+    on_step: Callable[[Rainbow], None] | None = None,
+    seed: int | None = None,
+    replay: FrameReplay | None = None,
+) -> EpisodeTracker:
     """Play and learn until `total_timesteps` environment steps (None: until an exception, e.g.
     the contest's BudgetExhausted). `on_step(agent)` runs after every environment step."""
     cfg = agent.config
@@ -355,32 +399,47 @@ def learn(agent: Rainbow, envs: Any, *, total_timesteps: int | None,
     return tracker
 
 
-def _log_progress(logger: TrainLogger, agent: Rainbow, tracker: EpisodeTracker,
-                  losses: list[float], fps: float) -> None:
+def _log_progress(
+    logger: TrainLogger, agent: Rainbow, tracker: EpisodeTracker, losses: list[float], fps: float
+) -> None:
     """One progress line and log row; `losses` (those since the last row) is emptied."""
     logger.advance(agent.timesteps, {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"})
-    logger.log({"timesteps": agent.timesteps, "updates": agent.updates,
-                "episodes": agent.episodes, "mean_return": tracker.mean_return,
-                "mean_length": tracker.mean_length, "fps": fps,
-                "loss": float(np.mean(losses)) if losses else math.nan,
-                "lr": agent.config.lr})
+    logger.log(
+        {
+            "timesteps": agent.timesteps,
+            "updates": agent.updates,
+            "episodes": agent.episodes,
+            "mean_return": tracker.mean_return,
+            "mean_length": tracker.mean_length,
+            "fps": fps,
+            "loss": float(np.mean(losses)) if losses else math.nan,
+            "lr": agent.config.lr,
+        }
+    )
     losses.clear()
 
 
-def net_for_spaces(checkpoint: dict[str, Any] | None, cfg: RainbowConfig, features: int,
-                   observation_space: Any, action_space: Any, source: str) -> RainbowNet:
+def net_for_spaces(
+    checkpoint: dict[str, Any] | None,
+    cfg: RainbowConfig,
+    features: int,
+    observation_space: Any,
+    action_space: Any,
+    source: str,
+) -> RainbowNet:
     """The checkpoint's network if given (it must be a Rainbow network that fits the spaces),
     else a new one."""
     from agent.policies import check_policy_fits
     from sonic_common.errors import UserError
 
     if checkpoint is None:
-        return RainbowNet(rainbow_spec(observation_space.shape, int(action_space.n), cfg,
-                                       features))
+        return RainbowNet(rainbow_spec(observation_space.shape, int(action_space.n), cfg, features))
     spec = checkpoint["policy_spec"]
     if spec.get("kind") != KIND:
-        raise UserError(f"cannot load {source}: it holds a {spec.get('kind', 'PPO')} policy, "
-                        "not a Rainbow network (train one with agent.train --algo rainbow)")
+        raise UserError(
+            f"cannot load {source}: it holds a {spec.get('kind', 'PPO')} policy, "
+            "not a Rainbow network (train one with agent.train --algo rainbow)"
+        )
     problem = check_policy_fits(spec, observation_space, action_space)
     if problem:
         raise UserError(f"cannot load {source}: {problem}")

@@ -104,12 +104,25 @@ class ReplayBatch:
 class FrameReplay:
     """Prioritized n-step replay over E lockstep environments, each frame stored once."""
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, ...], *, stack: int = 4,
-                 n_step: int = 3, gamma: float = 0.99, nenvs: int = 1, alpha: float = 0.5,
-                 beta: float = 0.4, epsilon: float = 0.1, first_max: float = 1.0) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, ...],
+        *,
+        stack: int = 4,
+        n_step: int = 3,
+        gamma: float = 0.99,
+        nenvs: int = 1,
+        alpha: float = 0.5,
+        beta: float = 0.4,
+        epsilon: float = 0.1,
+        first_max: float = 1.0,
+    ) -> None:
         if capacity <= (n_step + stack) * nenvs:
-            raise ValueError(f"replay capacity {capacity} is too small for n_step {n_step}, "
-                             f"stack {stack} and {nenvs} environment(s)")
+            raise ValueError(
+                f"replay capacity {capacity} is too small for n_step {n_step}, "
+                f"stack {stack} and {nenvs} environment(s)"
+            )
         self.capacity, self.stack, self.n_step, self.nenvs = capacity, stack, n_step, nenvs
         self.gamma, self.alpha, self.beta, self.epsilon = gamma, alpha, beta, epsilon
         # the newest `capacity` steps, plus room for the frames their stacks reach back to
@@ -127,8 +140,16 @@ class FrameReplay:
         self._pending: list[deque[int]] = [deque() for _ in range(nenvs)]
 
     def nbytes(self) -> int:
-        arrays = (self.frames, self.first, self.actions, self.rewards, self.dones, self.ready,
-                  self.tree.sums, self.tree.mins)
+        arrays = (
+            self.frames,
+            self.first,
+            self.actions,
+            self.rewards,
+            self.dones,
+            self.ready,
+            self.tree.sums,
+            self.tree.mins,
+        )
         return sum(a.nbytes for a in arrays)
 
     def start(self, frames: np.ndarray) -> None:
@@ -137,8 +158,9 @@ class FrameReplay:
         self.frames[slots] = frames
         self.first[slots] = True
 
-    def add(self, actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray,
-            next_frames: np.ndarray) -> np.ndarray:
+    def add(
+        self, actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, next_frames: np.ndarray
+    ) -> np.ndarray:
         """One step of every environment: the action taken in the current frame, its reward,
         whether the episode ended, and the newest frame of the next observation (after an
         episode end: the new episode's first frame). Returns the global indices of the
@@ -163,8 +185,9 @@ class FrameReplay:
                 pending.clear()
             elif len(pending) == self.n_step:
                 ready.append(pending.popleft())
-        ready_arr = np.array(sorted(g for g in ready if g >= self.written - self.capacity),
-                             dtype=np.int64)
+        ready_arr = np.array(
+            sorted(g for g in ready if g >= self.written - self.capacity), dtype=np.int64
+        )
         if len(ready_arr):
             ready_slots = ready_arr % self.slots
             self.ready[ready_slots] = True
@@ -204,16 +227,24 @@ class FrameReplay:
             slots[empty] = self.tree.find(rng.uniform(0.0, total, int(empty.sum())))
             empty = ~self.ready[slots]
         probs = self.tree[slots] / total
-        weights = (probs * self.size) ** -self.beta / (self.tree.min / total * self.size) ** \
-            -self.beta
+        weights = (probs * self.size) ** -self.beta / (
+            self.tree.min / total * self.size
+        ) ** -self.beta
         returns, discounts = self.n_step_returns(slots)
         obs = self.stacked(slots)
         next_obs = obs.copy()
         live = discounts > 0
         if live.any():
             next_obs[live] = self.stacked(slots[live] + self.n_step * self.nenvs)
-        return ReplayBatch(slots, obs, self.actions[slots].copy(), returns, discounts, next_obs,
-                           weights.astype(np.float32))
+        return ReplayBatch(
+            slots,
+            obs,
+            self.actions[slots].copy(),
+            returns,
+            discounts,
+            next_obs,
+            weights.astype(np.float32),
+        )
 
     def stacked(self, slots: np.ndarray) -> np.ndarray:
         """The stacked observations (oldest frame first) of the steps in `slots`."""
@@ -234,5 +265,5 @@ class FrameReplay:
         powers = self.gamma ** np.arange(self.n_step)
         returns = (self.rewards[idx] * counted * powers).sum(axis=1)
         ended = (dones & counted).any(axis=1)
-        discounts = np.where(ended, 0.0, self.gamma ** self.n_step)
+        discounts = np.where(ended, 0.0, self.gamma**self.n_step)
         return returns.astype(np.float32), discounts.astype(np.float32)
