@@ -159,8 +159,8 @@ def test_stacked_meta_batch_equals_task_by_task(
         torch.testing.assert_close(g, r if r is not None else torch.zeros_like(g))
     loss_e, kl_e = learner.evaluate(batches)
     per = [learner.task_objective(b, create_graph=False) for b in batches]
-    assert loss_e == pytest.approx(sum(float(x[0]) for x in per) / 3, rel=1e-10)
-    assert kl_e == pytest.approx(sum(float(x[1]) for x in per) / 3, rel=1e-10)
+    assert loss_e == pytest.approx(sum(float(x[0].detach()) for x in per) / 3, rel=1e-10)
+    assert kl_e == pytest.approx(sum(float(x[1].detach()) for x in per) / 3, rel=1e-10)
     v = torch.randn(sum(p.numel() for p in learner.meta_parameters()), dtype=torch.float64)
     stacked_hv = learner.kl_hvp(batches)(v)
     learner.grad_chunk = 1  # forces the task-by-task path
