@@ -223,6 +223,16 @@ class _DeviceOverride(argparse.Action):
         setattr(namespace, self.dest, [*items, f"device={values}"])
 
 
+def add_set_option(
+    parser: argparse.ArgumentParser, help: str = "change one config key (repeatable)"
+) -> None:
+    """The `--set KEY=VALUE` option (repeatable) of every command with a typed config; the
+    values land in `overrides` for `apply_overrides`."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def add_device_option(parser: argparse.ArgumentParser, dest: str = "overrides") -> None:
     """The `--device auto|cpu|cuda` option of every command where torch runs."""
     parser.add_argument(

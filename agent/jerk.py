@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agent.config import TypedDefaults
+from agent.config import TypedDefaults, add_set_option
 from agent.config import load_config as shared_load_config
 from agent.connection import agent_seed, make_env
 from agent.runtime import play_until_budget
@@ -296,14 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="YAML file with the keys to change from JerkConfig's (the "
         f"baseline's); e.g. {CONFIG_PATH.name}, which changes none",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set left_steps=50",
-    )
+    add_set_option(parser, help="override one setting, e.g. --set left_steps=50")
     parser.add_argument("--quiet", action="store_true", help="no line per episode")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)

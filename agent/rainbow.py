@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, set_rng_state
+from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agent.config import load_config
 from agent.configs import RAINBOW
 from agent.connection import output_dir
-from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
+from agent.learners.rainbow import Rainbow, RainbowConfig, learn, rainbow_for_spaces
 from agent.runtime import agent_parser, checkpoint_path, contest_envs, learn_until_budget, start
 from agent.train_log import TrainLogger
 from sonic_common.errors import UserError, exit_on_user_error
@@ -86,22 +86,12 @@ def _connect(
     """The wrapped contest connection (a vector env of 1) and the learner on its spaces."""
     envs = contest_envs(cfg)
     try:
-        net = net_for_spaces(
-            saved,
-            rcfg,
-            int(cfg["features"]),
-            envs.single_observation_space,
-            envs.single_action_space,
-            source,
+        agent = rainbow_for_spaces(
+            saved, rcfg, int(cfg["features"]), envs, device, source, resume=resuming
         )
     except UserError:
         envs.close()
         raise
-    agent = Rainbow(net, rcfg, device)
-    if saved is not None:
-        agent.load(saved, optimizer=resuming)
-        if resuming and "rng" in saved:
-            set_rng_state(saved["rng"])
     return envs, agent
 
 

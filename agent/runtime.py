@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.config import add_device_option
+from agent.config import add_device_option, add_set_option
 from agent.connection import BudgetExhausted, RemoteEnvClosed, agent_seed, make_env
 from sonic_common.agent_env import CHECKPOINT_ENV
 
@@ -56,14 +56,7 @@ def agent_parser(
             metavar="FILE",
             help=f"{checkpoint_help} (default: ${CHECKPOINT_ENV}; --init: its old name)",
         )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one config key (repeatable)",
-    )
+    add_set_option(parser)
     add_device_option(parser)
     return parser
 

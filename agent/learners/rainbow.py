@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agent.checkpoint import set_rng_state
 from agent.learners.ppo import Learner, finished_episodes, make_adam
 from agent.learners.replay import FrameReplay, ReplayBatch
 from agent.policies import BODY_GAIN, nature_convs, set_channels_last
@@ -446,3 +447,26 @@ def net_for_spaces(
     net = RainbowNet(spec)
     net.load_state_dict(checkpoint["policy_state"])
     return net
+
+
+def rainbow_for_spaces(
+    saved: dict[str, Any] | None,
+    cfg: RainbowConfig,
+    features: int,
+    envs: Any,
+    device: torch.device,
+    source: str,
+    *,
+    resume: bool,
+) -> Rainbow:
+    """A Rainbow learner on the vector env's spaces: a new one, or the network in `saved`;
+    with `resume` also its target, optimizer, counters and the RNG state saved with it."""
+    net = net_for_spaces(
+        saved, cfg, features, envs.single_observation_space, envs.single_action_space, source
+    )
+    agent = Rainbow(net, cfg, device)
+    if saved is not None:
+        agent.load(saved, optimizer=resume)
+        if resume and "rng" in saved:
+            set_rng_state(saved["rng"])
+    return agent

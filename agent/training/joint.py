@@ -31,7 +31,7 @@ from agent.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from agent.config import add_device_option, apply_overrides, load_config
+from agent.config import add_device_option, add_set_option, apply_overrides, load_config
 from agent.configs import PPO2, RAINBOW
 from agent.learners.ppo import PPO, PPOConfig, learn
 from agent.runtime import seed_everything, torch_setup
@@ -71,14 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "baseline's defaults (see agent/configs/ppo2.yaml; --algo rainbow: "
         "rainbow.yaml)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one config key (repeatable)",
-    )
+    add_set_option(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint.pt when it exists"
     )

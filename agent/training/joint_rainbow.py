@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from agent.checkpoint import CHECKPOINT_NAME, set_rng_state
-from agent.learners.rainbow import Rainbow, RainbowConfig, learn, net_for_spaces
+from agent.checkpoint import CHECKPOINT_NAME
+from agent.learners.rainbow import Rainbow, RainbowConfig, learn, rainbow_for_spaces
 from agent.rainbow import save_rainbow
 from agent.train_log import TrainLogger
 from agent.training.joint import start_training
@@ -112,17 +112,4 @@ def make_agent(
 ) -> Rainbow:
     """A new Rainbow for the environments' spaces, or the one in `saved` (a resume: target,
     optimizer, counters and RNG state too)."""
-    net = net_for_spaces(
-        saved,
-        rcfg,
-        int(cfg["features"]),
-        envs.single_observation_space,
-        envs.single_action_space,
-        source,
-    )
-    agent = Rainbow(net, rcfg, device)
-    if saved is not None:
-        agent.load(saved)
-        if "rng" in saved:
-            set_rng_state(saved["rng"])
-    return agent
+    return rainbow_for_spaces(saved, rcfg, int(cfg["features"]), envs, device, source, resume=True)

@@ -15,7 +15,7 @@ from types import FrameType
 from evaluation.contest.records import lock_dir
 from evaluation.contest.rules import WALLCLOCK_S
 from evaluation.contest.runner import RunSpec, check_results_dir, check_spec, run_one
-from evaluation.contest.serve_cli import summary
+from evaluation.contest.serve_cli import add_out_option, summary
 from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
 
@@ -36,15 +36,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
     p.add_argument("--budget", required=True, type=int, help="timesteps (resets count)")
-    p.add_argument(
-        "--out",
-        "--results-dir",
-        dest="out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="the run's results directory (--results-dir: its old name)",
-    )
+    add_out_option(p)
     p.add_argument("--runtime", choices=("local", "docker"), default="local")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -13,6 +13,19 @@ from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
 
 
+def add_out_option(p: argparse.ArgumentParser) -> None:
+    """`--out DIR`, a run's results directory, shared by `serve` and `run`."""
+    p.add_argument(
+        "--out",
+        "--results-dir",
+        dest="out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the run's results directory (--results-dir: its old name)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation serve",
@@ -27,15 +40,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory for the socket `sock` and the observation file `ob`",
     )
-    p.add_argument(
-        "--out",
-        "--results-dir",
-        dest="out",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="the run's results directory (--results-dir: its old name)",
-    )
+    add_out_option(p)
     _add_limits(p)
     _add_record_options(p)
     # used by `evaluation run` only (see ServeConfig): not for users
