@@ -13,9 +13,8 @@ from pathlib import Path
 from types import FrameType
 
 from evaluation.contest.records import lock_dir
-from evaluation.contest.rules import WALLCLOCK_S
 from evaluation.contest.runner import RunSpec, check_results_dir, check_spec, run_one
-from evaluation.contest.serve_cli import add_out_option, summary
+from evaluation.contest.serve_cli import add_out_option, add_wallclock_option, summary
 from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
 
@@ -39,13 +38,7 @@ def parser() -> argparse.ArgumentParser:
     add_out_option(p)
     p.add_argument("--runtime", choices=("local", "docker"), default="local")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--wallclock",
-        type=float,
-        default=WALLCLOCK_S,
-        metavar="S",
-        help=f"wall-clock limit in seconds (default {WALLCLOCK_S})",
-    )
+    add_wallclock_option(p)
     p.add_argument(
         "--idle-timeout",
         type=float,

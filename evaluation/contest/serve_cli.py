@@ -26,6 +26,17 @@ def add_out_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_wallclock_option(p: argparse.ArgumentParser) -> None:
+    """`--wallclock S`, the run's wall-clock limit, shared by `serve` and `run`."""
+    p.add_argument(
+        "--wallclock",
+        type=float,
+        default=WALLCLOCK_S,
+        metavar="S",
+        help=f"wall-clock limit in seconds (default {WALLCLOCK_S})",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evaluation serve",
@@ -58,13 +69,7 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
         default=BUDGET_STEPS,
         help=f"timesteps, resets included (default {BUDGET_STEPS})",
     )
-    p.add_argument(
-        "--wallclock",
-        type=float,
-        default=WALLCLOCK_S,
-        metavar="S",
-        help=f"wall-clock limit in seconds (default {WALLCLOCK_S})",
-    )
+    add_wallclock_option(p)
     p.add_argument(
         "--seed",
         type=int,
