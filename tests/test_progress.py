@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.train_log import TrainLogger
+from agent.train_log import EpisodeTracker, TrainLogger
 from sonic_common.progress import PlainProgress, progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,11 @@ def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
     logger = TrainLogger(
         tmp_path, tensorboard=True, progress_bar=False, config={"lr": 2e-4, "nsteps": 128}
     )
+    tracker = EpisodeTracker()
+    for ret, length, step in ((1.0, 30, 130), (2.0, 50, 400)):
+        tracker.add(ret, length, step)
+    logger.log_episodes(tracker.take_unlogged())
+    assert tracker.take_unlogged() == [] and tracker.mean_return == 1.5
     logger.log(
         {
             "timesteps": 512,
@@ -125,7 +130,12 @@ def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
         "losses/explained_variance",
         "losses/td_loss",
     } <= scalars
-    assert events.Scalars("charts/episodic_return")[0].step == 512
+    # each episode at the step it ended, as CleanRL logs them; the row's means beside them
+    episodes = events.Scalars("charts/episodic_return")
+    assert [(e.step, e.value) for e in episodes] == [(130, 1.0), (400, 2.0)]
+    assert [e.value for e in events.Scalars("charts/episodic_length")] == [30, 50]
+    means = events.Scalars("charts/mean_episodic_return")
+    assert [(e.step, e.value) for e in means] == [(512, 1.5)]
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
 
@@ -157,3 +167,16 @@ def test_meta_training_curves_by_iteration_and_env_steps(tmp_path: Path) -> None
     assert [e.step for e in events.Scalars("by_env_steps/return_1")] == [8192, 16384]
     assert "meta/env_steps" not in events.Tags()["scalars"]
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
+
+
+def test_an_interrupted_run_counts_what_it_played() -> None:
+    """After Ctrl-C the suite's bar shows the steps played, not every run's whole budget."""
+    from evaluation.suites.suite import RunKey
+    from evaluation.suites.suite_cli import SuiteProgress
+
+    bar = SuiteProgress(total=3, done=1, budget=1000)
+    bar.on_done(RunKey("random", "L", 1), {"status": "budget", "timesteps": 1000})
+    bar.on_done(RunKey("random", "L", 2), {"status": "interrupted", "timesteps": 300})
+    bar.close()
+    assert bar.bar.n == 2300
+    assert bar.counts == {"runs": 2, "failed": 0, "interrupted": 1}

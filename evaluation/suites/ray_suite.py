@@ -16,15 +16,22 @@ into the suite directory, results.json last, so a half-copied run never looks fi
 Node loss: Ray re-runs a task whose node or worker died (`max_retries`); the new attempt clears
 what the old one left. Ctrl-C: every task is cancelled; a running one stops its server (which
 records `interrupted`) and returns, and its run is marked `interrupted`, to be redone on resume.
+A cancel reaches a running task by two channels, either enough: Ray's (`ray.cancel`, delivered
+as SIGINT to the task's main thread) and the driver's `CancelFlag` actor, which every task polls.
+Under load, Ray's alone once reached two runs only after they had played their whole budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,7 @@ LOCAL_RUN_MEMORY = 1 * GIB  # an emulator server and a small agent, measured wel
 DOCKER_RESOURCE = "docker"
 MAX_RETRIES = 3  # re-runs of a task whose node or worker died
 DRAIN_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled runs to report
+FLAG_POLL_S = 1.0  # how often a running task reads the driver's CancelFlag
 
 
 @dataclass
@@ -108,22 +116,92 @@ class _NodeRunner(SuiteRunner):
         return spec
 
 
-def _attempt(config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool) -> dict[str, Any]:
+class CancelFlag:
+    """A Ray actor the driver sets on Ctrl-C and every running task reads."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def _flag_is_set(ray: Any, flag: Any) -> bool | None:
+    """The flag's value; None once it cannot be read (its actor is gone with the driver, whose
+    job's tasks Ray stops anyway)."""
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    try:
+        return bool(ray.get(flag.is_set.remote(), timeout=10.0))
+    except GetTimeoutError:
+        return False
+    except RayActorError:
+        return None
+
+
+@contextlib.contextmanager
+def _stoppable(runner: SuiteRunner, flag: Any) -> Iterator[None]:
+    """While the block runs, a cancel by either channel stops the run as Ctrl-C stops a local
+    one: no new run starts, and the server gets SIGTERM (again each poll until the block ends),
+    records `interrupted` and tells its agent."""
+    import ray
+
+    def stop() -> None:
+        runner.stop.set()
+        runner.interrupt_children()
+
+    done = threading.Event()
+
+    def watch() -> None:
+        readable = True
+        while not done.wait(FLAG_POLL_S):
+            if not runner.stop.is_set():
+                value = _flag_is_set(ray, flag) if readable else False
+                readable = value is not None
+                if not value:
+                    continue
+            stop()
+
+    main = threading.current_thread() is threading.main_thread()  # where Ray runs tasks
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop()) if main else None
+    watcher = threading.Thread(target=watch, name="cancel-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _attempt(
+    config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool, flag: Any = None
+) -> dict[str, Any]:
     runner = _NodeRunner(config, out, gpus)
     try:
-        res = runner._one(run_key)
-    except KeyboardInterrupt:  # ray.cancel: run_one stopped the server, which recorded it
-        run_dir = run_key.dir(out)
-        saved = records.read_results(run_dir) or failure_results(
-            run_key, config, "cancelled before the server recorded anything"
-        )
-        res = saved
-        if saved.get("status") not in ("budget", "wallclock", "interrupted"):
-            res = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / records.RESULTS, res)
-    assert res is not None
-    return res
+        with _stoppable(runner, flag) if flag is not None else contextlib.nullcontext():
+            res = runner._one(run_key)
+    except KeyboardInterrupt:  # Ray's cancel before the handler was in place
+        res = None
+    # None: cancelled before it started, or interrupted in the middle
+    return res if res is not None else _mark_cancelled(config, run_key.dir(out), run_key)
+
+
+def _mark_cancelled(config: SuiteConfig, run_dir: Path, run_key: RunKey) -> dict[str, Any]:
+    """A cancelled run's results: what its server recorded, as `interrupted`."""
+    saved = records.read_results(run_dir)
+    if saved is None:
+        saved = failure_results(run_key, config, "cancelled before the server recorded anything")
+    if saved.get("status") in ("budget", "wallclock", "interrupted"):
+        return saved
+    marked = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / records.RESULTS, marked)
+    return marked
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
@@ -142,19 +220,20 @@ def run_task(
     marker: str,
     shared: bool | None,
     gpus: bool,
+    flag: Any = None,
 ) -> dict[str, Any]:
     """One run on this node: into the suite directory when it is shared, else into a private
-    directory whose files are returned."""
+    directory whose files are returned. `flag`: the driver's CancelFlag."""
     import ray
 
     config, c = SuiteConfig.from_json(config_json), RunKey(*run_key)
     node = ray.get_runtime_context().get_node_id()
     direct = (Path(out) / marker).is_file() if shared is None else shared
     if direct:
-        return {"results": _attempt(config, Path(out), c, gpus), "files": None, "node": node}
+        return {"results": _attempt(config, Path(out), c, gpus, flag), "files": None, "node": node}
     base = Path(tempfile.mkdtemp(prefix="suite-run-"))
     try:
-        res = _attempt(config, base, c, gpus)
+        res = _attempt(config, base, c, gpus, flag)
         return {"results": res, "files": read_tree(c.dir(base)), "node": node}
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -192,7 +271,7 @@ class RaySuiteRunner:
         self.placements: dict[RunKey, str] = {}  # the node (id) each finished run ran on
         self._marker = f".ray-{uuid.uuid4().hex}"
 
-    def _submit(self, ray: Any, task: Any, run_key: RunKey) -> Any:
+    def _submit(self, task: Any, run_key: RunKey, flag: Any) -> Any:
         options = run_resources(self.config, run_key.agent, self.opts)
         return task.options(name=f"run {run_key}", **options).remote(
             self.config.to_json(),
@@ -201,7 +280,17 @@ class RaySuiteRunner:
             self._marker,
             self.opts.shared,
             options["num_gpus"] > 0,
+            flag,
         )
+
+    @staticmethod
+    def _cancel_flag(ray: Any) -> Any:
+        """A CancelFlag on the driver's node (a flag elsewhere would die with its node)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        actor = ray.remote(num_cpus=0)(CancelFlag)
+        return actor.options(name=f"cancel-{uuid.uuid4().hex}", scheduling_strategy=here).remote()
 
     def run(
         self,
@@ -215,7 +304,8 @@ class RaySuiteRunner:
         marker = self.out / self._marker
         marker.write_text("the suite's driver is running on Ray\n")
         outcome = Outcome()
-        refs = {self._submit(ray, task, c): c for c in run_keys}
+        flag = self._cancel_flag(ray)
+        refs = {self._submit(task, c, flag): c for c in run_keys}
         pending = list(refs)
         try:
             while pending:
@@ -225,9 +315,11 @@ class RaySuiteRunner:
                 on_tick(self.progress_steps([refs[r] for r in pending]))
         except KeyboardInterrupt:
             outcome.interrupted = True
+            flag.set.remote()
             self._cancel(ray, pending, refs, outcome, on_done)
         finally:
             marker.unlink(missing_ok=True)
+            ray.kill(flag)
         return outcome
 
     def _cancel(
@@ -239,6 +331,10 @@ class RaySuiteRunner:
         on_done: OnDone,
     ) -> None:
         """After Ctrl-C: cancel every task and collect what the running ones report."""
+        print(
+            f"stopping: {len(pending)} runs cancelled; the running ones record `interrupted`",
+            file=sys.stderr,
+        )
         for ref in pending:
             ray.cancel(ref)
         deadline = time.monotonic() + DRAIN_S

@@ -267,8 +267,9 @@ def run(
 
 
 class SuiteProgress:
-    """The suite's progress bar in timesteps (finished runs count their whole budget), a line
-    per finished run, and the counts of runs done, not ended by budget, and interrupted."""
+    """The suite's progress bar in timesteps (finished runs count their whole budget, interrupted
+    ones what they played), a line per finished run, and the counts of runs done, not ended by
+    budget, and interrupted."""
 
     def __init__(self, total: int, done: int, budget: int) -> None:
         self.total, self.budget = total, budget
@@ -282,11 +283,12 @@ class SuiteProgress:
         self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}", refresh=False)
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
-        self.finished_steps += self.budget
         status = res.get("status")
-        if status in REDO:
+        if status in REDO:  # what it played before it was stopped; it is redone on resume
+            self.finished_steps += min(int(res.get("timesteps") or 0), self.budget)
             self.counts["interrupted"] += 1
         else:
+            self.finished_steps += self.budget
             self.counts["runs"] += 1
             self.counts["failed"] += status != "budget"
         score = res.get("score")
