@@ -19,11 +19,13 @@ from sonic_common.markdown import md_table
 
 LEARNING_CSV = "learning.csv"  # not progress.csv: the contest server writes that one
 # TensorBoard tags as CleanRL names them (docs: cleanrl ppo_atari.py), so that dashboards and
-# scripts made for CleanRL runs read ours; episodic return and length are the mean of the last
-# 100 finished episodes here (CleanRL logs each episode), at the row's timesteps.
+# scripts made for CleanRL runs read ours: charts/episodic_return and charts/episodic_length
+# hold each finished episode at the timestep it ended (TrainLogger.log_episodes), as CleanRL's
+# do; a row's means over the last 100 episodes go to charts/mean_episodic_*.
+EPISODE_TAGS = ("charts/episodic_return", "charts/episodic_length")
 TB_TAGS = {
-    "mean_return": "charts/episodic_return",
-    "mean_length": "charts/episodic_length",
+    "mean_return": "charts/mean_episodic_return",
+    "mean_length": "charts/mean_episodic_length",
     "fps": "charts/SPS",
     "lr": "charts/learning_rate",
     "updates": "charts/updates",
@@ -67,18 +69,29 @@ CSV_FIELDS = (
 )
 
 
-class EpisodeTracker:
-    """The last `window` finished episodes' returns and lengths, and how many finished."""
+Episode = tuple[float, int, int]  # return, length, the timestep it ended at
 
-    def __init__(self, window: int = 100) -> None:
+
+class EpisodeTracker:
+    """The last `window` finished episodes' returns and lengths, how many finished, and those
+    not yet logged one by one (at most `unlogged_max`: a learner without a logger keeps few)."""
+
+    def __init__(self, window: int = 100, unlogged_max: int = 100_000) -> None:
         self.returns: deque[float] = deque(maxlen=window)
         self.lengths: deque[int] = deque(maxlen=window)
+        self.unlogged: deque[Episode] = deque(maxlen=unlogged_max)
         self.count = 0
 
-    def add(self, ret: float, length: int) -> None:
+    def add(self, ret: float, length: int, timestep: int) -> None:
         self.returns.append(float(ret))
         self.lengths.append(int(length))
+        self.unlogged.append((float(ret), int(length), int(timestep)))
         self.count += 1
+
+    def take_unlogged(self) -> list[Episode]:
+        taken = list(self.unlogged)
+        self.unlogged.clear()
+        return taken
 
     @property
     def mean_return(self) -> float:
@@ -203,6 +216,14 @@ class TrainLogger:
             for tag, value, step in self.layout.scalars(row):
                 self._tb.add_scalar(tag, value, step)
             self._tb.flush()
+
+    def log_episodes(self, episodes: Iterable[Episode]) -> None:
+        """Each finished episode to TensorBoard at the timestep it ended, as CleanRL logs them."""
+        if self._tb is None:
+            return
+        for ret, length, step in episodes:
+            self._tb.add_scalar(EPISODE_TAGS[0], ret, step)
+            self._tb.add_scalar(EPISODE_TAGS[1], length, step)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -305,7 +305,7 @@ class RolloutCollector:
                     final_values.cpu()
                 )
             for ret, length in finished_episodes(infos):
-                self.tracker.add(ret, length)
+                self.tracker.add(ret, length, self.ppo.timesteps)
                 self.ppo.episodes += 1
             obs = self.next_obs = next_obs
         _, last_values = policy(self._obs_tensor(obs))
@@ -341,6 +341,7 @@ def learn(
                 ppo.timesteps, {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"}
             )
             if ppo.updates % max(1, log_interval) == 0:
+                logger.log_episodes(tracker.take_unlogged())
                 logger.log(
                     {
                         "timesteps": ppo.timesteps,

@@ -388,7 +388,7 @@ def learn(
                 next_target = agent.transitions + cfg.target_interval
                 agent.sync_target()
         for ret, length in finished_episodes(infos):
-            tracker.add(ret, length)
+            tracker.add(ret, length, agent.timesteps)
             agent.episodes += 1
         if logger is not None and agent.timesteps // nenvs % max(1, log_interval // nenvs) == 0:
             now = time.monotonic()
@@ -405,6 +405,7 @@ def _log_progress(
 ) -> None:
     """One progress line and log row; `losses` (those since the last row) is emptied."""
     logger.advance(agent.timesteps, {"ret": f"{tracker.mean_return:.1f}", "fps": f"{fps:.0f}"})
+    logger.log_episodes(tracker.take_unlogged())
     logger.log(
         {
             "timesteps": agent.timesteps,
