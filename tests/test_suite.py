@@ -288,3 +288,43 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
     assert runner.spec(RunKey("ppo2", LEVEL, 0)).image is None  # the runner's default
     with pytest.raises(UserError, match="not in --agents"):
         SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, images={"b": "x"}).validate()
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_run_whose_server_dies_while_the_suite_stops_is_redone(
+    tmp_path: Path, stopped: bool
+) -> None:
+    """Ctrl-C can reach a server before it listens: run_one then raises the server's start
+    error. While the suite is stopping that run is `interrupted` (redone on resume), not
+    the environment's failure; the same error in a suite that is not stopping stays one."""
+    from evaluation.suites.suite import SuiteRunner, todo
+
+    out = tmp_path / "s"
+    config = open_suite(
+        out,
+        {
+            "agents": ["random"],
+            "levels": [LEVEL],
+            "levels_spec": LEVEL,
+            "seeds": 1,
+            "budget": 100,
+            "wallclock_s": 60.0,
+        },
+    )
+    runner: SuiteRunner
+
+    def server_stopped_before_it_listened(spec: object) -> dict[str, object]:
+        if stopped:
+            runner.stop.set()  # what Ctrl-C does, as the server gets SIGTERM
+        raise UserError("the environment server did not start: stopped by SIGTERM")
+
+    runner = SuiteRunner(config, out, 1, run_one=server_stopped_before_it_listened)
+    outcome = runner.run(list(config.run_keys()))
+    saved = json.loads(results(out, "random", 0).read_text())
+    assert [r["status"] for _, r in outcome.done] == [saved["status"]]
+    if stopped:
+        assert saved["status"] == "interrupted" and saved["status_at_interrupt"] == "env_error"
+        assert len(todo(config, out, retry_failed=False)[0]) == 1  # resume redoes it
+    else:
+        assert saved["status"] == "env_error" and "did not start" in saved["error"]
+        assert todo(config, out, retry_failed=False)[0] == []

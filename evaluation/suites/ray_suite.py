@@ -129,41 +129,38 @@ class CancelFlag:
         return self._set
 
 
-def _flag_is_set(ray: Any, flag: Any) -> bool | None:
-    """The flag's value; None once it cannot be read (its actor is gone with the driver, whose
-    job's tasks Ray stops anyway)."""
-    from ray.exceptions import GetTimeoutError, RayActorError
+def _flag_is_set(ray: Any, flag: Any) -> bool:
+    """The flag's value; set too once its actor is dead (gone with the driver: its runs must
+    stop). An unreadable moment (a timeout, a restarting actor) reads as unset."""
+    from ray.exceptions import ActorDiedError
 
     try:
         return bool(ray.get(flag.is_set.remote(), timeout=10.0))
-    except GetTimeoutError:
+    except ActorDiedError:
+        return True
+    except Exception:
         return False
-    except RayActorError:
-        return None
 
 
 @contextlib.contextmanager
 def _stoppable(runner: SuiteRunner, flag: Any) -> Iterator[None]:
-    """While the block runs, a cancel by either channel stops the run as Ctrl-C stops a local
-    one: no new run starts, and the server gets SIGTERM (again each poll until the block ends),
-    records `interrupted` and tells its agent."""
+    """While the block runs, a cancel by either channel (Ray's SIGINT, or `flag` set; None: no
+    flag) stops the run as Ctrl-C stops a local one: no new run starts, and the server gets
+    SIGTERM (again each second until the block ends), records `interrupted` and tells its
+    agent."""
     import ray
 
     def stop() -> None:
         runner.stop.set()
-        runner.interrupt_children()
+        with contextlib.suppress(OSError):
+            runner.interrupt_children()
 
     done = threading.Event()
 
     def watch() -> None:
-        readable = True
         while not done.wait(FLAG_POLL_S):
-            if not runner.stop.is_set():
-                value = _flag_is_set(ray, flag) if readable else False
-                readable = value is not None
-                if not value:
-                    continue
-            stop()
+            if runner.stop.is_set() or (flag is not None and _flag_is_set(ray, flag)):
+                stop()
 
     main = threading.current_thread() is threading.main_thread()  # where Ray runs tasks
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stop()) if main else None
@@ -178,30 +175,18 @@ def _stoppable(runner: SuiteRunner, flag: Any) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
-def _attempt(
-    config: SuiteConfig, out: Path, run_key: RunKey, gpus: bool, flag: Any = None
-) -> dict[str, Any]:
-    runner = _NodeRunner(config, out, gpus)
-    try:
-        with _stoppable(runner, flag) if flag is not None else contextlib.nullcontext():
-            res = runner._one(run_key)
-    except KeyboardInterrupt:  # Ray's cancel before the handler was in place
-        res = None
-    # None: cancelled before it started, or interrupted in the middle
-    return res if res is not None else _mark_cancelled(config, run_key.dir(out), run_key)
-
-
-def _mark_cancelled(config: SuiteConfig, run_dir: Path, run_key: RunKey) -> dict[str, Any]:
-    """A cancelled run's results: what its server recorded, as `interrupted`."""
-    saved = records.read_results(run_dir)
-    if saved is None:
-        saved = failure_results(run_key, config, "cancelled before the server recorded anything")
-    if saved.get("status") in ("budget", "wallclock", "interrupted"):
-        return saved
-    marked = {**saved, "status": "interrupted", "status_at_interrupt": saved.get("status")}
+def _attempt(runner: SuiteRunner, run_key: RunKey) -> dict[str, Any]:
+    """The local backend's attempt at the run; a run cut short by a cancel is `interrupted`
+    (`_one` marks it so), one cancelled before it started too."""
+    res = runner._one(run_key)
+    if res is not None:
+        return res
+    run_dir = run_key.dir(runner.out)
+    res = failure_results(run_key, runner.config, "cancelled before the run started")
+    res["status"] = "interrupted"
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / records.RESULTS, marked)
-    return marked
+    write_json_atomic(run_dir / records.RESULTS, res)
+    return res
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
@@ -223,20 +208,23 @@ def run_task(
     flag: Any = None,
 ) -> dict[str, Any]:
     """One run on this node: into the suite directory when it is shared, else into a private
-    directory whose files are returned. `flag`: the driver's CancelFlag."""
+    directory whose files are returned. `flag`: the driver's CancelFlag (None: Ray's cancel
+    only). The cancel handler covers the whole task, the copy of the files included."""
     import ray
 
     config, c = SuiteConfig.from_json(config_json), RunKey(*run_key)
     node = ray.get_runtime_context().get_node_id()
     direct = (Path(out) / marker).is_file() if shared is None else shared
-    if direct:
-        return {"results": _attempt(config, Path(out), c, gpus, flag), "files": None, "node": node}
-    base = Path(tempfile.mkdtemp(prefix="suite-run-"))
+    base = Path(out) if direct else Path(tempfile.mkdtemp(prefix="suite-run-"))
+    runner = _NodeRunner(config, base, gpus)
     try:
-        res = _attempt(config, base, c, gpus, flag)
-        return {"results": res, "files": read_tree(c.dir(base)), "node": node}
+        with _stoppable(runner, flag):
+            res = _attempt(runner, c)
+            files = None if direct else read_tree(c.dir(base))
+        return {"results": res, "files": files, "node": node}
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if not direct:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the driver
@@ -317,6 +305,11 @@ class RaySuiteRunner:
             outcome.interrupted = True
             flag.set.remote()
             self._cancel(ray, pending, refs, outcome, on_done)
+        except BaseException:  # the driver fails: its runs must not play on
+            flag.set.remote()
+            for ref in pending:
+                ray.cancel(ref)
+            raise
         finally:
             marker.unlink(missing_ok=True)
             ray.kill(flag)

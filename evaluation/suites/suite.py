@@ -421,6 +421,8 @@ class SuiteRunner:
                 shutil.rmtree(run_dir)
             finally:
                 lock.close()
+            if self.stop.is_set():  # stopped while it waited for the lock
+                return None
         run_dir.mkdir(parents=True)
         with self._lock:
             self.running[run_key] = run_dir
@@ -431,10 +433,9 @@ class SuiteRunner:
                 from evaluation.contest.runner import run_one
             try:
                 res = run_one(self.spec(run_key))
-            except Exception as e:  # run_one should not raise; record it if it does
+            except Exception as e:  # e.g. its server stopped before it listened
                 res = failure_results(run_key, self.config, f"{type(e).__name__}: {e}")
                 write_json_atomic(run_dir / records.RESULTS, res)
-                return res
             return self._mark_interrupted(run_dir, res)
         finally:
             with self._lock:
