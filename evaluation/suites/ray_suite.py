@@ -273,10 +273,12 @@ class RaySuiteRunner:
 
     @staticmethod
     def _cancel_flag(ray: Any) -> Any:
-        """A CancelFlag on the driver's node (a flag elsewhere would die with its node)."""
+        """A CancelFlag on the driver's node, with the driver (a dead flag stops the runs). The
+        affinity must be hard: a soft one put it on other nodes (measured on a 3-node cluster),
+        and a lost node then stopped every run."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         actor = ray.remote(num_cpus=0)(CancelFlag)
         return actor.options(name=f"cancel-{uuid.uuid4().hex}", scheduling_strategy=here).remote()
 
