@@ -90,26 +90,35 @@ def adam_step(
 class MetaPPO:
     """The surrogate (PPO's clipped one with `clip`) on the post-update trajectories, `epochs`
     Adam steps over the whole meta-batch; every epoch re-runs the differentiable inner steps
-    from the current θ."""
+    from the current θ. With `target_kl`, the epochs stop once the post-update policies' mean
+    KL to the sampling ones passes 1.5 × target_kl (CleanRL's early stop)."""
 
     name = "ppo"
 
     def __init__(
-        self, learner: MetaLearner, lr: float = 3e-4, epochs: int = 5, clip: float | None = 0.2
+        self,
+        learner: MetaLearner,
+        lr: float = 3e-4,
+        epochs: int = 5,
+        clip: float | None = 0.2,
+        target_kl: float | None = None,
     ) -> None:
         self.learner = learner
         self.epochs = int(epochs)
         self.clip = None if clip is None else float(clip)
+        self.target_kl = None if target_kl is None else float(target_kl)
         self.optimizer = torch.optim.Adam(learner.meta_parameters(), lr=lr)
 
     def step(self, batches: Sequence[TaskBatch]) -> dict[str, float]:
-        first = math.nan
+        first, done = math.nan, 0
         for epoch in range(self.epochs):
             loss = adam_step(self.optimizer, self.learner, batches, self.clip)
-            if epoch == 0:
-                first = loss
+            first, done = (loss if epoch == 0 else first), epoch + 1
+            if self.target_kl is not None and done < self.epochs:
+                if self.learner.evaluate(batches)[1] > 1.5 * self.target_kl:
+                    break
         loss_after, kl = self.learner.evaluate(batches)
-        return {"loss_before": first, "loss_after": loss_after, "kl": kl}
+        return {"loss_before": first, "loss_after": loss_after, "kl": kl, "epochs": done}
 
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
@@ -254,7 +263,14 @@ def make_meta_optimizer(
         return VPG(learner, lr=float(cfg["vpg"]["lr"]))
     if name == "ppo":
         c = cfg["ppo"]
-        return MetaPPO(learner, lr=float(c["lr"]), epochs=int(c["epochs"]), clip=float(c["clip"]))
+        target_kl = c.get("target_kl")
+        return MetaPPO(
+            learner,
+            lr=float(c["lr"]),
+            epochs=int(c["epochs"]),
+            clip=float(c["clip"]),
+            target_kl=None if target_kl is None else float(target_kl),
+        )
     if name == "trpo":
         c = cfg["trpo"]
         return TRPO(

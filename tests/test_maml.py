@@ -250,6 +250,23 @@ def test_trpo_step_respects_kl_bound(kind: str) -> None:
         assert not moved
 
 
+@pytest.mark.parametrize("target_kl,epochs", [(None, 5), (1e3, 5), (1e-12, 1)])
+def test_meta_ppo_stops_its_epochs_past_the_target_kl(target_kl: float | None, epochs: int) -> None:
+    """With target_kl, the Adam epochs stop once the post-update KL passes 1.5 × target_kl:
+    after the first epoch for a tiny target, never for a huge one or none."""
+    from meta_train.meta_optimizers import MetaPPO
+
+    learner, batch = make_problem("gaussian")
+    adapted = learner.adapted_detached(learner.detached(), batch.train[0])
+    with torch.no_grad():  # π_old = the current θ_S, so the KL starts at 0 and grows
+        batch.old_logp, batch.old_dist_params = learner.log_prob(adapted, batch.valid)
+    ppo = MetaPPO(learner, lr=1e-2, epochs=5, target_kl=target_kl)
+    info = ppo.step([batch])
+    assert info["epochs"] == epochs and info["kl"] > 0
+    adam_steps = {int(v["step"]) for v in ppo.optimizer.state_dict()["state"].values()}
+    assert adam_steps == {epochs}
+
+
 @pytest.mark.parametrize(
     "kind,steps,first_order,learn_lr,clip",
     [
