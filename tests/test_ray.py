@@ -297,6 +297,9 @@ def test_ctrl_c_stops_the_runs_by_either_cancel_channel(
         if not finished.is_set():
             _thread.interrupt_main()
 
+    # a shell that starts pytest in the background makes it ignore SIGINT, and interrupt_main
+    # then does nothing: Ctrl-C raises KeyboardInterrupt here as in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=ctrl_c_once_both_run, daemon=True)
     thread.start()
     try:
@@ -307,6 +310,8 @@ def test_ctrl_c_stops_the_runs_by_either_cancel_channel(
             thread.join()
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C came after the suite had ended")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert outcome.interrupted
     for seed in (0, 1):
         res = results(out, "random", seed)
