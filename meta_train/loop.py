@@ -131,6 +131,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         )
     if int(cfg["workers"]) < 0:
         raise UserError(f"workers must be ≥ 0, got {cfg['workers']}")
+    target_kl = cfg["ppo"].get("target_kl")
+    if target_kl is not None and not float(target_kl) > 0:
+        raise UserError(f"ppo.target_kl must be above 0 (or null: off), got {target_kl}")
     try:
         TaskDistribution.from_config(cfg)
     except ValueError as e:

@@ -269,6 +269,11 @@ def test_cli_train_evaluate_and_one_line_errors(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown config key 'no_such_key'") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "k"), "--set", "ppo.target_kl=0"])
+    assert e.value.code == 2 and not (tmp_path / "k").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ppo.target_kl must be above 0") and err.count("\n") == 1
 
 
 def test_worker_sampling_equals_in_process() -> None:

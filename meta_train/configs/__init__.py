@@ -84,8 +84,8 @@ class MetaPPOConfig:
     epochs: int = 5  # Adam steps per meta-iteration, each re-running the inner steps
     clip: float = 0.2
     # stop the epochs once the post-update policies' mean KL to the sampling ones passes
-    # 1.5 × target_kl (CleanRL's early stop); None: every epoch. The direction reproduction's
-    # seed 2 collapsed without it (README of docs/results/maml_reproduction)
+    # 1.5 × target_kl (CleanRL's early stop); None: every epoch. Added after the direction
+    # reproduction's seed 2 collapsed (run without it); whether it prevents that is not measured
     target_kl: float | None = None
 
 
