@@ -1,6 +1,6 @@
 """The Ray backend on a real 2-node Ray cluster (`ray.cluster_utils.Cluster`, started once per
 session: one CPU and a 78 MiB object store per node, no dashboard, custom resources `node_a`
-and `node_b` naming the nodes). Suites of the random agent on Airstriker at 200-2000 timesteps,
+and `node_b` naming the nodes). Suites of the random agent on Airstriker at 200-20000 timesteps,
 meta-training rollouts of HalfCheetah and Atari levels at a few steps.
 
 Skipped only where Ray is not installed (`pip install -e ".[cluster]"`; setup installs it).
