@@ -20,7 +20,7 @@ from agent.learners.rainbow import (
     project_distribution,
     rainbow_spec,
 )
-from agent.learners.replay import FrameReplay
+from agent.learners.replay import FrameReplay, PriorityTree
 from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
 
@@ -159,6 +159,17 @@ def test_prioritized_sampling_proportions_and_importance_weights() -> None:
     # a new transition enters with the largest error seen so far
     replay.add(np.array([0]), np.array([0.0]), np.array([False]), np.zeros((1, 1, 1), np.uint8))
     assert replay.tree[np.array([4])][0] == pytest.approx((3.9 + 0.1) ** 0.5)
+
+
+def test_priority_tree_never_finds_a_slot_past_its_size() -> None:
+    """A draw at the top of [0, total), or past it by rounding in the sums, must land on a real
+    slot (the replay then redraws if it is empty), never on the zero leaves that pad the tree to
+    a power of two (5 slots: 8 leaves)."""
+    tree = PriorityTree(5)
+    tree.set(np.arange(3), np.array([0.3, 0.2, 0.5]))
+    edge = np.array([tree.total, np.nextafter(tree.total, np.inf), 2 * tree.total])
+    assert (tree.find(edge) < 5).all()
+    assert list(tree.find(np.array([0.0, 0.31, 0.51]))) == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------------- network

@@ -87,7 +87,8 @@ class PriorityTree:
             go_right = u >= self.sums[left]
             u = np.where(go_right, u - self.sums[left], u)
             pos = np.where(go_right, left + 1, left)
-        return pos - self.leaves
+        # u at or past the total (float rounding in the sums) walks into the padding leaves
+        return np.minimum(pos - self.leaves, self.size - 1)
 
 
 @dataclass
