@@ -12,13 +12,15 @@ are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json (`python -m me
 oracle`) where present. Writes OUT/curves.png
 (post-update training return against environment steps, mean and min–max over seeds, the
 references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
-meta_optimizer, seed, env_steps, return_0, return_1, oracle, ...).
+meta_optimizer, changes (its settings that differ from the defaults: such runs are their own
+group in the curves), seed, env_steps, return_0, return_1, oracle, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import shutil
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from meta_train.configs import MetaTrainConfig
 from sonic_common import plots
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.markdown import md_table
@@ -56,9 +59,28 @@ def parse_task(label: str) -> dict[str, float]:
     return {"goal": float(label[3:])}
 
 
+def optimizer_changes(opt: str, cfg: dict[str, Any]) -> str:
+    """The run's meta-optimizer settings that differ from their defaults ("max_kl=0.06"), so
+    a run with changed settings is not averaged with the default ones as one more seed."""
+    defaults = dataclasses.asdict(MetaTrainConfig()).get(opt, {})
+    section = cfg.get(opt) or {}
+    return ", ".join(
+        f"{k}={section[k]:g}" if isinstance(section[k], float) else f"{k}={section[k]}"
+        for k in sorted(section)
+        if k in defaults and section[k] != defaults[k]
+    )
+
+
+def variant(info: dict[str, Any]) -> str:
+    """MAML-TRPO, or MAML-TRPO (max_kl=0.06) for changed settings."""
+    label = f"MAML-{info['meta_optimizer'].upper()}"
+    return f"{label} ({info['changes']})" if info["changes"] else label
+
+
 def run_info(run: Path) -> dict[str, Any]:
     saved = load_checkpoint(run / CHECKPOINT_NAME)
     cfg = saved["config"]
+    opt = str(saved["meta_optimizer"])
     iterations = int(saved["iteration"])
     # one row per iteration of the checkpoint: a row repeated (two processes resumed the same
     # run) or past the checkpoint (a crash after the row was written) is not counted twice
@@ -67,7 +89,8 @@ def run_info(run: Path) -> dict[str, Any]:
     return {
         "name": run.name,
         "task": str(cfg["task"]["kind"]),
-        "meta_optimizer": str(saved["meta_optimizer"]),
+        "meta_optimizer": opt,
+        "changes": optimizer_changes(opt, cfg),
         "seed": int(cfg["seed"]),
         "joint": bool(saved.get("joint", False)),
         "iterations": iterations,
@@ -122,24 +145,27 @@ def oracle_for(task: str, oracles: Path, task_list: list[str]) -> float | None:
     return oracle_return(json.loads(path.read_text()), [parse_task(t) for t in task_list])
 
 
+def curve_groups(infos: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
+    """The MAML runs of a task family by variant (meta-optimizer and changed settings): the
+    seeds each curve averages."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for info in infos:
+        if info["task"] == kind and not info["joint"]:
+            out.setdefault(variant(info), []).append(info)
+    return dict(sorted(out.items()))
+
+
 def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
     kinds = sorted({i["task"] for i in infos})
     fig, axes = plots.figure(
         6.5 * max(1, len(kinds)), 4.5, dpi=110, ncols=max(1, len(kinds)), squeeze=False
     )
     for ax, kind in zip(axes[0], kinds, strict=False):
-        for opt in sorted({i["meta_optimizer"] for i in infos if i["task"] == kind}):
-            group = [
-                i
-                for i in infos
-                if i["task"] == kind and i["meta_optimizer"] == opt and not i["joint"]
-            ]
-            if not group:
-                continue
+        for name, group in curve_groups(infos, kind).items():
             n = min(len(i["metrics"]) for i in group)
             x = np.array([float(r["env_steps"]) for r in group[0]["metrics"][:n]]) / 1e6
             ys = np.array([[float(r["return_1"]) for r in i["metrics"][:n]] for i in group])
-            label = f"MAML-{opt.upper()} ({len(group)} seed{'s' if len(group) > 1 else ''})"
+            label = f"{name}, {len(group)} seed{'s' if len(group) > 1 else ''}"
             (line,) = ax.plot(x, ys.mean(axis=0), label=label)
             before = np.array([[float(r["return_0"]) for r in i["metrics"][:n]] for i in group])
             ax.plot(
@@ -148,7 +174,7 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
                 ls=":",
                 lw=1,
                 color=line.get_color(),
-                label=f"MAML-{opt.upper()} before the step",
+                label=f"{name} before the step",
             )
             if len(group) > 1:
                 ax.fill_between(
@@ -185,7 +211,7 @@ def evaluated_at(info: dict[str, Any], result: dict[str, Any]) -> tuple[int, int
 def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None) -> list[str]:
     iterations, steps = evaluated_at(info, result)
     head = [
-        f"**{info['name']}** ({info['task']}, MAML-{info['meta_optimizer'].upper()}, seed "
+        f"**{info['name']}** ({info['task']}, {variant(info)}, seed "
         f"{info['seed']}, evaluated at iteration {iterations} = {steps / 1e6:.1f} M steps; "
         f"the run is at {info['iterations']}, {info['wall_s'] / 3600:.2f} h of training; "
         f"{result['tasks']} fresh tasks, mean ± standard error over tasks)",
@@ -206,7 +232,8 @@ def summary_row(
     """One run's entry of summary.json: the run, where it was evaluated, MAML's returns."""
     maml = result["returns"]["maml"]
     iterations, steps = evaluated_at(info, result)
-    return {k: info[k] for k in ("name", "task", "meta_optimizer", "seed", "action_scale")} | {
+    keys = ("name", "task", "meta_optimizer", "changes", "seed", "action_scale")
+    return {k: info[k] for k in keys} | {
         "env_steps": steps,
         "iterations": iterations,
         "run_iterations": info["iterations"],

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from meta_train.cli import main as meta_train_main
+from meta_train.reproduction import curve_groups, run_info
 from meta_train.reproduction import main as reproduction_main
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "meta_train/configs/halfcheetah-dir.yaml")
@@ -28,6 +29,20 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     meta_train_main(
         ["--config", CONFIG, "--out", str(runs / "dir-trpo-s1"), "--iterations", "2", *TINY]
+    )
+    # the same optimizer with a changed setting: its own group, not a second seed of TRPO
+    meta_train_main(
+        [
+            "--config",
+            CONFIG,
+            "--out",
+            str(runs / "dir-trpo-kl-s1"),
+            "--iterations",
+            "1",
+            "--set",
+            "trpo.max_kl=0.05",
+            *TINY,
+        ]
     )
     meta_train_main(
         [
@@ -66,8 +81,17 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     ]  # in-process: no sampler processes to start
     assert reproduction_main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["name"] for s in summary] == ["dir-trpo-s1"]  # the joint run is a baseline only
-    entry = summary[0]
+    # the joint run is a baseline only
+    assert [s["name"] for s in summary] == ["dir-trpo-kl-s1", "dir-trpo-s1"]
+    assert [s["changes"] for s in summary] == ["max_kl=0.05", ""]
+    infos = [run_info(runs / s["name"]) for s in summary]
+    groups = curve_groups(infos, "halfcheetah-dir")
+    assert {k: [i["name"] for i in v] for k, v in groups.items()} == {
+        "MAML-TRPO": ["dir-trpo-s1"],
+        "MAML-TRPO (max_kl=0.05)": ["dir-trpo-kl-s1"],
+    }
+    assert "MAML-TRPO (max_kl=0.05), seed 1" in (out / "table.md").read_text()
+    entry = summary[1]
     assert entry["task"] == "halfcheetah-dir" and entry["meta_optimizer"] == "trpo"
     assert entry["seed"] == 1 and entry["env_steps"] == 2 * 2 * 2 * 8 * 2
     evaluated = json.loads((out / "eval" / "dir-trpo-s1.json").read_text())
@@ -87,8 +111,6 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
 def test_repeated_metrics_rows_are_counted_once(tmp_path: Path) -> None:
     """Two processes that resumed the same run write the same iterations twice; a crash can
     leave a row past the checkpoint. Neither shifts the steps, iterations or wall time."""
-    from meta_train.reproduction import run_info
-
     run = tmp_path / "dir-trpo-s1"
     meta_train_main(["--config", CONFIG, "--out", str(run), "--iterations", "3", *TINY])
     clean = run_info(run)
