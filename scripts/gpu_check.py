@@ -13,6 +13,9 @@ difference ‖gpu − cpu‖ / ‖cpu‖ of every output must stay under the tol
    (agent.learners.adaptation.inner_step_chunked, as agent.maml calls it).
 4. halfcheetah-meta-iteration: a HalfCheetah meta-iteration (real MuJoCo rollouts sampled on the
    CPU, the stacked TRPO step on the device).
+5. rainbow-update: two Rainbow updates (agent.learners.rainbow: double Q, C51 projection, Adam,
+   new priorities) from a prioritized replay of 84×84 frames, the noisy layers' noise drawn
+   the same on both devices.
 
 TF32 is turned off for the comparison (it trades ≈ 1e-3 relative precision for speed). Exits 0
 when every check passes, 1 when one fails, 2 when the device is not there. Runs in well under 5
@@ -136,11 +139,50 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
     return [torch.tensor([info["loss_before"], info["loss_after"]]), *learner.meta_parameters()]
 
 
+def seeded_noise(net: torch.nn.Module, seed: int) -> None:
+    """Each noisy layer of `net` draws its noise on the CPU from its own seeded generator, then
+    moves it to the layer's device: the same draws on every device (their RNGs differ)."""
+    from agent.learners.rainbow import NoisyLinear
+
+    for k, layer in enumerate(m for m in net.modules() if isinstance(m, NoisyLinear)):
+        g = torch.Generator().manual_seed(seed + k)
+
+        def draw(layer: NoisyLinear = layer, g: torch.Generator = g) -> tuple[Tensor, ...]:
+            dev = layer.weight_mu.device
+            eps = [torch.randn(n, generator=g) for n in (layer.n_in, layer.n_out, layer.n_out)]
+            signed = [e.sign() * e.abs().sqrt() for e in eps[:2]]
+            return signed[0].to(dev), signed[1].to(dev), eps[2].to(dev)
+
+        layer.sample_noise = draw  # type: ignore[method-assign,assignment]
+
+
+def rainbow_update(device: torch.device) -> Outputs:
+    import numpy as np
+
+    from agent.learners.rainbow import Rainbow, RainbowConfig, RainbowNet, make_replay, rainbow_spec
+
+    torch.manual_seed(0)
+    cfg = RainbowConfig(capacity=1000, learning_starts=0)
+    agent = Rainbow(RainbowNet(rainbow_spec((4, 84, 84), 7, cfg)), cfg, device)
+    seeded_noise(agent.online, 100)
+    seeded_noise(agent.target, 200)
+    replay = make_replay(cfg, (4, 84, 84), nenvs=1)
+    rng = np.random.default_rng(0)
+    replay.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    for t in range(200):  # episodes of 50 steps: some 3-step windows end at an episode's end
+        frame = rng.integers(0, 256, (1, 84, 84), dtype=np.uint8)
+        replay.add(np.array([t % 7]), np.array([rng.normal()]), np.array([t % 50 == 49]), frame)
+    losses = torch.tensor([agent.update(replay, rng) for _ in range(2)])
+    priorities = torch.from_numpy(replay.tree.sums.copy())
+    return [losses, priorities, *(p.detach() for p in agent.online.parameters())]
+
+
 CHECKS: dict[str, Callable[[torch.device], Outputs]] = {
     "ppo-update": ppo_update,
     "level-meta-iteration": level_meta_iteration,
     "maml-agent-adaptation": maml_agent_adaptation,
     "halfcheetah-meta-iteration": halfcheetah_meta_iteration,
+    "rainbow-update": rainbow_update,
 }
 
 
