@@ -525,6 +525,7 @@ def test_rainbow_learns_a_cue_whose_reward_comes_four_steps_later() -> None:
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
     from agent.learners.rainbow import learn
+    from sonic_common.devices import torch_threads
 
     def make() -> gym.Env[np.ndarray, int]:
         return gym.wrappers.RecordEpisodeStatistics(
@@ -544,12 +545,8 @@ def test_rainbow_learns_a_cue_whose_reward_comes_four_steps_later() -> None:
         lr=1e-3,
     )
     agent = Rainbow(RainbowNet(rainbow_spec((4, 36, 36), 2, cfg, features=32)), cfg)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch 32: a second thread is many times slower on a busy machine
-    try:
+    with torch_threads(1):  # batch 32: a second thread is many times slower on a busy machine
         learn(agent, envs, total_timesteps=1000, seed=0)
-    finally:
-        torch.set_num_threads(threads)
     env = make()
     named = 0
     for k in range(40):
