@@ -17,7 +17,9 @@ Training writes DIR/checkpoint.pt (every iteration, atomically), DIR/metrics.csv
 (TensorBoard) and DIR/config.yaml. `--joint` trains the same policy without adaptation (0 inner
 steps: plain policy gradient on the task mixture), the "pretrained" baseline of Finn's table.
 `--resume` continues DIR's run from its checkpoint, with its own config (plus this call's
---set/--iterations), exactly as a straight run would have gone on.
+--set/--iterations), exactly as a straight run would have gone on. With `--config` too, the
+file must give the run's settings: one that differs from the run's, and that no --set of this
+call names, is a one-line error (where and how it runs, e.g. workers or device, may change).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.config import add_device_option, apply_overrides, load_config, parse_device
-from meta_train.configs import DEFAULTS, META_OPTIMIZERS
+from meta_train.configs import DEFAULTS, META_OPTIMIZERS, resume_conflicts
 from roms_setup.commands import command_parser, parse_command
 from sonic_common.errors import UserError, exit_on_user_error
 
@@ -154,12 +157,12 @@ def run_train(args: argparse.Namespace) -> int:
     # torch (agent.checkpoint, meta_train.loop) is imported only once needed: a bad option or
     # config is reported without the seconds of its import
     saved = None
-    if args.resume and args.config is None:
+    if args.resume:
         from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
         ckpt = Path(args.out) / CHECKPOINT_NAME
         saved = load_checkpoint(ckpt) if ckpt.is_file() else None
-    if saved is not None:
+    if saved is not None and args.config is None:
         cfg = apply_overrides(
             saved["config"], args.overrides, source="the checkpoint's config (--set)"
         )
@@ -171,6 +174,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg["adapt_steps"] = args.adapt_steps
     if args.iterations is not None:
         cfg["iterations"] = args.iterations
+    if saved is not None:
+        check_resume(saved, cfg, args)
     if args.address and args.backend != "ray":
         raise UserError("--address is for --backend ray: add it, or leave --address out")
     # where rollouts run is this call's choice, not the run's: a resume may change it
@@ -180,6 +185,23 @@ def run_train(args: argparse.Namespace) -> int:
     path = train(cfg, args.out, resume=args.resume, joint=args.joint, progress=not args.no_progress)
     print(f"checkpoint: {path}")
     return 0
+
+
+def check_resume(saved: dict[str, Any], cfg: dict[str, Any], args: argparse.Namespace) -> None:
+    """A resume changes a run's settings (the checkpoint `saved`'s config) only where this
+    call says so (--set, --adapt-steps): a config file edited since, or a --set left out,
+    would otherwise change them silently."""
+    named = {o.partition("=")[0].strip() for o in args.overrides}
+    if args.adapt_steps is not None or saved.get("joint"):  # joint: train() sets 0 steps
+        named.add("adapt_steps")
+    conflicts = resume_conflicts(saved["config"], cfg, named)
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise UserError(
+            f"--resume {args.out}: {conflicts[0]}{more}; give the run's settings again "
+            "(its config.yaml), --set KEY=VALUE to change one on purpose, or leave out "
+            "--config to resume with the run's own"
+        )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

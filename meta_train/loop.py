@@ -28,7 +28,7 @@ from agent.policies import ActorCritic, build_policy, spec_from_config
 from agent.train_log import LogLayout, TrainLogger
 from agent.wrappers import WrapperConfig
 from meta_train.collect import collect
-from meta_train.configs import META_OPTIMIZERS
+from meta_train.configs import META_OPTIMIZERS, flat_config
 from meta_train.meta_learner import MetaLearner, TaskBatch, iteration_seeds
 from meta_train.meta_optimizers import make_meta_optimizer
 from meta_train.sampler import Sampler
@@ -233,17 +233,6 @@ class MetricsLog(TrainLogger):
                 "kl": f"{row.get('kl', 0.0):.4f}",
             },
         )
-
-
-def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`task.levels`-style keys for a nested config (one row each in TensorBoard's text)."""
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flat_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _saved_run(ckpt_path: Path, resume: bool) -> dict[str, Any] | None:

@@ -276,6 +276,34 @@ def test_cli_train_evaluate_and_one_line_errors(
     assert err.startswith("error: ppo.target_kl must be above 0") and err.count("\n") == 1
 
 
+def test_a_resume_changes_a_setting_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run started with --set trpo.max_kl=0.05, resumed with its config file but without that
+    --set, would silently go on at the file's 0.01: a one-line error instead, and the run is left
+    as it was. With the --set again, or without --config (the run's own config), it goes on."""
+    from meta_train.cli import main
+
+    out = tmp_path / "run"
+    start = ["--config", str(CONFIG_DIR / "halfcheetah-dir.yaml"), "--out", str(out)]
+    tiny = ["--set", "task.horizon=5", "--set", "meta_batch=2", "--set", "trajectories=2"]
+    tiny += ["--set", "tensorboard=false", "--no-progress"]
+    changed = ["--set", "trpo.max_kl=0.05"]
+    assert main([*start, "--iterations", "1", *tiny, *changed]) == 0
+    with pytest.raises(SystemExit) as e:
+        main([*start, "--resume", "--iterations", "2", *tiny])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --resume {out}: trpo.max_kl is 0.05 in the run and 0.01 here")
+    assert err.count("\n") == 1
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 1
+    assert main([*start, "--resume", "--iterations", "2", *tiny, *changed]) == 0
+    own = ["--out", str(out), "--resume", "--iterations", "3", "--no-progress"]
+    assert main(own) == 0
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["iteration"] == 3 and saved["config"]["trpo"]["max_kl"] == 0.05
+
+
 def test_worker_sampling_equals_in_process() -> None:
     from agent.policies import build_policy
     from meta_train.sampler import Sampler

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.config import PolicyConfig as AgentPolicyConfig
 from agent.config import TypedDefaults
@@ -140,3 +141,44 @@ class MetaTrainConfig:
 
 # `load_config(path, overrides, defaults=DEFAULTS)`: MetaTrainConfig's defaults, then the file
 DEFAULTS = TypedDefaults(MetaTrainConfig, CONFIG_DIR)
+
+
+# Keys a resumed run may take from the new call without saying so: where and how it runs, not
+# what it computes (`meta_optimizer` has its own check when the checkpoint is loaded).
+RUN_LOCAL_KEYS = frozenset(
+    {
+        "iterations",
+        "workers",
+        "torch_threads",
+        "device",
+        "backend",
+        "ray_address",
+        "tensorboard",
+        "grad_chunk",
+        "meta_optimizer",
+    }
+)
+
+
+def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`task.levels`-style keys for a nested config."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], cfg: dict[str, Any], named: set[str]) -> list[str]:
+    """The settings a resume would change without being asked: keys whose value in `cfg` (the
+    config file and this call's options) differs from the run's own (`saved`), except those
+    this call names (`named`: deliberate changes) and RUN_LOCAL_KEYS. A key only one side has
+    (a setting added or removed since the run started) is not compared."""
+    old, new = flat_config(saved), flat_config(cfg)
+    return [
+        f"{k} is {old[k]!r} in the run and {new[k]!r} here"
+        for k in sorted(old.keys() & new.keys())
+        if old[k] != new[k] and k not in named and k.split(".")[0] not in RUN_LOCAL_KEYS
+    ]
