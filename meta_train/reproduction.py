@@ -12,8 +12,9 @@ are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json (`python -m me
 oracle`) where present. Writes OUT/curves.png
 (post-update training return against environment steps, mean and min–max over seeds, the
 references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
-meta_optimizer, changes (its settings that differ from the defaults: such runs are their own
-group in the curves), seed, env_steps, return_0, return_1, oracle, ...).
+meta_optimizer, changes (its settings that differ from the defaults and from the family's
+other runs: such runs are their own group in the curves), seed, env_steps, return_0, return_1,
+oracle, ...).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from meta_train.configs import MetaTrainConfig
+from meta_train.configs import META_OPTIMIZERS, RUN_LOCAL_KEYS, MetaTrainConfig, flat_config
 from sonic_common import plots
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.markdown import md_table
@@ -59,16 +60,36 @@ def parse_task(label: str) -> dict[str, float]:
     return {"goal": float(label[3:])}
 
 
-def optimizer_changes(opt: str, cfg: dict[str, Any]) -> str:
-    """The run's meta-optimizer settings that differ from their defaults ("max_kl=0.06"), so
-    a run with changed settings is not averaged with the default ones as one more seed."""
-    defaults = dataclasses.asdict(MetaTrainConfig()).get(opt, {})
-    section = cfg.get(opt) or {}
-    return ", ".join(
-        f"{k}={section[k]:g}" if isinstance(section[k], float) else f"{k}={section[k]}"
-        for k in sorted(section)
-        if k in defaults and section[k] != defaults[k]
-    )
+IGNORED = RUN_LOCAL_KEYS | {"seed"}  # not what makes a run another variant
+
+
+def own_settings(info: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
+    """The run's settings that differ from MetaTrainConfig's defaults (flat keys, values as
+    text), leaving out how it ran (RUN_LOCAL_KEYS), its seed, and other meta-optimizers'
+    sections."""
+    others = set(META_OPTIMIZERS) - {info["meta_optimizer"]}
+    out = {}
+    for k, v in flat_config(info["config"]).items():
+        top = k.split(".")[0]
+        if top in IGNORED or top in others or k not in defaults or v == defaults[k]:
+            continue
+        out[k] = f"{v:g}" if isinstance(v, float) else str(v)
+    return out
+
+
+def label_changes(infos: list[dict[str, Any]]) -> None:
+    """Each MAML run's `changes`: its settings that differ from the defaults and are not shared
+    by every MAML run of its task family (the family's common scale is no variant), so runs
+    that differ in a setting are separate curves, not more seeds of one."""
+    defaults = flat_config(dataclasses.asdict(MetaTrainConfig()))
+    for kind in {i["task"] for i in infos}:
+        family = [i for i in infos if i["task"] == kind and not i["joint"]]
+        own = [own_settings(i, defaults) for i in family]
+        shared = set.intersection(*(set(o.items()) for o in own)) if own else set()
+        for info, settings in zip(family, own, strict=True):
+            info["changes"] = ", ".join(
+                f"{k}={v}" for k, v in sorted(settings.items()) if (k, v) not in shared
+            )
 
 
 def variant(info: dict[str, Any]) -> str:
@@ -90,7 +111,8 @@ def run_info(run: Path) -> dict[str, Any]:
         "name": run.name,
         "task": str(cfg["task"]["kind"]),
         "meta_optimizer": opt,
-        "changes": optimizer_changes(opt, cfg),
+        "config": cfg,
+        "changes": "",  # label_changes, which needs the other runs
         "seed": int(cfg["seed"]),
         "joint": bool(saved.get("joint", False)),
         "iterations": iterations,
@@ -158,7 +180,7 @@ def curve_groups(infos: list[dict[str, Any]], kind: str) -> dict[str, list[dict[
 def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
     kinds = sorted({i["task"] for i in infos})
     fig, axes = plots.figure(
-        6.5 * max(1, len(kinds)), 4.5, dpi=110, ncols=max(1, len(kinds)), squeeze=False
+        7.0 * max(1, len(kinds)), 6.5, dpi=110, ncols=max(1, len(kinds)), squeeze=False
     )
     for ax, kind in zip(axes[0], kinds, strict=False):
         for name, group in curve_groups(infos, kind).items():
@@ -188,10 +210,11 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
         ax.set_title(f"HalfCheetah {SHORT[kind]}: return after one inner step (training)")
         ax.set_xlabel("environment steps (millions)")
         ax.set_ylabel("mean return over the meta-batch")
-        ax.legend(
+        ax.legend(  # below the axes: the curves fill the plot
             fontsize=7,
-            loc="upper left",
-            bbox_to_anchor=(0.0, 0.88),
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12),
+            ncol=2,
             title="lines: mean over seeds; band: min–max over seeds",
             title_fontsize=7,
         )
@@ -275,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in sorted(runs.iterdir())
         if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()
     ]
+    label_changes(infos)
     summary, tables, oracles = [], [], {}
     for info in infos:
         shutil.copyfile(

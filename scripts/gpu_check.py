@@ -142,7 +142,7 @@ def halfcheetah_meta_iteration(device: torch.device) -> Outputs:
 def seeded_noise(net: torch.nn.Module, seed: int) -> None:
     """Each noisy layer of `net` draws its noise on the CPU from its own seeded generator, then
     moves it to the layer's device: the same draws on every device (their RNGs differ)."""
-    from agent.learners.rainbow import NoisyLinear
+    from agent.learners.rainbow import NoisyLinear, signed_sqrt
 
     for k, layer in enumerate(m for m in net.modules() if isinstance(m, NoisyLinear)):
         g = torch.Generator().manual_seed(seed + k)
@@ -150,8 +150,7 @@ def seeded_noise(net: torch.nn.Module, seed: int) -> None:
         def draw(layer: NoisyLinear = layer, g: torch.Generator = g) -> tuple[Tensor, ...]:
             dev = layer.weight_mu.device
             eps = [torch.randn(n, generator=g) for n in (layer.n_in, layer.n_out, layer.n_out)]
-            signed = [e.sign() * e.abs().sqrt() for e in eps[:2]]
-            return signed[0].to(dev), signed[1].to(dev), eps[2].to(dev)
+            return signed_sqrt(eps[0]).to(dev), signed_sqrt(eps[1]).to(dev), eps[2].to(dev)
 
         layer.sample_noise = draw  # type: ignore[method-assign,assignment]
 
@@ -172,9 +171,12 @@ def rainbow_update(device: torch.device) -> Outputs:
     for t in range(200):  # episodes of 50 steps: some 3-step windows end at an episode's end
         frame = rng.integers(0, 256, (1, 84, 84), dtype=np.uint8)
         replay.add(np.array([t % 7]), np.array([rng.normal()]), np.array([t % 50 == 49]), frame)
+    before = [p.detach().clone() for p in agent.online.parameters()]
     losses = torch.tensor([agent.update(replay, rng) for _ in range(2)])
     priorities = torch.from_numpy(replay.tree.sums.copy())
-    return [losses, priorities, *(p.detach() for p in agent.online.parameters())]
+    # the updates themselves: at lr 1e-4 the weights alone would hide a wrong step
+    moved = [p.detach() - b for p, b in zip(agent.online.parameters(), before, strict=True)]
+    return [losses, priorities, *moved, *(p.detach() for p in agent.online.parameters())]
 
 
 CHECKS: dict[str, Callable[[torch.device], Outputs]] = {

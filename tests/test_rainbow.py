@@ -517,6 +517,7 @@ class CueChain(gym.Env[np.ndarray, int]):
         return self.frame(), float(done and self.right), done, False, {}
 
 
+@pytest.mark.slow
 def test_rainbow_learns_a_cue_whose_reward_comes_four_steps_later() -> None:
     """The whole learner (replay alignment of frames, actions and rewards; 3-step returns; the
     target network's bootstrap; the projection; the KL loss; priorities) on a task a random
@@ -545,11 +546,10 @@ def test_rainbow_learns_a_cue_whose_reward_comes_four_steps_later() -> None:
         lr=1e-3,
     )
     agent = Rainbow(RainbowNet(rainbow_spec((4, 36, 36), 2, cfg, features=32)), cfg)
+    env, named = make(), 0
     with torch_threads(1):  # batch 32: a second thread is many times slower on a busy machine
         learn(agent, envs, total_timesteps=1000, seed=0)
-    env = make()
-    named = 0
-    for k in range(40):
-        obs, _ = env.reset(seed=1000 + k)
-        named += int(agent.act(obs[None])[0]) == env.unwrapped.cue  # type: ignore[attr-defined]
+        for k in range(40):
+            obs, _ = env.reset(seed=1000 + k)
+            named += int(agent.act(obs[None])[0]) == env.unwrapped.cue  # type: ignore[attr-defined]
     assert named >= 36, f"the greedy first action named the cue {named} times in 40"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from meta_train.cli import main as meta_train_main
-from meta_train.reproduction import curve_groups, run_info
+from meta_train.reproduction import curve_groups, label_changes, run_info
 from meta_train.reproduction import main as reproduction_main
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "meta_train/configs/halfcheetah-dir.yaml")
@@ -83,14 +83,15 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     # the joint run is a baseline only
     assert [s["name"] for s in summary] == ["dir-trpo-kl-s1", "dir-trpo-s1"]
-    assert [s["changes"] for s in summary] == ["max_kl=0.05", ""]
+    assert [s["changes"] for s in summary] == ["trpo.max_kl=0.05", ""]
     infos = [run_info(runs / s["name"]) for s in summary]
+    label_changes(infos)
     groups = curve_groups(infos, "halfcheetah-dir")
     assert {k: [i["name"] for i in v] for k, v in groups.items()} == {
         "MAML-TRPO": ["dir-trpo-s1"],
-        "MAML-TRPO (max_kl=0.05)": ["dir-trpo-kl-s1"],
+        "MAML-TRPO (trpo.max_kl=0.05)": ["dir-trpo-kl-s1"],
     }
-    assert "MAML-TRPO (max_kl=0.05), seed 1" in (out / "table.md").read_text()
+    assert "MAML-TRPO (trpo.max_kl=0.05), seed 1" in (out / "table.md").read_text()
     entry = summary[1]
     assert entry["task"] == "halfcheetah-dir" and entry["meta_optimizer"] == "trpo"
     assert entry["seed"] == 1 and entry["env_steps"] == 2 * 2 * 2 * 8 * 2

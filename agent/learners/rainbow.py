@@ -101,7 +101,8 @@ class RainbowConfig:
 # ---------------------------------------------------------------------------- network
 
 
-def _signed_sqrt(x: Tensor) -> Tensor:
+def signed_sqrt(x: Tensor) -> Tensor:
+    """f(x) = sign(x)·√|x|, the factorized noise's shaping."""
     return x.sign() * x.abs().sqrt()
 
 
@@ -136,8 +137,8 @@ class NoisyLinear(nn.Module):
     def sample_noise(self) -> tuple[Tensor, Tensor, Tensor]:
         dev = self.weight_mu.device
         return (
-            _signed_sqrt(torch.randn(self.n_in, device=dev)),
-            _signed_sqrt(torch.randn(self.n_out, device=dev)),
+            signed_sqrt(torch.randn(self.n_in, device=dev)),
+            signed_sqrt(torch.randn(self.n_out, device=dev)),
             torch.randn(self.n_out, device=dev),
         )
 
