@@ -93,7 +93,7 @@ def label_changes(infos: list[dict[str, Any]]) -> None:
 
 
 def variant(info: dict[str, Any]) -> str:
-    """MAML-TRPO, or MAML-TRPO (max_kl=0.06) for changed settings."""
+    """MAML-TRPO, or MAML-TRPO (trpo.max_kl=0.06) for changed settings."""
     label = f"MAML-{info['meta_optimizer'].upper()}"
     return f"{label} ({info['changes']})" if info["changes"] else label
 
