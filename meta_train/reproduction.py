@@ -12,9 +12,10 @@ are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json (`python -m me
 oracle`) where present. Writes OUT/curves.png
 (post-update training return against environment steps, mean and min–max over seeds, the
 references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
-meta_optimizer, changes (its settings that differ from the defaults and from the family's
-other runs: such runs are their own group in the curves), seed, env_steps, return_0, return_1,
-oracle, ...).
+meta_optimizer, changes (its settings that differ from the defaults and from the other MAML
+runs: such runs are their own group in the curves), seed, env_steps, return_0, return_1,
+oracle, oracle_fraction (return_1 / oracle: the direction target), gap_closed ((return_1 −
+return_0) / (oracle − return_0): the velocity target), ...).
 """
 
 from __future__ import annotations
@@ -79,17 +80,19 @@ def own_settings(info: dict[str, Any], defaults: dict[str, Any]) -> dict[str, st
 
 def label_changes(infos: list[dict[str, Any]]) -> None:
     """Each MAML run's `changes`: its settings that differ from the defaults and are not shared
-    by every MAML run of its task family (the family's common scale is no variant), so runs
-    that differ in a setting are separate curves, not more seeds of one."""
+    by every MAML run of every task family (their common scale is no variant; the family itself,
+    `task.kind`, is not one either), so runs that differ in a setting are separate curves, not
+    more seeds of one, and a family's only run still names what it changed."""
     defaults = flat_config(dataclasses.asdict(MetaTrainConfig()))
-    for kind in {i["task"] for i in infos}:
-        family = [i for i in infos if i["task"] == kind and not i["joint"]]
-        own = [own_settings(i, defaults) for i in family]
-        shared = set.intersection(*(set(o.items()) for o in own)) if own else set()
-        for info, settings in zip(family, own, strict=True):
-            info["changes"] = ", ".join(
-                f"{k}={v}" for k, v in sorted(settings.items()) if (k, v) not in shared
-            )
+    maml = [i for i in infos if not i["joint"]]
+    own = [own_settings(i, defaults) for i in maml]
+    shared = set.intersection(*(set(o.items()) for o in own)) if own else set()
+    for info, settings in zip(maml, own, strict=True):
+        info["changes"] = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(settings.items())
+            if (k, v) not in shared and k != "task.kind"
+        )
 
 
 def variant(info: dict[str, Any]) -> str:
@@ -231,6 +234,17 @@ def evaluated_at(info: dict[str, Any], result: dict[str, Any]) -> tuple[int, int
     return iterations, int(info["metrics"][iterations - 1]["env_steps"])
 
 
+def against_oracle(maml: list[float], oracle: float | None) -> dict[str, float | None]:
+    """After one step, as a fraction of the oracle and of the gap from before the step to it."""
+    if oracle is None:
+        return {"oracle_fraction": None, "gap_closed": None}
+    gap = oracle - maml[0]
+    return {
+        "oracle_fraction": maml[1] / oracle if oracle else None,
+        "gap_closed": (maml[1] - maml[0]) / gap if gap > 0 else None,
+    }
+
+
 def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None) -> list[str]:
     iterations, steps = evaluated_at(info, result)
     head = [
@@ -244,9 +258,21 @@ def run_table(info: dict[str, Any], result: dict[str, Any], oracle: float | None
     for label, values in result["returns"].items():
         se = result.get("stderr", {}).get(label, [None] * len(values))
         rows.append([label, *(fmt(v, s) for v, s in zip(values, se, strict=True))])
+    tail = []
     if oracle is not None:
         rows.append(["oracle", f"{oracle:.1f}", "", "", ""])
-    return head + md_table(["start", "0 steps", "1 step", "2 steps", "3 steps"], rows) + [""]
+        ratios = against_oracle(result["returns"]["maml"], oracle)
+        said = [
+            f"{v:.2f} {what}"
+            for v, what in [
+                (ratios["oracle_fraction"], "of the oracle"),
+                (ratios["gap_closed"], "of the gap from before the step to the oracle"),
+            ]
+            if v is not None
+        ]
+        tail = ["", "MAML after one step: " + ", ".join(said)] if said else []
+    table = md_table(["start", "0 steps", "1 step", "2 steps", "3 steps"], rows)
+    return head + table + tail + [""]
 
 
 def summary_row(
@@ -265,6 +291,7 @@ def summary_row(
         "return_1": maml[1],
         "returns": maml,
         "oracle": oracle,
+        **against_oracle(maml, oracle),
         "eval_tasks": result["tasks"],
         "machine": f"{platform.machine()}, {_cores()} cores",
     }

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from meta_train.cli import main as meta_train_main
-from meta_train.reproduction import curve_groups, label_changes, run_info
+from meta_train.reproduction import against_oracle, curve_groups, label_changes, run_info
 from meta_train.reproduction import main as reproduction_main
 
 CONFIG = str(Path(__file__).resolve().parent.parent / "meta_train/configs/halfcheetah-dir.yaml")
@@ -102,6 +103,7 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     directions = [float(t[3:]) for t in evaluated["task_list"]]
     expected = sum(100.0 if d > 0 else 50.0 for d in directions) / len(directions)
     assert abs(entry["oracle"] - expected) < 1e-9
+    assert entry["oracle_fraction"] == entry["return_1"] / entry["oracle"]
     assert (out / "curves.png").stat().st_size > 0
     assert "| oracle |" in (out / "table.md").read_text()
     stamp = (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns
@@ -126,3 +128,35 @@ def test_repeated_metrics_rows_are_counted_once(tmp_path: Path) -> None:
     assert [r["iteration"] for r in info["metrics"]] == ["0", "1", "2"]
     assert info["wall_s"] == clean["wall_s"]
     assert info["metrics"][-1]["env_steps"] == str(info["env_steps"])
+
+
+def _info(name: str, kind: str, opt: str, **changed: float) -> dict[str, Any]:
+    config: dict[str, Any] = {"task": {"kind": kind, "action_scale": 10.0}, "meta_batch": 40}
+    for key, value in changed.items():
+        section, field = key.split("__")
+        config.setdefault(section, {})[field] = value
+    return {"name": name, "task": kind, "meta_optimizer": opt, "config": config, "joint": False}
+
+
+def test_a_familys_only_run_still_names_its_changed_setting() -> None:
+    """The velocity family's one run used max_kl 0.06: that is its label, though no other
+    velocity run differs; the scale every run shares (meta_batch 40, actions ×10) and the
+    family itself are not."""
+    infos = [
+        _info("dir-trpo-s1", "halfcheetah-dir", "trpo"),
+        _info("dir-ppo-s1", "halfcheetah-dir", "ppo"),
+        _info("dir-trpo-kl06-s1", "halfcheetah-dir", "trpo", trpo__max_kl=0.06),
+        _info("vel-trpo-kl06-s1", "halfcheetah-vel", "trpo", trpo__max_kl=0.06),
+    ]
+    label_changes(infos)
+    assert [i["changes"] for i in infos] == ["", "", "trpo.max_kl=0.06", "trpo.max_kl=0.06"]
+
+
+def test_one_step_against_the_oracle() -> None:
+    # before −50, after 100, oracle 150: 2/3 of the oracle, 3/4 of the gap (150 of 200)
+    assert against_oracle([-50.0, 100.0], 150.0) == {
+        "oracle_fraction": 100.0 / 150.0,
+        "gap_closed": 0.75,
+    }
+    assert against_oracle([-50.0, 100.0], None) == {"oracle_fraction": None, "gap_closed": None}
+    assert against_oracle([200.0, 210.0], 150.0)["gap_closed"] is None  # no gap to close
