@@ -17,14 +17,18 @@ Settings: rainbow with the contest baseline's (agent.configs.RAINBOW; no update 
 benchmarks/ppo_learning.py (nsteps 256, 4 × 64 minibatches, 4 epochs, lr 2.5e-4); both with
 torch_threads 1 (`--workers` runs share the cores).
 
-Published reference at 100k steps: data-efficient Rainbow (van Hasselt et al. 2019, "When to
-use parametric models in reinforcement learning?", Table/appendix; numbers below from memory,
-unverified: Boxing 0.2, Freeway 27.9, Seaquest 354.1). Not comparable setting for setting: DER
-retunes Rainbow for 100k (20-step returns, updates from 1600 steps, target every 2000 updates,
-a wider network), and ALE's standard protocol differs from the contest environment (sticky
-actions with 0.25 only on a step's first frame, 4500-step episodes, no frame max-pooling, no
-reward clipping, no end of episode on a life lost); the contest's Rainbow spends a fifth of this
-budget filling its replay before learning.
+Published references at 100k agent steps (400k frames), as tabulated in CURL's Table 2 (Laskin
+et al. 2020, arXiv 2004.04136; A-LIX's Table 5, Cetin et al. 2022, gives the same DER values;
+DER's own paper, van Hasselt et al. 2019, not read here; the number of runs each averages is not
+stated there): data-efficient Rainbow (DER) Boxing 0.2, Freeway 27.9, Seaquest 354.1, and
+Rainbow with its standard settings (Hessel et al. 2018) −24.8, 0.0, 131.69. Neither is
+comparable setting for setting. DER retunes Rainbow for 100k (20-step returns, updates from
+1600 steps, target every 2000 updates, a wider network); the standard Rainbow row is the closer
+one to the contest's (which learns from 20 000 transitions and updates every step, where the
+standard one updates every 4). And ALE's standard protocol differs from the contest environment
+(sticky actions with 0.25 only on a step's first frame, 4500-step episodes, no frame
+max-pooling, no reward clipping, no end of episode on a life lost); the contest's Rainbow spends
+a fifth of this budget filling its replay before learning.
 
 Last line: `BENCH rainbow_learning iqm_vs_random=<Rainbow IQM − random IQM> target=>0`.
 """
@@ -47,13 +51,15 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation.reports.normalize import published_scale  # noqa: E402
 from evaluation.reports.report import Table, load_runs  # noqa: E402
-from evaluation.reports.stats import interval  # noqa: E402
+from evaluation.reports.stats import MIN_SEEDS, interval  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start", "Seaquest-Atari2600-v0:Start")
 AGENTS = ("rainbow", "ppo2", "random")
 # Random and human scores: evaluation/reports/data/atari_reference_scores.csv (Mnih et al. 2015).
-DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}  # unverified, see above
+# CURL's Table 2 (see above): data-efficient Rainbow, and Rainbow with its standard settings
+DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}
+RAINBOW_100K = {"Boxing": -24.8, "Freeway": 0.0, "Seaquest": 131.69}
 THREADS = "--set torch_threads=1 --set tensorboard=false"
 PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 
@@ -127,15 +133,21 @@ def report(table: Table, args: argparse.Namespace) -> int:
                     for v, a in zip(raw, AGENTS, strict=True)
                 ),
                 DER_100K[g],
+                RAINBOW_100K[g],
             ]
         )
-    print("\n".join(md_table(["game", *AGENTS, "DER 100k (unverified)"], rows)))
+    print("\n".join(md_table(["game", *AGENTS, "DER 100k", "Rainbow 100k"], rows)))
     print("(contest score, mean over seeds; in brackets: human-normalized)")
     iqm = iqm_with_ci(scores, args.reps)
     for a in AGENTS:
         p, lo, hi = iqm[a]
+        ci = (
+            f"95% CI [{lo:+.4f}, {hi:+.4f}]"
+            if math.isfinite(lo)
+            else f"no interval (fewer than {MIN_SEEDS} seeds)"
+        )
         print(
-            f"{a}: normalized IQM {p:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] "
+            f"{a}: normalized IQM {p:+.4f}, {ci} "
             f"({args.seeds} seed(s) × {len(GAMES)} games, {args.steps} steps)"
         )
     gap = iqm["rainbow"][0] - iqm["random"][0]
