@@ -7,11 +7,11 @@ For every run RUNS/NAME (a meta_train output directory, e.g. made by scripts/mam
 its metrics are copied to OUT/metrics/NAME.csv and, unless `--no-eval`, its checkpoint is
 evaluated on `--eval-tasks` fresh tasks after 0..3 inner steps beside a random initialization
 and, where RUNS/<task>-joint-s<seed> exists, the jointly trained policy (OUT/eval/NAME.json,
-redone only when the run has moved on; `--no-eval` keeps the last one as it is). The oracles
-are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json (`python -m meta_train
-oracle`) where present. Writes OUT/curves.png
-(post-update training return against environment steps, mean and min–max over seeds, the
-references' values as lines), OUT/table.md and OUT/summary.json (one entry per run: task,
+redone only when the run or that joint baseline has moved on; `--no-eval` keeps the last one
+as it is). The oracles are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json
+(`python -m meta_train oracle`) where present. Writes OUT/curves.png (post-update training
+return against environment steps, mean and min–max over seeds, the references' values as
+lines), OUT/table.md and OUT/summary.json (one entry per run: task,
 meta_optimizer, changes (its settings that differ from the defaults and from the other MAML
 runs: such runs are their own group in the curves), seed, env_steps, return_0, return_1,
 oracle, oracle_fraction (return_1 / oracle: the direction target), gap_closed ((return_1 −
@@ -132,11 +132,16 @@ def evaluate_run(
     from meta_train.evaluate import evaluate
 
     path = out / "eval" / f"{info['name']}.json"
+    joint = runs / f"{SHORT[info['task']]}-joint-s{info['seed']}" / CHECKPOINT_NAME
+    joint_iterations = int(load_checkpoint(joint)["iteration"]) if joint.is_file() else None
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("iterations") == info["iterations"] and done.get("tasks") == tasks:
+        if (
+            done.get("iterations") == info["iterations"]
+            and done.get("tasks") == tasks
+            and done.get("pretrained_iterations") == joint_iterations
+        ):
             return done
-    joint = runs / f"{SHORT[info['task']]}-joint-s{info['seed']}" / CHECKPOINT_NAME
     evaluate(
         runs / info["name"] / CHECKPOINT_NAME,
         tasks=tasks,
@@ -151,6 +156,7 @@ def evaluate_run(
             r["policy"]: [float(r[f"stderr_{j}"]) for j in range(4)] for r in csv.DictReader(f)
         }
     result["iterations"] = info["iterations"]
+    result["pretrained_iterations"] = joint_iterations
     path.write_text(json.dumps(result, indent=2))
     return result
 

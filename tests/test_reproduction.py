@@ -109,6 +109,15 @@ def test_summary_table_and_curves_from_runs(tmp_path: Path) -> None:
     stamp = (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns
     assert reproduction_main(args) == 0  # nothing new: not evaluated again
     assert (out / "eval" / "dir-trpo-s1.json").stat().st_mtime_ns == stamp
+    # the joint baseline moved on: the runs it is the baseline of are evaluated again
+    meta_train_main(
+        ["--config", CONFIG, "--out", str(runs / "dir-joint-s1"), "--joint", "--resume"]
+        + ["--iterations", "2", *TINY]
+    )
+    assert reproduction_main(args) == 0
+    redone = json.loads((out / "eval" / "dir-trpo-s1.json").read_text())
+    assert redone["pretrained_iterations"] == 2
+    assert redone["returns"]["maml"] == evaluated["returns"]["maml"]  # same tasks and seeds
 
 
 def test_repeated_metrics_rows_are_counted_once(tmp_path: Path) -> None:
