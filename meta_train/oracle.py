@@ -4,11 +4,12 @@ horizon, so that a MAML return can be read as a fraction of what a specialist re
     python -m meta_train oracle --config halfcheetah-dir-repro.yaml --out runs/oracle-dir
         [--iterations 500] [--meta-batch 5] [--eval-trajectories 40] [--set key=value ...]
 
-Direction: the tasks +1 and −1. Velocity: the goals 0.2, 0.6, 1.0, 1.4, 1.8 (the oracle's return
-on another goal is interpolated linearly between them). Each oracle is the config's policy and
-meta-optimizer trained without adaptation (`--joint`) on its one task, `meta_batch` ×
-`trajectories` trajectories per iteration, resumable (OUT/<task>/ is a meta_train run). Each is
-then evaluated on `--eval-trajectories` fresh trajectories; OUT/oracle.json holds per task the
+Direction: the tasks +1 and −1. Velocity: the goals 0.0, 0.2, 0.6, 1.0, 1.4, 1.8, 2.0 (0 and 2
+are the ends of the configs' U[0, 2]; the oracle's return on another goal is interpolated
+linearly between them, and held at the end values outside them). Each oracle is the config's
+policy and meta-optimizer trained without adaptation (`--joint`) on its one task, `meta_batch`
+× `trajectories` trajectories per iteration, resumable (OUT/<task>/ is a meta_train run). Each
+is then evaluated on `--eval-trajectories` fresh trajectories; OUT/oracle.json holds per task the
 mean return, its standard error, the iterations and environment steps.
 """
 
@@ -23,7 +24,10 @@ import numpy as np
 from agent.checkpoint import load_checkpoint, policy_from_checkpoint
 from sonic_common.errors import UserError
 
-ORACLE_TASKS = {"halfcheetah-dir": [1.0, -1.0], "halfcheetah-vel": [0.2, 0.6, 1.0, 1.4, 1.8]}
+ORACLE_TASKS = {
+    "halfcheetah-dir": [1.0, -1.0],
+    "halfcheetah-vel": [0.0, 0.2, 0.6, 1.0, 1.4, 1.8, 2.0],
+}
 ORACLE_JSON = "oracle.json"
 EVAL_SEED = 7_000_003  # evaluation rollouts never reuse a training iteration's seeds
 

@@ -241,12 +241,13 @@ def evaluated_at(info: dict[str, Any], result: dict[str, Any]) -> tuple[int, int
 
 
 def against_oracle(maml: list[float], oracle: float | None) -> dict[str, float | None]:
-    """After one step, as a fraction of the oracle and of the gap from before the step to it."""
+    """After one step, as a fraction of the oracle (where returns are positive: direction) and
+    of the gap from before the step to it (any sign: velocity's returns are below 0)."""
     if oracle is None:
         return {"oracle_fraction": None, "gap_closed": None}
     gap = oracle - maml[0]
     return {
-        "oracle_fraction": maml[1] / oracle if oracle else None,
+        "oracle_fraction": maml[1] / oracle if oracle > 0 else None,
         "gap_closed": (maml[1] - maml[0]) / gap if gap > 0 else None,
     }
 

@@ -169,3 +169,5 @@ def test_one_step_against_the_oracle() -> None:
     }
     assert against_oracle([-50.0, 100.0], None) == {"oracle_fraction": None, "gap_closed": None}
     assert against_oracle([200.0, 210.0], 150.0)["gap_closed"] is None  # no gap to close
+    # velocity: returns below 0, a fraction of a negative oracle means nothing; the gap does
+    assert against_oracle([-60.0, -30.0], -17.0) == {"oracle_fraction": None, "gap_closed": 30 / 43}
