@@ -11,11 +11,11 @@ redone only when the run or that joint baseline has moved on; `--no-eval` keeps 
 as it is). The oracles are read from ORACLES/dir/oracle.json and ORACLES/vel/oracle.json
 (`python -m meta_train oracle`) where present. Writes OUT/curves.png (post-update training
 return against environment steps, mean and min–max over seeds, the references' values as
-lines), OUT/table.md and OUT/summary.json (one entry per run: task,
-meta_optimizer, changes (its settings that differ from the defaults and from the other MAML
-runs: such runs are their own group in the curves), seed, env_steps, return_0, return_1,
-oracle, oracle_fraction (return_1 / oracle: the direction target), gap_closed ((return_1 −
-return_0) / (oracle − return_0): the velocity target), ...).
+lines), OUT/table.md and OUT/summary.json (one entry per run: task, meta_optimizer, changes
+(its settings that differ from the defaults and from the other MAML runs: such runs are their
+own group in the curves), seed, env_steps, return_0, return_1, oracle, oracle_fraction
+(return_1 / oracle, where the oracle is positive: the direction target), gap_closed
+((return_1 − return_0) / (oracle − return_0): the velocity target), ...).
 """
 
 from __future__ import annotations
