@@ -114,16 +114,19 @@ def play_until_budget(
     save: Callable[[], Path | None] | None = None,
     phase: Callable[[], str] = lambda: "",
     close: Callable[[], object] = lambda: None,
+    finished: Callable[[], object] = lambda: None,
 ) -> int:
     """Run `play` until the server ends the run; the agent's exit code (see the module
-    docstring). `summary` says how far the run got ("after 300 steps, ..."), `phase` where it
-    was when the connection closed, `close` releases what the agent holds (always called)."""
+        docstring). `summary` says how far the run got ("after 300 steps, ..."), `phase` where it
+        was when the connection closed, `close` releases what the agent holds (always called),
+    `finished` runs when the budget is spent (not when the run is stopped)."""
     try:
         play()
     except BudgetExhausted as e:
         line = f"{name} agent: budget spent {summary()} ({e.reason})"
         if save is not None:
             line += f"; model: {save() or 'not saved (no output dir)'}"
+        finished()
         print(line, flush=True)
         return 0
     except RemoteEnvClosed as e:
@@ -147,6 +150,7 @@ def learn_until_budget(
     cfg: dict[str, Any],
     seed: int,
     save: Callable[[], Path | None],
+    finished: Callable[[], object] = lambda: None,
     **callback: Any,
 ) -> int:
     """A learner (PPO, Rainbow: `timesteps`, `updates` and `episodes` counters) learning on the
@@ -169,6 +173,7 @@ def learn_until_budget(
         name,
         run,
         save=save,
+        finished=finished,
         close=lambda: (logger.close(), envs.close()),
         summary=lambda: (
             f"after {learner.timesteps} steps, {learner.updates} updates, "

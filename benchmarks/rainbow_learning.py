@@ -15,7 +15,9 @@ episodes finished in the budget), normalizes it by the published random and huma
 Settings: rainbow with the contest baseline's (agent.configs.RAINBOW; no update before
 20 000 transitions, 3-step, target every 8192); ppo2 with the Atari settings of
 benchmarks/ppo_learning.py (nsteps 256, 4 × 64 minibatches, 4 epochs, lr 2.5e-4); both with
-torch_threads 1 (`--workers` runs share the cores).
+torch_threads 1 (`--workers` runs share the cores). Stopped, it resumes: rerun the same command;
+finished runs are kept and each stopped Rainbow run continues from its last resume point (every
+10 000 steps; docs/evaluation.md, "Resume points"), the others are played again.
 
 Published references at 100k agent steps (400k frames), as tabulated in CURL's Table 2 (Laskin
 et al. 2020, arXiv 2004.04136; A-LIX's Table 5, Cetin et al. 2022, gives the same DER values;
@@ -61,6 +63,9 @@ AGENTS = ("rainbow", "ppo2", "random")
 DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}
 RAINBOW_100K = {"Boxing": -24.8, "Freeway": 0.0, "Seaquest": 131.69}
 THREADS = "--set torch_threads=1 --set tensorboard=false"
+# a resume point every 10 000 steps: a stopped suite continues each Rainbow run from its last
+# point (≤ 10 000 steps, ~20 min of its learning, played again) instead of from the start
+RAINBOW_ARGS = THREADS + " --set save_interval=10000"
 PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 
 
@@ -69,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=100_000, help="budget per run")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rainbow-args", default=THREADS)
+    ap.add_argument("--rainbow-args", default=RAINBOW_ARGS)
     ap.add_argument("--ppo2-args", default=PPO2_ARGS)
     ap.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument(

@@ -5,3 +5,6 @@ SOCKET_DIR_ENV = "CONTEST_SOCKET_DIR"  # the directory holding the server's `soc
 OUTPUT_DIR_ENV = "AGENT_OUTPUT_DIR"  # where the agent may write its own files
 SEED_ENV = "AGENT_SEED"  # the run's seed, for the agent's own random numbers
 CHECKPOINT_ENV = "AGENT_CHECKPOINT"  # a checkpoint to start from (agent images built with one)
+# In OUTPUT_DIR_ENV, written last by an agent that can continue a stopped run, at an episode's
+# end: {"steps": agent steps so far, "episodes": episodes finished} (evaluation/contest/resume.py)
+RESUME_FILE = "resume.json"

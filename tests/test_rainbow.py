@@ -123,6 +123,36 @@ def test_frame_sharing_replay_returns_the_naive_observations(nenvs: int) -> None
             np.testing.assert_array_equal(nxt, naive[g + 3 * nenvs]["obs"])
 
 
+@pytest.mark.parametrize(("steps", "capacity"), [(30, 200), (60, 40)])  # part-filled, wrapped
+def test_a_saved_replay_restores_what_it_samples_and_how_it_goes_on(
+    tmp_path: Path, steps: int, capacity: int
+) -> None:
+    # two environments, one of them mid-episode: their pending n-step windows differ in length
+    replay, _ = filled(2, steps, capacity, dones_at={9, 23, 29, 47})
+    replay.update_priorities(np.array([4, 6]), np.array([3.0, 0.5]))
+    replay.save(tmp_path / "replay.npz")
+    restored = FrameReplay(capacity, (3, 2), stack=4, n_step=3, gamma=0.9, nenvs=2)
+    restored.load(tmp_path / "replay.npz")
+    assert (restored.written, restored.size, restored.max_error) == (
+        replay.written,
+        replay.size,
+        replay.max_error,
+    )
+    a, b = (
+        replay.sample(16, np.random.default_rng(3)),
+        restored.sample(16, np.random.default_rng(3)),
+    )
+    for name in ("slots", "obs", "actions", "returns", "discounts", "next_obs", "weights"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    frames = np.full((2, 3, 2), 7, np.uint8)
+    for _ in range(4):  # the same transitions become ready on both
+        step = (np.array([1, 2]), np.array([0.5, 1.0]), np.array([False, False]), frames)
+        np.testing.assert_array_equal(replay.add(*step), restored.add(*step))
+    other = FrameReplay(capacity + 1, (3, 2), stack=4, n_step=3, gamma=0.9, nenvs=2)
+    with pytest.raises(ValueError, match="is not this buffer"):
+        other.load(tmp_path / "replay.npz")
+
+
 def test_n_step_returns_stop_at_an_episode_end() -> None:
     replay = FrameReplay(100, (1, 1), stack=4, n_step=3, gamma=0.5)
     replay.start(np.zeros((1, 1, 1), np.uint8))

@@ -31,8 +31,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from sonic_common.files import atomic_open
+
+# what `save` writes besides the arrays: the counters that say where the buffer stands
+_SCALARS = ("capacity", "stack", "n_step", "nenvs", "written", "size", "max_error")
 
 
 class PriorityTree:
@@ -152,6 +158,49 @@ class FrameReplay:
             self.tree.mins,
         )
         return sum(a.nbytes for a in arrays)
+
+    def save(self, path: Path) -> None:
+        """Write the buffer to `path` (.npz, atomically): only the slots written so far, so a
+        buffer far from full costs what it holds, not its capacity."""
+        used = min(self.written + self.nenvs, self.slots)
+        arrays = {
+            "frames": self.frames[:used],
+            **{n: getattr(self, n)[:used] for n in ("first", "actions", "rewards", "dones")},
+            "ready": self.ready[:used],
+            "tree_sums": self.tree.sums,
+            "tree_mins": self.tree.mins,
+            "pending": np.array([g for p in self._pending for g in p], dtype=np.int64),
+            "pending_lens": np.array([len(p) for p in self._pending], dtype=np.int64),
+            **{n: np.array(getattr(self, n)) for n in _SCALARS},
+        }
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
+
+    def load(self, path: Path) -> None:
+        """Restore a buffer `save` wrote; its shapes and settings must be this buffer's."""
+        with np.load(path) as data:
+            saved = {n: data[n].item() for n in _SCALARS}
+            mine = {n: getattr(self, n) for n in ("capacity", "stack", "n_step", "nenvs")}
+            frames = data["frames"]
+            if any(saved[n] != v for n, v in mine.items()) or (
+                frames.shape[1:] != self.frames.shape[1:]
+            ):
+                raise ValueError(
+                    f"the saved replay ({saved}, frames {frames.shape[1:]}) is not this "
+                    f"buffer ({mine}, frames {self.frames.shape[1:]})"
+                )
+            used = len(frames)
+            self.frames[:used] = frames
+            for n in ("first", "actions", "rewards", "dones", "ready"):
+                getattr(self, n)[:used] = data[n]
+            self.tree.sums[:] = data["tree_sums"]
+            self.tree.mins[:] = data["tree_mins"]
+            ends = np.cumsum(data["pending_lens"])
+            self._pending = [
+                deque(int(g) for g in part) for part in np.split(data["pending"], ends[:-1])
+            ]
+        self.written, self.size = int(saved["written"]), int(saved["size"])
+        self.max_error = float(saved["max_error"])
 
     def start(self, frames: np.ndarray) -> None:
         """The first frames of all environments (after reset), shape (E, H, W)."""

@@ -9,7 +9,9 @@ Score = mean return of the finished episodes (cut = 0): the contest's rule, wher
 monitor never recorded the cut-off episode. When no episode finished, the score is the cut-off
 episode's return; when not a single step was played, it is null.
 
-results.json (written atomically) — see STATUSES for the `status` values.
+results.json (written atomically) — see STATUSES for the `status` values. A run continued from
+a resume point (evaluation/contest/resume.py) starts its records from the stopped run's, up to
+that point, and lists the resume under `resumed`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sonic_common.files import copy_atomic, write_json_atomic
+
+if TYPE_CHECKING:
+    from evaluation.contest.resume import ResumePoint
 
 MONITOR = "monitor.csv"
 PROGRESS = "progress.csv"
@@ -193,16 +198,31 @@ class RunRecorder:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, resume: ResumePoint | None = None) -> None:
+        """Open the records; with `resume`, they start as the stopped run's were at its point:
+        its episodes, its steps and resets, and its clock."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        header = {"t_start": self.t_start, "level": self.level, "seed": self.seed}
+        header: dict[str, Any] = {"t_start": self.t_start, "level": self.level, "seed": self.seed}
+        rows: list[EpisodeRow] = []
+        progress: list[str] = []
+        if resume is not None:
+            header, rows, progress = resume.header, resume.rows, resume.progress
+            self._t0 -= resume.elapsed_s
+            self.started_at = resume.started_at or self.started_at
+            self.steps, self.resets = resume.steps, resume.episodes
+            self.extra["resumed"] = [*resume.history, resume.record(self.seed)]
         self._monitor = open(self.dir / MONITOR, "w", buffering=1)  # noqa: SIM115
         self._monitor.write(f"# {json.dumps(header)}\nr,l,t,cut\n")
+        for row in rows:
+            self._monitor.write(f"{row.r!r},{row.l},{row.t},{int(row.cut)}\n")
+            self.rows.append(row)
+            self.recent.append(row.r)
         self._monitor.flush()
         self._progress = open(self.dir / PROGRESS, "w", buffering=1)  # noqa: SIM115
         self._progress.write("timesteps,episodes,elapsed_s,mean_return_last10\n")
+        self._progress.writelines(line + "\n" for line in progress)
         self._progress.flush()
-        self.write_results("running", None, 0)
+        self.write_results("running", None, resume.timesteps if resume else 0)
 
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
@@ -231,6 +251,10 @@ class RunRecorder:
         if not cut:
             self.recent.append(row.r)
         self.in_episode = False
+        if not cut and self.on_progress is not None:
+            # published at every episode's end: a run killed outright (no results written)
+            # still has the episodes an agent's resume point refers to
+            self.on_progress()
 
     def maybe_progress(self, timesteps: int) -> None:
         """Cheap to call every step: writes a progress line every N steps or seconds."""

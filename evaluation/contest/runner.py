@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,11 @@ from evaluation.contest.records import (
     lock_dir,
     publish_records,
     read_monitor,
+    read_results,
     score,
     utc_now,
 )
+from evaluation.contest.resume import ResumePoint, resume_point
 from evaluation.contest.rules import WALLCLOCK_S
 from evaluation.contest.serve_cli import MAX_SEED
 from roms_setup.levels import Level
@@ -85,6 +87,9 @@ class RunSpec:
     pids: int | None = None  # docker only
     idle_timeout_s: float | None = None  # None: the server's default
     wallclock_grace_s: float = WALLCLOCK_GRACE_S  # the runner's backstop beyond the wall clock
+    # continue an interrupted run in results_dir from its agent's resume point, when it has a
+    # valid one (evaluation/contest/resume.py); otherwise the run is played again from the start
+    resume: bool = False
 
 
 def image_for(spec: RunSpec) -> str:
@@ -258,8 +263,10 @@ def check_spec(spec: RunSpec) -> None:
 PREVIOUS_RUN = (RESULTS, MONITOR, PROGRESS, "server.log", "agent.log", "movies", "agent")
 
 
-def clear_previous_run(results_dir: Path) -> None:
+def clear_previous_run(results_dir: Path, keep: tuple[str, ...] = ()) -> None:
     for name in PREVIOUS_RUN:
+        if name in keep:
+            continue
         path = results_dir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -300,10 +307,16 @@ class ResultReader(threading.Thread):
             self.results = value if isinstance(value, dict) else None
 
 
-def _start_server(spec: RunSpec, lock: DirLock) -> Running:
+def _start_server(spec: RunSpec, lock: DirLock, resume: ResumePoint | None = None) -> Running:
     socket_dir = Path(tempfile.mkdtemp(prefix="contest-"))
     os.chmod(socket_dir, 0o755)
     records = Path(tempfile.mkdtemp(prefix="contest-records-"))  # 0700: the runner's only
+    extra: list[str] = []
+    if resume is not None:
+        # beside the records, in the runner's private directory: the agent cannot change it
+        point_file = records / "resume-point.json"
+        point_file.write_text(resume.to_json())
+        extra = ["--resume-from", str(point_file)]
     life_r, life_w = os.pipe()
     res_r, res_w = os.pipe()
     cmd = server_cmd(spec, socket_dir) + [
@@ -315,6 +328,7 @@ def _start_server(spec: RunSpec, lock: DirLock) -> Running:
         str(life_r),
         "--result-fd",
         str(res_w),
+        *extra,
     ]
     try:
         with open(spec.results_dir / "server.log", "wb") as slog:
@@ -353,19 +367,46 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     check_results_dir(spec.results_dir)
     lock = lock_dir(spec.results_dir)
     try:
-        clear_previous_run(spec.results_dir)
+        point = _resume_point(spec)
+        if isinstance(point, ResumePoint):
+            spec = replace(spec, agent_args=[*spec.agent_args, "--resume"])
+            keep_logs(spec.results_dir, len(point.history) + 1)
+            clear_previous_run(spec.results_dir, keep=("agent",))
+        else:
+            clear_previous_run(spec.results_dir)
         output_dir = spec.results_dir / "agent"
-        output_dir.mkdir()
+        output_dir.mkdir(exist_ok=isinstance(point, ResumePoint))
         with contextlib.suppress(OSError):
             os.chmod(output_dir, 0o777)  # a container user (uid 1000) writes there
-        run = _start_server(spec, lock)
+        run = _start_server(spec, lock, point if isinstance(point, ResumePoint) else None)
         try:
             outcome, start_error = _supervise(run, output_dir)
-            return _amend(run, outcome, start_error)
+            results = _amend(run, outcome, start_error)
         finally:
             _close_run(run)
+        if isinstance(point, str):
+            results["resume_refused"] = point
+            write_json_atomic(spec.results_dir / RESULTS, results)
+        return results
     finally:
         lock.close()
+
+
+def _resume_point(spec: RunSpec) -> ResumePoint | str | None:
+    """Where the run continues (spec.resume), why it cannot, or None: not asked to."""
+    if not spec.resume:
+        return None
+    previous = read_results(spec.results_dir)
+    if previous is None:
+        return "no results.json from the stopped run"
+    return resume_point(spec.results_dir, previous)
+
+
+def keep_logs(results_dir: Path, attempt: int) -> None:
+    """The stopped attempt's logs stay beside the new ones, as server.log.1, agent.log.1, ..."""
+    for name in ("server.log", "agent.log"):
+        with contextlib.suppress(OSError):
+            os.replace(results_dir / name, results_dir / f"{name}.{attempt}")
 
 
 def _close_run(run: Running) -> None:

@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--result-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--publish-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--resume-from", type=Path, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         lifeline_fd=args.lifeline_fd,
         result_fd=args.result_fd,
         publish_dir=args.publish_dir,
+        resume_from=args.resume_from,
     )
     print(f"serving {config.level} on {config.socket_dir / 'sock'}", file=sys.stderr, flush=True)
     results = serve(config)

@@ -56,6 +56,7 @@ from evaluation.contest.protocol import (
     step_reply,
 )
 from evaluation.contest.records import RunRecorder, lock_dir, publish_records
+from evaluation.contest.resume import ResumePoint
 from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from roms_setup.levels import Level
 from sonic_common.errors import UserError
@@ -88,6 +89,8 @@ class ServeConfig:
     lifeline_fd: int | None = None
     result_fd: int | None = None
     publish_dir: Path | None = None
+    # a ResumePoint's JSON (evaluation.contest.resume): the run continues from there
+    resume_from: Path | None = None
 
 
 class Stop(Exception):
@@ -231,6 +234,10 @@ class ContestServer:
         self.cfg = config
         self.seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
         self.budget = Budget(config.budget)
+        self.resume: ResumePoint | None = None
+        if config.resume_from is not None:
+            self.resume = ResumePoint.from_file(config.resume_from)
+            self.budget.used = self.resume.timesteps
         self.connected = False
         self.stop_signal: str | None = None
 
@@ -312,7 +319,7 @@ class ContestServer:
             on_progress=self._publish,
         )
         try:
-            self.rec.start()
+            self.rec.start(self.resume)
         except OSError as e:
             raise UserError(
                 f"cannot write the records in {cfg.results_dir}: {e.strerror}: "
@@ -322,7 +329,8 @@ class ContestServer:
 
     def _serve_and_record(self, sock_path: Path) -> dict[str, Any]:
         """Serve; whatever ends it (the agent, a limit, a signal, a failure) is recorded."""
-        self.budget.deadline = time.monotonic() + self.cfg.wallclock_s
+        spent = self.resume.elapsed_s if self.resume is not None else 0.0
+        self.budget.deadline = time.monotonic() + self.cfg.wallclock_s - spent
         self.conn: socket.socket | None = None
         try:
             self._setup_and_serve(sock_path)
@@ -607,7 +615,8 @@ class ContestServer:
         if not self._done:
             return self._reply_reset_error("reset before the episode is done")
         if self._first_reset:
-            ob, _ = env.reset(seed=self.seed)
+            seed = self.seed if self.resume is None else self.resume.env_seed(self.seed)
+            ob, _ = env.reset(seed=seed)
             self._first_reset = False
         else:
             ob, _ = env.reset()
@@ -632,9 +641,11 @@ class ContestServer:
         self._done = done = terminated or truncated
         reward = float(reward)
         self.budget.used += 1
+        # recorded (an episode's end also published) before the agent hears of it: a resume
+        # point the agent saves at that end always finds its episode in the records
+        self.rec.step(reward, done)
         assert self.conn is not None
         self.conn.sendall(step_reply(reward, done))
-        self.rec.step(reward, done)
         return True
 
     def _send_close(self, conn: socket.socket, close_id: ErrorId, reason: str | None) -> None:

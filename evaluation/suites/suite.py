@@ -11,7 +11,9 @@ Layout of a suite directory DIR:
 
 Seeds are 0..K-1 for `--seeds K`, or the listed ones (`--seeds 3,4,5`). A run is done, and
 skipped on resume, when its results.json exists with a
-final status other than `interrupted`; failed runs (FAILED) are kept unless `retry_failed`,
+final status other than `interrupted`; a stopped run (`interrupted`, or `running` when the suite
+was killed) is done again, from its agent's resume point when it left one
+(evaluation/contest/resume.py); failed runs (FAILED) are kept unless `retry_failed`,
 which runs them again. Each `run_one` starts its own server and agent processes, so a thread
 pool of W threads runs W runs at once. Ctrl-C sends SIGTERM to the running runs' processes (the
 server then records `interrupted`), waits for them, and keeps every finished run.
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from evaluation.agents import agent_entry
 from evaluation.contest import records
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
+from sonic_common.agent_env import RESUME_FILE
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic, write_json_atomic
 
@@ -272,6 +275,13 @@ def run_state(run_dir: Path) -> str | None:
     return None if res is None else str(res.get("status"))
 
 
+def resumable_run(run_dir: Path) -> bool:
+    """The run was stopped after its agent left a resume point: it continues from there
+    (the runner checks the point against the records, and plays the run again if it does not
+    match)."""
+    return run_state(run_dir) in REDO and (run_dir / "agent" / RESUME_FILE).is_file()
+
+
 def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKey], list[RunKey]]:
     """(runs to do, runs already done) of the suite."""
     do, done = [], []
@@ -413,17 +423,20 @@ class SuiteRunner:
         if self.stop.is_set():
             return None
         run_dir = run_key.dir(self.out)
+        resumable = resumable_run(run_dir)
         if run_dir.exists():
-            # an interrupted or failed attempt: start afresh, once the previous attempt's
-            # server (an orphan of a killed suite ends within a second) has let go of it
+            # an interrupted or failed attempt: start afresh (or continue it from its agent's
+            # resume point), once the previous attempt's server (an orphan of a killed suite
+            # ends within a second) has let go of it
             lock = records.lock_dir(run_dir, wait_s=LOCK_WAIT_S)
             try:
-                shutil.rmtree(run_dir)
+                if not resumable:
+                    shutil.rmtree(run_dir)
             finally:
                 lock.close()
             if self.stop.is_set():  # stopped while it waited for the lock
                 return None
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=resumable)
         with self._lock:
             self.running[run_key] = run_dir
         try:
@@ -432,7 +445,10 @@ class SuiteRunner:
             else:
                 from evaluation.contest.runner import run_one
             try:
-                res = run_one(self.spec(run_key))
+                spec = self.spec(run_key)
+                if resumable and hasattr(spec, "resume"):  # a RunSpec
+                    spec = replace(spec, resume=True)
+                res = run_one(spec)
             except Exception as e:  # e.g. its server stopped before it listened
                 res = failure_results(run_key, self.config, f"{type(e).__name__}: {e}")
                 write_json_atomic(run_dir / records.RESULTS, res)

@@ -1,0 +1,143 @@
+"""Continuing a stopped run from its agent's last resume point, instead of playing it again.
+
+An agent that can resume (Rainbow) writes, at the end of an episode, its whole state (networks,
+optimizer, replay buffer) and then `$AGENT_OUTPUT_DIR/resume.json`: `{"steps": S, "episodes":
+E}`, its steps (resets not counted) and finished episodes there. When the run is stopped from
+outside (`interrupted`; or killed outright, still `running`, its records then being those the
+server published at its last episode end), `resume_point` checks the point against the server's
+own records: the first E episodes of monitor.csv must be finished and hold S steps. The run
+then continues from there: the server starts with those E episodes, S + E timesteps used (resets
+count) and the clock at the E-th episode's end, and the agent is started with `--resume`. What
+was played after the point is discarded (not counted against the budget); results.json records
+each resume under `resumed` with how much was discarded.
+
+Not bit-for-bit the run that was never stopped: the environment restarts at an episode's start
+with a random state (sticky actions) seeded from the run's seed and E. resume.json comes from
+the agent, so nothing in it is trusted: only the server's own rows are kept, and a point that
+does not match them is refused (the run is then played again from the start, and results.json
+says why under `resume_refused`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, read_monitor
+from sonic_common.agent_env import RESUME_FILE
+
+MAX_RESUME_BYTES = 4096
+SEED_MODULUS = 2**31
+# stopped from outside: by a signal (`interrupted`), or killed outright before the server could
+# write its final results (`running`: the records are those published at the last episode end)
+STOPPED = ("interrupted", "running")
+
+
+@dataclass
+class ResumePoint:
+    """Where a run continues: the server's records up to the end of its `episodes`-th episode."""
+
+    episodes: int
+    steps: int
+    elapsed_s: float  # the run's clock at that episode's end
+    header: dict[str, Any]  # monitor.csv's first line (t_start, level, seed)
+    rows: list[EpisodeRow]
+    progress: list[str]  # progress.csv lines (without the header) up to the point
+    discarded_timesteps: int  # played after the point before the stop (at least): not counted
+    started_at: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier resumes
+
+    @property
+    def timesteps(self) -> int:
+        return self.steps + self.episodes  # one reset per episode
+
+    def env_seed(self, seed: int) -> int:
+        """The environment's seed after the resume: another stream than the run's first."""
+        return (seed * 1_000_003 + self.episodes) % SEED_MODULUS
+
+    def record(self, seed: int) -> dict[str, Any]:
+        return {
+            "at_timesteps": self.timesteps,
+            "episodes": self.episodes,
+            "discarded_timesteps": self.discarded_timesteps,
+            "env_seed": self.env_seed(seed),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_file(cls, path: Path) -> ResumePoint:
+        data = json.loads(Path(path).read_text())
+        data["rows"] = [EpisodeRow(**row) for row in data["rows"]]
+        return cls(**data)
+
+
+def read_agent_point(agent_dir: Path) -> tuple[int, int] | str:
+    """(steps, episodes) from the agent's resume.json, or why there is none usable."""
+    path = Path(agent_dir) / RESUME_FILE
+    try:
+        if not path.is_file() or path.is_symlink():
+            return f"no {RESUME_FILE} from the agent"
+        raw = path.read_bytes()[: MAX_RESUME_BYTES + 1]
+        data = json.loads(raw) if len(raw) <= MAX_RESUME_BYTES else None
+    except (OSError, ValueError):
+        return f"{RESUME_FILE} is not readable JSON"
+    if not isinstance(data, dict):
+        return f"{RESUME_FILE} is not a JSON object"
+    steps, episodes = data.get("steps"), data.get("episodes")
+    if not (type(steps) is int and type(episodes) is int and steps > 0 and episodes > 0):
+        return f"{RESUME_FILE} lacks positive integer 'steps' and 'episodes'"
+    return steps, episodes
+
+
+def resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | str:
+    """The point a stopped run in `results_dir` (its results.json: `previous`) continues from,
+    or why it cannot continue and must be played again."""
+    if previous.get("status") not in STOPPED:
+        return f"the run ended {previous.get('status')!r}: only a stopped run continues"
+    agent_point = read_agent_point(Path(results_dir) / "agent")
+    if isinstance(agent_point, str):
+        return agent_point
+    steps, episodes = agent_point
+    try:
+        header, rows = read_monitor(Path(results_dir) / MONITOR)
+        progress_lines = (Path(results_dir) / PROGRESS).read_text().splitlines()[1:]
+    except (OSError, ValueError, KeyError) as e:
+        return f"the run's records are not readable: {e}"
+    kept = rows[:episodes]
+    if len(kept) < episodes or any(row.cut for row in kept):
+        return f"the agent's point ({episodes} episodes) is past the server's finished episodes"
+    if sum(row.l for row in kept) != steps:
+        return (
+            f"the agent's point ({steps} steps in {episodes} episodes) does not match the "
+            f"server's records ({sum(row.l for row in kept)} steps)"
+        )
+    timesteps = steps + episodes
+    logged = [_progress_steps(line) for line in progress_lines]
+    played = max(
+        int(previous.get("timesteps") or 0),
+        sum(row.l for row in rows) + len(rows),
+        *(int(x) for x in logged if math.isfinite(x)),
+    )
+    return ResumePoint(
+        episodes=episodes,
+        steps=steps,
+        elapsed_s=kept[-1].t,
+        header=header,
+        rows=kept,
+        progress=[line for line in progress_lines if _progress_steps(line) <= timesteps],
+        discarded_timesteps=max(0, played - timesteps),
+        started_at=previous.get("started_at"),
+        history=list(previous.get("resumed") or []),
+    )
+
+
+def _progress_steps(line: str) -> float:
+    try:
+        return float(line.split(",", 1)[0])
+    except ValueError:
+        return float("inf")

@@ -1,0 +1,258 @@
+"""A stopped run continues from its agent's resume point (evaluation/contest/resume.py).
+
+The end-to-end tests stop a real suite (SIGINT, or SIGKILL to its whole process group as the
+end of a session does) while Rainbow plays Airstriker, then resume it and check what the
+records kept and what the agent restored. The others check the refusals on recorded files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.checkpoint import load_checkpoint
+from evaluation.contest.records import MONITOR, RESULTS, RunRecorder, read_monitor
+from evaluation.contest.resume import ResumePoint, resume_point
+from evaluation.contest.runner import RunSpec, run_one
+from roms_setup.levels import Level
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVEL = "Airstriker-Genesis-v0:Level1"
+SLUG = "Airstriker-Genesis-v0_Level1"
+BUDGET = 1500
+# a small, fast Rainbow: an update every 25 transitions from the 80th, a resume point at the
+# first episode end after every 300 steps (Airstriker's episodes under random play: ~340)
+RAINBOW_ARGS = (
+    "--set learning_starts=80 --set train_interval=25 --set torch_threads=1 "
+    "--set capacity=1000 --set target_interval=50 --set features=64 --set atoms=11 "
+    "--set save_interval=300 --set tensorboard=false"
+)
+
+
+def suite_cmd(out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "evaluation",
+        "suite",
+        "--agents",
+        "rainbow",
+        "--levels",
+        LEVEL,
+        "--seeds",
+        "1",
+        "--budget",
+        str(BUDGET),
+        "--workers",
+        "1",
+        "--agent-args",
+        f"rainbow={RAINBOW_ARGS}",
+        "--out",
+        str(out),
+    ]
+
+
+def stop_after_a_point(out: Path, run: Path, how: str) -> dict[str, Any]:
+    """Start the suite, stop it once the agent has a resume point and the server has played
+    past it, and return the point."""
+    proc = subprocess.Popen(
+        suite_cmd(out),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        point: dict[str, Any] | None = None
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            if point is None and (run / "agent" / "resume.json").is_file():
+                point = json.loads((run / "agent" / "resume.json").read_text())
+            # played on: one more episode ended after the point
+            if point and len(read_monitor(run / MONITOR)[1]) > point["episodes"]:
+                break
+            time.sleep(0.05)
+        if how == "sigkill":
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        else:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+            assert proc.returncode == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return json.loads((run / "agent" / "resume.json").read_text())
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_a_stopped_rainbow_run_continues_from_its_resume_point(tmp_path: Path, how: str) -> None:
+    out = tmp_path / "s"
+    run = out / "runs" / "rainbow" / SLUG / "seed0"
+    point = stop_after_a_point(out, run, how)
+    stopped = json.loads((run / RESULTS).read_text())
+    assert stopped["status"] == ("interrupted" if how == "sigint" else "running")
+    _, rows_before = read_monitor(run / MONITOR)
+    learner_at_point = load_checkpoint(run / "agent" / point["checkpoint"])
+    assert sorted(p.name for p in (run / "agent").glob("resume-*")) == sorted(
+        [point["checkpoint"], point["replay"]]
+    )  # only the last point's files are kept
+    assert (learner_at_point["timesteps"], learner_at_point["episodes"]) == (
+        point["steps"],
+        point["episodes"],
+    )
+
+    done = subprocess.run(
+        [*suite_cmd(out), "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    res = json.loads((run / RESULTS).read_text())
+    assert res["status"] == "budget" and res["timesteps"] == BUDGET, res
+    assert res["steps"] + res["resets"] == BUDGET
+    at = point["steps"] + point["episodes"]
+    (resumed,) = res["resumed"]
+    assert resumed["at_timesteps"] == at and resumed["episodes"] == point["episodes"]
+    assert resumed["discarded_timesteps"] > 0  # the episode played after the point
+    # the server's own episodes up to the point are kept as they were; the later ones are new
+    _, rows = read_monitor(run / MONITOR)
+    assert rows[: point["episodes"]] == rows_before[: point["episodes"]]
+    assert sum(r.l for r in rows) == res["steps"] and len(rows) == res["resets"]
+    # the agent: restored learner and replay, updates going on at once (a fresh replay would
+    # wait for 80 transitions), and its steps still the server's
+    log = (run / "agent.log").read_text()
+    assert f"resuming {run / 'agent' / point['checkpoint']}" in log, log
+    restored = min(learner_at_point["transitions"], 1000)
+    assert f"replay buffer restored: {restored} transitions" in log
+    assert (run / "agent.log.1").is_file() and (run / "server.log.1").is_file()
+    final = load_checkpoint(run / "agent" / "checkpoint.pt")
+    new_transitions = final["transitions"] - learner_at_point["transitions"]
+    assert final["updates"] == learner_at_point["updates"] + new_transitions // 25
+    assert res["steps"] - 1 <= final["timesteps"] <= res["steps"]
+    assert not list((run / "agent").glob("resume*"))  # the budget is spent: no point is kept
+
+
+# ---------------------------------------------------------------- refusals, on recorded files
+
+
+def stopped_run(tmp_path: Path, status: str = "interrupted") -> Path:
+    """A run directory as a stopped run leaves it: 3 finished episodes of 100, 120, 90 steps
+    and one cut off, 340 timesteps played before the stop."""
+    run = tmp_path / "run"
+    rec = RunRecorder(
+        run, level=LEVEL, seed=5, agent="rainbow", runtime="local", budget=1000, wallclock_s=99
+    )
+    rec.start()
+    for length in (100, 120, 90, 25):
+        rec.reset()
+        for i in range(length):
+            rec.step(1.0, done=i == length - 1 and length != 25)
+        rec.progress(rec.steps + rec.resets)
+    rec.finish(status, None, 339)
+    (run / "agent").mkdir()
+    return run
+
+
+def write_point(run: Path, data: object) -> None:
+    (run / "agent" / "resume.json").write_text(json.dumps(data))
+
+
+def previous(run: Path) -> dict:
+    return json.loads((run / RESULTS).read_text())
+
+
+def test_the_point_keeps_the_servers_rows_up_to_it(tmp_path: Path) -> None:
+    run = stopped_run(tmp_path)
+    write_point(run, {"steps": 220, "episodes": 2})
+    point = resume_point(run, previous(run))
+    assert isinstance(point, ResumePoint), point
+    assert point.timesteps == 222 and [r.l for r in point.rows] == [100, 120]
+    assert point.discarded_timesteps == 339 - 222
+    assert point.elapsed_s == point.rows[-1].t
+    assert all(float(line.split(",")[0]) <= 222 for line in point.progress)
+    assert point.env_seed(5) != 5
+    # a recorder started from it has the run as it was at the point
+    again = RunRecorder(
+        tmp_path / "again",
+        level=LEVEL,
+        seed=5,
+        agent="rainbow",
+        runtime="local",
+        budget=1000,
+        wallclock_s=99,
+    )
+    again.start(ResumePoint.from_file(_saved(tmp_path, point)))
+    assert (again.steps, again.resets, again.episodes) == (220, 2, 2)
+    assert again.elapsed() >= point.elapsed_s
+    res = again.finish("budget", None, 1000)
+    assert res["resumed"] == [point.record(5)] and res["score"] == 110.0  # (100 + 120) / 2
+
+
+def _saved(tmp_path: Path, point: ResumePoint) -> Path:
+    path = tmp_path / "point.json"
+    path.write_text(point.to_json())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ({"steps": 221, "episodes": 2}, "does not match"),  # one step off
+        ({"steps": 335, "episodes": 4}, "past the server's finished episodes"),  # the cut one
+        ({"steps": 220, "episodes": 2.0}, "positive integer"),
+        ({"steps": True, "episodes": 2}, "positive integer"),
+        ([220, 2], "not a JSON object"),
+    ],
+)
+def test_a_point_that_does_not_match_the_records_is_refused(
+    tmp_path: Path, data: object, why: str
+) -> None:
+    run = stopped_run(tmp_path)
+    write_point(run, data)
+    refused = resume_point(run, previous(run))
+    assert isinstance(refused, str) and why in refused
+
+
+def test_only_a_stopped_run_continues_and_a_linked_point_is_ignored(tmp_path: Path) -> None:
+    run = stopped_run(tmp_path, status="budget")
+    write_point(run, {"steps": 220, "episodes": 2})
+    assert "only a stopped run" in str(resume_point(run, previous(run)))
+    run2 = stopped_run(tmp_path / "b")
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"steps": 220, "episodes": 2}))
+    (run2 / "agent" / "resume.json").symlink_to(tmp_path / "elsewhere.json")
+    assert "no resume.json" in str(resume_point(run2, previous(run2)))
+
+
+def test_a_refused_point_plays_the_run_again_and_says_why(tmp_path: Path) -> None:
+    """A forged point (steps that no prefix of the episodes holds): the runner plays the whole
+    run again, from an empty agent directory, and records why it did not continue."""
+    run = stopped_run(tmp_path)
+    write_point(run, {"steps": 221, "episodes": 2})
+    (run / "agent" / "planted").write_text("left by the stopped attempt")
+    res = run_one(
+        RunSpec(
+            agent="random",
+            level=Level.parse(LEVEL),
+            seed=5,
+            budget=300,
+            results_dir=run,
+            resume=True,
+        )
+    )
+    assert res["status"] == "budget" and res["timesteps"] == 300
+    assert "does not match" in res["resume_refused"] and "resumed" not in res
+    assert json.loads((run / RESULTS).read_text())["resume_refused"] == res["resume_refused"]
+    assert not (run / "agent" / "planted").exists()
+    _, rows = read_monitor(run / MONITOR)
+    assert sum(r.l for r in rows) + len(rows) == 300  # all played now, nothing kept
+    shutil.rmtree(run)
