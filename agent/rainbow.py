@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from $AGENT_OUTPUT_DIR/checkpoint.pt when it exists",
+        help="continue from the resume point in $AGENT_OUTPUT_DIR (learner and replay) when "
+        "there is one, else from its checkpoint.pt (the learner)",
     )
     return parser.parse_args(argv)
 
@@ -94,22 +96,26 @@ class ResumePoints:
         """The new point's files under new names, then resume.json naming them, then the old
         point's files removed: a kill at any moment leaves a whole point."""
         a = self.agent
-        old = _point_files(self.out)
         files = {"checkpoint": f"resume-{a.timesteps}.pt", "replay": f"resume-{a.timesteps}.npz"}
         self._save(self.out / files["checkpoint"])
         self.replay.save(self.out / files["replay"])
         point = {"steps": a.timesteps, "episodes": a.episodes, **files}
         write_json_atomic(self.out / RESUME_FILE, point)
-        for path in old or ():
-            if path.name not in files.values():
-                path.unlink(missing_ok=True)
+        _remove_points(self.out, keep=set(files.values()))
 
     def discard(self) -> None:
         """The run is over: its point (a replay buffer's worth of disk) is no longer needed."""
-        files = _point_files(self.out)
         (self.out / RESUME_FILE).unlink(missing_ok=True)
-        for path in files or ():
-            path.unlink(missing_ok=True)
+        _remove_points(self.out, keep=set())
+
+
+def _remove_points(out: Path, keep: set[str]) -> None:
+    """Every point's files but `keep`, with what a kill mid-save left (files not yet named by
+    resume.json, half-written temporary files)."""
+    for pattern in ("resume-*.pt", "resume-*.npz", ".resume-*.tmp"):
+        for path in out.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
 
 def _point_files(out: Path) -> tuple[Path, Path] | None:
@@ -167,7 +173,7 @@ def _replay(rcfg: RainbowConfig, envs: Any, path: Path | None) -> FrameReplay:
     if path is not None:
         try:
             replay.load(path)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise UserError(f"cannot restore the replay buffer from {path}: {e}") from None
     return replay
 
@@ -208,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     replay = _replay(rcfg, envs, replay_file)
     init = None if resuming or saved is None else source
     logger = TrainLogger(
-        out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False, resume=resuming, config=cfg
+        out,
+        tensorboard=bool(cfg["tensorboard"]),
+        progress_bar=False,
+        resume=resuming,
+        config=cfg,
+        # from a resume point: the rows logged after it were discarded with the play
+        keep_rows_below=agent.timesteps + 1 if replay_file else None,
     )
     save_every = max(1, int(cfg["save_interval"]))
 

@@ -117,8 +117,8 @@ def play_until_budget(
     finished: Callable[[], object] = lambda: None,
 ) -> int:
     """Run `play` until the server ends the run; the agent's exit code (see the module
-        docstring). `summary` says how far the run got ("after 300 steps, ..."), `phase` where it
-        was when the connection closed, `close` releases what the agent holds (always called),
+    docstring). `summary` says how far the run got ("after 300 steps, ..."), `phase` where it
+    was when the connection closed, `close` releases what the agent holds (always called),
     `finished` runs when the budget is spent (not when the run is stopped)."""
     try:
         play()

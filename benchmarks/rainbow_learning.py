@@ -64,7 +64,8 @@ DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}
 RAINBOW_100K = {"Boxing": -24.8, "Freeway": 0.0, "Seaquest": 131.69}
 THREADS = "--set torch_threads=1 --set tensorboard=false"
 # a resume point every 10 000 steps: a stopped suite continues each Rainbow run from its last
-# point (≤ 10 000 steps, ~20 min of its learning, played again) instead of from the start
+# point (up to 10 000 steps and one episode, ~20 min of its learning, played again) instead of
+# from the start
 RAINBOW_ARGS = THREADS + " --set save_interval=10000"
 PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,10 @@ def test_a_saved_replay_restores_what_it_samples_and_how_it_goes_on(
     other = FrameReplay(capacity + 1, (3, 2), stack=4, n_step=3, gamma=0.9, nenvs=2)
     with pytest.raises(ValueError, match="is not this buffer"):
         other.load(tmp_path / "replay.npz")
+    data = (tmp_path / "replay.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # a file cut short
+    with pytest.raises((zipfile.BadZipFile, EOFError, ValueError)):
+        restored.load(tmp_path / "cut.npz")
 
 
 def test_n_step_returns_stop_at_an_episode_end() -> None:

@@ -29,6 +29,7 @@ transition becomes sampleable once its n-step window is complete or its episode 
 
 from __future__ import annotations
 
+import zipfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,16 +182,9 @@ class FrameReplay:
         with np.load(path) as data:
             saved = {n: data[n].item() for n in _SCALARS}
             mine = {n: getattr(self, n) for n in ("capacity", "stack", "n_step", "nenvs")}
-            frames = data["frames"]
-            if any(saved[n] != v for n, v in mine.items()) or (
-                frames.shape[1:] != self.frames.shape[1:]
-            ):
-                raise ValueError(
-                    f"the saved replay ({saved}, frames {frames.shape[1:]}) is not this "
-                    f"buffer ({mine}, frames {self.frames.shape[1:]})"
-                )
-            used = len(frames)
-            self.frames[:used] = frames
+            if any(saved[n] != v for n, v in mine.items()):
+                raise ValueError(f"the saved replay ({saved}) is not this buffer ({mine})")
+            used = _read_frames_into(Path(path), self.frames)
             for n in ("first", "actions", "rewards", "dones", "ready"):
                 getattr(self, n)[:used] = data[n]
             self.tree.sums[:] = data["tree_sums"]
@@ -317,3 +311,30 @@ class FrameReplay:
         ended = (dones & counted).any(axis=1)
         discounts = np.where(ended, 0.0, self.gamma**self.n_step)
         return returns.astype(np.float32), discounts.astype(np.float32)
+
+
+def _read_frames_into(path: Path, dest: np.ndarray) -> int:
+    """The saved frames read straight into `dest` (not through a second array: at full capacity
+    the frames are 3.5 GB); returns how many there were."""
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as z, z.open("frames.npy") as f:
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype != dest.dtype or tuple(shape[1:]) != dest.shape[1:]:
+            raise ValueError(
+                f"the saved replay's frames ({shape[1:]}, {dtype}) are not this buffer's "
+                f"({dest.shape[1:]}, {dest.dtype})"
+            )
+        if shape[0] > len(dest):
+            raise ValueError(f"the saved replay holds {shape[0]} frames, more than {len(dest)}")
+        flat = dest[: shape[0]].reshape(-1)  # a view: dest is C-contiguous
+        done = 0
+        while done < flat.size:  # 64 MB at a time
+            chunk = f.read(min(1 << 26, (flat.size - done) * dest.itemsize))
+            if not chunk:
+                raise EOFError(f"{path} ends inside its frames")
+            part = np.frombuffer(chunk, dtype=dest.dtype)
+            flat[done : done + len(part)] = part
+            done += len(part)
+    return int(shape[0])

@@ -93,12 +93,15 @@ class DirLock:
             self.fd = -1
 
 
-def publish_records(private_dir: Path, results_dir: Path) -> str | None:
-    """Copy monitor.csv, progress.csv and results.json from the private records directory into
-    the results directory (recreated if it was deleted). Returns the error, None if all went."""
+def publish_records(
+    private_dir: Path, results_dir: Path, names: tuple[str, ...] = (MONITOR, PROGRESS, RESULTS)
+) -> str | None:
+    """Copy monitor.csv, progress.csv and results.json (or `names`) from the private records
+    directory into the results directory (recreated if it was deleted). Returns the error,
+    None if all went."""
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
-        for name in (MONITOR, PROGRESS, RESULTS):
+        for name in names:
             if (private_dir / name).is_file():
                 copy_atomic(private_dir / name, results_dir / name)
     except OSError as e:
@@ -168,6 +171,7 @@ class RunRecorder:
         progress_every_steps: int = 50_000,
         extra: dict[str, Any] | None = None,
         on_progress: Callable[[], None] | None = None,
+        on_episode: Callable[[], None] | None = None,
     ) -> None:
         self.dir = Path(results_dir)
         self.level = level
@@ -194,6 +198,7 @@ class RunRecorder:
         self._monitor: TextIO | None = None
         self._progress: TextIO | None = None
         self.on_progress = on_progress
+        self.on_episode = on_episode
         self.write_error: str | None = None  # the first failed write (disk full, dir deleted)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -210,6 +215,7 @@ class RunRecorder:
             self._t0 -= resume.elapsed_s
             self.started_at = resume.started_at or self.started_at
             self.steps, self.resets = resume.steps, resume.episodes
+            self._next_progress_steps = resume.timesteps + self.progress_every_steps
             self.extra["resumed"] = [*resume.history, resume.record(self.seed)]
         self._monitor = open(self.dir / MONITOR, "w", buffering=1)  # noqa: SIM115
         self._monitor.write(f"# {json.dumps(header)}\nr,l,t,cut\n")
@@ -251,10 +257,10 @@ class RunRecorder:
         if not cut:
             self.recent.append(row.r)
         self.in_episode = False
-        if not cut and self.on_progress is not None:
-            # published at every episode's end: a run killed outright (no results written)
-            # still has the episodes an agent's resume point refers to
-            self.on_progress()
+        if not cut and self.on_episode is not None:
+            # monitor.csv published at every episode's end: a run killed outright (no final
+            # results) still has the episodes an agent's resume point refers to
+            self.on_episode()
 
     def maybe_progress(self, timesteps: int) -> None:
         """Cheap to call every step: writes a progress line every N steps or seconds."""
@@ -289,7 +295,7 @@ class RunRecorder:
 
         Never raises for a failed write (disk full, directory deleted): the run ends
         `env_error` with the error, and what could be written is kept."""
-        self.on_progress = None  # the caller publishes once, after results.json
+        self.on_progress = self.on_episode = None  # the caller publishes once, after results.json
         with self._noting_write_errors():
             if self.in_episode and self.episode_length > 0:
                 self._end_episode(cut=True)

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, read_monitor
 from sonic_common.agent_env import RESUME_FILE
@@ -55,8 +59,10 @@ class ResumePoint:
         return self.steps + self.episodes  # one reset per episode
 
     def env_seed(self, seed: int) -> int:
-        """The environment's seed after the resume: another stream than the run's first."""
-        return (seed * 1_000_003 + self.episodes) % SEED_MODULUS
+        """The environment's seed after this resume: a stream of its own, neither the run's
+        first nor an earlier resume's at the same episode."""
+        entropy = [seed, self.episodes, len(self.history) + 1]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0]) % SEED_MODULUS
 
     def record(self, seed: int) -> dict[str, Any]:
         return {
@@ -76,15 +82,31 @@ class ResumePoint:
         return cls(**data)
 
 
+def _read_small_file(path: Path) -> bytes | None:
+    """At most MAX_RESUME_BYTES + 1 bytes of a regular file, not through a link (the agent
+    made it: it may be a link, a FIFO or huge); None when it is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, MAX_RESUME_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
 def read_agent_point(agent_dir: Path) -> tuple[int, int] | str:
     """(steps, episodes) from the agent's resume.json, or why there is none usable."""
-    path = Path(agent_dir) / RESUME_FILE
+    raw = _read_small_file(Path(agent_dir) / RESUME_FILE)
+    if raw is None:
+        return f"no {RESUME_FILE} from the agent"
+    if len(raw) > MAX_RESUME_BYTES:
+        return f"{RESUME_FILE} is larger than {MAX_RESUME_BYTES} bytes"
     try:
-        if not path.is_file() or path.is_symlink():
-            return f"no {RESUME_FILE} from the agent"
-        raw = path.read_bytes()[: MAX_RESUME_BYTES + 1]
-        data = json.loads(raw) if len(raw) <= MAX_RESUME_BYTES else None
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except ValueError:
         return f"{RESUME_FILE} is not readable JSON"
     if not isinstance(data, dict):
         return f"{RESUME_FILE} is not a JSON object"
@@ -96,7 +118,16 @@ def read_agent_point(agent_dir: Path) -> tuple[int, int] | str:
 
 def resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | str:
     """The point a stopped run in `results_dir` (its results.json: `previous`) continues from,
-    or why it cannot continue and must be played again."""
+    or why it cannot continue and must be played again. Never raises: the records may be
+    anything (the run was killed while writing them; in the local runtime the agent can write
+    them too), and anything unexpected is a refusal."""
+    try:
+        return _resume_point(Path(results_dir), previous)
+    except Exception as e:  # a malformed record of any kind: play the run again
+        return f"the run's records are not readable: {e.__class__.__name__}: {e}"
+
+
+def _resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | str:
     if previous.get("status") not in STOPPED:
         return f"the run ended {previous.get('status')!r}: only a stopped run continues"
     agent_point = read_agent_point(Path(results_dir) / "agent")
@@ -111,6 +142,9 @@ def resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | s
     kept = rows[:episodes]
     if len(kept) < episodes or any(row.cut for row in kept):
         return f"the agent's point ({episodes} episodes) is past the server's finished episodes"
+    times = [row.t for row in kept]
+    if not all(math.isfinite(t) and t >= 0 for t in times) or times != sorted(times):
+        return "the run's monitor.csv has episode times that do not count up from 0"
     if sum(row.l for row in kept) != steps:
         return (
             f"the agent's point ({steps} steps in {episodes} episodes) does not match the "

@@ -315,7 +315,12 @@ def _start_server(spec: RunSpec, lock: DirLock, resume: ResumePoint | None = Non
     if resume is not None:
         # beside the records, in the runner's private directory: the agent cannot change it
         point_file = records / "resume-point.json"
-        point_file.write_text(resume.to_json())
+        try:
+            point_file.write_text(resume.to_json())
+        except BaseException:
+            shutil.rmtree(records, ignore_errors=True)
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
         extra = ["--resume-from", str(point_file)]
     life_r, life_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -371,9 +376,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         if isinstance(point, ResumePoint):
             spec = replace(spec, agent_args=[*spec.agent_args, "--resume"])
             keep_logs(spec.results_dir, len(point.history) + 1)
-            clear_previous_run(spec.results_dir, keep=("agent",))
+            # the records stay until the new server publishes its own: a stop in between
+            # leaves the run as resumable as it was
+            clear_previous_run(spec.results_dir, keep=("agent", RESULTS, MONITOR, PROGRESS))
         else:
             clear_previous_run(spec.results_dir)
+            clear_old_logs(spec.results_dir)
         output_dir = spec.results_dir / "agent"
         output_dir.mkdir(exist_ok=isinstance(point, ResumePoint))
         with contextlib.suppress(OSError):
@@ -396,10 +404,24 @@ def _resume_point(spec: RunSpec) -> ResumePoint | str | None:
     """Where the run continues (spec.resume), why it cannot, or None: not asked to."""
     if not spec.resume:
         return None
+    if spec.record:  # the movies of the kept episodes and the new ones would not line up
+        return "movies are recorded (--record): a continued run's movies would not match"
     previous = read_results(spec.results_dir)
-    if previous is None:
+    if not isinstance(previous, dict):
         return "no results.json from the stopped run"
+    mine = {"level": spec.level.id, "agent": spec.agent, "seed": spec.seed, "budget": spec.budget}
+    differ = [k for k, v in mine.items() if previous.get(k) != v]
+    if differ:
+        return f"the stopped run had another {', '.join(differ)}"
     return resume_point(spec.results_dir, previous)
+
+
+def clear_old_logs(results_dir: Path) -> None:
+    """The logs kept from stopped attempts, when the run is played again from the start."""
+    for pattern in ("server.log.*", "agent.log.*"):
+        for path in results_dir.glob(pattern):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def keep_logs(results_dir: Path, attempt: int) -> None:

@@ -55,7 +55,7 @@ from evaluation.contest.protocol import (
     socket_path,
     step_reply,
 )
-from evaluation.contest.records import RunRecorder, lock_dir, publish_records
+from evaluation.contest.records import MONITOR, RunRecorder, lock_dir, publish_records
 from evaluation.contest.resume import ResumePoint
 from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from roms_setup.levels import Level
@@ -317,6 +317,7 @@ class ContestServer:
             progress_every_steps=cfg.progress_every_steps,
             extra={"protocol": "gym-remote", "agent_connected": False, "close_exception": None},
             on_progress=self._publish,
+            on_episode=self._publish_monitor,
         )
         try:
             self.rec.start(self.resume)
@@ -416,6 +417,13 @@ class ContestServer:
                     file=sys.stderr,
                     flush=True,
                 )
+
+    def _publish_monitor(self) -> None:
+        """monitor.csv alone, at an episode's end (the records a resume point is checked on)."""
+        if self.cfg.publish_dir is not None:
+            error = publish_records(self.cfg.results_dir, self.cfg.publish_dir, (MONITOR,))
+            if error is not None:
+                print(f"cannot publish monitor.csv: {error}", file=sys.stderr, flush=True)
 
     def _report(self, results: dict[str, Any]) -> None:
         """Publish, and send the final results to the runner through the result pipe."""

@@ -87,6 +87,7 @@ class Run:
     episodes: list[Episode]  # monitor.csv's rows, the cut-off one included
     recorded_score: float | None  # the score results.json states
     path: Path | None = None
+    resumed: list[dict] = field(default_factory=list)  # continued from resume points (results.json)
 
     @property
     def finished(self) -> list[Episode]:
@@ -124,6 +125,7 @@ def read_run(run_dir: Path) -> Run | None:
         episodes=episodes,
         recorded_score=None if score is None else float(score),
         path=run_dir,
+        resumed=[r for r in res.get("resumed") or [] if isinstance(r, dict)],
     )
 
 
@@ -421,7 +423,22 @@ def _header(table: Table, suite: dict, out_dir: Path) -> list[str]:
         "replications).",
         "",
     ]
-    return lines
+    return lines + _resumed_note(table)
+
+
+def _resumed_note(table: Table) -> list[str]:
+    """Which runs were continued from a resume point after a stop, and what was discarded."""
+    runs = [r for r in table.runs if r.resumed]
+    if not runs:
+        return []
+    discarded = sum(int(x.get("discarded_timesteps") or 0) for r in runs for x in r.resumed)
+    names = ", ".join(f"{r.agent} on {r.level} seed {r.seed} ({len(r.resumed)}×)" for r in runs)
+    return [
+        f"{len(runs)} run(s) were stopped and continued from their agent's resume point: "
+        f"{names}. The {discarded:,} timesteps played after those points were discarded (not "
+        "counted against the budget); the agents may have learned from them.",
+        "",
+    ]
 
 
 def _overall(table: Table, suite: dict, parts: Parts, out_dir: Path) -> list[str]:
