@@ -198,14 +198,27 @@ def _connect(
     return envs, agent
 
 
+def _config(args: argparse.Namespace) -> tuple[dict[str, Any], RainbowConfig]:
+    cfg = load_config(args.config, args.overrides, defaults=RAINBOW)
+    try:
+        return cfg, RainbowConfig.from_dict(cfg)
+    except ValueError as e:
+        raise UserError(f"bad Rainbow config: {e}") from None
+
+
+def _announce(how: str, device: torch.device, rcfg: RainbowConfig, restored: int | None) -> None:
+    print(
+        f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
+        f"learning_starts={rcfg.learning_starts} (the replay buffer "
+        + (f"restored: {restored} transitions)" if restored is not None else "starts empty)"),
+        flush=True,
+    )
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides, defaults=RAINBOW)
-    try:
-        rcfg = RainbowConfig.from_dict(cfg)
-    except ValueError as e:
-        raise UserError(f"bad Rainbow config: {e}") from None
+    cfg, rcfg = _config(args)
     seed, device = start(cfg)
     out = output_dir()
     saved, resuming, source, replay_file = _starting_point(args, out)
@@ -242,12 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if saved is not None
         else "learning from scratch"
     )
-    print(
-        f"rainbow agent: {how} on {device}, capacity={rcfg.capacity} "
-        f"learning_starts={rcfg.learning_starts} (the replay buffer "
-        + (f"restored: {replay.size} transitions)" if replay_file else "starts empty)"),
-        flush=True,
-    )
+    _announce(how, device, rcfg, replay.size if replay_file else None)
     return learn_until_budget(
         "rainbow",
         agent,
