@@ -6,6 +6,7 @@ One image build for the whole session (builds are slow with the vfs storage driv
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +205,57 @@ def test_wait_times_out_then_kill_and_finish(
 def test_image_exists(client: docker.DockerClient, image: str) -> None:
     assert image_exists(client, image)
     assert not image_exists(client, "sonic-maml-no-such-image:latest")
+
+
+def test_an_orphaned_container_of_an_earlier_attempt_is_removed_before_the_next(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
+    """A container left running by a killed runner (no reaper: created here directly) keeps
+    writing its output directory; the next attempt at the run removes it before it reads
+    anything there (a resume point) or starts its own agent."""
+    from evaluation.contest.runner import RunSpec, run_one
+    from roms_setup.levels import Level
+
+    sock, _ = _dirs(tmp_path)
+    out = tmp_path / "run" / "agent"
+    out.mkdir(parents=True)
+    out.chmod(0o777)
+    writer = "import time\nwhile True:\n    open('/contest/output/tick', 'a').write('x')\n"
+    writer += "    time.sleep(0.05)\n"
+    options = container_options(
+        image,
+        sock,
+        out,
+        _env(),
+        memory="64m",
+        cpus=None,
+        pids=None,
+        gpus=False,
+        name=None,
+        entrypoint=["python", "-c", writer],
+    )
+    orphan = client.containers.create(**options)
+    orphan.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "tick").exists():
+            assert time.monotonic() < deadline, orphan.logs()
+            time.sleep(0.1)
+        spec = RunSpec(
+            agent="random",
+            level=Level("Airstriker-Genesis-v0", "Level1"),
+            seed=0,
+            budget=300,
+            results_dir=tmp_path / "run",
+            runtime="docker",
+            image=image,
+            memory="512m",
+            resume=True,
+        )
+        results = run_one(spec)
+        assert results["timesteps"] == 300 and "no results.json" in results["resume_refused"]
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(orphan.id)
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            orphan.remove(force=True)

@@ -7,6 +7,7 @@ records kept and what the agent restored. The others check the refusals on recor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -335,3 +336,94 @@ def replace_spec(spec: RunSpec, **changes: object) -> RunSpec:
     from dataclasses import replace
 
     return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def _server_of(run: Path) -> tuple[int, Path] | None:
+    """The pid and private records of the server continuing `run` (its command line names the
+    published directory)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--resume-from" in argv and str(run.resolve()).encode() in argv:
+            return int(pid), Path(argv[argv.index(b"--out") + 1].decode())
+    return None
+
+
+def test_a_continued_run_whose_server_dies_keeps_its_resumes(tmp_path: Path) -> None:
+    """The server of a continued run is SIGKILLed after one more episode: the results recovered
+    from its records are env_error and still name the resume and the first attempt's start."""
+    run = stopped_run(tmp_path)
+    first = previous(run)
+    write_results(run, {**first, "agent": "random", "budget": 10_000_000})
+    write_point(run, {"steps": 220, "episodes": 2})
+    spec = RunSpec(
+        agent="random",
+        level=Level.parse(LEVEL),
+        seed=5,
+        budget=10_000_000,
+        results_dir=run,
+        resume=True,
+        agent_cmd=["sh", "-c", f"exec {sys.executable} -m agent.random_agent", "sh"],
+    )
+    killed: list[int] = []
+
+    def kill_after_one_more_episode() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            server = _server_of(run)
+            with contextlib.suppress(OSError, ValueError):
+                if server and len(read_monitor(server[1] / MONITOR)[1]) > 2:
+                    os.kill(server[0], signal.SIGKILL)
+                    killed.append(server[0])
+                    return
+            time.sleep(0.05)
+
+    import threading
+
+    t = threading.Thread(target=kill_after_one_more_episode)
+    t.start()
+    res = run_one(spec)
+    t.join()
+    assert killed and res["status"] == "env_error" and "SIGKILL" in res["error"], res
+    assert res["resumed"] == [
+        {
+            "at_timesteps": 222,
+            "episodes": 2,
+            "discarded_timesteps": 339 - 222,
+            "env_seed": res["resumed"][0]["env_seed"],
+        }
+    ]
+    assert res["started_at"] == first["started_at"] and res["episodes"] >= 3
+    assert json.loads((run / RESULTS).read_text()) == res
+
+
+def test_serve_with_a_malformed_resume_point_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "point.json"
+    bad.write_text('{"episodes": 2}')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            "serve",
+            "--level",
+            LEVEL,
+            "--socket",
+            str(tmp_path / "sock"),
+            "--out",
+            str(tmp_path / "out"),
+            "--resume-from",
+            str(bad),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: --resume-from") and "Traceback" not in proc.stderr
+    assert "suite --out OUT --resume" in lines[-1]
+    assert not (tmp_path / "sock" / "sock").exists()

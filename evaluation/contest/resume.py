@@ -32,6 +32,7 @@ import numpy as np
 
 from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, read_monitor
 from sonic_common.agent_env import RESUME_FILE
+from sonic_common.errors import UserError
 
 MAX_RESUME_BYTES = 4096
 SEED_MODULUS = 2**31
@@ -77,9 +78,17 @@ class ResumePoint:
 
     @classmethod
     def from_file(cls, path: Path) -> ResumePoint:
-        data = json.loads(Path(path).read_text())
-        data["rows"] = [EpisodeRow(**row) for row in data["rows"]]
-        return cls(**data)
+        """The point the runner wrote (`serve --resume-from`); a UserError if it is not one."""
+        try:
+            data = json.loads(Path(path).read_text())
+            data["rows"] = [EpisodeRow(**row) for row in data["rows"]]
+            return cls(**data)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise UserError(
+                f"--resume-from {path} is not a resume point written by the runner "
+                f"({e.__class__.__name__}: {e}); continue a run with "
+                "`python -m evaluation suite --out OUT --resume` instead"
+            ) from None
 
 
 def _read_small_file(path: Path) -> bytes | None:

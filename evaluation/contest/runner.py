@@ -289,6 +289,7 @@ class Running:
     agent_ended_first: bool = False
     backstop: bool = False
     keep_records: bool = False  # the results could not be published: the records stay
+    resume: ResumePoint | None = None  # where the server continued the stopped run from
 
 
 class ResultReader(threading.Thread):
@@ -356,7 +357,7 @@ def _start_server(spec: RunSpec, lock: DirLock, resume: ResumePoint | None = Non
     os.close(res_w)
     reader = ResultReader(res_r)
     reader.start()
-    return Running(spec, socket_dir, records, life_w, reader, server)
+    return Running(spec, socket_dir, records, life_w, reader, server, resume=resume)
 
 
 def run_one(spec: RunSpec) -> dict[str, Any]:
@@ -372,6 +373,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     check_results_dir(spec.results_dir)
     lock = lock_dir(spec.results_dir)
     try:
+        if spec.runtime == "docker":  # an orphan of an earlier attempt must not write on
+            from evaluation.docker.runtime import remove_earlier_containers
+
+            remove_earlier_containers(spec.results_dir / "agent")
         point = _resume_point(spec)
         if isinstance(point, ResumePoint):
             spec = replace(spec, agent_args=[*spec.agent_args, "--resume"])
@@ -488,14 +493,17 @@ def _watch(run: Running, agent: AgentHandle) -> None:
             return
 
 
-def recovered_results(spec: RunSpec, records: Path, error: str) -> dict[str, Any]:
+def recovered_results(
+    spec: RunSpec, records: Path, error: str, resume: ResumePoint | None = None
+) -> dict[str, Any]:
     """results.json for a server that died without its final results: the finished episodes
-    in its monitor.csv count (the cut-off one is unknown), status env_error."""
+    in its monitor.csv count (the cut-off one is unknown), status env_error. A continued run's
+    records start with the stopped run's episodes; `resume` adds its history and start."""
     rows: list[EpisodeRow] = []
     with contextlib.suppress(OSError, ValueError, KeyError):
         _, rows = read_monitor(records / MONITOR)
     steps = sum(row.l for row in rows)
-    return {
+    results = {
         "level": spec.level.id,
         "agent": spec.agent,
         "seed": spec.seed,
@@ -514,6 +522,10 @@ def recovered_results(spec: RunSpec, records: Path, error: str) -> dict[str, Any
         "resets": len(rows),
         "cut_episode": None,
     }
+    if resume is not None:
+        results["started_at"] = resume.started_at
+        results["resumed"] = [*resume.history, resume.record(spec.seed)]
+    return results
 
 
 def _progress_timesteps(records: Path) -> int:
@@ -542,7 +554,10 @@ def _server_results(run: Running) -> dict[str, Any]:
     else:
         error = f"the environment server died ({how}) without its results"
     return recovered_results(
-        run.spec, run.records, f"{error}: {detail}" if detail and code and code > 0 else error
+        run.spec,
+        run.records,
+        f"{error}: {detail}" if detail and code and code > 0 else error,
+        run.resume,
     )
 
 

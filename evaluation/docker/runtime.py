@@ -34,6 +34,8 @@ DEFAULT_CPUS = 1.0
 DEFAULT_PIDS = 256
 AGENT_UID = "1000:1000"
 TMPFS_SIZE = "512m"
+# every agent container names the output directory it writes (see remove_earlier_containers)
+OUTPUT_LABEL = "sonic-maml.output-dir"
 
 
 def container_options(
@@ -55,6 +57,7 @@ def container_options(
     options: dict[str, object] = dict(
         image=image,
         name=name,
+        labels={OUTPUT_LABEL: str(output_dir.resolve())},
         environment=dict(env),
         network_mode="none",
         user=AGENT_UID,
@@ -81,6 +84,25 @@ def container_options(
     if gpus:
         options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return options
+
+
+def remove_earlier_containers(output_dir: Path) -> int:
+    """Kill and remove the containers still writing `output_dir` (an earlier attempt's, when
+    its runner was killed before its reaper had removed them); how many there were. A resumed
+    run reads the agent's point there: no container of the stopped attempt may write a newer
+    one after that."""
+    client = docker_client()
+    found = client.containers.list(
+        all=True, filters={"label": f"{OUTPUT_LABEL}={output_dir.resolve()}"}
+    )
+    for container in found:
+        with contextlib.suppress(NotFound):
+            try:
+                container.remove(force=True)  # SIGKILL, then removed: nothing runs after
+            except APIError as e:  # the reaper removing it at the same moment is fine
+                if "in progress" not in str(e):
+                    raise
+    return len(found)
 
 
 def _writable_by_agent(output_dir: Path) -> None:
