@@ -419,6 +419,38 @@ def test_copied_back_files_write_results_json_last(tmp_path: Path) -> None:
     assert not (run / "results.json").exists() and not (run / "monitor.csv").exists()
 
 
+def test_files_read_back_from_a_private_run_leave_the_resume_point(tmp_path: Path) -> None:
+    """Without a shared filesystem a run is never continued from its private directory: the
+    agent's resume point (a replay of hundreds of MB) stays on the node; the rest comes back."""
+    from evaluation.suites.ray_suite import read_tree
+
+    files = {
+        "results.json": b"{}",
+        "monitor.csv": b"r,l,t\n",
+        "agent/checkpoint.pt": b"w",
+        "agent/learning.csv": b"steps\n",
+        "agent/resume.json": b'{"steps": 1, "episodes": 1}',
+        "agent/resume-1200.pt": b"learner",
+        "agent/resume-1200.npz": b"replay",
+        "agent/.resume-9.tmp/x": b"half",
+        "agent/sub/resume-keep.txt": b"not the point",
+        "resume-notes.txt": b"not the agent's",
+    }
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    back = read_tree(tmp_path)
+    assert set(back) == {
+        "results.json",
+        "monitor.csv",
+        "agent/checkpoint.pt",
+        "agent/learning.csv",
+        "agent/sub/resume-keep.txt",
+        "resume-notes.txt",
+    }
+    assert back["agent/checkpoint.pt"] == b"w"
+
+
 def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     from meta_train.configs import CONFIG_DIR
     from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command

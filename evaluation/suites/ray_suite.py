@@ -190,12 +190,21 @@ def _attempt(runner: SuiteRunner, run_key: RunKey) -> dict[str, Any]:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under `root`, by its path relative to `root`."""
+    """Every file under `root`, by its path relative to `root`, but the agent's resume point:
+    a run in a private directory is never continued from it, and a replay buffer is hundreds
+    of megabytes to send through the object store."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and not _resume_point_file(p.relative_to(root))
     }
+
+
+def _resume_point_file(rel: Path) -> bool:
+    """A file of the agent's resume point: agent/resume* (resume.json and the files it names,
+    by the agents' convention) and what is under agent/.resume-* (their temporary files)."""
+    parts = rel.parts
+    return len(parts) > 1 and parts[0] == "agent" and parts[1].startswith(("resume", ".resume-"))
 
 
 def run_task(
