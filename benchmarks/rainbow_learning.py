@@ -32,6 +32,12 @@ standard one updates every 4). And ALE's standard protocol differs from the cont
 max-pooling, no reward clipping, no end of episode on a life lost); the contest's Rainbow spends
 a fifth of this budget filling its replay before learning.
 
+Across machines: every finished run's small records (results.json, monitor.csv, progress.csv,
+agent/learning.csv) and suite.json are copied into `--state` (committed, under docs/results) when
+the suite ends or is stopped with Ctrl-C, and a new machine's OUT starts from them: only the
+runs not finished anywhere are played. A stopped Rainbow run's resume point (its replay, ~700
+MB) stays in OUT: on a new machine that run starts over.
+
 Last line: `BENCH rainbow_learning iqm_vs_random=<Rainbow IQM − random IQM> target=>0`.
 """
 
@@ -39,8 +45,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +75,9 @@ THREADS = "--set torch_threads=1 --set tensorboard=false"
 # point (up to 10 000 steps and one episode, ~20 min of its learning, played again) instead of
 # from the start
 RAINBOW_ARGS = THREADS + " --set save_interval=10000"
+STATE = ROOT / "docs" / "results" / "rainbow_learning" / "state"
+# what a finished run keeps across machines: enough for its score, report and learning curve
+KEPT = ("results.json", "monitor.csv", "progress.csv", "agent/learning.csv")
 PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 
 
@@ -84,8 +95,81 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=ROOT / "results" / "rainbow_learning",
         help="the suite's directory (resumable: rerun the same command)",
     )
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="finished runs' records, kept across machines (copied into OUT before the suite, "
+        f"from OUT after it; default with the default settings: {STATE.relative_to(ROOT)})",
+    )
     ap.add_argument("--report-only", action="store_true", help="only read OUT")
     return ap.parse_args(argv)
+
+
+def finished(run: Path) -> bool:
+    """A run with final results (not stopped, not running)."""
+    try:
+        status = json.loads((run / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return status not in ("interrupted", "running", None)
+
+
+def same_suite(args: argparse.Namespace, state: Path) -> bool:
+    """Whether the kept runs in `state` were made with this command's settings."""
+    try:
+        kept = json.loads((state / "suite.json").read_text())
+    except (OSError, ValueError):
+        return False
+    mine = {
+        "agents": list(AGENTS),
+        "levels": list(GAMES),
+        "seeds": list(range(args.seeds)),
+        "budget": args.steps,
+        "agent_args": {
+            "rainbow": shlex.split(args.rainbow_args),
+            "ppo2": shlex.split(args.ppo2_args),
+        },
+    }
+    return all(kept.get(k) == v for k, v in mine.items())
+
+
+def kept_state(args: argparse.Namespace) -> Path | None:
+    """Where finished runs are kept across machines: --state, or STATE for the default
+    settings; None when that holds runs of other settings (or is OUT itself)."""
+    defaults = parse_args([])
+    settings = ("steps", "seeds", "rainbow_args", "ppo2_args")
+    state = args.state
+    if state is None and all(getattr(args, k) == getattr(defaults, k) for k in settings):
+        state = STATE
+    if state is None or state.resolve() == args.out.resolve():
+        return None
+    if (state / "suite.json").exists() and not same_suite(args, state):
+        print(f"note: {state} holds runs of other settings: not used", flush=True)
+        return None
+    return state
+
+
+def copy_finished(src: Path, dst: Path) -> int:
+    """suite.json and the kept records of every run finished in `src` but not in `dst`, into
+    `dst` (results.json last: a half-copied run is not finished); how many runs."""
+    if not (src / "suite.json").is_file():
+        return 0
+    dst.mkdir(parents=True, exist_ok=True)
+    if not (dst / "suite.json").is_file():
+        shutil.copyfile(src / "suite.json", dst / "suite.json")
+    copied = 0
+    for results in sorted(src.glob("runs/*/*/seed*/results.json")):
+        run = results.parent
+        target = dst / run.relative_to(src)
+        if not finished(run) or finished(target):
+            continue
+        for name in sorted(KEPT, key=lambda n: n == "results.json"):
+            if (run / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run / name, target / name)
+        copied += 1
+    return copied
 
 
 def game_name(level: str) -> str:
@@ -197,8 +281,17 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
+        state = kept_state(args)
+        if state is not None:
+            restored = copy_finished(state, args.out)
+            print(f"{restored} finished run(s) restored from {state}", flush=True)
         t0 = time.monotonic()
-        done = subprocess.run(cmd, cwd=ROOT)
+        try:
+            done = subprocess.run(cmd, cwd=ROOT)
+        finally:  # Ctrl-C too: the suite records its stopped runs, the finished ones are kept
+            if state is not None and same_suite(args, args.out):
+                saved = copy_finished(args.out, state)
+                print(f"{saved} newly finished run(s) kept in {state}", flush=True)
         print(
             f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {done.returncode})",
             flush=True,
