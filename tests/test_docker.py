@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,12 @@ from evaluation.docker.images import (  # noqa: E402
     ensure_base_image,
     image_exists,
 )
-from evaluation.docker.runtime import DockerAgent, container_options  # noqa: E402
+from evaluation.docker.runtime import (  # noqa: E402
+    OUTPUT_LABEL,
+    DockerAgent,
+    container_options,
+    remove_earlier_containers,
+)
 from tests.support import docker_client_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.docker
@@ -100,6 +106,7 @@ def test_options_lock_the_container_down(tmp_path: Path) -> None:
     assert "no-new-privileges" in opts["security_opt"]
     assert [m["Target"] for m in opts["mounts"]] == ["/contest/sock", "/contest/output"]
     assert opts["device_requests"]
+    assert opts["labels"] == {OUTPUT_LABEL: str(tmp_path.resolve())}  # which run it writes
 
 
 def test_container_runs_locked_down_and_is_removed(
@@ -207,21 +214,12 @@ def test_image_exists(client: docker.DockerClient, image: str) -> None:
     assert not image_exists(client, "sonic-maml-no-such-image:latest")
 
 
-def test_an_orphaned_container_of_an_earlier_attempt_is_removed_before_the_next(
-    client: docker.DockerClient, image: str, tmp_path: Path
-) -> None:
-    """A container left running by a killed runner (no reaper: created here directly) keeps
-    writing its output directory; the next attempt at the run removes it before it reads
-    anything there (a resume point) or starts its own agent."""
-    from evaluation.contest.runner import RunSpec, run_one
-    from roms_setup.levels import Level
-
-    sock, _ = _dirs(tmp_path)
-    out = tmp_path / "run" / "agent"
-    out.mkdir(parents=True)
+def _start_writer(client: docker.DockerClient, image: str, sock: Path, out: Path) -> Any:
+    """A container as a killed runner leaves it (no reaper): it keeps writing `out`/tick."""
+    out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o777)
-    writer = "import time\nwhile True:\n    open('/contest/output/tick', 'a').write('x')\n"
-    writer += "    time.sleep(0.05)\n"
+    writer = "import time\nprint('orphan alive', flush=True)\nwhile True:\n"
+    writer += "    open('/contest/output/tick', 'a').write('x')\n    time.sleep(0.05)\n"
     options = container_options(
         image,
         sock,
@@ -234,13 +232,52 @@ def test_an_orphaned_container_of_an_earlier_attempt_is_removed_before_the_next(
         name=None,
         entrypoint=["python", "-c", writer],
     )
-    orphan = client.containers.create(**options)
-    orphan.start()
+    container = client.containers.create(**options)
+    container.start()
+    deadline = time.monotonic() + 60
+    while not (out / "tick").exists():
+        assert time.monotonic() < deadline, container.logs()
+        time.sleep(0.1)
+    return container
+
+
+def test_only_the_runs_own_earlier_containers_are_removed(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
+    """The containers labelled with the run's output directory are killed (their logs kept)
+    and removed; another run's container, writing elsewhere, goes on."""
+    sock, _ = _dirs(tmp_path)
+    mine = _start_writer(client, image, sock, tmp_path / "a=b c" / "agent")
+    other = _start_writer(client, image, sock, tmp_path / "other" / "agent")
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "tick").exists():
-            assert time.monotonic() < deadline, orphan.logs()
-            time.sleep(0.1)
+        log = tmp_path / "agent.log"
+        assert remove_earlier_containers(tmp_path / "a=b c" / "agent", log) == 1
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(mine.id)
+        size = (tmp_path / "a=b c" / "agent" / "tick").stat().st_size
+        time.sleep(0.5)
+        assert (tmp_path / "a=b c" / "agent" / "tick").stat().st_size == size
+        assert "orphan alive" in log.read_text()
+        other.reload()
+        assert other.status == "running"
+        assert remove_earlier_containers(tmp_path / "a=b c" / "agent", log) == 0
+    finally:
+        for c in (mine, other):
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+
+
+def test_an_orphaned_container_of_an_earlier_attempt_is_removed_before_the_next(
+    client: docker.DockerClient, image: str, tmp_path: Path
+) -> None:
+    """The next attempt at a run (here through the runner, asked to resume) removes a
+    container its killed predecessor left writing the run's directory."""
+    from evaluation.contest.runner import RunSpec, run_one
+    from roms_setup.levels import Level
+
+    sock, _ = _dirs(tmp_path)
+    orphan = _start_writer(client, image, sock, tmp_path / "run" / "agent")
+    try:
         spec = RunSpec(
             agent="random",
             level=Level("Airstriker-Genesis-v0", "Level1"),

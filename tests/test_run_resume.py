@@ -382,26 +382,29 @@ def test_a_continued_run_whose_server_dies_keeps_its_resumes(tmp_path: Path) -> 
 
     import threading
 
+    point = resume_point(run, previous(run))
+    assert isinstance(point, ResumePoint), point
     t = threading.Thread(target=kill_after_one_more_episode)
     t.start()
     res = run_one(spec)
     t.join()
     assert killed and res["status"] == "env_error" and "SIGKILL" in res["error"], res
-    assert res["resumed"] == [
-        {
-            "at_timesteps": 222,
-            "episodes": 2,
-            "discarded_timesteps": 339 - 222,
-            "env_seed": res["resumed"][0]["env_seed"],
-        }
-    ]
+    assert res["resumed"] == [point.record(5)] and point.timesteps == 222
     assert res["started_at"] == first["started_at"] and res["episodes"] >= 3
     assert json.loads((run / RESULTS).read_text()) == res
 
 
-def test_serve_with_a_malformed_resume_point_is_a_one_line_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("what", ["missing", "mistyped"])
+def test_serve_with_a_malformed_resume_point_is_a_one_line_error(tmp_path: Path, what: str) -> None:
     bad = tmp_path / "point.json"
-    bad.write_text('{"episodes": 2}')
+    if what == "missing":
+        bad.write_text('{"episodes": 2}')
+    else:  # every field there, one of the wrong type
+        run = stopped_run(tmp_path)
+        write_point(run, {"steps": 220, "episodes": 2})
+        point = resume_point(run, previous(run))
+        assert isinstance(point, ResumePoint)
+        bad.write_text(point.to_json().replace('"steps": 220', '"steps": "220"'))
     proc = subprocess.run(
         [
             sys.executable,

@@ -290,6 +290,45 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
         SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, images={"b": "x"}).validate()
 
 
+def test_a_stopped_run_that_cannot_continue_now_stays_resumable(tmp_path: Path) -> None:
+    """A run stopped at its agent's resume point, whose next attempt fails before it starts
+    (here: its server does not start), is kept as it was, `interrupted` with the error, its
+    point in place: the next resume continues it, rather than recording env_error over hours
+    of play."""
+    from evaluation.suites.suite import SuiteRunner, todo
+
+    out = tmp_path / "s"
+    config = open_suite(
+        out,
+        {
+            "agents": ["random"],
+            "levels": [LEVEL],
+            "levels_spec": LEVEL,
+            "seeds": 1,
+            "budget": 100,
+            "wallclock_s": 60.0,
+        },
+    )
+    run = results(out, "random", 0).parent
+    (run / "agent").mkdir(parents=True)
+    (run / "agent" / "resume.json").write_text('{"steps": 50, "episodes": 1}')
+    stopped = {"status": "running", "timesteps": 70, "score": 3.0, "episodes": 1}
+    (run / "results.json").write_text(json.dumps(stopped))
+    asked: list[bool] = []
+
+    def server_does_not_start(spec: object) -> dict[str, object]:
+        asked.append(bool(getattr(spec, "resume", False)))
+        raise UserError("the environment server did not start: exit code 1")
+
+    SuiteRunner(config, out, 1, run_one=server_does_not_start).run(list(config.run_keys()))
+    saved = json.loads(results(out, "random", 0).read_text())
+    assert asked == [True]
+    assert saved["status"] == "interrupted" and "could not continue" in saved["error"]
+    assert saved["timesteps"] == 70 and saved["score"] == 3.0
+    assert (run / "agent" / "resume.json").is_file()
+    assert len(todo(config, out, retry_failed=False)[0]) == 1  # resume tries it again
+
+
 @pytest.mark.parametrize("stopped", [True, False])
 def test_a_run_whose_server_dies_while_the_suite_stops_is_redone(
     tmp_path: Path, stopped: bool

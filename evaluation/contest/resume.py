@@ -76,13 +76,26 @@ class ResumePoint:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
+    def _check_types(self) -> None:
+        counts = (self.episodes, self.steps, self.discarded_timesteps)
+        if not all(type(n) is int and n >= 0 for n in counts):
+            raise TypeError("episodes, steps and discarded_timesteps must be counts")
+        if not isinstance(self.elapsed_s, int | float) or not math.isfinite(self.elapsed_s):
+            raise TypeError("elapsed_s must be a number of seconds")
+        if not isinstance(self.header, dict) or not all(
+            isinstance(x, list) for x in (self.rows, self.progress, self.history)
+        ):
+            raise TypeError("header must be an object; rows, progress and history lists")
+
     @classmethod
     def from_file(cls, path: Path) -> ResumePoint:
         """The point the runner wrote (`serve --resume-from`); a UserError if it is not one."""
         try:
             data = json.loads(Path(path).read_text())
             data["rows"] = [EpisodeRow(**row) for row in data["rows"]]
-            return cls(**data)
+            point = cls(**data)
+            point._check_types()
+            return point
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise UserError(
                 f"--resume-from {path} is not a resume point written by the runner "

@@ -376,7 +376,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         if spec.runtime == "docker":  # an orphan of an earlier attempt must not write on
             from evaluation.docker.runtime import remove_earlier_containers
 
-            remove_earlier_containers(spec.results_dir / "agent")
+            remove_earlier_containers(spec.results_dir / "agent", spec.results_dir / "agent.log")
         point = _resume_point(spec)
         if isinstance(point, ResumePoint):
             spec = replace(spec, agent_args=[*spec.agent_args, "--resume"])

@@ -28,6 +28,7 @@ from evaluation.contest.agent_process import (
     parse_memory,
 )
 from evaluation.docker.daemon import docker_client
+from sonic_common.errors import UserError
 
 DEFAULT_MEMORY = "4g"
 DEFAULT_CPUS = 1.0
@@ -86,23 +87,42 @@ def container_options(
     return options
 
 
-def remove_earlier_containers(output_dir: Path) -> int:
-    """Kill and remove the containers still writing `output_dir` (an earlier attempt's, when
-    its runner was killed before its reaper had removed them); how many there were. A resumed
-    run reads the agent's point there: no container of the stopped attempt may write a newer
-    one after that."""
+def remove_earlier_containers(output_dir: Path, log_path: Path | None = None) -> int:
+    """Kill and remove the containers still writing `output_dir` on this Docker daemon (an
+    earlier attempt's, when its runner was killed before its reaper had removed them), their
+    logs appended to `log_path` as the reaper would; how many there were. A resumed run reads
+    the agent's point there: no container of the stopped attempt may write a newer one after
+    that. A UserError when the daemon cannot do it."""
     client = docker_client()
-    found = client.containers.list(
-        all=True, filters={"label": f"{OUTPUT_LABEL}={output_dir.resolve()}"}
-    )
-    for container in found:
-        with contextlib.suppress(NotFound):
-            try:
-                container.remove(force=True)  # SIGKILL, then removed: nothing runs after
-            except APIError as e:  # the reaper removing it at the same moment is fine
-                if "in progress" not in str(e):
-                    raise
+    try:  # sparse: ids only, no lookup that a container removed meanwhile would fail
+        found = client.containers.list(
+            all=True, sparse=True, filters={"label": f"{OUTPUT_LABEL}={output_dir.resolve()}"}
+        )
+        for container in found:
+            _remove_orphan(container, log_path)
+    except (APIError, RequestsConnectionError, ReadTimeout) as e:
+        raise UserError(
+            f"could not remove an earlier attempt's container writing {output_dir}: {e}; "
+            "check the Docker daemon (`python -m evaluation docker status`) and run again"
+        ) from None
     return len(found)
+
+
+def _remove_orphan(container: Container, log_path: Path | None) -> None:
+    with contextlib.suppress(NotFound, APIError):  # APIError: it had exited already
+        container.kill()
+    with contextlib.suppress(NotFound, APIError):
+        logs = container.logs(stdout=True, stderr=True)
+        if log_path is not None and logs:
+            with open(log_path, "ab") as f:
+                f.write(b"\n(an earlier attempt's container, removed by the next attempt)\n")
+                f.write(logs)
+    with contextlib.suppress(NotFound):
+        try:
+            container.remove(force=True)
+        except APIError as e:  # the reaper removing it at the same moment is fine
+            if "in progress" not in str(e):
+                raise
 
 
 def _writable_by_agent(output_dir: Path) -> None:

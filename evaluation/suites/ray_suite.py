@@ -190,9 +190,9 @@ def _attempt(runner: SuiteRunner, run_key: RunKey) -> dict[str, Any]:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under `root`, by its path relative to `root`, but the agent's resume point:
-    a run in a private directory is never continued from it, and a replay buffer is hundreds
-    of megabytes to send through the object store."""
+    """Every file under `root`, by its path relative to `root`, but the agent's resume point
+    (a replay buffer is hundreds of megabytes to send through the object store): a run stopped
+    on a node without the shared filesystem is played again from its start."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))

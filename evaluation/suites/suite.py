@@ -424,6 +424,11 @@ class SuiteRunner:
             return None
         run_dir = run_key.dir(self.out)
         resumable = resumable_run(run_dir)
+        if run_dir.exists() and self.config.runtime == "docker" and self._run_one is None:
+            # an earlier attempt's orphaned container must not write there any more
+            from evaluation.docker.runtime import remove_earlier_containers
+
+            remove_earlier_containers(run_dir / "agent", run_dir / "agent.log")
         if run_dir.exists():
             # an interrupted or failed attempt: start afresh (or continue it from its agent's
             # resume point), once the previous attempt's server (an orphan of a killed suite
@@ -451,6 +456,9 @@ class SuiteRunner:
                 res = run_one(spec)
             except Exception as e:  # e.g. its server stopped before it listened
                 res = failure_results(run_key, self.config, f"{type(e).__name__}: {e}")
+                if resumable:  # still stopped at its point: the next resume continues it
+                    res = {**(records.read_results(run_dir) or res), "status": "interrupted"}
+                    res["error"] = f"could not continue: {type(e).__name__}: {e}"
                 write_json_atomic(run_dir / records.RESULTS, res)
             return self._mark_interrupted(run_dir, res)
         finally:
