@@ -49,6 +49,7 @@ import json
 import math
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -59,9 +60,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from evaluation.contest import records  # noqa: E402
 from evaluation.reports.normalize import published_scale  # noqa: E402
 from evaluation.reports.report import Table, load_runs  # noqa: E402
 from evaluation.reports.stats import MIN_SEEDS, interval  # noqa: E402
+from evaluation.suites.suite import FAILED, REDO, run_state  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start", "Seaquest-Atari2600-v0:Start")
@@ -107,18 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def finished(run: Path) -> bool:
-    """A run with final results (not stopped, not running)."""
-    try:
-        status = json.loads((run / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return status not in ("interrupted", "running", None)
+    """A run that ended well (budget, wall clock, the agent's own end): neither stopped nor
+    failed. A failure on one machine (an OOM beside other work) is not kept for the next."""
+    status = run_state(run)
+    return status is not None and status not in REDO | FAILED
 
 
-def same_suite(args: argparse.Namespace, state: Path) -> bool:
-    """Whether the kept runs in `state` were made with this command's settings."""
+def same_suite(args: argparse.Namespace, suite_dir: Path) -> bool:
+    """Whether `suite_dir`'s suite.json has this command's settings."""
     try:
-        kept = json.loads((state / "suite.json").read_text())
+        kept = json.loads((suite_dir / "suite.json").read_text())
     except (OSError, ValueError):
         return False
     mine = {
@@ -131,12 +132,12 @@ def same_suite(args: argparse.Namespace, state: Path) -> bool:
             "ppo2": shlex.split(args.ppo2_args),
         },
     }
-    return all(kept.get(k) == v for k, v in mine.items())
+    return isinstance(kept, dict) and all(kept.get(k) == v for k, v in mine.items())
 
 
 def kept_state(args: argparse.Namespace) -> Path | None:
     """Where finished runs are kept across machines: --state, or STATE for the default
-    settings; None when that holds runs of other settings (or is OUT itself)."""
+    settings; None when that, or OUT, holds a suite of other settings (or it is OUT)."""
     defaults = parse_args([])
     settings = ("steps", "seeds", "rainbow_args", "ppo2_args")
     state = args.state
@@ -144,15 +145,17 @@ def kept_state(args: argparse.Namespace) -> Path | None:
         state = STATE
     if state is None or state.resolve() == args.out.resolve():
         return None
-    if (state / "suite.json").exists() and not same_suite(args, state):
-        print(f"note: {state} holds runs of other settings: not used", flush=True)
-        return None
+    for where in (state, args.out):
+        if (where / "suite.json").exists() and not same_suite(args, where):
+            print(f"note: {where} holds a suite of other settings: {state} not used", flush=True)
+            return None
     return state
 
 
 def copy_finished(src: Path, dst: Path) -> int:
     """suite.json and the kept records of every run finished in `src` but not in `dst`, into
-    `dst` (results.json last: a half-copied run is not finished); how many runs."""
+    `dst`; how many runs. What `dst` had of such a run (a stopped attempt, its resume point)
+    is removed first, and results.json comes last: a half-copied run is not finished."""
     if not (src / "suite.json").is_file():
         return 0
     dst.mkdir(parents=True, exist_ok=True)
@@ -164,12 +167,40 @@ def copy_finished(src: Path, dst: Path) -> int:
         target = dst / run.relative_to(src)
         if not finished(run) or finished(target):
             continue
+        if target.exists():
+            lock = records.lock_dir(target, wait_s=5.0)  # no run may be writing there
+            try:
+                shutil.rmtree(target)
+            finally:
+                lock.close()
         for name in sorted(KEPT, key=lambda n: n == "results.json"):
-            if (run / name).is_file():
+            if (run / name).is_file() and not (run / name).is_symlink():
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(run / name, target / name)
         copied += 1
     return copied
+
+
+def run_suite(cmd: list[str], args: argparse.Namespace) -> int:
+    """The suite, with the kept runs restored before and the newly finished ones kept after
+    (after Ctrl-C too: the suite stops its runs and exits, then they are copied)."""
+    state = kept_state(args)
+    if state is not None:
+        restored = copy_finished(state, args.out)
+        print(f"{restored} finished run(s) restored from {state}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:  # let the suite stop its runs and exit (a second SIGINT,
+            proc.send_signal(signal.SIGINT)  # from a terminal, only keeps it stopping)
+    if state is not None and same_suite(args, args.out):
+        saved = copy_finished(args.out, state)
+        print(f"{saved} newly finished run(s) kept in {state}", flush=True)
+    print(f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {code})", flush=True)
+    return code
 
 
 def game_name(level: str) -> str:
@@ -281,27 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
-        state = kept_state(args)
-        if state is not None:
-            restored = copy_finished(state, args.out)
-            print(f"{restored} finished run(s) restored from {state}", flush=True)
-        t0 = time.monotonic()
-        try:
-            done = subprocess.run(cmd, cwd=ROOT)
-        finally:  # Ctrl-C too: the suite records its stopped runs, the finished ones are kept
-            if state is not None and same_suite(args, args.out):
-                saved = copy_finished(args.out, state)
-                print(f"{saved} newly finished run(s) kept in {state}", flush=True)
-        print(
-            f"suite finished in {(time.monotonic() - t0) / 60:.1f} min (exit {done.returncode})",
-            flush=True,
-        )
-        if done.returncode != 0:
-            print(
-                f"error: the suite failed (exit {done.returncode}); rerun to resume",
-                file=sys.stderr,
-            )
-            return done.returncode
+        code = run_suite(cmd, args)
+        if code != 0:
+            print(f"error: the suite failed (exit {code}); rerun to resume", file=sys.stderr)
+            return code
     return report(Table(load_runs(args.out), agents=AGENTS, levels=list(GAMES)), args)
 
 

@@ -1,0 +1,110 @@
+"""benchmarks/rainbow_learning.py keeps finished runs across machines: what is kept, what is
+restored, and when the kept runs are not used (records written here as the suite writes them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "rainbow_learning", ROOT / "benchmarks" / "rainbow_learning.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def suite_json(bench: ModuleType, steps: int = 100_000) -> dict:
+    args = bench.parse_args(["--steps", str(steps)])
+    return {
+        "agents": list(bench.AGENTS),
+        "levels": list(bench.GAMES),
+        "seeds": [0, 1, 2],
+        "budget": steps,
+        "agent_args": {
+            "rainbow": args.rainbow_args.split(),
+            "ppo2": args.ppo2_args.split(),
+        },
+    }
+
+
+def make_run(
+    out: Path, agent: str, seed: int, status: str, files: dict[str, str] | None = None
+) -> Path:
+    run = out / "runs" / agent / "Boxing-Atari2600-v0_Start" / f"seed{seed}"
+    (run / "agent").mkdir(parents=True, exist_ok=True)
+    (run / "results.json").write_text(json.dumps({"status": status, "score": 1.0}))
+    (run / "monitor.csv").write_text(f"# {agent} {seed}\n")
+    for name, text in (files or {}).items():
+        (run / name).write_text(text)
+    return run
+
+
+def test_only_runs_that_ended_well_are_kept_with_their_small_records(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    out.mkdir()
+    (out / "suite.json").write_text(json.dumps(suite_json(bench)))
+    make_run(out, "rainbow", 0, "budget", {"agent/learning.csv": "s\n", "agent/checkpoint.pt": "w"})
+    make_run(out, "rainbow", 1, "interrupted", {"agent/resume.json": "{}"})
+    make_run(out, "ppo2", 0, "oom")
+    make_run(out, "random", 0, "wallclock")
+    assert bench.copy_finished(out, state) == 2
+    kept = {str(p.relative_to(state)) for p in state.rglob("*") if p.is_file()}
+    box = "Boxing-Atari2600-v0_Start"
+    assert kept == {
+        "suite.json",
+        f"runs/rainbow/{box}/seed0/results.json",
+        f"runs/rainbow/{box}/seed0/monitor.csv",
+        f"runs/rainbow/{box}/seed0/agent/learning.csv",
+        f"runs/random/{box}/seed0/results.json",
+        f"runs/random/{box}/seed0/monitor.csv",
+    }  # no checkpoint, no failed or stopped run
+    assert bench.copy_finished(out, state) == 0  # already kept
+
+
+def test_a_fresh_machine_starts_from_the_kept_runs_replacing_stopped_attempts(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "out"
+    state.mkdir()
+    (state / "suite.json").write_text(json.dumps(suite_json(bench)))
+    make_run(state, "rainbow", 0, "budget")
+    # here the same run was stopped, its resume point left behind
+    stale = make_run(out, "rainbow", 0, "interrupted", {"agent/resume-1.npz": "replay"})
+    assert bench.copy_finished(state, out) == 1
+    assert json.loads((stale / "results.json").read_text())["status"] == "budget"
+    assert not (stale / "agent").exists()
+    assert (out / "suite.json").read_text() == (state / "suite.json").read_text()
+
+
+def test_kept_runs_are_used_only_with_their_settings(bench: ModuleType, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "suite.json").write_text(json.dumps(suite_json(bench)))
+    full = bench.parse_args(["--out", str(tmp_path / "a"), "--state", str(state)])
+    assert bench.kept_state(full) == state
+    small = bench.parse_args(["--steps", "2000", "--out", str(tmp_path / "b")])
+    assert bench.kept_state(small) is None  # not the default settings: no default state
+    small_here = bench.parse_args(
+        ["--steps", "2000", "--out", str(tmp_path / "c"), "--state", str(state)]
+    )
+    assert bench.kept_state(small_here) is None  # the kept runs are 100k-step runs
+    other_out = tmp_path / "d"
+    other_out.mkdir()
+    (other_out / "suite.json").write_text(json.dumps(suite_json(bench, steps=5000)))
+    into_other = bench.parse_args(["--out", str(other_out), "--state", str(state)])
+    assert bench.kept_state(into_other) is None  # OUT is a suite of other settings
+    (state / "suite.json").write_text("[1, 2]")
+    assert bench.kept_state(full) is None  # not a suite.json at all
