@@ -112,6 +112,14 @@ def no_leftovers(token: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def tail(path: Path, lines: int = 15) -> str:
+    """The end of a log, for an assertion's message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e})"
+
+
 def server_dirs(token: str) -> tuple[Path, Path]:
     """The socket directory and the private records directory of the run's server."""
     for pid in processes_with(token):
@@ -305,7 +313,9 @@ def test_2_sigkill_of_suite_then_resume_is_not_written_into(base: Path) -> None:
     no_leftovers(str(out))
     res = results_of(run_dir)
     rows = finished_rows(run_dir)
-    assert res["status"] == "budget" and res["timesteps"] == 20000, res
+    why = {k: res.get(k) for k in ("status", "timesteps", "error", "agent_exit_code")}
+    logs = {n: tail(run_dir / n) for n in ("agent.log", "server.log")}
+    assert res["status"] == "budget" and res["timesteps"] == 20000, (why, logs)
     assert res["episodes"] == len([r for r in rows if not r.cut])
     assert sum(r.l for r in rows) == res["steps"]
     assert res["score"] == pytest.approx(score(rows))
