@@ -290,15 +290,9 @@ def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:
         SuiteConfig(["a"], [LEVEL], LEVEL, 1, 1, 1.0, images={"b": "x"}).validate()
 
 
-def test_a_stopped_run_that_cannot_continue_now_stays_resumable(tmp_path: Path) -> None:
-    """A run stopped at its agent's resume point, whose next attempt fails before it starts
-    (here: its server does not start), is kept as it was, `interrupted` with the error, its
-    point in place: the next resume continues it, rather than recording env_error over hours
-    of play."""
-    from evaluation.suites.suite import SuiteRunner, todo
-
-    out = tmp_path / "s"
-    config = open_suite(
+def one_run_suite(out: Path) -> SuiteConfig:
+    """A suite of one short run: random on LEVEL, seed 0."""
+    return open_suite(
         out,
         {
             "agents": ["random"],
@@ -309,6 +303,17 @@ def test_a_stopped_run_that_cannot_continue_now_stays_resumable(tmp_path: Path) 
             "wallclock_s": 60.0,
         },
     )
+
+
+def test_a_stopped_run_that_cannot_continue_now_stays_resumable(tmp_path: Path) -> None:
+    """A run stopped at its agent's resume point, whose next attempt fails before it starts
+    (here: its server does not start), is kept as it was, `interrupted` with the error, its
+    point in place: the next resume continues it, rather than recording env_error over hours
+    of play."""
+    from evaluation.suites.suite import SuiteRunner, todo
+
+    out = tmp_path / "s"
+    config = one_run_suite(out)
     run = results(out, "random", 0).parent
     (run / "agent").mkdir(parents=True)
     (run / "agent" / "resume.json").write_text('{"steps": 50, "episodes": 1}')
@@ -339,17 +344,7 @@ def test_a_run_whose_server_dies_while_the_suite_stops_is_redone(
     from evaluation.suites.suite import SuiteRunner, todo
 
     out = tmp_path / "s"
-    config = open_suite(
-        out,
-        {
-            "agents": ["random"],
-            "levels": [LEVEL],
-            "levels_spec": LEVEL,
-            "seeds": 1,
-            "budget": 100,
-            "wallclock_s": 60.0,
-        },
-    )
+    config = one_run_suite(out)
     runner: SuiteRunner
 
     def server_stopped_before_it_listened(spec: object) -> dict[str, object]:
