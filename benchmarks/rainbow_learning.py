@@ -106,7 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"from OUT after it; default with the default settings: {STATE.relative_to(ROOT)})",
     )
     ap.add_argument("--report-only", action="store_true", help="only read OUT")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    # relative to where the command was given: the suite itself runs in the project's root
+    args.out = args.out.resolve()
+    args.state = args.state.resolve() if args.state is not None else None
+    return args
 
 
 def finished(run: Path) -> bool:

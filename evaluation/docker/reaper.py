@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -20,14 +21,10 @@ def main(argv: list[str]) -> int:
     from docker.errors import APIError, NotFound
 
     from evaluation.docker.daemon import docker_client
+    from evaluation.docker.runtime import kill_and_remove
 
     with contextlib.suppress(NotFound, APIError):
-        container = docker_client().containers.get(container_id)
-        with contextlib.suppress(NotFound, APIError):
-            container.kill()
-        with contextlib.suppress(NotFound, APIError), open(log_path, "ab") as f:
-            f.write(container.logs(stdout=True, stderr=True))
-        container.remove(force=True)
+        kill_and_remove(docker_client().containers.get(container_id), Path(log_path))
     return 0
 
 

@@ -98,8 +98,9 @@ def remove_earlier_containers(output_dir: Path, log_path: Path | None = None) ->
         found = client.containers.list(
             all=True, sparse=True, filters={"label": f"{OUTPUT_LABEL}={output_dir.resolve()}"}
         )
+        note = b"\n(an earlier attempt's container, removed by the next attempt)\n"
         for container in found:
-            _remove_orphan(container, log_path)
+            kill_and_remove(container, log_path, note)
     except (APIError, RequestsConnectionError, ReadTimeout) as e:
         raise UserError(
             f"could not remove an earlier attempt's container writing {output_dir}: {e}; "
@@ -108,19 +109,26 @@ def remove_earlier_containers(output_dir: Path, log_path: Path | None = None) ->
     return len(found)
 
 
-def _remove_orphan(container: Container, log_path: Path | None) -> None:
+def kill_and_remove(container: Container, log_path: Path | None, note: bytes = b"") -> None:
+    """A container nobody supervises any more (its runner died): killed, its logs appended to
+    `log_path` after `note`, removed (the reaper's work, and the next attempt's)."""
     with contextlib.suppress(NotFound, APIError):  # APIError: it had exited already
         container.kill()
     with contextlib.suppress(NotFound, APIError):
         logs = container.logs(stdout=True, stderr=True)
         if log_path is not None and logs:
             with open(log_path, "ab") as f:
-                f.write(b"\n(an earlier attempt's container, removed by the next attempt)\n")
-                f.write(logs)
+                f.write(note + logs)
+    remove_container(container)
+
+
+def remove_container(container: Container) -> None:
+    """Force-remove; gone already, or being removed by someone else at the same moment, is
+    fine."""
     with contextlib.suppress(NotFound):
         try:
             container.remove(force=True)
-        except APIError as e:  # the reaper removing it at the same moment is fine
+        except APIError as e:
             if "in progress" not in str(e):
                 raise
 
@@ -262,9 +270,4 @@ class DockerAgent:
             reaper.wait()
 
     def _remove(self) -> None:
-        with contextlib.suppress(NotFound):
-            try:
-                self.container.remove(force=True)
-            except APIError as e:  # "removal already in progress" is fine
-                if "in progress" not in str(e):
-                    raise
+        remove_container(self.container)
