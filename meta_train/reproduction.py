@@ -37,13 +37,24 @@ from sonic_common import plots
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.markdown import md_table
 
-# Read off the public learning curves at horizon 100 (RLlib's MAML on HalfCheetahRandDirec,
-# learn2learn's MAML-TRPO HalfCheetah example); post-update return.
+# The references' plateau after one step at horizon 100 (RLlib's MAML on HalfCheetahRandDirec;
+# learn2learn's MAML-TRPO example, whose horizon may have been 200 when its plot was made).
 REFERENCES = {
     "halfcheetah-dir": (
-        "references: RLlib's plateau ≈ 250–270 (≈ 60 M steps),\nlearn2learn ≈ 265 (300 updates)",
+        "references' plateau: RLlib ≈ 250–270 (from ≈ 60–100 M steps),\n"
+        "learn2learn ≈ 265 (300 updates; 3 seeds, std ≈ 200)",
         250.0,
         270.0,
+    )
+}
+# RLlib's published run (rl-experiments maml/halfcheetah-rand-direc.png: one run, TensorBoard's
+# smoothed episode_reward_mean_adapt_1, steps counting the pre- and post-update samples, as ours)
+# read off the image against its gridlines, session 12: (million steps, return after one step).
+REFERENCE_CURVES = {
+    "halfcheetah-dir": (
+        "RLlib's MAML, one run (read off its published curve)",
+        ((0, -29), (17.7, 0), (20, 39), (25, 92), (30, 142), (35, 166), (40, 198), (45, 221))
+        + ((50, 229), (60, 237)),
     )
 }
 SHORT = {"halfcheetah-dir": "dir", "halfcheetah-vel": "vel"}
@@ -186,6 +197,18 @@ def curve_groups(infos: list[dict[str, Any]], kind: str) -> dict[str, list[dict[
     return dict(sorted(out.items()))
 
 
+def draw_references(ax: Any, kind: str, oracle: float | None) -> None:
+    if kind in REFERENCES:
+        text, low, high = REFERENCES[kind]
+        ax.axhspan(low, high, color="grey", alpha=0.25, label=text)
+    if kind in REFERENCE_CURVES:
+        text, points = REFERENCE_CURVES[kind]
+        x, y = zip(*points, strict=True)
+        ax.plot(x, y, ls="--", lw=1, marker=".", color="dimgrey", label=text)
+    if oracle is not None:
+        ax.axhline(oracle, ls=":", color="black", label="our oracle")
+
+
 def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], path: Path) -> None:
     kinds = sorted({i["task"] for i in infos})
     fig, axes = plots.figure(
@@ -211,11 +234,7 @@ def plot_curves(infos: list[dict[str, Any]], oracles: dict[str, float | None], p
                 ax.fill_between(
                     x, ys.min(axis=0), ys.max(axis=0), alpha=0.2, color=line.get_color()
                 )
-        if kind in REFERENCES:
-            text, low, high = REFERENCES[kind]
-            ax.axhspan(low, high, color="grey", alpha=0.25, label=text)
-        if oracles.get(kind) is not None:
-            ax.axhline(oracles[kind], ls=":", color="black", label="our oracle")
+        draw_references(ax, kind, oracles.get(kind))
         ax.set_title(f"HalfCheetah {SHORT[kind]}: return after one inner step (training)")
         ax.set_xlabel("environment steps (millions)")
         ax.set_ylabel("mean return over the meta-batch")
