@@ -140,6 +140,20 @@ def server_pid(token: str) -> int:
     raise AssertionError("no server found")
 
 
+def lifelines(token: str) -> tuple[str, str]:
+    """What the agent's guard has as stdin, and what the server watches as its lifeline."""
+    guard = server = ""
+    for pid in processes_with(token):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if any(a.endswith(b"agent_guard.py") for a in argv):
+            guard = os.readlink(f"/proc/{pid}/fd/0")
+        elif b"--lifeline-fd" in argv:
+            fd = int(argv[argv.index(b"--lifeline-fd") + 1])
+            server = os.readlink(f"/proc/{pid}/fd/{fd}")
+    assert guard and server, (guard, server)
+    return guard, server
+
+
 def run_cli(
     *args: str | Path, cwd: Path = ROOT, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
@@ -247,6 +261,10 @@ def test_2_sigkill_of_run_leaves_no_process_and_records_interrupted(base: Path) 
     try:
         wait_until(lambda: (d / "agent" / "played").exists(), 120, "two episodes")
         sock_dir, records = server_dirs(str(base))
+        # one pipe, closed once by the runner's death: when the guard kills the agent for it,
+        # the server already sees the runner gone (not "the agent hung up")
+        guard_stdin, server_lifeline = lifelines(str(base))
+        assert guard_stdin == server_lifeline and guard_stdin.startswith("pipe:")
         proc.kill()
         proc.wait()
         no_leftovers(str(base))

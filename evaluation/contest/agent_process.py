@@ -67,8 +67,8 @@ class LocalAgent:
     """An agent as a local process under its guard (`evaluation/contest/agent_guard.py`).
 
     The guard is a child subreaper: whatever the agent starts (setsid() included) stays in its
-    tree and is killed with it. Its stdin is the lifeline: closing it (here, or by the runner's
-    death) ends the agent and all its processes.
+    tree and is killed with it. Its stdin is the lifeline: when it closes (the runner's death),
+    or the guard gets SIGTERM (`kill()`), the agent and all its processes end.
     """
 
     def __init__(
@@ -89,7 +89,11 @@ class LocalAgent:
         log_path: Path,
         cwd: Path | None = None,
         memory: str | int | None = None,
+        lifeline: int | None = None,
     ) -> LocalAgent:
+        """`lifeline`: the read end of a pipe the runner holds open (the server's), as the
+        guard's stdin: the agent ends when it closes, and `kill()` signals the guard instead.
+        Without it the guard's stdin is a pipe of its own, closed by `kill()`."""
         memory_bytes = parse_memory(memory)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         guard = [sys.executable, "-I", str(GUARD), "--log", str(log_path)]
@@ -100,7 +104,7 @@ class LocalAgent:
         proc = subprocess.Popen(
             [*guard, "--", *cmd],
             env=dict(env),
-            stdin=subprocess.PIPE,
+            stdin=subprocess.PIPE if lifeline is None else lifeline,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             process_group=0,
@@ -138,10 +142,15 @@ class LocalAgent:
         return self._code
 
     def kill(self) -> None:
-        """Close the lifeline: the guard kills the agent and everything it started."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+        """Close the guard's own lifeline, or (sharing the server's) send it SIGTERM: either
+        way the guard kills the agent and everything it started."""
+        if self.proc.stdin is not None:
+            if not self.proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        elif self.proc.returncode is None:  # not reaped: the pid is still the guard's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
 
     def terminate(self) -> None:
         self.kill()

@@ -184,7 +184,9 @@ def amend_status(status: str, exit_code: int | None, oom: bool, agent_ended_firs
     return "agent_exited"
 
 
-def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path, log_path: Path) -> AgentHandle:
+def _start_agent(
+    spec: RunSpec, socket_dir: Path, output_dir: Path, log_path: Path, lifeline: int
+) -> AgentHandle:
     base_env = {OUTPUT_DIR_ENV: str(output_dir.resolve()), SEED_ENV: str(spec.seed)}
     if spec.runtime == "local":
         env = {**os.environ, **base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
@@ -194,7 +196,12 @@ def _start_agent(spec: RunSpec, socket_dir: Path, output_dir: Path, log_path: Pa
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
         return LocalAgent.start(
-            local_agent_cmd(spec), env, log_path, cwd=Path.cwd(), memory=spec.memory
+            local_agent_cmd(spec),
+            env,
+            log_path,
+            cwd=Path.cwd(),
+            memory=spec.memory,
+            lifeline=lifeline,
         )
     if spec.runtime == "docker":
         from evaluation.docker.runtime import DockerAgent  # only docker runs need the SDK
@@ -283,6 +290,10 @@ class Running:
     socket_dir: Path
     records: Path  # the server's records: private, published into results_dir by the runner
     lifeline: int  # write end: the server and the agent's guard end when it closes
+    # The read end the local agent's guard watches: the server's own pipe, so that when the
+    # runner dies both see it closed at once, and a server that sees its agent killed by the
+    # guard always also sees why (the runner gone, not the agent's doing). -1 once closed.
+    agent_lifeline: int
     results_pipe: ResultReader
     server: subprocess.Popen[bytes]
     agent: AgentHandle | None = None
@@ -353,11 +364,10 @@ def _start_server(spec: RunSpec, lock: DirLock, resume: ResumePoint | None = Non
         shutil.rmtree(records, ignore_errors=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
         raise
-    os.close(life_r)
     os.close(res_w)
     reader = ResultReader(res_r)
     reader.start()
-    return Running(spec, socket_dir, records, life_w, reader, server, resume=resume)
+    return Running(spec, socket_dir, records, life_w, life_r, reader, server, resume=resume)
 
 
 def run_one(spec: RunSpec) -> dict[str, Any]:
@@ -436,7 +446,16 @@ def keep_logs(results_dir: Path, attempt: int) -> None:
             os.replace(results_dir / name, results_dir / f"{name}.{attempt}")
 
 
+def _release_agent_lifeline(run: Running) -> None:
+    """The runner's copy of the read end: the guard holds its own once started."""
+    if run.agent_lifeline >= 0:
+        with contextlib.suppress(OSError):
+            os.close(run.agent_lifeline)
+        run.agent_lifeline = -1
+
+
 def _close_run(run: Running) -> None:
+    _release_agent_lifeline(run)
     with contextlib.suppress(OSError):
         os.close(run.lifeline)
     shutil.rmtree(run.socket_dir, ignore_errors=True)
@@ -451,13 +470,17 @@ def _supervise(run: Running, output_dir: Path) -> tuple[AgentOutcome | None, str
     try:
         _wait_for_socket(server, run.socket_dir / SOCKET_NAME, spec.results_dir / "server.log")
         try:
-            run.agent = _start_agent(spec, run.socket_dir, output_dir, agent_log)
+            run.agent = _start_agent(
+                spec, run.socket_dir, output_dir, agent_log, run.agent_lifeline
+            )
         except UserError:
             raise
         except Exception as e:
             run.agent_ended_first = True
             _stop_process(server, 10.0)
             return None, f"the agent could not start: {e.__class__.__name__}: {e}"
+        finally:
+            _release_agent_lifeline(run)
         _watch(run, run.agent)
         return run.agent.finish(), None
     except BaseException:  # Ctrl-C / SIGTERM: the server first, so it records `interrupted`
