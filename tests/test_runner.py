@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -149,7 +150,11 @@ def test_agent_out_of_memory(results_dir: Path) -> None:
     assert results["status"] == "oom" and results["agent_oom"] is True
 
 
-def test_local_agent_kill_reaches_its_children(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared_lifeline", [False, True], ids=["own-pipe", "sigterm"])
+def test_local_agent_kill_reaches_its_children(tmp_path: Path, shared_lifeline: bool) -> None:
+    """kill() ends the agent's tree: by closing the guard's own pipe, or (a runner's agent,
+    whose guard shares the server's lifeline, which stays open here) by SIGTERM."""
+    lifeline_r, lifeline_w = os.pipe()
     pid_file = tmp_path / "child.pid"
     script = (
         "import os, subprocess, sys, time\n"
@@ -158,7 +163,11 @@ def test_local_agent_kill_reaches_its_children(tmp_path: Path) -> None:
         f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
         "time.sleep(60)\n"
     )
-    agent = LocalAgent.start([sys.executable, "-c", script], {}, tmp_path / "a.log")
+    lifeline = lifeline_r if shared_lifeline else None
+    agent = LocalAgent.start(
+        [sys.executable, "-c", script], {}, tmp_path / "a.log", lifeline=lifeline
+    )
+    os.close(lifeline_r)
     end = time.monotonic() + 30
     while not pid_file.exists():
         assert agent.wait(0.05) is None, (tmp_path / "a.log").read_text()
@@ -167,6 +176,7 @@ def test_local_agent_kill_reaches_its_children(tmp_path: Path) -> None:
     assert child.exists()
     agent.kill()
     outcome = agent.finish()
+    os.close(lifeline_w)
     assert outcome.exit_code == -9 and not outcome.oom_killed
 
     def gone() -> bool:

@@ -5,10 +5,11 @@
 Standard library only, run by file path with `-I`, so that nothing in the agent's environment
 changes what the guard imports. The guard is a child subreaper (PR_SET_CHILD_SUBREAPER): a
 process the agent starts, even one that calls setsid() or double-forks, stays a descendant of
-the guard, so the guard can always find and kill it. Its stdin is the lifeline: the runner
-keeps the other end (the write end of the environment server's own lifeline, so the server
-sees the runner gone no later than the guard does); when it closes (the runner died), or on
-SIGTERM (the runner ends the agent), the guard kills the whole tree. When the agent's own
+the guard, so the guard can always find and kill it. Its stdin is the lifeline, whose write
+end the runner keeps: under `evaluation run` the environment server's own lifeline (so the
+server sees the runner gone no later than the guard does), elsewhere a pipe of its own. When
+it closes (the runner died, or ended the agent), or on SIGTERM (the runner ends the agent),
+the guard kills the whole tree. When the agent's own
 process ends, the rest of its tree is killed too. On stdout the guard writes `started PID`
 and, at the end, `exit CODE` (CODE as subprocess.Popen.returncode: negative for a signal).
 """

@@ -110,7 +110,12 @@ class LocalAgent:
             process_group=0,
         )
         agent = cls(proc, log_path, memory_bytes)
-        agent._read_started()
+        try:
+            agent._read_started()
+        except BaseException:  # e.g. Ctrl-C while waiting: no guard is left without a reader
+            agent.kill()
+            proc.wait()
+            raise
         return agent
 
     def _read_started(self) -> None:
