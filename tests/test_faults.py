@@ -29,6 +29,7 @@ from evaluation.contest.records import read_monitor, score
 from evaluation.contest.runner import RunSpec, run_one
 from evaluation.suites.suite import RunKey, SuiteConfig, SuiteRunner, todo
 from roms_setup.levels import Level
+from tests.support import lifelines
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
@@ -138,20 +139,6 @@ def server_pid(token: str) -> int:
         if b"serve" in argv and b"evaluation" in argv:
             return pid
     raise AssertionError("no server found")
-
-
-def lifelines(token: str) -> tuple[str, str]:
-    """What the agent's guard has as stdin, and what the server watches as its lifeline."""
-    guard = server = ""
-    for pid in processes_with(token):
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if any(a.endswith(b"agent_guard.py") for a in argv):
-            guard = os.readlink(f"/proc/{pid}/fd/0")
-        elif b"--lifeline-fd" in argv:
-            fd = int(argv[argv.index(b"--lifeline-fd") + 1])
-            server = os.readlink(f"/proc/{pid}/fd/{fd}")
-    assert guard and server, (guard, server)
-    return guard, server
 
 
 def run_cli(

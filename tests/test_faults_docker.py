@@ -28,7 +28,7 @@ from evaluation.contest.runner import RunSpec, run_one  # noqa: E402
 from evaluation.docker.daemon import find_daemon  # noqa: E402
 from evaluation.docker.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
 from roms_setup.levels import Level  # noqa: E402
-from tests.support import docker_client_or_skip  # noqa: E402
+from tests.support import docker_client_or_skip, lifelines  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -178,6 +178,9 @@ def test_2_sigkilled_runner_leaves_no_container(image: str, base: Path) -> None:
             assert proc.poll() is None and time.monotonic() < end
             time.sleep(0.1)
         assert len(containers_of(image)) == 1
+        # the reaper acts once the server's lifeline has closed too: it watches the same pipe
+        reaper_lifeline, server_lifeline = lifelines(str(base))
+        assert reaper_lifeline == server_lifeline and reaper_lifeline.startswith("pipe:")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         end = time.monotonic() + 60

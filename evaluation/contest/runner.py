@@ -224,6 +224,7 @@ def _start_agent(
             log_path=log_path,
             # the image's entry point runs `python -m agent.NAME "$@"`: the args after `--`
             command=list(spec.agent_args) or None,
+            lifeline=lifeline,
         )
     raise UserError(f"unknown runtime {spec.runtime!r}: choose local or docker")
 

@@ -143,15 +143,23 @@ def _writable_by_agent(output_dir: Path) -> None:
 class DockerAgent:
     """One agent container. Use `start`, then `wait`/`kill`, and always `finish`."""
 
-    def __init__(self, client: docker.DockerClient, container: Container, log_path: Path) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container: Container,
+        log_path: Path,
+        lifeline: int | None = None,
+    ) -> None:
         self.client = client
         self.container = container
         self.log_path = log_path
         self._exit_code: int | None = None
         self._outcome: AgentOutcome | None = None
         # removes the container if the runner dies (see evaluation/docker/reaper.py)
+        cmd = [sys.executable, "-m", "evaluation.docker.reaper", str(container.id), str(log_path)]
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "evaluation.docker.reaper", str(container.id), str(log_path)],
+            cmd + ([str(lifeline)] if lifeline is not None else []),
+            pass_fds=(lifeline,) if lifeline is not None else (),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -175,8 +183,10 @@ class DockerAgent:
         name: str | None = None,
         entrypoint: list[str] | None = None,
         command: list[str] | None = None,
+        lifeline: int | None = None,
     ) -> DockerAgent:
-        """Create and start the container (with vfs, create copies the image: keep it small)."""
+        """Create and start the container (with vfs, create copies the image: keep it small).
+        `lifeline`: the read end of the environment server's lifeline, for the reaper."""
         client = docker_client()
         if memory is None:  # an image may ask for more than the default (images.AGENT_MEMORY)
             from evaluation.docker.images import image_memory
@@ -198,7 +208,7 @@ class DockerAgent:
             command=command,
         )
         container = client.containers.create(**options)
-        agent = cls(client, container, log_path)
+        agent = cls(client, container, log_path, lifeline)
         try:
             container.start()
         except BaseException:

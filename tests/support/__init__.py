@@ -3,6 +3,8 @@ repository root is on the path through pytest's `pythonpath`); fixtures stay in 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 AIRSTRIKER = "Airstriker-Genesis-v0:Level1"  # ships with stable-retro
@@ -23,3 +25,26 @@ def docker_client_or_skip(timeout: float = 600) -> Any:
             "or set DOCKER_HOST)"
         )
     return found[1]
+
+
+def lifelines(token: str) -> tuple[str, str]:
+    """The pipe a run's agent watcher (the local guard's stdin, or the Docker reaper's last
+    argument) and its server (`--lifeline-fd`) each watch, as /proc shows them ("pipe:[N]"),
+    among the processes whose command line contains `token`."""
+    watcher = server = ""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not entry.name.isdigit() or token.encode() not in b" ".join(argv):
+                continue
+            if any(a.endswith(b"agent_guard.py") for a in argv):
+                watcher = os.readlink(entry / "fd" / "0")
+            elif b"evaluation.docker.reaper" in argv:
+                watcher = os.readlink(entry / "fd" / argv[-2].decode())  # argv ends with b""
+            elif b"--lifeline-fd" in argv:
+                fd = argv[argv.index(b"--lifeline-fd") + 1].decode()
+                server = os.readlink(entry / "fd" / fd)
+        except OSError:
+            continue
+    assert watcher and server, (watcher, server)
+    return watcher, server
