@@ -116,11 +116,12 @@ def test_a_stopped_rainbow_run_continues_from_its_resume_point(tmp_path: Path, h
     _, rows_before = read_monitor(run / MONITOR)
     played_before = played(run, stopped)
     learner_at_point = load_checkpoint(run / "agent" / point["checkpoint"])
-    # the last point's files, and at most the next point's, when the kill came while it was
-    # being written (resume.json is written last: the point it names is whole)
+    # the named point's files (whole: resume.json is written after them), and at most one
+    # other point's, when the kill came during a save: the next point's, being written, or the
+    # previous point's, not yet removed (the agent removes it after writing resume.json)
     names = {p.name for p in (run / "agent").glob("resume-*")}
     assert {point["checkpoint"], point["replay"]} <= names
-    assert all(int(n.split("-")[1].split(".")[0]) >= point["steps"] for n in names)
+    assert len({int(n.split("-")[1].split(".")[0]) for n in names} - {point["steps"]}) <= 1
     assert (learner_at_point["timesteps"], learner_at_point["episodes"]) == (
         point["steps"],
         point["episodes"],
