@@ -9,9 +9,9 @@ the guard, so the guard can always find and kill it. Its stdin is the lifeline, 
 end the runner keeps: under `evaluation run` the environment server's own lifeline (so the
 server sees the runner gone no later than the guard does), elsewhere a pipe of its own. When
 it closes (the runner died, or ended the agent), or on SIGTERM (the runner ends the agent),
-the guard kills the whole tree. When the agent's own
-process ends, the rest of its tree is killed too. On stdout the guard writes `started PID`
-and, at the end, `exit CODE` (CODE as subprocess.Popen.returncode: negative for a signal).
+the guard kills the whole tree. When the agent's own process ends, the rest of its tree is
+killed too. On stdout the guard writes `started PID` and, at the end, `exit CODE` (CODE as
+subprocess.Popen.returncode: negative for a signal).
 """
 
 from __future__ import annotations

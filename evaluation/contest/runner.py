@@ -291,9 +291,9 @@ class Running:
     socket_dir: Path
     records: Path  # the server's records: private, published into results_dir by the runner
     lifeline: int  # write end: the server and the agent's guard end when it closes
-    # The read end the local agent's guard watches: the server's own pipe, so that when the
-    # runner dies both see it closed at once, and a server that sees its agent killed by the
-    # guard always also sees why (the runner gone, not the agent's doing). -1 once closed.
+    # The read end of the server's own lifeline, for what ends the agent when the runner dies
+    # (the local guard, the Docker reaper): one pipe, so a server that sees its agent killed
+    # for that always also sees why (the runner gone, not the agent's doing). -1 once closed.
     agent_lifeline: int
     results_pipe: ResultReader
     server: subprocess.Popen[bytes]
