@@ -105,7 +105,8 @@ def base() -> Iterator[Path]:
 def containers_of(image: str) -> list[object]:
     found = find_daemon(timeout=30)
     assert found is not None
-    return found[1].containers.list(all=True, filters={"ancestor": image})
+    # sparse: ids only, no lookup that a container the reaper removes meanwhile would fail
+    return found[1].containers.list(all=True, sparse=True, filters={"ancestor": image})
 
 
 def spec(base: Path, attack: str, budget: int) -> RunSpec:
