@@ -28,7 +28,7 @@ from evaluation.contest.runner import RunSpec, run_one  # noqa: E402
 from evaluation.docker.daemon import find_daemon  # noqa: E402
 from evaluation.docker.images import LIGHT_REQUIREMENTS, build_agent_image, ensure_base_image  # noqa: E402
 from roms_setup.levels import Level  # noqa: E402
-from tests.support import docker_client_or_skip, lifelines  # noqa: E402
+from tests.support import docker_client_or_skip, lifelines, no_leftovers  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -191,21 +191,7 @@ def test_2_sigkilled_runner_leaves_no_container(image: str, base: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+    no_leftovers(str(base), timeout=30)  # the server has published its records and exited
     res = json.loads((d / "results.json").read_text())
     assert res["status"] == "interrupted" and res["episodes"] >= 1, res
     assert "ATTACK play" in (d / "agent.log").read_text()  # the container's logs were saved
-    end = time.monotonic() + 30
-    while processes_with(str(base)):
-        assert time.monotonic() < end, "a process outlived its runner"
-        time.sleep(0.1)
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found

@@ -25,6 +25,7 @@ from evaluation.contest.records import MONITOR, RESULTS, RunRecorder, read_monit
 from evaluation.contest.resume import ResumePoint, resume_point
 from evaluation.contest.runner import RunSpec, run_one
 from roms_setup.levels import Level
+from tests.support import processes_with, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -87,6 +88,9 @@ def stop_after_a_point(out: Path, run: Path, how: str) -> dict[str, Any]:
         if how == "sigkill":
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            # the agent (a process group of its own) lives until its guard sees the runner
+            # gone, and may write one more point meanwhile: read the point once it has ended
+            wait_until(lambda: not processes_with(str(run), environ=True), 60, "the agent's end")
         else:
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=60)

@@ -19,6 +19,7 @@ from evaluation.contest.agent_process import LocalAgent, parse_memory
 from evaluation.contest.records import read_monitor
 from evaluation.contest.runner import RunSpec, amend_status, run_one
 from roms_setup.levels import Level
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = Level.parse("Airstriker-Genesis-v0:Level1")
@@ -255,10 +256,11 @@ def test_sigterm_to_run_cli_records_interrupted_and_leaves_nothing(results_dir: 
         text=True,
     )
     progress = results_dir / "monitor.csv"
-    for _ in range(200):  # until the first episode is recorded
-        if progress.is_file() and len(progress.read_text().splitlines()) > 2:
-            break
-        time.sleep(0.05)
+    wait_until(
+        lambda: progress.is_file() and len(progress.read_text().splitlines()) > 2,
+        120,
+        "the first episode's record",
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     said = [ln for ln in err.strip().splitlines() if "elapsed" not in ln]  # not progress lines

@@ -54,13 +54,13 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        end = time.monotonic() + 30
+        end = time.monotonic() + 120  # as the runner allows (SERVER_START_TIMEOUT_S)
         while not (sock_dir / "sock").exists():
             assert self.proc.poll() is None, self.log.read_text()
             assert time.monotonic() < end, "server did not start"
             time.sleep(0.02)
 
-    def wait(self, timeout: float = 15.0) -> int:
+    def wait(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout)
 
     def results(self) -> dict[str, Any]:
@@ -259,7 +259,7 @@ def test_remote_env_client(start: Any, dirs: tuple[Path, Path]) -> None:
 
 
 def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
-    server = start("--wallclock", "1.5")
+    server = start("--wallclock", "6")  # well past the start on a loaded machine
     env = RemoteEnv(dirs[0])
     t0 = time.monotonic()
     with pytest.raises(BudgetExhausted) as closed:
@@ -269,11 +269,11 @@ def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
             if done:
                 env.reset()
     assert closed.value.exception_id == 2
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 20  # bounds loose: the suite shares 2 cores
     assert server.wait() == 0
     results = server.results()
     assert results["status"] == "wallclock" and results["timesteps"] > 0
-    assert 1.0 <= results["wallclock_s"] < 3.0
+    assert 5.0 <= results["wallclock_s"] < 20
 
 
 @pytest.mark.parametrize(
@@ -338,7 +338,7 @@ def test_idle_timeout(start: Any, dirs: tuple[Path, Path]) -> None:
     t0 = time.monotonic()
     reply = client.recv()  # stay silent
     assert reply["type"] == "close" and reply["content"]["exception"] == 0
-    assert 0.9 < time.monotonic() - t0 < 3
+    assert 0.9 < time.monotonic() - t0 < 15  # the lower bound is the rule
     assert server.wait() == 0
     assert server.results()["status"] == "idle_timeout"
 

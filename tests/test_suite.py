@@ -21,6 +21,7 @@ import pytest
 from evaluation.suites.suite import SuiteConfig, last_timesteps, open_suite
 from evaluation.suites.suite_cli import parse_agent_args
 from sonic_common.errors import UserError
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL = "Airstriker-Genesis-v0:Level1"
@@ -190,11 +191,13 @@ def test_ctrl_c_ends_running_runs_as_interrupted(tmp_path: Path, how: str) -> No
     )
     first = out / "runs" / "random" / SLUG / "seed0"
     try:
-        deadline = time.monotonic() + 60
-        while not (first / "monitor.csv").is_file():  # the server has started
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.1)
-        time.sleep(1.0)  # let it step a while
+        monitor = first / "monitor.csv"
+
+        def stepped() -> bool:  # one episode is recorded
+            assert proc.poll() is None, proc.stderr
+            return monitor.is_file() and len(monitor.read_text().splitlines()) > 2
+
+        wait_until(stepped, 120, "the first run's first episode")
         other = suite("--resume", out)
         assert other.returncode == 2 and "another suite" in other.stderr
         if how == "terminal":

@@ -11,6 +11,7 @@ directory so that images survive between commands of one machine session:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -207,7 +208,10 @@ def stop_private_daemon(timeout: float = 20.0) -> bool:
     pid = private_daemon_pid()
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended since its pid file was read
+        return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -215,5 +219,6 @@ def stop_private_daemon(timeout: float = 20.0) -> bool:
         except OSError:
             return True
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     return True

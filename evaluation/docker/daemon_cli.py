@@ -12,6 +12,7 @@ from evaluation.docker.images import (
     BUILD_LABEL,
     ensure_base_image,
     image_exists,
+    image_summaries,
     prune_caches,
 )
 from sonic_common.errors import UserError, exit_on_user_error
@@ -58,19 +59,17 @@ def status() -> int:
     print(f"base image: {BASE_IMAGE} {'present' if has_base else 'missing'}")
     agents = [
         img
-        for img in client.images.list()
+        for img in image_summaries(client)
         if any(t.startswith("sonic-maml-agent-") for t in img.tags)
     ]
     if not agents:
         print("agent images: none (`python -m evaluation build --agent NAME`)")
     for img in agents:
-        print(
-            f"agent image: {', '.join(img.tags)}  {img.attrs['Size'] / 1e6:.0f} MB  {img.short_id}"
-        )
-    for img in client.images.list(filters={"label": f"{BUILD_LABEL}=requirements"}):
+        print(f"agent image: {', '.join(img.tags)}  {img.size / 1e6:.0f} MB  {img.id[:17]}")
+    for img in image_summaries(client, {"label": f"{BUILD_LABEL}=requirements"}):
         if img.tags:
             print(
-                f"requirements cache: {', '.join(img.tags)}  {img.attrs['Size'] / 1e6:.0f} MB "
+                f"requirements cache: {', '.join(img.tags)}  {img.size / 1e6:.0f} MB "
                 "(`docker prune` drops it; the next build installs the requirements again)"
             )
     return 0

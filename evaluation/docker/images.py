@@ -20,7 +20,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import APIError, ImageNotFound
@@ -234,6 +236,29 @@ def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
+@dataclass(frozen=True)
+class ImageSummary:
+    id: str
+    tags: list[str]
+    size: int  # bytes
+
+
+def image_summaries(
+    client: docker.DockerClient, filters: dict[str, Any] | None = None
+) -> list[ImageSummary]:
+    """The daemon's images (matching `filters`) as its list call gives them, without the
+    inspection per image that `client.images.list` does: an image another build or prune
+    removes meanwhile would fail that."""
+    return [
+        ImageSummary(
+            image["Id"],
+            [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"],
+            int(image.get("Size") or 0),
+        )
+        for image in client.api.images(filters=filters or {})
+    ]
+
+
 def prune_build_leftovers(client: docker.DockerClient, build_id: str) -> None:
     """Drop the untagged `deps` stage images of one build (labelled with its id).
 
@@ -243,8 +268,8 @@ def prune_build_leftovers(client: docker.DockerClient, build_id: str) -> None:
     prune operation is already running"), which left a stage behind when two builds ended
     together."""
     with contextlib.suppress(APIError):
-        leftovers = client.images.list(
-            filters={"dangling": True, "label": f"{BUILD_ID_LABEL}={build_id}"}
+        leftovers = image_summaries(
+            client, {"dangling": True, "label": f"{BUILD_ID_LABEL}={build_id}"}
         )
         for image in leftovers:  # removing the stage's last image removes its untagged parents
             with contextlib.suppress(APIError, ImageNotFound):
@@ -319,7 +344,7 @@ def prune_caches(
     clean-up. Return the removed tags and the bytes freed."""
     removed: list[str] = []
     wanted = None if only is None else set(only)
-    for image in client.images.list(filters={"label": f"{BUILD_LABEL}=requirements"}):
+    for image in image_summaries(client, {"label": f"{BUILD_LABEL}=requirements"}):
         for tag in image.tags:
             if tag.startswith(f"{REQUIREMENTS_REPO}:") and (wanted is None or tag in wanted):
                 with contextlib.suppress(APIError, ImageNotFound):

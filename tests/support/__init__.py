@@ -4,11 +4,48 @@ repository root is on the path through pytest's `pythonpath`); fixtures stay in 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 AIRSTRIKER = "Airstriker-Genesis-v0:Level1"  # ships with stable-retro
 BREAKOUT = "Breakout-Atari2600-v0:Start"  # an Atari 2600 ROM bundled with ale-py
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    """Polls `condition` until it holds; fails naming `what` after `timeout` s (generous: the
+    suite shares 2 cores with whatever else runs)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def processes_with(token: str, environ: bool = False) -> list[int]:
+    """Live (non-zombie) processes whose command line (or, with `environ`, whose environment:
+    a local agent learns its output directory there) contains `token`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes()
+            if environ:
+                text += (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if token.encode() in text.replace(b"\0", b" ") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def no_leftovers(token: str, timeout: float = 20.0) -> None:
+    """Every process of the run has ended (the harness cleans up within a few seconds)."""
+    end = time.monotonic() + timeout
+    while processes_with(token):
+        assert time.monotonic() < end, f"left running: {processes_with(token)}"
+        time.sleep(0.1)
 
 
 def docker_client_or_skip(timeout: float = 600) -> Any:
