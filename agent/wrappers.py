@@ -15,6 +15,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import TransformReward
 
+from sonic_common.errors import UserError
+
 GENESIS_BUTTONS: tuple[str, ...] = (
     "B",
     "A",
@@ -205,14 +207,20 @@ def scale_reward(env: gym.Env, scale: float) -> gym.Env:
     return TransformReward(env, scaled)
 
 
+def platform_of(env: gym.Env, setting: str) -> str:
+    """`genesis` or `atari2600`, by the button count of the emulator's MultiBinary actions
+    (12, 8); `setting` names what needed it, for the error when neither fits."""
+    n = int(np.prod(env.action_space.shape or (0,)))
+    platforms = {len(GENESIS_BUTTONS): "genesis", len(ATARI2600_BUTTONS): "atari2600"}
+    if n not in platforms:
+        raise ValueError(f"no default {setting} for {env.action_space}: set {setting} explicitly")
+    return platforms[n]
+
+
 def discretizer_for(env: gym.Env, kind: str = "auto") -> gym.Env:
     """`sonic`, `sonic8`, `atari`, or `auto` (by the button count: 12 Genesis, 8 Atari 2600)."""
     if kind == "auto":
-        n = int(np.prod(env.action_space.shape or (0,)))
-        kinds = {len(GENESIS_BUTTONS): "sonic", len(ATARI2600_BUTTONS): "atari"}
-        if n not in kinds:
-            raise ValueError(f"no default discretizer for {env.action_space}; pass kind=")
-        kind = kinds[n]
+        kind = {"genesis": "sonic", "atari2600": "atari"}[platform_of(env, "discretizer")]
     if kind == "sonic":
         return SonicDiscretizer(env)
     if kind == "sonic8":
@@ -229,7 +237,11 @@ class WrapperConfig:
 
     discretizer: str = "auto"  # auto (Genesis → the 7 Sonic combos, Atari 2600 → 18), sonic,
     #                            sonic8 (with a no-op) or atari
-    backtracking: bool = True  # reward only new progress: max(0, progress − best so far)
+    # reward only new progress, max(0, progress − best so far): the baselines' AllowBacktracking,
+    # made for Sonic, whose reward is progress to the right. auto: on for Genesis games, off for
+    # Atari 2600 ones, whose reward is the game's score, which can drop (Boxing's opponent
+    # scores): the wrapper would hide every drop. true or false: on or off for any game
+    backtracking: bool | str = "auto"
     reward_scale: float = 0.01  # rewards × this before learning (the baselines' PPO scale)
 
     @classmethod
@@ -238,7 +250,7 @@ class WrapperConfig:
         default = cls()
         return cls(
             discretizer=str(d.get("discretizer", default.discretizer)),
-            backtracking=bool(d.get("backtracking", default.backtracking)),
+            backtracking=backtracking_setting(d.get("backtracking", default.backtracking)),
             reward_scale=float(d.get("reward_scale", default.reward_scale)),
         )
 
@@ -246,14 +258,31 @@ class WrapperConfig:
         return asdict(self)
 
 
+def backtracking_setting(value: Any) -> bool | str:
+    """A `backtracking` value as given (YAML true/false, or auto); a clear error otherwise."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise UserError(f"backtracking {value!r} is not true, false or auto: set one of them")
+
+
+def backtracking_on(env: gym.Env, setting: bool | str) -> bool:
+    """Whether the AllowBacktracking wrapper goes on `env` (the emulator's actions, before the
+    discretizer): `setting` itself, or for auto whether the game is a Genesis one."""
+    if setting == "auto":
+        return platform_of(env, "backtracking") == "genesis"
+    return bool(setting)
+
+
 def wrap_agent_env(
     env: gym.Env, config: WrapperConfig | None = None, *, size: int = 84, stack: int = 4
 ) -> gym.Env:
-    """The baselines' agent-side stack: discrete actions, backtracking reward, scaled reward,
-    84×84 grayscale, 4 stacked frames (uint8, channel-first)."""
+    """The baselines' agent-side stack: discrete actions, backtracking reward (see
+    `WrapperConfig.backtracking`), scaled reward, 84×84 grayscale, 4 stacked frames (uint8,
+    channel-first)."""
     config = config or WrapperConfig()
+    backtracking = backtracking_on(env, config.backtracking)
     env = discretizer_for(env, config.discretizer)
-    if config.backtracking:
+    if backtracking:
         env = AllowBacktracking(env)
     if config.reward_scale != 1.0:
         env = scale_reward(env, config.reward_scale)

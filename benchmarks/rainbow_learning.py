@@ -15,9 +15,12 @@ episodes finished in the budget), normalizes it by the published random and huma
 Settings: rainbow with the contest baseline's (agent.configs.RAINBOW; no update before
 20 000 transitions, 3-step, target every 8192); ppo2 with the Atari settings of
 benchmarks/ppo_learning.py (nsteps 256, 4 × 64 minibatches, 4 epochs, lr 2.5e-4); both with
-torch_threads 1 (`--workers` runs share the cores). Stopped, it resumes: rerun the same command;
-finished runs are kept and each stopped Rainbow run continues from its last resume point (every
-10 000 steps; docs/evaluation.md, "Resume points"), the others are played again.
+torch_threads 1 (`--workers` runs share the cores); both learn from the game's score as it is
+(the wrappers' `backtracking: auto` is off for Atari 2600 games: Boxing's score drops when the
+opponent lands a punch, and the Sonic-made wrapper would hide every drop; the score itself is
+not clipped, as the contest's Rainbow never clipped it). Stopped, it resumes: rerun the same
+command; finished runs are kept and each stopped Rainbow run continues from its last resume
+point (every 10 000 steps; docs/evaluation.md, "Resume points"), the others are played again.
 
 Published references at 100k agent steps (400k frames), as tabulated in CURL's Table 2 (Laskin
 et al. 2020, arXiv 2004.04136; A-LIX's Table 5, Cetin et al. 2022, gives the same DER values;

@@ -25,7 +25,7 @@ wrappers (`agent.training.level_envs.LevelEnv`: discrete actions, backtracking a
 reward, 84×84×4 uint8 frames):
 
     {"kind": "levels", "level": "Qbert-Atari2600-v0:Start", "horizon": 128,
-     "discretizer": "auto", "backtracking": True, "reward_scale": 0.01}
+     "discretizer": "auto", "backtracking": "auto", "reward_scale": 0.01}
 
 A meta-batch draws levels without replacement (with replacement when it asks for more levels
 than the set has). A trajectory is `horizon` steps; an episode that ends sooner is followed by a

@@ -79,7 +79,7 @@ def test_level_task_distribution() -> None:
         "level": a[0]["level"],
         "horizon": 8,
         "discretizer": "auto",
-        "backtracking": True,
+        "backtracking": "auto",
         "reward_scale": 0.01,
     }
     assert describe(a[0]) == a[0]["level"]
@@ -224,7 +224,7 @@ def test_meta_train_on_levels_end_to_end(atari_roms: None, tmp_path: Path, optim
         "gae_lambda": 1.0,
         "baseline_ridge": 1e-5,
         "discretizer": "auto",
-        "backtracking": True,
+        "backtracking": "auto",
         "reward_scale": 0.01,
     }
     if optimizer == "reptile":  # evaluation on a held-out level, as the CLI runs it

@@ -304,6 +304,23 @@ def test_a_resume_changes_a_setting_only_when_asked(
     assert saved["iteration"] == 3 and saved["config"]["trpo"]["max_kl"] == 0.05
 
 
+def test_a_resume_compares_the_level_task_keys_only_in_a_level_run() -> None:
+    """HalfCheetah ignores the level keys, so a change of their defaults (task.backtracking went
+    from true to auto) does not stop its runs' resume; a level run's does, naming the key."""
+    from meta_train.configs import resume_conflicts
+
+    then = {"kind": "halfcheetah-dir", "horizon": 100, "backtracking": True}
+    now = {**then, "backtracking": "auto"}
+    assert resume_conflicts({"task": then}, {"task": now}, set()) == []
+    assert resume_conflicts({"task": then}, {"task": {**now, "horizon": 200}}, set()) == [
+        "task.horizon is 100 in the run and 200 here"
+    ]
+    level_then, level_now = {**then, "kind": "levels"}, {**now, "kind": "levels"}
+    assert resume_conflicts({"task": level_then}, {"task": level_now}, set()) == [
+        "task.backtracking is True in the run and 'auto' here"
+    ]
+
+
 def test_worker_sampling_equals_in_process() -> None:
     from agent.policies import build_policy
     from meta_train.sampler import Sampler

@@ -14,10 +14,12 @@ from agent.wrappers import (
     FrameStack,
     SonicDiscretizer,
     WarpFrame,
+    WrapperConfig,
     scale_reward,
     wrap_agent_env,
 )
 from evaluation.contest.env import make_contest_env
+from sonic_common.errors import UserError
 from tests.support import AIRSTRIKER, BREAKOUT
 
 
@@ -96,6 +98,40 @@ def test_allow_backtracking_rewards_only_new_progress():
     assert env.step(0)[1] == 1.0
 
 
+@pytest.mark.parametrize(
+    "buttons,setting,expected",
+    [
+        (12, "auto", [1.0, 0.0, 0.0, 1.0]),  # Genesis: on, as the baselines on Sonic
+        (8, "auto", [1.0, -2.0, 1.0, 2.0]),  # Atari 2600: off, the score's drop kept
+        (8, True, [1.0, 0.0, 0.0, 1.0]),
+        (12, False, [1.0, -2.0, 1.0, 2.0]),
+    ],
+)
+def test_backtracking_auto_is_on_for_genesis_games_only(
+    buttons: int, setting: bool | str, expected: list[float]
+) -> None:
+    recorded = [1.0, -2.0, 1.0, 2.0]  # progress 1 −1 0 2, best so far 1 1 1 2
+    config = WrapperConfig.from_dict({"backtracking": setting, "reward_scale": 1.0})
+    env = wrap_agent_env(RecordedRewards(recorded, buttons), config)
+    env.reset()
+    assert [env.step(0)[1] for _ in recorded] == expected
+
+
+def test_a_backtracking_value_that_is_not_true_false_or_auto_is_refused() -> None:
+    with pytest.raises(UserError, match="'yes' is not true, false or auto"):
+        WrapperConfig.from_dict({"backtracking": "yes"})
+
+
+def test_boxing_keeps_its_negative_rewards(atari_roms, closing):
+    # Boxing's reward is the difference of the two boxers' points: the opponent's punches are
+    # −1, which the Sonic-made backtracking wrapper would hide
+    env = closing(wrap_agent_env(make_contest_env("Boxing-Atari2600-v0:Start", seed=3)))
+    env.reset(seed=3)
+    env.action_space.seed(3)
+    rewards = [env.step(env.action_space.sample())[1] for _ in range(600)]
+    assert min(rewards) < 0 < max(rewards)
+
+
 def test_reward_scale():
     env = scale_reward(RecordedRewards([250.0, -40.0]), 0.01)
     env.reset()
@@ -138,7 +174,7 @@ def test_full_agent_stack_on_real_games(level, actions, atari_roms, closing):
     assert env.observation_space.contains(obs)
     for _ in range(200):
         obs, r, term, trunc, _ = env.step(env.action_space.sample())
-        assert r >= 0.0  # backtracking reward is never negative
+        assert r >= 0.0  # no negative rewards: Airstriker's backtracking, Breakout's score
         if term or trunc:
             break
     assert obs.shape == (4, 84, 84)

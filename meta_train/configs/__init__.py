@@ -49,11 +49,18 @@ class TaskConfig:
     levels: str = "atari-train"
     # the agent-side wrappers (agent.wrappers.WrapperConfig): action set auto (Genesis →
     # sonic's 7, Atari 2600 → ALE's 18), sonic, sonic8 or atari; reward only new progress (the
-    # baselines' AllowBacktracking); training reward = game reward × reward_scale (the metrics
-    # divide it back out)
+    # baselines' AllowBacktracking; auto: on for Genesis games, off for Atari 2600 ones, whose
+    # score can drop); training reward = game reward × reward_scale (the metrics divide it back
+    # out)
     discretizer: str = "auto"
-    backtracking: bool = True
+    backtracking: bool | str = "auto"
     reward_scale: float = 0.01
+
+
+# the task keys only `kind: levels` reads: a HalfCheetah run's values of them mean nothing
+LEVEL_TASK_KEYS = frozenset(
+    {"task.levels", "task.discretizer", "task.backtracking", "task.reward_scale"}
+)
 
 
 @dataclass
@@ -175,10 +182,15 @@ def resume_conflicts(saved: dict[str, Any], cfg: dict[str, Any], named: set[str]
     """The settings a resume would change without being asked: keys whose value in `cfg` (the
     config file and this call's options) differs from the run's own (`saved`), except those
     this call names (`named`: deliberate changes) and RUN_LOCAL_KEYS. A key only one side has
-    (a setting added or removed since the run started) is not compared."""
+    (a setting added or removed since the run started) is not compared, nor are LEVEL_TASK_KEYS
+    in a run whose tasks are not levels."""
     old, new = flat_config(saved), flat_config(cfg)
+    unread = LEVEL_TASK_KEYS if old.get("task.kind") != "levels" else frozenset()
     return [
         f"{k} is {old[k]!r} in the run and {new[k]!r} here"
         for k in sorted(old.keys() & new.keys())
-        if old[k] != new[k] and k not in named and k.split(".")[0] not in RUN_LOCAL_KEYS
+        if old[k] != new[k]
+        and k not in named
+        and k not in unread
+        and k.split(".")[0] not in RUN_LOCAL_KEYS
     ]
