@@ -10,7 +10,11 @@ server) for rainbow, ppo2 and random on Boxing, Freeway and Seaquest (Atari 2600
 with ale-py), `--seeds` seeds each, then scores every run the contest's way (mean return of the
 episodes finished in the budget), normalizes it by the published random and human scores,
 (score − random) / (human − random), and reports the interquartile mean over runs × games with
-95% stratified-bootstrap confidence intervals (rliable, Agarwal et al. 2021).
+95% stratified-bootstrap confidence intervals (rliable, Agarwal et al. 2021). A second score, of
+the end of learning, is the mean return of the episodes that end in a run's last 20 000 steps:
+the contest score averages the whole run, Rainbow's 20 000 steps before its first update
+included, while the published figures evaluate the agent after its 100k steps. The BENCH line
+stays on the contest score.
 
 Settings: rainbow with the contest baseline's (agent.configs.RAINBOW; no update before
 20 000 transitions, 3-step, target every 8192); ppo2 with the Atari settings of
@@ -56,6 +60,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation.contest import records  # noqa: E402
 from evaluation.reports.normalize import published_scale  # noqa: E402
-from evaluation.reports.report import Table, load_runs  # noqa: E402
+from evaluation.reports.report import Run, Table, load_runs  # noqa: E402
 from evaluation.reports.stats import MIN_SEEDS, interval  # noqa: E402
 from evaluation.suites.suite import FAILED, REDO, run_state  # noqa: E402
 from sonic_common.markdown import md_table  # noqa: E402
@@ -84,6 +89,9 @@ RAINBOW_ARGS = THREADS + " --set save_interval=10000"
 STATE = ROOT / "docs" / "results" / "rainbow_learning" / "state"
 # what a finished run keeps across machines: enough for its score, report and learning curve
 KEPT = ("results.json", "monitor.csv", "progress.csv", "agent/learning.csv")
+# the end of learning: a run's episodes that end in its last 20 000 steps (a fifth of the
+# default budget; ≈ 10 Boxing or Freeway episodes)
+FINAL_WINDOW = 20_000
 PPO2_ARGS = "--set nsteps=256 --set nminibatches=4 --set noptepochs=4 --set lr=2.5e-4 " + THREADS
 
 
@@ -220,13 +228,28 @@ def normalized(score: float, level: str) -> float:
     return scale(score)
 
 
-def score_matrix(table: Table, agent: str, seeds: int) -> np.ndarray:
-    """Human-normalized run scores, (seeds, games); NaN where a run is missing."""
+def final_score(run: Run, budget: int, window: int = FINAL_WINDOW) -> float:
+    """The mean return of the finished episodes that ended in the run's last `window`
+    timesteps (an episode costs its steps and its reset, as the server counts); NaN when none
+    did."""
+    ended, returns = 0, []
+    for episode in run.episodes:
+        ended += episode.l + 1
+        if not episode.cut and ended > budget - window:
+            returns.append(episode.r)
+    return float(np.mean(returns)) if returns else math.nan
+
+
+def score_matrix(
+    table: Table, agent: str, seeds: int, score: Callable[[Run], float] = lambda r: r.score
+) -> np.ndarray:
+    """Human-normalized run scores (`score` of each run: the contest's by default), (seeds,
+    games); NaN where a run is missing."""
     out = np.full((seeds, len(GAMES)), np.nan)
     for j, level in enumerate(GAMES):
         for run in table.cell(agent, level).runs:
-            if run.seed < seeds and not math.isnan(run.score):
-                out[run.seed, j] = normalized(run.score, level)
+            if run.seed < seeds and not math.isnan(value := score(run)):
+                out[run.seed, j] = normalized(value, level)
     return out
 
 
@@ -239,20 +262,15 @@ def iqm_with_ci(scores: dict[str, np.ndarray], reps: int) -> dict[str, tuple[flo
     return out
 
 
-def report(table: Table, args: argparse.Namespace) -> int:
-    scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
-    missing = [a for a, m in scores.items() if np.isnan(m).any()]
-    if missing:
-        print(
-            f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
-            "the same command to resume",
-            file=sys.stderr,
-        )
-        return 1
+def print_scores(
+    table: Table, scores: dict[str, np.ndarray], score: Callable[[Run], float], what: str
+) -> None:
+    """The per-game table (raw mean over seeds, normalized in brackets, the published
+    columns) of one kind of score."""
     rows = []
     for j, level in enumerate(GAMES):
         g = game_name(level)
-        raw = [np.mean([r.score for r in table.cell(a, level).runs]) for a in AGENTS]
+        raw = [np.nanmean([score(r) for r in table.cell(a, level).runs]) for a in AGENTS]
         rows.append(
             [
                 g,
@@ -265,7 +283,12 @@ def report(table: Table, args: argparse.Namespace) -> int:
             ]
         )
     print("\n".join(md_table(["game", *AGENTS, "DER 100k", "Rainbow 100k"], rows)))
-    print("(contest score, mean over seeds; in brackets: human-normalized)")
+    print(f"({what}, mean over seeds; in brackets: human-normalized)")
+
+
+def print_iqm(
+    scores: dict[str, np.ndarray], args: argparse.Namespace, what: str
+) -> dict[str, tuple[float, float, float]]:
     iqm = iqm_with_ci(scores, args.reps)
     for a in AGENTS:
         p, lo, hi = iqm[a]
@@ -275,9 +298,31 @@ def report(table: Table, args: argparse.Namespace) -> int:
             else f"no interval (fewer than {MIN_SEEDS} seeds)"
         )
         print(
-            f"{a}: normalized IQM {p:+.4f}, {ci} "
+            f"{a}: normalized IQM {p:+.4f}, {ci} of the {what} "
             f"({args.seeds} seed(s) × {len(GAMES)} games, {args.steps} steps)"
         )
+    return iqm
+
+
+def report(table: Table, args: argparse.Namespace) -> int:
+    def final(run: Run) -> float:
+        return final_score(run, args.steps)
+
+    scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
+    missing = [a for a, m in scores.items() if np.isnan(m).any()]
+    if missing:
+        print(
+            f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
+            "the same command to resume",
+            file=sys.stderr,
+        )
+        return 1
+    window = f"episodes ending in the last {FINAL_WINDOW:,} steps"
+    finals = {a: score_matrix(table, a, args.seeds, final) for a in AGENTS}
+    print_scores(table, finals, final, f"end of learning: mean return of the {window}")
+    print_iqm(finals, args, f"end-of-learning scores ({window})")
+    print_scores(table, scores, lambda r: r.score, "contest score")
+    iqm = print_iqm(scores, args, "contest scores")
     gap = iqm["rainbow"][0] - iqm["random"][0]
     print(f"BENCH rainbow_learning iqm_vs_random={gap:+.4f} target=>0")
     return 0
