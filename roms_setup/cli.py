@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from roms_setup.importer import CONTEST_GAMES, ImportResult, import_bundled, import_roms
+from roms_setup.importer import ImportResult, import_bundled, import_roms
 from roms_setup.installed import game_playable
-from roms_setup.levels import level_set_csv
+from roms_setup.levels import CONTEST_GAMES, level_set_csv
 from roms_setup.patches import custom_games, expected_sha1s
 from roms_setup.status import all_status, status_json
 from sonic_common.errors import UserError, exit_on_user_error

@@ -28,12 +28,6 @@ from sonic_common.files import write_atomic
 MAX_ROM_BYTES = 0x2000000  # 32 MiB, the largest ROM stable-retro supports (see groom_rom)
 MAX_ZIP_BYTES = 1 << 30  # zips bigger than this are not opened
 
-# The three original contest games and their ROM SHA-1s (stable-retro's rom.sha files).
-CONTEST_GAMES = (
-    "SonicTheHedgehog-Genesis-v0",
-    "SonicTheHedgehog2-Genesis-v0",
-    "SonicAndKnuckles3-Genesis-v0",
-)
 
 Opener = Callable[[], BinaryIO]
 

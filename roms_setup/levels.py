@@ -12,6 +12,21 @@ from sonic_common.errors import UserError
 
 _DATA = "data"
 
+# The three original contest games (their levels' reward is the contest's: progress to the end,
+# 9 000, plus a time bonus up to 1 000, from each game's contest.json).
+CONTEST_GAMES = (
+    "SonicTheHedgehog-Genesis-v0",
+    "SonicTheHedgehog2-Genesis-v0",
+    "SonicAndKnuckles3-Genesis-v0",
+)
+
+
+def is_contest_game(game: str) -> bool:
+    """One of CONTEST_GAMES, or a custom-level game patched from one (`SonicTheHedgehog2Custom
+    Kevin-Genesis`): not other Sonic games (Sms, Sonic 3 alone), whose reward is the score."""
+    prefix, custom, _ = game.partition("Custom")
+    return game in CONTEST_GAMES or (bool(custom) and f"{prefix}-Genesis-v0" in CONTEST_GAMES)
+
 
 @dataclass(frozen=True, order=True)
 class Level:

@@ -60,6 +60,19 @@ def test_contest_scenario_only_where_the_game_has_one():
     assert contest_scenario("SonicTheHedgehog-Genesis-v0") == "contest"
     assert contest_scenario("SonicTheHedgehogCustomKevin-Genesis") == "contest"
     assert contest_scenario("Airstriker-Genesis-v0") is None
+    assert contest_scenario("SonicTheHedgehog-Sms-v0") is None  # not a contest game: its score
+
+
+def test_a_contest_game_without_its_contest_scenario_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a broken install: stable-retro's data without contest.json (the fault, injected)
+    import evaluation.contest.env as contest_env
+
+    monkeypatch.setattr(contest_env, "has_file", lambda game, name: False)
+    with pytest.raises(UserError, match="SonicAndKnuckles3-Genesis-v0 has no contest.json"):
+        contest_scenario("SonicAndKnuckles3-Genesis-v0")
+    assert contest_scenario("Airstriker-Genesis-v0") is None
 
 
 def test_environment_has_the_contest_spaces_and_no_window(closing):

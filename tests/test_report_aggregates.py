@@ -47,6 +47,11 @@ def test_references_are_the_published_table() -> None:
     sonic = published_scale("SonicTheHedgehog-Genesis-v0:GreenHillZone.Act2")
     assert sonic is not None and sonic(7438.2) == pytest.approx(0.74382) and not sonic.flagged
     assert published_scale("Airstriker-Genesis-v0:Level1") is None
+    custom = published_scale("SonicTheHedgehog2CustomKevin-Genesis:EmeraldHillZone.Custom")
+    assert custom is not None and custom.source == sonic.source
+    # other Sonic games have no contest scenario: their reward is the score, not on that scale
+    assert published_scale("SonicTheHedgehog-Sms-v0:GreenHillZone.Act1") is None
+    assert published_scale("SonicTheHedgehog3-Genesis-v0:AngelIslandZone.Act1") is None
     fallback = level_scales({"Airstriker-Genesis-v0:Level1": 250.0, "Other-v0:S": -3.0})
     assert fallback["Airstriker-Genesis-v0:Level1"](125.0) == 0.5
     assert fallback["Airstriker-Genesis-v0:Level1"].flagged

@@ -18,7 +18,8 @@ from gymnasium.wrappers import TimeLimit
 
 from evaluation.contest.rules import EPISODE_STEPS, FRAMES_PER_STEP, STICK_PROB
 from roms_setup.installed import ALL_INTEGRATIONS, has_file, require_playable
-from roms_setup.levels import Level
+from roms_setup.levels import Level, is_contest_game
+from sonic_common.errors import UserError
 
 
 class StochasticFrameSkip(gym.Wrapper):
@@ -103,8 +104,17 @@ class StochasticFrameSkip(gym.Wrapper):
 
 
 def contest_scenario(game: str) -> str | None:
-    """'contest' where the game ships a contest scenario, else None (the game's default)."""
-    return "contest" if has_file(game, "contest.json") else None
+    """'contest' where the game ships a contest scenario, else None (the game's default). A
+    contest game without one is an error: its default scenario's reward is the score and its
+    episode ends at game over, not at a life lost, so its runs would not be the contest's."""
+    if has_file(game, "contest.json"):
+        return "contest"
+    if is_contest_game(game):
+        raise UserError(
+            f"{game} has no contest.json in stable-retro's data, so its levels would not play "
+            "by the contest's rules: reinstall stable-retro (`bash scripts/setup.sh`)"
+        )
+    return None
 
 
 def make_retro_env(level: Level | str, record_dir: str | None = None) -> stable_retro.RetroEnv:

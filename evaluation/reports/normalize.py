@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 
 from evaluation.contest.rules import MAX_EPISODE_RETURN
-from roms_setup.levels import Level
+from roms_setup.levels import Level, is_contest_game
 
 ATARI_CSV = Path(__file__).parent / "data" / "atari_reference_scores.csv"
 ATARI_SUFFIX = "-Atari2600-v0"
@@ -62,7 +62,7 @@ def published_scale(level: str) -> Scale | None:
     if game.endswith(ATARI_SUFFIX):
         ref = atari_references().get(game[: -len(ATARI_SUFFIX)])
         return None if ref is None else Scale(ref[0], ref[1], ATARI_SOURCE)
-    if game.startswith(("SonicTheHedgehog", "SonicAndKnuckles")):
+    if is_contest_game(game):
         return Scale(0.0, MAX_EPISODE_RETURN, SONIC_SOURCE)
     return None
 
