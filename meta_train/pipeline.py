@@ -27,6 +27,8 @@ The configs are meta_train/configs/pipeline-atari.yaml (default, ROM-free), pipe
 (`--sonic`: sonic-train → sonic-validation at the contest's budget) and pipeline-smoke.yaml
 (`--smoke`, CI). Rerunning the same command resumes: a finished stage is skipped, an unfinished
 one resumes from its own checkpoint (OUT/pipeline.json records the stages). `--fresh` starts over.
+An OUT belongs to its inputs: the pipeline config, the text of the MAML config it names and the
+levels of its level sets; with another of any, the command refuses OUT (`--fresh`, or another).
 `--seeds` replaces the config's suite.seeds; more seeds than a finished run had extend its suite
 (only the new runs are run, and the report is written again).
 """
@@ -157,23 +159,39 @@ def maml_config_file(cfg: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------------------------- state
 
 
+def pipeline_digest(cfg: dict[str, Any]) -> str:
+    """What a pipeline's results come from: its config (seeds aside: more seeds extend the
+    suite and keep its runs), the text of the MAML config it names and the levels its level
+    sets hold, which can change under the same names."""
+    from roms_setup.levels import resolve_levels
+
+    inputs = {
+        "config": {**cfg, "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"}},
+        "maml_config": maml_config_file(cfg).read_text(),
+        "levels": {
+            key: [str(level) for level in resolve_levels(str(cfg[key]))]
+            for key in ("train_levels", "test_levels")
+        },
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class Pipeline:
     backend: list[str] = []  # --backend/--address for the maml, reptile and suite stages
     device: list[str] = []  # --device for the training stages
 
     def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
         self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
-        # more seeds extend the suite (its runs are kept), so they do not make another pipeline
-        same = {**cfg, "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"}}
-        self.digest = hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:16]
+        self.digest = pipeline_digest(cfg)
         self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest, "stages": {}}
         path = out / STATE
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("digest") != self.digest:
                 raise UserError(
-                    f"{out} was made with another pipeline config "
-                    f"({saved.get('config')}): use another --out, or --fresh"
+                    f"{out} was made with another pipeline config ({saved.get('config')}), or "
+                    "another text of its MAML config or of its level sets: use another --out, "
+                    "or --fresh"
                 )
             self.state = saved
 
