@@ -77,7 +77,7 @@ from sonic_common.markdown import md_table  # noqa: E402
 
 GAMES = ("Boxing-Atari2600-v0:Start", "Freeway-Atari2600-v0:Start", "Seaquest-Atari2600-v0:Start")
 AGENTS = ("rainbow", "ppo2", "random")
-# Random and human scores: evaluation/reports/data/atari_reference_scores.csv (Mnih et al. 2015).
+# Random and human scores: evaluation/reports/data/atari_reference_scores.csv (dqn_zoo's table).
 # CURL's Table 2 (see above): data-efficient Rainbow, and Rainbow with its standard settings
 DER_100K = {"Boxing": 0.2, "Freeway": 27.9, "Seaquest": 354.1}
 RAINBOW_100K = {"Boxing": -24.8, "Freeway": 0.0, "Seaquest": 131.69}

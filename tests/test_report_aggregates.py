@@ -21,7 +21,7 @@ from roms_setup.levels import Level
 
 ROOT = Path(__file__).resolve().parents[1]
 BREAKOUT, BOXING = "Breakout-Atari2600-v0:Start", "Boxing-Atari2600-v0:Start"
-REF = {BREAKOUT: (1.7, 30.5), BOXING: (0.1, 12.1)}  # random, human (Mnih et al. 2015)
+REF = {BREAKOUT: (1.7, 30.5), BOXING: (0.1, 12.1)}  # random, human (dqn_zoo's table)
 
 
 def raw(level: str, normalized: float) -> float:

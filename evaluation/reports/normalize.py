@@ -3,7 +3,7 @@
 Where the references come from (`Scale.source` says it in the report):
 
 - Atari 2600 games: the published random and human scores (`data/atari_reference_scores.csv`,
-  Mnih et al. 2015 and the Atari-57 table rliable uses): 0 = random play, 1 = human.
+  the Atari-57 table of DeepMind's dqn_zoo that rliable uses): 0 = random play, 1 = human.
 - Sonic levels: the contest's own scale, which is the same on every level (9,000 for reaching the
   end plus up to 1,000 of time bonus, `contest.rules.MAX_EPISODE_RETURN`): random = 0, reference =
   10,000, so a normalized score is the fraction of the contest's maximum. (The paper's human
@@ -30,7 +30,7 @@ from roms_setup.levels import Level, is_contest_game
 
 ATARI_CSV = Path(__file__).parent / "data" / "atari_reference_scores.csv"
 ATARI_SUFFIX = "-Atari2600-v0"
-ATARI_SOURCE = "random and human scores, Mnih et al. 2015 (Atari-57 table of rliable/dqn_zoo)"
+ATARI_SOURCE = "random and human scores, the Atari-57 table of dqn_zoo and rliable"
 SONIC_SOURCE = "the contest's scale: score / 10,000 (its maximum per episode)"
 FALLBACK_SOURCE = "no published reference: 0 = zero score, 1 = the best agent of this report"
 S = TypeVar("S", float, np.ndarray)
