@@ -213,7 +213,10 @@ def platform_of(env: gym.Env, setting: str) -> str:
     n = int(np.prod(env.action_space.shape or (0,)))
     platforms = {len(GENESIS_BUTTONS): "genesis", len(ATARI2600_BUTTONS): "atari2600"}
     if n not in platforms:
-        raise ValueError(f"no default {setting} for {env.action_space}: set {setting} explicitly")
+        raise UserError(
+            f"no default {setting} for a game with {env.action_space} actions (neither Genesis "
+            f"nor Atari 2600): set {setting} in the config"
+        )
     return platforms[n]
 
 
@@ -244,6 +247,9 @@ class WrapperConfig:
     backtracking: bool | str = "auto"
     reward_scale: float = 0.01  # rewards × this before learning (the baselines' PPO scale)
 
+    def __post_init__(self) -> None:
+        backtracking_setting(self.backtracking)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WrapperConfig:
         """The settings in a config, task or checkpoint mapping; a key it lacks: the default."""
@@ -270,7 +276,7 @@ def backtracking_on(env: gym.Env, setting: bool | str) -> bool:
     discretizer): `setting` itself, or for auto whether the game is a Genesis one."""
     if setting == "auto":
         return platform_of(env, "backtracking") == "genesis"
-    return bool(setting)
+    return setting is True
 
 
 def wrap_agent_env(

@@ -228,14 +228,14 @@ def normalized(score: float, level: str) -> float:
     return scale(score)
 
 
-def final_score(run: Run, budget: int, window: int = FINAL_WINDOW) -> float:
-    """The mean return of the finished episodes that ended in the run's last `window`
-    timesteps (an episode costs its steps and its reset, as the server counts); NaN when none
-    did."""
+def final_score(run: Run, window: int = FINAL_WINDOW) -> float:
+    """The mean return of the finished episodes that ended in the run's last `window` of the
+    timesteps it played (an episode costs its steps and its reset, as the server counts); NaN
+    when none did."""
     ended, returns = 0, []
     for episode in run.episodes:
         ended += episode.l + 1
-        if not episode.cut and ended > budget - window:
+        if not episode.cut and ended > run.timesteps - window:
             returns.append(episode.r)
     return float(np.mean(returns)) if returns else math.nan
 
@@ -305,9 +305,6 @@ def print_iqm(
 
 
 def report(table: Table, args: argparse.Namespace) -> int:
-    def final(run: Run) -> float:
-        return final_score(run, args.steps)
-
     scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
     missing = [a for a, m in scores.items() if np.isnan(m).any()]
     if missing:
@@ -318,9 +315,12 @@ def report(table: Table, args: argparse.Namespace) -> int:
         )
         return 1
     window = f"episodes ending in the last {FINAL_WINDOW:,} steps"
-    finals = {a: score_matrix(table, a, args.seeds, final) for a in AGENTS}
-    print_scores(table, finals, final, f"end of learning: mean return of the {window}")
-    print_iqm(finals, args, f"end-of-learning scores ({window})")
+    finals = {a: score_matrix(table, a, args.seeds, final_score) for a in AGENTS}
+    print_scores(table, finals, final_score, f"end of learning: mean return of the {window}")
+    if any(np.isnan(m).any() for m in finals.values()):
+        print(f"no end-of-learning IQM: a run has no {window}")
+    else:
+        print_iqm(finals, args, f"end-of-learning scores ({window})")
     print_scores(table, scores, lambda r: r.score, "contest score")
     iqm = print_iqm(scores, args, "contest scores")
     gap = iqm["rainbow"][0] - iqm["random"][0]

@@ -27,8 +27,9 @@ The configs are meta_train/configs/pipeline-atari.yaml (default, ROM-free), pipe
 (`--sonic`: sonic-train → sonic-validation at the contest's budget) and pipeline-smoke.yaml
 (`--smoke`, CI). Rerunning the same command resumes: a finished stage is skipped, an unfinished
 one resumes from its own checkpoint (OUT/pipeline.json records the stages). `--fresh` starts over.
-An OUT belongs to its inputs: the pipeline config, the text of the MAML config it names and the
-levels of its level sets; with another of any, the command refuses OUT (`--fresh`, or another).
+An OUT belongs to its inputs: the pipeline config, the MAML config it names as meta-training reads
+it, the PPO2 and MAML agents' settings, and the levels of its level sets; with another of any,
+the command refuses OUT, naming which (`--fresh`, or another OUT).
 `--seeds` replaces the config's suite.seeds; more seeds than a finished run had extend its suite
 (only the new runs are run, and the report is written again).
 """
@@ -159,21 +160,36 @@ def maml_config_file(cfg: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------------------------- state
 
 
-def pipeline_digest(cfg: dict[str, Any]) -> str:
-    """What a pipeline's results come from: its config (seeds aside: more seeds extend the
-    suite and keep its runs), the text of the MAML config it names and the levels its level
-    sets hold, which can change under the same names."""
+def pipeline_inputs(cfg: dict[str, Any]) -> dict[str, str]:
+    """What a pipeline's results come from, each part's digest: its config (seeds aside: more
+    seeds extend the suite and keep its runs), the MAML config it names as meta-training reads
+    it (file, `maml.set` and the code's defaults), the PPO2 and MAML agents' settings (joint
+    PPO, ppo2 and maml run them), and the levels its level sets hold, which can change under the
+    same names."""
+    from agent.config import load_config
+    from agent.configs import PPO2, maml_defaults
+    from meta_train.configs import DEFAULTS
     from roms_setup.levels import resolve_levels
 
-    inputs = {
-        "config": {**cfg, "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"}},
-        "maml_config": maml_config_file(cfg).read_text(),
-        "levels": {
+    maml_set = [f"task.levels={cfg['train_levels']}", *map(str, cfg["maml"].get("set") or [])]
+    parts = {
+        "pipeline config": {
+            **cfg,
+            "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"},
+        },
+        "MAML config": load_config(maml_config_file(cfg), maml_set, defaults=DEFAULTS),
+        "agent settings": {"ppo2": PPO2.as_dict(), "maml": maml_defaults()},
+        "level sets": {
             key: [str(level) for level in resolve_levels(str(cfg[key]))]
             for key in ("train_levels", "test_levels")
         },
     }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return {k: digest_of(v) for k, v in parts.items()}
+
+
+def digest_of(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Pipeline:
@@ -182,16 +198,21 @@ class Pipeline:
 
     def __init__(self, out: Path, cfg: dict[str, Any], cfg_file: Path) -> None:
         self.out, self.cfg, self.cfg_file = out, cfg, cfg_file
-        self.digest = pipeline_digest(cfg)
-        self.state: dict[str, Any] = {"config": str(cfg_file), "digest": self.digest, "stages": {}}
+        inputs = pipeline_inputs(cfg)
+        self.state: dict[str, Any] = {"config": str(cfg_file), "inputs": inputs, "stages": {}}
         path = out / STATE
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("digest") != self.digest:
+            if "inputs" not in saved:
                 raise UserError(
-                    f"{out} was made with another pipeline config ({saved.get('config')}), or "
-                    "another text of its MAML config or of its level sets: use another --out, "
-                    "or --fresh"
+                    f"{out} was made by an earlier version of this pipeline, which did not "
+                    "record its inputs: use another --out, or --fresh"
+                )
+            changed = [k for k in inputs if saved["inputs"].get(k) != inputs[k]]
+            if changed:
+                raise UserError(
+                    f"{out} was made from another {' and '.join(changed)} (then "
+                    f"{saved.get('config')}): use another --out, or --fresh"
                 )
             self.state = saved
 

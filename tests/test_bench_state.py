@@ -121,7 +121,7 @@ def test_the_end_of_learning_counts_the_episodes_ending_in_the_last_steps(
     rows = [EpisodeRow(1.0, 39, 1.0), EpisodeRow(2.0, 39, 2.0), EpisodeRow(4.0, 19, 3.0)]
     rows += [EpisodeRow(8.0, 19, 4.0), EpisodeRow(16.0, 9, 5.0, cut=True)]
     run = Run("rainbow", "Boxing-Atari2600-v0:Start", 0, "budget", 130, 5.0, None, rows, None)
-    assert bench.final_score(run, 130, window=50) == 6.0  # ended after step 80: 4 and 8
-    assert bench.final_score(run, 130, window=51) == pytest.approx(14 / 3)  # 80 is in too
+    assert bench.final_score(run, window=50) == 6.0  # ended after step 80: 4 and 8
+    assert bench.final_score(run, window=51) == pytest.approx(14 / 3)  # 80 is in too
     assert run.score == 3.75  # the contest's: every finished episode
-    assert np.isnan(bench.final_score(run, 130, window=5))  # only the cut-off one ended there
+    assert np.isnan(bench.final_score(run, window=5))  # only the cut-off one ended there

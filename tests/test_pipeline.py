@@ -86,7 +86,7 @@ def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
     cfg = load_pipeline_config(SMOKE)
     Pipeline(tmp_path, cfg, SMOKE).save()
     changed = {**cfg, "suite": {**cfg["suite"], "budget": 999}}
-    with pytest.raises(UserError, match="another pipeline config"):
+    with pytest.raises(UserError, match="made from another pipeline config"):
         Pipeline(tmp_path, changed, SMOKE)
     # the MAML config it names, changed under the same name (as atari-train.yaml's backtracking)
     maml_yaml = tmp_path / "maml.yaml"
@@ -96,14 +96,19 @@ def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
     mine = {**cfg, "train_levels": str(levels), "maml": {**cfg["maml"], "config": str(maml_yaml)}}
     (tmp_path / "m").mkdir()
     Pipeline(tmp_path / "m", mine, SMOKE).save()
+    maml_yaml.write_text(maml_yaml.read_text() + "# a comment changes nothing it computes\n")
     Pipeline(tmp_path / "m", mine, SMOKE)  # the same inputs: resumed
     maml_yaml.write_text(maml_yaml.read_text().replace("backtracking: auto", "backtracking: true"))
-    with pytest.raises(UserError, match="another text of its MAML config"):
+    with pytest.raises(UserError, match="made from another MAML config"):
         Pipeline(tmp_path / "m", mine, SMOKE)
     maml_yaml.write_text((CONFIG_DIR / "atari-train.yaml").read_text())
     Pipeline(tmp_path / "m", mine, SMOKE)
     levels.write_text("game,state\nHero-Atari2600-v0,Start\n")  # the level set's file changed
-    with pytest.raises(UserError, match="of its level sets"):
+    with pytest.raises(UserError, match="made from another level sets"):
+        Pipeline(tmp_path / "m", mine, SMOKE)
+    state = tmp_path / "m" / "pipeline.json"  # as an earlier version wrote it: no inputs
+    state.write_text(json.dumps({"config": str(SMOKE), "digest": "0123", "stages": {}}))
+    with pytest.raises(UserError, match="earlier version of this pipeline"):
         Pipeline(tmp_path / "m", mine, SMOKE)
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMOKE.read_text().replace("agents: [maml,", "agents: [nosuch, maml,"))

@@ -120,6 +120,8 @@ def test_backtracking_auto_is_on_for_genesis_games_only(
 def test_a_backtracking_value_that_is_not_true_false_or_auto_is_refused() -> None:
     with pytest.raises(UserError, match="'yes' is not true, false or auto"):
         WrapperConfig.from_dict({"backtracking": "yes"})
+    with pytest.raises(UserError, match="'false' is not true, false or auto"):
+        WrapperConfig(backtracking="false")  # as a library passes it (agent.sb3_adapter)
 
 
 def test_boxing_keeps_its_negative_rewards(atari_roms, closing):
