@@ -24,8 +24,21 @@ CONTEST_GAMES = (
 def is_contest_game(game: str) -> bool:
     """One of CONTEST_GAMES, or a custom-level game patched from one (`SonicTheHedgehog2Custom
     Kevin-Genesis`): not other Sonic games (Sms, Sonic 3 alone), whose reward is the score."""
-    prefix, custom, _ = game.partition("Custom")
-    return game in CONTEST_GAMES or (bool(custom) and f"{prefix}-Genesis-v0" in CONTEST_GAMES)
+    if game in CONTEST_GAMES:
+        return True
+    return "Custom" in game[1:] and base_game(game) in CONTEST_GAMES  # [1:]: a prefix before it
+
+
+def base_game(custom_game: str) -> str:
+    """The original game a custom game patches: the name's prefix before `Custom`, plus -v0.
+
+    `SonicTheHedgehog2CustomKevin-Genesis` -> `SonicTheHedgehog2-Genesis-v0`.
+    """
+    prefix, sep, rest = custom_game.partition("Custom")
+    if not sep or not prefix:
+        raise UserError(f"{custom_game!r} is not a custom level game (no 'Custom' in its name)")
+    platform = rest.rsplit("-", 1)[-1] if "-" in rest else "Genesis"
+    return f"{prefix}-{platform}-v0"
 
 
 @dataclass(frozen=True, order=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import stable_retro.data as retro_data
 
 from roms_setup.installed import ALL_INTEGRATIONS, game_dir, game_playable, has_file
+from roms_setup.levels import base_game
 from sonic_common.errors import UserError
 from sonic_common.files import atomic_path
 
@@ -86,18 +87,6 @@ class PatchOutcome:
 def custom_games() -> list[str]:
     """Every stable-retro game that ships a `rom.delta` (the contest's custom levels)."""
     return [g for g in retro_data.list_games(ALL_INTEGRATIONS) if has_file(g, "rom.delta")]
-
-
-def base_game(custom_game: str) -> str:
-    """The original game a custom game patches: the name's prefix before `Custom`, plus -v0.
-
-    `SonicTheHedgehog2CustomKevin-Genesis` -> `SonicTheHedgehog2-Genesis-v0`.
-    """
-    prefix, sep, rest = custom_game.partition("Custom")
-    if not sep or not prefix:
-        raise UserError(f"{custom_game!r} is not a custom level game (no 'Custom' in its name)")
-    platform = rest.rsplit("-", 1)[-1] if "-" in rest else "Genesis"
-    return f"{prefix}-{platform}-v0"
 
 
 def expected_sha1s(game: str) -> list[str]:
