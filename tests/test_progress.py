@@ -180,3 +180,34 @@ def test_an_interrupted_run_counts_what_it_played() -> None:
     bar.close()
     assert bar.bar.n == 2300
     assert bar.counts == {"runs": 2, "failed": 0, "interrupted": 1}
+
+
+def test_steps_kept_by_resume_points_do_not_count_in_the_eta(tmp_path: Path) -> None:
+    """A suite that continues runs from their resume points counts the steps kept there as done
+    from the start: its ETA's rate is that of the steps it plays, not of the steps it found."""
+    import json
+
+    from evaluation.suites.suite import RunKey, saved_steps
+    from evaluation.suites.suite_cli import SuiteProgress
+
+    resumed, fresh, stopped_early = (
+        RunKey("rainbow", "Boxing-Atari2600-v0:Start", s) for s in (0, 1, 2)
+    )
+    for key, status in ((resumed, "interrupted"), (stopped_early, "interrupted")):
+        (key.dir(tmp_path) / "agent").mkdir(parents=True)
+        (key.dir(tmp_path) / "results.json").write_text(json.dumps({"status": status}))
+    (resumed.dir(tmp_path) / "agent" / "resume.json").write_text(
+        json.dumps({"steps": 80_325, "episodes": 45})
+    )
+    saved = saved_steps([resumed, fresh, stopped_early], tmp_path)
+    assert saved == {resumed: 80_370}  # one reset per episode; no point, nothing kept
+
+    bar = SuiteProgress(total=4, done=1, budget=100_000, saved=saved)
+    assert bar.bar.n == bar.bar.start_n == 180_370
+    bar.on_tick({fresh: 600})  # the resumed run is waiting for a worker: still counted
+    assert bar.bar.n - bar.bar.start_n == 600
+    bar.on_tick({fresh: 900, resumed: 80_770})
+    assert bar.bar.n - bar.bar.start_n == 900 + 400
+    bar.on_done(resumed, {"status": "budget", "timesteps": 100_000})
+    bar.on_tick({fresh: 1_000})
+    assert bar.bar.n == 200_000 + 1_000

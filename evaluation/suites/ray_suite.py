@@ -295,7 +295,7 @@ class RaySuiteRunner:
         self,
         run_keys: list[RunKey],
         on_done: OnDone = lambda c, r: None,
-        on_tick: Callable[[int], None] = lambda steps: None,
+        on_tick: Callable[[dict[RunKey, int]], None] = lambda steps: None,
         tick_s: float = 1.0,
     ) -> Outcome:
         ray = connect(self.opts.address)
@@ -378,14 +378,14 @@ class RaySuiteRunner:
         outcome.done.append((run_key, value["results"]))
         on_done(run_key, value["results"])
 
-    def progress_steps(self, running: list[RunKey]) -> int:
+    def progress_steps(self, running: list[RunKey]) -> dict[RunKey, int]:
         """Timesteps of the unfinished runs whose progress shows in the suite directory."""
-        total = 0
+        steps = {}
         for c in running:
             d = c.dir(self.out)
             if d.is_dir() and not (d / records.RESULTS).exists():
-                total += min(last_timesteps(d), self.config.budget)
-        return total
+                steps[c] = min(last_timesteps(d), self.config.budget)
+        return steps
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:

@@ -39,6 +39,7 @@ from typing import Any
 
 from evaluation.agents import agent_entry
 from evaluation.contest import records
+from evaluation.contest.resume import read_agent_point
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
 from sonic_common.agent_env import RESUME_FILE
@@ -282,6 +283,18 @@ def resumable_run(run_dir: Path) -> bool:
     return run_state(run_dir) in REDO and (run_dir / "agent" / RESUME_FILE).is_file()
 
 
+def saved_steps(run_keys: list[RunKey], out: Path) -> dict[RunKey, int]:
+    """Timesteps kept by the resume points of the runs that will continue from one (the agent's
+    steps and one reset per episode, as the server counts them)."""
+    saved = {}
+    for key in run_keys:
+        run_dir = key.dir(out)
+        point = read_agent_point(run_dir / "agent") if resumable_run(run_dir) else None
+        if isinstance(point, tuple):
+            saved[key] = point[0] + point[1]
+    return saved
+
+
 def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKey], list[RunKey]]:
     """(runs to do, runs already done) of the suite."""
     do, done = [], []
@@ -482,10 +495,11 @@ class SuiteRunner:
         write_json_atomic(run_dir / records.RESULTS, res)
         return res
 
-    def progress_steps(self) -> int:
+    def progress_steps(self) -> dict[RunKey, int]:
+        """Timesteps recorded so far by each running run."""
         with self._lock:
-            dirs = list(self.running.values())
-        return sum(min(last_timesteps(d), self.config.budget) for d in dirs)
+            dirs = dict(self.running)
+        return {k: min(last_timesteps(d), self.config.budget) for k, d in dirs.items()}
 
     def interrupt_children(self) -> None:
         for pid in server_pids():
@@ -498,7 +512,7 @@ class SuiteRunner:
         self,
         run_keys: list[RunKey],
         on_done: Callable[[RunKey, dict[str, Any]], None] = lambda c, r: None,
-        on_tick: Callable[[int], None] = lambda steps: None,
+        on_tick: Callable[[dict[RunKey, int]], None] = lambda steps: None,
         tick_s: float = 1.0,
     ) -> Outcome:
         outcome = Outcome()

@@ -33,6 +33,7 @@ from evaluation.suites.suite import (
     SuiteConfig,
     open_suite,
     preflight,
+    saved_steps,
     suite_lock,
     todo,
 )
@@ -250,7 +251,7 @@ def run(
     )
     if not run_keys:
         return False
-    progress = SuiteProgress(total, len(done), config.budget)
+    progress = SuiteProgress(total, len(done), config.budget, saved_steps(run_keys, out))
     t0 = time.monotonic()
     runner = make_runner(config, out, workers, backend)
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
@@ -269,11 +270,18 @@ def run(
 class SuiteProgress:
     """The suite's progress bar in timesteps (finished runs count their whole budget, interrupted
     ones what they played), a line per finished run, and the counts of runs done, not ended by
-    budget, and interrupted."""
+    budget, and interrupted.
 
-    def __init__(self, total: int, done: int, budget: int) -> None:
+    `saved`: the timesteps kept by the resume points of runs that continue from one. They count
+    as done from the start, so the ETA's rate is that of the steps played by this suite.
+    """
+
+    def __init__(
+        self, total: int, done: int, budget: int, saved: dict[RunKey, int] | None = None
+    ) -> None:
         self.total, self.budget = total, budget
-        self.bar = progress_bar(total * budget, done * budget)
+        self.saved = dict(saved or {})
+        self.bar = progress_bar(total * budget, done * budget + sum(self.saved.values()))
         self.finished_steps = done * budget
         self.counts = {"runs": done, "failed": 0, "interrupted": 0}
         self.show()
@@ -283,6 +291,7 @@ class SuiteProgress:
         self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}", refresh=False)
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
+        self.saved.pop(run_key, None)
         status = res.get("status")
         if status in REDO:  # what it played before it was stopped; it is redone on resume
             self.finished_steps += min(int(res.get("timesteps") or 0), self.budget)
@@ -301,13 +310,16 @@ class SuiteProgress:
         )
         self.show()
 
-    def on_tick(self, running_steps: int) -> None:
-        self.bar.n = min(self.bar.total, self.finished_steps + running_steps)
+    def on_tick(self, running: dict[RunKey, int]) -> None:
+        """`running`: the timesteps each running run has recorded."""
+        waiting = sum(steps for key, steps in self.saved.items() if key not in running)
+        played = self.finished_steps + waiting + sum(running.values())
+        self.bar.n = min(self.bar.total, played)
         self.show()
         self.bar.refresh()
 
     def close(self) -> None:
-        self.on_tick(0)
+        self.on_tick({})
         self.bar.close()
 
 
