@@ -1,11 +1,11 @@
 """Peak memory of one second-order MAML meta-iteration with the Nature CNN on 84×84×4 frames.
 
-    python benchmarks/maml_memory.py [--tasks 8] [--trajectories 10] [--steps 20]
+    python benchmarks/maml_memory.py [--tasks 8] [--trajectories 10] [--steps 100]
                                      [--skip-halfcheetah]
 
 Synthetic uint8 frames, a categorical policy (7 actions), one inner step, `--tasks` tasks of
 `--trajectories` × `--steps` frames each for the inner step and as many for the outer loss.
-Two implementations, each in its own fresh subprocess, peak RSS read from /proc/self/status
+Three implementations, each in its own fresh subprocess, peak RSS read from /proc/self/status
 (VmHWM) at the end:
 
 - ours: meta_train's MetaLearner with `grad_chunk: 200` — frames stored as uint8, the

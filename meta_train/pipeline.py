@@ -13,12 +13,12 @@ Stages, each a command of its own (shown as it starts, so any stage can be rerun
             `reptile` (first-order Reptile, the cheap comparison).
 3. `joint`  `python -m agent.train --levels ... --out OUT/joint --resume`: joint PPO.
 4. `images` with Docker (`--runtime docker`, or `auto` when `evaluation docker up` can have a
-            daemon): `evaluation build` of the maml and joint images with their checkpoints
-            baked in, and of ppo2, jerk and random. Without Docker the agents run as local
-            processes, and the pipeline says so.
-5. `suite`  `python -m evaluation suite` on test_levels: maml (agent.maml with the meta-trained
-            checkpoint), reptile (agent.maml with Reptile's), joint (agent.ppo2 --init with
-            joint PPO's), ppo2, jerk and random.
+            daemon): `evaluation build` of the maml, reptile and joint images with their
+            checkpoints baked in, and of the other agents suite.agents lists (ppo2, rainbow,
+            jerk, random). Without Docker the agents run as local processes, and it says so.
+5. `suite`  `python -m evaluation suite` on test_levels, the agents suite.agents lists: maml
+            (agent.maml with the meta-trained checkpoint), reptile (agent.maml with Reptile's),
+            joint (agent.ppo2 --checkpoint with joint PPO's), ppo2, rainbow, jerk and random.
 6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
             curves (OUT/*.png), and the suite's normalized IQM and mean with intervals, its
             figures and the probability of improvement over ppo2 (OUT/suite/report.md: the rest).

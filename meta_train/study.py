@@ -3,7 +3,7 @@ and 3 adaptation steps. Resumable (every run resumes from its checkpoint; finish
 evaluations are skipped), results written atomically-enough to re-run at will.
 
     python -m meta_train.study --out docs/results/maml_study [--iterations 20] [--meta-batch 8]
-        [--trajectories 10] [--horizon 100] [--eval-tasks 10] [--envs dir,vel]
+        [--trajectories 10] [--horizon 100] [--eval-tasks 10] [--families dir,vel]
         [--optimizers vpg,trpo,ppo] [--steps 1,2,3]
 
 Writes RUNS/<env>-<optimizer>-<steps>/ (the training runs, checkpoints included; default

@@ -296,3 +296,30 @@ def test_an_orphaned_container_of_an_earlier_attempt_is_removed_before_the_next(
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             orphan.remove(force=True)
+
+
+def test_a_docker_suite_missing_an_image_fails_before_any_run(tmp_path: Path) -> None:
+    """An image not built (or a local-only agent) would fail every run: one line, no suite."""
+    import subprocess
+    import sys
+
+    docker_client_or_skip()
+    root = Path(__file__).resolve().parents[1]
+    level = ["--levels", "Airstriker-Genesis-v0:Level1", "--budget", "10", "--runtime", "docker"]
+    cases = {
+        "random --image random=sonic-maml-test-no-such:latest": "sonic-maml-test-no-such:latest",
+        "sb3_ppo": "runs only locally",
+    }
+    for i, (agents, said) in enumerate(cases.items()):
+        out = tmp_path / f"s{i}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "evaluation", "suite", "--agents", *agents.split()]
+            + [*level, "--out", str(out)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (out / "suite.json").exists()

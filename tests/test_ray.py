@@ -399,6 +399,13 @@ def test_run_resources_follow_the_runtime_and_the_agents() -> None:
     assert docker["memory"] == 4 * 1024**3 and docker["num_cpus"] == 2.0  # the container's limit
     local = run_resources(SuiteConfig(**base, runtime="local"), "jerk", opts)
     assert local["resources"] == {} and local["num_gpus"] == 0.0
+    assert local["memory"] == 1024**3
+    # Rainbow's 500 000-transition replay: its container's own limit, also under an alias
+    rainbow = {**base, "agents": ["rb"], "aliases": {"rb": "rainbow"}}
+    for runtime in ("docker", "local"):
+        assert run_resources(SuiteConfig(**rainbow, runtime=runtime), "rb", opts)["memory"] == (
+            6 * 1024**3
+        )
     assert local["max_retries"] >= 1 and local["retry_exceptions"] is False
     for bad in ("ppo2", "ppo2=x", "=1", "ppo2=-1"):
         with pytest.raises(UserError, match="NAME=N"):

@@ -224,6 +224,22 @@ def test_unknown_agent_fails_before_anything_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / "s" / "suite.json").exists()
 
 
+def test_a_docker_suite_without_a_daemon_fails_before_any_run(tmp_path: Path) -> None:
+    """Every run would fail: one line naming the fix, and no suite (not a suite of failures)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluation", "suite", "--agents", "random", "--levels", LEVEL]
+        + ["--budget", "10", "--runtime", "docker", "--out", str(tmp_path / "s")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'no-daemon.sock'}"},
+    )
+    assert proc.returncode == 2 and "no Docker daemon answers at DOCKER_HOST" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "suite.json").exists() and not (tmp_path / "s" / "runs").exists()
+
+
 def test_open_suite_checks_arguments(tmp_path: Path) -> None:
     given = {
         "agents": ["a"],

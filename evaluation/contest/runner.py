@@ -111,7 +111,7 @@ def check_results_dir(path: Path) -> None:
     except OSError as e:
         raise UserError(f"cannot create results dir {path}: {e.strerror}") from e
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"results dir {path} is not writable: choose another --results-dir")
+        raise UserError(f"results dir {path} is not writable: choose another --out")
 
 
 def server_cmd(spec: RunSpec, socket_dir: Path) -> list[str]:

@@ -83,12 +83,19 @@ def parse_run_gpus(items: list[str]) -> dict[str, float]:
 
 
 def run_resources(config: SuiteConfig, agent: str, opts: RayOptions) -> dict[str, Any]:
-    """The Ray task options of one run of `agent`: what the run uses on its node."""
+    """The Ray task options of one run of `agent`: what the run uses on its node. Memory: the
+    container's limit with Docker (the default, or the agent's own: Rainbow's replay needs 6g),
+    locally the larger of a small run's and that same figure for an agent that asks for more."""
+    from evaluation.agents import AGENTS
     from evaluation.contest.agent_process import parse_memory
     from evaluation.docker.runtime import DEFAULT_MEMORY
 
     docker = config.runtime == "docker"
-    memory = parse_memory(DEFAULT_MEMORY) if docker else LOCAL_RUN_MEMORY
+    entry = AGENTS.get(config.entry(agent))
+    own = entry.memory if entry is not None else None
+    memory = parse_memory(own or DEFAULT_MEMORY) if docker else LOCAL_RUN_MEMORY
+    if not docker and own is not None:
+        memory = max(LOCAL_RUN_MEMORY, parse_memory(own) or 0)
     return {
         "num_cpus": opts.cpus,
         "num_gpus": opts.gpus.get(agent, 0.0),

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evaluation.agents import agent_entry
+from evaluation.agents import AGENTS, agent_entry
 from evaluation.contest import records
 from evaluation.contest.resume import read_agent_point
 from evaluation.suites.seeds import parse_seeds
@@ -350,8 +350,9 @@ def server_pids() -> list[int]:
     return kids
 
 
-def preflight(config: SuiteConfig) -> None:
-    """Fail before any run for what would fail every run: a level not playable, no agent."""
+def preflight(config: SuiteConfig, images: bool = True) -> None:
+    """Fail before any run for what would fail every run: a level not playable, no agent, and
+    with Docker (`images`: the runs start here), no daemon or an agent's image not built."""
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
@@ -359,6 +360,36 @@ def preflight(config: SuiteConfig) -> None:
     if config.runtime == "local":
         for a in config.agents:
             agent_entry(config.entry(a))  # a one-line error for an unknown agent
+    elif images:
+        require_images(config)
+
+
+def agent_image(config: SuiteConfig, agent: str) -> str:
+    """The image a Docker run of `agent` starts (its --image, else its entry's default)."""
+    from evaluation.contest.runner import IMAGE_PREFIX
+
+    return config.images.get(agent) or f"{IMAGE_PREFIX}{config.entry(agent)}:latest"
+
+
+def require_images(config: SuiteConfig) -> None:
+    """A one-line error for a Docker suite that has no daemon or lacks an agent's image."""
+    from evaluation.docker.daemon import docker_client
+    from evaluation.docker.images import image_exists
+
+    client = docker_client()  # UserError naming the fix when no daemon answers
+    for a in config.agents:
+        tag = agent_image(config, a)
+        if image_exists(client, tag):
+            continue
+        if a in config.images:
+            raise UserError(f"--image {a}={tag}: no such image here: build it or fix the tag")
+        entry = AGENTS.get(config.entry(a))
+        if entry is not None and not entry.image:
+            raise UserError(f"agent {a} runs only locally (it has no image): use --runtime local")
+        raise UserError(
+            f"agent {a}: its image {tag} is not built: run `python -m evaluation build "
+            f"--agent {config.entry(a)}` (or give --image {a}=TAG)"
+        )
 
 
 def failure_results(run_key: RunKey, config: SuiteConfig, error: str) -> dict[str, Any]:

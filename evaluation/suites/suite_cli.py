@@ -349,8 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signals()
     out.mkdir(parents=True, exist_ok=True)
     with suite_lock(out):
+        here = args.backend == "local"  # Ray's runs start on its nodes, with their images
         config = open_suite(
-            out, given_config(args, new=not (out / SUITE_JSON).is_file()), check=preflight
+            out,
+            given_config(args, new=not (out / SUITE_JSON).is_file()),
+            check=lambda c: preflight(c, images=here),
         )
         interrupted = run(config, out, args.workers, args.retry_failed, args)
         if not args.no_report:
