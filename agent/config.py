@@ -131,9 +131,33 @@ def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
             raise UserError(f"unknown config key {path!r} in {source}: known keys: {known}")
         if i == len(keys) - 1:
-            node[key] = value
+            node[key] = _typed(value, node[key], ".".join(keys), source)
         else:
             node = node[key]
+
+
+def _typed(value: Any, current: Any, path: str, source: str) -> Any:
+    """`value` for a key whose default is `current`, of the default's kind: a section stays a
+    section, a number a number (a whole number an int), a flag true or false, a list a list.
+    Strings and keys without a default (None) take any value: their users check them."""
+    kind = None
+    if isinstance(current, dict) and not isinstance(value, dict):
+        first = next(iter(current), "key")
+        raise UserError(
+            f"{path} in {source} is a section: set its keys instead, e.g. {path}.{first}=..."
+        )
+    if isinstance(current, bool):
+        kind = None if isinstance(value, bool) else "true or false"
+    elif isinstance(current, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            kind = "a whole number" if isinstance(current, int) else "a number"
+        elif isinstance(current, int) and isinstance(value, float) and value.is_integer():
+            value = int(value)
+    elif isinstance(current, list) and not isinstance(value, list):
+        kind = "a list, e.g. [a, b]"
+    if kind is not None:
+        raise UserError(f"{path}={value!r} in {source}: {path} takes {kind}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -561,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ckpt_path:
         raise UserError(f"no MAML checkpoint: give --checkpoint FILE or set ${CHECKPOINT_ENV}")
     data = read_maml_checkpoint(ckpt_path)  # fail before connecting
+    PPOConfig.from_dict(cfg)  # the settings of its PPO phase, checked before connecting
     seed, device = start(cfg)
     run = MamlRun(cfg, ckpt_path, data, AdaptationConfig.from_checkpoint(data, cfg, device), device)
     return play_until_budget(

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     seed, device = start(cfg)
     init = checkpoint_path(args.init)
     init_data = load_checkpoint(init) if init else None  # fail before connecting
+    ppo_cfg = PPOConfig.from_dict(cfg)
 
     envs = contest_envs(cfg)
     try:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError:
         envs.close()
         raise
-    ppo = PPO(policy, PPOConfig.from_dict(cfg), device)
+    ppo = PPO(policy, ppo_cfg, device)
     out = output_dir()
     logger = TrainLogger(out, tensorboard=bool(cfg["tensorboard"]), progress_bar=False, config=cfg)
     save_interval = max(1, int(cfg["save_interval"]))

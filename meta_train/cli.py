@@ -162,6 +162,11 @@ def run_train(args: argparse.Namespace) -> int:
 
         ckpt = Path(args.out) / CHECKPOINT_NAME
         saved = load_checkpoint(ckpt) if ckpt.is_file() else None
+        if saved is None and args.config is None:  # a mistyped --out must not train defaults
+            raise UserError(
+                f"--resume: {ckpt} does not exist: check --out, or give --config to start "
+                "a run there (--resume with --config continues it when it exists)"
+            )
     if saved is not None and args.config is None:
         cfg = apply_overrides(
             saved["config"], args.overrides, source="the checkpoint's config (--set)"

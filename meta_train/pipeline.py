@@ -150,7 +150,55 @@ def load_pipeline_config(path: Path) -> dict[str, Any]:
             f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
             f"choose from {', '.join(KNOWN_AGENTS)}"
         )
+    check_values(cfg, path)
     return cfg
+
+
+# every key a pipeline config may hold, by section (None: the top level)
+CONFIG_KEYS = {
+    None: {"train_levels", "test_levels", "maml", "joint", "suite"},
+    "maml": {"config", "set"},
+    "joint": {"timesteps", "envs", "set"},
+    "suite": {"agents", "seeds", "budget", "wallclock", "workers", "record"}
+    | {"ppo_set", "maml_set", "rainbow_set"},
+}
+COUNTS = (("joint", "timesteps"), ("joint", "envs"), ("suite", "budget"), ("suite", "workers"))
+
+
+def check_values(cfg: dict[str, Any], path: Path) -> None:
+    """What would fail a stage hours in, refused when the pipeline starts: an unknown key, a
+    count that is not a whole number ≥ 1, an agent setting its agent does not have."""
+    from agent.config import load_config
+    from agent.configs import MAML, PPO2, RAINBOW
+
+    for section, known in CONFIG_KEYS.items():
+        given = cfg if section is None else cfg[section]
+        extra = sorted(set(given) - known)
+        if extra:
+            where = f"{section}." if section else ""
+            raise UserError(
+                f"{path}: unknown key(s) {', '.join(where + k for k in extra)}: "
+                f"known: {', '.join(sorted(known))}"
+            )
+    for section, key in COUNTS:
+        value = cfg[section][key]
+        if isinstance(value, float) and value.is_integer():
+            value = cfg[section][key] = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{path}: {section}.{key} is {value!r}: give a whole number ≥ 1")
+    wallclock = cfg["suite"]["wallclock"]
+    if isinstance(wallclock, bool) or not isinstance(wallclock, int | float) or wallclock <= 0:
+        raise UserError(f"{path}: suite.wallclock is {wallclock!r}: give seconds above 0")
+    for section, key, defaults in (
+        ("joint", "set", PPO2),
+        ("suite", "ppo_set", PPO2),
+        ("suite", "maml_set", MAML),
+        ("suite", "rainbow_set", RAINBOW),
+    ):
+        try:
+            load_config(None, [str(x) for x in cfg[section].get(key) or []], defaults=defaults)
+        except UserError as e:
+            raise UserError(f"{path}: {section}.{key}: {e}") from None
 
 
 def maml_config_file(cfg: dict[str, Any]) -> Path:
@@ -681,6 +729,17 @@ STAGE_TITLES = {
 }
 
 
+def remove_for_fresh(out: Path) -> None:
+    """--fresh: remove a pipeline's directory; refuse one that is not a pipeline's (`--out .`,
+    a directory of other results) rather than delete what the pipeline did not make."""
+    if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_file():
+        raise UserError(
+            f"--fresh would delete {out}, which holds no {STATE}: it is not a "
+            "pipeline's directory; choose another --out or remove it yourself"
+        )
+    shutil.rmtree(out)
+
+
 def open_pipeline(args: argparse.Namespace) -> Pipeline:
     """The pipeline in --out (new, resumed, or --fresh) with the command line's seeds, backend
     and device."""
@@ -692,7 +751,7 @@ def open_pipeline(args: argparse.Namespace) -> Pipeline:
         cfg["suite"]["seeds"] = parse_seeds(args.seeds)
     out = Path(args.out)
     if args.fresh and out.exists():
-        shutil.rmtree(out)
+        remove_for_fresh(out)
     out.mkdir(parents=True, exist_ok=True)
     p = Pipeline(out, cfg, cfg_file)
     if args.backend == "ray":

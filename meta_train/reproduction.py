@@ -345,12 +345,17 @@ def main(argv: list[str] | None = None) -> int:
             f"--runs {runs}: no such directory; start the runs with "
             "scripts/maml-reproduction or give their directory"
         )
-    (out / "metrics").mkdir(parents=True, exist_ok=True)
     infos = [
         run_info(r)
         for r in sorted(runs.iterdir())
         if (r / CHECKPOINT_NAME).is_file() and (r / "metrics.csv").is_file()
     ]
+    if not infos:  # the summary in --out must not be replaced by an empty one
+        raise UserError(
+            f"--runs {runs} holds no run (a directory with {CHECKPOINT_NAME} and "
+            "metrics.csv): give the runs' directory (default runs/repro)"
+        )
+    (out / "metrics").mkdir(parents=True, exist_ok=True)
     label_changes(infos)
     summary, tables, oracles = [], [], {}
     for info in infos:

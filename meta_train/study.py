@@ -27,6 +27,7 @@ from typing import Any
 from agent.config import load_config
 from meta_train.configs import CONFIG_DIR, DEFAULTS
 from sonic_common import plots
+from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import atomic_open
 from sonic_common.markdown import md_table
 
@@ -155,16 +156,36 @@ def plot(out: Path, runs: list[tuple[str, str, int]]) -> None:
     plots.save(fig, out / "study.png")
 
 
+def study_runs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(family, meta-optimizer, steps) of every run, each checked before the first trains."""
+    from meta_train.configs import META_OPTIMIZERS
+
+    families = [f.strip() for f in args.families.split(",")]
+    optimizers = [o.strip() for o in args.optimizers.split(",")]
+    for name, given, known in (
+        ("--families", families, tuple(ENVS)),
+        ("--optimizers", optimizers, META_OPTIMIZERS),
+    ):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            raise UserError(
+                f"{name}: unknown {', '.join(map(repr, unknown))}: choose from {', '.join(known)}"
+            )
+    try:
+        steps = [int(s) for s in args.steps.split(",")]
+    except ValueError:
+        steps = [0]
+    if min(steps) < 1:
+        raise UserError(f"--steps {args.steps}: give whole numbers ≥ 1, e.g. 1,2,3")
+    return [(e, o, s) for e in families for o in optimizers for s in steps]
+
+
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    runs = study_runs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [
-        (e, o, int(s))
-        for e in args.families.split(",")
-        for o in args.optimizers.split(",")
-        for s in args.steps.split(",")
-    ]
     rows = []
     t0 = time.monotonic()
     for env, opt, steps in runs:

@@ -281,6 +281,41 @@ def test_an_unusable_out_is_one_line_for_every_command(tmp_path: Path) -> None:
         assert lines[0].startswith("error: ") and "file/out" in lines[0], (cmd, lines)
 
 
+def test_an_out_that_is_a_file_is_one_line_for_every_command(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    for cmd in (
+        ["meta-train", "--config", "halfcheetah-dir", "--out", "file", "--iterations", "1"],
+        ["suite", "--agents", "random", "--levels", "smoke", "--out", "file"],
+        ["pipeline", "--smoke", "--out", "file"],
+        ["run", "--agent", "random", "--level", LEVEL, "--budget", "10", "--out", "file"],
+    ):
+        proc = in_dir(tmp_path, *SONIC_MAML, *cmd)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (cmd, proc.stderr[-1500:])
+        assert lines[0].startswith("error: ") and "file" in lines[0], (cmd, lines)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_run_does_not_clear_a_directory_that_holds_no_run(tmp_path: Path) -> None:
+    """A run clears what an earlier run left (agent/, movies/, ...): `--out .` in a source tree
+    must not take the tree's agent/ for a run's."""
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "mycode.py").write_text("x = 1\n")
+    (tmp_path / "movies").mkdir()
+    run = ["run", "--agent", "random", "--level", LEVEL, "--budget", "10", "--out", "."]
+    proc = in_dir(tmp_path, *SONIC_MAML, *run)
+    assert proc.returncode == 2 and "no run's records" in proc.stderr, proc.stderr[-1500:]
+    assert (tmp_path / "agent" / "mycode.py").read_text() == "x = 1\n"
+    assert (tmp_path / "movies").is_dir() and not (tmp_path / "results.json").exists()
+    # a directory a run wrote is a run's: the next run there replaces it
+    out = tmp_path / "r"
+    assert in_dir(tmp_path, *SONIC_MAML, *run[:-1], "r").returncode == 0
+    (out / "agent" / "left-by-the-first.txt").write_text("")
+    assert in_dir(tmp_path, *SONIC_MAML, *run[:-1], "r").returncode == 0
+    assert not (out / "agent" / "left-by-the-first.txt").exists()
+    assert json.loads((out / "results.json").read_text())["status"] == "budget"
+
+
 # --- from a wheel, installed into a venv of its own ---------------------------------------------
 
 

@@ -302,6 +302,12 @@ def test_a_resume_changes_a_setting_only_when_asked(
     assert main(own) == 0
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["iteration"] == 3 and saved["config"]["trpo"]["max_kl"] == 0.05
+    # a mistyped --out with --resume and no --config: refused, not a fresh run of the defaults
+    typo = tmp_path / "rnu"
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(typo), "--resume", "--no-progress"])
+    assert e.value.code == 2 and "--resume: " in capsys.readouterr().err
+    assert not typo.exists()
 
 
 def test_a_resume_compares_the_level_task_keys_only_in_a_level_run() -> None:
@@ -372,3 +378,21 @@ def test_evaluate_prefix_keeps_dots_in_its_name(tmp_path: Path) -> None:
     assert (csv_path.name, json_path.name) == ("alpha0.05.csv", "alpha0.05.json")
     assert output_paths("runs/x.csv") == (Path("runs/x.csv"), Path("runs/x.json"))
     assert output_paths("evaluate")[1] == Path("evaluate.json")
+
+
+def test_the_study_checks_every_run_before_the_first_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in the last optimizer must not cost the earlier runs' hours first."""
+    from meta_train.study import main as study_main
+
+    out = tmp_path / "study"
+    for bad, said in (
+        (["--optimizers", "vpg,trpo,ppoo"], "--optimizers: unknown 'ppoo'"),
+        (["--families", "dirr"], "--families: unknown 'dirr'"),
+        (["--steps", "1,x"], "--steps 1,x"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            study_main(["--out", str(out), "--runs", str(tmp_path / "runs"), *bad])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "runs").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -117,6 +118,42 @@ def test_another_config_in_the_same_out_is_refused(tmp_path: Path) -> None:
     bad.write_text(SMOKE.read_text().replace("  budget: 300\n", ""))
     with pytest.raises(UserError, match="suite has no budget"):
         load_pipeline_config(bad)
+
+
+def test_a_config_that_would_fail_a_later_stage_is_refused_at_the_start(tmp_path: Path) -> None:
+    """Hours of meta-training must not end in a bad budget or a mistyped agent setting."""
+    text = SMOKE.read_text()
+    bad = tmp_path / "bad.yaml"
+    for old, new, said in (
+        ("  budget: 300\n", "  budget: -5\n", "suite.budget is -5"),
+        ("  timesteps: 256\n", "  timesteps: lots\n", "joint.timesteps is 'lots'"),
+        ("  workers: 2\n  ppo_set", "  workers: 0\n  ppo_set", "suite.workers is 0"),
+        ("  wallclock: 600\n", "  wallclock: -1\n", "suite.wallclock is -1"),
+        ("set: [nsteps=64, nminibatches=2, noptepochs=1, save", "set: [nstepz=64, save", "nstepz"),
+        ("ppo_set: [nsteps=64,", "ppo_set: [nsteps=abc,", "nsteps takes a whole number"),
+        ("test_levels:", "extra_typo_key: 1\ntest_levels:", "unknown key(s) extra_typo_key"),
+    ):
+        assert old in text, old
+        bad.write_text(text.replace(old, new, 1))
+        with pytest.raises(UserError, match=re.escape(said)):
+            load_pipeline_config(bad)
+    assert load_pipeline_config(SMOKE)["suite"]["budget"] == 300
+
+
+def test_fresh_removes_only_a_pipeline_s_directory(tmp_path: Path) -> None:
+    from meta_train.pipeline import open_pipeline
+
+    others = tmp_path / "results"
+    (others / "suite").mkdir(parents=True)
+    (others / "suite" / "report.md").write_text("someone's")
+    with pytest.raises(UserError, match="not a pipeline's directory"):
+        open_pipeline(parse_args(["--smoke", "--fresh", "--out", str(others)]))
+    assert (others / "suite" / "report.md").read_text() == "someone's"
+    mine = tmp_path / "pipe"
+    open_pipeline(parse_args(["--smoke", "--out", str(mine)]))
+    (mine / "maml").mkdir()
+    open_pipeline(parse_args(["--smoke", "--fresh", "--out", str(mine)]))
+    assert (mine / "pipeline.json").is_file() and not (mine / "maml").exists()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -288,6 +289,30 @@ def test_config_overrides_and_files(tmp_path: Path) -> None:
     assert cfg["nsteps"] == 256 and cfg["policy"]["hidden"] == [32] and cfg["ent_coef"] == 0.01
     user.write_text("nosuch: 1\n")
     with pytest.raises(UserError, match="nosuch"):
+        load_config(user)
+
+
+def test_config_values_keep_the_kind_of_their_default(tmp_path: Path) -> None:
+    """A value of the wrong kind is a one-line error where it is given, not a traceback (or a
+    crashed contest run) when the learner first reads it."""
+    cfg = load_config(None, ["nsteps=128.0", "lr=1", "policy.hidden=[64, 64]"])
+    assert cfg["nsteps"] == 128 and isinstance(cfg["nsteps"], int) and cfg["lr"] == 1
+    for bad, said in (
+        ("nsteps=abc", "nsteps takes a whole number"),
+        ("nsteps=1.5", None),  # a number: the learner's own checks judge it
+        ("lr=fast", "lr takes a number"),
+        ("clip_value=1", "clip_value takes true or false"),
+        ("policy=mlp", "policy in ppo2.yaml (--set) is a section"),
+        ("policy.hidden=64", "policy.hidden takes a list"),
+    ):
+        if said is None:
+            load_config(None, [bad])
+            continue
+        with pytest.raises(UserError, match=re.escape(said)):
+            load_config(None, [bad])
+    user = tmp_path / "mine.yaml"
+    user.write_text("nsteps: many\n")
+    with pytest.raises(UserError, match=f"nsteps='many' in {re.escape(str(user))}"):
         load_config(user)
 
 

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from meta_train.cli import main as meta_train_main
 from meta_train.reproduction import against_oracle, curve_groups, label_changes, run_info
 from meta_train.reproduction import main as reproduction_main
@@ -171,3 +173,18 @@ def test_one_step_against_the_oracle() -> None:
     assert against_oracle([200.0, 210.0], 150.0)["gap_closed"] is None  # no gap to close
     # velocity: returns below 0, a fraction of a negative oracle means nothing; the gap does
     assert against_oracle([-60.0, -30.0], -17.0) == {"oracle_fraction": None, "gap_closed": 30 / 43}
+
+
+def test_no_runs_leave_the_written_summary_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--runs` naming a directory without runs (a typo of the runs' folder) must not replace
+    the published table with an empty one."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "summary.json").write_text('[{"run": "kept"}]')
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit) as e:
+        reproduction_main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--no-eval"])
+    assert e.value.code == 2 and "holds no run" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == '[{"run": "kept"}]'

@@ -156,6 +156,34 @@ def test_report_only(finished_suite: Path) -> None:
     proc = suite("--report-only", "--out", finished_suite)
     assert proc.returncode == 0, proc.stderr
     assert "| random_b |" in (finished_suite / "report.md").read_text()
+    # a mistyped --baseline is an error, not a report quietly without its comparison
+    proc = suite("--report-only", "--out", finished_suite, "--baseline", "random_c")
+    assert proc.returncode == 2 and "--baseline random_c" in proc.stderr
+    assert "random_b" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = suite("--report-only", "--out", finished_suite, "--baseline", "random_b")
+    assert proc.returncode == 0, proc.stderr
+    assert "Probability of improvement" in (finished_suite / "report.md").read_text()
+
+
+def test_a_refused_suite_leaves_nothing_and_a_broken_suite_json_is_one_line(
+    tmp_path: Path,
+) -> None:
+    new = tmp_path / "new"
+    for bad in (["--budget", "-5"], ["--baseline", "nosuch"]):
+        proc = suite("--agents", "random", "--levels", LEVEL, "--out", new, *bad)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not new.exists()
+    assert (
+        "--budget -5"
+        in suite("--agents", "random", "--levels", LEVEL, "--budget", "-5", "--out", new).stderr
+    )
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "suite.json").write_text("[]")
+    for args in (["--resume"], ["--report-only"]):
+        proc = suite("--out", broken, *args)
+        assert proc.returncode == 2 and "is not a suite file" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("how", ["terminal", "sigint", "sigterm"])

@@ -27,6 +27,7 @@ from agent.learners.rollout import Batch, RolloutBuffer
 from agent.policies import ActorCritic
 from agent.train_log import EpisodeTracker, TrainLogger
 from sonic_common.devices import torch_threads_at_most
+from sonic_common.errors import UserError
 
 ConfigT = TypeVar("ConfigT")  # a learner's hyperparameters (PPOConfig, RainbowConfig)
 
@@ -70,7 +71,10 @@ class PPOConfig:
         for name in ("lr", "adam_eps", "cliprange", "ent_coef", "vf_coef", "gamma", "gae_lambda"):
             setattr(out, name, float(getattr(out, name)))
         if out.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be constant or linear, not {out.lr_schedule!r}")
+            raise UserError(f"lr_schedule must be constant or linear, not {out.lr_schedule!r}")
+        small = [f"{n}={getattr(out, n)}" for n in ("nsteps", "nminibatches", "noptepochs")]
+        if min(out.nsteps, out.nminibatches, out.noptepochs) < 1:
+            raise UserError(f"{', '.join(small)}: each must be at least 1")
         return out
 
 

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--timesteps must be positive, got {args.timesteps}")
     ckpt_path, saved = _resume_point(args)
     cfg = resolve_config(args, saved["config"] if saved else None)
+    if int(cfg["workers"]) < 1:
+        raise UserError(f"workers={cfg['workers']}: give --workers N with N at least 1")
     levels = resolve_levels(args.levels)
     for level in levels:
         require_playable(level)  # a one-line error before any worker starts

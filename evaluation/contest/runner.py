@@ -108,10 +108,31 @@ def local_agent_cmd(spec: RunSpec) -> list[str]:
 def check_results_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"--out {path} is a file: name a directory") from None
     except OSError as e:
         raise UserError(f"cannot create results dir {path}: {e.strerror}") from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"results dir {path} is not writable: choose another --out")
+    check_not_someone_elses(path)
+
+
+# A run's own records: a directory holding one of them is a results directory (not the lock,
+# which run_one takes before it clears)
+RUN_RECORDS = (RESULTS, MONITOR, PROGRESS, "server.log")
+
+
+def check_not_someone_elses(results_dir: Path) -> None:
+    """A new run clears what a previous run left (PREVIOUS_RUN: agent/, movies/, ...): refuse a
+    directory that holds such names but no run's records (`--out .` in a source tree)."""
+    if any((results_dir / name).exists() for name in RUN_RECORDS):
+        return
+    theirs = [name for name in PREVIOUS_RUN if (results_dir / name).exists()]
+    if theirs:
+        raise UserError(
+            f"--out {results_dir} holds {', '.join(theirs)} but no run's records, and a run "
+            "would replace them: choose a new or empty directory"
+        )
 
 
 def server_cmd(spec: RunSpec, socket_dir: Path) -> list[str]:
@@ -396,6 +417,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             # leaves the run as resumable as it was
             clear_previous_run(spec.results_dir, keep=("agent", RESULTS, MONITOR, PROGRESS))
         else:
+            check_not_someone_elses(spec.results_dir)
             clear_previous_run(spec.results_dir)
             clear_old_logs(spec.results_dir)
         output_dir = spec.results_dir / "agent"

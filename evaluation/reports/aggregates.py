@@ -20,12 +20,30 @@ import numpy as np
 
 from evaluation.reports import stats as agg
 from evaluation.reports.normalize import Scale, level_scales
+from sonic_common.errors import UserError
 from sonic_common.markdown import md_table
 
 if TYPE_CHECKING:
     from evaluation.reports.report import Table
 
 DEFAULT_BASELINE = "ppo2"
+
+
+def chosen_baseline(given: str | None, agents: Sequence[str]) -> str | None:
+    """The agent the report compares the others with: `given` (--baseline; `none`: no
+    comparison), which must be one of `agents`; by default ppo2, left out when absent."""
+    if given is None:
+        return DEFAULT_BASELINE
+    if given == "none":
+        return None
+    if given not in agents:
+        raise UserError(
+            f"--baseline {given}: no agent of that name here ({', '.join(agents) or 'none'}): "
+            "name one of them, or `none`"
+        )
+    return given
+
+
 PROFILE_POINTS = 101
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluation.reports.aggregates import DEFAULT_BASELINE
+from evaluation.reports.aggregates import DEFAULT_BASELINE, chosen_baseline
 from evaluation.reports.report import Run, Table, load_runs, read_suite_json
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import write_atomic
@@ -35,7 +35,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="where to write the report")
     ap.add_argument(
         "--baseline",
-        default=DEFAULT_BASELINE,
         help=f"agent the others are compared with (default {DEFAULT_BASELINE}; "
         "`none` for no probability of improvement)",
     )
@@ -92,15 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     table, suite = merge(args.suites)
     if not table.runs:
         raise UserError("the suites given hold no finished run yet: nothing to compare")
+    baseline = chosen_baseline(args.baseline, table.agents)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(
         args.out / "compare.json",
         json.dumps(
-            {"suites": [str(d.resolve()) for d in args.suites], "baseline": args.baseline}, indent=2
+            {
+                "suites": [str(d.resolve()) for d in args.suites],
+                "baseline": args.baseline or DEFAULT_BASELINE,
+            },
+            indent=2,
         )
         + "\n",
     )
-    baseline = None if args.baseline == "none" else args.baseline
     report = write_table_report(table, suite, args.out, baseline)
     print(report)
     return 0

@@ -53,6 +53,7 @@ from evaluation.reports.episode_gifs import Pick
 from evaluation.reports.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
 from evaluation.suites.seeds import parse_seeds, seeds_text
 from roms_setup.levels import Level, load_level_set
+from sonic_common.errors import UserError
 from sonic_common.files import write_atomic
 from sonic_common.markdown import md_table
 
@@ -140,7 +141,15 @@ def load_runs(out_dir: Path) -> list[Run]:
 
 def read_suite_json(out_dir: Path) -> dict:
     path = out_dir / "suite.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is not a suite file ({e}): choose another --out") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a suite file (not a JSON object): choose another --out")
+    return data
 
 
 # ---------------------------------------------------------------- aggregates

@@ -93,10 +93,11 @@ class SuiteConfig:
         if unknown:
             raise UserError(f"--agent-args for {', '.join(unknown)}, which is not in --agents")
         self.seeds = parse_seeds(self.seeds)
-        if self.budget < 1 or not (math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
+        if self.budget < 1:
+            raise UserError(f"--budget {self.budget}: give at least 1 timestep per run")
+        if not (math.isfinite(self.wallclock_s) and self.wallclock_s > 0):
             raise UserError(
-                "--budget must be at least 1, --wallclock a finite "
-                f"number of seconds above 0 (got {self.wallclock_s})"
+                f"--wallclock {self.wallclock_s}: give a finite number of seconds above 0"
             )
         if self.runtime not in ("local", "docker"):
             raise UserError(f"--runtime {self.runtime!r}: choose local or docker")
@@ -211,7 +212,7 @@ def open_suite(
     if path.is_file():
         try:
             saved = SuiteConfig.from_json(json.loads(path.read_text()))
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, AttributeError) as e:
             raise UserError(f"{path} is not a suite file ({e}): choose another --out") from None
         bad = conflicts(saved, given)
         if bad:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
+from evaluation.reports.aggregates import chosen_baseline
 from evaluation.reports.report import write_report
 from evaluation.suites.ray_suite import add_backend_arguments, check_backend, make_runner
 from evaluation.suites.seeds import parse_seeds
@@ -115,7 +116,6 @@ def _add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     ap.add_argument(
         "--baseline",
-        default="ppo2",
         help="the report's probability of improvement "
         "compares every agent with this one (default ppo2; `none`: no comparison)",
     )
@@ -341,26 +341,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         if not (out / "runs").is_dir() and not (out / SUITE_JSON).is_file():
             raise UserError(f"{out} holds no suite (no runs/ nor {SUITE_JSON})")
-        print(write_report(out, None if args.baseline == "none" else args.baseline))
+        print(write_report(out, chosen_baseline(args.baseline, suite_agents(out))))
         return 0
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     check_backend(args)
     _stop_on_signals()
+    new = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_in(out, args)
+    except UserError:
+        if new and [p.name for p in out.iterdir()] == [".suite.lock"]:  # refused: leave nothing
+            (out / ".suite.lock").unlink()
+            out.rmdir()
+        raise
+
+
+def run_in(out: Path, args: argparse.Namespace) -> int:
+    """The suite in `out` (made, locked): open it, run what is left, write the report."""
+    here = args.backend == "local"  # Ray's runs start on its nodes, with their images
+
+    def check(config: SuiteConfig) -> None:
+        preflight(config, images=here)
+        chosen_baseline(args.baseline, config.agents)
+
     with suite_lock(out):
-        here = args.backend == "local"  # Ray's runs start on its nodes, with their images
         config = open_suite(
-            out,
-            given_config(args, new=not (out / SUITE_JSON).is_file()),
-            check=lambda c: preflight(c, images=here),
+            out, given_config(args, new=not (out / SUITE_JSON).is_file()), check=check
         )
+        baseline = chosen_baseline(args.baseline, config.agents)
         interrupted = run(config, out, args.workers, args.retry_failed, args)
         if not args.no_report:
-            report = write_report(out, None if args.baseline == "none" else args.baseline)
+            report = write_report(out, baseline)
             print(overall_table(report))
             print(f"report: {report}")
     return 130 if interrupted else 0
+
+
+def suite_agents(out: Path) -> list[str]:
+    """The agents of the suite in `out`: its suite.json's, else those with runs."""
+    from evaluation.reports.report import read_suite_json
+
+    agents = read_suite_json(out).get("agents")
+    if agents:
+        return list(agents)
+    return sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
 
 
 def overall_table(report: Path) -> str:
