@@ -18,6 +18,7 @@ os.replace.
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,6 +116,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: give the path of a checkpoint.pt")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip archive): "
+            "give the checkpoint.pt that meta_train or agent.train wrote"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:

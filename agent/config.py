@@ -89,7 +89,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist: give an existing --config") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from e
     if data is None:  # no key (only comments): a config that changes nothing
         return {}
     if not isinstance(data, dict):

@@ -8,13 +8,20 @@ BudgetExhausted (timesteps or wall clock). Any other end of the connection exits
 
 from __future__ import annotations
 
+import argparse
+
 from agent.connection import agent_seed, make_env
 from agent.runtime import play_until_budget
 from sonic_common.errors import exit_on_user_error
 
 
 @exit_on_user_error
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # no options: --help says so, and an argument (`--agent-args random=...`) is an error, not
+    # ignored; the seed is the server's ($AGENT_SEED)
+    argparse.ArgumentParser(
+        prog="python -m agent.random_agent", description=(__doc__ or "").splitlines()[0]
+    ).parse_args(argv)
     env = make_env()  # no $CONTEST_SOCKET_DIR, or no server there: a one-line error, exit 2
     env.action_space.seed(agent_seed(0))
     count = {"steps": 0, "episodes": 0}

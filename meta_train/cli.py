@@ -214,6 +214,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.tasks < 1 or args.adapt_steps < 0:
         raise UserError("--tasks must be ≥ 1 and --adapt-steps ≥ 0")
+    if (args.trajectories is not None and args.trajectories < 1) or args.workers < 0:
+        raise UserError(
+            f"--trajectories {args.trajectories}, --workers {args.workers}: trajectories must "
+            "be ≥ 1 (or left out: training's), workers ≥ 0 (0: in this process)"
+        )
     lrs = None
     if args.inner_lr:
         try:

@@ -159,6 +159,8 @@ def import_roms(paths: list[str | Path], apply_patches: bool = True) -> ImportRe
 
     Raises UserError for a path that does not exist and when nothing matched a known ROM.
     """
+    if any(not str(p).strip() for p in paths):  # Path("") is "." (an unset $ROMS)
+        raise UserError("an empty path was given: name the ROM files or folders to import")
     roots = [Path(p).expanduser() for p in paths]
     if not roots:
         raise UserError(

@@ -25,6 +25,18 @@ def test_every_registered_module_is_an_entry_point(name: str) -> None:
     assert Path(spec.origin).resolve().is_relative_to(ROOT / "agent")
 
 
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_every_agent_answers_help_and_refuses_an_unknown_argument(name: str) -> None:
+    """Before it connects: --help shows its options, a stray argument (`--agent-args`) is an
+    error rather than ignored."""
+    module = AGENTS[name].module
+    for args, code, said in ((["--help"], 0, "usage: "), (["--no-such-option"], 2, "usage: ")):
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == code and said in proc.stdout + proc.stderr, proc.stderr[-800:]
+
+
 def test_an_unknown_name_is_a_one_line_error_naming_the_known_agents() -> None:
     with pytest.raises(UserError) as e:
         agent_entry("nosuch")
@@ -38,7 +50,7 @@ def test_build_refuses_what_the_registry_rules_out() -> None:
     local_only = next(n for n, e in AGENTS.items() if not e.image)
     no_ckpt = next(n for n, e in AGENTS.items() if e.image and not e.checkpoint)
     for args, message in (
-        ([local_only], "runs locally only"),
+        ([local_only], "has no image"),
         ([no_ckpt, "--checkpoint", "x.pt"], "loads no checkpoint"),
     ):
         proc = subprocess.run(

@@ -314,6 +314,18 @@ def test_config_values_keep_the_kind_of_their_default(tmp_path: Path) -> None:
     user.write_text("nsteps: many\n")
     with pytest.raises(UserError, match=f"nsteps='many' in {re.escape(str(user))}"):
         load_config(user)
+    user.write_text("nsteps: 128\npolicy: [a, b\n")
+    with pytest.raises(UserError, match=r"not valid YAML \(line 3, column 1\)"):
+        load_config(user)
+
+
+def test_a_file_that_is_no_checkpoint_is_named_with_the_fix(tmp_path: Path) -> None:
+    from agent.checkpoint import load_checkpoint
+
+    junk = tmp_path / "notes.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint .* give the checkpoint.pt"):
+        load_checkpoint(junk)
 
 
 # --- levels and vector envs ----------------------------------------------------------------

@@ -276,3 +276,18 @@ def test_video_errors_are_one_line(recorded_run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "holds episodes 0..2" in proc.stderr
     proc = video("--results-dir", recorded_run, "--out", tmp_path / "x.avi")
     assert proc.returncode == 2 and ".gif or .mp4" in proc.stderr
+    (tmp_path / "dir.gif").mkdir()
+    for bad, said in (
+        (["--scale", "nan"], "--scale nan"),
+        (["--scale", "inf"], "--scale inf"),
+        (["--fps", "-5"], "--fps -5"),
+        (["--fps", "0"], "--fps 0"),
+        (["--max-frames", "0"], "--max-frames 0"),
+        (["--out", str(tmp_path / "dir.gif")], "is a directory: name a file"),
+        (["--results-dir", str(tmp_path / "nosuch")], "no such run directory"),
+    ):
+        args = ["--results-dir", str(recorded_run), "--out", str(tmp_path / "y.gif")]
+        proc = video(*args, *bad)  # argparse: the last of a repeated option counts
+        assert proc.returncode == 2 and said in proc.stderr, (bad, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "y.gif").exists()

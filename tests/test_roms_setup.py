@@ -97,6 +97,8 @@ def test_import_nested_zip_with_renamed_rom(tmp_path: Path):
 def test_import_nonexistent_path_is_a_user_error(tmp_path: Path):
     with pytest.raises(UserError, match="does not exist"):
         import_roms([tmp_path / "nope"])
+    with pytest.raises(UserError, match="empty path"):  # not the current directory, walked
+        import_roms(["", str(tmp_path)])
 
 
 def test_import_junk_folder_says_how_many_files_were_scanned(tmp_path: Path):

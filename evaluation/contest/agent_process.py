@@ -48,6 +48,9 @@ class AgentHandle(Protocol):
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# below this no agent starts (Python alone maps more), and Docker refuses under 6m: a limit this
+# small is a missing unit (`--memory 4` for 4g), which would look like the agent's crash
+MIN_MEMORY = 64 << 20
 
 
 def parse_memory(text: str | int | None) -> int | None:
@@ -57,7 +60,10 @@ def parse_memory(text: str | int | None) -> int | None:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", text.lower())
     if not match:
         raise ValueError(f"bad memory size {text!r}: write e.g. 512m or 4g")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size < MIN_MEMORY:
+        raise ValueError(f"{text!r} is {size} bytes, below 64m: write the unit, e.g. 4g")
+    return size
 
 
 GUARD = Path(__file__).with_name("agent_guard.py")

@@ -30,8 +30,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent",
         required=True,
-        help="agent name: `python -m agent.NAME` locally, image "
-        "sonic-maml-agent-NAME:latest in docker",
+        help="agent name from evaluation/agents.py: its module locally (python -m "
+        "agent.ppo2, agent.random_agent, ...), image sonic-maml-agent-NAME:latest in docker",
     )
     p.add_argument("--level", required=True, help="Game:State, e.g. Airstriker-Genesis-v0:Level1")
     p.add_argument("--budget", required=True, type=int, help="timesteps (resets count)")

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = agent_entry(args.agent)
     if not entry.image:
         raise UserError(
-            f"agent {args.agent!r} runs locally only ({entry.summary}): use --runtime local"
+            f"agent {args.agent!r} has no image ({entry.summary}): run it with "
+            "`run --runtime local` or `suite --runtime local`"
         )
     if args.checkpoint is not None:
         if not entry.checkpoint:

@@ -13,6 +13,7 @@ One emulator per process: the replay runs in this process, which must not hold a
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -182,15 +183,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """--every, --scale, --fps and --max-frames: refused when they make no video, before the
+    replay."""
+    if args.every < 1:
+        raise UserError(f"--every {args.every}: give at least 1")
+    if not (math.isfinite(args.scale) and 0 < args.scale <= 16):
+        raise UserError(f"--scale {args.scale}: give a factor above 0, at most 16")
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= 100):
+        raise UserError(f"--fps {args.fps}: give frames per second above 0, at most 100")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames {args.max_frames}: give at least 1")
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
     suffix = args.video.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise UserError(f"--video {args.video}: name a .gif or .mp4 file")
-    if args.every < 1 or args.scale <= 0:
-        raise UserError("--every must be at least 1 and --scale above 0")
+    check_numbers(args)
+    if args.video.is_dir():
+        raise UserError(f"--video {args.video} is a directory: name a file in it")
     d: Path = args.run
+    if not d.is_dir():
+        raise UserError(f"--run {d}: no such run directory")
     movies = movie_files(d)
     if not movies:
         raise UserError(

@@ -57,7 +57,8 @@ def _add_suite_arguments(ap: argparse.ArgumentParser) -> None:
     """What the suite is: agents, levels, seeds and each run's settings (kept in suite.json)."""
     ap.add_argument(
         "--agents",
-        help="comma-separated agent names (python -m agent.NAME); "
+        help="comma-separated agent names from evaluation/agents.py (their modules, e.g. "
+        "agent.ppo2, agent.random_agent; or images with --runtime docker); "
         "NAME=ENTRY runs agent ENTRY under the name NAME",
     )
     ap.add_argument("--levels", help="a level set name, a CSV file, or Game:State[,Game:State]")
