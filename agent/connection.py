@@ -11,6 +11,7 @@ The runner (`python -m evaluation run`) starts every agent with three environmen
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from evaluation.contest.client import (
@@ -21,7 +22,7 @@ from evaluation.contest.client import (
     RemoteEnvError,
     connect_from_env,
 )
-from sonic_common.agent_env import OUTPUT_DIR_ENV, SEED_ENV
+from sonic_common.agent_env import CHECK_ONLY_ENV, OUTPUT_DIR_ENV, SEED_ENV
 
 __all__ = [
     "SOCKET_DIR_ENV",
@@ -37,7 +38,11 @@ __all__ = [
 
 def make_env(connect_timeout: float = 60.0, copy_obs: bool = True) -> RemoteEnv:
     """The remote contest environment named by $CONTEST_SOCKET_DIR (a UserError, one line for
-    the user, when it is not set or no server listens there)."""
+    the user, when it is not set or no server listens there). With $AGENT_CHECK_ONLY set, the
+    agent has checked what it was given: it exits 0 here instead of connecting."""
+    if os.environ.get(CHECK_ONLY_ENV):
+        print("agent: arguments checked (AGENT_CHECK_ONLY): not connecting", file=sys.stderr)
+        raise SystemExit(0)
     try:
         return connect_from_env(connect_timeout=connect_timeout, copy_obs=copy_obs)
     except (FileNotFoundError, ConnectionRefusedError, RuntimeError) as e:

@@ -100,10 +100,9 @@ def contest_envs(cfg: dict[str, Any]) -> Any:
 
     from agent.wrappers import WrapperConfig, wrap_agent_env
 
+    wrappers = WrapperConfig.from_dict(cfg)  # its settings checked before connecting
     remote = make_env(copy_obs=False)  # WarpFrame makes its own array at once
-    return make_single_vec_env(
-        lambda: wrap_agent_env(RecordEpisodeStatistics(remote), WrapperConfig.from_dict(cfg))
-    )
+    return make_single_vec_env(lambda: wrap_agent_env(RecordEpisodeStatistics(remote), wrappers))
 
 
 def play_until_budget(

@@ -165,6 +165,18 @@ def test_report_only(finished_suite: Path) -> None:
     assert "Probability of improvement" in (finished_suite / "report.md").read_text()
 
 
+def test_agent_args_an_agent_refuses_stop_the_suite_before_any_run(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    args = ["--agents", "ppo2,random", "--levels", LEVEL, "--budget", "10", "--out", out]
+    proc = suite(*args, "--agent-args", "ppo2=--set nsteps=abc")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "agent ppo2 refuses its --agent-args (--set nsteps=abc): nsteps='abc'" in proc.stderr
+    assert not out.exists()
+    proc = suite(*args, "--agent-args", "random=--seed 3")  # random takes no argument at all
+    assert proc.returncode == 2 and "unrecognized arguments: --seed 3" in proc.stderr
+    assert not out.exists()
+
+
 def test_a_refused_suite_leaves_nothing_and_a_broken_suite_json_is_one_line(
     tmp_path: Path,
 ) -> None:

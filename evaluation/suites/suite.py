@@ -42,7 +42,7 @@ from evaluation.contest import records
 from evaluation.contest.resume import read_agent_point
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
-from sonic_common.agent_env import RESUME_FILE
+from sonic_common.agent_env import CHECK_ONLY_ENV, RESUME_FILE, SOCKET_DIR_ENV
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic, write_json_atomic
 
@@ -54,6 +54,7 @@ FAILED = frozenset({"agent_crashed", "protocol_error", "oom", "env_error", "idle
 REDO = frozenset({"interrupted", "running"})  # always run again ("running": the suite died)
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOCK_WAIT_S = 60.0  # how long a run waits for a previous attempt to let go of its directory
+CHECK_ARGS_S = 300.0  # an agent started with its --agent-args before the runs (torch's import)
 
 
 @dataclass
@@ -351,9 +352,10 @@ def server_pids() -> list[int]:
     return kids
 
 
-def preflight(config: SuiteConfig, images: bool = True) -> None:
-    """Fail before any run for what would fail every run: a level not playable, no agent, and
-    with Docker (`images`: the runs start here), no daemon or an agent's image not built."""
+def preflight(config: SuiteConfig, here: bool = True) -> None:
+    """Fail before any run for what would fail every run: a level not playable, no agent; when
+    the runs start here (not on Ray's nodes), an agent's arguments it refuses (locally), and no
+    Docker daemon or an agent's image not built (with Docker)."""
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
@@ -361,8 +363,37 @@ def preflight(config: SuiteConfig, images: bool = True) -> None:
     if config.runtime == "local":
         for a in config.agents:
             agent_entry(config.entry(a))  # a one-line error for an unknown agent
-    elif images:
+        if here:
+            check_agent_args(config)
+    elif here:
         require_images(config)
+
+
+def check_agent_args(config: SuiteConfig) -> None:
+    """Each agent given --agent-args started once with them, to where it would connect
+    ($AGENT_CHECK_ONLY): a typo in a setting is one line now, not every run crashed."""
+    import subprocess
+    import sys
+
+    for a, args in config.agent_args.items():
+        cmd = [sys.executable, "-P", "-m", agent_entry(config.entry(a)).module, *args]
+        env = {k: v for k, v in os.environ.items() if k != SOCKET_DIR_ENV}
+        try:
+            proc = subprocess.run(
+                cmd,
+                env={**env, CHECK_ONLY_ENV: "1"},
+                capture_output=True,
+                text=True,
+                timeout=CHECK_ARGS_S,
+            )
+        except subprocess.TimeoutExpired:
+            continue  # slow to start here: the runs will tell
+        if proc.returncode != 0:
+            said = [line for line in proc.stderr.splitlines() if line.strip()]
+            raise UserError(
+                f"agent {a} refuses its --agent-args ({' '.join(args)}): "
+                f"{said[-1].removeprefix('error: ') if said else f'exit {proc.returncode}'}"
+            )
 
 
 def agent_image(config: SuiteConfig, agent: str) -> str:

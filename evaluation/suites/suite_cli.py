@@ -364,7 +364,7 @@ def run_in(out: Path, args: argparse.Namespace) -> int:
     here = args.backend == "local"  # Ray's runs start on its nodes, with their images
 
     def check(config: SuiteConfig) -> None:
-        preflight(config, images=here)
+        preflight(config, here=here)
         chosen_baseline(args.baseline, config.agents)
 
     with suite_lock(out):
