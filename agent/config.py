@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -117,16 +118,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(
-    cfg: dict[str, Any], overrides: Sequence[str], source: str = "the config"
+    cfg: dict[str, Any],
+    overrides: Sequence[str],
+    source: str = "the config",
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`cfg` with each key=value of `overrides` set, of the kind of its typed default in
+    `reference` (the current value where it has none)."""
     cfg = copy.deepcopy(cfg)
     for text in overrides:
         keys, value = parse_override(text)
-        _set(cfg, keys, value, source)
+        _set(cfg, keys, value, source, reference)
     return cfg
 
 
-def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+def _set(
+    cfg: dict[str, Any],
+    keys: list[str],
+    value: Any,
+    source: str,
+    reference: dict[str, Any] | None = None,
+) -> None:
     node = cfg
     for i, key in enumerate(keys):
         if not isinstance(node, dict) or key not in node:
@@ -134,33 +146,57 @@ def _set(cfg: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
             raise UserError(f"unknown config key {path!r} in {source}: known keys: {known}")
         if i == len(keys) - 1:
-            node[key] = _typed(value, node[key], ".".join(keys), source)
+            default = _lookup(reference, keys, node[key])
+            node[key] = _typed(value, default, ".".join(keys), source)
         else:
             node = node[key]
 
 
-def _typed(value: Any, current: Any, path: str, source: str) -> Any:
-    """`value` for a key whose default is `current`, of the default's kind: a section stays a
-    section, a number a number (a whole number an int), a flag true or false, a list a list.
-    Strings and keys without a default (None) take any value: their users check them."""
-    kind = None
-    if isinstance(current, dict) and not isinstance(value, dict):
-        first = next(iter(current), "key")
+def _lookup(reference: dict[str, Any] | None, keys: list[str], missing: Any) -> Any:
+    node: Any = reference
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return missing
+        node = node[key]
+    return node
+
+
+def _typed(value: Any, default: Any, path: str, source: str) -> Any:
+    """`value` for a key whose typed default is `default`, of the default's kind: a section
+    stays a section, a number a number (a whole number for an int; YAML's `1e-3`, a string, is
+    read as one), a flag true or false, a list a list. Strings and keys without a default (None)
+    take any value: their users check them."""
+    if isinstance(default, dict) and not isinstance(value, dict):
+        first = next(iter(default), "key")
         raise UserError(
             f"{path} in {source} is a section: set its keys instead, e.g. {path}.{first}=..."
         )
-    if isinstance(current, bool):
+    kind = None
+    if isinstance(default, bool):
         kind = None if isinstance(value, bool) else "true or false"
-    elif isinstance(current, int | float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            kind = "a whole number" if isinstance(current, int) else "a number"
-        elif isinstance(current, int) and isinstance(value, float) and value.is_integer():
-            value = int(value)
-    elif isinstance(current, list) and not isinstance(value, list):
+    elif isinstance(default, int | float):
+        number = _number(value)
+        if number is None or (isinstance(default, int) and not float(number).is_integer()):
+            kind = "a whole number" if isinstance(default, int) else "a number"
+        else:
+            value = int(number) if isinstance(default, int) else number
+    elif isinstance(default, list) and not isinstance(value, list):
         kind = "a list, e.g. [a, b]"
     if kind is not None:
         raise UserError(f"{path}={value!r} in {source}: {path} takes {kind}")
     return value
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite int or float as given, a numeric string read as a float, anything else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -174,11 +210,15 @@ class TypedDefaults:
     directory: Path
     file: Path | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def typed(self) -> dict[str, Any]:
+        """The typed defaults alone, without the command's YAML: each key's kind."""
         value = self.config()
-        cfg = copy.deepcopy(value) if isinstance(value, dict) else dataclasses.asdict(value)
+        return copy.deepcopy(value) if isinstance(value, dict) else dataclasses.asdict(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        cfg = self.typed()
         if self.file is not None:
-            _update(cfg, read_yaml(self.file), str(self.file))
+            _update(cfg, read_yaml(self.file), str(self.file), self.typed())
         return cfg
 
     @property
@@ -197,17 +237,22 @@ def load_config(
         from agent.configs import PPO2  # torch: only for the commands that need it
 
         defaults = PPO2
-    cfg = defaults.as_dict()
+    cfg, reference = defaults.as_dict(), defaults.typed()
     if path is not None:
         path = find_config(path, defaults.directory)
-        _update(cfg, read_yaml(path), str(path))
-    return apply_overrides(cfg, overrides, source=f"{defaults.name} (--set)")
+        _update(cfg, read_yaml(path), str(path), reference)
+    return apply_overrides(cfg, overrides, f"{defaults.name} (--set)", reference)
 
 
-def _update(cfg: dict[str, Any], changes: dict[str, Any], source: str) -> None:
+def _update(
+    cfg: dict[str, Any],
+    changes: dict[str, Any],
+    source: str,
+    reference: dict[str, Any] | None = None,
+) -> None:
     """Set each (dotted) key of `changes` in `cfg`; a key `cfg` lacks is a one-line error."""
     for key, value in _flatten(changes):
-        _set(cfg, key.split("."), value, source)
+        _set(cfg, key.split("."), value, source, reference)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

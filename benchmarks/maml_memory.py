@@ -17,7 +17,7 @@ Three implementations, each in its own fresh subprocess, peak RSS read from /pro
 - naive: written here — frames stored as float32, every task's second-order graph kept until one
   backward on the summed meta-loss (the pytorch-maml-rl pattern).
 
-Both compute the same meta-gradient (checked: max abs difference printed). The spec's scale is
+All three compute the same meta-gradient (checked: max abs difference printed). The spec's scale is
 10 trajectories × 200 steps per task: measured at 10 × 20, the naive side costs ~0.39 MB per
 frame (float32 frames + kept graphs), i.e. ~13 GB at 10 × 200 beside other jobs on this 24 GB,
 2-core machine, and ~6 min of CPU per side. The default is 10 × 100 (the HalfCheetah horizon):

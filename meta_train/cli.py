@@ -169,7 +169,10 @@ def run_train(args: argparse.Namespace) -> int:
             )
     if saved is not None and args.config is None:
         cfg = apply_overrides(
-            saved["config"], args.overrides, source="the checkpoint's config (--set)"
+            saved["config"],
+            args.overrides,
+            source="the checkpoint's config (--set)",
+            reference=DEFAULTS.typed(),
         )
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)
@@ -214,11 +217,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.tasks < 1 or args.adapt_steps < 0:
         raise UserError("--tasks must be ≥ 1 and --adapt-steps ≥ 0")
-    if (args.trajectories is not None and args.trajectories < 1) or args.workers < 0:
-        raise UserError(
-            f"--trajectories {args.trajectories}, --workers {args.workers}: trajectories must "
-            "be ≥ 1 (or left out: training's), workers ≥ 0 (0: in this process)"
-        )
+    if args.trajectories is not None and args.trajectories < 1:
+        raise UserError(f"--trajectories {args.trajectories}: give at least 1 (or leave it out)")
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: give 0 (sample here) or more")
     lrs = None
     if args.inner_lr:
         try:

@@ -40,6 +40,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -163,14 +164,18 @@ CONFIG_KEYS = {
     | {"ppo_set", "maml_set", "rainbow_set"},
 }
 COUNTS = (("joint", "timesteps"), ("joint", "envs"), ("suite", "budget"), ("suite", "workers"))
+SET_KEYS = (
+    ("maml", "set"),
+    ("joint", "set"),
+    ("suite", "ppo_set"),
+    ("suite", "maml_set"),
+    ("suite", "rainbow_set"),
+)
 
 
 def check_values(cfg: dict[str, Any], path: Path) -> None:
     """What would fail a stage hours in, refused when the pipeline starts: an unknown key, a
     count that is not a whole number ≥ 1, an agent setting its agent does not have."""
-    from agent.config import load_config
-    from agent.configs import MAML, PPO2, RAINBOW
-
     for section, known in CONFIG_KEYS.items():
         given = cfg if section is None else cfg[section]
         extra = sorted(set(given) - known)
@@ -187,18 +192,34 @@ def check_values(cfg: dict[str, Any], path: Path) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{path}: {section}.{key} is {value!r}: give a whole number ≥ 1")
     wallclock = cfg["suite"]["wallclock"]
-    if isinstance(wallclock, bool) or not isinstance(wallclock, int | float) or wallclock <= 0:
-        raise UserError(f"{path}: suite.wallclock is {wallclock!r}: give seconds above 0")
-    for section, key, defaults in (
-        ("joint", "set", PPO2),
-        ("suite", "ppo_set", PPO2),
-        ("suite", "maml_set", MAML),
-        ("suite", "rainbow_set", RAINBOW),
-    ):
+    if isinstance(wallclock, bool) or not isinstance(wallclock, int | float):
+        wallclock = math.nan
+    if not (math.isfinite(wallclock) and wallclock > 0):
+        raise UserError(f"{path}: suite.wallclock is {cfg['suite']['wallclock']!r}: give seconds")
+    check_agent_sets(cfg, path)
+
+
+def check_agent_sets(cfg: dict[str, Any], path: Path) -> None:
+    """The `set` lists against the settings of the agents that get them (suite_command: maml
+    and reptile get ppo_set and maml_set; joint PPO, joint.set and ppo_set; rainbow its own)."""
+    from agent.config import load_config
+    from agent.configs import MAML, PPO2, RAINBOW
+
+    sets: dict[str, list[str]] = {}
+    for section, key in SET_KEYS:
+        items = cfg[section].get(key) or []
+        if not isinstance(items, list):
+            raise UserError(f"{path}: {section}.{key} is {items!r}: give a list, e.g. [a=1]")
+        sets[f"{section}.{key}"] = [str(x) for x in items]
+    checks: list[tuple[tuple[str, ...], Any]] = [(("joint.set",), PPO2), (("suite.ppo_set",), PPO2)]
+    checks.append((("suite.rainbow_set",), RAINBOW))
+    if {"maml", "reptile"} & set(cfg["suite"]["agents"]):
+        checks.append((("suite.ppo_set", "suite.maml_set"), MAML))
+    for names, defaults in checks:
         try:
-            load_config(None, [str(x) for x in cfg[section].get(key) or []], defaults=defaults)
+            load_config(None, [x for name in names for x in sets[name]], defaults=defaults)
         except UserError as e:
-            raise UserError(f"{path}: {section}.{key}: {e}") from None
+            raise UserError(f"{path}: {' + '.join(names)} for {defaults.name}: {e}") from None
 
 
 def maml_config_file(cfg: dict[str, Any]) -> Path:
@@ -751,6 +772,7 @@ def open_pipeline(args: argparse.Namespace) -> Pipeline:
         cfg["suite"]["seeds"] = parse_seeds(args.seeds)
     out = Path(args.out)
     if args.fresh and out.exists():
+        pipeline_inputs(cfg)  # the MAML config, its `set` and the level sets: all readable
         remove_for_fresh(out)
     out.mkdir(parents=True, exist_ok=True)
     p = Pipeline(out, cfg, cfg_file)

@@ -66,7 +66,7 @@ PATH_FAULTS = {
     errno.EPERM: "choose a path you may write, or fix its permissions",
     errno.EROFS: "choose a writable file system",
     errno.EISDIR: "name a file",
-    errno.EEXIST: "it exists and is not a directory: choose another path",
+    errno.EEXIST: "it already exists: choose another path",
     errno.ENOSPC: "free some space",
     errno.EDQUOT: "free some space",
 }

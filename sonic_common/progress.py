@@ -57,7 +57,7 @@ class PlainProgress:
         self.total, self.n, self.unit, self.desc = total, initial, unit, desc
         self.file = file if file is not None else sys.stderr
         self.every_s = interval_s() if every_s is None else every_s
-        self.start_n = initial
+        self.initial = initial
         self.t0 = time.monotonic()
         self.last = self.t0
         self.postfix = ""
@@ -73,7 +73,7 @@ class PlainProgress:
         else:
             text += f" {self.unit}s"
         text += f", {_duration(elapsed)} elapsed"
-        done = self.n - self.start_n
+        done = self.n - self.initial
         if self.total and done > 0 and self.n < self.total:
             text += f", ETA {_duration(elapsed / done * (self.total - self.n))}"
         return text + (f", {self.postfix}" if self.postfix else "")
@@ -114,7 +114,7 @@ class PlainProgress:
         says only its error)."""
         if not self.closed:
             self.closed = True
-            if self.n != self.start_n or self.printed:
+            if self.n != self.initial or self.printed:
                 self._maybe_print(force=True)
 
 

@@ -132,6 +132,9 @@ def test_a_config_that_would_fail_a_later_stage_is_refused_at_the_start(tmp_path
         ("set: [nsteps=64, nminibatches=2, noptepochs=1, save", "set: [nstepz=64, save", "nstepz"),
         ("ppo_set: [nsteps=64,", "ppo_set: [nsteps=abc,", "nsteps takes a whole number"),
         ("test_levels:", "extra_typo_key: 1\ntest_levels:", "unknown key(s) extra_typo_key"),
+        ("ppo_set: [nsteps=64,", "ppo_set: [workers=2, nsteps=64,", "for maml.yaml: unknown"),
+        ("  wallclock: 600\n", "  wallclock: .inf\n", "suite.wallclock is inf"),
+        ("  maml_set: []\n", "  maml_set: adapt_steps=2\n", "give a list"),
     ):
         assert old in text, old
         bad.write_text(text.replace(old, new, 1))
@@ -152,6 +155,11 @@ def test_fresh_removes_only_a_pipeline_s_directory(tmp_path: Path) -> None:
     mine = tmp_path / "pipe"
     open_pipeline(parse_args(["--smoke", "--out", str(mine)]))
     (mine / "maml").mkdir()
+    bad = tmp_path / "bad.yaml"  # a MAML setting it lacks: found before anything is removed
+    bad.write_text(SMOKE.read_text().replace("set: [iterations=1,", "set: [iteratons=1,"))
+    with pytest.raises(UserError, match="iteratons"):
+        open_pipeline(parse_args(["--config", str(bad), "--fresh", "--out", str(mine)]))
+    assert (mine / "maml").is_dir()
     open_pipeline(parse_args(["--smoke", "--fresh", "--out", str(mine)]))
     assert (mine / "pipeline.json").is_file() and not (mine / "maml").exists()
 

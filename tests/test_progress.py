@@ -203,11 +203,11 @@ def test_steps_kept_by_resume_points_do_not_count_in_the_eta(tmp_path: Path) -> 
     assert saved == {resumed: 80_370}  # one reset per episode; no point, nothing kept
 
     bar = SuiteProgress(total=4, done=1, budget=100_000, saved=saved)
-    assert bar.bar.n == bar.bar.start_n == 180_370
+    assert bar.bar.n == bar.bar.initial == 180_370
     bar.on_tick({fresh: 600})  # the resumed run is waiting for a worker: still counted
-    assert bar.bar.n - bar.bar.start_n == 600
+    assert bar.bar.n - bar.bar.initial == 600
     bar.on_tick({fresh: 900, resumed: 80_770})
-    assert bar.bar.n - bar.bar.start_n == 900 + 400
+    assert bar.bar.n - bar.bar.initial == 900 + 400
     bar.on_done(resumed, {"status": "budget", "timesteps": 100_000})
     bar.on_tick({fresh: 1_000})
     assert bar.bar.n == 200_000 + 1_000

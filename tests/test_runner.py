@@ -201,7 +201,7 @@ def test_amend_status() -> None:
     assert amend_status("interrupted", 2, False, False) == "interrupted"
     assert amend_status("protocol_error", 1, False, False) == "protocol_error"
     assert parse_memory("4g") == 4 << 30 and parse_memory("512m") == 512 << 20
-    with pytest.raises(ValueError, match="write the unit"):  # `--memory 4` meant 4g
+    with pytest.raises(ValueError, match="below the 64m"):  # `--memory 4` meant 4g
         parse_memory("4")
 
 

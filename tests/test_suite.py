@@ -169,8 +169,12 @@ def test_agent_args_an_agent_refuses_stop_the_suite_before_any_run(tmp_path: Pat
     out = tmp_path / "s"
     args = ["--agents", "ppo2,random", "--levels", LEVEL, "--budget", "10", "--out", out]
     proc = suite(*args, "--agent-args", "ppo2=--set nsteps=abc")
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "agent ppo2 refuses its --agent-args (--set nsteps=abc): nsteps='abc'" in proc.stderr
+    lines = proc.stderr.strip().splitlines()  # a line saying what is checked, then the error
+    assert proc.returncode == 2 and lines[0] == "checking agent ppo2's --agent-args ...", lines
+    assert lines[1:] == [
+        "error: agent ppo2 refuses its --agent-args (--set nsteps=abc): nsteps='abc' in "
+        "ppo2.yaml (--set): nsteps takes a whole number"
+    ]
     assert not out.exists()
     proc = suite(*args, "--agent-args", "random=--seed 3")  # random takes no argument at all
     assert proc.returncode == 2 and "unrecognized arguments: --seed 3" in proc.stderr

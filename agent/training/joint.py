@@ -88,7 +88,12 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
                 "(now workers, gae_lambda): resume with --config FILE, the run's "
                 "settings under the new names"
             )
-        cfg = apply_overrides(saved, args.overrides, source="the checkpoint's config (--set)")
+        cfg = apply_overrides(
+            saved,
+            args.overrides,
+            source="the checkpoint's config (--set)",
+            reference=DEFAULT_CONFIGS[args.algo].typed(),
+        )
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])
     if args.workers is not None:
@@ -120,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_path, saved = _resume_point(args)
     cfg = resolve_config(args, saved["config"] if saved else None)
     if int(cfg["workers"]) < 1:
-        raise UserError(f"workers={cfg['workers']}: give --workers N with N at least 1")
+        raise UserError(
+            f"workers={cfg['workers']} (from --workers, --set or the config): give at least 1"
+        )
     levels = resolve_levels(args.levels)
     for level in levels:
         require_playable(level)  # a one-line error before any worker starts

@@ -62,7 +62,7 @@ def parse_memory(text: str | int | None) -> int | None:
         raise ValueError(f"bad memory size {text!r}: write e.g. 512m or 4g")
     size = int(float(match.group(1)) * _UNITS[match.group(2)])
     if size < MIN_MEMORY:
-        raise ValueError(f"{text!r} is {size} bytes, below 64m: write the unit, e.g. 4g")
+        raise ValueError(f"{text!r} is below the 64m an agent needs (a unit left out? e.g. 4g)")
     return size
 
 

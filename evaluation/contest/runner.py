@@ -122,12 +122,19 @@ def check_results_dir(path: Path) -> None:
 RUN_RECORDS = (RESULTS, MONITOR, PROGRESS, "server.log")
 
 
+def _holds_something(path: Path) -> bool:
+    """A file, or a directory that is not empty (an empty one loses nothing when removed)."""
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
 def check_not_someone_elses(results_dir: Path) -> None:
     """A new run clears what a previous run left (PREVIOUS_RUN: agent/, movies/, ...): refuse a
     directory that holds such names but no run's records (`--out .` in a source tree)."""
     if any((results_dir / name).exists() for name in RUN_RECORDS):
         return
-    theirs = [name for name in PREVIOUS_RUN if (results_dir / name).exists()]
+    theirs = [name for name in PREVIOUS_RUN if _holds_something(results_dir / name)]
     if theirs:
         raise UserError(
             f"--out {results_dir} holds {', '.join(theirs)} but no run's records, and a run "
@@ -205,16 +212,24 @@ def amend_status(status: str, exit_code: int | None, oom: bool, agent_ended_firs
     return "agent_exited"
 
 
+def local_agent_env(extra: dict[str, str]) -> dict[str, str]:
+    """A local agent's environment: this one, `extra`, and the project's packages on its path
+    (`python -m agent.X` must find them wherever it is started from; it runs in the user's
+    directory, where the paths among its arguments were given)."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
 def _start_agent(
     spec: RunSpec, socket_dir: Path, output_dir: Path, log_path: Path, lifeline: int
 ) -> AgentHandle:
     base_env = {OUTPUT_DIR_ENV: str(output_dir.resolve()), SEED_ENV: str(spec.seed)}
     if spec.runtime == "local":
-        env = {**os.environ, **base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
-        # `python -m agent.X` must find the project's packages wherever it is started from;
-        # it runs in the user's directory, where the paths among its arguments were given
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        env = local_agent_env(
+            {**base_env, SOCKET_DIR_ENV: str(socket_dir), "PYTHONUNBUFFERED": "1"}
         )
         return LocalAgent.start(
             local_agent_cmd(spec),

@@ -146,9 +146,9 @@ def read_suite_json(out_dir: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
-        raise UserError(f"{path} is not a suite file ({e}): choose another --out") from None
+        raise UserError(f"{path} is not a suite file ({e}): name a suite's directory") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path} is not a suite file (not a JSON object): choose another --out")
+        raise UserError(f"{path} is not a suite file (not a JSON object): name a suite's directory")
     return data
 
 

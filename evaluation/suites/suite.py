@@ -42,7 +42,7 @@ from evaluation.contest import records
 from evaluation.contest.resume import read_agent_point
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
-from sonic_common.agent_env import CHECK_ONLY_ENV, RESUME_FILE, SOCKET_DIR_ENV
+from sonic_common.agent_env import CHECK_ONLY_ENV, OUTPUT_DIR_ENV, RESUME_FILE, SOCKET_DIR_ENV
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic, write_json_atomic
 
@@ -352,46 +352,50 @@ def server_pids() -> list[int]:
     return kids
 
 
-def preflight(config: SuiteConfig, here: bool = True) -> None:
+def preflight(config: SuiteConfig, here: bool = True, left: set[str] | None = None) -> None:
     """Fail before any run for what would fail every run: a level not playable, no agent; when
-    the runs start here (not on Ray's nodes), an agent's arguments it refuses (locally), and no
-    Docker daemon or an agent's image not built (with Docker)."""
+    the runs start here (not on Ray's nodes), for the agents with runs `left` (default: all),
+    arguments an agent refuses (locally), and no Docker daemon or an image not built (Docker)."""
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
         require_playable(Level.parse(lv))
+    left = set(config.agents) if left is None else left
     if config.runtime == "local":
         for a in config.agents:
             agent_entry(config.entry(a))  # a one-line error for an unknown agent
         if here:
-            check_agent_args(config)
-    elif here:
-        require_images(config)
+            check_agent_args(config, left)
+    elif here and left:
+        require_images(config, left)
 
 
-def check_agent_args(config: SuiteConfig) -> None:
-    """Each agent given --agent-args started once with them, to where it would connect
-    ($AGENT_CHECK_ONLY): a typo in a setting is one line now, not every run crashed."""
+def check_agent_args(config: SuiteConfig, agents: set[str]) -> None:
+    """Each of `agents` given --agent-args started once as its runs start it, to where it would
+    connect ($AGENT_CHECK_ONLY): a typo in a setting is one line now, not every run crashed."""
     import subprocess
     import sys
 
-    for a, args in config.agent_args.items():
-        cmd = [sys.executable, "-P", "-m", agent_entry(config.entry(a)).module, *args]
-        env = {k: v for k, v in os.environ.items() if k != SOCKET_DIR_ENV}
+    from evaluation.contest.runner import local_agent_cmd, local_agent_env
+
+    runner = SuiteRunner(config, Path("."), 1)
+    for a in sorted(agents & {a for a, args in config.agent_args.items() if args}):
+        cmd = local_agent_cmd(runner.spec(RunKey(a, config.levels[0], config.seeds[0])))
+        env = local_agent_env({CHECK_ONLY_ENV: "1"})
+        env.pop(SOCKET_DIR_ENV, None)
+        env.pop(OUTPUT_DIR_ENV, None)
+        print(f"checking agent {a}'s --agent-args ...", file=sys.stderr, flush=True)
         try:
             proc = subprocess.run(
-                cmd,
-                env={**env, CHECK_ONLY_ENV: "1"},
-                capture_output=True,
-                text=True,
-                timeout=CHECK_ARGS_S,
+                cmd, env=env, capture_output=True, text=True, timeout=CHECK_ARGS_S
             )
         except subprocess.TimeoutExpired:
-            continue  # slow to start here: the runs will tell
+            print(f"  not answered in {CHECK_ARGS_S:.0f} s: not checked", file=sys.stderr)
+            continue
         if proc.returncode != 0:
             said = [line for line in proc.stderr.splitlines() if line.strip()]
             raise UserError(
-                f"agent {a} refuses its --agent-args ({' '.join(args)}): "
+                f"agent {a} refuses its --agent-args ({' '.join(config.agent_args[a])}): "
                 f"{said[-1].removeprefix('error: ') if said else f'exit {proc.returncode}'}"
             )
 
@@ -403,13 +407,13 @@ def agent_image(config: SuiteConfig, agent: str) -> str:
     return config.images.get(agent) or f"{IMAGE_PREFIX}{config.entry(agent)}:latest"
 
 
-def require_images(config: SuiteConfig) -> None:
-    """A one-line error for a Docker suite that has no daemon or lacks an agent's image."""
+def require_images(config: SuiteConfig, agents: set[str]) -> None:
+    """A one-line error for a Docker suite that has no daemon or lacks one of `agents`' image."""
     from evaluation.docker.daemon import docker_client
     from evaluation.docker.images import image_exists
 
     client = docker_client()  # UserError naming the fix when no daemon answers
-    for a in config.agents:
+    for a in [a for a in config.agents if a in agents]:
         tag = agent_image(config, a)
         if image_exists(client, tag):
             continue

@@ -252,7 +252,11 @@ def run(
     )
     if not run_keys:
         return False
-    progress = SuiteProgress(total, len(done), config.budget, saved_steps(run_keys, out))
+    # a run continues from its resume point only here and unrecorded (the runner refuses the
+    # point of a recorded run; Ray's nodes may not share the directory)
+    resumes = getattr(backend, "backend", "local") == "local" and not config.record
+    saved = saved_steps(run_keys, out) if resumes else {}
+    progress = SuiteProgress(total, len(done), config.budget, saved)
     t0 = time.monotonic()
     runner = make_runner(config, out, workers, backend)
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         return run_in(out, args)
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         if new and [p.name for p in out.iterdir()] == [".suite.lock"]:  # refused: leave nothing
             (out / ".suite.lock").unlink()
             out.rmdir()
@@ -364,7 +368,8 @@ def run_in(out: Path, args: argparse.Namespace) -> int:
     here = args.backend == "local"  # Ray's runs start on its nodes, with their images
 
     def check(config: SuiteConfig) -> None:
-        preflight(config, here=here)
+        left = {key.agent for key in todo(config, out, args.retry_failed)[0]}
+        preflight(config, here=here, left=left)
         chosen_baseline(args.baseline, config.agents)
 
     with suite_lock(out):
