@@ -13,7 +13,13 @@ from pathlib import Path
 from types import FrameType
 
 from evaluation.contest.records import lock_dir
-from evaluation.contest.runner import RunSpec, check_results_dir, check_spec, run_one
+from evaluation.contest.runner import (
+    RunSpec,
+    check_not_someone_elses,
+    check_results_dir,
+    check_spec,
+    run_one,
+)
 from evaluation.contest.serve_cli import add_out_option, add_wallclock_option, summary
 from roms_setup.levels import Level
 from sonic_common.errors import UserError, exit_on_user_error
@@ -148,6 +154,7 @@ def preflight(spec: RunSpec) -> None:
     check_docker_paths(spec)
     require_playable(spec.level)
     check_results_dir(spec.results_dir)
+    check_not_someone_elses(spec.results_dir)
     lock_dir(spec.results_dir).close()  # another run writing there: say so now
 
 

@@ -114,7 +114,6 @@ def check_results_dir(path: Path) -> None:
         raise UserError(f"cannot create results dir {path}: {e.strerror}") from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"results dir {path} is not writable: choose another --out")
-    check_not_someone_elses(path)
 
 
 # A run's own records: a directory holding one of them is a results directory (not the lock,
@@ -131,7 +130,9 @@ def _holds_something(path: Path) -> bool:
 
 def check_not_someone_elses(results_dir: Path) -> None:
     """A new run clears what a previous run left (PREVIOUS_RUN: agent/, movies/, ...): refuse a
-    directory that holds such names but no run's records (`--out .` in a source tree)."""
+    directory that holds such names but no run's records (`--out .` in a source tree). For the
+    user's `--out` (run_one's callers, suites and the pipeline, own their run directories, and a
+    killed attempt may leave only agent/)."""
     if any((results_dir / name).exists() for name in RUN_RECORDS):
         return
     theirs = [name for name in PREVIOUS_RUN if _holds_something(results_dir / name)]
@@ -432,7 +433,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             # leaves the run as resumable as it was
             clear_previous_run(spec.results_dir, keep=("agent", RESULTS, MONITOR, PROGRESS))
         else:
-            check_not_someone_elses(spec.results_dir)
             clear_previous_run(spec.results_dir)
             clear_old_logs(spec.results_dir)
         output_dir = spec.results_dir / "agent"
