@@ -16,6 +16,8 @@ import copy
 import dataclasses
 import math
 import re
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,12 @@ from sonic_common.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_PPO_CONFIG = CONFIG_DIR / "ppo2.yaml"
+
+
+# the kinds a config key is checked against (bool before int: a bool is an int); a Union of
+# several (bool | str) takes any value
+KINDS = (bool, int, float, list, dict)
+UNIONS = (typing.Union, types.UnionType)
 
 
 @dataclass
@@ -121,24 +129,44 @@ def apply_overrides(
     cfg: dict[str, Any],
     overrides: Sequence[str],
     source: str = "the config",
-    reference: dict[str, Any] | None = None,
+    reference: TypedDefaults | None = None,
 ) -> dict[str, Any]:
-    """`cfg` with each key=value of `overrides` set, of the kind of its typed default in
-    `reference` (the current value where it has none)."""
+    """`cfg` with each key=value of `overrides` set, of the kind of the key's type in
+    `reference` (the typed defaults; the current value's kind without them)."""
     cfg = copy.deepcopy(cfg)
+    kinds = Kinds.of(reference)
     for text in overrides:
         keys, value = parse_override(text)
-        _set(cfg, keys, value, source, reference)
+        _set(cfg, keys, value, source, kinds)
     return cfg
 
 
+@dataclass(frozen=True)
+class Kinds:
+    """What a key may hold: its typed default and, where given, its annotated type."""
+
+    defaults: dict[str, Any]
+    hints: dict[str, Any]
+
+    @classmethod
+    def of(cls, reference: TypedDefaults | None) -> Kinds:
+        if reference is None:
+            return cls({}, {})
+        return cls(reference.typed(), reference.key_hints())
+
+    def default(self, keys: list[str], current: Any) -> Any:
+        node: Any = self.defaults
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return current
+            node = node[key]
+        return node
+
+
 def _set(
-    cfg: dict[str, Any],
-    keys: list[str],
-    value: Any,
-    source: str,
-    reference: dict[str, Any] | None = None,
+    cfg: dict[str, Any], keys: list[str], value: Any, source: str, kinds: Kinds | None = None
 ) -> None:
+    kinds = kinds or Kinds({}, {})
     node = cfg
     for i, key in enumerate(keys):
         if not isinstance(node, dict) or key not in node:
@@ -146,44 +174,55 @@ def _set(
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
             raise UserError(f"unknown config key {path!r} in {source}: known keys: {known}")
         if i == len(keys) - 1:
-            default = _lookup(reference, keys, node[key])
-            node[key] = _typed(value, default, ".".join(keys), source)
+            path = ".".join(keys)
+            default, hint = kinds.default(keys, node[key]), kinds.hints.get(path)
+            node[key] = _typed(value, default, hint, path, source)
         else:
             node = node[key]
 
 
-def _lookup(reference: dict[str, Any] | None, keys: list[str], missing: Any) -> Any:
-    node: Any = reference
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return missing
-        node = node[key]
-    return node
+def _allowed(default: Any, hint: Any) -> tuple[type | None, bool]:
+    """(the kind a key takes: bool, int, float, list, dict, or None for any; whether null is
+    allowed), from its annotated type, else from its default."""
+    if hint is not None:
+        args = typing.get_args(hint) if typing.get_origin(hint) in UNIONS else (hint,)
+        nullable = type(None) in args
+        kinds = [typing.get_origin(a) or a for a in args if a is not type(None)]
+        kind = kinds[0] if len(kinds) == 1 and kinds[0] in KINDS else None
+        return kind, nullable
+    if default is None:
+        return None, True
+    kind = next((k for k in KINDS if isinstance(default, k)), None)
+    return kind, False
 
 
-def _typed(value: Any, default: Any, path: str, source: str) -> Any:
-    """`value` for a key whose typed default is `default`, of the default's kind: a section
-    stays a section, a number a number (a whole number for an int; YAML's `1e-3`, a string, is
-    read as one), a flag true or false, a list a list. Strings and keys without a default (None)
-    take any value: their users check them."""
-    if isinstance(default, dict) and not isinstance(value, dict):
-        first = next(iter(default), "key")
+def _typed(value: Any, default: Any, hint: Any, path: str, source: str) -> Any:
+    """`value` for a key of the kind its type (`hint`) or typed default says: a section stays a
+    section, a number a number (a whole number for an int; YAML's `1e-3`, a string, is read as
+    one), a flag true or false, a list a list; null where the type allows None. Strings (and
+    keys of several kinds, e.g. true, false or auto) take any value: their users check them."""
+    kind, nullable = _allowed(default, hint)
+    if value is None and (nullable or kind is None):
+        return None
+    if kind is dict and not isinstance(value, dict):
+        first = next(iter(default), "key") if isinstance(default, dict) else "key"
         raise UserError(
             f"{path} in {source} is a section: set its keys instead, e.g. {path}.{first}=..."
         )
-    kind = None
-    if isinstance(default, bool):
-        kind = None if isinstance(value, bool) else "true or false"
-    elif isinstance(default, int | float):
+    wanted = None
+    if kind is bool and not isinstance(value, bool):
+        wanted = "true or false"
+    elif kind in (int, float):
         number = _number(value)
-        if number is None or (isinstance(default, int) and not float(number).is_integer()):
-            kind = "a whole number" if isinstance(default, int) else "a number"
+        if number is None or (kind is int and not float(number).is_integer()):
+            wanted = "a whole number" if kind is int else "a number"
         else:
-            value = int(number) if isinstance(default, int) else number
-    elif isinstance(default, list) and not isinstance(value, list):
-        kind = "a list, e.g. [a, b]"
-    if kind is not None:
-        raise UserError(f"{path}={value!r} in {source}: {path} takes {kind}")
+            value = int(number) if kind is int else number
+    elif kind is list and not isinstance(value, list):
+        wanted = "a list, e.g. [a, b]"
+    if wanted is not None:
+        nothing = " (or null)" if nullable else ""
+        raise UserError(f"{path}={value!r} in {source}: {path} takes {wanted}{nothing}")
     return value
 
 
@@ -192,11 +231,28 @@ def _number(value: Any) -> int | float | None:
     if isinstance(value, str):
         try:
             value = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if math.isfinite(value) else None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:  # an int too large for a float
+        return None
+
+
+def field_hints(*classes: type, prefix: str = "") -> dict[str, Any]:
+    """Each field's type by its dotted key, from dataclasses (a section: a nested dataclass)."""
+    hints: dict[str, Any] = {}
+    for cls in classes:
+        resolved = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = resolved[f.name]
+            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+                hints.update(field_hints(hint, prefix=f"{prefix}{f.name}."))
+            else:
+                hints[f"{prefix}{f.name}"] = hint
+    return hints
 
 
 @dataclass(frozen=True)
@@ -209,6 +265,16 @@ class TypedDefaults:
     config: Callable[[], Any]
     directory: Path
     file: Path | None = None
+    # each key's type (field_hints), where the defaults alone do not say it: a key whose
+    # default is None; default: the fields of `config` when it is a dataclass
+    hints: Callable[[], dict[str, Any]] | None = None
+
+    def key_hints(self) -> dict[str, Any]:
+        if self.hints is not None:
+            return self.hints()
+        if isinstance(self.config, type) and dataclasses.is_dataclass(self.config):
+            return field_hints(self.config)
+        return {}
 
     def typed(self) -> dict[str, Any]:
         """The typed defaults alone, without the command's YAML: each key's kind."""
@@ -218,7 +284,7 @@ class TypedDefaults:
     def as_dict(self) -> dict[str, Any]:
         cfg = self.typed()
         if self.file is not None:
-            _update(cfg, read_yaml(self.file), str(self.file), self.typed())
+            _update(cfg, read_yaml(self.file), str(self.file), self)
         return cfg
 
     @property
@@ -237,22 +303,23 @@ def load_config(
         from agent.configs import PPO2  # torch: only for the commands that need it
 
         defaults = PPO2
-    cfg, reference = defaults.as_dict(), defaults.typed()
+    cfg = defaults.as_dict()
     if path is not None:
         path = find_config(path, defaults.directory)
-        _update(cfg, read_yaml(path), str(path), reference)
-    return apply_overrides(cfg, overrides, f"{defaults.name} (--set)", reference)
+        _update(cfg, read_yaml(path), str(path), defaults)
+    return apply_overrides(cfg, overrides, f"{defaults.name} (--set)", defaults)
 
 
 def _update(
     cfg: dict[str, Any],
     changes: dict[str, Any],
     source: str,
-    reference: dict[str, Any] | None = None,
+    reference: TypedDefaults | None = None,
 ) -> None:
     """Set each (dotted) key of `changes` in `cfg`; a key `cfg` lacks is a one-line error."""
+    kinds = Kinds.of(reference)
     for key, value in _flatten(changes):
-        _set(cfg, key.split("."), value, source, reference)
+        _set(cfg, key.split("."), value, source, kinds)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -172,7 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
             saved["config"],
             args.overrides,
             source="the checkpoint's config (--set)",
-            reference=DEFAULTS.typed(),
+            reference=DEFAULTS,
         )
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULTS)

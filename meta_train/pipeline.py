@@ -195,7 +195,9 @@ def check_values(cfg: dict[str, Any], path: Path) -> None:
     if isinstance(wallclock, bool) or not isinstance(wallclock, int | float):
         wallclock = math.nan
     if not (math.isfinite(wallclock) and wallclock > 0):
-        raise UserError(f"{path}: suite.wallclock is {cfg['suite']['wallclock']!r}: give seconds")
+        raise UserError(
+            f"{path}: suite.wallclock is {cfg['suite']['wallclock']!r}: give seconds above 0"
+        )
     check_agent_sets(cfg, path)
 
 

@@ -314,6 +314,16 @@ def test_config_values_keep_the_kind_of_their_default(tmp_path: Path) -> None:
     user.write_text("backtracking: true\nlr: 1e-3\n")  # YAML reads 1e-3 as a string
     cfg = load_config(user, ["backtracking=auto"])
     assert cfg["backtracking"] == "auto" and cfg["lr"] == 1e-3
+    # the annotated type, where the default (None) cannot say it
+    assert load_config(None, ["max_grad_norm=null"])["max_grad_norm"] is None
+    from agent.configs import MAML
+
+    assert load_config(None, ["adapt_steps=2", "inner_lr=null"], defaults=MAML)["adapt_steps"] == 2
+    for bad, said in (("adapt_steps=1.5", "whole number (or null)"), ("nsteps=null", "number")):
+        with pytest.raises(UserError, match=re.escape(said)):
+            load_config(None, [bad], defaults=MAML)
+    with pytest.raises(UserError, match="nsteps takes a whole number"):
+        load_config(None, [f"nsteps={10**400}"])  # too large for a float: refused, no traceback
     user.write_text("nsteps: many\n")
     with pytest.raises(UserError, match=f"nsteps='many' in {re.escape(str(user))}"):
         load_config(user)

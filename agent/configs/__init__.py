@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.config import CONFIG_DIR, PolicyConfig, RunConfig, TrainingRunConfig, TypedDefaults
+from agent.config import (
+    CONFIG_DIR,
+    PolicyConfig,
+    RunConfig,
+    TrainingRunConfig,
+    TypedDefaults,
+    field_hints,
+)
 from agent.learners.ppo import PPOConfig
 from agent.learners.rainbow import RainbowConfig
 from agent.wrappers import WrapperConfig
@@ -66,6 +73,21 @@ def maml_defaults() -> dict[str, Any]:
     return {**asdict(MamlConfig()), **asdict(PPOConfig()), **asdict(RunConfig())}
 
 
-PPO2 = TypedDefaults(ppo2_defaults, CONFIG_DIR, CONFIG_DIR / "ppo2.yaml")
-RAINBOW = TypedDefaults(rainbow_defaults, CONFIG_DIR, CONFIG_DIR / "rainbow.yaml")
-MAML = TypedDefaults(maml_defaults, CONFIG_DIR, CONFIG_DIR / "maml.yaml")
+def ppo2_hints() -> dict[str, Any]:
+    return {
+        **field_hints(TrainingRunConfig, PPOConfig, WrapperConfig),
+        **field_hints(PolicyConfig, prefix="policy."),
+    }
+
+
+def rainbow_hints() -> dict[str, Any]:
+    return {**field_hints(TrainingRunConfig, RainbowConfig, WrapperConfig), "features": int}
+
+
+def maml_hints() -> dict[str, Any]:
+    return field_hints(MamlConfig, PPOConfig, RunConfig)
+
+
+PPO2 = TypedDefaults(ppo2_defaults, CONFIG_DIR, CONFIG_DIR / "ppo2.yaml", ppo2_hints)
+RAINBOW = TypedDefaults(rainbow_defaults, CONFIG_DIR, CONFIG_DIR / "rainbow.yaml", rainbow_hints)
+MAML = TypedDefaults(maml_defaults, CONFIG_DIR, CONFIG_DIR / "maml.yaml", maml_hints)

@@ -92,7 +92,7 @@ def resolve_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
             saved,
             args.overrides,
             source="the checkpoint's config (--set)",
-            reference=DEFAULT_CONFIGS[args.algo].typed(),
+            reference=DEFAULT_CONFIGS[args.algo],
         )
     else:
         cfg = load_config(args.config, args.overrides, defaults=DEFAULT_CONFIGS[args.algo])

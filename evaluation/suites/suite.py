@@ -494,7 +494,9 @@ class SuiteRunner:
             wallclock_s=self.config.wallclock_s,
             record=self.config.record,
             agent_args=list(self.config.agent_args.get(run_key.agent, [])),
-            agent_cmd=([sys.executable, "-m", agent_entry(entry).module] if aliased else None),
+            agent_cmd=(
+                [sys.executable, "-P", "-m", agent_entry(entry).module] if aliased else None
+            ),
             image=self.config.images.get(run_key.agent)
             or (f"{IMAGE_PREFIX}{entry}:latest" if aliased else None),
         )
