@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/rainbow_learning.py                 # the full run (hours on CPU)
     .venv/bin/python benchmarks/rainbow_learning.py --steps 2000 --seeds 1 --out /tmp/rl
     .venv/bin/python benchmarks/rainbow_learning.py --report-only   # figures from OUT again
+                                        # (unfinished: each finished run's scores, no IQM)
 
 Runs the real evaluation (`python -m evaluation suite`: one environment server per run, agents
 as `python -m agent.NAME` processes over the contest connection, the budget enforced by the
@@ -240,6 +241,12 @@ def final_score(run: Run, window: int = FINAL_WINDOW) -> float:
     return float(np.mean(returns)) if returns else math.nan
 
 
+def done_runs(table: Table, agent: str, level: str) -> list[Run]:
+    """The agent's runs on the level that ended well: an interrupted or running run's episodes
+    so far are not its score."""
+    return [r for r in table.cell(agent, level).runs if r.status not in REDO | FAILED]
+
+
 def score_matrix(
     table: Table, agent: str, seeds: int, score: Callable[[Run], float] = lambda r: r.score
 ) -> np.ndarray:
@@ -247,7 +254,7 @@ def score_matrix(
     games); NaN where a run is missing."""
     out = np.full((seeds, len(GAMES)), np.nan)
     for j, level in enumerate(GAMES):
-        for run in table.cell(agent, level).runs:
+        for run in done_runs(table, agent, level):
             if run.seed < seeds and not math.isnan(value := score(run)):
                 out[run.seed, j] = normalized(value, level)
     return out
@@ -270,7 +277,7 @@ def print_scores(
     rows = []
     for j, level in enumerate(GAMES):
         g = game_name(level)
-        raw = [np.nanmean([score(r) for r in table.cell(a, level).runs]) for a in AGENTS]
+        raw = [np.nanmean([score(r) for r in done_runs(table, a, level)]) for a in AGENTS]
         rows.append(
             [
                 g,
@@ -304,13 +311,29 @@ def print_iqm(
     return iqm
 
 
+def print_finished(table: Table, args: argparse.Namespace) -> None:
+    """A suite not finished yet: each finished run's two scores (partial: not a result)."""
+    rows = [
+        [game_name(level), a, run.seed, f"{run.score:.1f}", f"{final_score(run):.1f}"]
+        for level in GAMES
+        for a in AGENTS
+        for run in sorted(done_runs(table, a, level), key=lambda r: r.seed)
+        if run.seed < args.seeds and not math.isnan(run.score)
+    ]
+    total = len(GAMES) * len(AGENTS) * args.seeds
+    print(f"partial: {len(rows)} of {total} runs finished (each run's scores; not a result)")
+    header = ["game", "agent", "seed", "contest score", f"end of learning (last {FINAL_WINDOW:,})"]
+    print("\n".join(md_table(header, rows)))
+
+
 def report(table: Table, args: argparse.Namespace) -> int:
     scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
     missing = [a for a, m in scores.items() if np.isnan(m).any()]
     if missing:
+        print_finished(table, args)
         print(
             f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
-            "the same command to resume",
+            "the same command to resume (no IQM, no BENCH line before every run is done)",
             file=sys.stderr,
         )
         return 1

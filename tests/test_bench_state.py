@@ -125,3 +125,25 @@ def test_the_end_of_learning_counts_the_episodes_ending_in_the_last_steps(
     assert bench.final_score(run, window=51) == pytest.approx(14 / 3)  # 80 is in too
     assert run.score == 3.75  # the contest's: every finished episode
     assert np.isnan(bench.final_score(run, window=5))  # only the cut-off one ended there
+
+
+def test_only_runs_that_ended_well_are_scored(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running or interrupted run's episodes so far are not its score: the matrix leaves it
+    out (so the report waits for it), and the partial table lists only the ended runs."""
+    from evaluation.contest.records import EpisodeRow
+    from evaluation.reports.report import Run, Table
+
+    level = bench.GAMES[0]
+    rows = [EpisodeRow(-16.0, 99, 1.0)]
+    runs = [
+        Run("rainbow", level, seed, status, 100, 5.0, None, rows, None)
+        for seed, status in ((0, "budget"), (1, "running"), (2, "interrupted"))
+    ]
+    table = Table(runs, agents=list(bench.AGENTS), levels=list(bench.GAMES))
+    matrix = bench.score_matrix(table, "rainbow", 3)
+    assert not np.isnan(matrix[0, 0]) and np.isnan(matrix[1:, 0]).all()
+    bench.print_finished(table, bench.parse_args(["--seeds", "3"]))
+    printed = capsys.readouterr().out
+    assert "partial: 1 of 27 runs" in printed and printed.count("| rainbow |") == 1
