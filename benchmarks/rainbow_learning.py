@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         code = run_suite(cmd, args)
         if code != 0:
-            print(f"error: the suite failed (exit {code}); rerun to resume", file=sys.stderr)
+            what = "was stopped" if code == 130 else f"failed (exit {code})"
+            print(f"the suite {what}: rerun the same command to resume", file=sys.stderr)
             return code
     return report(Table(load_runs(args.out), agents=AGENTS, levels=list(GAMES)), args)
 
