@@ -18,7 +18,6 @@ os.replace.
 from __future__ import annotations
 
 import random
-import zipfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ import torch
 
 from agent.policies import ActorCritic, build_policy, check_policy_fits, spec_from_config
 from sonic_common.errors import UserError
-from sonic_common.files import atomic_open
+from sonic_common.files import atomic_open, require_torch_archive
 
 FORMAT = "sonic-maml-policy/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -116,11 +115,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: give the path of a checkpoint.pt")
-    if not zipfile.is_zipfile(path):
-        raise UserError(
-            f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip archive): "
-            "give the checkpoint.pt that meta_train or agent.train wrote"
-        )
+    require_torch_archive(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:

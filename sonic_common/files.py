@@ -1,6 +1,7 @@
-"""Atomic file writes: readers see the old content or the new one, never a part.
+"""Files: atomic writes (readers see the old content or the new one, never a part), and the
+check that a file is a torch.save archive before it is read as a checkpoint.
 
-Everything is written to a temporary file beside the target (same file system), flushed to disk
+Every write goes to a temporary file beside the target (same file system), flushed to disk
 and renamed into place with os.replace; on any failure the temporary file is removed and the
 target is untouched. Files end up readable by everyone (0644), like files written plainly.
 """
@@ -61,3 +62,18 @@ def copy_atomic(src: str | Path, dest: str | Path) -> None:
     """Copy the file `src` onto `dest`."""
     with atomic_open(dest) as out, open(src, "rb") as f:
         shutil.copyfileobj(f, out)
+
+
+def require_torch_archive(path: Path) -> None:
+    """A one-line UserError unless `path` is a torch.save zip archive (what every checkpoint of
+    this project is): agent.checkpoint before loading one, `evaluation build` before baking one
+    into an image."""
+    import zipfile
+
+    from sonic_common.errors import UserError
+
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip archive): "
+            "give the checkpoint.pt that meta_train or agent.train wrote"
+        )

@@ -10,7 +10,6 @@ a thin layer with the checkpoint on top of the agent's plain image.
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 
 from evaluation.agents import agent_entry
@@ -23,6 +22,7 @@ from evaluation.docker.images import (
     image_exists,
 )
 from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.files import require_torch_archive
 
 
 def check_checkpoint(path: Path) -> None:
@@ -31,11 +31,7 @@ def check_checkpoint(path: Path) -> None:
     (the format agent.checkpoint reads; evaluation does not import agent)."""
     if not path.is_file():
         raise UserError(f"checkpoint {path} is not a file: give the path of a checkpoint.pt")
-    if not zipfile.is_zipfile(path):
-        raise UserError(
-            f"checkpoint {path} is not a PyTorch checkpoint (not a torch.save zip "
-            "archive): give the checkpoint.pt that meta_train or agent.train wrote"
-        )
+    require_torch_archive(path)
     try:
         import torch
     except ImportError:
