@@ -27,7 +27,7 @@ def interval_s() -> float:
         return DEFAULT_INTERVAL_S
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
     s = int(round(s))
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
@@ -53,8 +53,10 @@ class PlainProgress:
         desc: str | None = None,
         file: TextIO | None = None,
         every_s: float | None = None,
+        eta: bool = True,
     ) -> None:
         self.total, self.n, self.unit, self.desc = total, initial, unit, desc
+        self.eta = eta
         self.file = file if file is not None else sys.stderr
         self.every_s = interval_s() if every_s is None else every_s
         self.initial = initial
@@ -72,10 +74,10 @@ class PlainProgress:
             text += f"/{_count(self.total)} {self.unit}s ({100 * self.n / self.total:.0f}%)"
         else:
             text += f" {self.unit}s"
-        text += f", {_duration(elapsed)} elapsed"
+        text += f", {duration(elapsed)} elapsed"
         done = self.n - self.initial
-        if self.total and done > 0 and self.n < self.total:
-            text += f", ETA {_duration(elapsed / done * (self.total - self.n))}"
+        if self.eta and self.total and done > 0 and self.n < self.total:
+            text += f", ETA {duration(elapsed / done * (self.total - self.n))}"
         return text + (f", {self.postfix}" if self.postfix else "")
 
     def _maybe_print(self, force: bool = False) -> None:
@@ -124,9 +126,12 @@ def progress(
     unit: str = "step",
     desc: str | None = None,
     file: TextIO | None = None,
+    eta: bool = True,
     **tqdm_kw: Any,
 ) -> Any:
-    """A tqdm bar with ETA on a terminal; a PlainProgress elsewhere (or without tqdm)."""
+    """A tqdm bar with ETA on a terminal; a PlainProgress elsewhere (or without tqdm).
+    `eta=False`: the caller shows its own (in the postfix); its bar_format leaves out
+    {remaining}."""
     stream = file if file is not None else sys.stderr
     if stream.isatty():
         try:
@@ -144,4 +149,4 @@ def progress(
             )
         except ImportError:
             pass
-    return PlainProgress(total, initial, unit, desc, stream)
+    return PlainProgress(total, initial, unit, desc, stream, eta=eta)

@@ -211,3 +211,98 @@ def test_steps_kept_by_resume_points_do_not_count_in_the_eta(tmp_path: Path) -> 
     bar.on_done(resumed, {"status": "budget", "timesteps": 100_000})
     bar.on_tick({fresh: 1_000})
     assert bar.bar.n == 200_000 + 1_000
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_suite_eta_times_each_agent_apart() -> None:
+    """Each agent's runs are timed at that agent's speed (its finished runs' records), not at
+    the rate of all steps together: a slow agent's runs with fast ones still to come."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import RunKey
+
+    rainbow = [RunKey("rainbow", "L", s) for s in range(3)]
+    rand = [RunKey("random", "L", s) for s in range(3)]
+    finished = [
+        ("rainbow", {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0}),
+        ("random", {"status": "budget", "timesteps": 100_000, "wallclock_s": 200.0}),
+        ("random", {"status": "agent_crashed", "timesteps": 10, "wallclock_s": 900.0}),
+    ]
+    left = {rainbow[0]: 0, rainbow[1]: 0, rainbow[2]: 60_000, **dict.fromkeys(rand, 0)}
+    eta = SuiteEta(100_000, left, finished, slots=2, clock=_Clock())
+    assert eta.rate("rainbow") == 10.0 and eta.rate("random") == 500.0  # the crash: not timed
+    # rainbow 10 000 + 10 000 + 4 000 s, random 3 × 200 s, on 2 slots
+    assert eta.seconds_left() == (24_000 + 600) / 2
+    eta.done(rand[0], {"status": "budget", "timesteps": 100_000, "wallclock_s": 600.0})
+    assert eta.rate("random") == 200_000 / 800
+    assert eta.seconds_left() == (24_000 + 2 * 400) / 2
+    eta.done(rainbow[0], {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})
+    eta.done(rainbow[1], {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})
+    assert eta.seconds_left() == 4_000  # the longest run left, not the work over 2 slots
+
+
+def test_the_suite_eta_times_running_runs_from_what_they_play() -> None:
+    """Without records, the speed is what the running runs play from when the suite first saw
+    them to their last reading that moved; steps kept by a resume point are not played; an
+    agent not timed yet goes at the speed of all agents; nothing timed: no ETA."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import RunKey
+
+    fresh, resumed, waiting = RunKey("ppo2", "L", 0), RunKey("ppo2", "L", 1), RunKey("jerk", "L", 0)
+    clock = _Clock()
+    eta = SuiteEta(100_000, {fresh: 0, resumed: 80_000, waiting: 0}, slots=2, clock=clock)
+    eta.tick({fresh: 0, resumed: 0})  # the resumed run has not recorded its new attempt yet
+    assert eta.seconds_left() is None
+    clock.now = 100.0
+    eta.tick({fresh: 1_000, resumed: 81_000})
+    assert eta.rate("ppo2") == 2_000 / 200 and eta.rate("jerk") is None
+    # ppo2's runs: 99 000 and 19 000 steps left; jerk's run at ppo2's speed, 100 000 steps
+    assert eta.seconds_left() == (99_000 + 19_000 + 100_000) / 10 / 2
+    clock.now = 115.0  # no new reading (runs record every 30 s): each played 15 s more
+    eta.tick({fresh: 1_000, resumed: 81_000})
+    assert eta.rate("ppo2") == 10.0
+    assert eta.seconds_left() == (99_000 + 19_000 + 100_000) / 10 / 2 - 15
+
+
+def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
+    """With no slot count (Ray): the most runs seen running together, or, where runs do not
+    show their progress, the runs finished so far: their wall clock in this suite over its
+    time (a resumed run's earlier sessions left out)."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import RunKey
+
+    keys = [RunKey("random", "L", s) for s in range(6)]
+    done = {"status": "budget", "timesteps": 1_000, "wallclock_s": 100.0}
+    clock = _Clock()
+    eta = SuiteEta(1_000, dict.fromkeys(keys, 0), [("random", done)], clock=clock)
+    assert eta.seconds_left() is None  # timed, but how many at once is not known yet
+    clock.now = 50.0  # each run's 100 s: 50 of them before this suite (resumed)
+    for key in keys[:3]:
+        eta.done(key, done)
+    assert eta.seconds_left() == 3 * 100.0 / 3  # 150 busy seconds in 50: 3 at once
+    eta.tick(dict.fromkeys(keys[3:], 0))
+    clock.now = 60.0  # 150 busy seconds in 60: 2 at once, but 3 were seen running together
+    assert eta.seconds_left() == 3 * (100.0 - 10.0) / 3
+
+
+def test_the_suite_bar_shows_the_suite_eta() -> None:
+    """The suite's progress line gives the per-agent ETA, not the bar's own from all steps."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import RunKey
+    from evaluation.suites.suite_cli import SuiteProgress
+
+    slow, fast = RunKey("rainbow", "L", 0), RunKey("random", "L", 0)
+    finished = [("rainbow", {"status": "budget", "timesteps": 1_000, "wallclock_s": 3_600.0})]
+    eta = SuiteEta(1_000, {slow: 0, fast: 0}, finished, slots=1, clock=_Clock())
+    bar = SuiteProgress(total=3, done=1, budget=1_000, eta=eta)
+    bar.on_done(fast, {"status": "budget", "timesteps": 1_000, "wallclock_s": 2.0})
+    line = bar.bar.line()
+    assert "ETA 1h00m, runs 2/3" in line and line.count("ETA") == 1

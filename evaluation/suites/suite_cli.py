@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluation.contest import records
 from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from evaluation.reports.aggregates import chosen_baseline
 from evaluation.reports.report import write_report
+from evaluation.suites.eta import SuiteEta
 from evaluation.suites.ray_suite import add_backend_arguments, check_backend, make_runner
 from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
@@ -40,6 +42,7 @@ from evaluation.suites.suite import (
 )
 from roms_setup.levels import resolve_levels
 from sonic_common.errors import UserError, exit_on_user_error
+from sonic_common.progress import duration
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -221,7 +224,8 @@ def suite_dir(args: argparse.Namespace) -> Path:
 
 
 def progress_bar(total: int, initial: int) -> Any:
-    """A bar with ETA on a terminal; plain progress lines in a log (sonic_common.progress)."""
+    """A bar on a terminal; plain progress lines in a log (sonic_common.progress). The ETA is
+    the suite's own (SuiteEta), in the postfix."""
     from sonic_common.progress import progress
 
     return progress(
@@ -229,8 +233,9 @@ def progress_bar(total: int, initial: int) -> Any:
         initial,
         unit="step",
         desc="suite",
+        eta=False,
         unit_scale=True,
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}]{postfix}",
     )
 
 
@@ -256,7 +261,13 @@ def run(
     # point of a recorded run; Ray's nodes may not share the directory)
     resumes = getattr(backend, "backend", "local") == "local" and not config.record
     saved = saved_steps(run_keys, out) if resumes else {}
-    progress = SuiteProgress(total, len(done), config.budget, saved)
+    eta = SuiteEta(
+        config.budget,
+        {key: saved.get(key, 0) for key in run_keys},
+        [(key.agent, records.read_results(key.dir(out)) or {}) for key in done],
+        slots=None if getattr(backend, "backend", "local") == "ray" else workers,
+    )
+    progress = SuiteProgress(total, len(done), config.budget, saved, eta)
     t0 = time.monotonic()
     runner = make_runner(config, out, workers, backend)
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
@@ -277,14 +288,19 @@ class SuiteProgress:
     ones what they played), a line per finished run, and the counts of runs done, not ended by
     budget, and interrupted.
 
-    `saved`: the timesteps kept by the resume points of runs that continue from one. They count
-    as done from the start, so the ETA's rate is that of the steps played by this suite.
+    `saved`: the timesteps kept by the resume points of runs that continue from one; they count
+    as done from the start. `eta`: the time left, shown after the counts.
     """
 
     def __init__(
-        self, total: int, done: int, budget: int, saved: dict[RunKey, int] | None = None
+        self,
+        total: int,
+        done: int,
+        budget: int,
+        saved: dict[RunKey, int] | None = None,
+        eta: SuiteEta | None = None,
     ) -> None:
-        self.total, self.budget = total, budget
+        self.total, self.budget, self.eta = total, budget, eta
         self.saved = dict(saved or {})
         self.bar = progress_bar(total * budget, done * budget + sum(self.saved.values()))
         self.finished_steps = done * budget
@@ -292,11 +308,17 @@ class SuiteProgress:
         self.show()
 
     def show(self) -> None:
+        left = self.eta.seconds_left() if self.eta is not None else None
+        eta = f"ETA {duration(left)}, " if left else ""
         failed = f", {self.counts['failed']} not by budget" if self.counts["failed"] else ""
-        self.bar.set_postfix_str(f"runs {self.counts['runs']}/{self.total}{failed}", refresh=False)
+        self.bar.set_postfix_str(
+            f"{eta}runs {self.counts['runs']}/{self.total}{failed}", refresh=False
+        )
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
         self.saved.pop(run_key, None)
+        if self.eta is not None:
+            self.eta.done(run_key, res)
         status = res.get("status")
         if status in REDO:  # what it played before it was stopped; it is redone on resume
             self.finished_steps += min(int(res.get("timesteps") or 0), self.budget)
@@ -317,6 +339,8 @@ class SuiteProgress:
 
     def on_tick(self, running: dict[RunKey, int]) -> None:
         """`running`: the timesteps each running run has recorded."""
+        if self.eta is not None:
+            self.eta.tick(running)
         waiting = sum(steps for key, steps in self.saved.items() if key not in running)
         played = self.finished_steps + waiting + sum(running.values())
         self.bar.n = min(self.bar.total, played)
