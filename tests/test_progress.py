@@ -182,12 +182,12 @@ def test_an_interrupted_run_counts_what_it_played() -> None:
     assert bar.counts == {"runs": 2, "failed": 0, "interrupted": 1}
 
 
-def test_steps_kept_by_resume_points_do_not_count_in_the_eta(tmp_path: Path) -> None:
+def test_steps_kept_by_resume_points_count_as_done_from_the_start(tmp_path: Path) -> None:
     """A suite that continues runs from their resume points counts the steps kept there as done
-    from the start: its ETA's rate is that of the steps it plays, not of the steps it found."""
+    from the start, and a resumed run's progress from there."""
     import json
 
-    from evaluation.suites.suite import RunKey, saved_steps
+    from evaluation.suites.suite import Reading, RunKey, saved_steps
     from evaluation.suites.suite_cli import SuiteProgress
 
     resumed, fresh, stopped_early = (
@@ -204,12 +204,12 @@ def test_steps_kept_by_resume_points_do_not_count_in_the_eta(tmp_path: Path) -> 
 
     bar = SuiteProgress(total=4, done=1, budget=100_000, saved=saved)
     assert bar.bar.n == bar.bar.initial == 180_370
-    bar.on_tick({fresh: 600})  # the resumed run is waiting for a worker: still counted
+    bar.on_tick({fresh: Reading(600, 6.0)})  # the resumed run is waiting for a worker
     assert bar.bar.n - bar.bar.initial == 600
-    bar.on_tick({fresh: 900, resumed: 80_770})
+    bar.on_tick({fresh: Reading(900, 9.0), resumed: Reading(80_770, 8_040.0)})
     assert bar.bar.n - bar.bar.initial == 900 + 400
     bar.on_done(resumed, {"status": "budget", "timesteps": 100_000})
-    bar.on_tick({fresh: 1_000})
+    bar.on_tick({fresh: Reading(1_000, 10.0)})
     assert bar.bar.n == 200_000 + 1_000
 
 
@@ -224,52 +224,71 @@ class _Clock:
 
 
 def test_the_suite_eta_times_each_agent_apart() -> None:
-    """Each agent's runs are timed at that agent's speed (its finished runs' records), not at
-    the rate of all steps together: a slow agent's runs with fast ones still to come."""
+    """Each agent's runs are timed at that agent's speed (its finished runs' records, those
+    ended by a limit), not at the rate of all steps together."""
     from evaluation.suites.eta import SuiteEta
     from evaluation.suites.suite import RunKey
 
     rainbow = [RunKey("rainbow", "L", s) for s in range(3)]
     rand = [RunKey("random", "L", s) for s in range(3)]
     finished = [
-        ("rainbow", {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0}),
+        ("rainbow", {"status": "wallclock", "timesteps": 50_000, "wallclock_s": 5_000.0}),
         ("random", {"status": "budget", "timesteps": 100_000, "wallclock_s": 200.0}),
         ("random", {"status": "agent_crashed", "timesteps": 10, "wallclock_s": 900.0}),
     ]
     left = {rainbow[0]: 0, rainbow[1]: 0, rainbow[2]: 60_000, **dict.fromkeys(rand, 0)}
-    eta = SuiteEta(100_000, left, finished, slots=2, clock=_Clock())
+    eta = SuiteEta(100_000, 43_200.0, left, finished, slots=2, clock=_Clock())
     assert eta.rate("rainbow") == 10.0 and eta.rate("random") == 500.0  # the crash: not timed
     # rainbow 10 000 + 10 000 + 4 000 s, random 3 × 200 s, on 2 slots
     assert eta.seconds_left() == (24_000 + 600) / 2
     eta.done(rand[0], {"status": "budget", "timesteps": 100_000, "wallclock_s": 600.0})
     assert eta.rate("random") == 200_000 / 800
     assert eta.seconds_left() == (24_000 + 2 * 400) / 2
-    eta.done(rainbow[0], {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})
-    eta.done(rainbow[1], {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})
+    for key in rainbow[:2]:
+        eta.done(key, {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})
     assert eta.seconds_left() == 4_000  # the longest run left, not the work over 2 slots
 
 
-def test_the_suite_eta_times_running_runs_from_what_they_play() -> None:
-    """Without records, the speed is what the running runs play from when the suite first saw
-    them to their last reading that moved; steps kept by a resume point are not played; an
-    agent not timed yet goes at the speed of all agents; nothing timed: no ETA."""
+def test_the_suite_eta_times_running_runs_by_their_own_clock() -> None:
+    """Without records, the speed is what the running runs' progress lines say, from the first
+    line seen of their current attempt: a resumed run's stale lines of the stopped attempt, then
+    its restored ones up to its resume point, are not steps played now. Between lines a run's
+    time left runs down; an agent not timed yet goes at all agents' speed; nothing timed: no
+    ETA."""
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import RunKey
+    from evaluation.suites.suite import Reading, RunKey
 
     fresh, resumed, waiting = RunKey("ppo2", "L", 0), RunKey("ppo2", "L", 1), RunKey("jerk", "L", 0)
     clock = _Clock()
-    eta = SuiteEta(100_000, {fresh: 0, resumed: 80_000, waiting: 0}, slots=2, clock=clock)
-    eta.tick({fresh: 0, resumed: 0})  # the resumed run has not recorded its new attempt yet
+    eta = SuiteEta(100_000, 43_200.0, {fresh: 0, resumed: 50_000, waiting: 0}, [], 2, clock)
+    eta.tick({fresh: Reading(0, 0.0), resumed: Reading(90_000, 9_000.0)})  # the stale file
+    assert eta.seconds_left() is None
+    clock.now = 1.0
+    eta.tick({fresh: Reading(0, 0.0), resumed: Reading(50_000, 5_000.0)})  # restored
     assert eta.seconds_left() is None
     clock.now = 100.0
-    eta.tick({fresh: 1_000, resumed: 81_000})
+    eta.tick({fresh: Reading(1_000, 100.0), resumed: Reading(51_000, 5_100.0)})
     assert eta.rate("ppo2") == 2_000 / 200 and eta.rate("jerk") is None
-    # ppo2's runs: 99 000 and 19 000 steps left; jerk's run at ppo2's speed, 100 000 steps
-    assert eta.seconds_left() == (99_000 + 19_000 + 100_000) / 10 / 2
-    clock.now = 115.0  # no new reading (runs record every 30 s): each played 15 s more
-    eta.tick({fresh: 1_000, resumed: 81_000})
-    assert eta.rate("ppo2") == 10.0
-    assert eta.seconds_left() == (99_000 + 19_000 + 100_000) / 10 / 2 - 15
+    # ppo2's runs: 99 000 and 49 000 steps left; jerk's run at ppo2's speed, 100 000 steps
+    assert eta.seconds_left() == (99_000 + 49_000 + 100_000) / 10 / 2
+    clock.now = 115.0  # no new line (runs write one every 30 s): each played 15 s more
+    eta.tick({fresh: Reading(1_000, 100.0), resumed: Reading(51_000, 5_100.0)})
+    assert eta.seconds_left() == (99_000 + 49_000 + 100_000) / 10 / 2 - 15
+
+
+def test_the_suite_eta_stops_each_run_at_its_wall_clock_limit() -> None:
+    """A run too slow for its budget ends at its wall-clock limit (a resumed run's clock counts
+    its earlier sessions)."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import Reading, RunKey
+
+    running, waiting = RunKey("rainbow", "L", 0), RunKey("rainbow", "L", 1)
+    finished = [("rainbow", {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})]
+    clock = _Clock()
+    eta = SuiteEta(1_000_000, 43_200.0, {running: 0, waiting: 0}, finished, 1, clock)
+    eta.tick({running: Reading(400_000, 40_000.0)})
+    clock.now = 200.0
+    assert eta.seconds_left() == 43_200 + (3_200 - 200)  # not 100 000 + 60 000 s
 
 
 def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
@@ -277,32 +296,62 @@ def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
     show their progress, the runs finished so far: their wall clock in this suite over its
     time (a resumed run's earlier sessions left out)."""
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import RunKey
+    from evaluation.suites.suite import Reading, RunKey
 
     keys = [RunKey("random", "L", s) for s in range(6)]
     done = {"status": "budget", "timesteps": 1_000, "wallclock_s": 100.0}
     clock = _Clock()
-    eta = SuiteEta(1_000, dict.fromkeys(keys, 0), [("random", done)], clock=clock)
+    eta = SuiteEta(1_000, 43_200.0, dict.fromkeys(keys, 0), [("random", done)], clock=clock)
     assert eta.seconds_left() is None  # timed, but how many at once is not known yet
     clock.now = 50.0  # each run's 100 s: 50 of them before this suite (resumed)
     for key in keys[:3]:
         eta.done(key, done)
     assert eta.seconds_left() == 3 * 100.0 / 3  # 150 busy seconds in 50: 3 at once
-    eta.tick(dict.fromkeys(keys[3:], 0))
+    eta.tick(dict.fromkeys(keys[3:], Reading(0, 0.0)))
     clock.now = 60.0  # 150 busy seconds in 60: 2 at once, but 3 were seen running together
     assert eta.seconds_left() == 3 * (100.0 - 10.0) / 3
 
 
+def test_a_ray_run_shows_running_only_for_this_suite(tmp_path: Path) -> None:
+    """The Ray driver reads the progress of a run whose directory was made, or whose results
+    (published by its server at its start) were written, since the suite began and say
+    running; a queued run's directory may hold an earlier suite's attempt."""
+    import json
+
+    from evaluation.suites.ray_suite import shows_running
+
+    since = 1_000_000.0
+    run = tmp_path / "run"
+    run.mkdir()
+    os.utime(run, (since + 1, since + 1))
+    assert shows_running(run, since)  # made, its server not started yet
+    os.utime(run, (since - 1, since - 1))
+    assert not shows_running(run, since)  # an earlier suite's, without results
+    for status, mtime, shows in [
+        ("running", since + 5, True),
+        ("running", since - 5, False),  # an earlier suite's attempt, killed
+        ("interrupted", since + 5, False),
+        ("budget", since + 5, False),
+    ]:
+        (run / "results.json").write_text(json.dumps({"status": status}))
+        os.utime(run / "results.json", (mtime, mtime))
+        assert shows_running(run, since) is shows, status
+    assert not shows_running(tmp_path / "missing", since)
+
+
 def test_the_suite_bar_shows_the_suite_eta() -> None:
-    """The suite's progress line gives the per-agent ETA, not the bar's own from all steps."""
+    """The suite's progress line gives the per-agent ETA, not the bar's own from all steps,
+    and none once the suite stops."""
     from evaluation.suites.eta import SuiteEta
     from evaluation.suites.suite import RunKey
     from evaluation.suites.suite_cli import SuiteProgress
 
     slow, fast = RunKey("rainbow", "L", 0), RunKey("random", "L", 0)
     finished = [("rainbow", {"status": "budget", "timesteps": 1_000, "wallclock_s": 3_600.0})]
-    eta = SuiteEta(1_000, {slow: 0, fast: 0}, finished, slots=1, clock=_Clock())
+    eta = SuiteEta(1_000, 43_200.0, {slow: 0, fast: 0}, finished, slots=1, clock=_Clock())
     bar = SuiteProgress(total=3, done=1, budget=1_000, eta=eta)
     bar.on_done(fast, {"status": "budget", "timesteps": 1_000, "wallclock_s": 2.0})
     line = bar.bar.line()
     assert "ETA 1h00m, runs 2/3" in line and line.count("ETA") == 1
+    bar.close()
+    assert "ETA" not in bar.bar.line()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.suites.suite import SuiteConfig, last_timesteps, open_suite
+from evaluation.suites.suite import SuiteConfig, last_reading, last_timesteps, open_suite
 from evaluation.suites.suite_cli import parse_agent_args
 from sonic_common.errors import UserError
 from tests.support import wait_until
@@ -319,6 +319,11 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
     )
     assert last_timesteps(tmp_path) == 100000
     assert last_timesteps(tmp_path / "missing") == 0
+    assert last_reading(tmp_path) == (100000, 2.0)
+    with open(tmp_path / "progress.csv", "a") as f:
+        f.write("150000,9,3")  # a line being written: not read until whole
+    assert last_reading(tmp_path) == (100000, 2.0)
+    assert last_reading(tmp_path / "missing") == (0, 0.0)
 
 
 def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ STATUSES = {
     "idle_timeout": "the agent connected late or went silent for longer than the idle timeout",
     "interrupted": "the server was stopped from outside (SIGTERM / Ctrl-C)",
 }
+ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
 
 
 def utc_now() -> str:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from evaluation.contest.records import lock_dir
+from evaluation.contest.records import ENDED_BY_LIMIT, lock_dir
 from evaluation.contest.runner import (
     RunSpec,
     check_not_someone_elses,
@@ -173,7 +173,6 @@ def check_docker_paths(spec: RunSpec) -> None:
             )
 
 
-ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
 LOG_TAIL_LINES = 15
 
 

@@ -3,10 +3,12 @@
 The agents of one suite play at very different speeds (on one core of these machines a Rainbow
 run plays ≈ 10 timesteps a second, ppo2 ≈ 90, random ≈ 500), so a rate taken over all the steps
 together misses by a factor of several: a suite of Rainbow runs with ppo2 and random runs still to
-come said 27 h for 7½ h of work. `SuiteEta` times each agent apart, from its finished runs'
-records (their timesteps and wall clock, earlier sessions included) and from what its running
-runs play, and adds up the work left of every run not finished at its agent's speed, shared
-among the runs that play at once.
+come said 27 h for 8 h of work. `SuiteEta` times each agent apart, from its finished runs'
+records (timesteps over wall clock, earlier sessions of a resumed run included) and from its
+running runs' progress lines (timesteps and the run's own clock, so that a resumed run's
+restored lines or an earlier attempt's stale ones are not taken for steps played now). The work
+left of every unfinished run at its agent's speed, each run at most until its wall-clock limit,
+is shared among the runs that play at once.
 """
 
 from __future__ import annotations
@@ -17,37 +19,39 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from evaluation.suites.suite import RunKey
+from evaluation.contest.records import ENDED_BY_LIMIT
+from evaluation.suites.suite import Reading, RunKey
 
 
 @dataclass
 class _Watch:
-    """A running run's timesteps, from when the suite first saw it to the last reading that
-    moved (a run records its steps every 30 s: the time between says nothing of its speed)."""
+    """A running run's progress lines: the first one seen of its current attempt, the last,
+    and when the last was seen (lines come every 30 s)."""
 
-    t0: float
-    steps0: int
-    t: float
-    steps: int
+    first: Reading
+    last: Reading
+    seen: float
 
 
 class SuiteEta:
     """`left`: each run still to finish, with the timesteps it has already (kept by a resume
     point; 0 for a fresh run). `finished`: (agent, results.json) of runs already finished; those
-    that ended by budget time their agent. `slots`: runs played at once (None, as on Ray: the most
-    seen running together, or where runs do not show their progress, the average number at once
-    of the runs finished so far: their wall clock in this suite over its time)."""
+    ended by a limit time their agent. `wallclock_s`: a run's limit. `slots`: runs played at
+    once (None, as on Ray: the most seen running together, or where runs do not show their
+    progress, the average number at once of the runs finished so far: their wall clock in this
+    suite over its time)."""
 
     def __init__(
         self,
         budget: int,
+        wallclock_s: float,
         left: dict[RunKey, int],
         finished: Iterable[tuple[str, dict[str, Any]]] = (),
         slots: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.budget, self.slots, self.clock = budget, slots, clock
-        self.left = dict(left)
+        self.budget, self.wallclock_s, self.slots, self.clock = budget, wallclock_s, slots, clock
+        self.kept, self.left = dict(left), dict(left)
         self.steps: dict[str, float] = defaultdict(float)
         self.seconds: dict[str, float] = defaultdict(float)
         self.watches: dict[RunKey, _Watch] = {}
@@ -58,24 +62,22 @@ class SuiteEta:
 
     def _add_record(self, agent: str, res: dict[str, Any]) -> None:
         steps, seconds = res.get("timesteps") or 0, res.get("wallclock_s") or 0
-        if res.get("status") == "budget" and steps > 0 and seconds > 0:
+        if res.get("status") in ENDED_BY_LIMIT and steps > 0 and seconds > 0:
             self.steps[agent] += steps
             self.seconds[agent] += seconds
 
-    def tick(self, running: dict[RunKey, int]) -> None:
-        """`running`: the timesteps each running run has recorded."""
+    def tick(self, running: dict[RunKey, Reading]) -> None:
+        """`running`: the last progress line of each running run."""
         now = self.clock()
         self.most_running = max(self.most_running, len(running))
-        for key, steps in running.items():
-            kept = self.left.get(key, 0)
+        for key, reading in running.items():
             watch = self.watches.get(key)
-            if watch is None:  # a resumed run reads 0 until its new attempt records a step
-                base = max(steps, kept)
-                self.watches[key] = _Watch(now, base, now, base)
-            elif steps > watch.steps:
-                watch.t, watch.steps = now, steps
+            if watch is None or not _follows(reading, watch.last):  # a new attempt, restored lines
+                self.watches[key] = _Watch(reading, reading, now)
+            elif reading.elapsed_s > watch.last.elapsed_s:
+                watch.last, watch.seen = reading, now
             if key in self.left:
-                self.left[key] = max(kept, steps)
+                self.left[key] = max(self.kept[key], reading.timesteps)
 
     def done(self, key: RunKey, res: dict[str, Any]) -> None:
         self.watches.pop(key, None)
@@ -84,13 +86,6 @@ class SuiteEta:
         since_start = self.clock() - self.t_start  # a resumed run's clock has earlier sessions
         self.busy_s += min(float(res.get("wallclock_s") or 0), since_start)
 
-    def _slots(self) -> int | None:
-        if self.slots is not None:
-            return self.slots
-        elapsed = self.clock() - self.t_start
-        seen = round(self.busy_s / elapsed) if elapsed > 0 else 0
-        return max(self.most_running, seen) or None
-
     def rate(self, agent: str | None = None) -> float | None:
         """Timesteps per second of one of `agent`'s runs (None: of all agents' runs together);
         None before anything was timed."""
@@ -98,13 +93,30 @@ class SuiteEta:
         seconds = sum(v for a, v in self.seconds.items() if agent in (None, a))
         for key, w in self.watches.items():
             if agent in (None, key.agent):
-                steps, seconds = steps + w.steps - w.steps0, seconds + w.t - w.t0
+                steps += w.last.timesteps - w.first.timesteps
+                seconds += w.last.elapsed_s - w.first.elapsed_s
         return steps / seconds if steps > 0 and seconds > 0 else None
 
+    def _slots(self) -> int | None:
+        if self.slots is not None:
+            return self.slots
+        elapsed = self.clock() - self.t_start
+        seen = round(self.busy_s / elapsed) if elapsed > 0 else 0
+        return max(self.most_running, seen) or None
+
+    def _run_left(self, key: RunKey, rate: float, now: float) -> float:
+        """Seconds `key` still plays: its steps left at `rate`, at most to its wall-clock
+        limit, less what it played since its last progress line."""
+        left_s = (self.budget - self.left[key]) / rate
+        watch = self.watches.get(key)
+        if watch is None:
+            return max(0.0, min(left_s, self.wallclock_s))
+        since = now - watch.seen
+        return max(0.0, min(left_s, self.wallclock_s - watch.last.elapsed_s) - since)
+
     def seconds_left(self) -> float | None:
-        """The work left of every run not finished, at its agent's speed (an agent not timed
-        yet: all agents' speed; a running one less the time since its last reading), shared
-        among the slots; at least the longest run's time left.
+        """The time left of every run not finished at its agent's speed (an agent not timed
+        yet: all agents' speed), shared among the slots; at least the longest run's.
         None while nothing was timed, or the slots are not known yet."""
         if not self.left:
             return 0.0
@@ -113,9 +125,9 @@ class SuiteEta:
             return None
         rates = {a: self.rate(a) or pooled for a in {key.agent for key in self.left}}
         now = self.clock()
-        times = []
-        for key, steps in self.left.items():
-            watch = self.watches.get(key)
-            since = now - watch.t if watch is not None else 0.0  # played since its last reading
-            times.append(max(0.0, (self.budget - steps) / rates[key.agent] - since))
+        times = [self._run_left(key, rates[key.agent], now) for key in self.left]
         return max(sum(times) / min(len(times), slots), max(times))
+
+
+def _follows(reading: Reading, last: Reading) -> bool:
+    return reading.timesteps >= last.timesteps and reading.elapsed_s >= last.elapsed_s

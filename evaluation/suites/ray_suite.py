@@ -41,11 +41,12 @@ from evaluation.suites.ray_backend import connect
 from evaluation.suites.suite import (
     LOCK_WAIT_S,
     Outcome,
+    Reading,
     RunKey,
     SuiteConfig,
     SuiteRunner,
+    capped_reading,
     failure_results,
-    last_timesteps,
 )
 from sonic_common.errors import UserError
 from sonic_common.files import write_atomic, write_json_atomic
@@ -53,6 +54,7 @@ from sonic_common.files import write_atomic, write_json_atomic
 GIB = 1024**3
 LOCAL_RUN_MEMORY = 1 * GIB  # an emulator server and a small agent, measured well below this
 DOCKER_RESOURCE = "docker"
+CLOCK_SKEW_S = 5.0  # between this machine's clock and a shared filesystem's times
 MAX_RETRIES = 3  # re-runs of a task whose node or worker died
 DRAIN_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled runs to report
 FLAG_POLL_S = 1.0  # how often a running task reads the driver's CancelFlag
@@ -274,6 +276,7 @@ class RaySuiteRunner:
         self.opts = opts or RayOptions()
         self.placements: dict[RunKey, str] = {}  # the node (id) each finished run ran on
         self._marker = f".ray-{uuid.uuid4().hex}"
+        self._started = time.time()  # set again when `run` starts
 
     def _submit(self, task: Any, run_key: RunKey, flag: Any) -> Any:
         options = run_resources(self.config, run_key.agent, self.opts)
@@ -302,10 +305,11 @@ class RaySuiteRunner:
         self,
         run_keys: list[RunKey],
         on_done: OnDone = lambda c, r: None,
-        on_tick: Callable[[dict[RunKey, int]], None] = lambda steps: None,
+        on_tick: Callable[[dict[RunKey, Reading]], None] = lambda readings: None,
         tick_s: float = 1.0,
     ) -> Outcome:
         ray = connect(self.opts.address)
+        self._started = time.time()
         task = ray.remote(run_task)
         marker = self.out / self._marker
         marker.write_text("the suite's driver is running on Ray\n")
@@ -318,7 +322,7 @@ class RaySuiteRunner:
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=tick_s)
                 for ref in ready:
                     self._collect(ray, ref, refs[ref], outcome, on_done)
-                on_tick(self.progress_steps([refs[r] for r in pending]))
+                on_tick(self.progress_readings([refs[r] for r in pending]))
         except KeyboardInterrupt:
             outcome.interrupted = True
             flag.set.remote()
@@ -385,14 +389,29 @@ class RaySuiteRunner:
         outcome.done.append((run_key, value["results"]))
         on_done(run_key, value["results"])
 
-    def progress_steps(self, running: list[RunKey]) -> dict[RunKey, int]:
-        """Timesteps of the unfinished runs whose progress shows in the suite directory."""
-        steps = {}
-        for c in running:
-            d = c.dir(self.out)
-            if d.is_dir() and not (d / records.RESULTS).exists():
-                steps[c] = min(last_timesteps(d), self.config.budget)
-        return steps
+    def progress_readings(self, pending: list[RunKey]) -> dict[RunKey, Reading]:
+        """The last progress line of each unfinished run that shows running in the suite
+        directory (a shared one; a run on a node without it shows only when it is done)."""
+        since = self._started - CLOCK_SKEW_S
+        return {
+            c: capped_reading(c.dir(self.out), self.config.budget)
+            for c in pending
+            if shows_running(c.dir(self.out), since)
+        }
+
+
+def shows_running(run_dir: Path, since: float) -> bool:
+    """`run_dir` was made, or its results written, since `since` (wall clock: a queued run's
+    directory may hold an attempt of an earlier suite), and its results say running or are
+    not there yet."""
+    results = run_dir / records.RESULTS
+    try:
+        if not results.exists():
+            return run_dir.stat().st_mtime >= since
+        fresh = results.stat().st_mtime >= since
+    except OSError:
+        return False
+    return fresh and (records.read_results(run_dir) or {}).get("status") == "running"
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from evaluation.agents import AGENTS, agent_entry
 from evaluation.contest import records
@@ -312,8 +312,16 @@ def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKe
 # ---------------------------------------------------------------- running
 
 
-def last_timesteps(run_dir: Path) -> int:
-    """The timesteps of the last line of the run's progress.csv, read from its end; 0 if none."""
+class Reading(NamedTuple):
+    """A run's last progress line: its timesteps and its own clock (seconds since it began,
+    the earlier sessions of a resumed run included); (0, 0.0) before its first line."""
+
+    timesteps: int
+    elapsed_s: float
+
+
+def last_reading(run_dir: Path) -> Reading:
+    """The last line of the run's progress.csv, read from its end."""
     path = run_dir / records.PROGRESS
     try:
         with open(path, "rb") as f:
@@ -321,12 +329,26 @@ def last_timesteps(run_dir: Path) -> int:
             f.seek(max(0, size - 512))
             tail = f.read().decode(errors="replace")
     except OSError:
-        return 0
-    for line in reversed(tail.splitlines()):
-        head = line.split(",", 1)[0]
-        if head.isdigit():
-            return int(head)
-    return 0
+        return Reading(0, 0.0)
+    lines = tail.splitlines()
+    for line in reversed(lines if tail.endswith("\n") else lines[:-1]):  # not a half-written one
+        fields = line.split(",")
+        if fields[0].isdigit():
+            try:
+                return Reading(int(fields[0]), float(fields[2]) if len(fields) > 2 else 0.0)
+            except ValueError:
+                return Reading(int(fields[0]), 0.0)
+    return Reading(0, 0.0)
+
+
+def capped_reading(run_dir: Path, budget: int) -> Reading:
+    reading = last_reading(run_dir)
+    return reading._replace(timesteps=min(reading.timesteps, budget))
+
+
+def last_timesteps(run_dir: Path) -> int:
+    """The timesteps of the last line of the run's progress.csv; 0 if none."""
+    return last_reading(run_dir).timesteps
 
 
 def server_pids() -> list[int]:
@@ -564,11 +586,11 @@ class SuiteRunner:
         write_json_atomic(run_dir / records.RESULTS, res)
         return res
 
-    def progress_steps(self) -> dict[RunKey, int]:
-        """Timesteps recorded so far by each running run."""
+    def progress_readings(self) -> dict[RunKey, Reading]:
+        """The last progress line of each running run."""
         with self._lock:
             dirs = dict(self.running)
-        return {k: min(last_timesteps(d), self.config.budget) for k, d in dirs.items()}
+        return {k: capped_reading(d, self.config.budget) for k, d in dirs.items()}
 
     def interrupt_children(self) -> None:
         for pid in server_pids():
@@ -581,7 +603,7 @@ class SuiteRunner:
         self,
         run_keys: list[RunKey],
         on_done: Callable[[RunKey, dict[str, Any]], None] = lambda c, r: None,
-        on_tick: Callable[[dict[RunKey, int]], None] = lambda steps: None,
+        on_tick: Callable[[dict[RunKey, Reading]], None] = lambda readings: None,
         tick_s: float = 1.0,
     ) -> Outcome:
         outcome = Outcome()
@@ -595,7 +617,7 @@ class SuiteRunner:
                 finished, pending = wait(pending, timeout=tick_s, return_when=FIRST_COMPLETED)
                 for f in finished:
                     self._collect(f, futures[f], outcome, on_done)
-                on_tick(self.progress_steps())
+                on_tick(self.progress_readings())
         except KeyboardInterrupt:
             outcome.interrupted = True
             self.stop.set()

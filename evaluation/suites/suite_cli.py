@@ -32,6 +32,7 @@ from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
     REDO,
     SUITE_JSON,
+    Reading,
     RunKey,
     SuiteConfig,
     open_suite,
@@ -263,6 +264,7 @@ def run(
     saved = saved_steps(run_keys, out) if resumes else {}
     eta = SuiteEta(
         config.budget,
+        config.wallclock_s,
         {key: saved.get(key, 0) for key in run_keys},
         [(key.agent, records.read_results(key.dir(out)) or {}) for key in done],
         slots=None if getattr(backend, "backend", "local") == "ray" else workers,
@@ -337,17 +339,18 @@ class SuiteProgress:
         )
         self.show()
 
-    def on_tick(self, running: dict[RunKey, int]) -> None:
-        """`running`: the timesteps each running run has recorded."""
+    def on_tick(self, running: dict[RunKey, Reading]) -> None:
+        """`running`: the last progress line of each running run."""
         if self.eta is not None:
             self.eta.tick(running)
         waiting = sum(steps for key, steps in self.saved.items() if key not in running)
-        played = self.finished_steps + waiting + sum(running.values())
+        played = self.finished_steps + waiting + sum(r.timesteps for r in running.values())
         self.bar.n = min(self.bar.total, played)
         self.show()
         self.bar.refresh()
 
     def close(self) -> None:
+        self.eta = None  # what is left of a stopped suite is not being played
         self.on_tick({})
         self.bar.close()
 
