@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.train_log import EpisodeTracker, TrainLogger
 from sonic_common.progress import PlainProgress, progress
 
@@ -182,31 +184,49 @@ def test_an_interrupted_run_counts_what_it_played() -> None:
     assert bar.counts == {"runs": 2, "failed": 0, "interrupted": 1}
 
 
-def test_steps_kept_by_resume_points_count_as_done_from_the_start(tmp_path: Path) -> None:
-    """A suite that continues runs from their resume points counts the steps kept there as done
-    from the start, and a resumed run's progress from there."""
+def _stopped_run(run_dir: Path, point: tuple[int, int] | None) -> None:
+    """A run stopped after 3 episodes (100, 200, 300 steps; the third cut off by the stop), and
+    the agent's resume point `point` (steps, episodes) if any."""
     import json
 
-    from evaluation.suites.suite import Reading, RunKey, saved_steps
+    (run_dir / "agent").mkdir(parents=True)
+    (run_dir / "results.json").write_text(
+        json.dumps({"status": "interrupted", "timesteps": 602, "started_at": None})
+    )
+    (run_dir / "monitor.csv").write_text(
+        '# {"t_start": 0}\nr,l,t,cut\n1.0,100,10.0,0\n2.0,200,30.5,0\n0.5,300,60.0,1\n'
+    )
+    (run_dir / "progress.csv").write_text(
+        "timesteps,episodes,elapsed_s,mean_return_last10\n250,1,25.0,1.0\n550,2,55.0,1.5\n"
+    )
+    if point is not None:
+        steps, episodes = point
+        (run_dir / "agent" / "resume.json").write_text(
+            json.dumps({"steps": steps, "episodes": episodes})
+        )
+
+
+def test_steps_kept_by_resume_points_count_as_done_from_the_start(tmp_path: Path) -> None:
+    """A suite that continues runs from their resume points counts the steps kept there as done
+    from the start (only points the runner would take), and a resumed run's progress from
+    there."""
+    from evaluation.suites.suite import Reading, RunKey, kept_progress
     from evaluation.suites.suite_cli import SuiteProgress
 
-    resumed, fresh, stopped_early = (
-        RunKey("rainbow", "Boxing-Atari2600-v0:Start", s) for s in (0, 1, 2)
+    resumed, fresh, no_point, bad_point = (
+        RunKey("rainbow", "Boxing-Atari2600-v0:Start", s) for s in range(4)
     )
-    for key, status in ((resumed, "interrupted"), (stopped_early, "interrupted")):
-        (key.dir(tmp_path) / "agent").mkdir(parents=True)
-        (key.dir(tmp_path) / "results.json").write_text(json.dumps({"status": status}))
-    (resumed.dir(tmp_path) / "agent" / "resume.json").write_text(
-        json.dumps({"steps": 80_325, "episodes": 45})
-    )
-    saved = saved_steps([resumed, fresh, stopped_early], tmp_path)
-    assert saved == {resumed: 80_370}  # one reset per episode; no point, nothing kept
+    _stopped_run(resumed.dir(tmp_path), (300, 2))
+    _stopped_run(no_point.dir(tmp_path), None)
+    _stopped_run(bad_point.dir(tmp_path), (250, 2))  # not the records' 300 steps
+    kept = kept_progress([resumed, fresh, no_point, bad_point], tmp_path)
+    assert kept == {resumed: Reading(302, 30.5)}  # one reset per episode; the clock there
 
-    bar = SuiteProgress(total=4, done=1, budget=100_000, saved=saved)
-    assert bar.bar.n == bar.bar.initial == 180_370
+    bar = SuiteProgress(total=5, done=1, budget=100_000, kept=kept)
+    assert bar.bar.n == bar.bar.initial == 100_302
     bar.on_tick({fresh: Reading(600, 6.0)})  # the resumed run is waiting for a worker
     assert bar.bar.n - bar.bar.initial == 600
-    bar.on_tick({fresh: Reading(900, 9.0), resumed: Reading(80_770, 8_040.0)})
+    bar.on_tick({fresh: Reading(900, 9.0), resumed: Reading(702, 70.5)})
     assert bar.bar.n - bar.bar.initial == 900 + 400
     bar.on_done(resumed, {"status": "budget", "timesteps": 100_000})
     bar.on_tick({fresh: Reading(1_000, 10.0)})
@@ -227,7 +247,7 @@ def test_the_suite_eta_times_each_agent_apart() -> None:
     """Each agent's runs are timed at that agent's speed (its finished runs' records, those
     ended by a limit), not at the rate of all steps together."""
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import RunKey
+    from evaluation.suites.suite import Reading, RunKey
 
     rainbow = [RunKey("rainbow", "L", s) for s in range(3)]
     rand = [RunKey("random", "L", s) for s in range(3)]
@@ -235,9 +255,10 @@ def test_the_suite_eta_times_each_agent_apart() -> None:
         ("rainbow", {"status": "wallclock", "timesteps": 50_000, "wallclock_s": 5_000.0}),
         ("random", {"status": "budget", "timesteps": 100_000, "wallclock_s": 200.0}),
         ("random", {"status": "agent_crashed", "timesteps": 10, "wallclock_s": 900.0}),
+        ("random", {"status": "budget", "timesteps": "damaged", "wallclock_s": float("inf")}),
     ]
-    left = {rainbow[0]: 0, rainbow[1]: 0, rainbow[2]: 60_000, **dict.fromkeys(rand, 0)}
-    eta = SuiteEta(100_000, 43_200.0, left, finished, slots=2, clock=_Clock())
+    kept = {rainbow[2]: Reading(60_000, 6_000.0)}
+    eta = SuiteEta(100_000, 43_200.0, [*rainbow, *rand], kept, finished, 2, _Clock())
     assert eta.rate("rainbow") == 10.0 and eta.rate("random") == 500.0  # the crash: not timed
     # rainbow 10 000 + 10 000 + 4 000 s, random 3 × 200 s, on 2 slots
     assert eta.seconds_left() == (24_000 + 600) / 2
@@ -260,15 +281,16 @@ def test_the_suite_eta_times_running_runs_by_their_own_clock() -> None:
 
     fresh, resumed, waiting = RunKey("ppo2", "L", 0), RunKey("ppo2", "L", 1), RunKey("jerk", "L", 0)
     clock = _Clock()
-    eta = SuiteEta(100_000, 43_200.0, {fresh: 0, resumed: 50_000, waiting: 0}, [], 2, clock)
+    kept = {resumed: Reading(50_000, 5_000.0)}
+    eta = SuiteEta(100_000, 43_200.0, [fresh, resumed, waiting], kept, [], 2, clock)
     eta.tick({fresh: Reading(0, 0.0), resumed: Reading(90_000, 9_000.0)})  # the stale file
     assert eta.seconds_left() is None
     clock.now = 1.0
-    eta.tick({fresh: Reading(0, 0.0), resumed: Reading(50_000, 5_000.0)})  # restored
-    assert eta.seconds_left() is None
+    eta.tick({fresh: Reading(0, 0.0), resumed: Reading(48_000, 4_800.0)})  # restored lines
+    assert eta.rate("ppo2") is None and eta.seconds_left() is None  # the jump back: no speed
     clock.now = 100.0
     eta.tick({fresh: Reading(1_000, 100.0), resumed: Reading(51_000, 5_100.0)})
-    assert eta.rate("ppo2") == 2_000 / 200 and eta.rate("jerk") is None
+    assert eta.rate("ppo2") == (1_000 + 3_000) / (100 + 300) and eta.rate("jerk") is None
     # ppo2's runs: 99 000 and 49 000 steps left; jerk's run at ppo2's speed, 100 000 steps
     assert eta.seconds_left() == (99_000 + 49_000 + 100_000) / 10 / 2
     clock.now = 115.0  # no new line (runs write one every 30 s): each played 15 s more
@@ -277,18 +299,23 @@ def test_the_suite_eta_times_running_runs_by_their_own_clock() -> None:
 
 
 def test_the_suite_eta_stops_each_run_at_its_wall_clock_limit() -> None:
-    """A run too slow for its budget ends at its wall-clock limit (a resumed run's clock counts
-    its earlier sessions)."""
+    """A run too slow for its budget ends at its wall-clock limit, on its own clock: a resumed
+    run's counts its earlier sessions, waiting or running."""
     from evaluation.suites.eta import SuiteEta
     from evaluation.suites.suite import Reading, RunKey
 
-    running, waiting = RunKey("rainbow", "L", 0), RunKey("rainbow", "L", 1)
+    running, waiting, fresh = (RunKey("rainbow", "L", s) for s in range(3))
     finished = [("rainbow", {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})]
+    kept = {running: Reading(390_000, 39_000.0), waiting: Reading(300_000, 30_000.0)}
     clock = _Clock()
-    eta = SuiteEta(1_000_000, 43_200.0, {running: 0, waiting: 0}, finished, 1, clock)
+    eta = SuiteEta(1_000_000, 43_200.0, [running, waiting, fresh], kept, finished, 1, clock)
+    # not 61 000 + 70 000 + 100 000 s: each to its limit
+    assert eta.seconds_left() == (43_200 - 39_000) + (43_200 - 30_000) + 43_200
     eta.tick({running: Reading(400_000, 40_000.0)})
-    clock.now = 200.0
-    assert eta.seconds_left() == 43_200 + (3_200 - 200)  # not 100 000 + 60 000 s
+    clock.now = 50.0
+    eta.tick({running: Reading(400_500, 40_050.0)})
+    clock.now = 60.0
+    assert eta.seconds_left() == (43_200 - 40_050 - 10) + (43_200 - 30_000) + 43_200
 
 
 def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
@@ -301,7 +328,7 @@ def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
     keys = [RunKey("random", "L", s) for s in range(6)]
     done = {"status": "budget", "timesteps": 1_000, "wallclock_s": 100.0}
     clock = _Clock()
-    eta = SuiteEta(1_000, 43_200.0, dict.fromkeys(keys, 0), [("random", done)], clock=clock)
+    eta = SuiteEta(1_000, 43_200.0, keys, {}, [("random", done)], clock=clock)
     assert eta.seconds_left() is None  # timed, but how many at once is not known yet
     clock.now = 50.0  # each run's 100 s: 50 of them before this suite (resumed)
     for key in keys[:3]:
@@ -348,10 +375,26 @@ def test_the_suite_bar_shows_the_suite_eta() -> None:
 
     slow, fast = RunKey("rainbow", "L", 0), RunKey("random", "L", 0)
     finished = [("rainbow", {"status": "budget", "timesteps": 1_000, "wallclock_s": 3_600.0})]
-    eta = SuiteEta(1_000, 43_200.0, {slow: 0, fast: 0}, finished, slots=1, clock=_Clock())
+    eta = SuiteEta(1_000, 43_200.0, [slow, fast], {}, finished, slots=1, clock=_Clock())
     bar = SuiteProgress(total=3, done=1, budget=1_000, eta=eta)
     bar.on_done(fast, {"status": "budget", "timesteps": 1_000, "wallclock_s": 2.0})
     line = bar.bar.line()
     assert "ETA 1h00m, runs 2/3" in line and line.count("ETA") == 1
     bar.close()
     assert "ETA" not in bar.bar.line()
+
+
+def test_a_fault_in_the_eta_does_not_stop_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ETA is only shown: if it raised, the bar goes on without it and says so."""
+    from evaluation.suites.eta import SuiteEta
+    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite_cli import SuiteProgress
+
+    key = RunKey("random", "L", 0)
+    eta = SuiteEta(1_000, 43_200.0, [key], {}, [], 1, _Clock())
+    eta.watches = None  # type: ignore[assignment]  # a fault: its methods raise
+    bar = SuiteProgress(total=1, done=0, budget=1_000, eta=eta)
+    bar.on_tick({key: Reading(500, 5.0)})
+    assert bar.eta is None and bar.bar.n == 500
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith("suite: no ETA any more (AttributeError")

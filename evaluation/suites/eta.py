@@ -13,6 +13,7 @@ is shared among the runs that play at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -34,24 +35,26 @@ class _Watch:
 
 
 class SuiteEta:
-    """`left`: each run still to finish, with the timesteps it has already (kept by a resume
-    point; 0 for a fresh run). `finished`: (agent, results.json) of runs already finished; those
-    ended by a limit time their agent. `wallclock_s`: a run's limit. `slots`: runs played at
-    once (None, as on Ray: the most seen running together, or where runs do not show their
-    progress, the average number at once of the runs finished so far: their wall clock in this
-    suite over its time)."""
+    """`left`: the runs still to finish. `kept`: where those that continue from a resume point
+    continue (timesteps and clock). `finished`: (agent, results.json) of runs already finished;
+    those ended by a limit time their agent. `wallclock_s`: a run's limit. `slots`: runs played
+    at once (None, as on Ray: the larger of the most seen running together and the average
+    number at once of the runs finished so far: their wall clock in this suite over its time,
+    all there is where runs do not show their progress)."""
 
     def __init__(
         self,
         budget: int,
         wallclock_s: float,
-        left: dict[RunKey, int],
+        left: Iterable[RunKey],
+        kept: dict[RunKey, Reading] | None = None,
         finished: Iterable[tuple[str, dict[str, Any]]] = (),
         slots: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.budget, self.wallclock_s, self.slots, self.clock = budget, wallclock_s, slots, clock
-        self.kept, self.left = dict(left), dict(left)
+        self.kept = dict(kept or {})
+        self.left = {key: self.kept.get(key, Reading(0, 0.0)).timesteps for key in left}
         self.steps: dict[str, float] = defaultdict(float)
         self.seconds: dict[str, float] = defaultdict(float)
         self.watches: dict[RunKey, _Watch] = {}
@@ -61,8 +64,8 @@ class SuiteEta:
             self._add_record(agent, res)
 
     def _add_record(self, agent: str, res: dict[str, Any]) -> None:
-        steps, seconds = res.get("timesteps") or 0, res.get("wallclock_s") or 0
-        if res.get("status") in ENDED_BY_LIMIT and steps > 0 and seconds > 0:
+        steps, seconds = _positive(res.get("timesteps")), _positive(res.get("wallclock_s"))
+        if res.get("status") in ENDED_BY_LIMIT and steps and seconds:
             self.steps[agent] += steps
             self.seconds[agent] += seconds
 
@@ -77,14 +80,15 @@ class SuiteEta:
             elif reading.elapsed_s > watch.last.elapsed_s:
                 watch.last, watch.seen = reading, now
             if key in self.left:
-                self.left[key] = max(self.kept[key], reading.timesteps)
+                kept = self.kept.get(key, Reading(0, 0.0)).timesteps
+                self.left[key] = max(kept, reading.timesteps)
 
     def done(self, key: RunKey, res: dict[str, Any]) -> None:
         self.watches.pop(key, None)
         self.left.pop(key, None)
         self._add_record(key.agent, res)
         since_start = self.clock() - self.t_start  # a resumed run's clock has earlier sessions
-        self.busy_s += min(float(res.get("wallclock_s") or 0), since_start)
+        self.busy_s += min(_positive(res.get("wallclock_s")) or 0.0, since_start)
 
     def rate(self, agent: str | None = None) -> float | None:
         """Timesteps per second of one of `agent`'s runs (None: of all agents' runs together);
@@ -95,7 +99,8 @@ class SuiteEta:
             if agent in (None, key.agent):
                 steps += w.last.timesteps - w.first.timesteps
                 seconds += w.last.elapsed_s - w.first.elapsed_s
-        return steps / seconds if steps > 0 and seconds > 0 else None
+        rate = steps / seconds if steps > 0 and seconds > 0 else 0.0
+        return rate if 0 < rate < math.inf else None
 
     def _slots(self) -> int | None:
         if self.slots is not None:
@@ -109,8 +114,9 @@ class SuiteEta:
         limit, less what it played since its last progress line."""
         left_s = (self.budget - self.left[key]) / rate
         watch = self.watches.get(key)
-        if watch is None:
-            return max(0.0, min(left_s, self.wallclock_s))
+        if watch is None:  # waiting: a resumed run's clock starts where its point is
+            clock_s = self.kept.get(key, Reading(0, 0.0)).elapsed_s
+            return max(0.0, min(left_s, self.wallclock_s - clock_s))
         since = now - watch.seen
         return max(0.0, min(left_s, self.wallclock_s - watch.last.elapsed_s) - since)
 
@@ -131,3 +137,10 @@ class SuiteEta:
 
 def _follows(reading: Reading, last: Reading) -> bool:
     return reading.timesteps >= last.timesteps and reading.elapsed_s >= last.elapsed_s
+
+
+def _positive(x: Any) -> float | None:
+    """A record's field as a finite number above 0; None for anything else (a damaged
+    results.json must not stop the suite's progress)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf
+    return float(x) if ok else None

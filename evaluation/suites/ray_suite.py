@@ -54,7 +54,6 @@ from sonic_common.files import write_atomic, write_json_atomic
 GIB = 1024**3
 LOCAL_RUN_MEMORY = 1 * GIB  # an emulator server and a small agent, measured well below this
 DOCKER_RESOURCE = "docker"
-CLOCK_SKEW_S = 5.0  # between this machine's clock and a shared filesystem's times
 MAX_RETRIES = 3  # re-runs of a task whose node or worker died
 DRAIN_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled runs to report
 FLAG_POLL_S = 1.0  # how often a running task reads the driver's CancelFlag
@@ -276,7 +275,7 @@ class RaySuiteRunner:
         self.opts = opts or RayOptions()
         self.placements: dict[RunKey, str] = {}  # the node (id) each finished run ran on
         self._marker = f".ray-{uuid.uuid4().hex}"
-        self._started = time.time()  # set again when `run` starts
+        self._started = time.time()  # set again when `run` starts, by its marker file
 
     def _submit(self, task: Any, run_key: RunKey, flag: Any) -> Any:
         options = run_resources(self.config, run_key.agent, self.opts)
@@ -309,10 +308,10 @@ class RaySuiteRunner:
         tick_s: float = 1.0,
     ) -> Outcome:
         ray = connect(self.opts.address)
-        self._started = time.time()
         task = ray.remote(run_task)
         marker = self.out / self._marker
         marker.write_text("the suite's driver is running on Ray\n")
+        self._started = marker.stat().st_mtime  # the shared filesystem's clock, as the runs
         outcome = Outcome()
         flag = self._cancel_flag(ray)
         refs = {self._submit(task, c, flag): c for c in run_keys}
@@ -392,7 +391,7 @@ class RaySuiteRunner:
     def progress_readings(self, pending: list[RunKey]) -> dict[RunKey, Reading]:
         """The last progress line of each unfinished run that shows running in the suite
         directory (a shared one; a run on a node without it shows only when it is done)."""
-        since = self._started - CLOCK_SKEW_S
+        since = self._started
         return {
             c: capped_reading(c.dir(self.out), self.config.budget)
             for c in pending

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 from evaluation.agents import AGENTS, agent_entry
 from evaluation.contest import records
-from evaluation.contest.resume import read_agent_point
+from evaluation.contest.resume import ResumePoint, resume_point
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
 from sonic_common.agent_env import CHECK_ONLY_ENV, OUTPUT_DIR_ENV, RESUME_FILE, SOCKET_DIR_ENV
@@ -285,16 +285,18 @@ def resumable_run(run_dir: Path) -> bool:
     return run_state(run_dir) in REDO and (run_dir / "agent" / RESUME_FILE).is_file()
 
 
-def saved_steps(run_keys: list[RunKey], out: Path) -> dict[RunKey, int]:
-    """Timesteps kept by the resume points of the runs that will continue from one (the agent's
-    steps and one reset per episode, as the server counts them)."""
-    saved = {}
+def kept_progress(run_keys: list[RunKey], out: Path) -> dict[RunKey, Reading]:
+    """Where each of the runs that will continue from a resume point continues: the timesteps
+    kept (the agent's steps and one reset per episode, as the server counts them) and the run's
+    clock there; the point checked as the runner checks it."""
+    kept = {}
     for key in run_keys:
         run_dir = key.dir(out)
-        point = read_agent_point(run_dir / "agent") if resumable_run(run_dir) else None
-        if isinstance(point, tuple):
-            saved[key] = point[0] + point[1]
-    return saved
+        previous = records.read_results(run_dir) if resumable_run(run_dir) else None
+        point = resume_point(run_dir, previous) if previous is not None else None
+        if isinstance(point, ResumePoint):
+            kept[key] = Reading(point.timesteps, point.elapsed_s)
+    return kept
 
 
 def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKey], list[RunKey]]:
@@ -333,11 +335,12 @@ def last_reading(run_dir: Path) -> Reading:
     lines = tail.splitlines()
     for line in reversed(lines if tail.endswith("\n") else lines[:-1]):  # not a half-written one
         fields = line.split(",")
-        if fields[0].isdigit():
+        if fields[0].isascii() and fields[0].isdigit():
             try:
-                return Reading(int(fields[0]), float(fields[2]) if len(fields) > 2 else 0.0)
+                elapsed = float(fields[2]) if len(fields) > 2 else 0.0
             except ValueError:
-                return Reading(int(fields[0]), 0.0)
+                elapsed = 0.0
+            return Reading(int(fields[0]), elapsed if math.isfinite(elapsed) else 0.0)
     return Reading(0, 0.0)
 
 

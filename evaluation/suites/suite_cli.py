@@ -19,6 +19,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ from evaluation.suites.suite import (
     Reading,
     RunKey,
     SuiteConfig,
+    kept_progress,
     open_suite,
     preflight,
-    saved_steps,
     suite_lock,
     todo,
 )
@@ -261,15 +262,16 @@ def run(
     # a run continues from its resume point only here and unrecorded (the runner refuses the
     # point of a recorded run; Ray's nodes may not share the directory)
     resumes = getattr(backend, "backend", "local") == "local" and not config.record
-    saved = saved_steps(run_keys, out) if resumes else {}
+    kept = kept_progress(run_keys, out) if resumes else {}
     eta = SuiteEta(
         config.budget,
         config.wallclock_s,
-        {key: saved.get(key, 0) for key in run_keys},
+        run_keys,
+        kept,
         [(key.agent, records.read_results(key.dir(out)) or {}) for key in done],
         slots=None if getattr(backend, "backend", "local") == "ray" else workers,
     )
-    progress = SuiteProgress(total, len(done), config.budget, saved, eta)
+    progress = SuiteProgress(total, len(done), config.budget, kept, eta)
     t0 = time.monotonic()
     runner = make_runner(config, out, workers, backend)
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
@@ -290,8 +292,9 @@ class SuiteProgress:
     ones what they played), a line per finished run, and the counts of runs done, not ended by
     budget, and interrupted.
 
-    `saved`: the timesteps kept by the resume points of runs that continue from one; they count
-    as done from the start. `eta`: the time left, shown after the counts.
+    `kept`: where runs that continue from a resume point continue; their steps count as done
+    from the start. `eta`: the time left, shown after the counts (a fault in it drops it: it
+    must not stop the suite).
     """
 
     def __init__(
@@ -299,18 +302,28 @@ class SuiteProgress:
         total: int,
         done: int,
         budget: int,
-        saved: dict[RunKey, int] | None = None,
+        kept: dict[RunKey, Reading] | None = None,
         eta: SuiteEta | None = None,
     ) -> None:
         self.total, self.budget, self.eta = total, budget, eta
-        self.saved = dict(saved or {})
+        self.saved = {key: point.timesteps for key, point in (kept or {}).items()}
         self.bar = progress_bar(total * budget, done * budget + sum(self.saved.values()))
         self.finished_steps = done * budget
         self.counts = {"runs": done, "failed": 0, "interrupted": 0}
         self.show()
 
+    def _with_eta(self, use: Callable[[SuiteEta], Any]) -> Any:
+        if self.eta is None:
+            return None
+        try:
+            return use(self.eta)
+        except Exception as e:  # only shown: the runs go on without it
+            self.eta = None
+            self.bar.write(f"suite: no ETA any more ({e.__class__.__name__}: {e})", sys.stderr)
+            return None
+
     def show(self) -> None:
-        left = self.eta.seconds_left() if self.eta is not None else None
+        left = self._with_eta(lambda eta: eta.seconds_left())
         eta = f"ETA {duration(left)}, " if left else ""
         failed = f", {self.counts['failed']} not by budget" if self.counts["failed"] else ""
         self.bar.set_postfix_str(
@@ -319,8 +332,7 @@ class SuiteProgress:
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
         self.saved.pop(run_key, None)
-        if self.eta is not None:
-            self.eta.done(run_key, res)
+        self._with_eta(lambda eta: eta.done(run_key, res))
         status = res.get("status")
         if status in REDO:  # what it played before it was stopped; it is redone on resume
             self.finished_steps += min(int(res.get("timesteps") or 0), self.budget)
@@ -341,8 +353,7 @@ class SuiteProgress:
 
     def on_tick(self, running: dict[RunKey, Reading]) -> None:
         """`running`: the last progress line of each running run."""
-        if self.eta is not None:
-            self.eta.tick(running)
+        self._with_eta(lambda eta: eta.tick(running))
         waiting = sum(steps for key, steps in self.saved.items() if key not in running)
         played = self.finished_steps + waiting + sum(r.timesteps for r in running.values())
         self.bar.n = min(self.bar.total, played)
