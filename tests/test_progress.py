@@ -184,14 +184,20 @@ def test_an_interrupted_run_counts_what_it_played() -> None:
     assert bar.counts == {"runs": 2, "failed": 0, "interrupted": 1}
 
 
-def _stopped_run(run_dir: Path, point: tuple[int, int] | None) -> None:
-    """A run stopped after 3 episodes (100, 200, 300 steps; the third cut off by the stop), and
-    the agent's resume point `point` (steps, episodes) if any."""
+LEVEL = "Boxing-Atari2600-v0:Start"
+
+
+def _stopped_run(run_dir: Path, point: tuple[int, int] | None, **results: object) -> None:
+    """A rainbow run of LEVEL (budget 100 000) stopped after 3 episodes (100, 200, 300 steps;
+    the third cut off by the stop), with the agent's resume point `point` (steps, episodes) if
+    any; `results`: other values in its results.json."""
     import json
 
+    seed = int(run_dir.name.removeprefix("seed"))
     (run_dir / "agent").mkdir(parents=True)
+    mine = {"level": LEVEL, "agent": "rainbow", "seed": seed, "budget": 100_000}
     (run_dir / "results.json").write_text(
-        json.dumps({"status": "interrupted", "timesteps": 602, "started_at": None})
+        json.dumps({**mine, "status": "interrupted", "timesteps": 602, **results})
     )
     (run_dir / "monitor.csv").write_text(
         '# {"t_start": 0}\nr,l,t,cut\n1.0,100,10.0,0\n2.0,200,30.5,0\n0.5,300,60.0,1\n'
@@ -208,21 +214,25 @@ def _stopped_run(run_dir: Path, point: tuple[int, int] | None) -> None:
 
 def test_steps_kept_by_resume_points_count_as_done_from_the_start(tmp_path: Path) -> None:
     """A suite that continues runs from their resume points counts the steps kept there as done
-    from the start (only points the runner would take), and a resumed run's progress from
-    there."""
-    from evaluation.suites.suite import Reading, RunKey, kept_progress
+    from the start, for the points the runner takes (`resume_point_for`) and no others; a
+    resumed run's progress counts from there."""
+    from evaluation.contest.records import Reading
+    from evaluation.suites.suite import RunKey, SuiteConfig, SuiteRunner, kept_progress
     from evaluation.suites.suite_cli import SuiteProgress
 
-    resumed, fresh, no_point, bad_point = (
-        RunKey("rainbow", "Boxing-Atari2600-v0:Start", s) for s in range(4)
-    )
+    keys = [RunKey("rainbow", LEVEL, s) for s in range(5)]
+    resumed, fresh, no_point, bad_point, other_budget = keys
     _stopped_run(resumed.dir(tmp_path), (300, 2))
     _stopped_run(no_point.dir(tmp_path), None)
     _stopped_run(bad_point.dir(tmp_path), (250, 2))  # not the records' 300 steps
-    kept = kept_progress([resumed, fresh, no_point, bad_point], tmp_path)
+    _stopped_run(other_budget.dir(tmp_path), (300, 2), budget=50_000)
+    config = SuiteConfig(["rainbow"], [LEVEL], LEVEL, list(range(5)), 100_000, 3600.0)
+    kept = kept_progress(keys, SuiteRunner(config, tmp_path, 1))
     assert kept == {resumed: Reading(302, 30.5)}  # one reset per episode; the clock there
+    config.record = True  # the runner plays a recorded run again from its start
+    assert kept_progress(keys, SuiteRunner(config, tmp_path, 1)) == {}
 
-    bar = SuiteProgress(total=5, done=1, budget=100_000, kept=kept)
+    bar = SuiteProgress(total=6, done=1, budget=100_000, kept=kept)
     assert bar.bar.n == bar.bar.initial == 100_302
     bar.on_tick({fresh: Reading(600, 6.0)})  # the resumed run is waiting for a worker
     assert bar.bar.n - bar.bar.initial == 600
@@ -246,8 +256,9 @@ class _Clock:
 def test_the_suite_eta_times_each_agent_apart() -> None:
     """Each agent's runs are timed at that agent's speed (its finished runs' records, those
     ended by a limit), not at the rate of all steps together."""
+    from evaluation.contest.records import Reading
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite import RunKey
 
     rainbow = [RunKey("rainbow", "L", s) for s in range(3)]
     rand = [RunKey("random", "L", s) for s in range(3)]
@@ -276,8 +287,9 @@ def test_the_suite_eta_times_running_runs_by_their_own_clock() -> None:
     its restored ones up to its resume point, are not steps played now. Between lines a run's
     time left runs down; an agent not timed yet goes at all agents' speed; nothing timed: no
     ETA."""
+    from evaluation.contest.records import Reading
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite import RunKey
 
     fresh, resumed, waiting = RunKey("ppo2", "L", 0), RunKey("ppo2", "L", 1), RunKey("jerk", "L", 0)
     clock = _Clock()
@@ -301,8 +313,9 @@ def test_the_suite_eta_times_running_runs_by_their_own_clock() -> None:
 def test_the_suite_eta_stops_each_run_at_its_wall_clock_limit() -> None:
     """A run too slow for its budget ends at its wall-clock limit, on its own clock: a resumed
     run's counts its earlier sessions, waiting or running."""
+    from evaluation.contest.records import Reading
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite import RunKey
 
     running, waiting, fresh = (RunKey("rainbow", "L", s) for s in range(3))
     finished = [("rainbow", {"status": "budget", "timesteps": 100_000, "wallclock_s": 10_000.0})]
@@ -322,8 +335,9 @@ def test_the_suite_eta_on_ray_learns_how_many_runs_play_at_once() -> None:
     """With no slot count (Ray): the most runs seen running together, or, where runs do not
     show their progress, the runs finished so far: their wall clock in this suite over its
     time (a resumed run's earlier sessions left out)."""
+    from evaluation.contest.records import Reading
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite import RunKey
 
     keys = [RunKey("random", "L", s) for s in range(6)]
     done = {"status": "budget", "timesteps": 1_000, "wallclock_s": 100.0}
@@ -386,8 +400,9 @@ def test_the_suite_bar_shows_the_suite_eta() -> None:
 
 def test_a_fault_in_the_eta_does_not_stop_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
     """The ETA is only shown: if it raised, the bar goes on without it and says so."""
+    from evaluation.contest.records import Reading
     from evaluation.suites.eta import SuiteEta
-    from evaluation.suites.suite import Reading, RunKey
+    from evaluation.suites.suite import RunKey
     from evaluation.suites.suite_cli import SuiteProgress
 
     key = RunKey("random", "L", 0)

@@ -323,6 +323,11 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
     with open(tmp_path / "progress.csv", "a") as f:
         f.write("150000,9,3")  # a line being written: not read until whole
     assert last_reading(tmp_path) == (100000, 2.0)
+    for damaged in ("150000,9,nan,\n", "150000,9,inf,\n", "15²000,9,3.0,\n", "150000,9\n"):
+        (tmp_path / "progress.csv").write_text(
+            "timesteps,episodes,elapsed_s,mean_return_last10\n100000,7,2.0,5.5\n" + damaged
+        )
+        assert last_reading(tmp_path) == (100000, 2.0), damaged  # the last line that is one
     assert last_reading(tmp_path / "missing") == (0, 0.0)
 
 

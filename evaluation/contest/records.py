@@ -21,6 +21,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from sonic_common.files import copy_atomic, write_json_atomic
 
@@ -116,6 +117,27 @@ def read_results(results_dir: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+class Reading(NamedTuple):
+    """A line of progress.csv: the run's timesteps and its own clock (seconds since it began,
+    the earlier sessions of a resumed run included); (0, 0.0) stands for no line yet."""
+
+    timesteps: int
+    elapsed_s: float
+
+
+def progress_line(line: str) -> Reading | None:
+    """A progress.csv line as `RunRecorder.progress` writes it; None for the header or a line
+    that is not one (damaged, or half written)."""
+    fields = line.split(",")
+    if len(fields) < 3 or not (fields[0].isascii() and fields[0].isdigit()):
+        return None
+    try:
+        elapsed = float(fields[2])
+    except ValueError:
+        return None
+    return Reading(int(fields[0]), elapsed) if 0 <= elapsed < math.inf else None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, read_monitor
+from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, progress_line, read_monitor
 from sonic_common.agent_env import RESUME_FILE
 from sonic_common.errors import UserError
 
@@ -173,11 +173,11 @@ def _resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | 
             f"server's records ({sum(row.l for row in kept)} steps)"
         )
     timesteps = steps + episodes
-    logged = [_progress_steps(line) for line in progress_lines]
+    logged = [(line, progress_line(line)) for line in progress_lines]
     played = max(
         int(previous.get("timesteps") or 0),
         sum(row.l for row in rows) + len(rows),
-        *(int(x) for x in logged if math.isfinite(x)),
+        *(r.timesteps for _, r in logged if r is not None),
     )
     return ResumePoint(
         episodes=episodes,
@@ -185,15 +185,8 @@ def _resume_point(results_dir: Path, previous: dict[str, Any]) -> ResumePoint | 
         elapsed_s=kept[-1].t,
         header=header,
         rows=kept,
-        progress=[line for line in progress_lines if _progress_steps(line) <= timesteps],
+        progress=[line for line, r in logged if r is not None and r.timesteps <= timesteps],
         discarded_timesteps=max(0, played - timesteps),
         started_at=previous.get("started_at"),
         history=list(previous.get("resumed") or []),
     )
-
-
-def _progress_steps(line: str) -> float:
-    try:
-        return float(line.split(",", 1)[0])
-    except ValueError:
-        return float("inf")

@@ -45,6 +45,7 @@ from evaluation.contest.records import (
     DirLock,
     EpisodeRow,
     lock_dir,
+    progress_line,
     publish_records,
     read_monitor,
     read_results,
@@ -425,7 +426,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             from evaluation.docker.runtime import remove_earlier_containers
 
             remove_earlier_containers(spec.results_dir / "agent", spec.results_dir / "agent.log")
-        point = _resume_point(spec)
+        point = resume_point_for(spec)
         if isinstance(point, ResumePoint):
             spec = replace(spec, agent_args=[*spec.agent_args, "--resume"])
             keep_logs(spec.results_dir, len(point.history) + 1)
@@ -453,7 +454,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         lock.close()
 
 
-def _resume_point(spec: RunSpec) -> ResumePoint | str | None:
+def resume_point_for(spec: RunSpec) -> ResumePoint | str | None:
     """Where the run continues (spec.resume), why it cannot, or None: not asked to."""
     if not spec.resume:
         return None
@@ -591,10 +592,11 @@ def recovered_results(
 
 def _progress_timesteps(records: Path) -> int:
     try:
-        lines = (records / PROGRESS).read_text().splitlines()[1:]
-        return int(lines[-1].split(",")[0]) if lines else 0
-    except (OSError, ValueError):
+        lines = (records / PROGRESS).read_text().splitlines()
+    except OSError:
         return 0
+    readings = [r for r in map(progress_line, lines) if r is not None]
+    return readings[-1].timesteps if readings else 0
 
 
 def _server_results(run: Running) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from evaluation.contest.records import ENDED_BY_LIMIT
-from evaluation.suites.suite import Reading, RunKey
+from evaluation.contest.records import ENDED_BY_LIMIT, Reading
+from evaluation.suites.suite import RunKey
 
 
 @dataclass

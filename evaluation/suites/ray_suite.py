@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.contest import records
+from evaluation.contest.records import Reading
 from evaluation.suites.ray_backend import connect
 from evaluation.suites.suite import (
     LOCK_WAIT_S,
     Outcome,
-    Reading,
     RunKey,
     SuiteConfig,
     SuiteRunner,

@@ -35,11 +35,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from evaluation.agents import AGENTS, agent_entry
 from evaluation.contest import records
-from evaluation.contest.resume import ResumePoint, resume_point
+from evaluation.contest.records import Reading
+from evaluation.contest.resume import ResumePoint
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
 from sonic_common.agent_env import CHECK_ONLY_ENV, OUTPUT_DIR_ENV, RESUME_FILE, SOCKET_DIR_ENV
@@ -285,15 +286,18 @@ def resumable_run(run_dir: Path) -> bool:
     return run_state(run_dir) in REDO and (run_dir / "agent" / RESUME_FILE).is_file()
 
 
-def kept_progress(run_keys: list[RunKey], out: Path) -> dict[RunKey, Reading]:
-    """Where each of the runs that will continue from a resume point continues: the timesteps
-    kept (the agent's steps and one reset per episode, as the server counts them) and the run's
-    clock there; the point checked as the runner checks it."""
+def kept_progress(run_keys: list[RunKey], runner: SuiteRunner) -> dict[RunKey, Reading]:
+    """Where each of the runs that will continue from a resume point continues, as the runner
+    decides it (`resume_point_for`): the timesteps kept (the agent's steps and one reset per
+    episode, as the server counts them) and the run's clock there."""
+    from evaluation.contest.runner import resume_point_for
+
     kept = {}
     for key in run_keys:
-        run_dir = key.dir(out)
-        previous = records.read_results(run_dir) if resumable_run(run_dir) else None
-        point = resume_point(run_dir, previous) if previous is not None else None
+        spec = runner.spec(key)
+        if not (resumable_run(key.dir(runner.out)) and hasattr(spec, "resume")):
+            continue
+        point = resume_point_for(replace(spec, resume=True))
         if isinstance(point, ResumePoint):
             kept[key] = Reading(point.timesteps, point.elapsed_s)
     return kept
@@ -314,16 +318,8 @@ def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKe
 # ---------------------------------------------------------------- running
 
 
-class Reading(NamedTuple):
-    """A run's last progress line: its timesteps and its own clock (seconds since it began,
-    the earlier sessions of a resumed run included); (0, 0.0) before its first line."""
-
-    timesteps: int
-    elapsed_s: float
-
-
 def last_reading(run_dir: Path) -> Reading:
-    """The last line of the run's progress.csv, read from its end."""
+    """The last whole line of the run's progress.csv, read from its end."""
     path = run_dir / records.PROGRESS
     try:
         with open(path, "rb") as f:
@@ -334,17 +330,14 @@ def last_reading(run_dir: Path) -> Reading:
         return Reading(0, 0.0)
     lines = tail.splitlines()
     for line in reversed(lines if tail.endswith("\n") else lines[:-1]):  # not a half-written one
-        fields = line.split(",")
-        if fields[0].isascii() and fields[0].isdigit():
-            try:
-                elapsed = float(fields[2]) if len(fields) > 2 else 0.0
-            except ValueError:
-                elapsed = 0.0
-            return Reading(int(fields[0]), elapsed if math.isfinite(elapsed) else 0.0)
+        reading = records.progress_line(line)
+        if reading is not None:
+            return reading
     return Reading(0, 0.0)
 
 
 def capped_reading(run_dir: Path, budget: int) -> Reading:
+    """The run's last progress line, its timesteps at most `budget`."""
     reading = last_reading(run_dir)
     return reading._replace(timesteps=min(reading.timesteps, budget))
 

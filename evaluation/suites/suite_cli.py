@@ -21,9 +21,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evaluation.contest import records
+from evaluation.contest.records import Reading
 from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from evaluation.reports.aggregates import chosen_baseline
 from evaluation.reports.report import write_report
@@ -33,9 +34,9 @@ from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
     REDO,
     SUITE_JSON,
-    Reading,
     RunKey,
     SuiteConfig,
+    SuiteRunner,
     kept_progress,
     open_suite,
     preflight,
@@ -45,6 +46,8 @@ from evaluation.suites.suite import (
 from roms_setup.levels import resolve_levels
 from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.progress import duration
+
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -259,21 +262,14 @@ def run(
     )
     if not run_keys:
         return False
-    # a run continues from its resume point only here and unrecorded (the runner refuses the
-    # point of a recorded run; Ray's nodes may not share the directory)
-    resumes = getattr(backend, "backend", "local") == "local" and not config.record
-    kept = kept_progress(run_keys, out) if resumes else {}
-    eta = SuiteEta(
-        config.budget,
-        config.wallclock_s,
-        run_keys,
-        kept,
-        [(key.agent, records.read_results(key.dir(out)) or {}) for key in done],
-        slots=None if getattr(backend, "backend", "local") == "ray" else workers,
-    )
+    runner = make_runner(config, out, workers, backend)
+    # known only here: Ray's nodes may not share the directory, and those that do not play
+    # a stopped run again from its start
+    here = runner if isinstance(runner, SuiteRunner) else None
+    kept = kept_progress(run_keys, here) if here is not None else {}
+    eta = suite_eta(config, out, (run_keys, done), kept, workers if here is not None else None)
     progress = SuiteProgress(total, len(done), config.budget, kept, eta)
     t0 = time.monotonic()
-    runner = make_runner(config, out, workers, backend)
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
     progress.close()
     if outcome.interrupted:
@@ -285,6 +281,24 @@ def run(
             file=sys.stderr,
         )
     return outcome.interrupted
+
+
+def suite_eta(
+    config: SuiteConfig,
+    out: Path,
+    runs: tuple[list[RunKey], list[RunKey]],
+    kept: dict[RunKey, Reading],
+    slots: int | None,
+) -> SuiteEta | None:
+    """The ETA of the suite's `runs` (to do, done); None, said in a line, if it cannot be
+    made: it is only shown."""
+    to_do, done = runs
+    try:
+        finished = [(key.agent, records.read_results(key.dir(out)) or {}) for key in done]
+        return SuiteEta(config.budget, config.wallclock_s, to_do, kept, finished, slots)
+    except Exception as e:
+        print(f"suite: no ETA ({e.__class__.__name__}: {e})", file=sys.stderr)
+        return None
 
 
 class SuiteProgress:
@@ -306,13 +320,13 @@ class SuiteProgress:
         eta: SuiteEta | None = None,
     ) -> None:
         self.total, self.budget, self.eta = total, budget, eta
-        self.saved = {key: point.timesteps for key, point in (kept or {}).items()}
-        self.bar = progress_bar(total * budget, done * budget + sum(self.saved.values()))
+        self.kept_steps = {key: point.timesteps for key, point in (kept or {}).items()}
+        self.bar = progress_bar(total * budget, done * budget + sum(self.kept_steps.values()))
         self.finished_steps = done * budget
         self.counts = {"runs": done, "failed": 0, "interrupted": 0}
         self.show()
 
-    def _with_eta(self, use: Callable[[SuiteEta], Any]) -> Any:
+    def _with_eta(self, use: Callable[[SuiteEta], T]) -> T | None:
         if self.eta is None:
             return None
         try:
@@ -331,7 +345,7 @@ class SuiteProgress:
         )
 
     def on_done(self, run_key: RunKey, res: dict[str, Any]) -> None:
-        self.saved.pop(run_key, None)
+        self.kept_steps.pop(run_key, None)
         self._with_eta(lambda eta: eta.done(run_key, res))
         status = res.get("status")
         if status in REDO:  # what it played before it was stopped; it is redone on resume
@@ -354,7 +368,7 @@ class SuiteProgress:
     def on_tick(self, running: dict[RunKey, Reading]) -> None:
         """`running`: the last progress line of each running run."""
         self._with_eta(lambda eta: eta.tick(running))
-        waiting = sum(steps for key, steps in self.saved.items() if key not in running)
+        waiting = sum(steps for key, steps in self.kept_steps.items() if key not in running)
         played = self.finished_steps + waiting + sum(r.timesteps for r in running.values())
         self.bar.n = min(self.bar.total, played)
         self.show()
