@@ -147,3 +147,26 @@ def test_only_runs_that_ended_well_are_scored(
     bench.print_finished(table, bench.parse_args(["--seeds", "3"]))
     printed = capsys.readouterr().out
     assert "partial: 1 of 27 runs" in printed and printed.count("| rainbow |") == 1
+
+
+def test_learning_is_tested_on_the_games_where_ppo2_beats_random(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The BENCH line is the lower end of P(rainbow > random)'s interval on the games where
+    ppo2's mean beats random's, not an IQM difference: one lucky seed does not make it pass."""
+    args = bench.parse_args(["--seeds", "3"])
+    args.reps = 2_000
+    random = np.zeros((3, 3))
+    ppo2 = np.array([[0.0, 0.3, 0.2]] * 3)  # random beats ppo2 on nothing; ppo2 wins on 2 and 3
+    rainbow = np.array([[5.0, 0.4, 0.5]] * 3)  # game 1 (not tested) would lift any IQM
+    e = bench.print_learns({"rainbow": rainbow, "ppo2": ppo2, "random": random}, args, "x")
+    assert e is not None and e.point == 1.0 and e.low == 1.0
+    names = ", ".join(bench.game_name(g) for g in bench.GAMES[1:])
+    assert f"games where ppo2 beats random ({names})" in capsys.readouterr().out
+    rainbow = np.array([[5.0, 0.9, 0.0], [5.0, 0.0, 0.0], [5.0, 0.0, 0.0]])  # one lucky run
+    e = bench.print_learns({"rainbow": rainbow, "ppo2": ppo2, "random": random}, args, "x")
+    assert e is not None and e.point == pytest.approx(0.5 + 1 / 3 / 2 / 2) and e.low <= 0.5
+    assert (
+        bench.print_learns({"rainbow": rainbow, "ppo2": random, "random": random}, args, "x")
+        is None
+    )

@@ -171,6 +171,36 @@ def test_compare_merges_two_suites(tmp_path: Path) -> None:
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "in both" in proc.stderr and "rename the agent" in proc.stderr
 
+    for d, budget in ((base, 100_000), (new, 1_000_000)):
+        (d / "suite.json").write_text(json.dumps({"budget": budget, "wallclock_s": 43_200.0}))
+    proc = compare(base, new, "--out", tmp_path / "budgets")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "different limits" in proc.stderr and "budget 100000" in proc.stderr
+    assert not (tmp_path / "budgets").exists()
+
+
+def test_stopped_runs_are_left_out_of_every_score(tmp_path: Path) -> None:
+    """An interrupted run's episodes so far are not its result: left out of the per-level
+    means, the IQM, the mean and P(improvement), and listed; a crash is the agent's result and
+    counts. The seed it leaves without a score on every level is named."""
+    out = atari_suite(
+        tmp_path, {"A": {BREAKOUT: [0.5] * 3, BOXING: [0.5] * 3}, "B": {BOXING: [0.5, 0.1, 0.5]}}
+    )
+    write_run(out, "B", BREAKOUT, 0, [(raw(BREAKOUT, 0.0), 100, 0)], status="interrupted")
+    write_run(out, "B", BREAKOUT, 1, [(raw(BREAKOUT, 0.5), 100, 0)], status="agent_crashed")
+    write_run(out, "B", BREAKOUT, 2, [(raw(BREAKOUT, 0.5), 100, 0)])
+    table = Table(load_runs(out))
+    assert table.cell("B", BREAKOUT).scores == [pytest.approx(raw(BREAKOUT, 0.5))] * 2
+    a = compute(table, baseline="A")
+    assert a.seeds["B"] == [1, 2]
+    assert a.mean["B"].point == pytest.approx((0.5 + 0.1 + 0.5 + 0.5) / 4)  # not 0.35 with it
+    text = write_report(out, baseline="A").read_text()
+    assert "seed 0: interrupted, left out of the scores" in text
+    assert "seed 1: agent_crashed" in text and "seed 1: agent_crashed, left out" not in text
+    assert (
+        "B: the aggregates use 2 of 3 seeds; left out (no score on some level): seed(s) 0" in text
+    )
+
 
 # ---------------------------------------------------------------- GIFs of a recorded suite
 

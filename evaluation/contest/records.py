@@ -54,6 +54,7 @@ STATUSES = {
     "interrupted": "the server was stopped from outside (SIGTERM / Ctrl-C)",
 }
 ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
+STOPPED = frozenset({"interrupted", "running"})  # not ended: continued or played again
 
 
 def utc_now() -> str:

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.contest.records import MONITOR, PROGRESS, EpisodeRow, progress_line, read_monitor
+from evaluation.contest.records import (
+    MONITOR,
+    PROGRESS,
+    STOPPED,
+    EpisodeRow,
+    progress_line,
+    read_monitor,
+)
 from sonic_common.agent_env import RESUME_FILE
 from sonic_common.errors import UserError
 
@@ -38,7 +45,6 @@ MAX_RESUME_BYTES = 4096
 SEED_MODULUS = 2**31
 # stopped from outside: by a signal (`interrupted`), or killed outright before the server could
 # write its final results (`running`: the records are those published at the last episode end)
-STOPPED = ("interrupted", "running")
 
 
 @dataclass

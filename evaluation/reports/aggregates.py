@@ -71,8 +71,8 @@ def agent_matrix(
     per_seed: dict[int, dict[str, float]] = {}
     for lv in table.levels:
         for r in table.cell(agent, lv).runs:
-            if not math.isnan(r.score):
-                per_seed.setdefault(r.seed, {})[lv] = scales[lv](r.score)
+            if not math.isnan(r.counted_score):
+                per_seed.setdefault(r.seed, {})[lv] = scales[lv](r.counted_score)
     seeds = sorted(s for s, row in per_seed.items() if len(row) == len(table.levels))
     rows = [[per_seed[s][lv] for lv in table.levels] for s in seeds]
     return np.array(rows, dtype=float).reshape(len(seeds), len(table.levels)), seeds
@@ -118,14 +118,32 @@ def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
     return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval else "")
 
 
-def too_few_seeds(a: Aggregates) -> list[str]:
-    """A sentence per agent whose aggregates have no interval."""
-    return [
-        f"{agent}: {len(a.seeds[agent])} seed(s) with a score on every level; an interval "
-        f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
-        for agent in a.iqm
-        if not a.iqm[agent].has_interval
-    ]
+def seed_notes(a: Aggregates, table: Table) -> list[str]:
+    """A sentence per agent whose aggregates leave seeds out (a seed lacking a score on some
+    level), rest on fewer than 4 runs (the IQM trims nothing: it is their mean), or have no
+    interval (too few seeds)."""
+    notes = []
+    for agent in a.iqm:
+        used = a.seeds[agent]
+        runs = [r for lv in table.levels for r in table.cell(agent, lv).runs]
+        scored = sorted({r.seed for r in runs if not math.isnan(r.counted_score)})
+        dropped = [s for s in scored if s not in used]
+        if dropped:
+            notes.append(
+                f"{agent}: the aggregates use {len(used)} of {len(scored)} seeds; left out "
+                f"(no score on some level): seed(s) {', '.join(map(str, dropped))}."
+            )
+        if a.matrices[agent].size < 4:
+            notes.append(
+                f"{agent}: {a.matrices[agent].size} run(s); an IQM of fewer than 4 trims "
+                "nothing (it is their mean)."
+            )
+        if not a.iqm[agent].has_interval:
+            notes.append(
+                f"{agent}: {len(used)} seed(s) with a score on every level; an interval "
+                f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
+            )
+    return notes
 
 
 def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
@@ -144,7 +162,9 @@ def scales_lines(a: Aggregates, levels: Sequence[str]) -> list[str]:
         "## Normalization",
         "",
         "Each run's score is normalized per level as (score − random) / (reference − "
-        "random): 0 is the random reference, 1 the reference.",
+        "random), with the two columns below: 0 is the `random` column's score (random play "
+        "on Atari; a score of 0 for Sonic and for levels without a published reference), 1 "
+        "the reference.",
         "",
     ]
     lines += md_table(["level", "random", "reference", "source"], rows)

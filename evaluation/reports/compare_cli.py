@@ -7,8 +7,9 @@ writes one report of them all into OUT (report.md, summary.csv, curves/, the agg
 and GIFs of recorded runs; `compare.json` lists the suites). Agents and levels keep the order of
 first appearance. The same agent may come from several suites with different seeds; the same
 (agent, level, seed) in two suites is an error (rename the agent in one of them: `--agents
-NAME=ENTRY`). Nothing is run: a suite is extended by running it again with more agents or seeds
-(`evaluation suite --resume DIR --seeds ...`).
+NAME=ENTRY`), and so are suites with different budgets or wall clocks (a contest score is the
+mean return over the whole budget). Nothing is run: a suite is extended by running it again
+with more agents or seeds (`evaluation suite --resume DIR --seeds ...`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,25 @@ def merge(dirs: list[Path]) -> tuple[Table, dict[str, Any]]:
                 else ""
             )
         )
+    same_limits([(d, read_suite_json(d)) for d in dirs])
     return Table(runs, agents, levels), {"sources": sources}
+
+
+def same_limits(suites: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Refuse suites run with different budgets or wall clocks: a contest score is the mean
+    return over the whole budget, so it depends on it (a learner's 100k-step score is far below
+    its 1M one)."""
+    limits = {
+        d: (suite.get("budget"), suite.get("wallclock_s"))
+        for d, suite in suites
+        if "budget" in suite
+    }
+    if len(set(limits.values())) > 1:
+        said = "; ".join(f"{d}: budget {b}, wall clock {w} s" for d, (b, w) in limits.items())
+        raise UserError(
+            f"the suites have different limits ({said}): their scores are not comparable; "
+            "compare suites run with the same --budget and --wallclock"
+        )
 
 
 @exit_on_user_error

@@ -47,7 +47,7 @@ from evaluation.reports.aggregates import (
     fixed,
     improvement_lines,
     scales_lines,
-    too_few_seeds,
+    seed_notes,
 )
 from evaluation.reports.episode_gifs import Pick
 from evaluation.reports.reference_scores import REFERENCE_LEVEL_SET, SONIC_VALIDATION, SOURCE
@@ -71,6 +71,8 @@ SUMMARY_FIELDS = (
 CURVE_POINTS = 200
 SMOOTH_EPISODES = 10  # curves show the mean return of the last (up to) 10 finished episodes
 FLAG = "†"
+# runs whose score is not the agent's result: stopped to be played again, or the environment's end
+NOT_COUNTED = records.STOPPED | {"env_error"}
 
 
 # ---------------------------------------------------------------- reading runs
@@ -104,6 +106,13 @@ class Run:
     @property
     def by_budget(self) -> bool:
         return self.status == "budget"
+
+    @property
+    def counted_score(self) -> float:
+        """Its score where it counts in the report's scores: the run ended, by a limit or by
+        the agent's own failure. NaN for a run stopped to be played again (interrupted,
+        running: its episodes so far are not its result) or ended by the environment."""
+        return math.nan if self.status in NOT_COUNTED else self.score
 
 
 def read_run(run_dir: Path) -> Run | None:
@@ -168,7 +177,7 @@ class Cell:
 
     @property
     def scores(self) -> list[float]:
-        return [r.score for r in self.runs if not math.isnan(r.score)]
+        return [r.counted_score for r in self.runs if not math.isnan(r.counted_score)]
 
     @property
     def mean(self) -> float:
@@ -226,8 +235,8 @@ class Table:
         per_seed: dict[int, dict[str, float]] = {}
         for lv, c in zip(self.levels, cells, strict=True):
             for r in c.runs:
-                if not math.isnan(r.score):
-                    per_seed.setdefault(r.seed, {})[lv] = r.score
+                if not math.isnan(r.counted_score):
+                    per_seed.setdefault(r.seed, {})[lv] = r.counted_score
         seed_means = [
             float(np.mean(list(s.values())))
             for s in per_seed.values()
@@ -487,7 +496,7 @@ def _overall(table: Table, suite: dict, parts: Parts, out_dir: Path) -> list[str
         "per-level mean over seeds, in game units; ± is the sample standard deviation over "
         "seeds of the per-seed mean over levels (none for one seed).",
     ]
-    lines += [f"- {t}" for t in too_few_seeds(a)]
+    lines += [f"- {t}" for t in seed_notes(a, table)]
     for key, alt in (
         ("intervals", "IQM and mean with intervals"),
         ("profile", "performance profile"),
@@ -533,7 +542,9 @@ def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
         "",
         f"Cells: mean ± sample standard deviation of the score over seeds, in game units "
         f"(number of seeds with a score). {FLAG}: a run that did not end by using its "
-        "budget, or has no finished episode (listed below). —: no score.",
+        "budget, or has no finished episode (listed below). A run stopped to be played again "
+        "(interrupted, running) or ended by the environment (env_error) is left out of every "
+        "score; one the agent ended (a crash, out of memory, ...) counts. —: no score.",
         "",
     ]
     rows = []
@@ -551,7 +562,8 @@ def _per_level_matrix(table: Table, seeds: list[int] | None) -> list[str]:
     if flagged or missing:
         lines += ["", "### Runs to look at", ""]
         for r in sorted(flagged, key=lambda r: (r.agent, r.level, r.seed)):
-            why = ", ".join(([] if r.by_budget else [r.status]) + _no_episode_note(r))
+            left_out = ["left out of the scores"] if r.status in NOT_COUNTED else []
+            why = ", ".join(([] if r.by_budget else [r.status]) + left_out + _no_episode_note(r))
             err = f": {r.error}" if r.error else ""
             lines.append(f"- {r.agent} · `{r.level}` · seed {r.seed}: {why}{err}")
         for agent, lv, seed in missing:

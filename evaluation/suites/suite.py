@@ -52,7 +52,7 @@ SUITE_VERSION = 1
 # statuses after which a run is redone with retry_failed (budget, wallclock and agent_exited are
 # legitimate ends of a contest run and always kept)
 FAILED = frozenset({"agent_crashed", "protocol_error", "oom", "env_error", "idle_timeout"})
-REDO = frozenset({"interrupted", "running"})  # always run again ("running": the suite died)
+REDO = records.STOPPED  # always run again ("running": the suite died)
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOCK_WAIT_S = 60.0  # how long a run waits for a previous attempt to let go of its directory
 CHECK_ARGS_S = 300.0  # an agent started with its --agent-args before the runs (torch's import)
