@@ -42,7 +42,7 @@ from sonic_common.markdown import md_table
 REFERENCES = {
     "halfcheetah-dir": (
         "references' plateau: RLlib ≈ 250–270 (from ≈ 60–100 M steps),\n"
-        "learn2learn ≈ 265 (300 updates; 3 seeds, std ≈ 200)",
+        "learn2learn ≈ 265 (300 updates; 3 seeds, std ≈ 180 read off its plot)",
         250.0,
         270.0,
     )
