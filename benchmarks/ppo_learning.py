@@ -106,8 +106,8 @@ def suite_command(args: argparse.Namespace) -> list[str]:
 def episode_stats(table: Table, agent: str, level: str) -> tuple[np.ndarray, list[float]]:
     """All finished episodes' returns (pooled over seeds) and the per-seed run scores."""
     cell = table.cell(agent, level)
-    returns = [e.r for r in cell.runs for e in r.episodes if not e.cut]
-    return np.array(returns, dtype=float), [r.score for r in cell.runs]
+    returns = [e.r for r in cell.counted for e in r.episodes if not e.cut]
+    return np.array(returns, dtype=float), [r.score for r in cell.counted]
 
 
 def binned_curve(run, edges: np.ndarray) -> np.ndarray:  # noqa: ANN001 (evaluation.reports.report.Run)

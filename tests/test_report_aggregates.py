@@ -177,6 +177,13 @@ def test_compare_merges_two_suites(tmp_path: Path) -> None:
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "different limits" in proc.stderr and "budget 100000" in proc.stderr
     assert not (tmp_path / "budgets").exists()
+    # the same budget, other wall clocks: the same scores unless a run ended by its clock
+    for d, clock in ((base, 3_600.0), (new, 43_200.0)):
+        (d / "suite.json").write_text(json.dumps({"budget": 400, "wallclock_s": clock}))
+    assert compare(base, new, "--out", tmp_path / "clocks").returncode == 0
+    write_run(new, "mine", BREAKOUT, 3, [(raw(BREAKOUT, 0.5), 100, 0)], status="wallclock")
+    proc = compare(base, new, "--out", tmp_path / "clocks2")
+    assert proc.returncode == 2 and "wall clock 3600.0 s" in proc.stderr
 
 
 def test_stopped_runs_are_left_out_of_every_score(tmp_path: Path) -> None:
@@ -187,19 +194,23 @@ def test_stopped_runs_are_left_out_of_every_score(tmp_path: Path) -> None:
         tmp_path, {"A": {BREAKOUT: [0.5] * 3, BOXING: [0.5] * 3}, "B": {BOXING: [0.5, 0.1, 0.5]}}
     )
     write_run(out, "B", BREAKOUT, 0, [(raw(BREAKOUT, 0.0), 100, 0)], status="interrupted")
+    for seed, status in ((3, "running"), (4, "env_error")):
+        for level in (BREAKOUT, BOXING):
+            write_run(out, "B", level, seed, [(raw(level, 0.0), 100, 0)], status=status)
     write_run(out, "B", BREAKOUT, 1, [(raw(BREAKOUT, 0.5), 100, 0)], status="agent_crashed")
     write_run(out, "B", BREAKOUT, 2, [(raw(BREAKOUT, 0.5), 100, 0)])
     table = Table(load_runs(out))
     assert table.cell("B", BREAKOUT).scores == [pytest.approx(raw(BREAKOUT, 0.5))] * 2
+    assert [r.seed for r in table.cell("B", BOXING).counted] == [0, 1, 2]  # curves, GIFs
     a = compute(table, baseline="A")
     assert a.seeds["B"] == [1, 2]
     assert a.mean["B"].point == pytest.approx((0.5 + 0.1 + 0.5 + 0.5) / 4)  # not 0.35 with it
     text = write_report(out, baseline="A").read_text()
     assert "seed 0: interrupted, left out of the scores" in text
     assert "seed 1: agent_crashed" in text and "seed 1: agent_crashed, left out" not in text
-    assert (
-        "B: the aggregates use 2 of 3 seeds; left out (no score on some level): seed(s) 0" in text
-    )
+    left_out = "B: the aggregates use 2 of 5 seeds; left out (no score on some level): seed(s)"
+    assert f"{left_out} 0, 3, 4." in text
+    assert "seed 3: running, left out" in text and "seed 4: env_error, left out" in text
 
 
 # ---------------------------------------------------------------- GIFs of a recorded suite
@@ -235,3 +246,26 @@ def test_recorded_suite_report_shows_its_gifs(recorded_run: Path, tmp_path: Path
             assert im.format == "GIF" and im.size == (160, 112) and im.n_frames > 1
     index = json.loads((tmp_path / "s" / "videos" / "index.json").read_text())
     assert sorted(v.rsplit("/", 1)[1] for v in index.values()) == ["0", "1"]
+
+
+def test_few_runs_are_said(tmp_path: Path) -> None:
+    """An IQM of fewer than 4 runs trims nothing: the report says it is their mean."""
+    out = atari_suite(tmp_path, {"A": {BREAKOUT: [0.5, 0.7, 0.9]}})
+    text = write_report(out, baseline=None).read_text()
+    assert "A: 3 run(s); an IQM of fewer than 4 trims nothing (it is their mean)." in text
+
+
+def test_permutation_test_is_exact_and_stratified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One level: scipy's exact one-sided Mann-Whitney p. Two levels, every run of X above:
+    (1/20)² (one relabelling in C(6, 3) = 20 per level). Past EXACT_MAX relabellings, random
+    ones (fixed seed) agree with the exact value."""
+    from scipy import stats
+
+    x = np.array([[3.0, 0.4], [5.0, 0.9], [7.0, 0.2]])
+    y = np.array([[1.0, 0.1], [4.0, 0.3], [6.0, 0.5]])
+    exact = stats.mannwhitneyu(x[:, 0], y[:, 0], alternative="greater", method="exact")
+    assert agg.permutation_p(x[:, :1], y[:, :1]) == pytest.approx(exact.pvalue)
+    assert agg.permutation_p(y + 10, y) == pytest.approx((1 / 20) ** 2)
+    both = agg.permutation_p(x, y)
+    monkeypatch.setattr(agg, "EXACT_MAX", 0)
+    assert agg.permutation_p(x, y, reps=20_000) == pytest.approx(both, abs=0.01)

@@ -54,7 +54,10 @@ STATUSES = {
     "interrupted": "the server was stopped from outside (SIGTERM / Ctrl-C)",
 }
 ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them
-STOPPED = frozenset({"interrupted", "running"})  # not ended: continued or played again
+# not ended, so continued or played again: stopped from outside by a signal (`interrupted`), or
+# killed outright before the server could write its final results (`running`: the records are
+# those published at the last episode end)
+STOPPED = frozenset({"interrupted", "running"})
 
 
 def utc_now() -> str:

@@ -43,8 +43,6 @@ from sonic_common.errors import UserError
 
 MAX_RESUME_BYTES = 4096
 SEED_MODULUS = 2**31
-# stopped from outside: by a signal (`interrupted`), or killed outright before the server could
-# write its final results (`running`: the records are those published at the last episode end)
 
 
 @dataclass

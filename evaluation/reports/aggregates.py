@@ -125,12 +125,11 @@ def seed_notes(a: Aggregates, table: Table) -> list[str]:
     notes = []
     for agent in a.iqm:
         used = a.seeds[agent]
-        runs = [r for lv in table.levels for r in table.cell(agent, lv).runs]
-        scored = sorted({r.seed for r in runs if not math.isnan(r.counted_score)})
-        dropped = [s for s in scored if s not in used]
+        seeds = sorted({r.seed for lv in table.levels for r in table.cell(agent, lv).runs})
+        dropped = [s for s in seeds if s not in used]
         if dropped:
             notes.append(
-                f"{agent}: the aggregates use {len(used)} of {len(scored)} seeds; left out "
+                f"{agent}: the aggregates use {len(used)} of {len(seeds)} seeds; left out "
                 f"(no score on some level): seed(s) {', '.join(map(str, dropped))}."
             )
         if a.matrices[agent].size < 4:

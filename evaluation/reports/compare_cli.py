@@ -7,9 +7,10 @@ writes one report of them all into OUT (report.md, summary.csv, curves/, the agg
 and GIFs of recorded runs; `compare.json` lists the suites). Agents and levels keep the order of
 first appearance. The same agent may come from several suites with different seeds; the same
 (agent, level, seed) in two suites is an error (rename the agent in one of them: `--agents
-NAME=ENTRY`), and so are suites with different budgets or wall clocks (a contest score is the
-mean return over the whole budget). Nothing is run: a suite is extended by running it again
-with more agents or seeds (`evaluation suite --resume DIR --seeds ...`).
+NAME=ENTRY`), and so are suites with different budgets, or wall clocks where a run ended by its
+wall clock (a contest score is the mean return over the whole run). Nothing is run: a suite is
+extended by running it again with more agents or seeds (`evaluation suite --resume DIR --seeds
+...`).
 """
 
 from __future__ import annotations
@@ -81,24 +82,29 @@ def merge(dirs: list[Path]) -> tuple[Table, dict[str, Any]]:
                 else ""
             )
         )
-    same_limits([(d, read_suite_json(d)) for d in dirs])
+    clock_ended = any(r.status == "wallclock" for r in runs)
+    same_limits([(d, read_suite_json(d)) for d in dirs], clock_ended)
     return Table(runs, agents, levels), {"sources": sources}
 
 
-def same_limits(suites: list[tuple[Path, dict[str, Any]]]) -> None:
-    """Refuse suites run with different budgets or wall clocks: a contest score is the mean
-    return over the whole budget, so it depends on it (a learner's 100k-step score is far below
-    its 1M one)."""
+def same_limits(suites: list[tuple[Path, dict[str, Any]]], clock_ended: bool) -> None:
+    """Refuse suites run with different budgets, or different wall clocks when a run ended by
+    its wall clock: a contest score is the mean return over the whole run, so it depends on
+    them (a learner's 100k-step score is far below its 1M one)."""
     limits = {
-        d: (suite.get("budget"), suite.get("wallclock_s"))
+        d: (suite.get("budget"), suite.get("wallclock_s") if clock_ended else None)
         for d, suite in suites
         if "budget" in suite
     }
     if len(set(limits.values())) > 1:
-        said = "; ".join(f"{d}: budget {b}, wall clock {w} s" for d, (b, w) in limits.items())
+        said = "; ".join(
+            f"{d}: budget {b}" + (f", wall clock {w} s" if clock_ended else "")
+            for d, (b, w) in limits.items()
+        )
         raise UserError(
             f"the suites have different limits ({said}): their scores are not comparable; "
-            "compare suites run with the same --budget and --wallclock"
+            "compare suites run with the same --budget"
+            + (" and --wallclock (a run ended by its wall clock)" if clock_ended else "")
         )
 
 

@@ -176,6 +176,11 @@ class Cell:
     runs: list[Run] = field(default_factory=list)
 
     @property
+    def counted(self) -> list[Run]:
+        """The runs whose results count (`Run.counted_score`): scores, curves, GIFs."""
+        return [r for r in self.runs if r.status not in NOT_COUNTED]
+
+    @property
     def scores(self) -> list[float]:
         return [r.counted_score for r in self.runs if not math.isnan(r.counted_score)]
 
@@ -366,7 +371,7 @@ def write_curves(table: Table, curves_dir: Path, aggregates: Aggregates) -> dict
     for lv in table.levels:
         curves: dict[str, np.ndarray] = {}
         for agent in table.agents:
-            by_seed = {r.seed: run_curve(r, grid) for r in table.cell(agent, lv).runs}
+            by_seed = {r.seed: run_curve(r, grid) for r in table.cell(agent, lv).counted}
             per_level.setdefault(agent, {})[lv] = by_seed
             curves[agent] = np.array(list(by_seed.values())).reshape(-1, grid.size)
         path = curves_dir / f"{Level.parse(lv).slug}.png"
@@ -650,7 +655,7 @@ def _missing_runs(table: Table, seeds: list[int] | None) -> list[tuple[str, str,
 def gif_cells(table: Table) -> dict[tuple[str, str, str], list[tuple[Path, int, list[Episode]]]]:
     return {
         (a, lv, Level.parse(lv).slug): [
-            (r.path, r.seed, r.episodes) for r in table.cell(a, lv).runs if r.path
+            (r.path, r.seed, r.episodes) for r in table.cell(a, lv).counted if r.path
         ]
         for a in table.agents
         for lv in table.levels
