@@ -211,6 +211,8 @@ def test_stopped_runs_are_left_out_of_every_score(tmp_path: Path) -> None:
     left_out = "B: the aggregates use 2 of 5 seeds; left out (no score on some level): seed(s)"
     assert f"{left_out} 0, 3, 4." in text
     assert "seed 3: running, left out" in text and "seed 4: env_error, left out" in text
+    assert "A: intervals from 3 seeds per level; a bootstrap that resamples so few" in text
+    assert "B: intervals from" not in text  # 2 seeds: no interval at all
 
 
 # ---------------------------------------------------------------- GIFs of a recorded suite

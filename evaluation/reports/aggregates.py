@@ -118,10 +118,13 @@ def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
     return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval else "")
 
 
+FEW_SEEDS = 5  # below this a percentile bootstrap's intervals are said to be too narrow
+
+
 def seed_notes(a: Aggregates, table: Table) -> list[str]:
     """A sentence per agent whose aggregates leave seeds out (a seed lacking a score on some
-    level), rest on fewer than 4 runs (the IQM trims nothing: it is their mean), or have no
-    interval (too few seeds)."""
+    level), rest on fewer than 4 runs (the IQM trims nothing: it is their mean), have intervals
+    from few seeds (too narrow), or no interval (too few seeds)."""
     notes = []
     for agent in a.iqm:
         used = a.seeds[agent]
@@ -136,6 +139,12 @@ def seed_notes(a: Aggregates, table: Table) -> list[str]:
             notes.append(
                 f"{agent}: {a.matrices[agent].size} run(s); an IQM of fewer than 4 trims "
                 "nothing (it is their mean)."
+            )
+        if a.iqm[agent].has_interval and len(used) < FEW_SEEDS:
+            notes.append(
+                f"{agent}: intervals from {len(used)} seeds per level; a bootstrap that resamples "
+                "so few values gives intervals narrower than they should be (read them as a "
+                "description of these runs, not as a test)."
             )
         if not a.iqm[agent].has_interval:
             notes.append(
