@@ -369,7 +369,7 @@ def report(table: Table, args: argparse.Namespace) -> int:
     print_iqm(scores, args, "contest scores")
     learns = print_learns(scores, args, "contest scores")
     p = learns[1] if learns is not None else math.nan
-    print(f"BENCH rainbow_learning p_value={p:.4f} target=<=0.05")
+    print(f"BENCH rainbow_learning p_value={p:.3g} target=<=0.05")
     return 0
 
 
@@ -394,7 +394,7 @@ def print_learns(
     print(
         f"P(rainbow > random) on the games where ppo2 beats random ({names}), {what}: "
         f"{e.point:.3f}{interval_text} (95% CI); permutation test (stratified by game, "
-        f"one-sided): p = {p:.4f} (learns clearly if p ≤ 0.05)"
+        f"one-sided): p = {p:.3g} (learns clearly if p ≤ 0.05)"
     )
     return e, p
 

@@ -183,3 +183,29 @@ def test_learning_is_tested_on_the_games_where_ppo2_beats_random(
 
     same = {"rainbow": rainbow, "ppo2": random, "random": random}
     assert bench.print_learns(same, args, "x") is None  # ppo2 beats random nowhere
+
+
+def test_a_finished_suite_reports_both_scores_and_the_bench_line(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every run done: both scores' tables and IQMs, the learning test, and the BENCH line of
+    the permutation test's p on the contest scores."""
+    from evaluation.contest.records import EpisodeRow
+    from evaluation.reports.report import Run, Table
+
+    level_score = {"rainbow": 30.0, "ppo2": 20.0, "random": 0.0}
+    runs = [
+        Run(a, lv, seed, "budget", 1_000, 5.0, None, [EpisodeRow(v + seed, 99, 1.0)] * 10, None)
+        for a, v in level_score.items()
+        for lv in bench.GAMES
+        for seed in range(3)
+    ]
+    table = Table(runs, agents=list(bench.AGENTS), levels=list(bench.GAMES))
+    args = bench.parse_args(["--seeds", "3"])
+    args.reps = 2_000
+    assert bench.report(table, args) == 0
+    out = capsys.readouterr().out
+    assert out.count("normalized IQM") == 2 * len(bench.AGENTS)  # end of learning and contest
+    assert out.count("P(rainbow > random)") == 2
+    # all 3 games: Rainbow above every random run, 1 relabelling in 20 per game
+    assert out.splitlines()[-1] == "BENCH rainbow_learning p_value=0.000125 target=<=0.05"
