@@ -614,3 +614,16 @@ def test_meta_training_on_ray_equals_local(cluster: Any, tmp_path: Path) -> None
     rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").open())) for d in ("local", "ray")]
     keys = [k for k in rows[0][0] if k.startswith(("return_", "loss_", "kl"))]
     assert [{k: r[k] for k in keys} for r in rows[0]] == [{k: r[k] for k in keys} for r in rows[1]]
+
+
+def test_agent_args_are_checked_on_a_node_before_any_run(cluster: Any, tmp_path: Path) -> None:
+    """A setting the agent refuses is one line before any run, checked in a task on the
+    cluster (where the runs start the agents), and the refused new suite leaves nothing."""
+    out = tmp_path / "s"
+    args = ["--levels", LEVEL, "--seeds", "2", "--budget", "100", "--out", out]
+    ray = ["--backend", "ray", "--address", cluster.address]
+    proc = suite("--agents", "ppo2", "--agent-args", "ppo2=--set nsteps=abc", *args, *ray)
+    assert proc.returncode == 2, proc.stderr
+    said = proc.stderr.strip().splitlines()
+    assert said[-1].startswith("error: agent ppo2 refuses its --agent-args (--set nsteps=abc)")
+    assert "nsteps" in said[-1] and not out.exists()

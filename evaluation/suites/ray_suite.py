@@ -46,6 +46,7 @@ from evaluation.suites.suite import (
     SuiteConfig,
     SuiteRunner,
     capped_reading,
+    check_agent_args,
     failure_results,
 )
 from sonic_common.errors import UserError
@@ -417,6 +418,26 @@ def _json_bytes(data: dict[str, Any]) -> bytes:
     import json
 
     return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def check_agent_args_on_ray(config: SuiteConfig, agents: set[str], address: str | None) -> None:
+    """`check_agent_args` in a task on a node of the cluster, where the runs will start the
+    agents (its files, its environment): a setting an agent refuses is one line before any run,
+    not every run crashed."""
+    if not any(config.agent_args.get(a) for a in agents):
+        return
+    ray = connect(address)
+    task = ray.remote(num_cpus=0, max_retries=0)(_check_agent_args_task)
+    try:
+        ray.get(task.remote(config.to_json(), sorted(agents)))
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, UserError):
+            raise UserError(str(e.cause)) from None
+        raise
+
+
+def _check_agent_args_task(config_json: dict[str, Any], agents: list[str]) -> None:
+    check_agent_args(SuiteConfig.from_json(config_json), set(agents))
 
 
 # ---------------------------------------------------------------- the command line

@@ -370,10 +370,20 @@ def server_pids() -> list[int]:
     return kids
 
 
-def preflight(config: SuiteConfig, here: bool = True, left: set[str] | None = None) -> None:
-    """Fail before any run for what would fail every run: a level not playable, no agent; when
-    the runs start here (not on Ray's nodes), for the agents with runs `left` (default: all),
-    arguments an agent refuses (locally), and no Docker daemon or an image not built (Docker)."""
+ArgsCheck = Callable[["SuiteConfig", set[str]], None]
+
+
+def preflight(
+    config: SuiteConfig,
+    here: bool = True,
+    left: set[str] | None = None,
+    check_args: ArgsCheck | None = None,
+) -> None:
+    """Fail before any run for what would fail every run: a level not playable, no agent; for
+    the agents with runs `left` (default: all), arguments an agent refuses (local runtime:
+    `check_args`, by default `check_agent_args` when the runs start here; Ray's runner gives its
+    own, which checks on a node); when the runs start here, no Docker daemon or an image not
+    built (Docker)."""
     from roms_setup.installed import require_playable
 
     for lv in config.levels:
@@ -382,8 +392,9 @@ def preflight(config: SuiteConfig, here: bool = True, left: set[str] | None = No
     if config.runtime == "local":
         for a in config.agents:
             agent_entry(config.entry(a))  # a one-line error for an unknown agent
-        if here:
-            check_agent_args(config, left)
+        checker = check_args or (check_agent_args if here else None)
+        if checker is not None:
+            checker(config, left)
     elif here and left:
         require_images(config, left)
 

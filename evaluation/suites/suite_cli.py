@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +30,12 @@ from evaluation.contest.rules import BUDGET_STEPS, WALLCLOCK_S
 from evaluation.reports.aggregates import chosen_baseline
 from evaluation.reports.report import write_report
 from evaluation.suites.eta import SuiteEta
-from evaluation.suites.ray_suite import add_backend_arguments, check_backend, make_runner
+from evaluation.suites.ray_suite import (
+    add_backend_arguments,
+    check_agent_args_on_ray,
+    check_backend,
+    make_runner,
+)
 from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
     REDO,
@@ -421,7 +427,8 @@ def run_in(out: Path, args: argparse.Namespace) -> int:
 
     def check(config: SuiteConfig) -> None:
         left = {key.agent for key in todo(config, out, args.retry_failed)[0]}
-        preflight(config, here=here, left=left)
+        on_ray = None if here else partial(check_agent_args_on_ray, address=args.address)
+        preflight(config, here=here, left=left, check_args=on_ray)
         chosen_baseline(args.baseline, config.agents)
 
     with suite_lock(out):
