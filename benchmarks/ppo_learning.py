@@ -130,7 +130,7 @@ def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None
     mids = (edges[:-1] + edges[1:]) / 2
     grid = np.linspace(0, budget, 200)
     for agent in table.agents:
-        runs = table.cell(agent, level).runs
+        runs = table.cell(agent, level).counted
         if not runs:
             continue
         c = COLORS.get(agent)
@@ -148,7 +148,7 @@ def plot(table: Table, level: str, budget: int, path: Path, stats: dict) -> None
             ms=4,
             label=f"{agent}: score {stats[agent]['score']:.0f}",
         )
-    nseeds = len(table.cell(table.agents[0], level).runs)
+    nseeds = len(table.cell(table.agents[0], level).counted)
     ax.set_xlabel("agent steps (the server's count, resets included)")
     ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:.0f}k")
     ax.set_ylabel("episode return")
@@ -213,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no scored run of {agent} in {args.out}", file=sys.stderr)
             return 1
         # the last fifth of the budget: where the learner stands at the end
+        counted = table.cell(agent, args.level).counted
         late = [
             e.r
-            for r in table.cell(agent, args.level).runs
+            for r in counted
             for e, end in zip(r.episodes, np.cumsum([e.l for e in r.episodes]), strict=True)
             if not e.cut and end > 0.8 * args.budget
         ]
@@ -226,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "episodes": len(eps),
             "ep_std": float(np.std(eps, ddof=1)) if len(eps) > 1 else 0.0,
             "late": float(np.mean(late)) if late else math.nan,
-            "wall_min": float(np.mean([r.wallclock_s for r in table.cell(agent, args.level).runs]))
-            / 60,
+            "wall_min": float(np.mean([r.wallclock_s for r in counted])) / 60,
         }
     rnd = stats["random"]
     for agent in AGENTS:

@@ -253,8 +253,10 @@ def final_score(run: Run, window: int = FINAL_WINDOW) -> float:
 
 
 def done_runs(table: Table, agent: str, level: str, seeds: int | None = None) -> list[Run]:
-    """The agent's runs on the level that ended well (an interrupted or running run's episodes
-    so far are not its score), those of seeds below `seeds` when given."""
+    """The agent's runs on the level that ended well, those of seeds below `seeds` when given:
+    not an interrupted or running run (its episodes so far are not its score), nor a failed one
+    (a crash, out of memory, a timeout, env_error: stricter than the reports, so that a failure
+    beside other work on one machine is played again, not kept)."""
     return [
         r
         for r in table.cell(agent, level).runs

@@ -253,8 +253,12 @@ def test_recorded_suite_report_shows_its_gifs(recorded_run: Path, tmp_path: Path
 def test_few_runs_are_said(tmp_path: Path) -> None:
     """An IQM of fewer than 4 runs trims nothing: the report says it is their mean."""
     out = atari_suite(tmp_path, {"A": {BREAKOUT: [0.5, 0.7, 0.9]}})
+    write_run(out, "C", BREAKOUT, 0, [(raw(BREAKOUT, 0.5), 100, 0)], status="interrupted")
     text = write_report(out, baseline=None).read_text()
     assert "A: 3 run(s); an IQM of fewer than 4 trims nothing (it is their mean)." in text
+    # an agent left without any seed scored on every level is named too
+    dropped = "C: the aggregates use 0 of 1 seeds; left out (no score on some level): seed(s) 0."
+    assert f"{dropped} No aggregates." in text
 
 
 def test_permutation_test_is_exact_and_stratified(monkeypatch: pytest.MonkeyPatch) -> None:

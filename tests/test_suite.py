@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.suites.suite import SuiteConfig, last_reading, last_timesteps, open_suite
+from evaluation.contest.records import last_reading
+from evaluation.suites.suite import SuiteConfig, open_suite
 from evaluation.suites.suite_cli import parse_agent_args
 from sonic_common.errors import UserError
 from tests.support import wait_until
@@ -317,8 +318,6 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
     (tmp_path / "progress.csv").write_text(
         "timesteps,episodes,elapsed_s,mean_return_last10\n50000,3,1.0,\n100000,7,2.0,5.5\n"
     )
-    assert last_timesteps(tmp_path) == 100000
-    assert last_timesteps(tmp_path / "missing") == 0
     assert last_reading(tmp_path) == (100000, 2.0)
     with open(tmp_path / "progress.csv", "a") as f:
         f.write("150000,9,3")  # a line being written: not read until whole
@@ -329,6 +328,13 @@ def test_agent_args_and_progress_reading(tmp_path: Path) -> None:
         )
         assert last_reading(tmp_path) == (100000, 2.0), damaged  # the last line that is one
     assert last_reading(tmp_path / "missing") == (0, 0.0)
+    # read from the last 512 bytes: the cut first line of that tail is not read as a line
+    (tmp_path / "progress.csv").write_text(
+        "timesteps,episodes,elapsed_s,mean_return_last10\n"
+        + "123456,7,2.0,5.5\n" * 40
+        + "damaged\n" * 62  # 496 bytes: the tail begins with "23456,7,2.0,5.5"
+    )
+    assert last_reading(tmp_path) == (0, 0.0)  # not 23456
 
 
 def test_image_per_agent_name_for_docker(tmp_path: Path) -> None:

@@ -131,6 +131,33 @@ class Reading(NamedTuple):
     elapsed_s: float
 
 
+NO_READING = Reading(0, 0.0)
+
+
+def last_reading(results_dir: Path) -> Reading:
+    """The last whole line of the run's progress.csv, read from its end; NO_READING if none."""
+    try:
+        with open(Path(results_dir) / PROGRESS, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - 512)
+            f.seek(start)
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return NO_READING
+    lines = tail.splitlines()
+    lines = lines[1 if start > 0 else 0 : None if tail.endswith("\n") else -1]  # whole lines
+    for line in reversed(lines):
+        reading = progress_line(line)
+        if reading is not None:
+            return reading
+    return NO_READING
+
+
+def capped_reading(results_dir: Path, budget: int) -> Reading:
+    """The run's last progress line, its timesteps at most `budget`."""
+    reading = last_reading(results_dir)
+    return reading._replace(timesteps=min(reading.timesteps, budget))
+
+
 def progress_line(line: str) -> Reading | None:
     """A progress.csv line as `RunRecorder.progress` writes it; None for the header or a line
     that is not one (damaged, or half written)."""

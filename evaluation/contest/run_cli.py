@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from evaluation.contest.records import ENDED_BY_LIMIT, lock_dir
+from evaluation.contest.records import ENDED_BY_LIMIT, capped_reading, lock_dir
 from evaluation.contest.runner import (
     RunSpec,
     check_not_someone_elses,
@@ -84,7 +84,6 @@ def split_command(text: str | None) -> list[str] | None:
 def watch_progress(out: Path, budget: int, desc: str, tick_s: float = 1.0) -> Iterator[None]:
     """A progress bar with ETA (plain lines without a terminal) that follows the run's
     progress.csv in `out` while the body runs."""
-    from evaluation.suites.suite import last_timesteps
     from sonic_common.progress import progress
 
     bar = progress(budget, 0, unit="step", desc=desc, unit_scale=True)
@@ -92,7 +91,7 @@ def watch_progress(out: Path, budget: int, desc: str, tick_s: float = 1.0) -> It
 
     def follow() -> None:
         while not stop.wait(tick_s):
-            bar.n = min(budget, last_timesteps(out))
+            bar.n = capped_reading(out, budget).timesteps
             bar.refresh()
 
     thread = threading.Thread(target=follow, name="progress", daemon=True)
@@ -102,7 +101,7 @@ def watch_progress(out: Path, budget: int, desc: str, tick_s: float = 1.0) -> It
     finally:
         stop.set()
         thread.join()
-        bar.n = min(budget, last_timesteps(out))
+        bar.n = capped_reading(out, budget).timesteps
         bar.close()
 
 

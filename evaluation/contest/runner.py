@@ -44,8 +44,8 @@ from evaluation.contest.records import (
     RESULTS,
     DirLock,
     EpisodeRow,
+    last_reading,
     lock_dir,
-    progress_line,
     publish_records,
     read_monitor,
     read_results,
@@ -571,7 +571,7 @@ def recovered_results(
         "seed": spec.seed,
         "score": score(rows),
         "episodes": len([r for r in rows if not r.cut]),
-        "timesteps": max(steps + len(rows), _progress_timesteps(records)),
+        "timesteps": max(steps + len(rows), last_reading(records).timesteps),
         "wallclock_s": rows[-1].t if rows else None,
         "status": "env_error",
         "budget": spec.budget,
@@ -588,15 +588,6 @@ def recovered_results(
         results["started_at"] = resume.started_at
         results["resumed"] = [*resume.history, resume.record(spec.seed)]
     return results
-
-
-def _progress_timesteps(records: Path) -> int:
-    try:
-        lines = (records / PROGRESS).read_text().splitlines()
-    except OSError:
-        return 0
-    readings = [r for r in map(progress_line, lines) if r is not None]
-    return readings[-1].timesteps if readings else 0
 
 
 def _server_results(run: Running) -> dict[str, Any]:

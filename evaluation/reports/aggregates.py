@@ -118,39 +118,46 @@ def estimate_text(e: agg.Estimate | None, digits: int = 2) -> str:
     return text + (f" [{fixed(e.low, digits)}, {fixed(e.high, digits)}]" if e.has_interval else "")
 
 
-FEW_SEEDS = 5  # below this a percentile bootstrap's intervals are said to be too narrow
-
-
 def seed_notes(a: Aggregates, table: Table) -> list[str]:
     """A sentence per agent whose aggregates leave seeds out (a seed lacking a score on some
-    level), rest on fewer than 4 runs (the IQM trims nothing: it is their mean), have intervals
-    from few seeds (too narrow), or no interval (too few seeds)."""
+    level) or are missing (no seed has a score on every level), rest on fewer than
+    IQM_TRIMS_FROM runs (the IQM is their mean), have intervals from few seeds (too narrow), or
+    no interval (too few seeds)."""
     notes = []
-    for agent in a.iqm:
-        used = a.seeds[agent]
+    for agent in table.agents:
+        used = a.seeds.get(agent, [])
         seeds = sorted({r.seed for lv in table.levels for r in table.cell(agent, lv).runs})
         dropped = [s for s in seeds if s not in used]
         if dropped:
             notes.append(
                 f"{agent}: the aggregates use {len(used)} of {len(seeds)} seeds; left out "
                 f"(no score on some level): seed(s) {', '.join(map(str, dropped))}."
+                + ("" if used else " No aggregates.")
             )
-        if a.matrices[agent].size < 4:
-            notes.append(
-                f"{agent}: {a.matrices[agent].size} run(s); an IQM of fewer than 4 trims "
-                "nothing (it is their mean)."
-            )
-        if a.iqm[agent].has_interval and len(used) < FEW_SEEDS:
-            notes.append(
-                f"{agent}: intervals from {len(used)} seeds per level; a bootstrap that resamples "
-                "so few values gives intervals narrower than they should be (read them as a "
-                "description of these runs, not as a test)."
-            )
-        if not a.iqm[agent].has_interval:
-            notes.append(
-                f"{agent}: {len(used)} seed(s) with a score on every level; an interval "
-                f"needs at least {agg.MIN_SEEDS}, so none is given (point estimate only)."
-            )
+        if agent in a.iqm:
+            notes += _interval_notes(a, agent)
+    return notes
+
+
+def _interval_notes(a: Aggregates, agent: str) -> list[str]:
+    n, seeds = a.matrices[agent].size, len(a.seeds[agent])
+    notes = []
+    if n < agg.IQM_TRIMS_FROM:
+        notes.append(
+            f"{agent}: {n} run(s); an IQM of fewer than {agg.IQM_TRIMS_FROM} trims nothing (it "
+            "is their mean)."
+        )
+    if a.iqm[agent].has_interval and seeds < agg.FEW_SEEDS:
+        notes.append(
+            f"{agent}: intervals from {seeds} seeds per level; a bootstrap that resamples so few "
+            "values gives intervals narrower than they should be (read them as a description of "
+            "these runs, not as a test)."
+        )
+    if not a.iqm[agent].has_interval:
+        notes.append(
+            f"{agent}: {seeds} seed(s) with a score on every level; an interval needs at least "
+            f"{agg.MIN_SEEDS}, so none is given (point estimate only)."
+        )
     return notes
 
 

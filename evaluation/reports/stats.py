@@ -25,6 +25,8 @@ import numpy as np
 
 CONFIDENCE = 0.95
 MIN_SEEDS = 3  # fewer seeds per level give no interval (a bootstrap of 1-2 values says nothing)
+FEW_SEEDS = 5  # below this the report says a percentile bootstrap's intervals are too narrow
+IQM_TRIMS_FROM = 4  # an IQM of fewer runs trims nothing (scipy's int(0.25·n) is 0)
 REPS = 20_000  # bootstrap replications of the aggregates (rliable's default is 50,000)
 CURVE_REPS = 2_000  # per curve point
 BOOTSTRAP_SEED = 0  # intervals are reproducible: the same runs give the same report

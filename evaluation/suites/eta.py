@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from evaluation.contest.records import ENDED_BY_LIMIT, Reading
+from evaluation.contest.records import ENDED_BY_LIMIT, NO_READING, Reading
 from evaluation.suites.suite import RunKey
 
 
@@ -54,7 +54,8 @@ class SuiteEta:
     ) -> None:
         self.budget, self.wallclock_s, self.slots, self.clock = budget, wallclock_s, slots, clock
         self.kept = dict(kept or {})
-        self.left = {key: self.kept.get(key, Reading(0, 0.0)).timesteps for key in left}
+        # each run not finished, with the timesteps it has played (kept, or read since)
+        self.played = {key: self.kept.get(key, NO_READING).timesteps for key in left}
         self.steps: dict[str, float] = defaultdict(float)
         self.seconds: dict[str, float] = defaultdict(float)
         self.watches: dict[RunKey, _Watch] = {}
@@ -79,13 +80,13 @@ class SuiteEta:
                 self.watches[key] = _Watch(reading, reading, now)
             elif reading.elapsed_s > watch.last.elapsed_s:
                 watch.last, watch.seen = reading, now
-            if key in self.left:
-                kept = self.kept.get(key, Reading(0, 0.0)).timesteps
-                self.left[key] = max(kept, reading.timesteps)
+            if key in self.played:
+                kept = self.kept.get(key, NO_READING).timesteps
+                self.played[key] = max(kept, reading.timesteps)
 
     def done(self, key: RunKey, res: dict[str, Any]) -> None:
         self.watches.pop(key, None)
-        self.left.pop(key, None)
+        self.played.pop(key, None)
         self._add_record(key.agent, res)
         since_start = self.clock() - self.t_start  # a resumed run's clock has earlier sessions
         self.busy_s += min(_positive(res.get("wallclock_s")) or 0.0, since_start)
@@ -112,10 +113,10 @@ class SuiteEta:
     def _run_left(self, key: RunKey, rate: float, now: float) -> float:
         """Seconds `key` still plays: its steps left at `rate`, at most to its wall-clock
         limit, less what it played since its last progress line."""
-        left_s = (self.budget - self.left[key]) / rate
+        left_s = (self.budget - self.played[key]) / rate
         watch = self.watches.get(key)
         if watch is None:  # waiting: a resumed run's clock starts where its point is
-            clock_s = self.kept.get(key, Reading(0, 0.0)).elapsed_s
+            clock_s = self.kept.get(key, NO_READING).elapsed_s
             return max(0.0, min(left_s, self.wallclock_s - clock_s))
         since = now - watch.seen
         return max(0.0, min(left_s, self.wallclock_s - watch.last.elapsed_s) - since)
@@ -124,14 +125,14 @@ class SuiteEta:
         """The time left of every run not finished at its agent's speed (an agent not timed
         yet: all agents' speed), shared among the slots; at least the longest run's.
         None while nothing was timed, or the slots are not known yet."""
-        if not self.left:
+        if not self.played:
             return 0.0
         pooled, slots = self.rate(), self._slots()
         if pooled is None or slots is None:
             return None
-        rates = {a: self.rate(a) or pooled for a in {key.agent for key in self.left}}
+        rates = {a: self.rate(a) or pooled for a in {key.agent for key in self.played}}
         now = self.clock()
-        times = [self._run_left(key, rates[key.agent], now) for key in self.left]
+        times = [self._run_left(key, rates[key.agent], now) for key in self.played]
         return max(sum(times) / min(len(times), slots), max(times))
 
 

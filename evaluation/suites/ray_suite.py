@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.contest import records
-from evaluation.contest.records import Reading
+from evaluation.contest.records import Reading, capped_reading
 from evaluation.suites.ray_backend import connect
 from evaluation.suites.suite import (
     LOCK_WAIT_S,
@@ -45,7 +45,6 @@ from evaluation.suites.suite import (
     RunKey,
     SuiteConfig,
     SuiteRunner,
-    capped_reading,
     check_agent_args,
     failure_results,
 )

@@ -39,7 +39,7 @@ from typing import Any
 
 from evaluation.agents import AGENTS, agent_entry
 from evaluation.contest import records
-from evaluation.contest.records import Reading
+from evaluation.contest.records import Reading, capped_reading
 from evaluation.contest.resume import ResumePoint
 from evaluation.suites.seeds import parse_seeds
 from roms_setup.levels import Level
@@ -316,35 +316,6 @@ def todo(config: SuiteConfig, out: Path, retry_failed: bool) -> tuple[list[RunKe
 
 
 # ---------------------------------------------------------------- running
-
-
-def last_reading(run_dir: Path) -> Reading:
-    """The last whole line of the run's progress.csv, read from its end."""
-    path = run_dir / records.PROGRESS
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 512))
-            tail = f.read().decode(errors="replace")
-    except OSError:
-        return Reading(0, 0.0)
-    lines = tail.splitlines()
-    for line in reversed(lines if tail.endswith("\n") else lines[:-1]):  # not a half-written one
-        reading = records.progress_line(line)
-        if reading is not None:
-            return reading
-    return Reading(0, 0.0)
-
-
-def capped_reading(run_dir: Path, budget: int) -> Reading:
-    """The run's last progress line, its timesteps at most `budget`."""
-    reading = last_reading(run_dir)
-    return reading._replace(timesteps=min(reading.timesteps, budget))
-
-
-def last_timesteps(run_dir: Path) -> int:
-    """The timesteps of the last line of the run's progress.csv; 0 if none."""
-    return last_reading(run_dir).timesteps
 
 
 def server_pids() -> list[int]:
