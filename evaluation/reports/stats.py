@@ -17,6 +17,7 @@ report says so.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,7 +128,8 @@ def permutation_p(x: np.ndarray, y: np.ndarray, reps: int = REPS) -> float:
     Mann-Whitney count (pairs where X beats Y, ties half), so it agrees with the probability of
     improvement. Exact (every relabelling) when a level has at most EXACT_MAX of them, else
     `reps` random relabellings (fixed seed). With 3 seeds a bootstrap interval is too narrow;
-    this says how often relabelled runs would do as well."""
+    this says how often relabelled runs would do as well. Ours: scipy's permutation_test
+    relabels across all levels (it has no strata)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = x.shape[0]
     pooled = np.concatenate([x, y])  # (n + m, levels)
@@ -152,8 +154,6 @@ def _twice_u(x: np.ndarray, y: np.ndarray) -> int:
 
 
 def _labels(n: int, pooled: np.ndarray) -> list[tuple[int, ...]]:
-    import itertools
-
     return list(itertools.combinations(range(pooled.shape[0]), n))
 
 

@@ -1,7 +1,7 @@
 """A suite's time left, from each agent's own speed.
 
 The agents of one suite play at very different speeds (on one core of these machines a Rainbow
-run plays ≈ 10 timesteps a second, ppo2 ≈ 90, random ≈ 500), so a rate taken over all the steps
+run plays ≈ 10 timesteps a second, ppo2 ≈ 100, random ≈ 550), so a rate taken over all the steps
 together misses by a factor of several: a suite of Rainbow runs with ppo2 and random runs still to
 come said 27 h for 8 h of work. `SuiteEta` times each agent apart, from its finished runs'
 records (timesteps over wall clock, earlier sessions of a resumed run included) and from its

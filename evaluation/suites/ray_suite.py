@@ -311,7 +311,7 @@ class RaySuiteRunner:
         task = ray.remote(run_task)
         marker = self.out / self._marker
         marker.write_text("the suite's driver is running on Ray\n")
-        self._started = marker.stat().st_mtime  # the shared filesystem's clock, as the runs
+        self._started = marker.stat().st_mtime  # the shared filesystem's clock, as the runs'
         outcome = Outcome()
         flag = self._cancel_flag(ray)
         refs = {self._submit(task, c, flag): c for c in run_keys}
