@@ -856,6 +856,63 @@ def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
     no_leftovers(str(base))
 
 
+FILL_THEN_PLAY = (
+    """
+try:
+    with open(out / "filler", "ab") as f:
+        while True:
+            f.write(b"\\1" * 65536)
+            f.flush()
+except OSError:
+    pass
+"""
+    + PLAY_ON
+)
+
+
+def filler_spec(base: Path) -> Any:
+    def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
+        return RunSpec(
+            agent=run_key.agent,
+            level=LEVEL,
+            seed=run_key.seed,
+            budget=cfg.budget,
+            results_dir=run_dir,
+            agent_cmd=agent_cmd(base, 1, FILL_THEN_PLAY),
+        )
+
+    return make_spec
+
+
+def test_13_an_agent_filling_the_suites_disk_does_not_stop_the_suite(
+    base: Path, small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The agent fills the disk of the suite directory from its output directory: each run
+    ends with the reason, and the suite goes on to its next run instead of raising."""
+    config = SuiteConfig(["filler"], [LEVEL.id], LEVEL.id, [0, 1], 1000, 600.0)
+    runner = SuiteRunner(config, small_disk / "s", 1, make_spec=filler_spec(base))
+    outcome = runner.run(list(config.run_keys()))
+    got = {key.seed: res for key, res in outcome.done}
+    assert sorted(got) == [0, 1], got
+    assert all(res["status"] in ("env_error", "interrupted") for res in got.values()), got
+    assert "No space left" in got[0]["error"], got[0]  # the next one's server may not start
+    assert "suite: could not write" in capsys.readouterr().err
+    no_leftovers(str(base))
+
+
+def test_13_a_run_directory_that_cannot_be_made_is_redone_not_raised(base: Path) -> None:
+    out = base / "s"
+    config = SuiteConfig(["filler"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "filler").write_text("a file where the agent's directory goes")
+    outcome = SuiteRunner(config, out, 1, make_spec=filler_spec(base)).run(
+        list(config.run_keys())
+    )
+    [(_, res)] = outcome.done
+    assert res["status"] == "interrupted" and "could not prepare" in res["error"], res
+    assert todo(config, out, retry_failed=False)[0] == list(config.run_keys())  # redone
+
+
 def test_13_results_dir_deleted_mid_run_is_recreated_with_everything(base: Path) -> None:
     d = base / "r"
     delete = "shutil.rmtree(out.parent)\n"

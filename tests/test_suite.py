@@ -441,3 +441,28 @@ def test_a_run_whose_server_dies_while_the_suite_stops_is_redone(
     else:
         assert saved["status"] == "env_error" and "did not start" in saved["error"]
         assert todo(config, out, retry_failed=False)[0] == []
+
+
+@pytest.mark.parametrize(
+    "content", ["[1, 2]", "[" * 100_000 + "]" * 100_000, '"budget"'], ids=["list", "deep", "str"]
+)
+def test_a_results_json_that_is_no_object_is_a_run_to_redo(tmp_path: Path, content: str) -> None:
+    """In the local runtime an agent can write its run's results.json: something that is not
+    a JSON object (a list, a nesting past the parser's recursion limit) must not crash the
+    suite's resume; the run is played again."""
+    from evaluation.suites.suite import RunKey, todo
+
+    config = SuiteConfig(["random"], [LEVEL], LEVEL, [0], 100, 60.0)
+    out = tmp_path / "s"
+    [key] = list(config.run_keys())
+    key.dir(out).mkdir(parents=True)
+    (key.dir(out) / "results.json").write_text(content)
+    assert todo(config, out, retry_failed=False) == ([RunKey("random", LEVEL, 0)], [])
+
+
+def test_the_agent_logs_tail_shows_no_terminal_escapes(tmp_path: Path) -> None:
+    from evaluation.contest.run_cli import log_tail
+
+    log = tmp_path / "agent.log"
+    log.write_bytes(b"ok\r\n\x1b]0;pwned\x07title\n\x1b[2J\x1b[Hcleared\r\xc2\x9bfake\n\tindent\n")
+    assert log_tail(log, 10) == ["ok", "?]0;pwned?title", "?[2J?[Hcleared??fake", "\tindent"]

@@ -116,11 +116,14 @@ def publish_records(
 
 
 def read_results(results_dir: Path) -> dict[str, Any] | None:
+    """The run's results.json; None when missing or not a JSON object (in the local runtime
+    the agent can write it: any content, nested past the parser's recursion limit too)."""
     path = Path(results_dir) / RESULTS
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 class Reading(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import signal
 import sys
@@ -173,6 +174,7 @@ def check_docker_paths(spec: RunSpec) -> None:
 
 
 LOG_TAIL_LINES = 15
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 but newline
 
 
 def exit_code(results: dict, out: Path) -> int:
@@ -195,6 +197,8 @@ def exit_code(results: dict, out: Path) -> int:
 
 
 def log_tail(path: Path, lines: int) -> list[str]:
+    """The last non-empty lines of the agent's log, its control characters (terminal escapes
+    an agent could print to rewrite the screen) shown as `?`."""
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
@@ -202,4 +206,5 @@ def log_tail(path: Path, lines: int) -> list[str]:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    shown = CONTROL.sub("?", text.replace("\r\n", "\n"))
+    return [ln for ln in shown.splitlines() if ln.strip()][-lines:]

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -428,6 +429,15 @@ def require_images(config: SuiteConfig, agents: set[str]) -> None:
         )
 
 
+def _write_results(run_dir: Path, res: dict[str, Any]) -> None:
+    """The suite's own results.json for a run; a full disk is said in a line, not raised (the
+    result is still returned, and the suite goes on)."""
+    try:
+        write_json_atomic(run_dir / records.RESULTS, res)
+    except OSError as e:
+        print(f"suite: could not write {run_dir / records.RESULTS}: {e}", file=sys.stderr)
+
+
 def failure_results(run_key: RunKey, config: SuiteConfig, error: str) -> dict[str, Any]:
     """results.json for a run whose run_one raised instead of returning."""
     return {
@@ -505,25 +515,18 @@ class SuiteRunner:
         if self.stop.is_set():
             return None
         run_dir = run_key.dir(self.out)
-        resumable = resumable_run(run_dir)
-        if run_dir.exists() and self.config.runtime == "docker" and self._run_one is None:
-            # an earlier attempt's orphaned container must not write there any more
-            from evaluation.docker.runtime import remove_earlier_containers
-
-            remove_earlier_containers(run_dir / "agent", run_dir / "agent.log")
-        if run_dir.exists():
-            # an interrupted or failed attempt: start afresh (or continue it from its agent's
-            # resume point), once the previous attempt's server (an orphan of a killed suite
-            # ends within a second) has let go of it
-            lock = records.lock_dir(run_dir, wait_s=LOCK_WAIT_S)
-            try:
-                if not resumable:
-                    shutil.rmtree(run_dir)
-            finally:
-                lock.close()
-            if self.stop.is_set():  # stopped while it waited for the lock
-                return None
-        run_dir.mkdir(parents=True, exist_ok=resumable)
+        try:
+            resumable = self._prepare(run_dir)
+        except OSError as e:  # a full disk, or files of an earlier attempt it cannot remove
+            res = failure_results(
+                run_key,
+                self.config,
+                f"could not prepare {run_dir} ({e.__class__.__name__}: {e}): free some space "
+                "or remove the directory by hand, then resume the suite",
+            )
+            return {**res, "status": "interrupted"}  # not the agent's result: redone
+        if resumable is None:  # stopped while it waited for the lock
+            return None
         with self._lock:
             self.running[run_key] = run_dir
         try:
@@ -541,11 +544,36 @@ class SuiteRunner:
                 if resumable:  # still stopped at its point: the next resume continues it
                     res = {**(records.read_results(run_dir) or res), "status": "interrupted"}
                     res["error"] = f"could not continue: {type(e).__name__}: {e}"
-                write_json_atomic(run_dir / records.RESULTS, res)
+                _write_results(run_dir, res)
             return self._mark_interrupted(run_dir, res)
         finally:
             with self._lock:
                 self.running.pop(run_key, None)
+
+    def _prepare(self, run_dir: Path) -> bool | None:
+        """Make the run's directory ready: an earlier attempt's orphaned container removed, its
+        directory cleared (or kept, to continue from its agent's resume point: True); None when
+        the suite was stopped meanwhile."""
+        resumable = resumable_run(run_dir)
+        if run_dir.exists() and self.config.runtime == "docker" and self._run_one is None:
+            # an earlier attempt's orphaned container must not write there any more
+            from evaluation.docker.runtime import remove_earlier_containers
+
+            remove_earlier_containers(run_dir / "agent", run_dir / "agent.log")
+        if run_dir.exists():
+            # an interrupted or failed attempt: start afresh (or continue it from its agent's
+            # resume point), once the previous attempt's server (an orphan of a killed suite
+            # ends within a second) has let go of it
+            lock = records.lock_dir(run_dir, wait_s=LOCK_WAIT_S)
+            try:
+                if not resumable:
+                    shutil.rmtree(run_dir)
+            finally:
+                lock.close()
+            if self.stop.is_set():
+                return None
+        run_dir.mkdir(parents=True, exist_ok=resumable)
+        return resumable
 
     def _mark_interrupted(self, run_dir: Path, res: dict[str, Any]) -> dict[str, Any]:
         """A run cut short by the suite's stop is `interrupted`, whatever its agent did then.
@@ -561,7 +589,7 @@ class SuiteRunner:
         if not stopped or status in ("budget", "wallclock", "interrupted"):
             return res
         res = {**res, "status": "interrupted", "status_at_interrupt": status}
-        write_json_atomic(run_dir / records.RESULTS, res)
+        _write_results(run_dir, res)
         return res
 
     def progress_readings(self) -> dict[RunKey, Reading]:
