@@ -905,9 +905,7 @@ def test_13_a_run_directory_that_cannot_be_made_is_redone_not_raised(base: Path)
     config = SuiteConfig(["filler"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
     (out / "runs").mkdir(parents=True)
     (out / "runs" / "filler").write_text("a file where the agent's directory goes")
-    outcome = SuiteRunner(config, out, 1, make_spec=filler_spec(base)).run(
-        list(config.run_keys())
-    )
+    outcome = SuiteRunner(config, out, 1, make_spec=filler_spec(base)).run(list(config.run_keys()))
     [(_, res)] = outcome.done
     assert res["status"] == "interrupted" and "could not prepare" in res["error"], res
     assert todo(config, out, retry_failed=False)[0] == list(config.run_keys())  # redone
