@@ -3,7 +3,7 @@
 Needs a daemon (`python -m evaluation docker up`); skipped with the reason when none answers.
 One light image: the real `agent.random_agent` plus `agent.attack`, which plays an episode, then
 does what ATTACK (an environment variable) names: truncate the shared `ob` file before every step,
-or try to write outside its output directory, or play on forever.
+or try to write outside its output directory, or print 40 MB, or play on forever.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ if attack == "escape":
     except OSError as e:
         tried["symlink"] = e.__class__.__name__
     print("TRIED", json.dumps(tried), flush=True)
+if attack == "flood":
+    line = "x" * 1000 + "\\n"
+    for _ in range(40_000):  # 40 MB: more than the daemon keeps and the log takes
+        sys.stdout.write(line)
+    print("FLOOD ENDED", flush=True)
 try:
     while True:
         env.reset()
@@ -140,6 +145,29 @@ def test_5_container_cannot_write_outside_its_output_directory(image: str, base:
     assert res["status"] == "budget" and res["score"] != 99999.0, res
     assert json.loads((base / "r" / "results.json").read_text()) == res
     assert not (base / "results.json").exists() and not (ROOT / "results.json").exists()
+    assert containers_of(image) == []
+
+
+@pytest.mark.parametrize("cap", [None, 2**20], ids=["daemon's bound", "log's cap"])
+def test_5_container_printing_without_end_leaves_a_bounded_log(
+    image: str, base: Path, cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon keeps the last 2 × 8 MB of the output; the run's agent.log takes at most
+    LOG_MAX_BYTES of that (here also lowered, to see the cut)."""
+    from evaluation.docker import runtime
+
+    if cap is not None:
+        monkeypatch.setattr(runtime, "LOG_MAX_BYTES", cap)
+    res = run_one(spec(base, "flood", 1500))
+    assert res["status"] == "budget" and res["timesteps"] == 1500, res
+    _, rows = read_monitor(base / "r" / "monitor.csv")
+    assert res["score"] == pytest.approx(score(rows))
+    log = (base / "r" / "agent.log").read_bytes()
+    assert len(log) <= runtime.LOG_MAX_BYTES + 100, len(log)
+    if cap is None:
+        assert b"FLOOD ENDED" in log[-4096:]  # the end is kept, the start dropped
+    else:
+        assert log.endswith(f"cut at {cap} bytes)\n".encode()), log[-200:]
     assert containers_of(image) == []
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, LogConfig, Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
@@ -35,6 +35,11 @@ DEFAULT_CPUS = 1.0
 DEFAULT_PIDS = 256
 AGENT_UID = "1000:1000"
 TMPFS_SIZE = "512m"
+# what the daemon keeps of a container's output (json-file: two files of this size, then the
+# oldest goes) and what a run's agent.log gets of it: an agent printing without end must fill
+# neither the daemon's disk nor the runner's memory
+LOG_FILE_SIZE = "8m"
+LOG_MAX_BYTES = 16 * 2**20
 # every agent container names the output directory it writes (see remove_earlier_containers)
 OUTPUT_LABEL = "sonic-maml.output-dir"
 
@@ -77,6 +82,9 @@ def container_options(
         stdin_open=False,
         tty=False,
         detach=True,
+        log_config=LogConfig(
+            type=LogConfig.types.JSON, config={"max-size": LOG_FILE_SIZE, "max-file": "2"}
+        ),
     )
     if entrypoint is not None:
         options["entrypoint"] = entrypoint
@@ -115,11 +123,24 @@ def kill_and_remove(container: Container, log_path: Path | None, note: bytes = b
     with contextlib.suppress(NotFound, APIError):  # APIError: it had exited already
         container.kill()
     with contextlib.suppress(NotFound, APIError):
-        logs = container.logs(stdout=True, stderr=True)
-        if log_path is not None and logs:
-            with open(log_path, "ab") as f:
-                f.write(note + logs)
+        if log_path is not None:
+            append_logs(container, log_path, note)
     remove_container(container)
+
+
+def append_logs(container: Container, log_path: Path, note: bytes = b"") -> None:
+    """The container's output appended to `log_path` after `note`, streamed, at most
+    LOG_MAX_BYTES of it (then a line saying it was cut)."""
+    written = 0
+    with open(log_path, "ab") as f:
+        for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+            if written == 0:
+                f.write(note)
+            f.write(chunk[: LOG_MAX_BYTES - written])
+            written += len(chunk)
+            if written >= LOG_MAX_BYTES:
+                f.write(f"\n(the agent's output was cut at {LOG_MAX_BYTES} bytes)\n".encode())
+                return
 
 
 def remove_container(container: Container) -> None:
@@ -261,11 +282,10 @@ class DockerAgent:
 
     def _save_logs(self) -> None:
         try:
-            logs = self.container.logs(stdout=True, stderr=True)
+            append_logs(self.container, self.log_path)
         except (NotFound, APIError) as e:
-            logs = f"(container logs unavailable: {e})\n".encode()
-        with open(self.log_path, "ab") as f:
-            f.write(logs)
+            with open(self.log_path, "ab") as f:
+                f.write(f"(container logs unavailable: {e})\n".encode())
 
     def _dismiss_reaper(self) -> None:
         reaper = self._reaper
