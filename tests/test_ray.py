@@ -458,6 +458,37 @@ def test_files_read_back_from_a_private_run_leave_the_resume_point(tmp_path: Pat
     assert back["agent/checkpoint.pt"] == b"w"
 
 
+def test_a_private_run_sends_back_its_records_first_and_not_what_an_agent_inflated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's sparse terabyte would fail the task (MemoryError) and have its run recorded
+    interrupted, redone at the agent's wish: it is left out and listed instead, and the
+    server's records come back whatever the agent wrote beside them."""
+    from evaluation.suites import ray_suite
+
+    monkeypatch.setattr(ray_suite, "RETURN_MAX_BYTES", 1000)
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent.log").write_bytes(b"x" * 990)  # sorts before the records
+    (tmp_path / "agent" / "huge").touch()
+    os.truncate(tmp_path / "agent" / "huge", 2**40)  # sparse: no disk used
+    (tmp_path / "agent" / "small").write_bytes(b"s" * 5)
+    for name in ("results.json", "monitor.csv", "progress.csv"):
+        (tmp_path / name).write_bytes(b"r" * 10)
+    back = ray_suite.read_tree(tmp_path)
+    assert set(back) == {
+        "results.json",
+        "monitor.csv",
+        "progress.csv",
+        "agent/small",
+        ray_suite.NOT_RETURNED,
+    }
+    listed = dict(
+        line.split(": ", 1) for line in back[ray_suite.NOT_RETURNED].decode().splitlines()
+    )
+    assert set(listed) == {"agent.log", "agent/huge"}
+    assert listed["agent/huge"].startswith(f"{2**40} bytes")
+
+
 def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     from meta_train.configs import CONFIG_DIR
     from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command

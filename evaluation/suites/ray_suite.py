@@ -57,6 +57,12 @@ DOCKER_RESOURCE = "docker"
 MAX_RETRIES = 3  # re-runs of a task whose node or worker died
 DRAIN_S = 60.0  # after Ctrl-C, how long the driver waits for the cancelled runs to report
 FLAG_POLL_S = 1.0  # how often a running task reads the driver's CancelFlag
+# what a run on a node without the shared filesystem sends back to the driver: a checkpoint
+# fits (Rainbow's is 69 MB), an agent filling its disk does not
+RETURN_MAX_BYTES = 512 * 2**20
+RETURN_MAX_FILES = 10_000
+NOT_RETURNED = "not-returned.txt"
+RECORDS = frozenset({records.RESULTS, records.MONITOR, records.PROGRESS})
 
 
 @dataclass
@@ -200,12 +206,30 @@ def _attempt(runner: SuiteRunner, run_key: RunKey) -> dict[str, Any]:
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every file under `root`, by its path relative to `root`, but the agent's resume point
     (a replay buffer is hundreds of megabytes to send through the object store): a run stopped
-    on a node without the shared filesystem is played again from its start."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink() and not _resume_point_file(p.relative_to(root))
-    }
+    on a node without the shared filesystem is played again from its start. The server's
+    records first; then what fits RETURN_MAX_BYTES and RETURN_MAX_FILES (the agent can write
+    anything, a sparse terabyte too); what is left out is listed in NOT_RETURNED."""
+    files: dict[str, bytes] = {}
+    left_out: list[str] = []
+    total = 0
+    for p in sorted(root.rglob("*"), key=lambda p: (p.parent != root or p.name not in RECORDS, p)):
+        rel = p.relative_to(root)
+        if p.is_symlink() or not p.is_file() or _resume_point_file(rel):
+            continue
+        try:
+            size = p.stat().st_size
+            if len(files) >= RETURN_MAX_FILES or total + size > RETURN_MAX_BYTES:
+                left_out.append(f"{rel}: {size} bytes, over what a run sends back")
+                continue
+            with open(p, "rb") as f:
+                files[str(rel)] = f.read(size)
+        except OSError as e:  # e.g. a file the agent made unreadable
+            left_out.append(f"{rel}: {e.__class__.__name__}: {e}")
+            continue
+        total += len(files[str(rel)])
+    if left_out:
+        files[NOT_RETURNED] = "".join(f"{line}\n" for line in left_out).encode()
+    return files
 
 
 def _resume_point_file(rel: Path) -> bool:
