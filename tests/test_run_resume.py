@@ -166,6 +166,7 @@ def test_a_stopped_rainbow_run_continues_from_its_resume_point(tmp_path: Path, h
     report = (out / "report.md").read_text()
     assert "1 run(s) were stopped and continued" in report
     assert f"The {resumed['discarded_timesteps']:,} timesteps" in report
+    assert f"(1×, {resumed['discarded_timesteps']:,} timesteps discarded)" in report
 
 
 # ---------------------------------------------------------------- refusals, on recorded files

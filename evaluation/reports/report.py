@@ -450,16 +450,24 @@ def _header(table: Table, suite: dict, out_dir: Path) -> list[str]:
 
 
 def _resumed_note(table: Table) -> list[str]:
-    """Which runs were continued from a resume point after a stop, and what was discarded."""
+    """Which runs were continued from a resume point after a stop, and what each discarded
+    (the point is the agent's choice: an earlier one discards more)."""
     runs = [r for r in table.runs if r.resumed]
     if not runs:
         return []
-    discarded = sum(int(x.get("discarded_timesteps") or 0) for r in runs for x in r.resumed)
-    names = ", ".join(f"{r.agent} on {r.level} seed {r.seed} ({len(r.resumed)}×)" for r in runs)
+
+    def discarded(run: Run) -> int:
+        return sum(int(x.get("discarded_timesteps") or 0) for x in run.resumed)
+
+    names = ", ".join(
+        f"{r.agent} on {r.level} seed {r.seed} ({len(r.resumed)}×, {discarded(r):,} "
+        "timesteps discarded)"
+        for r in runs
+    )
     return [
         f"{len(runs)} run(s) were stopped and continued from their agent's resume point: "
-        f"{names}. The {discarded:,} timesteps played after those points were discarded (not "
-        "counted against the budget); the agents may have learned from them.",
+        f"{names}. The {sum(map(discarded, runs)):,} timesteps played after those points were "
+        "discarded (not counted against the budget); the agents may have learned from them.",
         "",
     ]
 
