@@ -177,7 +177,7 @@ class TrainLogger:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._open_csv(self.out_dir / layout.csv_name, resume, keep_rows_below)
             if tensorboard:
-                self._tb = _summary_writer(self.out_dir / "tb", keep_rows_below, config)
+                self._tb = summary_writer(self.out_dir / "tb", keep_rows_below, config)
         if progress_bar:  # a tqdm bar on a terminal, plain lines in a log (or without tqdm)
             from sonic_common.progress import progress
 
@@ -234,7 +234,7 @@ class TrainLogger:
             self._csv_file.close()
 
 
-def _summary_writer(path: Path, purge_step: int | None, config: dict[str, Any] | None) -> Any:
+def summary_writer(path: Path, purge_step: int | None, config: dict[str, Any] | None) -> Any:
     """A TensorBoard writer (None without tensorboard, e.g. in the agent image); the config as
     text, unless this run goes on from a step where it was written already."""
     try:

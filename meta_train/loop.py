@@ -25,7 +25,7 @@ import yaml
 
 from agent.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agent.policies import ActorCritic, build_policy, spec_from_config
-from agent.train_log import LogLayout, TrainLogger
+from agent.train_log import LogLayout, TrainLogger, summary_writer
 from agent.wrappers import WrapperConfig
 from meta_train.collect import collect
 from meta_train.configs import META_OPTIMIZERS, flat_config
@@ -188,23 +188,37 @@ def metric_fields(adapt_steps: int) -> list[str]:
 
 
 def meta_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
-    """Each curve twice: by meta-iteration (meta/) and by environment steps so far
-    (by_env_steps/, as CleanRL's global_step), when the row counts them."""
-    steps = row.get("env_steps")
+    """Each curve by meta-iteration (meta/)."""
     for k, v in row.items():
         if k not in ("iteration", "env_steps") and isinstance(v, int | float) and math.isfinite(v):
             yield f"meta/{k}", v, row["iteration"]
-            if isinstance(steps, int | float) and math.isfinite(steps):
-                yield f"by_env_steps/{k}", v, int(steps)
+
+
+def env_step_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
+    """Each curve by environment steps so far (by_env_steps/, as CleanRL's global_step), when
+    the row counts them."""
+    steps = row.get("env_steps")
+    if not (isinstance(steps, int | float) and math.isfinite(steps)):
+        return
+    for tag, v, _ in meta_scalars(row):
+        yield f"by_env_steps/{tag.removeprefix('meta/')}", v, int(steps)
 
 
 class MetricsLog(TrainLogger):
     """metrics.csv (on resume: the rows of the iterations before `start` kept), TensorBoard
-    `meta/*` scalars when the config asks, and a progress bar over iterations: the learners'
-    TrainLogger with meta-training's layout."""
+    scalars when the config asks, and a progress bar over iterations: the learners'
+    TrainLogger with meta-training's layout. The `meta/*` curves go to tb/, the `by_env_steps/*`
+    ones to tb/by_env_steps/ (on resume each purged from its own step: TensorBoard drops every
+    tag of a directory from the purge step on, and `env_steps` is far above the iteration)."""
 
     def __init__(
-        self, out: Path, cfg: dict[str, Any], start: int, desc: str, progress: bool
+        self,
+        out: Path,
+        cfg: dict[str, Any],
+        start: int,
+        desc: str,
+        progress: bool,
+        start_env_steps: int = 0,
     ) -> None:
         self.steps = int(cfg["adapt_steps"])
         layout = LogLayout(METRICS_CSV, tuple(metric_fields(self.steps)), meta_scalars, "nan")
@@ -220,9 +234,23 @@ class MetricsLog(TrainLogger):
             unit="it",
             desc=desc,
         )
+        self._by_steps = None
+        if self._tb is not None:
+            # the row of the last kept iteration is at start_env_steps
+            purge = start_env_steps + 1
+            self._by_steps = summary_writer(out / "tb" / "by_env_steps", purge, None)
 
     def write(self, row: dict[str, Any]) -> None:
         self.log(row)
+        if self._by_steps is not None:
+            for tag, value, step in env_step_scalars(row):
+                self._by_steps.add_scalar(tag, value, step)
+            self._by_steps.flush()
+
+    def close(self) -> None:
+        super().close()
+        if self._by_steps is not None:
+            self._by_steps.close()
 
     def advance_row(self, row: dict[str, Any]) -> None:
         self.advance(
@@ -354,7 +382,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     policy, learner, opt, start, env_steps = _build(cfg, saved, ckpt_path)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log = MetricsLog(out, cfg, start, f"{'joint' if joint else 'maml'}-{opt.name}", progress)
+    desc = f"{'joint' if joint else 'maml'}-{opt.name}"
+    log = MetricsLog(out, cfg, start, desc, progress, start_env_steps=env_steps)
     dist = TaskDistribution.from_config(cfg)
     count, meta_batch = int(cfg["trajectories"]), int(cfg["meta_batch"])
     steps = int(cfg["adapt_steps"])

@@ -141,32 +141,36 @@ def test_tensorboard_tags_are_cleanrl_names(tmp_path: Path) -> None:
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
 
-def test_meta_training_curves_by_iteration_and_env_steps(tmp_path: Path) -> None:
+def test_meta_training_curves_by_iteration_and_env_steps_survive_a_resume(tmp_path: Path) -> None:
+    """Both axes, and a resume after iteration 1 that purges the iterations it plays again on
+    each axis, not the env-steps curve's whole past (its steps are far above the purge's
+    iteration: TensorBoard drops every tag of a directory from the purge step on)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from meta_train.loop import MetricsLog
 
-    log = MetricsLog(
-        tmp_path,
-        {"adapt_steps": 1, "iterations": 2, "task": {"kind": "x"}},
-        0,
-        "meta",
-        progress=False,
-    )
-    for it in range(2):
-        log.write(
-            {
-                "iteration": it,
-                "return_0": 1.0 + it,
-                "return_1": 2.0 + it,
-                "env_steps": 8192 * (it + 1),
-            }
-        )
-    log.close()
+    cfg = {"adapt_steps": 1, "iterations": 3, "task": {"kind": "x"}}
+
+    def write(its: range, start: int, start_env_steps: int, returns: float) -> None:
+        log = MetricsLog(tmp_path, cfg, start, "meta", False, start_env_steps)
+        for it in its:
+            env_steps = 8192 * (it + 1)
+            log.write({"iteration": it, "return_0": returns, "env_steps": env_steps})
+        log.close()
+
+    write(range(3), 0, 0, 1.0)  # iterations 0, 1, 2; the checkpoint after 0 is the last kept
+    write(range(1, 3), 1, 8192, 5.0)  # resumed: iterations 1 and 2 again
+
+    def curve(path: Path, tag: str) -> list[tuple[int, float]]:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    assert curve(tmp_path / "tb", "meta/return_0") == [(0, 1.0), (1, 5.0), (2, 5.0)]
+    by_steps = curve(tmp_path / "tb" / "by_env_steps", "by_env_steps/return_0")
+    assert by_steps == [(8192, 1.0), (16384, 5.0), (24576, 5.0)]
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert [e.step for e in events.Scalars("meta/return_1")] == [0, 1]
-    assert [e.step for e in events.Scalars("by_env_steps/return_1")] == [8192, 16384]
     assert "meta/env_steps" not in events.Tags()["scalars"]
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
 
