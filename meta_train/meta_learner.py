@@ -320,12 +320,30 @@ class MetaLearner:
         if data is not None:
             loss, kl = stacked_objective(self, data, create_graph=False)
             return float(loss.detach()), float(kl.detach())
+        values = [self._evaluate_task(b) for b in batches]
+        n = max(1, len(values))
+        return sum(v[0] for v in values) / n, sum(v[1] for v in values) / n
+
+    def _evaluate_task(self, b: TaskBatch) -> tuple[float, float]:
+        """`task_objective`'s values without its graph: θ_S by the detached inner steps, D_S in
+        chunks of `grad_chunk` samples (image policies: one chunk's activations in memory, as
+        in `meta_gradient`)."""
+        params = {name: p.detach() for name, p in self.params.items()}
+        for data in b.train:
+            params = self.adapted_detached(params, data)
+        valid, n = b.valid, int(b.valid.advantages.shape[0])
+        size = self.grad_chunk if self.grad_chunk > 0 else n
         loss_sum, kl_sum = 0.0, 0.0
-        for b in batches:
-            loss, kl = self.task_objective(b, create_graph=False)
-            loss_sum += float(loss.detach())
-            kl_sum += float(kl.detach())
-        n = max(1, len(batches))
+        with torch.no_grad():
+            for start in range(0, n, size):
+                part = slice(start, start + size)
+                dist_params, dist = self.forward(params, valid.obs[part].to(self.device))
+                logp = dist.log_prob(valid.actions[part].to(self.device))
+                ratio = (logp - b.old_logp[part].to(logp)).exp()
+                adv = valid.advantages[part].to(logp)
+                loss_sum -= float(clipped_surrogate(ratio, adv, None).sum())
+                old = self.policy.distribution(b.old_dist_params[part].to(dist_params))
+                kl_sum += float(kl_divergence(old, dist).sum())
         return loss_sum / n, kl_sum / n
 
 

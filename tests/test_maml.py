@@ -291,6 +291,24 @@ def test_chunked_meta_gradient_equals_autograd(
         torch.testing.assert_close(g, e if e is not None else torch.zeros_like(g))
 
 
+@pytest.mark.parametrize(
+    "kind,steps,learn_lr", [("gaussian", 1, False), ("discrete", 2, True), ("gaussian", 2, True)]
+)
+def test_chunked_evaluate_equals_the_objective_it_stands_for(
+    kind: str, steps: int, learn_lr: bool
+) -> None:
+    """The task-by-task `evaluate` (TRPO's line search, PPO's KL check) gives
+    `task_objective`'s values from detached inner steps and D_S in chunks, without the whole
+    task's graph."""
+    learner, batch = make_problem(kind, steps=steps, learn_inner_lr=learn_lr)
+    loss, kl = learner.task_objective(batch)
+    learner.grad_chunk = 3  # 8 samples: chunks of 3, 3, 2; no stacking
+    assert learner.evaluate([batch, batch]) == (
+        pytest.approx(float(loss.detach()), rel=1e-12),
+        pytest.approx(float(kl.detach()), rel=1e-10),
+    )
+
+
 def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: AdvantageBatch) -> Tensor:
     """−mean(log π(a|o) · Â) written out for the linear policies (no module, no functional_call)."""
     out = data.obs @ p["pi.weight"].T + p["pi.bias"]
