@@ -658,3 +658,21 @@ def test_agent_args_are_checked_on_a_node_before_any_run(cluster: Any, tmp_path:
     said = proc.stderr.strip().splitlines()
     assert said[-1].startswith("error: agent ppo2 refuses its --agent-args (--set nsteps=abc)")
     assert "nsteps" in said[-1] and not out.exists()
+
+
+def test_the_eta_counts_the_runs_the_live_nodes_hold_at_once(cluster: Any, tmp_path: Path) -> None:
+    """Without a shared directory the driver sees no running run: the ETA's count of runs
+    played together comes from the nodes' resources and a run's request, not from the runs
+    finished so far."""
+    from evaluation.suites.ray_suite import ray_slots, run_resources, runs_that_fit
+
+    config = new_suite(tmp_path / "s", ["random", "big"], 1, 200)
+    assert ray_slots(config, RayOptions(cpus=1.0)) == 2  # 2 nodes of 1 CPU
+    assert ray_slots(config, RayOptions(cpus=0.5)) == 4
+    assert ray_slots(config, RayOptions(cpus=0.5, gpus={"big": 1.0})) is None  # no GPU node
+    need = run_resources(config, "big", RayOptions(cpus=1.0))  # 1 CPU, 1 GiB locally
+    assert runs_that_fit({"CPU": 8.0, "memory": 3.5 * 1024**3}, need) == 3  # memory binds
+    assert runs_that_fit({"CPU": 8.0, "memory": 8.0 * 1024**3, "docker": 1.0}, need) == 8
+    docker = {**need, "resources": {"docker": 1}}
+    assert runs_that_fit({"CPU": 8.0, "memory": 8.0 * 1024**3, "docker": 2.0}, docker) == 2
+    assert runs_that_fit({"CPU": 8.0, "memory": 8.0 * 1024**3}, docker) == 0

@@ -38,7 +38,7 @@ from typing import Any
 
 from evaluation.contest import records
 from evaluation.contest.records import Reading, capped_reading
-from evaluation.suites.ray_backend import connect
+from evaluation.suites.ray_backend import alive_nodes, connect
 from evaluation.suites.suite import (
     LOCK_WAIT_S,
     Outcome,
@@ -111,6 +111,27 @@ def run_resources(config: SuiteConfig, agent: str, opts: RayOptions) -> dict[str
         "max_retries": opts.max_retries,
         "retry_exceptions": False,
     }
+
+
+def runs_that_fit(have: dict[str, float], need: dict[str, Any]) -> int:
+    """How many runs asking `need` (run_resources' options) a node with resources `have`
+    (ray.nodes()'s "Resources") holds at once."""
+    asks = {"CPU": need["num_cpus"], "GPU": need["num_gpus"], "memory": need["memory"]}
+    asks.update(need["resources"])
+    return min((int(have.get(k, 0.0) // v) for k, v in asks.items() if v > 0), default=0)
+
+
+def ray_slots(config: SuiteConfig, opts: RayOptions) -> int | None:
+    """How many of the suite's runs the cluster's live nodes hold at once (each node counted
+    for the agent whose runs fit it least): the ETA's count of runs played together. None when
+    none fits or Ray cannot say (it is only shown)."""
+    try:
+        ray = connect(opts.address)
+        needs = [run_resources(config, agent, opts) for agent in config.agents]
+        nodes = [n.get("Resources", {}) for n in alive_nodes(ray)]
+        return sum(min(runs_that_fit(have, need) for need in needs) for have in nodes) or None
+    except Exception:
+        return None
 
 
 # ---------------------------------------------------------------- on the node

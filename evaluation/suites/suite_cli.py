@@ -35,6 +35,7 @@ from evaluation.suites.ray_suite import (
     check_agent_args_on_ray,
     check_backend,
     make_runner,
+    ray_slots,
 )
 from evaluation.suites.seeds import parse_seeds
 from evaluation.suites.suite import (
@@ -269,11 +270,15 @@ def run(
     if not run_keys:
         return False
     runner = make_runner(config, out, workers, backend)
-    # known only here: Ray's nodes may not share the directory, and those that do not play
-    # a stopped run again from its start
-    here = runner if isinstance(runner, SuiteRunner) else None
-    kept = kept_progress(run_keys, here) if here is not None else {}
-    eta = suite_eta(config, out, (run_keys, done), kept, workers if here is not None else None)
+    kept: dict[RunKey, Reading] = {}
+    slots: int | None
+    if isinstance(runner, SuiteRunner):
+        # known only here: Ray's nodes may not share the directory, and those that do not
+        # play a stopped run again from its start
+        kept, slots = kept_progress(run_keys, runner), workers
+    else:
+        slots = ray_slots(config, runner.opts)
+    eta = suite_eta(config, out, (run_keys, done), kept, slots)
     progress = SuiteProgress(total, len(done), config.budget, kept, eta)
     t0 = time.monotonic()
     outcome = runner.run(run_keys, progress.on_done, progress.on_tick)
