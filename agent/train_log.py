@@ -121,7 +121,8 @@ def cleanrl_scalars(row: dict[str, Any]) -> Iterator[tuple[str, float, int]]:
 class LogLayout:
     """What a kind of run logs: its CSV's name and columns, how NaN is written there, and the
     TensorBoard scalars of a row. The learners' layout is LEARNER_LOG (learning.csv, CleanRL's
-    tags); meta-training's is meta_train.loop's (metrics.csv, meta/ and by_env_steps/)."""
+    tags); meta-training's is meta_train.loop's (metrics.csv, meta/; its MetricsLog writes
+    by_env_steps/ apart)."""
 
     csv_name: str = LEARNING_CSV
     fields: tuple[str, ...] = CSV_FIELDS

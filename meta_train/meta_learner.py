@@ -30,6 +30,7 @@ chunk's second-order graph). Sampling the data is meta_train.collect's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -332,6 +333,8 @@ class MetaLearner:
         for data in b.train:
             params = self.adapted_detached(params, data)
         valid, n = b.valid, int(b.valid.advantages.shape[0])
+        if n == 0:
+            return math.nan, math.nan
         size = self.grad_chunk if self.grad_chunk > 0 else n
         loss_sum, kl_sum = 0.0, 0.0
         with torch.no_grad():

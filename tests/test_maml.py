@@ -303,10 +303,13 @@ def test_chunked_evaluate_equals_the_objective_it_stands_for(
     learner, batch = make_problem(kind, steps=steps, learn_inner_lr=learn_lr)
     loss, kl = learner.task_objective(batch)
     learner.grad_chunk = 3  # 8 samples: chunks of 3, 3, 2; no stacking
+    sizes: list[int] = []
+    learner.policy.register_forward_hook(lambda m, args, out: sizes.append(len(args[0])))
     assert learner.evaluate([batch, batch]) == (
         pytest.approx(float(loss.detach()), rel=1e-12),
         pytest.approx(float(kl.detach()), rel=1e-10),
     )
+    assert sizes and max(sizes) == 3, sizes  # never a whole task's 8 samples at once
 
 
 def _hand_inner_loss(kind: str, p: dict[str, Tensor], data: AdvantageBatch) -> Tensor:

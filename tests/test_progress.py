@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,7 @@ def test_meta_training_curves_by_iteration_and_env_steps_survive_a_resume(tmp_pa
         log.close()
 
     write(range(3), 0, 0, 1.0)  # iterations 0, 1, 2; the checkpoint after 0 is the last kept
+    time.sleep(1.1)  # event files are read in name order, and their names count seconds
     write(range(1, 3), 1, 8192, 5.0)  # resumed: iterations 1 and 2 again
 
     def curve(path: Path, tag: str) -> list[tuple[int, float]]:

@@ -676,3 +676,46 @@ def test_the_eta_counts_the_runs_the_live_nodes_hold_at_once(cluster: Any, tmp_p
     docker = {**need, "resources": {"docker": 1}}
     assert runs_that_fit({"CPU": 8.0, "memory": 8.0 * 1024**3, "docker": 2.0}, docker) == 2
     assert runs_that_fit({"CPU": 8.0, "memory": 8.0 * 1024**3}, docker) == 0
+
+
+def test_what_the_agent_made_unreadable_is_listed_not_raised() -> None:
+    """Read as an unprivileged user (root reads everything): a directory that cannot be
+    searched or listed, a file that cannot be read, a pipe; none fails the task (which would
+    record the run `interrupted`, redone at the agent's wish)."""
+    from evaluation.suites.ray_suite import NOT_RETURNED, read_tree
+
+    root = Path(tempfile.mkdtemp(prefix="tree-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        (root / "results.json").write_text("{}")
+        (root / "agent" / "unsearchable").mkdir(parents=True)
+        (root / "agent" / "unsearchable" / "y").write_text("y")
+        (root / "agent" / "unsearchable").chmod(0o644)
+        (root / "agent" / "unlistable").mkdir()
+        (root / "agent" / "unlistable").chmod(0o000)
+        (root / "agent" / "secret").write_text("s")
+        (root / "agent" / "secret").chmod(0o000)
+        os.mkfifo(root / "agent" / "pipe")
+        (root / "agent" / "fine").write_text("f")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no threads, no logging, only this
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                back = {k: v.decode() for k, v in read_tree(root).items()}
+                os.write(write, json.dumps(back).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            back = json.loads(f.read())
+        os.waitpid(pid, 0)
+    finally:
+        for d in ("unsearchable", "unlistable"):
+            (root / "agent" / d).chmod(0o755)
+        shutil.rmtree(root)
+    assert set(back) == {"results.json", "agent/fine", NOT_RETURNED}, back
+    listed = dict(line.split(": ", 1) for line in back[NOT_RETURNED].splitlines())
+    assert set(listed) == {"agent/unsearchable/y", "agent/unlistable/", "agent/secret"}, listed
+    assert all("ermission" in why for why in listed.values()), listed

@@ -206,5 +206,5 @@ def log_tail(path: Path, lines: int) -> list[str]:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    shown = CONTROL.sub("?", text.replace("\r\n", "\n"))
+    shown = CONTROL.sub("?", re.sub(r"\r\n?", "\n", text))  # a progress bar's \r: new line
     return [ln for ln in shown.splitlines() if ln.strip()][-lines:]

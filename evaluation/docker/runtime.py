@@ -9,6 +9,7 @@ removes the container, whatever happens.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import subprocess
 import sys
@@ -129,18 +130,27 @@ def kill_and_remove(container: Container, log_path: Path | None, note: bytes = b
 
 
 def append_logs(container: Container, log_path: Path, note: bytes = b"") -> None:
-    """The container's output appended to `log_path` after `note`, streamed, at most
-    LOG_MAX_BYTES of it (then a line saying it was cut)."""
-    written = 0
+    """The container's output appended to `log_path` after `note`: streamed, its last
+    LOG_MAX_BYTES kept (the end says why the agent stopped), after a line saying what was cut."""
+    tail: collections.deque[bytes] = collections.deque()
+    kept = total = 0
+    stream = container.logs(stdout=True, stderr=True, stream=True, follow=False)
+    try:
+        for chunk in stream:
+            tail.append(chunk)
+            kept, total = kept + len(chunk), total + len(chunk)
+            while kept - len(tail[0]) >= LOG_MAX_BYTES:
+                kept -= len(tail.popleft())
+    finally:
+        getattr(stream, "close", lambda: None)()
+    if total == 0:
+        return
+    out = b"".join(tail)[-LOG_MAX_BYTES:]
     with open(log_path, "ab") as f:
-        for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
-            if written == 0:
-                f.write(note)
-            f.write(chunk[: LOG_MAX_BYTES - written])
-            written += len(chunk)
-            if written >= LOG_MAX_BYTES:
-                f.write(f"\n(the agent's output was cut at {LOG_MAX_BYTES} bytes)\n".encode())
-                return
+        f.write(note)
+        if total > len(out):
+            f.write(f"(the agent's first {total - len(out)} bytes of output cut)\n".encode())
+        f.write(out)
 
 
 def remove_container(container: Container) -> None:

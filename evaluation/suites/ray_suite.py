@@ -24,8 +24,11 @@ Under load, Ray's alone once reached two runs only after they had played their w
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -62,6 +65,7 @@ FLAG_POLL_S = 1.0  # how often a running task reads the driver's CancelFlag
 RETURN_MAX_BYTES = 512 * 2**20
 RETURN_MAX_FILES = 10_000
 NOT_RETURNED = "not-returned.txt"
+NOT_RETURNED_LINES = 1000
 RECORDS = frozenset({records.RESULTS, records.MONITOR, records.PROGRESS})
 
 
@@ -118,7 +122,10 @@ def runs_that_fit(have: dict[str, float], need: dict[str, Any]) -> int:
     (ray.nodes()'s "Resources") holds at once."""
     asks = {"CPU": need["num_cpus"], "GPU": need["num_gpus"], "memory": need["memory"]}
     asks.update(need["resources"])
-    return min((int(have.get(k, 0.0) // v) for k, v in asks.items() if v > 0), default=0)
+    # 1e-9: 1.0 / 0.1 is 9.99... in floats, and Ray fits 10
+    return min(
+        (math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in asks.items() if v > 0), default=0
+    )
 
 
 def ray_slots(config: SuiteConfig, opts: RayOptions) -> int | None:
@@ -225,31 +232,44 @@ def _attempt(runner: SuiteRunner, run_key: RunKey) -> dict[str, Any]:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under `root`, by its path relative to `root`, but the agent's resume point
-    (a replay buffer is hundreds of megabytes to send through the object store): a run stopped
-    on a node without the shared filesystem is played again from its start. The server's
-    records first; then what fits RETURN_MAX_BYTES and RETURN_MAX_FILES (the agent can write
-    anything, a sparse terabyte too); what is left out is listed in NOT_RETURNED."""
-    files: dict[str, bytes] = {}
+    """Every regular file under `root`, by its path relative to `root`, but the agent's resume
+    point (a replay buffer is hundreds of megabytes to send through the object store): a run
+    stopped on a node without the shared filesystem is played again from its start. The
+    server's records first; then what fits RETURN_MAX_BYTES and RETURN_MAX_FILES (the agent can
+    write anything, a sparse terabyte too); what is left out, or could not be read, is listed
+    in NOT_RETURNED. Never raises for what the agent left: its run must not fail by it."""
     left_out: list[str] = []
+
+    def unlisted(e: OSError) -> None:  # a directory the agent made unreadable
+        left_out.append(f"{os.path.relpath(e.filename or root, root)}/: {e.strerror}")
+
+    paths = [
+        Path(top) / name for top, _, names in os.walk(root, onerror=unlisted) for name in names
+    ]
+    files: dict[str, bytes] = {}
     total = 0
-    for p in sorted(root.rglob("*"), key=lambda p: (p.parent != root or p.name not in RECORDS, p)):
+    for p in sorted(paths, key=lambda p: (p.parent != root or p.name not in RECORDS, p)):
         rel = p.relative_to(root)
-        if p.is_symlink() or not p.is_file() or _resume_point_file(rel):
+        if _resume_point_file(rel):
             continue
         try:
-            size = p.stat().st_size
-            if len(files) >= RETURN_MAX_FILES or total + size > RETURN_MAX_BYTES:
-                left_out.append(f"{rel}: {size} bytes, over what a run sends back")
+            st = p.lstat()
+            if not stat.S_ISREG(st.st_mode):  # links, pipes, sockets: not the run's files
+                continue
+            if len(files) >= RETURN_MAX_FILES or total + st.st_size > RETURN_MAX_BYTES:
+                left_out.append(f"{rel}: {st.st_size} bytes, over what a run sends back")
                 continue
             with open(p, "rb") as f:
-                files[str(rel)] = f.read(size)
+                files[str(rel)] = f.read(st.st_size)
         except OSError as e:  # e.g. a file the agent made unreadable
-            left_out.append(f"{rel}: {e.__class__.__name__}: {e}")
+            left_out.append(f"{rel}: {e.__class__.__name__}: {e.strerror}")
             continue
         total += len(files[str(rel)])
     if left_out:
-        files[NOT_RETURNED] = "".join(f"{line}\n" for line in left_out).encode()
+        shown = left_out[:NOT_RETURNED_LINES]
+        if len(left_out) > len(shown):
+            shown.append(f"... and {len(left_out) - len(shown)} more")
+        files[NOT_RETURNED] = "".join(f"{line}\n" for line in shown).encode()
     return files
 
 
@@ -427,7 +447,10 @@ class RaySuiteRunner:
             write_run_files(run_key.dir(self.out), {records.RESULTS: _json_bytes(res)})
             value = {"results": res, "files": None, "node": None}
         if value["files"] is not None:
-            write_run_files(run_key.dir(self.out), value["files"])
+            try:
+                write_run_files(run_key.dir(self.out), value["files"])
+            except OSError as e:  # the driver's disk: the result is still counted and shown
+                print(f"suite: could not write {run_key.dir(self.out)}: {e}", file=sys.stderr)
         if value["node"] is not None:
             self.placements[run_key] = value["node"]
         outcome.done.append((run_key, value["results"]))
