@@ -54,6 +54,20 @@ def test_splitter_caps_an_oversized_message() -> None:
         p.MessageSplitter(max_bytes=10).feed(b"x" * 20 + b"\f")
 
 
+def test_splitter_fed_a_byte_at_a_time_caps_and_splits() -> None:
+    """An agent trickling its message: the cap holds at the byte past it, and a message that
+    arrives in pieces comes out whole, as bytes."""
+    splitter = p.MessageSplitter(max_bytes=1000)
+    for _ in range(1000):
+        assert splitter.feed(b" ") == []
+    with pytest.raises(p.ProtocolError, match="larger than 1000"):
+        splitter.feed(b" ")
+    assert splitter.pending == 0
+    raw = p.encode("update", {"ac": 3})
+    out = [m for byte in raw for m in splitter.feed(bytes([byte]))]
+    assert out == [raw[:-1]] and type(out[0]) is bytes
+
+
 def test_reader_gives_whole_messages_one_at_a_time_then_none() -> None:
     chunks = [b'{"type": "a"}\f{"type": "b"}\f{"ty', b'pe": "c"}', b"\f", b""]
     reads: list[bytes] = []

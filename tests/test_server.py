@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,6 +342,44 @@ def test_idle_timeout(start: Any, dirs: tuple[Path, Path]) -> None:
     assert 0.9 < time.monotonic() - t0 < 15  # the lower bound is the rule
     assert server.wait() == 0
     assert server.results()["status"] == "idle_timeout"
+
+
+def trickle(client: RawClient, stop: threading.Event) -> None:
+    """A message never finished: one byte (JSON's whitespace) every 0.1 s."""
+    client.send_raw(b'{"type": "update", "content": {"reset": true}')
+    while not stop.wait(0.1):
+        try:
+            client.send_raw(b" ")
+        except OSError:
+            return
+
+
+@pytest.mark.parametrize(
+    "args, status",
+    [
+        (("--wallclock", "4"), "wallclock"),
+        (("--idle-timeout", "1"), "idle_timeout"),
+        ((), "interrupted"),
+    ],
+)
+def test_an_agent_trickling_a_message_does_not_stop_the_servers_checks(
+    start: Any, dirs: tuple[Path, Path], args: tuple[str, ...], status: str
+) -> None:
+    """Bytes that keep the connection readable, never a whole message: the wall clock, the
+    idle time (whole messages count as hearing from the agent) and a SIGTERM still end it."""
+    server = start(*args)
+    client = RawClient(dirs[0])
+    client.request({"reset": True})
+    stop = threading.Event()
+    threading.Thread(target=trickle, args=(client, stop), daemon=True).start()
+    try:
+        if status == "interrupted":
+            time.sleep(1.0)
+            server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        stop.set()
+    assert server.results()["status"] == status
 
 
 def test_sigterm_writes_results_and_the_cut_episode(start: Any, dirs: tuple[Path, Path]) -> None:

@@ -82,7 +82,7 @@ class MessageSplitter:
     __slots__ = ("_pending", "max_bytes")
 
     def __init__(self, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        self._pending = b""
+        self._pending = bytearray()
         self.max_bytes = max_bytes
 
     @property
@@ -99,11 +99,18 @@ class MessageSplitter:
             and data.count(SEP) == 1
         ):
             return [data[:-1]]  # the common case: exactly one whole message per recv
-        parts = (self._pending + data).split(SEP)
-        self._pending = parts.pop()
+        # only the new bytes are searched, and what waits grows in place: a message sent a
+        # byte at a time costs linear work, not quadratic
+        if SEP in data:
+            parts = data.split(SEP)
+            parts[0] = bytes(self._pending) + parts[0]
+            self._pending = bytearray(parts.pop())
+        else:
+            parts = []
+            self._pending += data
         if len(self._pending) > self.max_bytes:
             size = len(self._pending)
-            self._pending = b""
+            self._pending = bytearray()
             raise ProtocolError(
                 f"message larger than {self.max_bytes} bytes without a form feed ({size} bytes)"
             )

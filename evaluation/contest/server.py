@@ -556,6 +556,7 @@ class ContestServer:
     def _start_serving(self, conn: socket.socket) -> None:
         self._reader = MessageReader()
         self._last_heard = time.monotonic()
+        self._next_tick = self._last_heard + TICK_S
         self._action = None
         self._done = True  # a reset comes first
         self._first_reset = True
@@ -575,30 +576,33 @@ class ContestServer:
         )
 
     def _next_message(self) -> bytes:
-        """The agent's next message (they may arrive several per read, or split)."""
+        """The agent's next message (they may arrive several per read, or split). Only a whole
+        message counts as hearing from the agent: one that trickles a message byte by byte is
+        silent."""
         try:
             raw = self._reader.next(self._read)
         except ProtocolError as e:
             raise Stop("protocol_error", str(e), ErrorId.GYM_REMOTE) from None
         if raw is None:
             raise self._hung_up()
+        self._last_heard = time.monotonic()
         return raw
 
     def _read(self) -> bytes:
         """The bytes the agent sent next, once the connection is readable (b"": it hung up)."""
         assert self.conn is not None
         self._wait_readable()
-        data = self.conn.recv(65536)
-        self._last_heard = time.monotonic()
-        return data
+        return self.conn.recv(65536)
 
     def _wait_readable(self) -> None:
-        """Block until the connection is readable, waking every tick for `_tick`'s checks. A
-        poll that reports only the connection (the common case) skips them: they cost a
-        select() on the lifeline, and the loop checks the signal and the clock per message."""
+        """Block until the connection is readable, with `_tick`'s checks at least every tick.
+        A poll that reports only the connection (the common case) skips them until the next
+        tick is due: they cost a select() on the lifeline, and an agent that keeps the
+        connection readable (a byte at a time) must not keep the clock from being read."""
         events = self._poller.poll(TICK_MS)
-        while events != self._conn_only:
+        while events != self._conn_only or time.monotonic() >= self._next_tick:
             self._tick()
+            self._next_tick = time.monotonic() + TICK_S
             if any(fd == self._conn_only[0][0] for fd, _ in events):
                 return
             events = self._poller.poll(TICK_MS)
