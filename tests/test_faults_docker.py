@@ -145,6 +145,9 @@ def test_5_container_cannot_write_outside_its_output_directory(image: str, base:
     assert res["status"] == "budget" and res["score"] != 99999.0, res
     assert json.loads((base / "r" / "results.json").read_text()) == res
     assert not (base / "results.json").exists() and not (ROOT / "results.json").exists()
+    out = (base / "r" / "agent").stat()
+    if os.geteuid() == 0:  # given to the container's user, closed to every other one
+        assert (out.st_uid, out.st_mode & 0o777) == (1000, 0o700), oct(out.st_mode)
     assert containers_of(image) == []
 
 

@@ -438,8 +438,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             clear_old_logs(spec.results_dir)
         output_dir = spec.results_dir / "agent"
         output_dir.mkdir(exist_ok=isinstance(point, ResumePoint))
-        with contextlib.suppress(OSError):
-            os.chmod(output_dir, 0o777)  # a container user (uid 1000) writes there
         run = _start_server(spec, lock, point if isinstance(point, ResumePoint) else None)
         try:
             outcome, start_error = _supervise(run, output_dir)
