@@ -50,7 +50,9 @@ STATUSES = {
     "protocol_error": "the agent broke the wire protocol (bad JSON, oversized message, ...)",
     "oom": "the agent ran out of memory",
     "env_error": "the environment (emulator) or the server failed",
-    "idle_timeout": "the agent connected late or went silent for longer than the idle timeout",
+    "idle_timeout": (
+        "the agent connected late, or sent no whole message, for longer than the idle timeout"
+    ),
     "interrupted": "the server was stopped from outside (SIGTERM / Ctrl-C)",
 }
 ENDED_BY_LIMIT = ("budget", "wallclock")  # a run that ended as the contest ends them

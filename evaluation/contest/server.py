@@ -527,7 +527,7 @@ class ContestServer:
         if idle and now - self._last_heard >= idle:
             raise Stop(
                 "idle_timeout",
-                f"the agent was silent for {idle:g} s",
+                f"the agent sent no whole message for {idle:g} s",
                 ErrorId.GYM_REMOTE,
                 f"idle for {idle:g} s",
             )

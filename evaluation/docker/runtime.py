@@ -167,16 +167,19 @@ def remove_container(container: Container) -> None:
 
 def _writable_by_agent(output_dir: Path) -> None:
     """The container's uid 1000 must be able to write to the output directory: given to it
-    (mode 0700) when the runner is root; else, since a user cannot give a file away, mode 0777,
-    which lets any local user write there too."""
+    (mode 0700) when the runner is root and may; else, since a user cannot give a file away,
+    mode 0777, which lets any local user write there too."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        if os.geteuid() == 0:
-            uid, gid = (int(x) for x in AGENT_UID.split(":"))
+    if os.geteuid() == 0:
+        uid, gid = (int(x) for x in AGENT_UID.split(":"))
+        try:
             os.chown(output_dir, uid, gid)
             output_dir.chmod(0o700)
-        else:
-            output_dir.chmod(0o777)
+            return
+        except OSError:  # NFS's root_squash, a user namespace without uid 1000: as a user
+            pass
+    with contextlib.suppress(OSError):
+        output_dir.chmod(0o777)
 
 
 class DockerAgent:
