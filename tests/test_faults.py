@@ -82,6 +82,22 @@ def agent_cmd(base: Path, episodes: int, then: str = "") -> list[str]:
     return [sys.executable, "-c", AGENT.format(token=base, episodes=episodes, then=then)]
 
 
+def suite_spec(cmd: list[str]) -> Any:
+    """A SuiteRunner's make_spec: each run's agent is `cmd`."""
+
+    def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
+        return RunSpec(
+            agent=run_key.agent,
+            level=LEVEL,
+            seed=run_key.seed,
+            budget=cfg.budget,
+            results_dir=run_dir,
+            agent_cmd=cmd,
+        )
+
+    return make_spec
+
+
 def tail(path: Path, lines: int = 15) -> str:
     """The end of a log, for an assertion's message."""
     try:
@@ -369,17 +385,9 @@ def test_4_agent_failing_before_it_connects_is_not_retried_forever(base: Path) -
     out = base / "s"
     config = SuiteConfig(["broken"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
 
-    def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
-        return RunSpec(
-            agent=run_key.agent,
-            level=LEVEL,
-            seed=run_key.seed,
-            budget=cfg.budget,
-            results_dir=run_dir,
-            agent_cmd=[sys.executable, "-c", f"# {base}\nimport sys; sys.exit(3)"],
-        )
-
-    outcome = SuiteRunner(config, out, 1, make_spec=make_spec).run(list(config.run_keys()))
+    crash = [sys.executable, "-c", f"# {base}\nimport sys; sys.exit(3)"]
+    runner = SuiteRunner(config, out, 1, make_spec=suite_spec(crash))
+    outcome = runner.run(list(config.run_keys()))
     [(_, res)] = outcome.done
     assert res["status"] == "agent_crashed" and res["agent_exit_code"] == 3, res
     assert "SIGTERM" not in res["error"]
@@ -870,27 +878,15 @@ except OSError:
 )
 
 
-def filler_spec(base: Path) -> Any:
-    def make_spec(cfg: SuiteConfig, run_key: RunKey, run_dir: Path) -> RunSpec:
-        return RunSpec(
-            agent=run_key.agent,
-            level=LEVEL,
-            seed=run_key.seed,
-            budget=cfg.budget,
-            results_dir=run_dir,
-            agent_cmd=agent_cmd(base, 1, FILL_THEN_PLAY),
-        )
-
-    return make_spec
-
-
 def test_13_an_agent_filling_the_suites_disk_does_not_stop_the_suite(
     base: Path, small_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The agent fills the disk of the suite directory from its output directory: each run
     ends with the reason, and the suite goes on to its next run instead of raising."""
     config = SuiteConfig(["filler"], [LEVEL.id], LEVEL.id, [0, 1], 1000, 600.0)
-    runner = SuiteRunner(config, small_disk / "s", 1, make_spec=filler_spec(base))
+    runner = SuiteRunner(
+        config, small_disk / "s", 1, make_spec=suite_spec(agent_cmd(base, 1, FILL_THEN_PLAY))
+    )
     outcome = runner.run(list(config.run_keys()))
     got = {key.seed: res for key, res in outcome.done}
     assert sorted(got) == [0, 1], got
@@ -905,7 +901,9 @@ def test_13_a_run_directory_that_cannot_be_made_is_redone_not_raised(base: Path)
     config = SuiteConfig(["filler"], [LEVEL.id], LEVEL.id, [0], 1000, 600.0)
     (out / "runs").mkdir(parents=True)
     (out / "runs" / "filler").write_text("a file where the agent's directory goes")
-    outcome = SuiteRunner(config, out, 1, make_spec=filler_spec(base)).run(list(config.run_keys()))
+    outcome = SuiteRunner(
+        config, out, 1, make_spec=suite_spec(agent_cmd(base, 1, FILL_THEN_PLAY))
+    ).run(list(config.run_keys()))
     [(_, res)] = outcome.done
     assert res["status"] == "interrupted" and "could not prepare" in res["error"], res
     assert todo(config, out, retry_failed=False)[0] == list(config.run_keys())  # redone
