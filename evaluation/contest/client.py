@@ -13,9 +13,9 @@ Imports only the standard library, numpy and gymnasium (it runs in small agent i
     except BudgetExhausted:
         pass                          # the budget (timesteps or wall clock) is spent
 
-`terminated` is the server's `done` (life lost, level end or the 4500-step limit); `truncated`
-is always False and `info` always {} (the contest never sent `info`). `reset(seed=...)` ignores
-the seed: the server owns it.
+`terminated` is the server's `done` (life lost, level end, a special stage entered in Sonic 2
+and 3&K, or the 4500-step limit); `truncated` is always False and `info` always {} (the contest
+never sent `info`). `reset(seed=...)` ignores the seed: the server owns it.
 """
 
 from __future__ import annotations
