@@ -12,13 +12,17 @@ Stages, each a command of its own (shown as it starts, so any stage can be rerun
    `reptile` the same with `--meta-optimizer reptile` into OUT/reptile, when suite.agents lists
             `reptile` (first-order Reptile, the cheap comparison).
 3. `joint`  `python -m agent.train --levels ... --out OUT/joint --resume`: joint PPO.
+   `joint_rainbow` the same with `--algo rainbow` into OUT/joint_rainbow, when suite.agents
+            lists `joint_rainbow` (the paper's joint Rainbow; the config's joint_rainbow section).
 4. `images` with Docker (`--runtime docker`, or `auto` when `evaluation docker up` can have a
-            daemon): `evaluation build` of the maml, reptile and joint images with their
-            checkpoints baked in, and of the other agents suite.agents lists (ppo2, rainbow,
-            jerk, random). Without Docker the agents run as local processes, and it says so.
+            daemon): `evaluation build` of the maml, reptile, joint and joint_rainbow images
+            with their checkpoints baked in, and of the other agents suite.agents lists (ppo2,
+            rainbow, jerk, random). Without Docker the agents run as local processes, and it
+            says so.
 5. `suite`  `python -m evaluation suite` on test_levels, the agents suite.agents lists: maml
             (agent.maml with the meta-trained checkpoint), reptile (agent.maml with Reptile's),
-            joint (agent.ppo2 --checkpoint with joint PPO's), ppo2, rainbow, jerk and random.
+            joint (agent.ppo2 --checkpoint with joint PPO's), joint_rainbow (agent.rainbow
+            --checkpoint with joint Rainbow's), ppo2, rainbow, jerk and random.
 6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
             curves (OUT/*.png), and the suite's normalized IQM and mean with intervals, its
             figures and the probability of improvement over ppo2 (OUT/suite/report.md: the rest).
@@ -58,19 +62,23 @@ from sonic_common.errors import UserError, exit_on_user_error
 from sonic_common.files import write_atomic
 
 STATE = "pipeline.json"
-STAGES = ("roms", "maml", "reptile", "joint", "images", "suite", "report")
-KNOWN_AGENTS = ("maml", "reptile", "joint", "ppo2", "rainbow", "jerk", "random")
+STAGES = ("roms", "maml", "reptile", "joint", "joint_rainbow", "images", "suite", "report")
+KNOWN_AGENTS = ("maml", "reptile", "joint", "joint_rainbow", "ppo2", "rainbow", "jerk", "random")
 IMAGE_TAGS = {
     "maml": "sonic-maml-pipeline-maml:latest",
     "reptile": "sonic-maml-pipeline-reptile:latest",
     "joint": "sonic-maml-pipeline-joint:latest",
+    "joint_rainbow": "sonic-maml-pipeline-joint-rainbow:latest",
 }
 # agent name in the suite → (agent program, checkpoint stage, option naming the checkpoint)
 CHECKPOINT_AGENTS = {
     "maml": ("maml", "maml", "--checkpoint"),
     "reptile": ("maml", "reptile", "--checkpoint"),
     "joint": ("ppo2", "joint", "--checkpoint"),
+    "joint_rainbow": ("rainbow", "joint_rainbow", "--checkpoint"),
 }
+# the joint-training stages: stage (and config section) → agent.train's --algo, and what it is
+JOINT_STAGES = {"joint": ("ppo", "joint PPO"), "joint_rainbow": ("rainbow", "joint Rainbow")}
 PRESETS = {
     "default": "pipeline-atari.yaml",
     "sonic": "pipeline-sonic.yaml",
@@ -109,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--device",
         type=parse_device,
         metavar="auto|cpu|cuda",
-        help="where the training stages (maml, reptile, joint) run torch (default: "
+        help="where the training stages (maml, reptile, joint, joint_rainbow) run torch (default: "
         "their configs' device, auto); the suite's agents pick their own",
     )
     p.add_argument(
@@ -151,22 +159,53 @@ def load_pipeline_config(path: Path) -> dict[str, Any]:
             f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
             f"choose from {', '.join(KNOWN_AGENTS)}"
         )
+    check_joint_rainbow(cfg, path)
     check_values(cfg, path)
     return cfg
 
 
+def check_joint_rainbow(cfg: dict[str, Any], path: Path) -> None:
+    """The joint_rainbow section: optional, but needed (timesteps and envs) when suite.agents
+    lists joint_rainbow."""
+    section = cfg.get("joint_rainbow")
+    if section is None:
+        cfg.pop("joint_rainbow", None)  # `joint_rainbow:` with nothing under it: absent
+        if "joint_rainbow" in cfg["suite"]["agents"]:
+            raise UserError(
+                f"{path}: suite.agents lists joint_rainbow but there is no joint_rainbow "
+                "section (timesteps, envs, set): see meta_train/configs/pipeline-sonic.yaml"
+            )
+        return
+    given = section if isinstance(section, dict) else {}
+    missing = [k for k in ("timesteps", "envs") if k not in given]
+    if missing:
+        raise UserError(
+            f"{path}: joint_rainbow has no {', '.join(missing)}: see "
+            "meta_train/configs/pipeline-sonic.yaml"
+        )
+
+
 # every key a pipeline config may hold, by section (None: the top level)
 CONFIG_KEYS = {
-    None: {"train_levels", "test_levels", "maml", "joint", "suite"},
+    None: {"train_levels", "test_levels", "maml", "joint", "joint_rainbow", "suite"},
     "maml": {"config", "set"},
     "joint": {"timesteps", "envs", "set"},
+    "joint_rainbow": {"timesteps", "envs", "set"},
     "suite": {"agents", "seeds", "budget", "wallclock", "workers", "record"}
     | {"ppo_set", "maml_set", "rainbow_set"},
 }
-COUNTS = (("joint", "timesteps"), ("joint", "envs"), ("suite", "budget"), ("suite", "workers"))
+COUNTS = (
+    ("joint", "timesteps"),
+    ("joint", "envs"),
+    ("joint_rainbow", "timesteps"),
+    ("joint_rainbow", "envs"),
+    ("suite", "budget"),
+    ("suite", "workers"),
+)
 SET_KEYS = (
     ("maml", "set"),
     ("joint", "set"),
+    ("joint_rainbow", "set"),
     ("suite", "ppo_set"),
     ("suite", "maml_set"),
     ("suite", "rainbow_set"),
@@ -177,6 +216,8 @@ def check_values(cfg: dict[str, Any], path: Path) -> None:
     """What would fail a stage hours in, refused when the pipeline starts: an unknown key, a
     count that is not a whole number ≥ 1, an agent setting its agent does not have."""
     for section, known in CONFIG_KEYS.items():
+        if section is not None and section not in cfg:  # an optional section (joint_rainbow)
+            continue
         given = cfg if section is None else cfg[section]
         extra = sorted(set(given) - known)
         if extra:
@@ -186,6 +227,8 @@ def check_values(cfg: dict[str, Any], path: Path) -> None:
                 f"known: {', '.join(sorted(known))}"
             )
     for section, key in COUNTS:
+        if section not in cfg:
+            continue
         value = cfg[section][key]
         if isinstance(value, float) and value.is_integer():
             value = cfg[section][key] = int(value)
@@ -203,18 +246,19 @@ def check_values(cfg: dict[str, Any], path: Path) -> None:
 
 def check_agent_sets(cfg: dict[str, Any], path: Path) -> None:
     """The `set` lists against the settings of the agents that get them (suite_command: maml
-    and reptile get ppo_set and maml_set; joint PPO, joint.set and ppo_set; rainbow its own)."""
+    and reptile get ppo_set and maml_set; joint PPO, joint.set and ppo_set; rainbow and joint
+    Rainbow's fine-tuning, rainbow_set; joint Rainbow's training, joint_rainbow.set)."""
     from agent.config import load_config
     from agent.configs import MAML, PPO2, RAINBOW
 
     sets: dict[str, list[str]] = {}
     for section, key in SET_KEYS:
-        items = cfg[section].get(key) or []
+        items = (cfg[section].get(key) or []) if section in cfg else []
         if not isinstance(items, list):
             raise UserError(f"{path}: {section}.{key} is {items!r}: give a list, e.g. [a=1]")
         sets[f"{section}.{key}"] = [str(x) for x in items]
     checks: list[tuple[tuple[str, ...], Any]] = [(("joint.set",), PPO2), (("suite.ppo_set",), PPO2)]
-    checks.append((("suite.rainbow_set",), RAINBOW))
+    checks += [(("suite.rainbow_set",), RAINBOW), (("joint_rainbow.set",), RAINBOW)]
     if {"maml", "reptile"} & set(cfg["suite"]["agents"]):
         checks.append((("suite.ppo_set", "suite.maml_set"), MAML))
     for names, defaults in checks:
@@ -235,21 +279,24 @@ def pipeline_inputs(cfg: dict[str, Any]) -> dict[str, str]:
     """What a pipeline's results come from, each part's digest: its config (seeds aside: more
     seeds extend the suite and keep its runs), the MAML config it names as meta-training reads
     it (file, `maml.set` and the code's defaults), the PPO2 and MAML agents' settings (joint
-    PPO, ppo2 and maml run them), and the levels its level sets hold, which can change under the
-    same names."""
+    PPO, ppo2 and maml run them; Rainbow's too when joint Rainbow is trained), and the levels
+    its level sets hold, which can change under the same names."""
     from agent.config import load_config
-    from agent.configs import PPO2, maml_defaults
+    from agent.configs import PPO2, RAINBOW, maml_defaults
     from meta_train.configs import DEFAULTS
     from roms_setup.levels import resolve_levels
 
     maml_set = [f"task.levels={cfg['train_levels']}", *map(str, cfg["maml"].get("set") or [])]
+    settings = {"ppo2": PPO2.as_dict(), "maml": maml_defaults()}
+    if "joint_rainbow" in cfg["suite"]["agents"]:  # only then: earlier OUTs keep their digest
+        settings["rainbow"] = RAINBOW.as_dict()
     parts = {
         "pipeline config": {
             **cfg,
             "suite": {k: v for k, v in cfg["suite"].items() if k != "seeds"},
         },
         "MAML config": load_config(maml_config_file(cfg), maml_set, defaults=DEFAULTS),
-        "agent settings": {"ppo2": PPO2.as_dict(), "maml": maml_defaults()},
+        "agent settings": settings,
         "level sets": {
             key: [str(level) for level in resolve_levels(str(cfg[key]))]
             for key in ("train_levels", "test_levels")
@@ -351,12 +398,14 @@ def maml_command(p: Pipeline, name: str) -> list[str]:
     return cmd + p.backend + p.device
 
 
-def joint_command(p: Pipeline) -> list[str]:
-    j = p.cfg["joint"]
+def joint_command(p: Pipeline, stage: str = "joint") -> list[str]:
+    """agent.train over train_levels for a joint-training stage (joint: PPO, joint_rainbow:
+    Rainbow), with that config section's timesteps, envs and set."""
+    j = p.cfg[stage]
     cmd = py(
         "agent.train",
         "--algo",
-        "ppo",
+        JOINT_STAGES[stage][0],
         "--levels",
         str(p.cfg["train_levels"]),
         "--timesteps",
@@ -364,7 +413,7 @@ def joint_command(p: Pipeline) -> list[str]:
         "--workers",
         str(int(j["envs"])),
         "--out",
-        str(p.out / "joint"),
+        str(p.out / stage),
         "--resume",
     )
     for item in j.get("set") or []:
@@ -384,9 +433,13 @@ def stage_maml(p: Pipeline, name: str = "maml") -> dict[str, Any]:
     return {"checkpoint": str(p.out / name / "checkpoint.pt")}
 
 
-def stage_joint(p: Pipeline) -> dict[str, Any]:
-    run_command(joint_command(p), "joint PPO training")
-    return {"checkpoint": str(p.out / "joint" / "checkpoint.pt")}
+def stage_joint(p: Pipeline, stage: str = "joint") -> dict[str, Any]:
+    """Joint PPO (always: the report shows it) or joint Rainbow (when suite.agents lists it)."""
+    if stage != "joint" and stage not in p.cfg["suite"]["agents"]:
+        print(f"{stage} is not in suite.agents: nothing to train")
+        return {"skipped": True}
+    run_command(joint_command(p, stage), f"{JOINT_STAGES[stage][1]} training")
+    return {"checkpoint": str(p.out / stage / "checkpoint.pt")}
 
 
 def docker_available() -> tuple[bool, str]:
@@ -464,23 +517,26 @@ def suite_command(p: Pipeline, runtime: str) -> list[str]:
     cmd += p.backend
     if s.get("record"):
         cmd.append("--record")
-    ppo_set = [x for item in s.get("ppo_set") or [] for x in ("--set", str(item))]
-    maml_set = [x for item in s.get("maml_set") or [] for x in ("--set", str(item))]
+    ppo_set, maml_set, rainbow_set = (
+        [x for item in s.get(key) or [] for x in ("--set", str(item))]
+        for key in ("ppo_set", "maml_set", "rainbow_set")
+    )
+    # each program's settings: a checkpoint agent gets its program's, so that only the
+    # initialization differs from the agent that learns from scratch
+    program_sets = {"ppo2": ppo_set, "maml": ppo_set + maml_set, "rainbow": rainbow_set}
     args: dict[str, list[str]] = {}
     for agent in s["agents"]:
         if agent not in CHECKPOINT_AGENTS:
             continue
         program, stage, option = CHECKPOINT_AGENTS[agent]
-        args[agent] = ppo_set + (maml_set if program == "maml" else [])
+        args[agent] = list(program_sets[program])
         if runtime == "local":
             args[agent] = [option, str((p.out / stage / "checkpoint.pt").resolve()), *args[agent]]
         else:
             cmd += ["--image", f"{agent}={IMAGE_TAGS[agent]}"]
-    if "ppo2" in s["agents"] and ppo_set:
-        args["ppo2"] = list(ppo_set)
-    rainbow_set = [x for item in s.get("rainbow_set") or [] for x in ("--set", str(item))]
-    if "rainbow" in s["agents"] and rainbow_set:
-        args["rainbow"] = rainbow_set
+    for program in ("ppo2", "rainbow"):
+        if program in s["agents"] and program_sets[program]:
+            args[program] = list(program_sets[program])
     for name, a in args.items():
         if a:
             cmd += ["--agent-args", f"{name}={shlex.join(a)}"]
@@ -545,7 +601,7 @@ def plot_meta_training(
     return True
 
 
-def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
+def plot_joint(rows: list[dict[str, str]], path: Path, title: str = "joint PPO") -> bool:
     if not rows or "mean_return" not in rows[0]:
         return False
     from sonic_common import plots
@@ -560,7 +616,7 @@ def plot_joint(rows: list[dict[str, str]], path: Path) -> bool:
         ax.set_ylabel("episode return (mean of last 100, game units)")
         plots.count_axis(ax.xaxis)
         plots.note(ax, "all training levels together")
-    ax.set_title("joint PPO (training levels)", fontsize=10)
+    ax.set_title(f"{title} (training levels)", fontsize=10)
     plots.save(fig, path)
     return True
 
@@ -648,6 +704,8 @@ AGENTS_SECTION = (
     "- **reptile** (when listed): `agent.maml` with an initialization meta-trained by "
     "first-order Reptile on the same levels and scale instead of MAML.",
     "- **joint**: `agent.ppo2 --init` with the joint-PPO network, fine-tuned by PPO.",
+    "- **joint_rainbow** (when listed): `agent.rainbow --init` with the joint-Rainbow "
+    "network, fine-tuned by Rainbow (a fresh replay and optimizer).",
     "- **ppo2**: the contest's PPO2 baseline from scratch (same PPO settings).",
     "- **rainbow** (when listed): the contest's Rainbow baseline from scratch (`agent.rainbow`).",
     "- **jerk**, **random**: the contest's JERK baseline and uniform random actions.",
@@ -669,6 +727,8 @@ def stage_report(p: Pipeline, sonic: bool) -> Path:
     if (out / "reptile" / "metrics.csv").is_file():
         lines += meta_section(out, "reptile", "Reptile", "reptile_training.png")
     lines += joint_section(out)
+    if (out / "joint_rainbow" / "learning.csv").is_file():
+        lines += joint_section(out, "joint_rainbow")
     lines += ["## Evaluation on the held-out levels", ""]
     suite_report = out / "suite" / "report.md"
     if suite_report.is_file():
@@ -686,10 +746,12 @@ def _report_intro(p: Pipeline) -> list[str]:
     stages = p.state["stages"]
     total = sum(float(st.get("seconds", 0.0)) for st in stages.values())
     runtime = stages.get("images", {}).get("runtime", "?")
+    joint_rainbow = "joint_rainbow" in p.cfg["suite"]["agents"]
+    trained = "MAML, joint PPO and joint Rainbow" if joint_rainbow else "MAML and joint PPO"
     lines = [
         "# Pipeline report",
         "",
-        f"Config `{p.cfg_file.name}`: MAML and joint PPO on `{p.cfg['train_levels']}`, "
+        f"Config `{p.cfg_file.name}`: {trained} on `{p.cfg['train_levels']}`, "
         f"evaluated on `{p.cfg['test_levels']}` with {len(p.cfg['suite']['seeds'])} seed(s) × "
         f"{p.cfg['suite']['budget']} timesteps per run.",
         "",
@@ -712,11 +774,13 @@ def _report_intro(p: Pipeline) -> list[str]:
     return lines
 
 
-def joint_section(out: Path) -> list[str]:
-    """Joint PPO's last logged figures and its learning-curve figure."""
-    joint_rows = read_csv(out / "joint" / "learning.csv")
-    has_joint_png = plot_joint(joint_rows, out / "joint_ppo.png")
-    lines = ["## Joint PPO", ""]
+def joint_section(out: Path, stage: str = "joint") -> list[str]:
+    """A joint-training stage's last logged figures and its learning-curve figure."""
+    title = JOINT_STAGES[stage][1]
+    png = {"joint": "joint_ppo.png", "joint_rainbow": "joint_rainbow.png"}[stage]
+    joint_rows = read_csv(out / stage / "learning.csv")
+    has_joint_png = plot_joint(joint_rows, out / png, title)
+    lines = [f"## {title[0].upper()}{title[1:]}", ""]
     if joint_rows:
         last = joint_rows[-1]
         lines.append(
@@ -726,7 +790,9 @@ def joint_section(out: Path) -> list[str]:
         )
         lines.append("")
         if has_joint_png:
-            lines += ["![joint PPO](joint_ppo.png)", ""]
+            lines += [f"![{title}]({png})", ""]
+    else:
+        lines += [f"No rows in {stage}/learning.csv yet (one every log_interval steps).", ""]
     return lines
 
 
@@ -747,6 +813,7 @@ STAGE_TITLES = {
     "maml": "MAML meta-training",
     "reptile": "Reptile meta-training (the cheap comparison)",
     "joint": "joint PPO",
+    "joint_rainbow": "joint Rainbow",
     "images": "agent images",
     "suite": "contest-style evaluation",
 }
@@ -803,8 +870,8 @@ def run_stage(p: Pipeline, stage: str, args: argparse.Namespace) -> dict[str, An
         return stage_roms(p, args.sonic)
     if stage in ("maml", "reptile"):
         return stage_maml(p, stage)
-    if stage == "joint":
-        return stage_joint(p)
+    if stage in JOINT_STAGES:
+        return stage_joint(p, stage)
     if stage == "images":
         return stage_images(p, args.runtime)
     return stage_suite(p, str(p.state["stages"]["images"]["runtime"]))

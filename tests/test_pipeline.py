@@ -1,6 +1,7 @@
 """The main job (`python -m meta_train.pipeline`): the stage commands it makes, its resume rules,
 and the whole pipeline at smoke scale end to end in Docker (meta-training on two Atari levels,
-joint PPO, the agent images, the suite with Docker runs of the MAML agent, the report)."""
+joint PPO and joint Rainbow, the agent images, the suite with Docker runs of the MAML agent and
+the fine-tuned joint Rainbow, the report)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from meta_train.pipeline import (
     load_pipeline_config,
     maml_command,
     parse_args,
+    pipeline_inputs,
+    stage_joint,
     suite_command,
 )
 from sonic_common.errors import UserError
@@ -43,10 +46,20 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     cfg = load_pipeline_config(SMOKE)
     p = Pipeline(tmp_path, cfg, SMOKE)
     local = suite_command(p, "local")
-    assert local[local.index("--agents") + 1] == "maml,reptile=maml,joint=ppo2,ppo2,jerk,random"
+    assert (
+        local[local.index("--agents") + 1]
+        == "maml,reptile=maml,joint=ppo2,joint_rainbow=rainbow,ppo2,jerk,random"
+    )
     args = _agent_args(local)
     assert args["maml"][:2] == ["--checkpoint", str((tmp_path / "maml/checkpoint.pt").resolve())]
     assert args["joint"][:2] == ["--checkpoint", str((tmp_path / "joint/checkpoint.pt").resolve())]
+    # joint Rainbow is fine-tuned with the suite's Rainbow settings, not PPO's
+    assert args["joint_rainbow"] == [
+        "--checkpoint",
+        str((tmp_path / "joint_rainbow/checkpoint.pt").resolve()),
+        *("--set", "learning_starts=200", "--set", "train_interval=4"),
+        *("--set", "target_interval=64", "--set", "capacity=1000"),
+    ]
     assert args["reptile"][:2] == [
         "--checkpoint",
         str((tmp_path / "reptile/checkpoint.pt").resolve()),
@@ -61,9 +74,42 @@ def test_suite_command_local_passes_checkpoints_docker_uses_baked_images(tmp_pat
     )
     assert "--image" not in local
     docker = suite_command(p, "docker")
-    for name in ("maml", "reptile", "joint"):
+    for name in ("maml", "reptile", "joint", "joint_rainbow"):
         assert f"{name}={IMAGE_TAGS[name]}" in docker
     assert "--checkpoint" not in " ".join(docker) and "--init" not in " ".join(docker)
+    assert _agent_args(docker)["joint_rainbow"] == args["joint_rainbow"][2:]
+
+
+def test_joint_rainbow_is_a_stage_of_its_own_only_when_listed(tmp_path: Path) -> None:
+    """Its command trains Rainbow into OUT/joint_rainbow with its own section's settings; a
+    config that does not list it trains nothing and keeps the digest it had before."""
+    import agent.train
+
+    p = Pipeline(tmp_path, load_pipeline_config(SMOKE), SMOKE)
+    p.device = ["--device", "cpu"]
+    args = agent.train.parse_args(joint_command(p, "joint_rainbow")[3:])
+    assert (args.algo, args.timesteps, args.workers) == ("rainbow", 256, 2)
+    assert args.out == str(tmp_path / "joint_rainbow") and args.resume
+    assert args.overrides[:2] == ["learning_starts=128", "train_interval=2"]
+    assert args.overrides[-1] == "device=cpu"
+    assert agent.train.parse_args(joint_command(p)[3:]).algo == "ppo"
+
+    atari = CONFIG_DIR / "pipeline-atari.yaml"
+    cfg = load_pipeline_config(atari)
+    assert "joint_rainbow" not in cfg["suite"]["agents"]
+    assert stage_joint(Pipeline(tmp_path / "a", cfg, atari), "joint_rainbow") == {"skipped": True}
+    assert not (tmp_path / "a" / "joint_rainbow").exists()
+    # Rainbow's settings are an input only when joint Rainbow is trained
+    from agent.configs import PPO2, RAINBOW, maml_defaults
+    from meta_train.pipeline import digest_of
+
+    before = {"ppo2": PPO2.as_dict(), "maml": maml_defaults()}
+    assert pipeline_inputs(cfg)["agent settings"] == digest_of(before)
+    agents = [*cfg["suite"]["agents"], "joint_rainbow"]
+    listed = {**cfg, "suite": {**cfg["suite"], "agents": agents}}
+    listed["joint_rainbow"] = {"timesteps": 100, "envs": 1}
+    with_rainbow = digest_of({**before, "rainbow": RAINBOW.as_dict()})
+    assert pipeline_inputs(listed)["agent settings"] == with_rainbow
 
 
 def test_device_reaches_the_training_stages_and_their_parsers(tmp_path: Path) -> None:
@@ -135,6 +181,11 @@ def test_a_config_that_would_fail_a_later_stage_is_refused_at_the_start(tmp_path
         ("ppo_set: [nsteps=64,", "ppo_set: [workers=2, nsteps=64,", "for maml.yaml: unknown"),
         ("  wallclock: 600\n", "  wallclock: .inf\n", "suite.wallclock is inf"),
         ("  maml_set: []\n", "  maml_set: adapt_steps=2\n", "give a list"),
+        ("set: [learning_starts=128,", "set: [nsteps=128,", "joint_rainbow.set for rainbow.yaml"),
+        ("  envs: 2\n  set: [learning", "  envs: 0\n  set: [learning", "joint_rainbow.envs is 0"),
+        ("  envs: 2\n  set: [learning", "  set: [learning", "joint_rainbow has no envs"),
+        ("joint_rainbow:  ", "unused:\n  a:  ", "lists joint_rainbow but there is no joint_"),
+        ("rainbow_set: [learning_starts=200", "rainbow_set: [nsteps=1", "rainbow_set for rainbow"),
     ):
         assert old in text, old
         bad.write_text(text.replace(old, new, 1))
@@ -191,6 +242,7 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
         "maml",
         "reptile",
         "joint",
+        "joint_rainbow",
         "images",
         "suite",
     ]
@@ -199,8 +251,10 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
         with open(out / stage / "metrics.csv", newline="") as f:
             assert len(list(csv.DictReader(f))) == 1  # one meta-iteration each
     assert load_checkpoint(out / "reptile" / "checkpoint.pt")["meta_optimizer"] == "reptile"
+    joint_rainbow = load_checkpoint(out / "joint_rainbow" / "checkpoint.pt")
+    assert joint_rainbow["policy_spec"]["kind"] == "rainbow" and joint_rainbow["updates"] > 0
     runs = out / "suite" / "runs"
-    for agent in ("maml", "reptile", "joint", "ppo2", "jerk", "random"):
+    for agent in ("maml", "reptile", "joint", "joint_rainbow", "ppo2", "jerk", "random"):
         (res,) = runs.glob(f"{agent}/*/seed0/results.json")
         data = json.loads(res.read_text())
         assert data["status"] == "budget" and data["timesteps"] == 300, (agent, data)
@@ -210,13 +264,18 @@ def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -
     with open(adapt, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1 and all(float(r["steps"]) > 0 for r in rows)
+    # joint Rainbow's network, baked into its image, was fine-tuned there with a fresh replay
+    (tuned,) = runs.glob("joint_rainbow/*/seed0/agent/checkpoint.pt")
+    assert load_checkpoint(tuned)["init"] == "/opt/agent/checkpoint.pt"
+    assert "fine-tuning" in next(runs.glob("joint_rainbow/*/seed0/agent.log")).read_text()
     report = (out / "report.md").read_text()
-    for agent in ("maml", "reptile", "joint", "ppo2", "jerk", "random"):
+    for agent in ("maml", "reptile", "joint", "joint_rainbow", "ppo2", "jerk", "random"):
         assert f"| {agent} |" in report
     assert "in Docker containers" in report
+    assert "## Joint Rainbow" in report and (out / "joint_rainbow.png").is_file()
     # rerunning resumes: every stage is skipped
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 6
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 7
 
 
 def test_sonic_without_roms_is_a_one_line_error(tmp_path: Path) -> None:
