@@ -23,17 +23,19 @@ Stages, each a command of its own (shown as it starts, so any stage can be rerun
             (agent.maml with the meta-trained checkpoint), reptile (agent.maml with Reptile's),
             joint (agent.ppo2 --checkpoint with joint PPO's), joint_rainbow (agent.rainbow
             --checkpoint with joint Rainbow's), ppo2, rainbow, jerk and random.
-6. `report` OUT/report.md: what ran, how long each stage took, meta-training and joint-PPO
-            curves (OUT/*.png), and the suite's normalized IQM and mean with intervals, its
-            figures and the probability of improvement over ppo2 (OUT/suite/report.md: the rest).
+6. `report` OUT/report.md: what ran, how long each stage took, meta-training and
+            joint-training curves (OUT/*.png), and the suite's normalized IQM and mean with
+            intervals, its figures and the probability of improvement over ppo2
+            (OUT/suite/report.md: the rest).
 
 The configs are meta_train/configs/pipeline-atari.yaml (default, ROM-free), pipeline-sonic.yaml
 (`--sonic`: sonic-train → sonic-validation at the contest's budget) and pipeline-smoke.yaml
 (`--smoke`, CI). Rerunning the same command resumes: a finished stage is skipped, an unfinished
 one resumes from its own checkpoint (OUT/pipeline.json records the stages). `--fresh` starts over.
 An OUT belongs to its inputs: the pipeline config, the MAML config it names as meta-training reads
-it, the PPO2 and MAML agents' settings, and the levels of its level sets; with another of any,
-the command refuses OUT, naming which (`--fresh`, or another OUT).
+it, the PPO2 and MAML agents' settings (and Rainbow's when joint_rainbow is listed), and the
+levels of its level sets; with another of any, the command refuses OUT, naming which (`--fresh`,
+or another OUT).
 `--seeds` replaces the config's suite.seeds; more seeds than a finished run had extend its suite
 (only the new runs are run, and the report is written again).
 """
@@ -159,14 +161,17 @@ def load_pipeline_config(path: Path) -> dict[str, Any]:
             f"{path}: unknown agent(s) {', '.join(unknown)} in suite.agents: "
             f"choose from {', '.join(KNOWN_AGENTS)}"
         )
+    twice = sorted({a for a in cfg["suite"]["agents"] if cfg["suite"]["agents"].count(a) > 1})
+    if twice:
+        raise UserError(f"{path}: suite.agents names {', '.join(twice)} twice: list each once")
     check_joint_rainbow(cfg, path)
     check_values(cfg, path)
     return cfg
 
 
 def check_joint_rainbow(cfg: dict[str, Any], path: Path) -> None:
-    """The joint_rainbow section: optional, but needed (timesteps and envs) when suite.agents
-    lists joint_rainbow."""
+    """The joint_rainbow section: optional (needed when suite.agents lists joint_rainbow);
+    when given, with its timesteps and envs."""
     section = cfg.get("joint_rainbow")
     if section is None:
         cfg.pop("joint_rainbow", None)  # `joint_rainbow:` with nothing under it: absent
@@ -266,6 +271,37 @@ def check_agent_sets(cfg: dict[str, Any], path: Path) -> None:
             load_config(None, [x for name in names for x in sets[name]], defaults=defaults)
         except UserError as e:
             raise UserError(f"{path}: {' + '.join(names)} for {defaults.name}: {e}") from None
+    check_fine_tuning_fits(cfg, sets, path)
+
+
+# a jointly trained network and the settings that fine-tune it: (agent, training's set, the
+# suite's set, the program whose defaults both take)
+FINE_TUNED = (
+    ("joint", "joint.set", "suite.ppo_set", "ppo2"),
+    ("joint_rainbow", "joint_rainbow.set", "suite.rainbow_set", "rainbow"),
+)
+
+
+def check_fine_tuning_fits(cfg: dict[str, Any], sets: dict[str, list[str]], path: Path) -> None:
+    """A listed fine-tuned agent's network must fit the actions it is fine-tuned with: the same
+    discretizer in training and in the suite (else every run fails after the training)."""
+    from agent.config import load_config
+    from agent.configs import PPO2, RAINBOW
+
+    defaults = {"ppo2": PPO2, "rainbow": RAINBOW}
+    for name, trained, tuned, program in FINE_TUNED:
+        if name not in cfg["suite"]["agents"]:
+            continue
+        given = [
+            load_config(None, sets[key], defaults=defaults[program])["discretizer"]
+            for key in (trained, tuned)
+        ]
+        if given[0] != given[1]:
+            raise UserError(
+                f"{path}: {trained} trains {name} with discretizer={given[0]} but "
+                f"{tuned} fine-tunes it with discretizer={given[1]}: its network's actions "
+                "would not fit; give both the same discretizer"
+            )
 
 
 def maml_config_file(cfg: dict[str, Any]) -> Path:
@@ -792,7 +828,8 @@ def joint_section(out: Path, stage: str = "joint") -> list[str]:
         if has_joint_png:
             lines += [f"![{title}]({png})", ""]
     else:
-        lines += [f"No rows in {stage}/learning.csv yet (one every log_interval steps).", ""]
+        unit = "updates" if stage == "joint" else "environment steps"
+        lines += [f"No rows in {stage}/learning.csv yet (one every log_interval {unit}).", ""]
     return lines
 
 

@@ -186,12 +186,70 @@ def test_a_config_that_would_fail_a_later_stage_is_refused_at_the_start(tmp_path
         ("  envs: 2\n  set: [learning", "  set: [learning", "joint_rainbow has no envs"),
         ("joint_rainbow:  ", "unused:\n  a:  ", "lists joint_rainbow but there is no joint_"),
         ("rainbow_set: [learning_starts=200", "rainbow_set: [nsteps=1", "rainbow_set for rainbow"),
+        ("agents: [maml,", "agents: [ppo2, maml,", "suite.agents names ppo2 twice"),
+        (
+            "rainbow_set: [learning_starts=200",
+            "rainbow_set: [discretizer=sonic8, learning_starts=200",
+            "joint_rainbow.set trains joint_rainbow with discretizer=auto but "
+            "suite.rainbow_set fine-tunes it with discretizer=sonic8",
+        ),
+        (
+            "  set: [nsteps=64, nminibatches=2, noptepochs=1, save",
+            "  set: [discretizer=atari, nsteps=64, nminibatches=2, noptepochs=1, save",
+            "joint.set trains joint with discretizer=atari but suite.ppo_set",
+        ),
     ):
         assert old in text, old
         bad.write_text(text.replace(old, new, 1))
         with pytest.raises(UserError, match=re.escape(said)):
             load_pipeline_config(bad)
     assert load_pipeline_config(SMOKE)["suite"]["budget"] == 300
+    # joint_rainbow unlisted: its section may be left empty (or out)
+    unlisted = text.replace("joint, joint_rainbow, ppo2", "joint, ppo2")
+    section = unlisted[unlisted.index("joint_rainbow:  ") : unlisted.index("suite:")]
+    bad.write_text(unlisted.replace(section, "joint_rainbow:\n\n"))
+    assert "joint_rainbow" not in load_pipeline_config(bad)
+
+
+def test_rainbow_settings_reach_the_rainbow_agents_listed_and_no_other(tmp_path: Path) -> None:
+    cfg = load_pipeline_config(SMOKE)  # rainbow_set given, rainbow not listed
+    args = _agent_args(suite_command(Pipeline(tmp_path, cfg, SMOKE), "docker"))
+    assert "rainbow" not in args and args["joint_rainbow"][:2] == ["--set", "learning_starts=200"]
+    cfg["suite"]["agents"] = [*cfg["suite"]["agents"], "rainbow"]
+    args = _agent_args(suite_command(Pipeline(tmp_path / "r", cfg, SMOKE), "docker"))
+    assert args["rainbow"] == args["joint_rainbow"]
+
+
+def test_joint_rainbow_image_and_report_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its checkpoint is baked into its own image over the rainbow one; the report shows its
+    curve, and a joint stage that logged no row yet says so."""
+    import meta_train.pipeline as pipeline
+
+    p = Pipeline(tmp_path, load_pipeline_config(SMOKE), SMOKE)
+    built: list[list[str]] = []
+    monkeypatch.setattr(pipeline, "docker_available", lambda: (True, "daemon up"))
+    monkeypatch.setattr(pipeline, "run_command", lambda cmd, what: built.append(cmd))
+    pipeline.stage_images(p, "docker")
+    (cmd,) = [c for c in built if "--checkpoint" in c and "rainbow" in c]
+    assert cmd[cmd.index("--agent") + 1] == "rainbow"
+    assert cmd[cmd.index("--checkpoint") + 1] == str(tmp_path / "joint_rainbow" / "checkpoint.pt")
+    assert cmd[cmd.index("--tag") + 1] == IMAGE_TAGS["joint_rainbow"]
+
+    (tmp_path / "joint").mkdir()
+    (tmp_path / "joint" / "learning.csv").write_text("timesteps,episodes,mean_return\n")
+    (tmp_path / "joint_rainbow").mkdir()
+    (tmp_path / "joint_rainbow" / "learning.csv").write_text(
+        "timesteps,episodes,mean_return\n64,1,2.0\n128,3,4.5\n"
+    )
+    report = pipeline.stage_report(p, sonic=False).read_text()
+    assert "MAML, joint PPO and joint Rainbow on" in report
+    assert "No rows in joint/learning.csv yet (one every log_interval updates)" in report
+    rainbow = report[report.index("## Joint Rainbow") :]
+    assert "128 timesteps and 3 episodes" in rainbow and "all levels together): 4.5" in rainbow
+    assert "![joint Rainbow](joint_rainbow.png)" in rainbow
+    assert (tmp_path / "joint_rainbow.png").stat().st_size > 0
 
 
 def test_fresh_removes_only_a_pipeline_s_directory(tmp_path: Path) -> None:
