@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model.learn(total_timesteps=10**12)
     except BudgetExhausted:
-        print(f"sb3_ppo agent: budget spent after {model.num_timesteps} steps", flush=True)
+        print(
+            f"sb3_ppo agent: budget spent after {model.num_timesteps} steps, "
+            f"{model._n_updates} updates",  # SB3 counts epochs of updates there
+            flush=True,
+        )
     except RemoteEnvClosed as e:
         print(f"sb3_ppo agent: the server closed the connection: {e}", file=sys.stderr)
         return 1

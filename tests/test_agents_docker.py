@@ -123,4 +123,8 @@ def test_rainbow_image_runs_to_the_budget_with_its_memory_limit(
     log = (tmp_path / "run" / "agent.log").read_text()
     assert results["status"] == "budget" and results["agent_exit_code"] == 0, (results, log)
     assert "rainbow agent: learning from scratch" in log and "budget spent" in log, log
-    assert (tmp_path / "run" / "agent" / "checkpoint.pt").is_file()
+    from agent.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "run" / "agent" / "checkpoint.pt")
+    # one update per transition from the 40th: it learned in the container
+    assert saved["updates"] == saved["transitions"] - 39 > 0, saved["updates"]

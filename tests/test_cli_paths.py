@@ -463,12 +463,9 @@ def test_wheel_install_runs_from_another_directory(tmp_path: Path, wheel_bin: Pa
 def test_wheel_install_builds_an_image_that_plays(tmp_path: Path, wheel_bin: Path) -> None:
     """`sonic-maml build` from a wheel install (no checkout anywhere) makes an image that runs."""
     pytest.importorskip("docker")
-    from evaluation.docker.daemon import find_daemon
+    from tests.support import docker_client_or_skip
 
-    found = find_daemon(timeout=120)
-    if found is None:
-        pytest.skip("no Docker daemon answers (python -m evaluation docker up)")
-    client = found[1]
+    client = docker_client_or_skip(timeout=120)
     bin_dir = wheel_bin
     work = tmp_path / "work"
     work.mkdir()

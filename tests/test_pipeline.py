@@ -29,6 +29,7 @@ from meta_train.pipeline import (
     suite_command,
 )
 from sonic_common.errors import UserError
+from tests.support import docker_client_or_skip
 
 SMOKE = CONFIG_DIR / "pipeline-smoke.yaml"
 
@@ -224,7 +225,8 @@ def test_joint_rainbow_image_and_report_section(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its checkpoint is baked into its own image over the rainbow one; the report shows its
-    curve, and a joint stage that logged no row yet says so."""
+    curve, and a joint stage that logged no row yet says so. (Docker and the build stand in
+    here for speed; test_smoke_pipeline_end_to_end_in_docker builds and runs the image.)"""
     import meta_train.pipeline as pipeline
 
     p = Pipeline(tmp_path, load_pipeline_config(SMOKE), SMOKE)
@@ -277,10 +279,7 @@ def test_fresh_removes_only_a_pipeline_s_directory(tmp_path: Path) -> None:
 @pytest.mark.docker
 @pytest.mark.timeout(1800)
 def test_smoke_pipeline_end_to_end_in_docker(tmp_path: Path, atari_roms: None) -> None:
-    from evaluation.docker.daemon import find_daemon
-
-    if find_daemon(timeout=600) is None:
-        pytest.skip("no Docker daemon answers (run `python -m evaluation docker up` as root)")
+    docker_client_or_skip(timeout=600)
     out = tmp_path / "pipe"
     cmd = [
         sys.executable,

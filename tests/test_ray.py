@@ -43,7 +43,7 @@ FAST_HEALTH = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Ray stops before the next module's tests
 def cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
@@ -191,7 +191,9 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
     doomed = cluster.add_node(num_cpus=2, object_store_memory=78 * MIB)
     cluster.wait_for_nodes()
     out = tmp_path / "s"
-    config = new_suite(out, ["random"], 2, 2000)
+    # 6000 steps (≈ 8 s of stepping alone): the node goes one second after the runs start,
+    # while they play, also on an idle machine (2000 steps could end first)
+    config = new_suite(out, ["random"], 2, 6000)
     runner = RaySuiteRunner(config, out, RayOptions(address=cluster.address))
     done: list[Any] = []
     thread = threading.Thread(target=lambda: done.append(runner.run(list(config.run_keys()))))
@@ -213,7 +215,7 @@ def test_a_node_lost_mid_suite_reruns_its_runs_elsewhere(cluster: Any, tmp_path:
     assert set(runner.placements.values()) <= before  # the final attempts ran elsewhere
     for seed in (0, 1):
         res = results(out, "random", seed)
-        assert res["status"] == "budget" and res["timesteps"] == 2000
+        assert res["status"] == "budget" and res["timesteps"] == 6000
     write_report(out)
     assert [r["status"] for r in summary(out)] == ["budget", "budget"]
 
@@ -489,7 +491,9 @@ def test_a_private_run_sends_back_its_records_first_and_not_what_an_agent_inflat
     assert listed["agent/huge"].startswith(f"{2**40} bytes")
 
 
-def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
+def test_the_pipeline_passes_the_backend_through(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from meta_train.configs import CONFIG_DIR
     from meta_train.pipeline import Pipeline, load_pipeline_config, main, suite_command
 
@@ -501,7 +505,9 @@ def test_the_pipeline_passes_the_backend_through(tmp_path: Path) -> None:
     assert cmd[cmd.index("--backend") : cmd.index("--backend") + 4] == p.backend
     with pytest.raises(SystemExit) as e:
         main(["--smoke", "--out", str(tmp_path / "p"), "--address", "HEAD:6379"])
-    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--address is for --backend ray" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
 
 
 # ---------------------------------------------------------------- meta-training rollouts

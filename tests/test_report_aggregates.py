@@ -181,6 +181,8 @@ def test_compare_merges_two_suites(tmp_path: Path) -> None:
     for d, clock in ((base, 3_600.0), (new, 43_200.0)):
         (d / "suite.json").write_text(json.dumps({"budget": 400, "wallclock_s": clock}))
     assert compare(base, new, "--out", tmp_path / "clocks").returncode == 0
+    clocks = (tmp_path / "clocks" / "report.md").read_text()  # the scores as before
+    assert "| ppo2 | 0.15 [" in clocks and "| mine | 0.55 [" in clocks
     write_run(new, "mine", BREAKOUT, 3, [(raw(BREAKOUT, 0.5), 100, 0)], status="wallclock")
     proc = compare(base, new, "--out", tmp_path / "clocks2")
     assert proc.returncode == 2 and "wall clock 3600.0 s" in proc.stderr

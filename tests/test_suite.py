@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -97,14 +96,15 @@ def test_suite_runs_every_combination_and_reports(finished_suite: Path) -> None:
     assert res["agent"] == "random_b" and "agent.random" in res["agent_cmd"]
 
 
-def test_resume_skips_finished_runs_and_redoes_the_rest(finished_suite: Path) -> None:
-    out = finished_suite
+def test_resume_skips_finished_runs_and_redoes_the_rest(
+    finished_suite: Path, tmp_path: Path
+) -> None:
+    out = Path(shutil.copytree(finished_suite, tmp_path / "s", symlinks=True))  # the others' stays
     kept, interrupted = results(out, "random", 0), results(out, "random", 1)
     crashed, deleted = results(out, "random_b", 0), results(out, "random_b", 1)
     set_status(interrupted, "interrupted")
     set_status(crashed, "agent_crashed")
     shutil.rmtree(deleted.parent)
-    time.sleep(0.05)
     before = {p: p.stat().st_mtime_ns for p in (kept, kept.with_name("monitor.csv"), crashed)}
 
     proc = suite("--out", out, "--resume")  # the old `--resume DIR` below

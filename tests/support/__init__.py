@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 AIRSTRIKER = "Airstriker-Genesis-v0:Level1"  # ships with stable-retro
 BREAKOUT = "Breakout-Atari2600-v0:Start"  # an Atari 2600 ROM bundled with ale-py
@@ -19,6 +23,17 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def beside(fault: Callable[[], None], main: Callable[[], T]) -> T:
+    """Runs `fault` (a thread that waits for a moment, then injects a fault) while `main` runs,
+    and returns main's result; what `fault` raised (it timed out waiting) is raised here, not
+    lost in its thread."""
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(fault)
+        result = main()
+        done.result()
+    return result
 
 
 def processes_with(token: str, environ: bool = False) -> list[int]:
@@ -50,17 +65,21 @@ def no_leftovers(token: str, timeout: float = 20.0) -> None:
 
 def docker_client_or_skip(timeout: float = 600) -> Any:
     """A client of the Docker daemon (waiting up to `timeout` s for it), or the test skipped
-    with the fix (CI makes no daemon a failure: REQUIRE_DOCKER=1 in the Makefile)."""
+    with the fix; failed instead under REQUIRE_DOCKER=1 (CI), so that a daemon lost mid-run
+    cannot turn the Docker tests into skips."""
     import pytest
 
     from evaluation.docker.daemon import find_daemon
 
     found = find_daemon(timeout=timeout)
     if found is None:
-        pytest.skip(
+        why = (
             "no Docker daemon answers (run `python -m evaluation docker up` as root, "
             "or set DOCKER_HOST)"
         )
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{why}; REQUIRE_DOCKER=1 makes that a failure")
+        pytest.skip(why)
     return found[1]
 
 
