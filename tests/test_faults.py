@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -782,7 +783,10 @@ def small_disk(base: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> None:
-    """Take every free page of the file system (tmpfs allocates page by page)."""
+    """Take every free page of the file system (tmpfs allocates page by page); nothing once it
+    is unmounted (the directory below is then the host's disk)."""
+    if not os.path.ismount(disk):
+        return
     fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         for chunk in (1 << 20, 4096):
@@ -829,13 +833,31 @@ def test_13_full_disk_ends_with_a_clear_error_and_keeps_the_records(
         env=env,
     )
     wait_until(lambda: (d / "agent" / "played").exists(), 120, "one episode")
+    # the server's `ob` (215 kB, on this disk with TMPDIR) held open: its pages are not freed
+    # when the server ends, and the runner's writes after it find the disk full too
+    held = [os.open(ob, os.O_RDONLY) for ob in small_disk.glob("contest-*/ob")]
+    stop = threading.Event()
 
-    def keep_full() -> None:  # pages freed as the server ends (its `ob`, 215 kB) are taken too
-        while proc.poll() is None:
+    def keep_full() -> None:  # and whatever else is freed (tmpfs's per-CPU slack) is taken
+        while not stop.is_set():
             fill(small_disk)
             time.sleep(0.01)
 
-    out, err = beside(keep_full, lambda: proc.communicate(timeout=180))
+    def finish() -> tuple[str, str]:
+        try:
+            return proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            stop.set()
+
+    try:
+        out, err = beside(keep_full, finish)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert where == "results dir" or held, "no `ob` on the disk to hold"
     assert "Traceback" not in err
     assert proc.returncode == 2, (out, err)
     lines = [ln for ln in err.strip().splitlines() if "elapsed" not in ln]  # not progress lines

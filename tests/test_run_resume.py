@@ -8,6 +8,7 @@ records kept and what the agent restored. The others check the refusals on recor
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -337,6 +338,10 @@ def test_a_continued_run_keeps_the_clock_it_had_and_its_settings(tmp_path: Path)
     assert res["resumed"][0]["at_timesteps"] == 222 and 95 <= res["wallclock_s"] < 150
     _, rows = read_monitor(run / MONITOR)
     assert [r.l for r in rows[:2]] == [100, 120] and rows[1].t == 95.0
+    # the records' clock went on from 95 s too: a clock from 0 would log progress at 30, 60, 90
+    with open(run / "progress.csv", newline="") as f:
+        after = [float(r["elapsed_s"]) for r in csv.DictReader(f) if int(r["timesteps"]) > 222]
+    assert after and min(after) >= 95.0, after
 
     for other, why in (
         (replace_spec(spec, seed=6), "another seed"),

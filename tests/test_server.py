@@ -272,7 +272,8 @@ def test_wallclock_limit(start: Any, dirs: tuple[Path, Path]) -> None:
     assert server.wait() == 0
     results = server.results()
     assert results["status"] == "wallclock" and results["timesteps"] > 0
-    assert results["wallclock_s"] >= 5.0  # not before its limit, by the server's own clock
+    assert results["wallclock_limit_s"] == 6.0  # the limit it was given
+    assert results["wallclock_s"] >= 5.0  # not before it, by the server's own clock
 
 
 @pytest.mark.parametrize(

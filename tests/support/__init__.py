@@ -32,7 +32,10 @@ def beside(fault: Callable[[], None], main: Callable[[], T]) -> T:
     with ThreadPoolExecutor(1) as pool:
         done = pool.submit(fault)
         result = main()
-        done.result()
+        try:
+            done.result()
+        except AssertionError as e:  # the fault never came: say how the run ended instead
+            raise AssertionError(f"{e}; meanwhile the run ended: {result!r}") from e
     return result
 
 
