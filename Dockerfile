@@ -10,9 +10,10 @@
 #
 # Layers, cheapest rebuild first: the requirements (torch: minutes) are installed in a stage of
 # their own from this file and the wheels only, so a source change reuses them; the build code
-# tags that stage (sonic-maml-requirements:<key>, label sonic-maml.build=requirements) so that it
-# survives the clean-up, and `python -m evaluation docker prune` drops it. The sources go in a
-# second stage, as a `--target` install under /opt/agent/lib.
+# tags that stage (sonic-maml-requirements:<key>, label sonic-maml.build=requirements) and the venv
+# layer made from it (<key>-venv) so that they survive the clean-up, and `python -m evaluation
+# docker prune` drops them. The sources go in a stage of their own, as a `--target` install under
+# /opt/agent/lib.
 
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -62,11 +63,18 @@ RUN set -eu; \
     cp /etc/passwd /etc/group /stage/etc/; \
     chmod -R a+rX /stage
 
-# ---- stage 3: the agent image. Two layers over the base on purpose: with the vfs storage driver
-# every step copies the whole file system. The venv layer is the same for every agent with the
-# same requirements (cached, shared by the torch images); the second is a few MB.
-FROM ${BASE_IMAGE}
+# ---- stage 3: the base and /opt/venv, one layer, the same for every agent with the same
+# requirements (shared by the torch images). A COPY stamps /opt and /opt/venv with the time it
+# ran, so two builds making this layer at once made two different ones: the build code makes it
+# once, with the requirements under their lock, and tags it (<key>-venv); builds then reuse it.
+FROM ${BASE_IMAGE} AS venv
+LABEL sonic-maml.build=requirements
 COPY --from=requirements /opt/venv /opt/venv
+
+# ---- stage 4: the agent image. Two layers over the base on purpose: with the vfs storage driver
+# every step copies the whole file system. The second, our sources, is a few MB.
+FROM venv
+LABEL sonic-maml.build=agent
 COPY --from=deps /stage/ /
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

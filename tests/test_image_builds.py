@@ -1,8 +1,10 @@
 """Agent image builds: two at once do not break each other, and a source change reuses the
-requirements layer (the Dockerfile's `requirements` stage, kept as `sonic-maml-requirements:<key>`).
+requirements layer (the Dockerfile's `requirements` and `venv` stages, kept as
+`sonic-maml-requirements:<key>` and `<key>-venv`).
 
 Needs a Docker daemon (`python -m evaluation docker up`). Light agents only (random, jerk): three
-builds, two of them at the same time, from whatever cache the daemon has (none in CI).
+builds, two of them at the same time, from no downloaded wheels and whatever cache the daemon has
+(none in CI).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,11 +25,13 @@ docker = pytest.importorskip("docker")
 from evaluation.docker.images import (  # noqa: E402
     BUILD_ID_LABEL,
     LIGHT_REQUIREMENTS,
+    VENV_SUFFIX,
     build_agent_image,
     ensure_base_image,
     image_exists,
     prune_caches,
     requirements_tag,
+    wheels_dir,
 )
 from tests.support import AIRSTRIKER, docker_client_or_skip  # noqa: E402
 
@@ -52,8 +57,10 @@ def client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def together(client: docker.DockerClient) -> dict[str, subprocess.CompletedProcess[str]]:
-    """`python -m evaluation build` of random and of jerk, started at the same moment."""
+    """`python -m evaluation build` of random and of jerk, started at the same moment, from no
+    downloaded wheels (both download them unless one waits for the other's download)."""
     ensure_base_image(client)
+    shutil.rmtree(wheels_dir(LIGHT_REQUIREMENTS), ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     procs = {
         agent: subprocess.Popen(
@@ -100,6 +107,8 @@ def test_two_builds_at_once_both_succeed_and_play(
     from evaluation.contest.runner import RunSpec, run_one
     from roms_setup.levels import Level
 
+    downloads = [agent for agent, done in together.items() if "pip download" in done.stdout]
+    assert len(downloads) == 1, downloads
     for agent, done in together.items():
         assert done.returncode == 0, (agent, done.stdout[-3000:])
         build_id = re.search(r"build id ([0-9a-f]+)", done.stdout)
@@ -129,7 +138,8 @@ def test_two_builds_at_once_both_succeed_and_play(
 def test_a_source_change_reuses_the_requirements_layer(
     together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient
 ) -> None:
-    """Agents with the same requirements share the venv layer, and a changed source rebuilds
+    """Agents with the same requirements share the venv layer, even built at once in a fresh
+    daemon (two copies made at once differed in /opt's time), and a changed source rebuilds
     only the layer above it: the kept requirements image is the same before and after."""
     assert all(done.returncode == 0 for done in together.values())
     base = ensure_base_image(client)
@@ -137,6 +147,7 @@ def test_a_source_change_reuses_the_requirements_layer(
     kept = client.images.get(cache).id
     venv = _venv_layer(client, TAGS["random"])
     assert _venv_layer(client, TAGS["jerk"]) == venv
+    assert client.images.get(cache + VENV_SUFFIX).attrs["RootFS"]["Layers"][-1] == venv
     build_agent_image(
         client,
         "random",
@@ -166,13 +177,13 @@ def test_prune_drops_the_requirements_cache_not_the_images(
     together: dict[str, subprocess.CompletedProcess[str]], client: docker.DockerClient
 ) -> None:
     """`docker prune` (here only the light cache: the torch one costs minutes to remake) untags
-    the kept requirements stage; the images made from it keep their layers and still run."""
+    the kept requirements and venv stages; the images made from them keep their layers and run."""
     assert all(done.returncode == 0 for done in together.values())
     cache = requirements_tag(ensure_base_image(client), LIGHT_REQUIREMENTS)
     assert image_exists(client, cache)
     removed, _ = prune_caches(client, only=[cache])
-    assert removed == [cache]
-    assert not image_exists(client, cache)
+    assert sorted(removed) == [cache, cache + VENV_SUFFIX]
+    assert not image_exists(client, cache) and not image_exists(client, cache + VENV_SUFFIX)
     out = client.containers.run(
         TAGS["jerk"],
         ["-c", "import numpy, agent.jerk; print('runs')"],

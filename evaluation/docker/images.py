@@ -71,12 +71,14 @@ BUILD_REQUIREMENTS = ["setuptools>=68"]
 AGENT_MEMORY = {name: e.memory for name, e in AGENTS.items() if e.memory is not None}
 MEMORY_LABEL = "sonic-maml.memory"
 CHECKPOINT_PATH = "/opt/agent/checkpoint.pt"  # in the image; also its env $CHECKPOINT_ENV
-# The Dockerfile's stages carry BUILD_LABEL: `requirements` (kept, tagged REQUIREMENTS_REPO:<key>:
-# the cache that makes a rebuild after a source change fast) and `deps` (deleted after the build,
-# found by its BUILD_ID_LABEL, so that two builds at once never delete each other's stages).
+# The Dockerfile's stages carry BUILD_LABEL: `requirements` and `venv` (kept, tagged
+# REQUIREMENTS_REPO:<key> and <key>-venv: the cache that makes a rebuild after a source change
+# fast), `deps` (deleted after the build, found by its BUILD_ID_LABEL, so that two builds at once
+# never delete each other's stages) and `agent` (the image).
 BUILD_LABEL = "sonic-maml.build"
 BUILD_ID_LABEL = "sonic-maml.build-id"
 REQUIREMENTS_REPO = "sonic-maml-requirements"
+VENV_SUFFIX = "-venv"  # the `venv` stage's tag: REQUIREMENTS_REPO:<key>-venv
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -172,14 +174,25 @@ def ensure_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str
 def download_wheels(requirements: Iterable[str]) -> Path:
     """Wheels for `requirements` (and the build backend), fetched once by pip on the host.
 
-    Cached under the state directory, keyed by the requirement list.
+    Cached under the state directory, keyed by the requirement list; one download at a time per
+    list (two builds at once in a fresh cache shared, and emptied, one `.partial` folder).
     """
     reqs = sorted(set(requirements) | set(BUILD_REQUIREMENTS))
-    key = hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
-    target = cache_dir() / "wheels" / key
-    if (target / ".complete").exists():
-        return target
-    partial = target.with_name(key + ".partial")
+    target = wheels_dir(requirements)
+    with _locked(f"wheels-{target.name}"):
+        if not (target / ".complete").exists():
+            _pip_download(reqs, target)
+    return target
+
+
+def wheels_dir(requirements: Iterable[str]) -> Path:
+    """Where `download_wheels` keeps the wheels of `requirements`."""
+    reqs = sorted(set(requirements) | set(BUILD_REQUIREMENTS))
+    return cache_dir() / "wheels" / hashlib.sha256("\n".join(reqs).encode()).hexdigest()[:12]
+
+
+def _pip_download(reqs: list[str], target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     print(f"pip download {' '.join(reqs)} ...", flush=True)
@@ -201,7 +214,6 @@ def download_wheels(requirements: Iterable[str]) -> Path:
     (partial / ".complete").write_text("")
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
-    return target
 
 
 def make_context(
@@ -297,40 +309,55 @@ def _locked(name: str) -> Iterator[None]:
 def cache_requirements(
     client: docker.DockerClient, ctx: Path, base_image: str, requirements: list[str], quiet: bool
 ) -> str:
-    """Build (or find in Docker's cache) the Dockerfile's `requirements` stage and tag it, so
-    that it outlives the clean-up after the build; return the tag.
+    """Build (or find in Docker's cache) the Dockerfile's `requirements` and `venv` stages and tag
+    them (`<tag>`, `<tag>-venv`), so that they outlive the clean-up after the build; return the
+    requirements tag.
 
-    One build at a time per requirement set (a lock): a second one waits, then finds it cached
-    instead of installing torch a second time. A tag moved to a new image (new wheels, a changed
-    Dockerfile) drops the old one unless a build still uses it (`docker prune` gets it later)."""
+    One build at a time per requirement set (a lock): a second one waits, then finds them cached
+    instead of installing torch a second time, and its image gets the same venv layer (made at
+    once, two copies of /opt/venv differ in their directories' times). A tag moved to a new image
+    (new wheels, a changed Dockerfile) drops the old one unless a build still uses it (`docker
+    prune` gets it later)."""
     tag = requirements_tag(base_image, requirements)
+    buildargs = {"BASE_IMAGE": base_image, "REQUIREMENTS": " ".join(requirements)}
     with _locked(tag.replace(":", "-")):
-        previous = client.images.get(tag).id if image_exists(client, tag) else None
-        t0 = time.monotonic()
-        for chunk in client.api.build(
-            path=str(ctx),
-            tag=tag,
-            target="requirements",
-            buildargs={"BASE_IMAGE": base_image, "REQUIREMENTS": " ".join(requirements)},
-            network_mode="none",
-            rm=True,
-            forcerm=True,
-            decode=True,
-        ):
-            if "error" in chunk:
-                raise UserError(
-                    f"docker build of {tag} (the requirements) failed: {chunk['error'].strip()}"
-                )
-            if "stream" in chunk and not quiet:
-                print(chunk["stream"], end="", flush=True)
-        image = client.images.get(tag)
-        if previous is not None and previous != image.id:
-            with contextlib.suppress(APIError):
-                client.images.remove(previous, noprune=False)
+        for target, stage_tag in (("requirements", tag), ("venv", tag + VENV_SUFFIX)):
+            _build_cached_stage(client, ctx, target, stage_tag, buildargs, quiet)
+    return tag
+
+
+def _build_cached_stage(
+    client: docker.DockerClient,
+    ctx: Path,
+    target: str,
+    tag: str,
+    buildargs: dict[str, str],
+    quiet: bool,
+) -> None:
+    previous = client.images.get(tag).id if image_exists(client, tag) else None
+    t0 = time.monotonic()
+    for chunk in client.api.build(
+        path=str(ctx),
+        tag=tag,
+        target=target,
+        buildargs=buildargs,
+        network_mode="none",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
+        if "error" in chunk:
+            error = chunk["error"].strip()
+            raise UserError(f"docker build of {tag} (the {target}) failed: {error}")
+        if "stream" in chunk and not quiet:
+            print(chunk["stream"], end="", flush=True)
+    image = client.images.get(tag)
+    if previous is not None and previous != image.id:
+        with contextlib.suppress(APIError):
+            client.images.remove(previous, noprune=False)
     if not quiet:
         state = "cached" if previous == image.id else f"built in {time.monotonic() - t0:.0f} s"
-        print(f"requirements {tag} ({image.short_id}): {state}", flush=True)
-    return tag
+        print(f"{target} {tag} ({image.short_id}): {state}", flush=True)
 
 
 def prune_caches(
@@ -346,7 +373,8 @@ def prune_caches(
     wanted = None if only is None else set(only)
     for image in image_summaries(client, {"label": f"{BUILD_LABEL}=requirements"}):
         for tag in image.tags:
-            if tag.startswith(f"{REQUIREMENTS_REPO}:") and (wanted is None or tag in wanted):
+            kept_as = tag.removesuffix(VENV_SUFFIX)
+            if tag.startswith(f"{REQUIREMENTS_REPO}:") and (wanted is None or kept_as in wanted):
                 with contextlib.suppress(APIError, ImageNotFound):
                     client.images.remove(tag, noprune=False)
                     removed.append(tag)
