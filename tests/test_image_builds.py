@@ -192,3 +192,32 @@ def test_prune_drops_the_requirements_cache_not_the_images(
         remove=True,
     )
     assert out.decode().strip() == "runs"
+
+
+def test_two_base_imports_at_once_make_one_image(client: docker.DockerClient) -> None:
+    """Two processes that find no base image import it once between them (a lock): two imports
+    at once left two images under one tag, and builds in between stood on different ones."""
+    tag = "sonic-maml-test-base:twice"
+    with contextlib.suppress(Exception):
+        client.images.remove(tag, force=True)
+    code = (
+        "from evaluation.docker.daemon import docker_client\n"
+        "from evaluation.docker.images import ensure_base_image\n"
+        f"print(ensure_base_image(docker_client(), {tag!r}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        outs = [proc.communicate(timeout=600)[0] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outs
+        assert all(out.strip().endswith(tag) for out in outs), outs
+        assert sum("docker import" in out for out in outs) == 1, outs
+        assert len(client.images.list(name="sonic-maml-test-base")) == 1
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)

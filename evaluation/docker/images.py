@@ -151,9 +151,19 @@ def base_rootfs_tarball() -> Path:
 
 
 def ensure_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str:
-    """Make sure the offline Debian base image exists (import the cached rootfs); return its tag."""
+    """Make sure the offline Debian base image exists (import the cached rootfs); return its tag.
+
+    One import at a time (a lock): two imported at once would leave two base images under one
+    tag, and builds started between them on different ones."""
     if image_exists(client, tag):
         return tag
+    with _locked(f"base-{tag.replace(':', '-').replace('/', '-')}"):
+        if not image_exists(client, tag):
+            _import_base_image(client, tag)
+    return tag
+
+
+def _import_base_image(client: docker.DockerClient, tag: str) -> None:
     t0 = time.monotonic()
     tarball = base_rootfs_tarball()
     repository, _, version = tag.rpartition(":")
@@ -165,7 +175,6 @@ def ensure_base_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str
     print(
         f"base image {tag}: {size / 1e6:.0f} MB, ready in {time.monotonic() - t0:.1f} s", flush=True
     )
-    return tag
 
 
 # ---------------------------------------------------------------------------- agent images
