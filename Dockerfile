@@ -38,7 +38,16 @@ RUN set -eu; \
     getent passwd 1000 >/dev/null || \
         useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /bin/sh agent
 
-# ---- stage 2: our distribution (no dependencies) in /stage/opt/agent/lib, the entry point script,
+# ---- stage 2: the base and /opt/venv, one layer, the same for every agent with the same
+# requirements (shared by the torch images). A COPY stamps /opt and /opt/venv with the time it
+# ran, so two builds making this layer at once made two different ones: the build code makes it
+# once, with the requirements under their lock, and tags it (<key>-venv); builds then reuse it.
+# Before `deps`: the classic builder builds every stage up to its target, needed or not.
+FROM ${BASE_IMAGE} AS venv
+LABEL sonic-maml.build=requirements
+COPY --from=requirements /opt/venv /opt/venv
+
+# ---- stage 3: our distribution (no dependencies) in /stage/opt/agent/lib, the entry point script,
 # the user database. Labelled with the build's id: the build code deletes only its own leftovers.
 FROM requirements AS deps
 ARG BUILD_ID=manual
@@ -62,14 +71,6 @@ RUN set -eu; \
     mkdir -p /stage/etc; \
     cp /etc/passwd /etc/group /stage/etc/; \
     chmod -R a+rX /stage
-
-# ---- stage 3: the base and /opt/venv, one layer, the same for every agent with the same
-# requirements (shared by the torch images). A COPY stamps /opt and /opt/venv with the time it
-# ran, so two builds making this layer at once made two different ones: the build code makes it
-# once, with the requirements under their lock, and tags it (<key>-venv); builds then reuse it.
-FROM ${BASE_IMAGE} AS venv
-LABEL sonic-maml.build=requirements
-COPY --from=requirements /opt/venv /opt/venv
 
 # ---- stage 4: the agent image. Two layers over the base on purpose: with the vfs storage driver
 # every step copies the whole file system. The second, our sources, is a few MB.

@@ -55,13 +55,33 @@ def client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+def _unnamed_deps(client: docker.DockerClient) -> set[str]:
+    """`deps` stages built with no build id (the Dockerfile's default), which no clean-up finds."""
+    return {
+        i.id for i in client.images.list(all=True, filters={"label": f"{BUILD_ID_LABEL}=manual"})
+    }
+
+
 @pytest.fixture(scope="module")
-def together(client: docker.DockerClient) -> dict[str, subprocess.CompletedProcess[str]]:
+def unnamed_before(client: docker.DockerClient) -> set[str]:
+    return _unnamed_deps(client)
+
+
+@pytest.fixture(scope="module")
+def together(
+    client: docker.DockerClient, unnamed_before: set[str]
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """`python -m evaluation build` of random and of jerk, started at the same moment, from no
-    downloaded wheels (both download them unless one waits for the other's download)."""
+    downloaded wheels (both download them unless one waits for the other's download). Wheels
+    already cached are moved aside and serve as pip's index, so no network is needed then."""
     ensure_base_image(client)
-    shutil.rmtree(wheels_dir(LIGHT_REQUIREMENTS), ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    wheels = wheels_dir(LIGHT_REQUIREMENTS)
+    if (wheels / ".complete").exists():
+        aside = wheels.with_name(f"{wheels.name}.test-{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        wheels.rename(aside)
+        env |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(aside)}
     procs = {
         agent: subprocess.Popen(
             [
@@ -87,6 +107,8 @@ def together(client: docker.DockerClient) -> dict[str, subprocess.CompletedProce
     for agent, proc in procs.items():
         out, _ = proc.communicate(timeout=1800)
         done[agent] = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    if "PIP_FIND_LINKS" in env:
+        shutil.rmtree(env["PIP_FIND_LINKS"], ignore_errors=True)
     return done
 
 
@@ -99,6 +121,7 @@ def _venv_layer(client: docker.DockerClient, tag: str) -> str:
 def test_two_builds_at_once_both_succeed_and_play(
     together: dict[str, subprocess.CompletedProcess[str]],
     client: docker.DockerClient,
+    unnamed_before: set[str],
     tmp_path: Path,
 ) -> None:
     """The clean-up after one build leaves the other's stages alone (it deleted them, once:
@@ -115,6 +138,8 @@ def test_two_builds_at_once_both_succeed_and_play(
         assert build_id, done.stdout[-3000:]
         left = client.images.list(all=True, filters={"label": f"{BUILD_ID_LABEL}={build_id[1]}"})
         assert left == [], (agent, "its deps stage was not deleted")
+    # the cached stages are built without a build id: no `deps` stage may come with them
+    assert _unnamed_deps(client) == unnamed_before, "a deps stage was built with the cached ones"
     for agent, tag in TAGS.items():
         spec = RunSpec(
             agent=agent,
@@ -217,7 +242,6 @@ def test_two_base_imports_at_once_make_one_image(client: docker.DockerClient) ->
         assert [proc.returncode for proc in procs] == [0, 0], outs
         assert all(out.strip().endswith(tag) for out in outs), outs
         assert sum("docker import" in out for out in outs) == 1, outs
-        assert len(client.images.list(name="sonic-maml-test-base")) == 1
     finally:
         with contextlib.suppress(Exception):
             client.images.remove(tag, force=True)

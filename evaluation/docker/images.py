@@ -383,7 +383,8 @@ def prune_caches(
     for image in image_summaries(client, {"label": f"{BUILD_LABEL}=requirements"}):
         for tag in image.tags:
             kept_as = tag.removesuffix(VENV_SUFFIX)
-            if tag.startswith(f"{REQUIREMENTS_REPO}:") and (wanted is None or kept_as in wanted):
+            chosen = wanted is None or tag in wanted or kept_as in wanted
+            if tag.startswith(f"{REQUIREMENTS_REPO}:") and chosen:
                 with contextlib.suppress(APIError, ImageNotFound):
                     client.images.remove(tag, noprune=False)
                     removed.append(tag)
