@@ -332,8 +332,9 @@ def print_iqm(
     return iqm
 
 
-def print_finished(table: Table, args: argparse.Namespace) -> None:
-    """A suite not finished yet: each finished run's two scores (partial: not a result)."""
+def print_runs(table: Table, args: argparse.Namespace, partial: bool) -> None:
+    """Each finished run's two scores (with 3 seeds the runs themselves are worth seeing; in a
+    suite not finished yet, only they: partial, not a result)."""
     rows = [
         [game_name(level), a, run.seed, f"{run.score:.1f}", f"{final_score(run):.1f}"]
         for level in GAMES
@@ -342,7 +343,10 @@ def print_finished(table: Table, args: argparse.Namespace) -> None:
         if run.seed < args.seeds and not math.isnan(run.score)
     ]
     total = len(GAMES) * len(AGENTS) * args.seeds
-    print(f"partial: {len(rows)} of {total} runs finished (each run's scores; not a result)")
+    if partial:
+        print(f"partial: {len(rows)} of {total} runs finished (each run's scores; not a result)")
+    else:
+        print(f"each run's scores ({len(rows)} of {total} runs)")
     header = ["game", "agent", "seed", "contest score", f"end of learning (last {FINAL_WINDOW:,})"]
     print("\n".join(md_table(header, rows)))
 
@@ -350,8 +354,8 @@ def print_finished(table: Table, args: argparse.Namespace) -> None:
 def report(table: Table, args: argparse.Namespace) -> int:
     scores = {a: score_matrix(table, a, args.seeds) for a in AGENTS}
     missing = [a for a, m in scores.items() if np.isnan(m).any()]
+    print_runs(table, args, partial=bool(missing))
     if missing:
-        print_finished(table, args)
         print(
             f"error: runs missing or unscored for {', '.join(missing)} in {args.out}: rerun "
             "the same command to resume (no IQM, no BENCH line before every run is done)",

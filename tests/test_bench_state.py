@@ -144,7 +144,7 @@ def test_only_runs_that_ended_well_are_scored(
     table = Table(runs, agents=list(bench.AGENTS), levels=list(bench.GAMES))
     matrix = bench.score_matrix(table, "rainbow", 3)
     assert not np.isnan(matrix[0, 0]) and np.isnan(matrix[1:, 0]).all()
-    bench.print_finished(table, bench.parse_args(["--seeds", "3"]))
+    bench.print_runs(table, bench.parse_args(["--seeds", "3"]), partial=True)
     printed = capsys.readouterr().out
     assert "partial: 1 of 27 runs" in printed and printed.count("| rainbow |") == 1
 
