@@ -27,6 +27,7 @@ from evaluation.docker.images import (  # noqa: E402
     LIGHT_REQUIREMENTS,
     VENV_SUFFIX,
     build_agent_image,
+    build_messages,
     ensure_base_image,
     image_exists,
     prune_caches,
@@ -245,3 +246,15 @@ def test_two_base_imports_at_once_make_one_image(client: docker.DockerClient) ->
     finally:
         with contextlib.suppress(Exception):
             client.images.remove(tag, force=True)
+
+
+def test_a_build_the_daemon_refuses_is_one_line(
+    client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A Dockerfile without the stage asked for (a context from another version) was a traceback
+    of the daemon's 400 answer; it is one UserError line naming the image and the reason."""
+    from sonic_common.errors import UserError
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {ensure_base_image(client)} AS requirements\n")
+    with pytest.raises(UserError, match=r"^docker build of probe \(the venv\) failed: .*venv"):
+        list(build_messages(client, "probe (the venv)", path=str(tmp_path), target="venv"))

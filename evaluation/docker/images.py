@@ -335,6 +335,23 @@ def cache_requirements(
     return tag
 
 
+def build_messages(
+    client: docker.DockerClient, what: str, **kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """`docker build` with the network off, its progress messages one by one; a build that
+    fails, or that the daemon refuses (a Dockerfile without the target asked for, a context it
+    cannot read), ends in one UserError line naming `what`."""
+    try:
+        for chunk in client.api.build(
+            network_mode="none", rm=True, forcerm=True, decode=True, **kwargs
+        ):
+            if "error" in chunk:
+                raise UserError(f"docker build of {what} failed: {chunk['error'].strip()}")
+            yield chunk
+    except APIError as e:
+        raise UserError(f"docker build of {what} failed: {e.explanation or e}") from None
+
+
 def _build_cached_stage(
     client: docker.DockerClient,
     ctx: Path,
@@ -345,19 +362,9 @@ def _build_cached_stage(
 ) -> None:
     previous = client.images.get(tag).id if image_exists(client, tag) else None
     t0 = time.monotonic()
-    for chunk in client.api.build(
-        path=str(ctx),
-        tag=tag,
-        target=target,
-        buildargs=buildargs,
-        network_mode="none",
-        rm=True,
-        forcerm=True,
-        decode=True,
+    for chunk in build_messages(
+        client, f"{tag} (the {target})", path=str(ctx), tag=tag, target=target, buildargs=buildargs
     ):
-        if "error" in chunk:
-            error = chunk["error"].strip()
-            raise UserError(f"docker build of {tag} (the {target}) failed: {error}")
         if "stream" in chunk and not quiet:
             print(chunk["stream"], end="", flush=True)
     image = client.images.get(tag)
@@ -443,18 +450,14 @@ def _docker_build(
         if not quiet:
             print(f"building {tag}: build id {build_id} (label {BUILD_ID_LABEL})", flush=True)
     try:
-        for chunk in client.api.build(
+        for chunk in build_messages(
+            client,
+            tag,
             path=str(ctx),
             tag=tag,
             buildargs=buildargs,
-            network_mode="none",
-            rm=True,
-            forcerm=True,
-            decode=True,
             labels={CONTEXT_LABEL: digest, **(labels or {})},
         ):
-            if "error" in chunk:
-                raise UserError(f"docker build of {tag} failed: {chunk['error'].strip()}")
             if "stream" in chunk and not quiet:
                 print(chunk["stream"], end="", flush=True)
             if "aux" in chunk and "ID" in chunk["aux"]:
